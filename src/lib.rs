@@ -1,0 +1,16 @@
+//! tollgate: an egress forward proxy for workloads that call external HTTP APIs on behalf of
+//! users.
+//!
+//! A request flows through the modules in a fixed order (see `proxy`):
+//!
+//! 1. [`identity`] turns `Proxy-Authorization` into a [`identity::Caller`] (org + user).
+//! 2. [`policy`] decides, from the admin-edited TOML files, whether the destination is allowed
+//!    for that caller's org and by which route.
+//! 3. [`route`] dials the destination: directly, behind the address guard that classifies every
+//!    resolved address before it is dialed.
+//! 4. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
+//!    decision line, and turns every failure into a synthetic response with `Proxy-Status`.
+
+pub mod identity;
+pub mod policy;
+pub mod route;
