@@ -14,3 +14,12 @@
 pub mod identity;
 pub mod policy;
 pub mod route;
+
+pub mod config;
+pub mod datadir;
+pub mod explain;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod tls;
+pub mod web;

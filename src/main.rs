@@ -1,1 +1,227 @@
-fn main(){}
+//! `tollgate` command line: clap parsing, tracing setup, rustls provider, then the library.
+//! Exit codes: 0 success, 1 the operation failed (message on stderr), 2 usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tollgate::config::{Config, LogFormat, ServeOverrides};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Egress proxy: caller identity, egress policies, OAuth token injection")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy, web and (optionally) relay listeners.
+    Serve(ServeOverrides),
+    /// Check or explain egress policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Caller tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The interception CA.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate every policy file: exit 0 when valid, 1 with every error as FILE:LINE: message.
+    Check {
+        /// Directory of policy files.
+        #[arg(long, env = "TOLLGATE_POLICIES", default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// Print the decision the proxy would make for a caller of ORG reaching TARGET.
+    Explain {
+        /// Directory of policy files.
+        #[arg(long, env = "TOLLGATE_POLICIES", default_value = "policies")]
+        policies: PathBuf,
+        /// The caller's organization.
+        #[arg(long)]
+        org: String,
+        /// The caller's user (shown; policies are per organization).
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Do not resolve the host to show what the address guard would do.
+        #[arg(long)]
+        no_resolve: bool,
+        /// A URL (http://host/path, https://host) or host:port.
+        target: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a caller token offline with the data directory's identity key.
+    Mint {
+        /// Data directory holding keys/identity.key.
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
+        data: PathBuf,
+        /// Organization (`org` claim).
+        #[arg(long)]
+        org: String,
+        /// User (`sub` claim).
+        #[arg(long)]
+        user: String,
+        /// Role to grant (repeatable); `admin` may manage the org's outbound applications.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the interception CA certificate (PEM) on stdout.
+    Export {
+        /// Data directory.
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One crypto provider for the whole process (ring); installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Command::Serve(over) => serve(over),
+        Command::Policy(PolicyCommand::Check { policies }) => {
+            init_tracing(LogFormat::Text, "warn");
+            policy_check(&policies)
+        }
+        Command::Policy(PolicyCommand::Explain {
+            policies,
+            org,
+            user,
+            json,
+            no_resolve,
+            target,
+        }) => {
+            init_tracing(LogFormat::Text, "warn");
+            tollgate::explain::run(&policies, &org, user.as_deref(), &target, json, !no_resolve)
+                .map(|_| ())
+        }
+        Command::Token(TokenCommand::Mint {
+            data,
+            org,
+            user,
+            roles,
+            ttl,
+        }) => token_mint(&data, &org, &user, &roles, ttl),
+        Command::Ca(CaCommand::Export { data }) => ca_export(&data),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn serve(over: ServeOverrides) -> anyhow::Result<()> {
+    let config = match Config::resolve(&over) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_tracing(config.log_format, "info");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let server = tollgate::server::Server::bind(config).await?;
+        for line in server.banner() {
+            println!("{line}");
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(tollgate::server::cancel_on_signal(shutdown.clone()));
+        server.run(shutdown).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn policy_check(dir: &std::path::Path) -> anyhow::Result<()> {
+    match tollgate::policy::PolicySet::load_dir(dir) {
+        Ok(set) => {
+            println!(
+                "ok: {} policies in {} files",
+                set.policy_count(),
+                set.file_count()
+            );
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            bail!("{} error(s) in {}", errors.len(), dir.display())
+        }
+    }
+}
+
+fn token_mint(
+    data: &std::path::Path,
+    org: &str,
+    user: &str,
+    roles: &[String],
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    let path = tollgate::datadir::DataDir::at(data).identity_key;
+    let key = tollgate::datadir::read_key_text(&path)
+        .with_context(|| "no identity key: run `tollgate serve` once to create the data directory")?;
+    for (what, v) in [("--org", org), ("--user", user)] {
+        if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+            bail!("{what} must be 1 to 128 printable characters");
+        }
+    }
+    let token = tollgate::identity::mint(
+        &tollgate::identity::IdentityKey::from_bytes(key.as_bytes()),
+        org,
+        user,
+        roles,
+        ttl,
+    );
+    println!("{token}");
+    Ok(())
+}
+
+fn ca_export(data: &std::path::Path) -> anyhow::Result<()> {
+    let path = tollgate::datadir::DataDir::at(data).ca_cert;
+    let pem = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: no CA yet; run `tollgate serve` once to create it",
+            path.display()
+        )
+    })?;
+    print!("{pem}");
+    Ok(())
+}

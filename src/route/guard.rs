@@ -60,3 +60,14 @@ pub struct Prohibited {
     /// Its class, or "proxy's own listener".
     pub reason: &'static str,
 }
+
+impl AddrClass {
+    /// TEMP
+    pub fn as_str(&self) -> &'static str {
+        todo!()
+    }
+    /// TEMP
+    pub fn is_prohibited(&self) -> bool {
+        todo!()
+    }
+}

@@ -1,0 +1,384 @@
+//! Server settings: flags, `TOLLGATE_*` environment variables and an optional `tollgate.toml`,
+//! merged (flag/env > file > embedded default) and validated into a [`Config`].
+//!
+//! Two steps, as in rathole: [`FileConfig`] is the raw, strict (`deny_unknown_fields`) file
+//! shape; [`ServeOverrides`] is what clap parsed; [`Config::resolve`] validates the merge and
+//! reports every problem at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default proxy listener (DESIGN: 127.0.0.1:3128).
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:3128";
+/// Default web listener (DESIGN: 127.0.0.1:8080).
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
+/// Connect timeout to an upstream (DESIGN default).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a complete request head (DESIGN default).
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time an upstream has to start its response once the request is sent. DESIGN is silent;
+/// 60 s is generous for APIs and keeps a silent upstream from pinning a connection forever.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// A tunnel with no bytes either way for this long is closed (DESIGN default: 15 min).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Largest request head accepted (DESIGN default: 64 KiB).
+pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// Concurrent client connections before `503 overloaded` (DESIGN default).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long SIGTERM waits for in-flight requests (DESIGN default).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable key=value lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The optional `tollgate.toml`. Every key mirrors a `serve` flag (dashes become underscores).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `--data`.
+    pub data: Option<PathBuf>,
+    /// `--policies`.
+    pub policies: Option<PathBuf>,
+    /// `--proxy-listen`.
+    pub proxy_listen: Option<String>,
+    /// `--web-listen`.
+    pub web_listen: Option<String>,
+    /// `--relay-listen`.
+    pub relay_listen: Option<String>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--connect-timeout`, e.g. "10s".
+    pub connect_timeout: Option<String>,
+    /// `--upstream-timeout`.
+    pub upstream_timeout: Option<String>,
+    /// `--request-head-timeout`.
+    pub request_head_timeout: Option<String>,
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<String>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--max-request-head` (bytes).
+    pub max_request_head: Option<usize>,
+    /// `--shutdown-grace`.
+    pub shutdown_grace: Option<String>,
+}
+
+/// What the `serve` command line (and its environment variables) said; `None` = not given.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeOverrides {
+    /// Optional settings file (TOML; keys as the flags, with underscores).
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: keys, CA, store. Created (mode 0700) on first start.
+    #[arg(long, env = "TOLLGATE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Directory of policy files (`*.toml`), watched for changes.
+    #[arg(long, env = "TOLLGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Proxy listener address [default: 127.0.0.1:3128].
+    #[arg(long, env = "TOLLGATE_PROXY_LISTEN")]
+    pub proxy_listen: Option<String>,
+    /// Web listener (consent, admin API, health, metrics) [default: 127.0.0.1:8080].
+    #[arg(long, env = "TOLLGATE_WEB_LISTEN")]
+    pub web_listen: Option<String>,
+    /// Relay listener for agents (off unless given).
+    #[arg(long, env = "TOLLGATE_RELAY_LISTEN")]
+    pub relay_listen: Option<String>,
+    /// Public base URL of the web listener, used in consent URLs [default: http://WEB_LISTEN].
+    #[arg(long, env = "TOLLGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Upstream connect timeout [default: 10s].
+    #[arg(long, env = "TOLLGATE_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<String>,
+    /// Time an upstream has to begin its response [default: 60s].
+    #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT")]
+    pub upstream_timeout: Option<String>,
+    /// Time a client has to send its request head [default: 30s].
+    #[arg(long, env = "TOLLGATE_REQUEST_HEAD_TIMEOUT")]
+    pub request_head_timeout: Option<String>,
+    /// Idle tunnel timeout [default: 15m].
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Maximum concurrent client connections [default: 10000].
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Maximum request head size in bytes [default: 65536].
+    #[arg(long, env = "TOLLGATE_MAX_REQUEST_HEAD")]
+    pub max_request_head: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests [default: 30s].
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where keys, the CA and the store live.
+    pub data_dir: PathBuf,
+    /// Where admins keep policy files.
+    pub policies_dir: PathBuf,
+    /// Proxy listener.
+    pub proxy_listen: SocketAddr,
+    /// Web listener.
+    pub web_listen: SocketAddr,
+    /// Relay listener, when enabled.
+    pub relay_listen: Option<SocketAddr>,
+    /// Base URL users reach the web listener at (no trailing slash); `None` = derive from the
+    /// bound web address once it is known (so `127.0.0.1:0` works in tests).
+    pub public_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream response-head timeout.
+    pub upstream_timeout: Duration,
+    /// Client request-head timeout.
+    pub request_head_timeout: Duration,
+    /// Idle tunnel timeout.
+    pub idle_timeout: Duration,
+    /// Concurrent client connection limit.
+    pub max_connections: usize,
+    /// Request head size limit.
+    pub max_request_head: usize,
+    /// Drain period on SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Every problem found while resolving the settings.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Merges flags/env over the optional file over the defaults, and validates.
+    pub fn resolve(over: &ServeOverrides) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let file = match &over.config {
+            Some(path) => match load_file(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    errors.push(e);
+                    FileConfig::default()
+                }
+            },
+            None => FileConfig::default(),
+        };
+        let addr = |flag: &str, v: Option<&String>, f: Option<&String>, d: &str, errs: &mut Vec<String>| {
+            let s = v.or(f).map(String::as_str).unwrap_or(d);
+            s.parse::<SocketAddr>()
+                .map_err(|_| errs.push(format!("--{flag}: {s:?} is not an address like 127.0.0.1:3128")))
+                .ok()
+        };
+        let dur = |flag: &str, v: Option<&String>, f: Option<&String>, d: Duration, errs: &mut Vec<String>| {
+            match v.or(f) {
+                None => d,
+                Some(s) => match humantime::parse_duration(s) {
+                    Ok(x) if !x.is_zero() => x,
+                    _ => {
+                        errs.push(format!("--{flag}: {s:?} is not a positive duration like 10s"));
+                        d
+                    }
+                },
+            }
+        };
+        let proxy_listen = addr(
+            "proxy-listen",
+            over.proxy_listen.as_ref(),
+            file.proxy_listen.as_ref(),
+            DEFAULT_PROXY_LISTEN,
+            &mut errors,
+        );
+        let web_listen = addr(
+            "web-listen",
+            over.web_listen.as_ref(),
+            file.web_listen.as_ref(),
+            DEFAULT_WEB_LISTEN,
+            &mut errors,
+        );
+        let relay_listen = match over.relay_listen.as_ref().or(file.relay_listen.as_ref()) {
+            None => None,
+            Some(s) => addr("relay-listen", Some(s), None, "", &mut errors),
+        };
+        let public_url = over.public_url.clone().or(file.public_url.clone());
+        if let Some(u) = &public_url {
+            if let Err(e) = validate_public_url(u) {
+                errors.push(format!("--public-url: {e}"));
+            }
+        }
+        let connect_timeout = dur(
+            "connect-timeout",
+            over.connect_timeout.as_ref(),
+            file.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            &mut errors,
+        );
+        let upstream_timeout = dur(
+            "upstream-timeout",
+            over.upstream_timeout.as_ref(),
+            file.upstream_timeout.as_ref(),
+            DEFAULT_UPSTREAM_TIMEOUT,
+            &mut errors,
+        );
+        let request_head_timeout = dur(
+            "request-head-timeout",
+            over.request_head_timeout.as_ref(),
+            file.request_head_timeout.as_ref(),
+            DEFAULT_REQUEST_HEAD_TIMEOUT,
+            &mut errors,
+        );
+        let idle_timeout = dur(
+            "idle-timeout",
+            over.idle_timeout.as_ref(),
+            file.idle_timeout.as_ref(),
+            DEFAULT_IDLE_TIMEOUT,
+            &mut errors,
+        );
+        let shutdown_grace = dur(
+            "shutdown-grace",
+            over.shutdown_grace.as_ref(),
+            file.shutdown_grace.as_ref(),
+            DEFAULT_SHUTDOWN_GRACE,
+            &mut errors,
+        );
+        let max_connections = over
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            errors.push("--max-connections must be at least 1".into());
+        }
+        let max_request_head = over
+            .max_request_head
+            .or(file.max_request_head)
+            .unwrap_or(DEFAULT_MAX_REQUEST_HEAD);
+        // hyper refuses read buffers below 8 KiB.
+        if max_request_head < 8192 {
+            errors.push("--max-request-head must be at least 8192 bytes".into());
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        // The unwraps below cannot fail: every `None` above pushed an error and returned.
+        Ok(Config {
+            data_dir: over
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            policies_dir: over
+                .policies
+                .clone()
+                .or(file.policies)
+                .unwrap_or_else(|| PathBuf::from("policies")),
+            proxy_listen: proxy_listen.expect("checked above"),
+            web_listen: web_listen.expect("checked above"),
+            relay_listen,
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
+            log_format: over.log_format.or(file.log_format).unwrap_or_default(),
+            connect_timeout,
+            upstream_timeout,
+            request_head_timeout,
+            idle_timeout,
+            max_connections,
+            max_request_head,
+            shutdown_grace,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .unwrap_or(0);
+        format!("{}:{line}: {}", path.display(), e.message())
+    })
+}
+
+fn validate_public_url(u: &str) -> Result<(), String> {
+    let uri: http::Uri = u.parse().map_err(|_| format!("{u:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.authority().is_some() => Ok(()),
+        _ => Err(format!("{u:?} must be an http:// or https:// URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_design() {
+        let c = Config::resolve(&ServeOverrides::default()).unwrap();
+        assert_eq!(c.proxy_listen.to_string(), "127.0.0.1:3128");
+        assert_eq!(c.web_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.relay_listen, None);
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.policies_dir, PathBuf::from("policies"));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_request_head, 65_536);
+    }
+
+    #[test]
+    fn flags_override_file_and_all_errors_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &path,
+            "proxy_listen = \"127.0.0.1:9999\"\nweb_listen = \"127.0.0.1:9998\"\nidle_timeout = \"5m\"\n",
+        )
+        .unwrap();
+        let over = ServeOverrides {
+            config: Some(path.clone()),
+            proxy_listen: Some("127.0.0.1:7777".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&over).unwrap();
+        assert_eq!(c.proxy_listen.to_string(), "127.0.0.1:7777");
+        assert_eq!(c.web_listen.to_string(), "127.0.0.1:9998");
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+
+        let bad = ServeOverrides {
+            proxy_listen: Some("nope".into()),
+            connect_timeout: Some("ten".into()),
+            public_url: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&bad).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error_with_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, "data = \"d\"\nproxy_lisen = \"x\"\n").unwrap();
+        let over = ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::resolve(&over).unwrap_err().to_string();
+        assert!(err.contains(":2:"), "{err}");
+        assert!(err.contains("proxy_lisen"), "{err}");
+    }
+}

@@ -1,0 +1,147 @@
+//! `tollgate policy explain`: the decision the proxy would make for a caller of an org, with
+//! the policy, rule (file:line), route, and what the address guard would say about the
+//! addresses the name resolves to now.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::json;
+
+use crate::policy::{normalize_host, Host, PolicySet, Route};
+use crate::route::guard::classify;
+
+/// Parses a target given as a URL (`http://host[:port]/...`, `https://host`) or `host:port`.
+pub fn parse_target(target: &str) -> anyhow::Result<(Host, u16)> {
+    let (authority, default_port) = if let Some((scheme, rest)) = target.split_once("://") {
+        let port = match scheme.to_ascii_lowercase().as_str() {
+            "http" => 80,
+            "https" => 443,
+            other => bail!("unsupported scheme {other:?} (use http, https or host:port)"),
+        };
+        let auth = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let auth = auth.rsplit('@').next().unwrap_or(auth);
+        (auth.to_string(), Some(port))
+    } else {
+        (target.to_string(), None)
+    };
+    let auth: http::uri::Authority = authority
+        .parse()
+        .map_err(|_| anyhow!("{target:?} is not a URL or host:port"))?;
+    let port = auth
+        .port_u16()
+        .or(default_port)
+        .ok_or_else(|| anyhow!("{target:?} needs a port (host:port) or a URL scheme"))?;
+    let host = normalize_host(auth.host())?;
+    Ok((host, port))
+}
+
+/// Prints the explanation. Returns whether the destination is allowed.
+pub fn run(
+    dir: &Path,
+    org: &str,
+    user: Option<&str>,
+    target: &str,
+    as_json: bool,
+    resolve: bool,
+) -> anyhow::Result<bool> {
+    let set = PolicySet::load_dir(dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow!("policies are invalid:\n{}", lines.join("\n"))
+    })?;
+    let (host, port) = parse_target(target)?;
+    let d = set.decide(org, &host, port);
+
+    // What the guard would do with the addresses as they resolve now.
+    let mut addresses = Vec::new();
+    if d.allowed && resolve && d.route == Some(Route::Direct) {
+        let ips: Vec<std::net::IpAddr> = match &host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => {
+                use std::net::ToSocketAddrs;
+                match (name.as_str(), port).to_socket_addrs() {
+                    Ok(a) => a.map(|s| s.ip()).collect(),
+                    Err(e) => {
+                        addresses.push(json!({"error": format!("does not resolve: {e}")}));
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        for ip in ips {
+            let class = classify(ip);
+            let refused = class.is_prohibited() && !d.allow_private;
+            addresses.push(json!({
+                "address": ip.to_string(),
+                "class": class.as_str(),
+                "guard": if refused { "refused" } else { "ok" },
+            }));
+        }
+    }
+    let guard_refuses = addresses.iter().any(|a| a["guard"] == "refused");
+    let allowed = d.allowed && !guard_refuses;
+    let out = json!({
+        "org": org,
+        "user": user,
+        "target": format!("{host}:{port}"),
+        "decision": if allowed { "allowed" } else { "denied" },
+        "reason": if guard_refuses { "address guard: resolves to a prohibited address" } else { d.reason },
+        "policy": d.policy.as_deref(),
+        "rule": d.rule.as_ref().map(|r| r.to_string()),
+        "route": d.route.as_ref().map(|r| r.to_string()),
+        "private_allowed": d.allow_private,
+        "app": serde_json::Value::Null,
+        "addresses": addresses,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&out).context("encoding")?);
+        return Ok(allowed);
+    }
+    let s = |k: &str| match &out[k] {
+        serde_json::Value::String(v) => v.clone(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => "-".into(),
+    };
+    println!("target:   {}", s("target"));
+    println!("caller:   org {org}{}", user.map(|u| format!(", user {u}")).unwrap_or_default());
+    println!("decision: {}", s("decision"));
+    println!("reason:   {}", s("reason"));
+    println!("policy:   {}", s("policy"));
+    println!("rule:     {}", s("rule"));
+    println!("route:    {}", s("route"));
+    println!("private:  {}", s("private_allowed"));
+    println!("app:      none (no outbound application injects here)");
+    for a in out["addresses"].as_array().into_iter().flatten() {
+        match a.get("error") {
+            Some(e) => println!("address:  {}", e.as_str().unwrap_or_default()),
+            None => println!(
+                "address:  {} ({}) guard {}",
+                a["address"].as_str().unwrap_or_default(),
+                a["class"].as_str().unwrap_or_default(),
+                a["guard"].as_str().unwrap_or_default()
+            ),
+        }
+    }
+    Ok(allowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_as_urls_or_host_port() {
+        let cases: &[(&str, &str, u16)] = &[
+            ("https://api.github.com/repos", "api.github.com", 443),
+            ("http://example.com", "example.com", 80),
+            ("http://user@example.com:8080/x", "example.com", 8080),
+            ("api.github.com:443", "api.github.com", 443),
+            ("[::1]:8443", "[::1]", 8443),
+        ];
+        for (input, host, port) in cases {
+            let (h, p) = parse_target(input).unwrap();
+            assert_eq!((h.to_string().as_str(), p), (*host, *port), "{input}");
+        }
+        assert!(parse_target("api.github.com").is_err());
+        assert!(parse_target("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Prometheus metrics (prometheus-client), served as text on the web listener's `/metrics`.
+//! Labels are low-cardinality by construction: decisions and status codes, never hosts or users.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of `tollgate_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `allowed`, `denied` or `error`.
+    pub decision: &'static str,
+    /// Status code tollgate answered with (for tunnels: the CONNECT answer).
+    pub status: u16,
+}
+
+/// Every metric tollgate exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests (and CONNECTs) by decision and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from dial start to response head (forward) or to the tunnel being up (CONNECT).
+    pub upstream_latency: Histogram,
+    /// Tunnels currently open.
+    pub open_tunnels: Gauge,
+    /// Client connections currently open on the proxy listener.
+    pub client_connections: Gauge,
+    /// Connections refused with `503 overloaded`.
+    pub overloaded: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Proxied requests by decision and status", requests.clone());
+        // 1 ms .. ~33 s.
+        let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "upstream_latency_seconds",
+            "Time to upstream response head (forward) or tunnel establishment (CONNECT)",
+            upstream_latency.clone(),
+        );
+        let open_tunnels = Gauge::default();
+        registry.register("open_tunnels", "Open CONNECT tunnels", open_tunnels.clone());
+        let client_connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Open client connections on the proxy listener",
+            client_connections.clone(),
+        );
+        let overloaded = Counter::default();
+        registry.register(
+            "overloaded_connections",
+            "Client connections refused with 503 overloaded",
+            overloaded.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            upstream_latency,
+            open_tunnels,
+            client_connections,
+            overloaded,
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn count_request(&self, decision: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels { decision, status })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,262 @@
+//! The one place (linkerd's `rescue`) that turns a failure into the synthetic response the
+//! client sees: a status, an RFC 9209 `Proxy-Status` header and a JSON body
+//! `{"error": CODE, "message": ..., ...}`. Internals never leak: messages are written for the
+//! caller, and secrets never reach this module.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, PROXY_AUTHENTICATE};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Map, Value};
+
+use super::ProxyBody;
+use crate::identity::IdentityError;
+use crate::policy::Decision;
+use crate::route::direct::DialError;
+
+/// Name this proxy uses in `Proxy-Status`.
+pub const PROXY_NAME: &str = "tollgate";
+
+/// Everything the proxy itself can answer with instead of an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Missing, expired or forged caller token.
+    #[error("proxy authentication required: {0}")]
+    AuthRequired(IdentityError),
+    /// Policy denied the destination.
+    #[error("destination denied: {}", .0.reason)]
+    Denied(Box<Decision>),
+    /// Dialing failed (DNS, guard, refused, timeout).
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// No agent connected for an agent route.
+    #[error("no agent {0:?} is connected")]
+    AgentUnavailable(String),
+    /// The upstream accepted the connection but did not answer in time.
+    #[error("upstream did not answer within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+    /// The upstream connection failed after it was established.
+    #[error("upstream connection failed: {0}")]
+    Upstream(String),
+    /// The request cannot be proxied as sent.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Connection limit reached.
+    #[error("too many connections")]
+    Overloaded,
+}
+
+impl ProxyError {
+    /// The JSON `error` code (DESIGN "Errors from the proxy itself").
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::AuthRequired(_) => "proxy_auth_required",
+            ProxyError::Denied(_) => "destination_denied",
+            ProxyError::Dial(DialError::Prohibited(_)) => "destination_ip_prohibited",
+            ProxyError::Dial(DialError::Dns { .. }) => "dns_error",
+            ProxyError::Dial(DialError::Refused(_)) | ProxyError::Dial(DialError::Io { .. }) => {
+                "connection_refused"
+            }
+            ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
+                "connection_timeout"
+            }
+            ProxyError::AgentUnavailable(_) => "agent_unavailable",
+            ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Overloaded => "overloaded",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::Denied(_) | ProxyError::Dial(DialError::Prohibited(_)) => {
+                StatusCode::FORBIDDEN
+            }
+            ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Dial(_) | ProxyError::AgentUnavailable(_) | ProxyError::Upstream(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The RFC 9209 error type for `Proxy-Status`.
+    fn proxy_status_type(&self) -> &'static str {
+        match self {
+            ProxyError::AuthRequired(_) | ProxyError::Denied(_) => "http_request_denied",
+            ProxyError::Dial(DialError::Prohibited(_)) => "destination_ip_prohibited",
+            ProxyError::Dial(DialError::Dns { .. }) => "dns_error",
+            ProxyError::Dial(DialError::Refused(_)) | ProxyError::Dial(DialError::Io { .. }) => {
+                "connection_refused"
+            }
+            ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
+                "connection_timeout"
+            }
+            ProxyError::AgentUnavailable(_) => "destination_unavailable",
+            ProxyError::Upstream(_) => "connection_terminated",
+            ProxyError::BadRequest(_) => "http_request_error",
+            ProxyError::Overloaded => "proxy_internal_error",
+        }
+    }
+
+    /// The human message for the body and the `details` parameter.
+    pub fn message(&self) -> String {
+        match self {
+            ProxyError::AuthRequired(e) => format!(
+                "proxy authentication required ({e}): send a caller token as \
+                 Proxy-Authorization: Bearer <token> or Basic user:<token>"
+            ),
+            ProxyError::Denied(d) => match &d.rule {
+                Some(rule) if d.policy.is_none() => format!("destination denied by deny rule {rule}"),
+                _ => format!("destination denied: {}", d.reason),
+            },
+            other => other.to_string(),
+        }
+    }
+
+    /// Extra JSON fields.
+    fn extra(&self, body: &mut Map<String, Value>) {
+        match self {
+            ProxyError::Denied(d) => {
+                if let Some(p) = &d.policy {
+                    body.insert("policy".into(), json!(p.as_ref()));
+                }
+                if let Some(r) = &d.rule {
+                    body.insert("rule".into(), json!(r.to_string()));
+                }
+                body.insert("reason".into(), json!(d.reason));
+            }
+            ProxyError::Dial(DialError::Prohibited(p)) => {
+                body.insert("address".into(), json!(p.addr.ip().to_string()));
+                body.insert("reason".into(), json!(p.reason));
+            }
+            ProxyError::AgentUnavailable(id) => {
+                body.insert("agent".into(), json!(id));
+            }
+            _ => {}
+        }
+    }
+
+    /// The synthetic response.
+    pub fn into_response(&self) -> Response<ProxyBody> {
+        let message = self.message();
+        let mut body = Map::new();
+        body.insert("error".into(), json!(self.code()));
+        body.insert("message".into(), json!(message));
+        self.extra(&mut body);
+        let mut resp = json_response(self.status(), &Value::Object(body));
+        let status_value = proxy_status(self.proxy_status_type(), &message);
+        resp.headers_mut().insert("proxy-status", status_value);
+        if let ProxyError::AuthRequired(_) = self {
+            resp.headers_mut().insert(
+                PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tollgate\""),
+            );
+        }
+        if let ProxyError::Overloaded = self {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// `tollgate; error=TYPE; details="..."` with the details made a valid sf-string.
+pub fn proxy_status(error_type: &str, details: &str) -> HeaderValue {
+    let mut escaped = String::with_capacity(details.len());
+    for c in details.chars().take(300) {
+        match c {
+            '"' | '\\' => {
+                escaped.push('\\');
+                escaped.push(c);
+            }
+            ' '..='~' => escaped.push(c),
+            _ => escaped.push('?'),
+        }
+    }
+    let v = format!("{PROXY_NAME}; error={error_type}; details=\"{escaped}\"");
+    // Only printable ASCII was written above.
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("tollgate"))
+}
+
+/// A JSON response with `Content-Type: application/json` and `Cache-Control: no-store`.
+pub fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
+    let bytes = Bytes::from(body.to_string());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The raw bytes of a `503 overloaded` answer, written straight to a socket we will not
+/// serve (the connection limit is reached, so no hyper connection is started for it).
+pub fn overloaded_raw_response() -> Vec<u8> {
+    let err = ProxyError::Overloaded;
+    let body = json!({"error": err.code(), "message": err.message()}).to_string();
+    let status = proxy_status(err.proxy_status_type(), &err.message());
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nProxy-Status: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{}",
+        status.to_str().unwrap_or("tollgate"),
+        body.len(),
+        body
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_status_details_are_escaped() {
+        let v = proxy_status("dns_error", "bad \"name\" \\ é");
+        assert_eq!(
+            v.to_str().unwrap(),
+            "tollgate; error=dns_error; details=\"bad \\\"name\\\" \\\\ ?\""
+        );
+    }
+
+    #[test]
+    fn every_error_has_status_code_header_and_json() {
+        let cases = vec![
+            ProxyError::AuthRequired(IdentityError::Missing),
+            ProxyError::BadRequest("x".into()),
+            ProxyError::Overloaded,
+            ProxyError::AgentUnavailable("onprem".into()),
+            ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
+            ProxyError::Upstream("reset".into()),
+        ];
+        for e in cases {
+            let r = e.into_response();
+            assert_eq!(r.status(), e.status());
+            assert!(r.headers().contains_key("proxy-status"), "{e:?}");
+            assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        }
+        let r = ProxyError::AuthRequired(IdentityError::Expired).into_response();
+        assert_eq!(r.headers()[PROXY_AUTHENTICATE], "Basic realm=\"tollgate\"");
+        let raw = String::from_utf8(overloaded_raw_response()).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 503"));
+        assert!(raw.contains("Proxy-Status: tollgate; error=proxy_internal_error"));
+        let body = raw.split("\r\n\r\n").nth(1).unwrap();
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "overloaded");
+    }
+}

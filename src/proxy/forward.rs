@@ -1,0 +1,226 @@
+//! Absolute-form `http://` requests: forwarded through a pooled hyper-util client whose
+//! connector dials through the address guard.
+//!
+//! Two pools exist on purpose: connections dialed under a rule that may reach private
+//! addresses are never handed to a request whose rule may not (the pool is keyed by
+//! scheme+authority only, so mixing them would let one org's `private = true` rule leak a
+//! connection to another org's request for the same name).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::errors::ProxyError;
+use super::log::CountingBody;
+use crate::policy::normalize_host;
+use crate::route::direct::{DialError, DirectDialer};
+
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle pooled connections kept per upstream host.
+const POOL_MAX_IDLE_PER_HOST: usize = 256;
+
+type UpstreamClient = Client<GuardedConnector, CountingBody<Incoming>>;
+
+/// Pooled upstream clients for direct routes.
+pub struct Upstream {
+    /// Dials only public addresses.
+    strict: UpstreamClient,
+    /// May dial private addresses (winning rule has `private = true` or is a CIDR rule).
+    private: UpstreamClient,
+    /// Time the upstream has to begin its response.
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    /// Clients over `dialer`.
+    pub fn new(dialer: Arc<DirectDialer>, response_timeout: Duration) -> Self {
+        let build = |allow_private| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                // We set Host ourselves, from the request target.
+                .set_host(false)
+                .build(GuardedConnector {
+                    dialer: dialer.clone(),
+                    allow_private,
+                })
+        };
+        Upstream {
+            strict: build(false),
+            private: build(true),
+            response_timeout,
+        }
+    }
+
+    /// Sends `req` (absolute-form, headers already cleaned) upstream.
+    pub async fn send(
+        &self,
+        req: Request<CountingBody<Incoming>>,
+        allow_private: bool,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let client = if allow_private {
+            &self.private
+        } else {
+            &self.strict
+        };
+        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(map_client_error(&e)),
+        }
+    }
+}
+
+/// Prepares a client request for the upstream: origin of the URI kept (the client converts to
+/// origin-form), `Host` set from the target (a different `Host` would let a request reach a
+/// virtual host the policy never saw), hop-by-hop and proxy headers removed.
+pub fn prepare_request<B>(req: &mut Request<B>, authority: &str) -> Result<(), ProxyError> {
+    strip_hop_by_hop(req.headers_mut());
+    let host = HeaderValue::from_str(authority)
+        .map_err(|_| ProxyError::BadRequest("invalid host in request target".into()))?;
+    req.headers_mut().insert(HOST, host);
+    *req.version_mut() = Version::HTTP_11;
+    Ok(())
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), those named by `Connection`, and the
+/// proxy's own credentials, which are never forwarded.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Cleans an upstream response: hop-by-hop headers go, and so does any `Proxy-Status` the
+/// upstream sent (clients must be able to trust that header as tollgate's own).
+pub fn clean_response<B>(resp: &mut Response<B>) {
+    strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove("proxy-status");
+}
+
+fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(d) = s.downcast_ref::<DialError>() {
+            return ProxyError::Dial(copy_dial_error(d));
+        }
+        source = s.source();
+    }
+    let detail = match std::error::Error::source(e) {
+        Some(s) => s.to_string(),
+        None => e.to_string(),
+    };
+    ProxyError::Upstream(detail)
+}
+
+/// `DialError` holds an `io::Error`, which is not `Clone`; rebuild an equivalent value.
+fn copy_dial_error(d: &DialError) -> DialError {
+    match d {
+        DialError::Dns { host, detail } => DialError::Dns {
+            host: host.clone(),
+            detail: detail.clone(),
+        },
+        DialError::Prohibited(p) => DialError::Prohibited(p.clone()),
+        DialError::Refused(a) => DialError::Refused(*a),
+        DialError::Timeout(t) => DialError::Timeout(t.clone()),
+        DialError::Io { addr, source } => DialError::Io {
+            addr: addr.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+    }
+}
+
+/// hyper-util connector that dials through [`DirectDialer`] (resolve once, guard, dial).
+#[derive(Clone)]
+pub struct GuardedConnector {
+    dialer: Arc<DirectDialer>,
+    allow_private: bool,
+}
+
+impl tower_service::Service<Uri> for GuardedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = DialError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), DialError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialer = self.dialer.clone();
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let raw = uri.host().unwrap_or_default();
+            let host = normalize_host(raw).map_err(|e| DialError::Dns {
+                host: raw.to_string(),
+                detail: e.to_string(),
+            })?;
+            let port = uri.port_u16().unwrap_or(80);
+            let (stream, _) = dialer.dial(&host, port, allow_private).await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Bearer t"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn upstream_proxy_status_is_not_passed_on() {
+        let mut r = Response::new(());
+        r.headers_mut()
+            .insert("proxy-status", HeaderValue::from_static("evil; error=none"));
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("text/plain"));
+        clean_response(&mut r);
+        assert!(!r.headers().contains_key("proxy-status"));
+        assert!(r.headers().contains_key("content-type"));
+    }
+}

@@ -1,0 +1,328 @@
+//! The proxy listener: HTTP/1.1 forward proxy for absolute-form requests and `CONNECT`.
+//!
+//! Every request goes through the same phases, in this order (pingora's order, without a
+//! plugin framework): parse the target → identify the caller → policy decision → route →
+//! forward or tunnel → one log line. Failures at any phase become a synthetic response in
+//! [`errors`]; nothing else writes error responses.
+
+pub mod connect;
+pub mod errors;
+pub mod forward;
+pub mod log;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::identity::{IdentityError, Verifier};
+use crate::metrics::Metrics;
+use crate::policy::watch::Policies;
+use crate::policy::{normalize_host, Host, Route};
+use crate::route::direct::DirectDialer;
+use errors::ProxyError;
+use forward::Upstream;
+use log::{CountingBody, RequestLog};
+
+/// Body type of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Limits and timeouts of the proxy listener.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Idle tunnel timeout.
+    pub idle_timeout: Duration,
+    /// Time a client has to send its request head.
+    pub request_head_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_request_head: usize,
+    /// Concurrent client connections before `503 overloaded`.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests and tunnels.
+    pub shutdown_grace: Duration,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct ProxyState {
+    /// The live policy set.
+    pub policies: Arc<Policies>,
+    /// Caller token verification (cached).
+    pub verifier: Arc<Verifier>,
+    /// Direct dialing behind the address guard (tunnels use it directly).
+    pub dialer: Arc<DirectDialer>,
+    /// Pooled upstream clients for forwarded requests.
+    pub upstream: Upstream,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Limits and timeouts.
+    pub settings: ProxySettings,
+    /// Open tunnels, so shutdown can wait for them.
+    pub tunnels: TaskTracker,
+}
+
+/// Accepts connections on `listener` until `shutdown` is cancelled, then drains: stops
+/// accepting, lets in-flight requests and tunnels finish for up to `shutdown_grace`.
+pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(state.settings.max_connections));
+    // Client connections, so the drain can wait for them.
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            state.metrics.overloaded.inc();
+            tokio::spawn(refuse_overloaded(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = Arc::new(permit);
+        let conn_state = state.clone();
+        let service = service_fn(move |req| {
+            handle(conn_state.clone(), peer, permit.clone(), req)
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.settings.request_head_timeout)
+            .max_buf_size(state.settings.max_request_head)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let metrics = state.metrics.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(
+            async move {
+                metrics.client_connections.inc();
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = shutdown.cancelled() => {
+                        // Finish the request in flight, then close (keep-alive off).
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                metrics.client_connections.dec();
+            }
+            .instrument(tracing::info_span!("conn", %peer)),
+        );
+    }
+    drop(listener);
+    let deadline = Instant::now() + state.settings.shutdown_grace;
+    connections.close();
+    if tokio::time::timeout_at(deadline.into(), connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over with requests still in flight");
+    }
+    state.tunnels.close();
+    if tokio::time::timeout_at(deadline.into(), state.tunnels.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(open = state.tunnels.len(), "closing tunnels still open after the grace period");
+    }
+}
+
+/// Answers a connection over the limit with `503 overloaded` and closes it.
+async fn refuse_overloaded(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(&errors::overloaded_raw_response()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// What a request turned into once every check passed.
+enum Outcome {
+    /// The upstream's response to a forwarded request.
+    Forward(Response<Incoming>),
+    /// A dialed upstream for a `CONNECT`, and the client side once upgraded.
+    Tunnel(TcpStream, OnUpgrade),
+}
+
+async fn handle(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let mut log = RequestLog::new(state.metrics.clone(), peer, req.method().clone());
+    let outcome = proxy_request(&state, &mut log, req).await;
+    Ok(match outcome {
+        Err(e) => {
+            log.status = e.status().as_u16();
+            if log.decision == "allowed" || matches!(e, ProxyError::AuthRequired(_) | ProxyError::BadRequest(_)) {
+                // The policy allowed it (or never ran); the error is what the log must show.
+                log.decision = if log.decision == "allowed" { "error" } else { "denied" };
+                log.reason = e.code().into();
+            }
+            e.into_response()
+        }
+        Ok(Outcome::Forward(mut resp)) => {
+            forward::clean_response(&mut resp);
+            log.status = resp.status().as_u16();
+            let down = log.bytes_down.clone();
+            resp.map(|body| CountingBody::new(body, down, Some(log)).boxed())
+        }
+        Ok(Outcome::Tunnel(upstream, on_upgrade)) => {
+            log.status = 200;
+            let idle = state.settings.idle_timeout;
+            let metrics = state.metrics.clone();
+            state.tunnels.spawn(
+                async move {
+                    // Held so the tunnel counts against the connection limit.
+                    let _permit = permit;
+                    let client = match on_upgrade.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "CONNECT upgrade failed");
+                            return;
+                        }
+                    };
+                    metrics.open_tunnels.inc();
+                    let end = connect::splice(
+                        TokioIo::new(client),
+                        upstream,
+                        idle,
+                        log.bytes_up.clone(),
+                        log.bytes_down.clone(),
+                    )
+                    .await;
+                    metrics.open_tunnels.dec();
+                    tracing::debug!(end = %end, "tunnel closed");
+                    drop(log);
+                }
+                .in_current_span(),
+            );
+            Response::new(errors::full(Bytes::new()))
+        }
+    })
+}
+
+async fn proxy_request(
+    state: &ProxyState,
+    log: &mut RequestLog,
+    mut req: Request<Incoming>,
+) -> Result<Outcome, ProxyError> {
+    // Phase 1: the target.
+    let (host, port, authority) = target_of(&req)?;
+    log.host = Some(host.to_string());
+    log.port = port;
+
+    // Phase 2: who is calling.
+    let caller = match req.headers().get(http::header::PROXY_AUTHORIZATION) {
+        None => return Err(ProxyError::AuthRequired(IdentityError::Missing)),
+        Some(v) => state
+            .verifier
+            .verify_header(v.as_bytes())
+            .map_err(ProxyError::AuthRequired)?,
+    };
+    log.caller = Some(caller.clone());
+
+    // Phase 3: may they go there, and how.
+    let decision = state.policies.current().decide(&caller.org, &host, port);
+    log.set_decision(&decision);
+    if !decision.allowed {
+        return Err(ProxyError::Denied(Box::new(decision)));
+    }
+    match &decision.route {
+        Some(Route::Direct) => {}
+        Some(Route::Agent(id)) => return Err(ProxyError::AgentUnavailable(id.to_string())),
+        None => return Err(ProxyError::Denied(Box::new(decision))),
+    }
+
+    // Phase 4: dial and forward, or tunnel.
+    let started = Instant::now();
+    if req.method() == Method::CONNECT {
+        let (stream, _addr) = state
+            .dialer
+            .dial(&host, port, decision.allow_private)
+            .await?;
+        state
+            .metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        return Ok(Outcome::Tunnel(stream, on_upgrade));
+    }
+    forward::prepare_request(&mut req, &authority)?;
+    let up = log.bytes_up.clone();
+    let req = req.map(|b| CountingBody::new(b, up, None));
+    let resp = state.upstream.send(req, decision.allow_private).await?;
+    state
+        .metrics
+        .upstream_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Outcome::Forward(resp))
+}
+
+/// The destination of a proxy request: `CONNECT host:port`, or an absolute-form `http://`
+/// URI. Returns the normalized host, the port and the authority to send as `Host`.
+fn target_of<B>(req: &Request<B>) -> Result<(Host, u16, String), ProxyError> {
+    let uri = req.uri();
+    if req.method() == Method::CONNECT {
+        let auth = uri.authority().ok_or_else(|| {
+            ProxyError::BadRequest("CONNECT needs a host:port target".into())
+        })?;
+        let port = auth
+            .port_u16()
+            .ok_or_else(|| ProxyError::BadRequest("CONNECT target needs a port".into()))?;
+        let host = normalize_host(auth.host())
+            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        return Ok((host, port, auth.as_str().to_string()));
+    }
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(auth)) => {
+            if auth.as_str().contains('@') {
+                return Err(ProxyError::BadRequest(
+                    "user information in the request target is not allowed".into(),
+                ));
+            }
+            let host = normalize_host(auth.host())
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+            let port = auth.port_u16().unwrap_or(80);
+            Ok((host, port, auth.as_str().to_string()))
+        }
+        (Some("https"), Some(_)) => Err(ProxyError::BadRequest(
+            "https:// targets must be requested with CONNECT (set HTTPS_PROXY)".into(),
+        )),
+        (Some(other), Some(_)) => Err(ProxyError::BadRequest(format!(
+            "unsupported scheme {other:?}; only http:// and CONNECT are proxied"
+        ))),
+        _ => Err(ProxyError::BadRequest(
+            "tollgate is a forward proxy: send an absolute-form request (GET http://host/path) \
+             or CONNECT host:port"
+                .into(),
+        )),
+    }
+}

@@ -1,0 +1,197 @@
+//! `tollgate serve`: prepares the data directory, loads policies, binds the listeners and
+//! runs them until SIGTERM/SIGINT, then drains.
+//!
+//! As in mini-redis, [`Server::bind`] binds the sockets and [`Server::run`] takes a shutdown
+//! token, so tests can bind `127.0.0.1:0` and stop the server cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::datadir::{read_key_text, DataDir, DataDirError};
+use crate::identity::{IdentityKey, Verifier};
+use crate::metrics::Metrics;
+use crate::policy::watch::{self, Policies};
+use crate::proxy::forward::Upstream;
+use crate::proxy::{self, ProxySettings, ProxyState};
+use crate::route::direct::{DirectDialer, SystemResolver};
+use crate::route::guard::Guard;
+use crate::web::{self, WebState};
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be prepared.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The policies directory could not be created.
+    #[error("cannot create policies directory {path}: {source}")]
+    Policies {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A server with its sockets bound, ready to run.
+pub struct Server {
+    config: Config,
+    data: DataDir,
+    proxy_listener: TcpListener,
+    web_listener: TcpListener,
+    policies: Arc<Policies>,
+    /// Where the proxy listener is bound.
+    pub proxy_addr: SocketAddr,
+    /// Where the web listener is bound.
+    pub web_addr: SocketAddr,
+    /// Base URL of the web listener.
+    pub public_url: String,
+}
+
+impl Server {
+    /// Prepares the data dir, loads policies and binds the listeners.
+    pub async fn bind(config: Config) -> Result<Server, ServeError> {
+        let data = DataDir::prepare(&config.data_dir)?;
+        if !config.policies_dir.exists() {
+            std::fs::create_dir_all(&config.policies_dir).map_err(|source| {
+                ServeError::Policies {
+                    path: config.policies_dir.clone(),
+                    source,
+                }
+            })?;
+            tracing::warn!(
+                dir = %config.policies_dir.display(),
+                "policies directory did not exist and was created empty: every destination is denied until a policy allows it"
+            );
+        }
+        let policies = Policies::load(config.policies_dir.clone());
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let proxy_listener = bind(config.proxy_listen).await?;
+        let web_listener = bind(config.web_listen).await?;
+        let proxy_addr = proxy_listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.proxy_listen,
+            source,
+        })?;
+        let web_addr = web_listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.web_listen,
+            source,
+        })?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{web_addr}"));
+        Ok(Server {
+            config,
+            data,
+            proxy_listener,
+            web_listener,
+            policies,
+            proxy_addr,
+            web_addr,
+            public_url,
+        })
+    }
+
+    /// Lines for the operator: where things are and how to get a first token.
+    pub fn banner(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let data = self.data.root.display();
+        for created in &self.data.created {
+            lines.push(format!("tollgate: created {}", created.display()));
+        }
+        lines.push(format!(
+            "tollgate: data directory {data} (identity key {}, interception CA {})",
+            self.data.identity_key.display(),
+            self.data.ca_cert.display()
+        ));
+        lines.push(format!(
+            "tollgate: mint a caller token with: tollgate token mint --data {data} --org ORG --user USER [--role admin]"
+        ));
+        lines.push(format!(
+            "tollgate: policies from {} ({} policies in {} files)",
+            self.policies.dir().display(),
+            self.policies.current().policy_count(),
+            self.policies.current().file_count()
+        ));
+        lines.push(format!("tollgate: proxy listening on {}", self.proxy_addr));
+        lines.push(format!("tollgate: web listening on {}", self.public_url));
+        lines
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let key_text = read_key_text(&self.data.identity_key)?;
+        let verifier = Arc::new(Verifier::new(IdentityKey::from_bytes(key_text.as_bytes())));
+        let metrics = Arc::new(Metrics::new());
+        let guard = Guard::new(vec![self.proxy_addr, self.web_addr]);
+        let dialer = Arc::new(DirectDialer::new(
+            Arc::new(SystemResolver),
+            guard,
+            self.config.connect_timeout,
+        ));
+        let state = Arc::new(ProxyState {
+            policies: self.policies.clone(),
+            verifier,
+            dialer: dialer.clone(),
+            upstream: Upstream::new(dialer, self.config.upstream_timeout),
+            metrics: metrics.clone(),
+            settings: ProxySettings {
+                idle_timeout: self.config.idle_timeout,
+                request_head_timeout: self.config.request_head_timeout,
+                max_request_head: self.config.max_request_head,
+                max_connections: self.config.max_connections,
+                shutdown_grace: self.config.shutdown_grace,
+            },
+            tunnels: TaskTracker::new(),
+        });
+        let tasks = TaskTracker::new();
+        tasks.spawn(watch::watch(
+            self.policies.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
+        tasks.spawn(web::run(
+            self.web_listener,
+            WebState {
+                policies: self.policies.clone(),
+                metrics,
+            },
+            shutdown.clone(),
+        ));
+        tasks.spawn(proxy::run(self.proxy_listener, state, shutdown.clone()));
+        tasks.close();
+        tasks.wait().await;
+        Ok(())
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    token.cancel();
+}

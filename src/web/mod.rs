@@ -1,0 +1,91 @@
+//! The web listener (axum): health, readiness and metrics now; consent pages and the admin
+//! API (`/v1/...`) join it with outbound applications.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::policy::watch::Policies;
+
+/// What the web handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    /// The live policy set and its load status, for `/readyz`.
+    pub policies: Arc<Policies>,
+    /// Metrics, for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown`.
+pub async fn run(listener: TcpListener, state: WebState, shutdown: CancellationToken) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "web listener failed");
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when a valid policy set is in force. A broken edit after a good load leaves the
+/// proxy serving the last good set, so it stays ready (taking it out of rotation would turn
+/// a typo into an outage) but reports `degraded` with the errors.
+async fn readyz(State(state): State<WebState>) -> Response {
+    let status = state.policies.status();
+    let current = state.policies.current();
+    let policies = json!({
+        "loaded": status.ever_loaded,
+        "policies": current.policy_count(),
+        "files": current.file_count(),
+        "generation": status.generation,
+        "errors": status.last_errors,
+    });
+    let (code, word) = if !status.ever_loaded {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    } else if !status.last_errors.is_empty() {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ready")
+    };
+    (code, Json(json!({"status": word, "policies": policies}))).into_response()
+}
+
+async fn metrics(State(state): State<WebState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "not_found", "message": "no such endpoint"})),
+    )
+        .into_response()
+}
