@@ -1,0 +1,373 @@
+//! Spawn helpers for integration tests: the real `tollgate` binary on `127.0.0.1:0` with a
+//! temporary data dir, loopback upstreams, and a minimal proxy client built on hyper's
+//! connection API (so requests are sent exactly as written: absolute-form or CONNECT).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A running `tollgate serve`.
+pub struct Tollgate {
+    pub child: Child,
+    pub proxy: SocketAddr,
+    pub web: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub policies: PathBuf,
+    /// stderr lines (logs), collected by a thread.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tollgate")
+}
+
+impl Tollgate {
+    /// Starts tollgate with `policy` as `policies/10-test.toml` and extra flags.
+    pub fn start(policy: &str, extra: &[&str]) -> Tollgate {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("10-test.toml"), policy).unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts tollgate in an existing temp dir (with `policies/` and maybe `data/`).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Tollgate {
+        let data = dir.path().join("data");
+        let policies = dir.path().join("policies");
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg("--data")
+            .arg(&data)
+            .arg("--policies")
+            .arg(&policies)
+            .args(["--proxy-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("TOLLGATE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tollgate");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut proxy = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("tollgate: proxy listening on ") {
+                    proxy = Some(a.trim().to_string());
+                }
+                if let Some(a) = line.strip_prefix("tollgate: web listening on http://") {
+                    let _ = tx.send((proxy.clone(), a.trim().to_string()));
+                }
+            }
+        });
+        let (proxy, web) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "tollgate did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Tollgate {
+            child,
+            proxy: proxy.expect("proxy line before web line").parse().unwrap(),
+            web: web.parse().unwrap(),
+            dir,
+            data,
+            policies,
+            logs,
+        }
+    }
+
+    /// Mints a caller token with the instance's identity key.
+    pub fn token(&self, org: &str, user: &str) -> String {
+        self.token_ttl(org, user, Duration::from_secs(3600))
+    }
+
+    pub fn token_ttl(&self, org: &str, user: &str, ttl: Duration) -> String {
+        let key = std::fs::read_to_string(self.data.join("keys/identity.key")).unwrap();
+        tollgate::identity::mint(
+            &tollgate::identity::IdentityKey::from_bytes(key.trim().as_bytes()),
+            org,
+            user,
+            &[],
+            ttl,
+        )
+    }
+
+    pub fn bearer(&self, org: &str, user: &str) -> String {
+        format!("Bearer {}", self.token(org, user))
+    }
+
+    /// Replaces the test policy file.
+    pub fn write_policy(&self, name: &str, text: &str) {
+        let tmp = self.policies.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.policies.join(name)).unwrap();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Polls `cond` until it holds or `timeout` passes.
+    pub async fn wait_for(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A simple response: status, headers, body.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request through the proxy at `proxy` with the target written as `uri`
+/// (absolute-form for plain HTTP) and the given headers.
+pub async fn proxy_request(
+    proxy: SocketAddr,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends `CONNECT target` through the proxy. On 200 returns the tunnel stream.
+pub async fn proxy_connect(
+    proxy: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (Resp, Option<TokioIo<hyper::upgrade::Upgraded>>) {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let mut req = Request::builder().method("CONNECT").uri(target);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    if status == 200 {
+        let up = hyper::upgrade::on(resp).await.unwrap();
+        (
+            Resp {
+                status,
+                headers,
+                body: Vec::new(),
+            },
+            Some(TokioIo::new(up)),
+        )
+    } else {
+        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (
+            Resp {
+                status,
+                headers,
+                body,
+            },
+            None,
+        )
+    }
+}
+
+/// A plain GET to the web listener.
+pub async fn web_get(web: SocketAddr, path: &str) -> Resp {
+    let stream = TcpStream::connect(web).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", web.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// An HTTP upstream on 127.0.0.1:0 that echoes what it received as JSON:
+/// `{"method","uri","headers":{..},"body"}`. `/slow?ms=N` waits first; `/silent` never answers.
+pub async fn echo_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(echo);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    if path == "/silent" {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if path == "/slow" {
+        let ms: u64 = query
+            .strip_prefix("ms=")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut headers = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers.insert(k.as_str().to_string(), v.to_str().unwrap_or("").to_string());
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let out = serde_json::json!({
+        "method": method,
+        "uri": uri,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(out.to_string())));
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut()
+        .insert("proxy-status", "upstream-lies; error=none".parse().unwrap());
+    Ok(resp)
+}
+
+/// A TCP echo server on 127.0.0.1:0.
+pub async fn tcp_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Reads until EOF.
+pub async fn read_all<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v).await.unwrap();
+    v
+}
+
+/// Path helper.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
