@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Load test: wrk through tollgate against an nginx upstream on loopback, side by side in one
+# run with direct, Squid and tinyproxy. 1 KiB responses, 64 connections.
+#
+#   bash bench/load.sh            # installs wrk, nginx, squid, tinyproxy (Debian) if missing
+#   DURATION=20s CONNS=64 bash bench/load.sh
+#
+# Prints a Markdown table (requests/s and latency) ready for BENCHMARKS.md.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/tollgate-load.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  [ -f "$WORK/squid.pid" ] && kill "$(cat "$WORK/squid.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+need=()
+for b in wrk nginx squid tinyproxy; do command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || [ -x "/usr/bin/$b" ] || need+=("$b"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >&2
+  # Keep the packages' own services from starting: we run our own instances.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); SQ=$(free_port); TP=$(free_port); TG=$(free_port); TW=$(free_port)
+
+# --- upstream: nginx serving a 1 KiB body ---------------------------------------------
+mkdir -p "$WORK/www" "$WORK/nginx"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/www/1k"
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  server { listen 127.0.0.1:$UP; root $WORK/www; }
+}
+CONF
+nginx -c "$WORK/nginx.conf"
+
+# --- squid ---------------------------------------------------------------------------
+mkdir -p "$WORK/squid"
+cat > "$WORK/squid.conf" <<CONF
+http_port 127.0.0.1:$SQ
+http_access allow all
+cache deny all
+cache_mem 8 MB
+access_log none
+cache_log $WORK/squid/cache.log
+pid_filename $WORK/squid.pid
+coredump_dir $WORK/squid
+shutdown_lifetime 1 seconds
+CONF
+squid -N -f "$WORK/squid.conf" >"$WORK/squid/out.log" 2>&1 &
+PIDS+=($!)
+
+# --- tinyproxy -------------------------------------------------------------------------
+cat > "$WORK/tinyproxy.conf" <<CONF
+Port $TP
+Listen 127.0.0.1
+Timeout 600
+MaxClients 1024
+Allow 127.0.0.1
+LogLevel Critical
+CONF
+tinyproxy -d -c "$WORK/tinyproxy.conf" >"$WORK/tinyproxy.log" 2>&1 &
+PIDS+=($!)
+
+# --- tollgate ---------------------------------------------------------------------------
+(cd "$ROOT" && cargo build --release --quiet)
+TOLLGATE="${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate"
+mkdir -p "$WORK/policies"
+cat > "$WORK/policies/load.toml" <<CONF
+[[policy]]
+name = "load"
+route = "direct"
+  [[policy.allow]]
+  cidrs = ["127.0.0.1/32"]
+  ports = [$UP]
+CONF
+"$TOLLGATE" serve --data "$WORK/data" --policies "$WORK/policies" \
+  --proxy-listen "127.0.0.1:$TG" --web-listen "127.0.0.1:$TW" --log-format json \
+  >"$WORK/tollgate.out" 2>"$WORK/tollgate.log" &
+PIDS+=($!)
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+for p in $UP $SQ $TP $TG; do wait_port "$p"; done
+TOKEN=$("$TOLLGATE" token mint --data "$WORK/data" --org load --user wrk --ttl 1h)
+
+# wrk cannot speak proxy natively: connect to the proxy and write absolute-form targets.
+cat > "$WORK/proxy.lua" <<LUA
+wrk.path = "http://127.0.0.1:$UP/1k"
+wrk.headers["Host"] = "127.0.0.1:$UP"
+local auth = os.getenv("PROXY_AUTH")
+if auth and auth ~= "" then wrk.headers["Proxy-Authorization"] = auth end
+LUA
+
+# Sanity: every proxy returns the 1 KiB body.
+for p in $SQ $TP $TG; do
+  n=$(curl -s -x "http://127.0.0.1:$p" --proxy-header "Proxy-Authorization: Bearer $TOKEN" "http://127.0.0.1:$UP/1k" | wc -c)
+  [ "$n" = 1024 ] || { echo "proxy on $p returned $n bytes" >&2; exit 1; }
+done
+
+run() { # name target [auth]
+  local out
+  out=$(PROXY_AUTH="${3:-}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency ${4:+-s "$4"} "$2")
+  local rps p50 p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${errs:-none}"
+  echo "$1 $rps" >> "$WORK/rps"
+}
+
+echo "| path | requests/s | p50 | p99 | errors |"
+echo "|---|---|---|---|---|"
+run "direct (nginx)" "http://127.0.0.1:$UP/1k"
+run "tollgate" "http://127.0.0.1:$TG" "Bearer $TOKEN" "$WORK/proxy.lua"
+run "squid" "http://127.0.0.1:$SQ" "" "$WORK/proxy.lua"
+run "tinyproxy" "http://127.0.0.1:$TP" "" "$WORK/proxy.lua"
+echo
+awk '{r[$1]=$NF} END {printf "tollgate/direct = %.2f, tollgate/squid = %.2f, tollgate/tinyproxy = %.2f\n", r["tollgate"]/r["direct"], r["tollgate"]/r["squid"], r["tollgate"]/r["tinyproxy"]}' "$WORK/rps"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION"
