@@ -1,0 +1,401 @@
+//! Outbound application configuration as admins write it (admin API JSON, `app apply` TOML):
+//! the raw, strict input shape ([`AppSpec`], unknown fields rejected) and its validation,
+//! which names every invalid field at once.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{normalize_host, Host, PolicySet};
+use crate::route::guard::classify;
+
+/// Parameters tollgate sets itself on the authorization request; admins may not override them.
+const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "scope",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+/// Longest accepted free-text field (name, description, approval prompt).
+const MAX_TEXT: usize = 4096;
+
+/// How the client authenticates at the token endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthSpec {
+    /// HTTP Basic with client id and secret (RFC 6749 §2.3.1, the default).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// Which token exchange the provider speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandshakeSpec {
+    /// RFC 6749 authorization code flow.
+    #[default]
+    Standard,
+    /// Legacy request templates.
+    Webhook,
+}
+
+/// An outbound application as submitted. Every field is optional here so that the same type
+/// serves create (where required fields are checked) and PATCH (merged over the stored app).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Slug, unique in the org.
+    pub id: Option<String>,
+    /// Shown on the consent page and in listings.
+    pub name: Option<String>,
+    /// Shown on the consent page and in listings.
+    pub description: Option<String>,
+    /// Text shown on the consent page before the user goes to the provider.
+    pub approval_prompt: Option<String>,
+    /// Provider's authorization endpoint.
+    pub authorize_url: Option<String>,
+    /// Provider's token endpoint.
+    pub token_url: Option<String>,
+    /// OAuth client id.
+    pub client_id: Option<String>,
+    /// OAuth client secret; write-only.
+    pub client_secret: Option<String>,
+    /// Requested scopes; empty = no `scope` parameter.
+    pub scopes: Option<Vec<String>>,
+    /// Lifetime assumed when the provider sends no `expires_in`, seconds.
+    pub access_token_ttl: Option<i64>,
+    /// S256 PKCE (default true).
+    pub pkce: Option<bool>,
+    /// Policy whose rules and route token calls use.
+    pub egress_policy: Option<String>,
+    /// Host patterns whose requests get this app's token.
+    pub domains: Option<Vec<String>>,
+    /// TLS origination for plain-http requests to `domains` (default true).
+    pub upstream_tls: Option<bool>,
+    /// `basic` (default) or `post`.
+    pub client_auth: Option<ClientAuthSpec>,
+    /// Extra query parameters on the authorization request.
+    pub authorize_params: Option<BTreeMap<String, String>>,
+    /// Expected `iss` on the callback (RFC 9207).
+    pub issuer: Option<String>,
+    /// RFC 7009 revocation endpoint.
+    pub revocation_url: Option<String>,
+    /// `standard` (default) or `webhook`.
+    pub handshake: Option<HandshakeSpec>,
+}
+
+/// A validated configuration, ready to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidApp {
+    /// Slug.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Display description.
+    pub description: String,
+    /// Consent text.
+    pub approval_prompt: String,
+    /// Authorization endpoint.
+    pub authorize_url: String,
+    /// Token endpoint.
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret, when given (required on create).
+    pub client_secret: Option<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Fallback lifetime.
+    pub access_token_ttl: Option<u64>,
+    /// PKCE on.
+    pub pkce: bool,
+    /// Egress policy name.
+    pub egress_policy: String,
+    /// Normalized domain patterns.
+    pub domains: Vec<String>,
+    /// TLS origination.
+    pub upstream_tls: bool,
+    /// Client authentication.
+    pub client_auth: ClientAuthSpec,
+    /// Extra authorize parameters.
+    pub authorize_params: BTreeMap<String, String>,
+    /// Expected issuer.
+    pub issuer: Option<String>,
+    /// Revocation endpoint.
+    pub revocation_url: Option<String>,
+    /// Handshake kind.
+    pub handshake: HandshakeSpec,
+}
+
+/// Field name → what is wrong with it; every invalid field at once.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// Checks a complete spec for `org`. `policies` is the set in force (the egress policy must
+/// exist and allow the token endpoint); `taken_domains` are the patterns of the org's other
+/// apps, with the app that owns each.
+pub fn validate(
+    spec: &AppSpec,
+    org: &str,
+    policies: &PolicySet,
+    taken_domains: &BTreeMap<String, String>,
+    require_secret: bool,
+) -> Result<ValidApp, FieldErrors> {
+    let mut errs = FieldErrors::new();
+    let mut required = |name: &str, v: &Option<String>, errs: &mut FieldErrors| -> String {
+        match v.as_deref().map(str::trim) {
+            Some(s) if !s.is_empty() => {
+                if s.len() > MAX_TEXT {
+                    errs.insert(name.into(), format!("longer than {MAX_TEXT} characters"));
+                }
+                s.to_string()
+            }
+            _ => {
+                errs.insert(name.into(), "required".into());
+                String::new()
+            }
+        }
+    };
+    let id = required("id", &spec.id, &mut errs);
+    if !id.is_empty() && !is_slug(&id) {
+        errs.insert(
+            "id".into(),
+            "must be a slug: lowercase letters, digits and '-', at most 63 characters".into(),
+        );
+    }
+    let name = required("name", &spec.name, &mut errs);
+    let approval_prompt = required("approval_prompt", &spec.approval_prompt, &mut errs);
+    let description = spec.description.clone().unwrap_or_default();
+    if description.len() > MAX_TEXT {
+        errs.insert("description".into(), format!("longer than {MAX_TEXT} characters"));
+    }
+    let handshake = spec.handshake.unwrap_or_default();
+    if handshake == HandshakeSpec::Webhook {
+        errs.insert(
+            "handshake".into(),
+            "the webhook handshake is not available in this version; use \"standard\"".into(),
+        );
+    }
+    let authorize_url = required("authorize_url", &spec.authorize_url, &mut errs);
+    check_url("authorize_url", &authorize_url, &mut errs);
+    let token_url = required("token_url", &spec.token_url, &mut errs);
+    let token_target = check_url("token_url", &token_url, &mut errs);
+    let client_id = required("client_id", &spec.client_id, &mut errs);
+    let client_secret = match spec.client_secret.as_deref() {
+        Some("") => {
+            errs.insert("client_secret".into(), "must not be empty".into());
+            None
+        }
+        Some(s) => Some(s.to_string()),
+        None => {
+            if require_secret {
+                errs.insert("client_secret".into(), "required".into());
+            }
+            None
+        }
+    };
+    let scopes = match &spec.scopes {
+        None => {
+            errs.insert("scopes".into(), "required (may be [])".into());
+            Vec::new()
+        }
+        Some(s) => {
+            if let Some(bad) = s
+                .iter()
+                .find(|x| x.is_empty() || x.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\'))
+            {
+                errs.insert("scopes".into(), format!("invalid scope {bad:?}"));
+            }
+            s.clone()
+        }
+    };
+    let access_token_ttl = match spec.access_token_ttl {
+        None => None,
+        Some(t) if t > 0 => Some(t as u64),
+        Some(_) => {
+            errs.insert("access_token_ttl".into(), "must be a positive number of seconds".into());
+            None
+        }
+    };
+    let egress_policy = required("egress_policy", &spec.egress_policy, &mut errs);
+    if !egress_policy.is_empty() {
+        if policies.policy_route(&egress_policy).is_none() {
+            errs.insert(
+                "egress_policy".into(),
+                format!("no policy named {egress_policy:?} is loaded"),
+            );
+        } else if let Some((host, port)) = &token_target {
+            let d = policies.decide_in_policy(&egress_policy, org, host, *port);
+            if !d.allowed {
+                errs.insert(
+                    "egress_policy".into(),
+                    format!(
+                        "policy {egress_policy:?} does not allow the token endpoint {host}:{port} for org {org:?} ({})",
+                        d.reason
+                    ),
+                );
+            }
+        }
+    }
+    let mut domains = Vec::new();
+    match &spec.domains {
+        None => {
+            errs.insert("domains".into(), "required".into());
+        }
+        Some(list) if list.is_empty() => {
+            errs.insert("domains".into(), "at least one host pattern is required".into());
+        }
+        Some(list) => {
+            for d in list {
+                match normalize_pattern(d) {
+                    Ok(p) => {
+                        if let Some(owner) = taken_domains.get(&p) {
+                            errs.insert(
+                                "domains".into(),
+                                format!("{p:?} already belongs to app {owner:?} in this org"),
+                            );
+                        } else if !domains.contains(&p) {
+                            domains.push(p);
+                        }
+                    }
+                    Err(e) => {
+                        errs.insert("domains".into(), e);
+                    }
+                }
+            }
+        }
+    }
+    let authorize_params = spec.authorize_params.clone().unwrap_or_default();
+    if let Some(k) = authorize_params
+        .keys()
+        .find(|k| RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str()))
+    {
+        errs.insert(
+            "authorize_params".into(),
+            format!("{k:?} is set by tollgate and cannot be overridden"),
+        );
+    }
+    let issuer = spec.issuer.clone().filter(|s| !s.is_empty());
+    if let Some(i) = &issuer {
+        if !(i.starts_with("https://") || i.starts_with("http://")) {
+            errs.insert("issuer".into(), "must be an https URL (RFC 9207)".into());
+        }
+    }
+    let revocation_url = spec.revocation_url.clone().filter(|s| !s.is_empty());
+    if let Some(r) = &revocation_url {
+        check_url("revocation_url", r, &mut errs);
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(ValidApp {
+        id,
+        name,
+        description,
+        approval_prompt,
+        authorize_url,
+        token_url,
+        client_id,
+        client_secret,
+        scopes,
+        access_token_ttl,
+        pkce: spec.pkce.unwrap_or(true),
+        egress_policy,
+        domains,
+        upstream_tls: spec.upstream_tls.unwrap_or(true),
+        client_auth: spec.client_auth.unwrap_or_default(),
+        authorize_params,
+        issuer,
+        revocation_url,
+        handshake,
+    })
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+/// `https://`, or `http://` only for loopback and private hosts (test and in-network servers).
+/// Returns the host and port when the URL is valid.
+fn check_url(field: &str, url: &str, errs: &mut FieldErrors) -> Option<(Host, u16)> {
+    if url.is_empty() {
+        return None;
+    }
+    let parsed: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            errs.insert(field.into(), format!("{url:?} is not a URL"));
+            return None;
+        }
+    };
+    let (Some(scheme), Some(auth)) = (parsed.scheme_str(), parsed.authority()) else {
+        errs.insert(field.into(), format!("{url:?} is not an absolute URL"));
+        return None;
+    };
+    if auth.as_str().contains('@') {
+        errs.insert(field.into(), "must not contain user information".into());
+        return None;
+    }
+    let host = match normalize_host(auth.host()) {
+        Ok(h) => h,
+        Err(e) => {
+            errs.insert(field.into(), e.to_string());
+            return None;
+        }
+    };
+    let port = match scheme {
+        "https" => auth.port_u16().unwrap_or(443),
+        "http" => {
+            let local = match &host {
+                Host::Ip(ip) => classify(*ip).is_prohibited(),
+                Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
+            };
+            if !local {
+                errs.insert(
+                    field.into(),
+                    "must be https (http is accepted only for loopback and private addresses)"
+                        .into(),
+                );
+                return None;
+            }
+            auth.port_u16().unwrap_or(80)
+        }
+        _ => {
+            errs.insert(field.into(), "must be an https URL".into());
+            return None;
+        }
+    };
+    Some((host, port))
+}
+
+/// A domain pattern: an exact name or `*.suffix`, normalized like policy host patterns.
+pub fn normalize_pattern(p: &str) -> Result<String, String> {
+    let (wild, rest) = match p.strip_prefix("*.") {
+        Some(r) => (true, r),
+        None => (false, p),
+    };
+    if rest.contains('*') || rest.is_empty() {
+        return Err(format!(
+            "{p:?} is not a host pattern (an exact name or *.suffix)"
+        ));
+    }
+    match normalize_host(rest) {
+        Ok(Host::Name(n)) if !wild || n.contains('.') || !n.is_empty() => {
+            Ok(if wild { format!("*.{n}") } else { n })
+        }
+        Ok(Host::Name(_)) => Err(format!("{p:?} is not a host pattern")),
+        Ok(Host::Ip(_)) => Err(format!(
+            "{p:?} is an IP address; domains are host names"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
