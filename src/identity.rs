@@ -956,6 +956,23 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_verification_shares_one_entry() {
+        let (v, _) = verifier_at(NOW);
+        let tok = token("acme", "alice", &[], NOW + 60);
+        let h = format!("Bearer {tok}");
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        assert_eq!(v.verify_header(h.as_bytes()).unwrap().user, "alice");
+                    }
+                });
+            }
+        });
+        assert_eq!(v.cached(), 1);
+    }
+
+    #[test]
     fn cache_is_bounded() {
         let cache = Cache::new(64);
         let cap = cache.shard_capacity;

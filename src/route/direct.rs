@@ -501,6 +501,35 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn unanswered_syn_times_out() {
+        // A listener that never accepts, with its accept queue filled: Linux then drops further
+        // SYNs, so a connect hangs like one to a black-holed address — without leaving loopback.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let _listener = socket.listen(0).unwrap();
+        let mut fillers = Vec::new();
+        let d = DirectDialer::new(
+            Arc::new(StaticResolver::new()),
+            Guard::default(),
+            Duration::from_millis(300),
+        );
+        let started = Instant::now();
+        loop {
+            match d.dial(&Host::Ip(LOCALHOST), addr.port(), true).await {
+                Ok((s, _)) => fillers.push(s),
+                Err(DialError::Timeout(target)) => {
+                    assert_eq!(target, format!("127.0.0.1:{}", addr.port()));
+                    break;
+                }
+                Err(e) => panic!("expected Timeout, got {e:?}"),
+            }
+            assert!(fillers.len() < 64, "accept queue never filled");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
     /// Counts lookups and never answers for `hang.test`.
     struct Counting {
         inner: StaticResolver,
