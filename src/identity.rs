@@ -268,8 +268,8 @@ impl Clock {
 /// full, an insert first drops its expired entries; if that frees less than a quarter of the
 /// shard, the shard is cleared. Each sweep therefore frees at least a quarter of a shard, which
 /// keeps the amortized insert cost constant, and a clear costs at most a few thousand cold
-/// verifications (about 2 µs each, see `benches/identity.rs`), not an outage. Only successes are cached: forged or expired tokens always take
-/// the slow path.
+/// verifications (about 2 µs each, see `benches/identity.rs`), not an outage. Only successes
+/// are cached: forged or expired tokens always take the slow path.
 pub struct Verifier {
     /// HMAC key, prepared once.
     key: DecodingKey,
