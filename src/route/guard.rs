@@ -93,6 +93,15 @@ fn in6(ip: u128, net: u128, len: u32) -> bool {
     ip & mask == net & mask
 }
 
+/// IPv4 special-purpose ranges (RFC 6890 registry) that are not globally reachable and not
+/// covered by a more specific class. The documentation ranges are absent on purpose.
+const RESERVED_V4: &[([u8; 4], u32)] = &[
+    ([240, 0, 0, 0], 4), // RFC 1112 "future use" (255.255.255.255 is matched before)
+    ([198, 18, 0, 0], 15), // RFC 2544 benchmarking
+    ([192, 0, 0, 0], 24), // RFC 6890 IETF protocol assignments (DS-Lite, NAT64 discovery)
+    ([192, 88, 99, 0], 24), // RFC 7526 deprecated 6to4 relay anycast
+];
+
 fn classify_v4(ip: Ipv4Addr) -> AddrClass {
     let a = u32::from(ip);
     // Ordered by specificity where ranges nest (255.255.255.255 inside 240/4).
@@ -113,12 +122,7 @@ fn classify_v4(ip: Ipv4Addr) -> AddrClass {
         AddrClass::Multicast
     } else if a == u32::MAX {
         AddrClass::Broadcast
-    } else if in4(a, [240, 0, 0, 0], 4) // RFC 1112 "future use"
-        || in4(a, [198, 18, 0, 0], 15) // RFC 2544 benchmarking
-        || in4(a, [192, 0, 0, 0], 24) // RFC 6890 IETF protocol assignments (DS-Lite, NAT64 discovery, ...)
-        || in4(a, [192, 88, 99, 0], 24)
-    // RFC 7526: deprecated 6to4 relay anycast
-    {
+    } else if RESERVED_V4.iter().any(|&(net, len)| in4(a, net, len)) {
         AddrClass::Reserved
     } else {
         AddrClass::Public
@@ -130,6 +134,16 @@ fn low_v4(a: u128) -> Ipv4Addr {
     // Truncation is the point: keep bits 0..32.
     Ipv4Addr::from(a as u32)
 }
+
+/// IPv6 special-purpose ranges (RFC 6890 registry) that are not globally reachable and not
+/// covered by a class above.
+const RESERVED_V6: &[(u128, u32)] = &[
+    (0x0100 << 112, 64),     // RFC 6666 discard-only
+    (0x2001_0002 << 96, 48), // RFC 5180 benchmarking
+    (0x2001_0010 << 96, 28), // RFC 4843 ORCHID (deprecated)
+    (0x2001_0020 << 96, 28), // RFC 7343 ORCHIDv2
+    (0x5f00 << 112, 16),     // RFC 9602 SRv6 SIDs
+];
 
 fn classify_v6(ip: Ipv6Addr) -> AddrClass {
     let a = u128::from(ip);
@@ -144,10 +158,11 @@ fn classify_v6(ip: Ipv6Addr) -> AddrClass {
     if in6(a, 0xffff_0000_0000, 96) || in6(a, 0, 96) {
         return classify_v4(low_v4(a));
     }
-    // NAT64: the well-known prefix (RFC 6052) and the local-use prefix (RFC 8215). For the /48
-    // the IPv4 address sits in the low 32 bits in the /96-style layout operators use; an
-    // embedding at another position would not classify as the IPv4 address here, which is why
-    // the whole of 64:ff9b:1::/48 is never treated more leniently than its low 32 bits say.
+    // NAT64: the well-known prefix (RFC 6052) and the local-use prefix (RFC 8215), both read
+    // from the low 32 bits (the /96 layout translators are normally configured with). A
+    // translator using RFC 6052's /48 layout for 64:ff9b:1::/48 (IPv4 in bits 48..88, around
+    // the zero `u` octet) is not modelled: reading both positions would refuse the ordinary
+    // low-32-bit form of public addresses, whose bits 48..88 are zero ("0.0.0.0").
     if in6(a, 0x0064_ff9b << 96, 96) || in6(a, 0x0064_ff9b_0001 << 80, 48) {
         return classify_v4(low_v4(a));
     }
@@ -177,15 +192,11 @@ fn classify_v6(ip: Ipv6Addr) -> AddrClass {
     } else if in6(a, 0x2001_0db8 << 96, 32) || in6(a, 0x3fff << 112, 20) {
         // Documentation (RFC 3849, RFC 9637): public on purpose, see the module docs.
         AddrClass::Public
-    } else if in6(a, 0x0100 << 112, 64) // RFC 6666 discard-only
-        || in6(a, 0x2001_0002 << 96, 48) // RFC 5180 benchmarking
-        || in6(a, 0x2001_0010 << 96, 28) // RFC 4843 ORCHID (deprecated)
-        || in6(a, 0x2001_0020 << 96, 28) // RFC 7343 ORCHIDv2
-        || in6(a, 0x5f00 << 112, 16) // RFC 9602 SRv6 SIDs
-        || !in6(a, 0x2000 << 112, 3)
-    // Outside 2000::/3 nothing is allocated for global unicast (the remaining
-    // special forms there, e.g. ::/8 leftovers, are not routable).
-    {
+    } else if RESERVED_V6.iter().any(|&(net, len)| in6(a, net, len)) {
+        AddrClass::Reserved
+    } else if !in6(a, 0x2000 << 112, 3) {
+        // Outside 2000::/3 nothing is allocated for global unicast; what is left there after
+        // the forms above (e.g. the rest of ::/8) is not routable.
         AddrClass::Reserved
     } else {
         AddrClass::Public
