@@ -1,10 +1,26 @@
-//! Direct dialing (STUB).
+//! Direct dialing: the proxy itself connects to the destination, behind the address guard.
+//!
+//! The order is the one smokescreen taught: resolve the name **once**, classify **every**
+//! answer, and connect only to the `SocketAddr`s that were checked. Checking one lookup and
+//! dialing the result of another is the DNS-rebinding hole; accepting an answer that mixes
+//! public and private addresses is the same hole with extra steps, so one prohibited address
+//! refuses the whole destination.
+//!
+//! Like Go's `net.Dialer`, the connect timeout covers name resolution and every connection
+//! attempt together. Addresses are tried in the resolver's order; each attempt gets an equal
+//! share of the time left (at least 2 s, or all of it when less remains), so one black-holed
+//! address cannot use up the whole budget.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::guard::{Guard, Prohibited};
 use crate::policy::Host;
@@ -15,7 +31,71 @@ pub trait Resolve: Send + Sync + 'static {
     fn resolve(
         &self,
         name: &str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send + '_>>;
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send + '_>,
+    >;
+}
+
+/// The operating system's resolver (`getaddrinfo` on a blocking thread, via
+/// `tokio::net::lookup_host`), honouring `/etc/hosts` and `/etc/resolv.conf` like every other
+/// program on the host.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(
+        &self,
+        name: &str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + '_>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// A fixed name → addresses table, for tests and examples. Unknown names fail with
+/// `io::ErrorKind::NotFound`, like an NXDOMAIN.
+#[derive(Clone, Debug, Default)]
+pub struct StaticResolver {
+    /// Exact (already normalized) names and their answers, in answer order.
+    names: HashMap<String, Vec<IpAddr>>,
+}
+
+impl StaticResolver {
+    /// An empty table: every name is unknown.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the answer for `name`; for building a table in one expression.
+    pub fn with(
+        mut self,
+        name: impl Into<String>,
+        addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> Self {
+        self.insert(name, addrs);
+        self
+    }
+
+    /// Adds (or replaces) the answer for `name`.
+    pub fn insert(&mut self, name: impl Into<String>, addrs: impl IntoIterator<Item = IpAddr>) {
+        self.names.insert(name.into(), addrs.into_iter().collect());
+    }
+}
+
+impl Resolve for StaticResolver {
+    fn resolve(
+        &self,
+        name: &str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + '_>> {
+        let answer =
+            self.names.get(name).cloned().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "name not in the static table")
+            });
+        Box::pin(std::future::ready(answer))
+    }
 }
 
 /// Why a direct dial failed. Maps 1:1 to proxy error codes.
@@ -48,26 +128,472 @@ pub enum DialError {
     },
 }
 
+/// The shortest slice of the remaining time an attempt gets when several addresses share the
+/// budget (Go's `saneMinimum`): below this, a healthy but distant server would be cut off.
+const MIN_ATTEMPT: Duration = Duration::from_secs(2);
+
 /// Dials destinations directly: resolve once, classify every address, connect only to a
 /// checked address.
-pub struct DirectDialer {}
+pub struct DirectDialer {
+    /// Where names are looked up; once per dial.
+    resolver: Arc<dyn Resolve>,
+    /// Classifies every answer and knows the proxy's own listeners.
+    guard: Guard,
+    /// Budget for resolution plus all connection attempts.
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for DirectDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectDialer")
+            .field("guard", &self.guard)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
 
 impl DirectDialer {
     /// A dialer using `resolver`, `guard` and a connect timeout.
     pub fn new(resolver: Arc<dyn Resolve>, guard: Guard, connect_timeout: Duration) -> Self {
-        let _ = (resolver, guard, connect_timeout);
-        todo!()
+        Self {
+            resolver,
+            guard,
+            connect_timeout,
+        }
+    }
+
+    /// The guard this dialer checks addresses with.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// Dials `host:port`. Returns the stream and the address actually connected to.
+    ///
+    /// An IP host is not resolved. A name is resolved once; if any answer is prohibited (see
+    /// [`Guard::check`]) the whole destination is refused with [`DialError::Prohibited`]
+    /// before any connection is attempted. The stream has `TCP_NODELAY` set.
     pub async fn dial(
         &self,
         host: &Host,
         port: u16,
         allow_private: bool,
     ) -> Result<(TcpStream, SocketAddr), DialError> {
-        let _ = (host, port, allow_private);
-        todo!()
+        let deadline = Instant::now() + self.connect_timeout;
+        let addrs = self
+            .resolve_checked_until(host, port, allow_private, deadline)
+            .await?;
+        self.connect_until(host, port, &addrs, deadline).await
+    }
+
+    /// The first half of [`dial`](Self::dial): resolves `host` once and checks every address,
+    /// returning the checked socket addresses in the order they would be tried (duplicates
+    /// removed, IPv4-mapped IPv6 folded to IPv4). Useful to explain a decision without
+    /// connecting.
+    pub async fn resolve_checked(
+        &self,
+        host: &Host,
+        port: u16,
+        allow_private: bool,
+    ) -> Result<Vec<SocketAddr>, DialError> {
+        let deadline = Instant::now() + self.connect_timeout;
+        self.resolve_checked_until(host, port, allow_private, deadline)
+            .await
+    }
+
+    async fn resolve_checked_until(
+        &self,
+        host: &Host,
+        port: u16,
+        allow_private: bool,
+        deadline: Instant,
+    ) -> Result<Vec<SocketAddr>, DialError> {
+        let ips = match host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => {
+                let dns = |detail: String| DialError::Dns {
+                    host: name.clone(),
+                    detail,
+                };
+                match tokio::time::timeout_at(deadline, self.resolver.resolve(name)).await {
+                    Err(_) => return Err(dns("lookup timed out".into())),
+                    Ok(Err(e)) => return Err(dns(e.to_string())),
+                    Ok(Ok(ips)) if ips.is_empty() => return Err(dns("no addresses".into())),
+                    Ok(Ok(ips)) => ips,
+                }
+            }
+        };
+        let mut addrs: Vec<SocketAddr> = Vec::with_capacity(ips.len());
+        for ip in ips {
+            let addr = SocketAddr::new(ip.to_canonical(), port);
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        for addr in &addrs {
+            self.guard.check(*addr, allow_private)?;
+        }
+        Ok(addrs)
+    }
+
+    /// Tries `addrs` in order until one connects or the deadline passes.
+    ///
+    /// When every attempt fails, the error reported is the most telling one: a refusal (the
+    /// host is there, the port is closed) over a timeout over any other I/O error (typically
+    /// "network unreachable" for an address family the host has no route for).
+    async fn connect_until(
+        &self,
+        host: &Host,
+        port: u16,
+        addrs: &[SocketAddr],
+        deadline: Instant,
+    ) -> Result<(TcpStream, SocketAddr), DialError> {
+        let target = || format!("{host}:{port}");
+        let mut refused = None;
+        let mut timed_out = false;
+        let mut other = None;
+        for (i, &addr) in addrs.iter().enumerate() {
+            let now = Instant::now();
+            if now >= deadline {
+                timed_out = true;
+                break;
+            }
+            let remaining = deadline - now;
+            // `addrs` is non-empty here and i < len, so the divisor is at least 1.
+            let share = remaining / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+            let budget = if share < MIN_ATTEMPT {
+                MIN_ATTEMPT.min(remaining)
+            } else {
+                share
+            };
+            match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    stream.set_nodelay(true).map_err(|source| DialError::Io {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+                    return Ok((stream, addr));
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    refused.get_or_insert(addr);
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => timed_out = true,
+                Ok(Err(e)) => {
+                    other.get_or_insert((addr, e));
+                }
+                Err(_elapsed) => timed_out = true,
+            }
+        }
+        Err(if let Some(addr) = refused {
+            DialError::Refused(addr)
+        } else if timed_out {
+            DialError::Timeout(target())
+        } else if let Some((addr, source)) = other {
+            DialError::Io {
+                addr: addr.to_string(),
+                source,
+            }
+        } else {
+            // Unreachable in practice (resolution never yields an empty list), but an empty
+            // list is answered as a DNS failure rather than a panic.
+            DialError::Dns {
+                host: host.to_string(),
+                detail: "no addresses".into(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::net::TcpListener;
+
+    use super::super::guard::OWN_LISTENER;
+    use super::*;
+
+    const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn dialer(resolver: impl Resolve, guard: Guard) -> DirectDialer {
+        DirectDialer::new(Arc::new(resolver), guard, Duration::from_secs(5))
+    }
+
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    /// A port nothing listens on: bind, note the port, close.
+    async fn closed_port() -> u16 {
+        let (l, a) = listener().await;
+        drop(l);
+        a.port()
+    }
+
+    fn prohibited_reason(r: Result<impl std::fmt::Debug, DialError>) -> (SocketAddr, &'static str) {
+        match r {
+            Err(DialError::Prohibited(p)) => (p.addr, p.reason),
+            other => panic!("expected Prohibited, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn ip_loopback_dials_with_allow_private() {
+        let (l, addr) = listener().await;
+        let d = dialer(StaticResolver::new(), Guard::default());
+        let (stream, connected) = d
+            .dial(&Host::Ip(LOCALHOST), addr.port(), true)
+            .await
+            .unwrap();
+        assert_eq!(connected, addr);
+        assert!(stream.nodelay().unwrap());
+        let (_accepted, peer) = l.accept().await.unwrap();
+        assert_eq!(peer, stream.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn ip_loopback_refused_without_allow_private() {
+        let (_l, addr) = listener().await;
+        let d = dialer(StaticResolver::new(), Guard::default());
+        let r = d.dial(&Host::Ip(LOCALHOST), addr.port(), false).await;
+        assert_eq!(prohibited_reason(r), (addr, "loopback"));
+    }
+
+    #[tokio::test]
+    async fn name_to_loopback_refused_without_allow_private() {
+        let (_l, addr) = listener().await;
+        let d = dialer(
+            StaticResolver::new().with("svc.test", [LOCALHOST]),
+            Guard::default(),
+        );
+        let host = Host::Name("svc.test".into());
+        let r = d.dial(&host, addr.port(), false).await;
+        assert_eq!(prohibited_reason(r), (addr, "loopback"));
+        let (_s, connected) = d.dial(&host, addr.port(), true).await.unwrap();
+        assert_eq!(connected, addr);
+    }
+
+    #[tokio::test]
+    async fn mixed_public_and_private_answer_refused() {
+        let resolver = StaticResolver::new()
+            .with("mixed.test", [ip("8.8.8.8"), ip("10.0.0.7")])
+            .with("mixed6.test", [ip("2606:4700::1"), ip("::ffff:127.0.0.1")]);
+        let d = dialer(resolver, Guard::default());
+        let r = d.dial(&Host::Name("mixed.test".into()), 443, false).await;
+        assert_eq!(
+            prohibited_reason(r),
+            ("10.0.0.7:443".parse().unwrap(), "private")
+        );
+        let r = d.dial(&Host::Name("mixed6.test".into()), 443, false).await;
+        assert_eq!(
+            prohibited_reason(r),
+            ("127.0.0.1:443".parse().unwrap(), "loopback")
+        );
+    }
+
+    #[tokio::test]
+    async fn public_answers_pass_the_guard() {
+        // Checked without connecting: the sandbox forbids traffic to non-loopback addresses.
+        let resolver = StaticResolver::new().with(
+            "api.test",
+            [
+                ip("8.8.8.8"),
+                ip("2606:4700::1"),
+                ip("8.8.8.8"),
+                ip("::ffff:1.1.1.1"),
+            ],
+        );
+        let d = dialer(resolver, Guard::default());
+        let addrs = d
+            .resolve_checked(&Host::Name("api.test".into()), 443, false)
+            .await
+            .unwrap();
+        let want: Vec<SocketAddr> = ["8.8.8.8:443", "[2606:4700::1]:443", "1.1.1.1:443"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(addrs, want);
+    }
+
+    #[tokio::test]
+    async fn metadata_address_refused() {
+        let d = dialer(
+            StaticResolver::new().with("metadata.test", [ip("169.254.169.254")]),
+            Guard::default(),
+        );
+        let r = d.dial(&Host::Name("metadata.test".into()), 80, false).await;
+        assert_eq!(prohibited_reason(r).1, "link-local");
+        let r = d.dial(&Host::Ip(ip("64:ff9b::a9fe:a9fe")), 80, false).await;
+        assert_eq!(prohibited_reason(r).1, "link-local");
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_refused() {
+        let port = closed_port().await;
+        let d = dialer(StaticResolver::new(), Guard::default());
+        match d.dial(&Host::Ip(LOCALHOST), port, true).await {
+            Err(DialError::Refused(a)) => assert_eq!(a, SocketAddr::new(LOCALHOST, port)),
+            other => panic!("expected Refused, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn addresses_tried_in_order() {
+        // 127.0.0.2 is loopback too, but nothing listens there: refused, then the next one.
+        let (_l, addr) = listener().await;
+        let d = dialer(
+            StaticResolver::new().with("two.test", [ip("127.0.0.2"), LOCALHOST]),
+            Guard::default(),
+        );
+        let (_s, connected) = d
+            .dial(&Host::Name("two.test".into()), addr.port(), true)
+            .await
+            .unwrap();
+        assert_eq!(connected, addr);
+    }
+
+    #[tokio::test]
+    async fn own_listener_refused_even_with_allow_private() {
+        let (_l, addr) = listener().await;
+        let d = dialer(
+            StaticResolver::new().with("self.test", [LOCALHOST]),
+            Guard::new(vec![addr]),
+        );
+        let r = d.dial(&Host::Ip(LOCALHOST), addr.port(), true).await;
+        assert_eq!(prohibited_reason(r), (addr, OWN_LISTENER));
+        let r = d
+            .dial(&Host::Name("self.test".into()), addr.port(), true)
+            .await;
+        assert_eq!(prohibited_reason(r), (addr, OWN_LISTENER));
+    }
+
+    #[tokio::test]
+    async fn own_wildcard_listener_refused_via_loopback() {
+        let l = TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let d = dialer(
+            StaticResolver::new(),
+            Guard::new(vec![l.local_addr().unwrap()]),
+        );
+        let r = d.dial(&Host::Ip(LOCALHOST), port, true).await;
+        assert_eq!(prohibited_reason(r).1, OWN_LISTENER);
+    }
+
+    #[tokio::test]
+    async fn unknown_name_is_dns_error() {
+        let d = dialer(StaticResolver::new(), Guard::default());
+        match d.dial(&Host::Name("nowhere.test".into()), 443, false).await {
+            Err(DialError::Dns { host, .. }) => assert_eq!(host, "nowhere.test"),
+            other => panic!("expected Dns, got {other:?}"),
+        }
+        let d = dialer(
+            StaticResolver::new().with("empty.test", []),
+            Guard::default(),
+        );
+        match d.dial(&Host::Name("empty.test".into()), 443, false).await {
+            Err(DialError::Dns { detail, .. }) => assert_eq!(detail, "no addresses"),
+            other => panic!("expected Dns, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unanswered_syn_times_out() {
+        // A listener that never accepts, with its accept queue filled: Linux then drops further
+        // SYNs, so a connect hangs like one to a black-holed address — without leaving loopback.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let _listener = socket.listen(0).unwrap();
+        let mut fillers = Vec::new();
+        let d = DirectDialer::new(
+            Arc::new(StaticResolver::new()),
+            Guard::default(),
+            Duration::from_millis(300),
+        );
+        let started = Instant::now();
+        loop {
+            match d.dial(&Host::Ip(LOCALHOST), addr.port(), true).await {
+                Ok((s, _)) => fillers.push(s),
+                Err(DialError::Timeout(target)) => {
+                    assert_eq!(target, format!("127.0.0.1:{}", addr.port()));
+                    break;
+                }
+                Err(e) => panic!("expected Timeout, got {e:?}"),
+            }
+            assert!(fillers.len() < 64, "accept queue never filled");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Counts lookups and never answers for `hang.test`.
+    struct Counting {
+        inner: StaticResolver,
+        calls: AtomicUsize,
+    }
+
+    impl Resolve for Counting {
+        fn resolve(
+            &self,
+            name: &str,
+        ) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + '_>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if name == "hang.test" {
+                return Box::pin(std::future::pending());
+            }
+            self.inner.resolve(name)
+        }
+    }
+
+    #[tokio::test]
+    async fn resolves_exactly_once_per_dial() {
+        let (_l, addr) = listener().await;
+        let resolver = Arc::new(Counting {
+            inner: StaticResolver::new().with("once.test", [ip("127.0.0.2"), LOCALHOST]),
+            calls: AtomicUsize::new(0),
+        });
+        let d = DirectDialer::new(resolver.clone(), Guard::default(), Duration::from_secs(5));
+        d.dial(&Host::Name("once.test".into()), addr.port(), true)
+            .await
+            .unwrap();
+        assert_eq!(resolver.calls.load(Ordering::SeqCst), 1);
+        d.dial(&Host::Ip(LOCALHOST), addr.port(), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            resolver.calls.load(Ordering::SeqCst),
+            1,
+            "IP hosts are not resolved"
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_resolution_counts_against_the_timeout() {
+        let resolver = Counting {
+            inner: StaticResolver::new(),
+            calls: AtomicUsize::new(0),
+        };
+        let d = DirectDialer::new(
+            Arc::new(resolver),
+            Guard::default(),
+            Duration::from_millis(50),
+        );
+        match d.dial(&Host::Name("hang.test".into()), 443, false).await {
+            Err(DialError::Dns { detail, .. }) => assert_eq!(detail, "lookup timed out"),
+            other => panic!("expected Dns timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn system_resolver_resolves_localhost() {
+        // /etc/hosts: no network traffic.
+        let ips = SystemResolver.resolve("localhost").await.unwrap();
+        assert!(ips.iter().all(|ip| ip.is_loopback()), "{ips:?}");
+        assert!(!ips.is_empty());
     }
 }
 
