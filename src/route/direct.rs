@@ -596,15 +596,3 @@ mod tests {
         assert!(!ips.is_empty());
     }
 }
-
-/// TEMP stub until the route module lands.
-pub struct SystemResolver;
-impl Resolve for SystemResolver {
-    fn resolve(
-        &self,
-        _name: &str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send + '_>>
-    {
-        todo!()
-    }
-}
