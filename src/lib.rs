@@ -21,5 +21,6 @@ pub mod explain;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod web;

@@ -1,0 +1,225 @@
+//! Persistent state: outbound applications, users' token sets, consent tickets, pending
+//! authorizations and the audit log.
+//!
+//! Callers see only the [`Store`] trait and the records in [`model`]; the embedded
+//! implementation is [`SledStore`] (sled 0.34). The trait is shaped so that a shared backend
+//! (PostgreSQL, for several proxy replicas) can implement it later without touching callers:
+//! no backend types in signatures, one error type, and every method one atomic operation.
+//!
+//! Secrets (client secrets, webhook configurations, access and refresh tokens, PKCE
+//! verifiers) are sealed with ChaCha20-Poly1305 under `data/keys/store.key`, with the
+//! record's key as associated data ([`seal`]). The stored JSON never holds plaintext.
+//!
+//! Generations and incarnations: every token set, ticket and pending authorization records
+//! the app's `generation` (bumped by reset) and `incarnation` (random per creation). The store
+//! hands them out only while they match the app's current values, so a reset or a delete
+//! invalidates everything at once, and the stale records are then deleted.
+
+pub mod model;
+mod record;
+pub mod seal;
+mod sled_store;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+pub use model::{
+    random_id, App, AuditEvent, Authorization, ClientAuth, ConsentTicket, Handshake,
+    PendingAuthorization, Secret, TokenSet, PENDING_TTL_SECS, TICKET_TTL_SECS,
+};
+pub use seal::StoreKey;
+pub use sled_store::SledStore;
+
+/// Store failures. None of them carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The record (usually the app) does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A record with that id already exists.
+    #[error("already exists")]
+    Conflict,
+    /// A stored record cannot be read: truncated, written by another build, tampered with,
+    /// or sealed under another key.
+    #[error("corrupt record {record}: {reason}")]
+    Corrupt {
+        /// Which record, e.g. `app/acme/github` or `token/acme/github/<inc>/<gen>/alice`.
+        record: String,
+        /// Why, in words for an operator.
+        reason: String,
+    },
+    /// The backend failed (disk, lock, random generator).
+    #[error("store: {0}")]
+    Io(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Source of the current time, so expiry can be tested without sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now, in seconds since the Unix epoch.
+    fn now(&self) -> u64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        // A clock before 1970 is a broken host; treating it as the epoch keeps everything
+        // expired rather than panicking.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that only moves when told to: for tests of expiry, here and in other modules.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock reading `now`.
+    pub fn new(now: u64) -> Self {
+        Self(AtomicU64::new(now))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, now: u64) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+
+    /// Moves the time forward by `secs`.
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The persistent state of tollgate. Every method is one atomic operation; writes that a
+/// response depends on (app changes, token writes and deletes) are durable when the method
+/// returns.
+///
+/// Lookups of things that may legitimately be absent return `Ok(None)`; mutations of an app
+/// that does not exist return [`StoreError::NotFound`].
+#[async_trait]
+pub trait Store: Send + Sync {
+    // ----- apps -----
+
+    /// Creates an app. The store sets `incarnation` (random), `generation = 1`, `created_at`
+    /// and `updated_at`, and `enabled = true`; the values passed in are ignored.
+    /// [`StoreError::Conflict`] if `(org, id)` exists.
+    async fn create_app(&self, app: App) -> StoreResult<App>;
+
+    /// One app of an org.
+    async fn get_app(&self, org: &str, id: &str) -> StoreResult<Option<App>>;
+
+    /// The apps of an org, by id.
+    async fn list_apps(&self, org: &str) -> StoreResult<Vec<App>>;
+
+    /// Every app of every org, by (org, id): for building the domain index at startup.
+    async fn list_all_apps(&self) -> StoreResult<Vec<App>>;
+
+    /// Replaces an app's configuration (including the client secret: pass the one from
+    /// [`Store::get_app`] to keep it). `enabled`, `generation`, `incarnation` and `created_at`
+    /// are kept from the stored app; `updated_at` is set. [`StoreError::NotFound`] if absent
+    /// (also if it was deleted and re-created while this update was prepared).
+    async fn update_app(&self, app: App) -> StoreResult<App>;
+
+    /// Enables or disables an app. Tokens are kept either way.
+    async fn set_app_enabled(&self, org: &str, id: &str, enabled: bool) -> StoreResult<App>;
+
+    /// Bumps the app's generation: every user's tokens, tickets and pending authorizations
+    /// become unreachable at once, and are then deleted. The configuration stays. Read the
+    /// tokens first with [`Store::list_tokens`] if they are to be revoked at the provider.
+    async fn reset_app(&self, org: &str, id: &str) -> StoreResult<App>;
+
+    /// Deletes the app's configuration (including the client secret), then all its tokens,
+    /// tickets and pending authorizations. Irreversible; a later app with the same id gets a
+    /// new incarnation and never sees any of them.
+    async fn delete_app(&self, org: &str, id: &str) -> StoreResult<()>;
+
+    // ----- tokens -----
+
+    /// A user's token set, if the app currently has this incarnation and generation.
+    async fn get_token(
+        &self,
+        org: &str,
+        app: &str,
+        incarnation: u64,
+        generation: u64,
+        user: &str,
+    ) -> StoreResult<Option<TokenSet>>;
+
+    /// Stores (or replaces) a token set, only if the app still exists with `incarnation` and
+    /// `token.generation`: a reset or delete that happened during a code exchange or refresh
+    /// wins. Returns whether it was written.
+    async fn put_token_if_current(&self, token: TokenSet, incarnation: u64) -> StoreResult<bool>;
+
+    /// Deletes a user's token set of the app's current incarnation and generation. Returns
+    /// whether there was one; [`StoreError::NotFound`] if the app does not exist.
+    async fn delete_token(&self, org: &str, app: &str, user: &str) -> StoreResult<bool>;
+
+    /// Every user's token set of the app's current incarnation and generation, secrets
+    /// included: for best-effort revocation at the provider before a reset or delete.
+    /// [`StoreError::NotFound`] if the app does not exist.
+    async fn list_tokens(&self, org: &str, app: &str) -> StoreResult<Vec<TokenSet>>;
+
+    /// Who has authorized the app (current incarnation and generation), by user; never token
+    /// values. [`StoreError::NotFound`] if the app does not exist.
+    async fn list_authorizations(&self, org: &str, app: &str) -> StoreResult<Vec<Authorization>>;
+
+    /// How many users have authorized the app. [`StoreError::NotFound`] if it does not exist.
+    async fn count_authorizations(&self, org: &str, app: &str) -> StoreResult<usize>;
+
+    // ----- consent tickets -----
+
+    /// Stores a consent ticket (replacing one with the same id).
+    async fn put_ticket(&self, ticket: ConsentTicket) -> StoreResult<()>;
+
+    /// A ticket, unless expired or its app was reset, deleted or re-created since.
+    async fn get_ticket(&self, id: &str) -> StoreResult<Option<ConsentTicket>>;
+
+    /// Removes and returns a ticket (single use); `None` if absent, expired, or its app was
+    /// reset, deleted or re-created since (the stale ticket is removed too).
+    async fn take_ticket(&self, id: &str) -> StoreResult<Option<ConsentTicket>>;
+
+    // ----- pending authorizations -----
+
+    /// Stores a pending authorization (replacing one with the same state).
+    async fn put_pending(&self, pending: PendingAuthorization) -> StoreResult<()>;
+
+    /// Removes and returns a pending authorization (single use); `None` if absent, expired,
+    /// or its app was reset, deleted or re-created since (the stale record is removed too).
+    async fn take_pending(&self, state: &str) -> StoreResult<Option<PendingAuthorization>>;
+
+    // ----- audit -----
+
+    /// Appends an event, stamping `at` (now) and `seq` (monotonic); returns it as stored.
+    async fn append_audit(&self, event: AuditEvent) -> StoreResult<AuditEvent>;
+
+    /// The org's latest `limit` events, newest first.
+    async fn list_audit(&self, org: &str, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+
+    // ----- maintenance -----
+
+    /// Deletes expired tickets and pending authorizations, and token sets, tickets and pending
+    /// authorizations of apps that were reset or deleted (left behind if the process stopped
+    /// between the reset and its clean-up). Returns how many records were removed. Safe to
+    /// run at any time, e.g. periodically.
+    async fn purge_stale(&self) -> StoreResult<usize>;
+
+    /// Makes every write so far durable.
+    async fn flush(&self) -> StoreResult<()>;
+}

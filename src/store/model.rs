@@ -1,0 +1,474 @@
+//! The records the store keeps, as the rest of tollgate sees them.
+//!
+//! These are the in-memory shapes. Records without secrets ([`ConsentTicket`], [`AuditEvent`],
+//! [`Authorization`]) derive serde directly. Records holding a [`Secret`] ([`App`],
+//! [`TokenSet`], [`PendingAuthorization`]) deliberately do not: a `Secret` has no serde
+//! implementation at all, so the only way such a record reaches bytes is through the sealing
+//! layer (`store::record`), which writes every secret as an AEAD-sealed blob bound to the
+//! record's key. Serializing a secret in plaintext by accident is a compile error, not a review
+//! finding.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// How long a consent ticket is valid (DESIGN: "valid 15 minutes").
+pub const TICKET_TTL_SECS: u64 = 15 * 60;
+
+/// How long a pending authorization is valid (DESIGN: "single-use, 10 minutes").
+pub const PENDING_TTL_SECS: u64 = 10 * 60;
+
+/// Random bytes in a ticket id or `state`: 256 bits, twice the 128-bit floor, so guessing one
+/// is hopeless even with many outstanding.
+const RANDOM_ID_BYTES: usize = 32;
+
+/// A secret string: a client secret, access or refresh token, PKCE verifier.
+///
+/// `Debug` and `Display` print `MASKED`, and there is intentionally no `Serialize` or
+/// `Deserialize`: the store seals secrets explicitly, and anything else that needs the value
+/// has to call [`Secret::expose`], which is easy to grep for.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The plaintext. Call it only where the value must leave the process (a header sent
+    /// upstream, a token request body) or be sealed.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (the RFC's default).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body, for providers that reject Basic.
+    Post,
+}
+
+/// How the authorization code is exchanged for tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Handshake {
+    /// RFC 6749 token endpoint.
+    #[default]
+    Standard,
+    /// Legacy custom handshake described by request templates (`App::webhook`).
+    Webhook,
+}
+
+/// An outbound application: an OAuth 2.0 client configured by an org's admins. One per
+/// `(org, id)`.
+///
+/// `Debug` masks the client secret and the webhook configuration.
+#[derive(Clone, PartialEq)]
+pub struct App {
+    /// Organization that owns the app; apps of one org are never used for callers of another.
+    pub org: String,
+    /// Slug, unique within the org; names the app in URLs, the CLI and the audit log.
+    pub id: String,
+    /// Human name shown on the consent page and in listings.
+    pub name: String,
+    /// Longer text shown on the consent page and in listings.
+    pub description: String,
+    /// Text shown on the consent page before the user is sent to the provider.
+    pub approval_prompt: String,
+    /// Provider's authorization endpoint, where the user's browser is redirected.
+    pub authorize_url: String,
+    /// Provider's token endpoint; `None` only for a webhook handshake, whose requests are
+    /// described in `webhook` instead.
+    pub token_url: Option<String>,
+    /// OAuth client id registered at the provider.
+    pub client_id: String,
+    /// OAuth client secret; write-only through the admin API, sealed at rest. `None` for
+    /// public clients (PKCE only).
+    pub client_secret: Option<Secret>,
+    /// Scopes requested on consent; empty means no `scope` parameter is sent.
+    pub scopes: Vec<String>,
+    /// Lifetime in seconds assumed when the provider returns no `expires_in`.
+    pub access_token_ttl: Option<u64>,
+    /// Whether to use S256 PKCE on the authorization code flow.
+    pub pkce: bool,
+    /// Egress policy whose route carries this app's token-endpoint calls.
+    pub egress_policy: String,
+    /// Host patterns whose requests get this app's token injected.
+    pub domains: Vec<String>,
+    /// For plain-http requests to `domains`, connect upstream over TLS (TLS origination).
+    pub upstream_tls: bool,
+    /// How the client authenticates at the token endpoint.
+    pub client_auth: ClientAuth,
+    /// Extra query parameters for the authorization request (e.g. `access_type=offline`).
+    pub authorize_params: BTreeMap<String, String>,
+    /// Expected `iss` on the callback (RFC 9207); unchecked when `None`.
+    pub issuer: Option<String>,
+    /// RFC 7009 endpoint used to revoke tokens best-effort on reset, delete and revoke.
+    pub revocation_url: Option<String>,
+    /// Standard token endpoint or the legacy webhook handshake.
+    pub handshake: Handshake,
+    /// Webhook handshake templates. Opaque to the store and treated as a secret as a whole
+    /// (it may carry secret header values): sealed at rest, masked in `Debug`.
+    pub webhook: Option<serde_json::Value>,
+    /// Disabled apps keep their tokens but inject nothing and start no consent.
+    pub enabled: bool,
+    /// Bumped by reset: tokens, tickets and pending consents carry the generation they were
+    /// made for, so a reset invalidates all of them at once. Set by the store.
+    pub generation: u64,
+    /// Random per creation, so an app deleted and re-created with the same id never sees the
+    /// old app's tokens or consents. Set by the store.
+    pub incarnation: u64,
+    /// Creation time, Unix seconds. Set by the store.
+    pub created_at: u64,
+    /// Last configuration or state change, Unix seconds. Set by the store.
+    pub updated_at: u64,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("org", &self.org)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("approval_prompt", &self.approval_prompt)
+            .field("authorize_url", &self.authorize_url)
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("scopes", &self.scopes)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("pkce", &self.pkce)
+            .field("egress_policy", &self.egress_policy)
+            .field("domains", &self.domains)
+            .field("upstream_tls", &self.upstream_tls)
+            .field("client_auth", &self.client_auth)
+            .field("authorize_params", &self.authorize_params)
+            .field("issuer", &self.issuer)
+            .field("revocation_url", &self.revocation_url)
+            .field("handshake", &self.handshake)
+            .field("webhook", &self.webhook.as_ref().map(|_| Masked))
+            .field("enabled", &self.enabled)
+            .field("generation", &self.generation)
+            .field("incarnation", &self.incarnation)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// Prints `MASKED` in `Debug` output.
+struct Masked;
+
+impl fmt::Debug for Masked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+/// One user's tokens for one app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSet {
+    /// Organization of the app and of the user.
+    pub org: String,
+    /// App id within the org.
+    pub app: String,
+    /// The user (caller token `sub`) the tokens act for.
+    pub user: String,
+    /// App generation the tokens were obtained under; a reset makes them unreachable.
+    pub generation: u64,
+    /// Bearer token injected as `Authorization: Bearer ...`.
+    pub access_token: Secret,
+    /// Used to refresh the access token; `None` means re-consent when it expires.
+    pub refresh_token: Option<Secret>,
+    /// `token_type` as the provider returned it, if it did.
+    pub token_type: Option<String>,
+    /// Scopes granted (the provider's `scope`, else the requested ones).
+    pub scopes: Vec<String>,
+    /// Expiry of the access token, Unix seconds; `None` = unknown lifetime (used until the
+    /// upstream answers 401 `invalid_token`).
+    pub expires_at: Option<u64>,
+    /// When the tokens were obtained or last refreshed, Unix seconds; shown in listings and
+    /// used to compute the lifetime for the refresh threshold.
+    pub obtained_at: u64,
+}
+
+/// A consent URL's ticket: bound server-side to who may consent to what, single-use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentTicket {
+    /// Random, URL-safe, 256 bits ([`random_id`]); the last path segment of the consent URL.
+    pub id: String,
+    /// Organization of the user and the app.
+    pub org: String,
+    /// The user the consent is for; the consent page may require the platform's login header
+    /// to match it.
+    pub user: String,
+    /// App id within the org.
+    pub app: String,
+    /// App generation at issue; a reset in between invalidates the ticket.
+    pub generation: u64,
+    /// App incarnation at issue; a delete and re-create in between invalidates the ticket.
+    pub incarnation: u64,
+    /// Expiry, Unix seconds (issue time + [`TICKET_TTL_SECS`]).
+    pub expires_at: u64,
+}
+
+impl ConsentTicket {
+    /// A new ticket with a fresh random id.
+    pub fn new(
+        org: impl Into<String>,
+        user: impl Into<String>,
+        app: impl Into<String>,
+        generation: u64,
+        incarnation: u64,
+        expires_at: u64,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: random_id()?,
+            org: org.into(),
+            user: user.into(),
+            app: app.into(),
+            generation,
+            incarnation,
+            expires_at,
+        })
+    }
+}
+
+/// An authorization request in flight: created when the user clicks Authorize, consumed by
+/// the OAuth callback (also on `error=` callbacks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingAuthorization {
+    /// The OAuth `state` parameter: random, URL-safe, 256 bits ([`random_id`]); the lookup key
+    /// on the callback and the CSRF defence.
+    pub state: String,
+    /// Organization of the user and the app.
+    pub org: String,
+    /// The user the tokens will be stored for.
+    pub user: String,
+    /// App id within the org.
+    pub app: String,
+    /// App generation at start; tokens are stored only if it is still current.
+    pub generation: u64,
+    /// App incarnation at start; tokens are stored only if it is still current.
+    pub incarnation: u64,
+    /// PKCE code verifier sent with the code exchange; `None` when the app has PKCE off.
+    pub pkce_verifier: Option<Secret>,
+    /// The redirect URI sent on the authorization request; the exchange must repeat it.
+    pub redirect_uri: String,
+    /// Expiry, Unix seconds (start + [`PENDING_TTL_SECS`]).
+    pub expires_at: u64,
+}
+
+impl PendingAuthorization {
+    /// A new pending authorization with a fresh random `state`.
+    #[allow(clippy::too_many_arguments)] // mirrors the record's fields one to one
+    pub fn new(
+        org: impl Into<String>,
+        user: impl Into<String>,
+        app: impl Into<String>,
+        generation: u64,
+        incarnation: u64,
+        pkce_verifier: Option<Secret>,
+        redirect_uri: impl Into<String>,
+        expires_at: u64,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            state: random_id()?,
+            org: org.into(),
+            user: user.into(),
+            app: app.into(),
+            generation,
+            incarnation,
+            pkce_verifier,
+            redirect_uri: redirect_uri.into(),
+            expires_at,
+        })
+    }
+}
+
+/// One entry of an org's audit log. Never holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When it happened, Unix seconds. Stamped by the store on append.
+    pub at: u64,
+    /// Store-wide monotonic sequence number, so events within one second keep their order.
+    /// Assigned by the store on append.
+    pub seq: u64,
+    /// Organization the event belongs to; an org's admins see only its own events.
+    pub org: String,
+    /// Who did it (caller token `sub`).
+    pub actor: String,
+    /// What was done, dotted: `app.create`, `app.reset`, `authorization.revoke`, ...
+    pub action: String,
+    /// What it was done to (app id).
+    pub target: String,
+    /// Extra context (changed fields, affected user). Must never contain a secret.
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// An event to append; `at` and `seq` are filled in by the store.
+    pub fn new(
+        org: impl Into<String>,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        Self {
+            at: 0,
+            seq: 0,
+            org: org.into(),
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail,
+        }
+    }
+}
+
+/// A user's authorization of an app, as admins see it in listings: never token values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    /// The user who consented.
+    pub user: String,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Access token expiry, Unix seconds; `None` = unknown lifetime.
+    pub expires_at: Option<u64>,
+    /// When the tokens were obtained or last refreshed, Unix seconds.
+    pub obtained_at: u64,
+}
+
+/// A fresh random identifier: 256 bits from the system CSPRNG, base64url without padding
+/// (43 characters, safe in URLs and query strings). Used for consent ticket ids and OAuth
+/// `state`.
+pub fn random_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; RANDOM_ID_BYTES];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Io("system random generator failed".into()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A random `u64` from the system CSPRNG (app incarnations).
+pub(crate) fn random_u64() -> Result<u64, StoreError> {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Io("system random generator failed".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_masked_in_debug_and_display() {
+        let s = Secret::new("sk-live-123");
+        assert_eq!(format!("{s:?}"), "MASKED");
+        assert_eq!(format!("{s}"), "MASKED");
+        assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn app_debug_masks_secret_and_webhook() {
+        let app = App {
+            org: "acme".into(),
+            id: "gh".into(),
+            name: "GitHub".into(),
+            description: String::new(),
+            approval_prompt: String::new(),
+            authorize_url: String::new(),
+            token_url: None,
+            client_id: "cid".into(),
+            client_secret: Some(Secret::new("sk-PLAIN")),
+            scopes: vec![],
+            access_token_ttl: None,
+            pkce: true,
+            egress_policy: "p".into(),
+            domains: vec![],
+            upstream_tls: true,
+            client_auth: ClientAuth::Basic,
+            authorize_params: BTreeMap::new(),
+            issuer: None,
+            revocation_url: None,
+            handshake: Handshake::Webhook,
+            webhook: Some(serde_json::json!({"headers": {"X-Key": "hook-PLAIN"}})),
+            enabled: true,
+            generation: 1,
+            incarnation: 7,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let dbg = format!("{app:?}");
+        assert!(!dbg.contains("sk-PLAIN"), "{dbg}");
+        assert!(!dbg.contains("hook-PLAIN"), "{dbg}");
+        assert!(dbg.contains("client_secret: Some(MASKED)"), "{dbg}");
+        assert!(dbg.contains("webhook: Some(MASKED)"), "{dbg}");
+    }
+
+    #[test]
+    fn random_ids_are_url_safe_and_long_enough() {
+        let a = random_id().unwrap();
+        let b = random_id().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn enums_serialize_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&ClientAuth::Post).unwrap(),
+            "\"post\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Handshake::Webhook).unwrap(),
+            "\"webhook\""
+        );
+        assert_eq!(
+            serde_json::from_str::<ClientAuth>("\"basic\"").unwrap(),
+            ClientAuth::Basic
+        );
+    }
+}

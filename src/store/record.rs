@@ -1,0 +1,891 @@
+//! The stored form of each record: keys, versioned JSON values, sealed secrets.
+//!
+//! Nothing here knows sled; a later backend (PostgreSQL) can store the same JSON in a column
+//! and reuse the sealing. The stored structs repeat the model's fields on purpose: a change to
+//! the model must not silently change what is on disk, and every value carries `v`, the format
+//! version, so a record written by another build is reported as [`StoreError::Corrupt`]
+//! instead of being misread.
+//!
+//! Keys are built from length-prefixed parts (u32 big-endian length, then the bytes), with
+//! numbers as fixed-width big-endian `u64`. No separator is needed, so an org, app id or user
+//! containing `/` or NUL cannot make two keys collide, and a key's prefix selects exactly one
+//! org, one app, or one app generation:
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `apps` | `org ‖ id` | [`AppRecord`] |
+//! | `tokens` | `org ‖ app ‖ incarnation ‖ generation ‖ user` | [`TokenRecord`] |
+//! | `tickets` | ticket id | [`TicketRecord`] |
+//! | `pending` | state | [`PendingRecord`] |
+//! | `audit` | `org ‖ seq` | [`AuditRecord`] |
+//! | `meta` | `key-check` | [`KeyCheckRecord`] |
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::model::{
+    App, AuditEvent, Authorization, ClientAuth, ConsentTicket, Handshake, PendingAuthorization,
+    Secret, TokenSet,
+};
+use super::seal::{push_len_prefixed, Aad, Sealed, StoreKey};
+use super::StoreError;
+
+/// Format version of every record value written by this build.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// Key of the key-check record in the `meta` tree.
+pub(crate) const KEY_CHECK_KEY: &[u8] = b"key-check";
+
+/// What the key-check record seals; any fixed text works, it only has to open.
+const KEY_CHECK_PLAINTEXT: &[u8] = b"tollgate store key check";
+
+/// How many characters of a ticket id or `state` appear in error messages: enough to find
+/// the record, too few to use it.
+const ID_PREFIX_IN_NAMES: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Keys and record names
+// ---------------------------------------------------------------------------------------------
+
+/// `apps` key of one app.
+pub(crate) fn app_key(org: &str, id: &str) -> Vec<u8> {
+    let mut k = app_org_prefix(org);
+    push_len_prefixed(&mut k, id.as_bytes());
+    k
+}
+
+/// Parses an `apps` key into `(org, id)`; `None` if it is not one this build wrote.
+pub(crate) fn parse_app_key(key: &[u8]) -> Option<(String, String)> {
+    let mut rest = key;
+    let org = take_len_prefixed(&mut rest)?;
+    let id = take_len_prefixed(&mut rest)?;
+    rest.is_empty().then_some((org, id))
+}
+
+/// `apps` key prefix selecting every app of an org.
+pub(crate) fn app_org_prefix(org: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + org.len());
+    push_len_prefixed(&mut k, org.as_bytes());
+    k
+}
+
+/// `tokens` key prefix selecting every token of an app, all incarnations and generations.
+pub(crate) fn token_app_prefix(org: &str, app: &str) -> Vec<u8> {
+    app_key(org, app)
+}
+
+/// `tokens` key prefix selecting the tokens of one app incarnation and generation.
+pub(crate) fn token_gen_prefix(org: &str, app: &str, incarnation: u64, generation: u64) -> Vec<u8> {
+    let mut k = token_app_prefix(org, app);
+    k.extend_from_slice(&incarnation.to_be_bytes());
+    k.extend_from_slice(&generation.to_be_bytes());
+    k
+}
+
+/// `tokens` key of one user's token set.
+pub(crate) fn token_key(
+    org: &str,
+    app: &str,
+    incarnation: u64,
+    generation: u64,
+    user: &str,
+) -> Vec<u8> {
+    let mut k = token_gen_prefix(org, app, incarnation, generation);
+    push_len_prefixed(&mut k, user.as_bytes());
+    k
+}
+
+/// The parts of a `tokens` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TokenKey {
+    /// Organization.
+    pub(crate) org: String,
+    /// App id.
+    pub(crate) app: String,
+    /// App incarnation the token belongs to.
+    pub(crate) incarnation: u64,
+    /// App generation the token belongs to.
+    pub(crate) generation: u64,
+    /// User.
+    pub(crate) user: String,
+}
+
+impl TokenKey {
+    /// Parses a `tokens` key; `None` if it is not one this build wrote.
+    pub(crate) fn parse(key: &[u8]) -> Option<TokenKey> {
+        let mut rest = key;
+        let org = take_len_prefixed(&mut rest)?;
+        let app = take_len_prefixed(&mut rest)?;
+        let incarnation = take_u64(&mut rest)?;
+        let generation = take_u64(&mut rest)?;
+        let user = take_len_prefixed(&mut rest)?;
+        if !rest.is_empty() {
+            return None;
+        }
+        Some(TokenKey {
+            org,
+            app,
+            incarnation,
+            generation,
+            user,
+        })
+    }
+
+    /// The record name used in errors.
+    pub(crate) fn name(&self) -> String {
+        token_name(
+            &self.org,
+            &self.app,
+            self.incarnation,
+            self.generation,
+            &self.user,
+        )
+    }
+}
+
+fn take_len_prefixed(rest: &mut &[u8]) -> Option<String> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    if tail.len() < len {
+        return None;
+    }
+    let (part, tail) = tail.split_at(len);
+    *rest = tail;
+    String::from_utf8(part.to_vec()).ok()
+}
+
+fn take_u64(rest: &mut &[u8]) -> Option<u64> {
+    let (n, tail) = rest.split_first_chunk::<8>()?;
+    *rest = tail;
+    Some(u64::from_be_bytes(*n))
+}
+
+/// `audit` key prefix selecting every event of an org.
+pub(crate) fn audit_org_prefix(org: &str) -> Vec<u8> {
+    app_org_prefix(org)
+}
+
+/// `audit` key of one event.
+pub(crate) fn audit_key(org: &str, seq: u64) -> Vec<u8> {
+    let mut k = audit_org_prefix(org);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Name of an app record in errors.
+pub(crate) fn app_name(org: &str, id: &str) -> String {
+    format!("app/{org}/{id}")
+}
+
+/// Name of a token record in errors.
+pub(crate) fn token_name(
+    org: &str,
+    app: &str,
+    incarnation: u64,
+    generation: u64,
+    user: &str,
+) -> String {
+    format!("token/{org}/{app}/{incarnation}/{generation}/{user}")
+}
+
+/// Name of a ticket record in errors (id shortened: it is a bearer capability).
+pub(crate) fn ticket_name(id: &str) -> String {
+    format!("ticket/{}", short(id))
+}
+
+/// Name of a pending authorization in errors (state shortened).
+pub(crate) fn pending_name(state: &str) -> String {
+    format!("pending/{}", short(state))
+}
+
+/// Name of an audit record in errors.
+pub(crate) fn audit_name(key: &[u8]) -> String {
+    let mut rest = key;
+    match (take_len_prefixed(&mut rest), take_u64(&mut rest)) {
+        (Some(org), Some(seq)) => format!("audit/{org}/{seq}"),
+        _ => "audit/<unparsable key>".into(),
+    }
+}
+
+fn short(id: &str) -> String {
+    let mut s: String = id.chars().take(ID_PREFIX_IN_NAMES).collect();
+    if s.len() < id.len() {
+        s.push('…');
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------------
+
+/// Only the version, read before the full record so a record from another build is named as
+/// such rather than as a confusing missing-field error.
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: Option<u32>,
+}
+
+/// Parses a stored value, checking the format version first.
+pub(crate) fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        record: name.to_owned(),
+        reason,
+    };
+    let probe: VersionProbe =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not a JSON record ({e})")))?;
+    match probe.v {
+        Some(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(corrupt(format!(
+                "unknown format version {v} (this build reads {FORMAT_VERSION})"
+            )))
+        }
+        None => {
+            return Err(corrupt(
+                "no format version (written by an older build?)".into(),
+            ))
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid record ({e})")))
+}
+
+/// Serializes a stored value.
+pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    // Fails only for maps with non-string keys, which no record has.
+    serde_json::to_vec(record).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
+}
+
+fn open_secret(
+    key: &StoreKey,
+    name: &str,
+    aad: &Aad,
+    sealed: &Sealed,
+) -> Result<Secret, StoreError> {
+    key.open_secret(aad, sealed)
+        .map_err(|e| StoreError::Corrupt {
+            record: name.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// The record's fields do not match the key it is stored under: moved or hand-edited.
+fn mismatch(name: &str) -> StoreError {
+    StoreError::Corrupt {
+        record: name.to_owned(),
+        reason: "record fields do not match its key".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apps
+// ---------------------------------------------------------------------------------------------
+
+/// Stored form of an [`App`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppRecord {
+    v: u32,
+    pub(crate) org: String,
+    pub(crate) id: String,
+    name: String,
+    description: String,
+    approval_prompt: String,
+    authorize_url: String,
+    token_url: Option<String>,
+    client_id: String,
+    /// Sealed with `["app", org, id, incarnation, "client_secret"]`.
+    client_secret: Option<Sealed>,
+    scopes: Vec<String>,
+    access_token_ttl: Option<u64>,
+    pkce: bool,
+    egress_policy: String,
+    domains: Vec<String>,
+    upstream_tls: bool,
+    client_auth: ClientAuth,
+    authorize_params: BTreeMap<String, String>,
+    issuer: Option<String>,
+    revocation_url: Option<String>,
+    handshake: Handshake,
+    /// The webhook JSON, sealed as a whole with `["app", org, id, incarnation, "webhook"]`.
+    webhook: Option<Sealed>,
+    pub(crate) enabled: bool,
+    pub(crate) generation: u64,
+    pub(crate) incarnation: u64,
+    pub(crate) created_at: u64,
+    pub(crate) updated_at: u64,
+}
+
+fn app_aad(org: &str, id: &str, incarnation: u64, field: &str) -> Aad {
+    Aad::new(&[
+        b"app",
+        org.as_bytes(),
+        id.as_bytes(),
+        &incarnation.to_be_bytes(),
+        field.as_bytes(),
+    ])
+}
+
+impl AppRecord {
+    /// Seals `app` (its `incarnation` is part of the associated data).
+    pub(crate) fn seal(app: &App, key: &StoreKey) -> Result<AppRecord, StoreError> {
+        let client_secret = app
+            .client_secret
+            .as_ref()
+            .map(|s| {
+                key.seal_secret(
+                    &app_aad(&app.org, &app.id, app.incarnation, "client_secret"),
+                    s,
+                )
+            })
+            .transpose()?;
+        let webhook = app
+            .webhook
+            .as_ref()
+            .map(|w| {
+                key.seal(
+                    &app_aad(&app.org, &app.id, app.incarnation, "webhook"),
+                    &encode(w)?,
+                )
+            })
+            .transpose()?;
+        Ok(AppRecord {
+            v: FORMAT_VERSION,
+            org: app.org.clone(),
+            id: app.id.clone(),
+            name: app.name.clone(),
+            description: app.description.clone(),
+            approval_prompt: app.approval_prompt.clone(),
+            authorize_url: app.authorize_url.clone(),
+            token_url: app.token_url.clone(),
+            client_id: app.client_id.clone(),
+            client_secret,
+            scopes: app.scopes.clone(),
+            access_token_ttl: app.access_token_ttl,
+            pkce: app.pkce,
+            egress_policy: app.egress_policy.clone(),
+            domains: app.domains.clone(),
+            upstream_tls: app.upstream_tls,
+            client_auth: app.client_auth,
+            authorize_params: app.authorize_params.clone(),
+            issuer: app.issuer.clone(),
+            revocation_url: app.revocation_url.clone(),
+            handshake: app.handshake,
+            webhook,
+            enabled: app.enabled,
+            generation: app.generation,
+            incarnation: app.incarnation,
+            created_at: app.created_at,
+            updated_at: app.updated_at,
+        })
+    }
+
+    /// Decodes the `apps` value stored under `(org, id)` without opening secrets.
+    pub(crate) fn decode(org: &str, id: &str, bytes: &[u8]) -> Result<AppRecord, StoreError> {
+        let name = app_name(org, id);
+        let rec: AppRecord = decode(&name, bytes)?;
+        if rec.org != org || rec.id != id {
+            return Err(mismatch(&name));
+        }
+        Ok(rec)
+    }
+
+    /// Opens the secrets and returns the model.
+    pub(crate) fn open(self, key: &StoreKey) -> Result<App, StoreError> {
+        let name = app_name(&self.org, &self.id);
+        let client_secret = self
+            .client_secret
+            .as_ref()
+            .map(|s| {
+                open_secret(
+                    key,
+                    &name,
+                    &app_aad(&self.org, &self.id, self.incarnation, "client_secret"),
+                    s,
+                )
+            })
+            .transpose()?;
+        let webhook = self
+            .webhook
+            .as_ref()
+            .map(|w| {
+                let plain = key
+                    .open(
+                        &app_aad(&self.org, &self.id, self.incarnation, "webhook"),
+                        w,
+                    )
+                    .map_err(|e| StoreError::Corrupt {
+                        record: name.clone(),
+                        reason: format!("webhook: {e}"),
+                    })?;
+                serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt {
+                    record: name.clone(),
+                    reason: "webhook: sealed value is not JSON".into(),
+                })
+            })
+            .transpose()?;
+        Ok(App {
+            org: self.org,
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            approval_prompt: self.approval_prompt,
+            authorize_url: self.authorize_url,
+            token_url: self.token_url,
+            client_id: self.client_id,
+            client_secret,
+            scopes: self.scopes,
+            access_token_ttl: self.access_token_ttl,
+            pkce: self.pkce,
+            egress_policy: self.egress_policy,
+            domains: self.domains,
+            upstream_tls: self.upstream_tls,
+            client_auth: self.client_auth,
+            authorize_params: self.authorize_params,
+            issuer: self.issuer,
+            revocation_url: self.revocation_url,
+            handshake: self.handshake,
+            webhook,
+            enabled: self.enabled,
+            generation: self.generation,
+            incarnation: self.incarnation,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------
+
+/// Stored form of a [`TokenSet`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenRecord {
+    v: u32,
+    org: String,
+    app: String,
+    user: String,
+    incarnation: u64,
+    generation: u64,
+    /// Sealed with `["token", org, app, incarnation, generation, user, "access_token"]`.
+    access_token: Sealed,
+    /// Sealed like `access_token`, field `"refresh_token"`.
+    refresh_token: Option<Sealed>,
+    token_type: Option<String>,
+    scopes: Vec<String>,
+    expires_at: Option<u64>,
+    obtained_at: u64,
+}
+
+fn token_aad(k: &TokenKey, field: &str) -> Aad {
+    Aad::new(&[
+        b"token",
+        k.org.as_bytes(),
+        k.app.as_bytes(),
+        &k.incarnation.to_be_bytes(),
+        &k.generation.to_be_bytes(),
+        k.user.as_bytes(),
+        field.as_bytes(),
+    ])
+}
+
+impl TokenRecord {
+    /// The key this token set is stored under for the given app incarnation.
+    pub(crate) fn key_of(t: &TokenSet, incarnation: u64) -> TokenKey {
+        TokenKey {
+            org: t.org.clone(),
+            app: t.app.clone(),
+            incarnation,
+            generation: t.generation,
+            user: t.user.clone(),
+        }
+    }
+
+    /// Seals `t` for the app incarnation `incarnation`.
+    pub(crate) fn seal(
+        t: &TokenSet,
+        incarnation: u64,
+        key: &StoreKey,
+    ) -> Result<TokenRecord, StoreError> {
+        let k = Self::key_of(t, incarnation);
+        Ok(TokenRecord {
+            v: FORMAT_VERSION,
+            org: t.org.clone(),
+            app: t.app.clone(),
+            user: t.user.clone(),
+            incarnation,
+            generation: t.generation,
+            access_token: key.seal_secret(&token_aad(&k, "access_token"), &t.access_token)?,
+            refresh_token: t
+                .refresh_token
+                .as_ref()
+                .map(|r| key.seal_secret(&token_aad(&k, "refresh_token"), r))
+                .transpose()?,
+            token_type: t.token_type.clone(),
+            scopes: t.scopes.clone(),
+            expires_at: t.expires_at,
+            obtained_at: t.obtained_at,
+        })
+    }
+
+    /// Decodes the `tokens` value stored under `k` without opening secrets.
+    pub(crate) fn decode(k: &TokenKey, bytes: &[u8]) -> Result<TokenRecord, StoreError> {
+        let name = k.name();
+        let rec: TokenRecord = decode(&name, bytes)?;
+        if rec.org != k.org
+            || rec.app != k.app
+            || rec.user != k.user
+            || rec.incarnation != k.incarnation
+            || rec.generation != k.generation
+        {
+            return Err(mismatch(&name));
+        }
+        Ok(rec)
+    }
+
+    /// Opens the secrets and returns the model.
+    pub(crate) fn open(self, key: &StoreKey) -> Result<TokenSet, StoreError> {
+        let k = TokenKey {
+            org: self.org,
+            app: self.app,
+            incarnation: self.incarnation,
+            generation: self.generation,
+            user: self.user,
+        };
+        let name = k.name();
+        let access_token = open_secret(
+            key,
+            &name,
+            &token_aad(&k, "access_token"),
+            &self.access_token,
+        )?;
+        let refresh_token = self
+            .refresh_token
+            .as_ref()
+            .map(|r| open_secret(key, &name, &token_aad(&k, "refresh_token"), r))
+            .transpose()?;
+        Ok(TokenSet {
+            org: k.org,
+            app: k.app,
+            user: k.user,
+            generation: k.generation,
+            access_token,
+            refresh_token,
+            token_type: self.token_type,
+            scopes: self.scopes,
+            expires_at: self.expires_at,
+            obtained_at: self.obtained_at,
+        })
+    }
+
+    /// The listing view: no secret is opened.
+    pub(crate) fn authorization(self) -> Authorization {
+        Authorization {
+            user: self.user,
+            scopes: self.scopes,
+            expires_at: self.expires_at,
+            obtained_at: self.obtained_at,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent tickets and pending authorizations
+// ---------------------------------------------------------------------------------------------
+
+/// Stored form of a [`ConsentTicket`] (no secrets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TicketRecord {
+    v: u32,
+    id: String,
+    pub(crate) org: String,
+    user: String,
+    pub(crate) app: String,
+    pub(crate) generation: u64,
+    pub(crate) incarnation: u64,
+    pub(crate) expires_at: u64,
+}
+
+impl TicketRecord {
+    /// The stored form of `t`.
+    pub(crate) fn new(t: &ConsentTicket) -> TicketRecord {
+        TicketRecord {
+            v: FORMAT_VERSION,
+            id: t.id.clone(),
+            org: t.org.clone(),
+            user: t.user.clone(),
+            app: t.app.clone(),
+            generation: t.generation,
+            incarnation: t.incarnation,
+            expires_at: t.expires_at,
+        }
+    }
+
+    /// Decodes the `tickets` value stored under `id`.
+    pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<TicketRecord, StoreError> {
+        let name = ticket_name(id);
+        let rec: TicketRecord = decode(&name, bytes)?;
+        if rec.id != id {
+            return Err(mismatch(&name));
+        }
+        Ok(rec)
+    }
+
+    /// The model.
+    pub(crate) fn into_ticket(self) -> ConsentTicket {
+        ConsentTicket {
+            id: self.id,
+            org: self.org,
+            user: self.user,
+            app: self.app,
+            generation: self.generation,
+            incarnation: self.incarnation,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// Stored form of a [`PendingAuthorization`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PendingRecord {
+    v: u32,
+    state: String,
+    pub(crate) org: String,
+    user: String,
+    pub(crate) app: String,
+    pub(crate) generation: u64,
+    pub(crate) incarnation: u64,
+    /// Sealed with `["pending", state, "pkce_verifier"]`.
+    pkce_verifier: Option<Sealed>,
+    redirect_uri: String,
+    pub(crate) expires_at: u64,
+}
+
+fn pending_aad(state: &str, field: &str) -> Aad {
+    Aad::new(&[b"pending", state.as_bytes(), field.as_bytes()])
+}
+
+impl PendingRecord {
+    /// Seals `p`.
+    pub(crate) fn seal(
+        p: &PendingAuthorization,
+        key: &StoreKey,
+    ) -> Result<PendingRecord, StoreError> {
+        Ok(PendingRecord {
+            v: FORMAT_VERSION,
+            state: p.state.clone(),
+            org: p.org.clone(),
+            user: p.user.clone(),
+            app: p.app.clone(),
+            generation: p.generation,
+            incarnation: p.incarnation,
+            pkce_verifier: p
+                .pkce_verifier
+                .as_ref()
+                .map(|v| key.seal_secret(&pending_aad(&p.state, "pkce_verifier"), v))
+                .transpose()?,
+            redirect_uri: p.redirect_uri.clone(),
+            expires_at: p.expires_at,
+        })
+    }
+
+    /// Decodes the `pending` value stored under `state` without opening secrets.
+    pub(crate) fn decode(state: &str, bytes: &[u8]) -> Result<PendingRecord, StoreError> {
+        let name = pending_name(state);
+        let rec: PendingRecord = decode(&name, bytes)?;
+        if rec.state != state {
+            return Err(mismatch(&name));
+        }
+        Ok(rec)
+    }
+
+    /// Opens the secret and returns the model.
+    pub(crate) fn open(self, key: &StoreKey) -> Result<PendingAuthorization, StoreError> {
+        let name = pending_name(&self.state);
+        let pkce_verifier = self
+            .pkce_verifier
+            .as_ref()
+            .map(|v| open_secret(key, &name, &pending_aad(&self.state, "pkce_verifier"), v))
+            .transpose()?;
+        Ok(PendingAuthorization {
+            state: self.state,
+            org: self.org,
+            user: self.user,
+            app: self.app,
+            generation: self.generation,
+            incarnation: self.incarnation,
+            pkce_verifier,
+            redirect_uri: self.redirect_uri,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+// ---------------------------------------------------------------------------------------------
+
+/// Stored form of an [`AuditEvent`] (no secrets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditRecord {
+    v: u32,
+    at: u64,
+    seq: u64,
+    org: String,
+    actor: String,
+    action: String,
+    target: String,
+    detail: serde_json::Value,
+}
+
+impl AuditRecord {
+    /// The stored form of `e`.
+    pub(crate) fn new(e: &AuditEvent) -> AuditRecord {
+        AuditRecord {
+            v: FORMAT_VERSION,
+            at: e.at,
+            seq: e.seq,
+            org: e.org.clone(),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+
+    /// The model.
+    pub(crate) fn into_event(self) -> AuditEvent {
+        AuditEvent {
+            at: self.at,
+            seq: self.seq,
+            org: self.org,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            detail: self.detail,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key check
+// ---------------------------------------------------------------------------------------------
+
+/// A fixed text sealed under the store key when the store is first opened, so opening it
+/// later with another key fails at once instead of on the first token read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyCheckRecord {
+    v: u32,
+    check: Sealed,
+}
+
+/// Name of the key-check record in errors.
+pub(crate) const KEY_CHECK_NAME: &str = "meta/key-check";
+
+fn key_check_aad() -> Aad {
+    Aad::new(&[b"meta", KEY_CHECK_KEY])
+}
+
+impl KeyCheckRecord {
+    /// A new key-check record under `key`.
+    pub(crate) fn seal(key: &StoreKey) -> Result<KeyCheckRecord, StoreError> {
+        Ok(KeyCheckRecord {
+            v: FORMAT_VERSION,
+            check: key.seal(&key_check_aad(), KEY_CHECK_PLAINTEXT)?,
+        })
+    }
+
+    /// Verifies that a stored key-check record opens under `key`.
+    pub(crate) fn verify(bytes: &[u8], key: &StoreKey) -> Result<(), StoreError> {
+        let rec: KeyCheckRecord = decode(KEY_CHECK_NAME, bytes)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            record: KEY_CHECK_NAME.into(),
+            reason,
+        };
+        let plain = key.open(&key_check_aad(), &rec.check).map_err(|e| {
+            corrupt(format!(
+                "the store key is not the one this store was written with: {e}"
+            ))
+        })?;
+        if plain != KEY_CHECK_PLAINTEXT {
+            return Err(corrupt("unexpected key-check text".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_keys_round_trip_and_prefixes_nest() {
+        let k = token_key("acme", "gh", 7, 3, "alice@example.com");
+        let parsed = TokenKey::parse(&k).unwrap();
+        assert_eq!(
+            parsed,
+            TokenKey {
+                org: "acme".into(),
+                app: "gh".into(),
+                incarnation: 7,
+                generation: 3,
+                user: "alice@example.com".into(),
+            }
+        );
+        assert!(k.starts_with(&token_gen_prefix("acme", "gh", 7, 3)));
+        assert!(k.starts_with(&token_app_prefix("acme", "gh")));
+        assert!(!k.starts_with(&token_app_prefix("acme", "g")));
+        assert!(!k.starts_with(&token_gen_prefix("acme", "gh", 7, 2)));
+        assert_eq!(TokenKey::parse(&k[..k.len() - 1]), None);
+    }
+
+    #[test]
+    fn keys_are_unambiguous_with_separators_in_ids() {
+        assert_ne!(app_key("a/b", "c"), app_key("a", "b/c"));
+        assert_ne!(app_key("a\0", "b"), app_key("a", "\0b"));
+        // An org's prefix never selects another org whose name extends it.
+        assert!(!app_key("acme2", "x").starts_with(&app_org_prefix("acme")));
+    }
+
+    #[test]
+    fn decode_reports_version_problems() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct R {
+            v: u32,
+        }
+        for (case, bytes, want) in [
+            ("truncated", &br#"{"v":1"#[..], "not a JSON record"),
+            ("no version", &br#"{"x":1}"#[..], "no format version"),
+            (
+                "future version",
+                &br#"{"v":9}"#[..],
+                "unknown format version 9",
+            ),
+        ] {
+            match decode::<R>("app/acme/gh", bytes) {
+                Err(StoreError::Corrupt { record, reason }) => {
+                    assert_eq!(record, "app/acme/gh", "{case}");
+                    assert!(reason.contains(want), "{case}: {reason}");
+                }
+                other => panic!("{case}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ticket_names_do_not_reveal_the_whole_id() {
+        let id = "abcdefghijklmnopqrstuvwxyz";
+        let n = ticket_name(id);
+        assert!(n.starts_with("ticket/abcdefgh"));
+        assert!(!n.contains(id));
+    }
+}
