@@ -236,7 +236,7 @@ impl IndexBuilder {
         }
         fn by_prefix<K: Eq + Hash>(t: HashMap<u8, HashMap<K, Vec<RuleId>>>) -> Vec<(u8, Table<K>)> {
             let mut v: Vec<_> = t.into_iter().map(|(len, t)| (len, freeze(t))).collect();
-            v.sort_by(|a, b| b.0.cmp(&a.0));
+            v.sort_by_key(|&(len, _)| std::cmp::Reverse(len));
             v
         }
         Index {

@@ -238,12 +238,18 @@ pub(crate) fn parse_file(file: &str, src: &str, errors: &mut Vec<PolicyError>) -
     let mut def = FileDef::default();
     let (doc, syntax) = DeTable::parse_recoverable(src);
     if !syntax.is_empty() {
-        // Recovery can report one mistake several times; keep each (line, message) once.
+        // Recovery can report one mistake several times; keep each (line, message) once,
+        // in reading order.
+        let mut syntax: Vec<_> = syntax
+            .iter()
+            .map(|e| (e.span().map_or(0, |s| s.start), e.message()))
+            .collect();
+        syntax.sort_by_key(|&(start, _)| start);
         let mut seen = HashSet::new();
-        for e in &syntax {
-            let line = e.span().map_or(0, |s| cx.lines.line(s.start));
-            if seen.insert((line, e.message().to_owned())) {
-                cx.err_line(line, format!("TOML syntax error: {}", e.message()));
+        for (start, message) in syntax {
+            let line = cx.lines.line(start);
+            if seen.insert((line, message)) {
+                cx.err_line(line, format!("TOML syntax error: {message}"));
             }
         }
         // The recovered tree may be missing keys; validating it would add misleading errors.
@@ -545,9 +551,10 @@ const GLOB_CHARS: &[char] = &['*', '?', '[', ']', '{', '}', '!'];
 pub(crate) fn parse_host_pattern(p: &str) -> Result<HostPattern, String> {
     const FORMS: &str = "only exact names and `*.suffix` patterns are supported";
     if p == "*" {
-        return Err(format!(
+        return Err(
             "host pattern \"*\" would match every host; list the names or `*.suffix` patterns you mean"
-        ));
+                .to_owned(),
+        );
     }
     if let Some(suffix) = p.strip_prefix("*.") {
         if suffix.is_empty() || suffix == "." {
