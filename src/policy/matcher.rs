@@ -164,7 +164,9 @@ impl PolicyInfo {
 }
 
 /// Index of a rule in `PolicySet::allow_rules` / `deny_rules`; also its precedence among
-/// equally specific rules (rules are numbered in file-name, then position order).
+/// equally specific rules (rules are numbered in file-name, then position order). Ids and
+/// policy indices are only ever produced by `compile`, together with the vectors they index,
+/// so indexing with them cannot go out of bounds.
 type RuleId = u32;
 
 type Table<K> = HashMap<K, Box<[RuleId]>, FastHash>;
@@ -327,6 +329,94 @@ fn fold_mapped_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What [`read_dir_files`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct DirFiles {
+    /// `(file name, contents)` of the files that could be read, sorted by name.
+    pub sources: Vec<(String, String)>,
+    /// Files that could not be read (line 0).
+    pub unreadable: Vec<PolicyError>,
+    /// Problems with the directory itself (named by its path, line 0).
+    pub dir_errors: Vec<PolicyError>,
+}
+
+impl DirFiles {
+    fn into_errors(self) -> Vec<PolicyError> {
+        let mut errors = self.dir_errors;
+        errors.extend(self.unreadable);
+        errors
+    }
+}
+
+/// Reads the `*.toml` files of `dir` (see [`PolicySet::read_sources`]).
+pub(crate) fn read_dir_files(dir: &Path) -> DirFiles {
+    let dir_err = |message: String| PolicyError {
+        file: dir.display().to_string(),
+        line: 0,
+        message,
+    };
+    let mut found = DirFiles {
+        sources: Vec::new(),
+        unreadable: Vec::new(),
+        dir_errors: Vec::new(),
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            found
+                .dir_errors
+                .push(dir_err(format!("cannot read the policy directory: {e}")));
+            return found;
+        }
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                found
+                    .dir_errors
+                    .push(dir_err(format!("cannot list the policy directory: {e}")));
+                continue;
+            }
+        };
+        let os_name = entry.file_name();
+        let Some(name) = os_name.to_str() else {
+            if os_name.as_encoded_bytes().ends_with(b".toml") {
+                found
+                    .dir_errors
+                    .push(dir_err(format!("file name {os_name:?} is not UTF-8")));
+            }
+            continue;
+        };
+        if !name.ends_with(".toml") || name.starts_with('.') {
+            continue;
+        }
+        // Follows symlinks (Kubernetes ConfigMap volumes are made of them).
+        match fs::metadata(entry.path()) {
+            Ok(m) if m.is_file() => names.push(name.to_owned()),
+            Ok(_) => {}
+            Err(e) => found.unreadable.push(PolicyError {
+                file: name.to_owned(),
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    names.sort();
+    for name in names {
+        match fs::read_to_string(dir.join(&name)) {
+            Ok(src) => found.sources.push((name, src)),
+            Err(e) => found.unreadable.push(PolicyError {
+                file: name,
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    found
+}
+
 /// A validated, compiled set of policy files. Cheap to share behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct PolicySet {
@@ -348,7 +438,7 @@ impl PolicySet {
     /// Loads every `*.toml` file in `dir` (sorted by name). All errors of all files are
     /// returned at once; the set is built only when there are none.
     pub fn load_dir(dir: &Path) -> Result<Self, Vec<PolicyError>> {
-        Self::from_sources(&Self::read_sources(dir)?)
+        Self::build_from(&read_dir_files(dir))
     }
 
     /// Reads the policy files of `dir` without validating them: `(file name, contents)` for
@@ -356,66 +446,38 @@ impl PolicySet {
     /// sorted by name; subdirectories are not read. A missing or unreadable directory is one
     /// error with line 0; an unreadable file is an error with line 0 for that file.
     pub fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, Vec<PolicyError>> {
-        let dir_err = |message: String| PolicyError {
-            file: dir.display().to_string(),
-            line: 0,
-            message,
-        };
-        let entries = fs::read_dir(dir)
-            .map_err(|e| vec![dir_err(format!("cannot read the policy directory: {e}"))])?;
-        let mut names = Vec::new();
-        let mut errors = Vec::new();
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    errors.push(dir_err(format!("cannot list the policy directory: {e}")));
-                    continue;
-                }
-            };
-            let os_name = entry.file_name();
-            let Some(name) = os_name.to_str() else {
-                if os_name.as_encoded_bytes().ends_with(b".toml") {
-                    errors.push(dir_err(format!("file name {os_name:?} is not UTF-8")));
-                }
-                continue;
-            };
-            if !name.ends_with(".toml") || name.starts_with('.') {
-                continue;
-            }
-            // Follows symlinks (Kubernetes ConfigMap volumes are made of them).
-            match fs::metadata(entry.path()) {
-                Ok(m) if m.is_file() => names.push(name.to_owned()),
-                Ok(_) => {}
-                Err(e) => errors.push(PolicyError {
-                    file: name.to_owned(),
-                    line: 0,
-                    message: format!("cannot read: {e}"),
-                }),
-            }
-        }
-        names.sort();
-        let mut sources = Vec::with_capacity(names.len());
-        for name in names {
-            match fs::read_to_string(dir.join(&name)) {
-                Ok(src) => sources.push((name, src)),
-                Err(e) => errors.push(PolicyError {
-                    file: name,
-                    line: 0,
-                    message: format!("cannot read: {e}"),
-                }),
-            }
-        }
-        if errors.is_empty() {
-            Ok(sources)
+        let found = read_dir_files(dir);
+        if found.dir_errors.is_empty() && found.unreadable.is_empty() {
+            Ok(found.sources)
         } else {
-            Err(errors)
+            Err(found.into_errors())
         }
     }
 
     /// Same as `load_dir`, from (file name, contents) pairs, already in file-name order.
     pub fn from_sources(files: &[(String, String)]) -> Result<Self, Vec<PolicyError>> {
-        let mut errors = Vec::new();
+        Self::build(files, Vec::new())
+    }
+
+    /// `load_dir` after reading: directory problems first, then every file's errors (the
+    /// unreadable ones included) in file-name order.
+    pub(crate) fn build_from(found: &DirFiles) -> Result<Self, Vec<PolicyError>> {
+        let built = Self::build(&found.sources, found.unreadable.clone());
+        if found.dir_errors.is_empty() {
+            return built;
+        }
+        let mut errors = found.dir_errors.clone();
+        errors.extend(built.err().unwrap_or_default());
+        Err(errors)
+    }
+
+    /// Validates `files` and compiles them if neither they nor `unreadable` (files that could
+    /// not be read) have errors. Errors come out in file-name order, each file's by line.
+    fn build(
+        files: &[(String, String)],
+        unreadable: Vec<PolicyError>,
+    ) -> Result<Self, Vec<PolicyError>> {
+        let mut errors = unreadable;
         let mut defs = Vec::with_capacity(files.len());
         let mut first_def: HashMap<Arc<str>, (&str, usize)> = HashMap::new();
         for (file, src) in files {
@@ -441,10 +503,12 @@ impl PolicySet {
             defs.push((file.as_str(), def));
         }
         if errors.is_empty() {
-            Ok(Self::compile(defs))
-        } else {
-            Err(errors)
+            return Ok(Self::compile(defs));
         }
+        // Unreadable files (line 0) take their place in file-name order; the sort is stable,
+        // so each file's errors keep their line order.
+        errors.sort_by(|a, b| a.file.cmp(&b.file));
+        Err(errors)
     }
 
     fn compile(files: Vec<(&str, FileDef)>) -> Self {

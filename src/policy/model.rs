@@ -279,8 +279,6 @@ pub(crate) fn parse_file(file: &str, src: &str, errors: &mut Vec<PolicyError>) -
             ),
         }
     }
-    // Items are visited in key order (deny before policy); files read top to bottom.
-    def.policies.sort_by_key(|p| p.line);
     def
 }
 

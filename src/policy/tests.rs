@@ -203,10 +203,27 @@ fn load_dir_edge_cases() {
         .message
         .contains("cannot read the policy directory"));
 
-    fs::write(dir.path().join("bad.toml"), [0xff, 0xfe]).unwrap();
+    // An unreadable file does not hide the errors of the others, and keeps its name order.
+    fs::write(dir.path().join("b.toml"), [0xff, 0xfe]).unwrap();
+    fs::write(dir.path().join("a.toml"), "[[deny]]\nhosts = [\"*\"]\n").unwrap();
+    fs::write(dir.path().join("c.toml"), "oops = 1\n").unwrap();
     let errors = PolicySet::load_dir(dir.path()).unwrap_err();
-    assert_eq!(errors.len(), 1);
-    assert_eq!((errors[0].file.as_str(), errors[0].line), ("bad.toml", 0));
+    let at: Vec<(&str, usize)> = errors.iter().map(|e| (e.file.as_str(), e.line)).collect();
+    assert_eq!(
+        at,
+        [("a.toml", 2), ("b.toml", 0), ("c.toml", 1)],
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].message.starts_with("cannot read: "),
+        "{}",
+        errors[1]
+    );
+    assert_eq!(
+        PolicySet::read_sources(dir.path()).unwrap_err().len(),
+        1,
+        "read_sources reports only reading problems"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

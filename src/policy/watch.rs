@@ -21,6 +21,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
+use super::matcher::{read_dir_files, DirFiles};
 use super::PolicySet;
 
 /// How long to wait after a directory event for the rest of its burst before reloading. Well
@@ -52,9 +53,9 @@ pub struct Policies {
     /// Outcome of the last attempt; read by `/readyz`.
     status: Mutex<LoadStatus>,
     /// Serializes reloads (a slow one must not swap an older set over a newer one) and holds
-    /// the sources of the last attempt, so that a change-triggered reload with identical
-    /// files can be skipped. `None` when the last attempt could not read the directory.
-    last_sources: Mutex<Option<Vec<(String, String)>>>,
+    /// what the last attempt read, so that a change-triggered reload that would read the
+    /// same thing can be skipped. `None` before the first attempt.
+    last_read: Mutex<Option<DirFiles>>,
     /// The watch loop is running: directory events (if the watcher could start) and SIGHUP
     /// are being listened for.
     watching: AtomicBool,
@@ -77,7 +78,7 @@ impl Policies {
             dir,
             current: ArcSwap::from_pointee(PolicySet::empty()),
             status: Mutex::new(LoadStatus::default()),
-            last_sources: Mutex::new(None),
+            last_read: Mutex::new(None),
             watching: AtomicBool::new(false),
         };
         // The outcome is in the status and the logs.
@@ -112,22 +113,14 @@ impl Policies {
     }
 
     fn reload_with(&self, mode: Mode) -> Result<(), Vec<String>> {
-        let mut last_sources = lock(&self.last_sources);
-        let loaded = match PolicySet::read_sources(&self.dir) {
-            Ok(sources) => {
-                if mode == Mode::IfChanged && last_sources.as_ref() == Some(&sources) {
-                    tracing::debug!(dir = %self.dir.display(), "policy files unchanged");
-                    return self.last_result();
-                }
-                let set = PolicySet::from_sources(&sources);
-                *last_sources = Some(sources);
-                set
-            }
-            Err(errors) => {
-                *last_sources = None;
-                Err(errors)
-            }
-        };
+        let mut last_read = lock(&self.last_read);
+        let found = read_dir_files(&self.dir);
+        if mode == Mode::IfChanged && last_read.as_ref() == Some(&found) {
+            tracing::debug!(dir = %self.dir.display(), "policy files unchanged");
+            return self.last_result();
+        }
+        let loaded = PolicySet::build_from(&found);
+        *last_read = Some(found);
         match loaded {
             Ok(set) => {
                 let (policies, files) = (set.policy_count(), set.file_count());
