@@ -3,13 +3,22 @@
 //!
 //! Parsing is two-step (raw serde types with spans → validated model) so every error can be
 //! reported as `FILE:LINE: message`, all at once. Matching never walks every rule: exact names
-//! are hashed, `*.suffix` patterns are compiled with globset, CIDRs are indexed by prefix length.
+//! and `*.suffix` patterns are hashed (one probe per label boundary; see `matcher` for why this
+//! replaces globset), CIDRs are indexed by prefix length. [`watch::Policies`] holds the set in
+//! force and swaps it atomically when the directory changes.
 
+mod fasthash;
 mod host;
 mod matcher;
 mod model;
 pub mod watch;
 
-pub use host::{normalize_host, Host, HostError};
-pub use matcher::{Decision, PolicySet, Route, RuleKind, RuleRef};
-pub use model::PolicyError;
+#[cfg(test)]
+mod tests;
+
+pub use host::{normalize_host, Host, HostError, MAX_LABEL_LEN, MAX_NAME_LEN};
+pub use matcher::{
+    Decision, PolicyInfo, PolicySet, Route, RuleKind, RuleRef, REASON_ALLOWED, REASON_DENY_RULE,
+    REASON_NO_MATCH, REASON_PORT, REASON_UNKNOWN_POLICY,
+};
+pub use model::{PolicyError, DEFAULT_ALLOW_PORTS};

@@ -1,0 +1,65 @@
+//! Every policy file shipped in `policies/` parses, and the loader sees all of them (a loop
+//! that silently checks zero files would pass whatever the files say).
+
+use std::path::Path;
+
+use tollgate::policy::{normalize_host, PolicySet, REASON_DENY_RULE};
+
+fn shipped() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
+}
+
+#[test]
+fn shipped_policies_load() {
+    let set = match PolicySet::load_dir(shipped()) {
+        Ok(set) => set,
+        Err(errors) => {
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            panic!("shipped policies are invalid:\n{}", shown.join("\n"));
+        }
+    };
+    let toml_files = std::fs::read_dir(shipped())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml"))
+        .count();
+    assert!(set.file_count() > 0, "no policy file loaded");
+    assert_eq!(set.file_count(), toml_files);
+    assert!(set.policy_count() > 0);
+}
+
+#[test]
+fn shipped_policies_say_what_they_mean() {
+    let set = PolicySet::load_dir(shipped()).unwrap();
+    let decide =
+        |org: &str, host: &str, port| set.decide(org, &normalize_host(host).unwrap(), port);
+
+    let d = decide("globex", "api.github.com", 443);
+    assert!(d.allowed);
+    assert_eq!(d.policy.as_deref(), Some("public-saas"));
+
+    let d = decide("acme", "git.corp.example", 22);
+    assert!(d.allowed && d.allow_private);
+    assert_eq!(d.route.unwrap().to_string(), "agent:onprem-1");
+    assert!(!decide("globex", "git.corp.example", 22).allowed);
+
+    // The metadata endpoint is denied in every spelling, to everyone.
+    for target in [
+        "169.254.169.254",
+        "2852039166",
+        "[::ffff:a9fe:a9fe]",
+        "0xa9.0xfe.0xa9.0xfe",
+    ] {
+        assert_eq!(
+            decide("acme", target, 80).reason,
+            REASON_DENY_RULE,
+            "{target}"
+        );
+    }
+    assert_eq!(decide("acme", "10.20.1.1", 22).reason, REASON_DENY_RULE);
+    assert!(decide("acme", "10.20.1.1", 443).allowed);
+    assert_eq!(
+        decide("acme", "paste.pastebin.com", 443).reason,
+        REASON_DENY_RULE
+    );
+}
