@@ -179,19 +179,33 @@ impl Config {
             },
             None => FileConfig::default(),
         };
-        let addr = |flag: &str, v: Option<&String>, f: Option<&String>, d: &str, errs: &mut Vec<String>| {
+        let addr = |flag: &str,
+                    v: Option<&String>,
+                    f: Option<&String>,
+                    d: &str,
+                    errs: &mut Vec<String>| {
             let s = v.or(f).map(String::as_str).unwrap_or(d);
             s.parse::<SocketAddr>()
-                .map_err(|_| errs.push(format!("--{flag}: {s:?} is not an address like 127.0.0.1:3128")))
+                .map_err(|_| {
+                    errs.push(format!(
+                        "--{flag}: {s:?} is not an address like 127.0.0.1:3128"
+                    ))
+                })
                 .ok()
         };
-        let dur = |flag: &str, v: Option<&String>, f: Option<&String>, d: Duration, errs: &mut Vec<String>| {
+        let dur = |flag: &str,
+                   v: Option<&String>,
+                   f: Option<&String>,
+                   d: Duration,
+                   errs: &mut Vec<String>| {
             match v.or(f) {
                 None => d,
                 Some(s) => match humantime::parse_duration(s) {
                     Ok(x) if !x.is_zero() => x,
                     _ => {
-                        errs.push(format!("--{flag}: {s:?} is not a positive duration like 10s"));
+                        errs.push(format!(
+                            "--{flag}: {s:?} is not a positive duration like 10s"
+                        ));
                         d
                     }
                 },
@@ -307,7 +321,7 @@ fn load_file(path: &Path) -> Result<FileConfig, String> {
     toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
             .unwrap_or(0);
         format!("{}:{line}: {}", path.display(), e.message())
     })

@@ -88,7 +88,8 @@ impl DataDir {
             }
         }
         if !d.ca_cert.exists() || !d.ca_key.exists() {
-            let (cert, key) = crate::tls::generate_ca().map_err(|e| DataDirError::Ca(e.to_string()))?;
+            let (cert, key) =
+                crate::tls::generate_ca().map_err(|e| DataDirError::Ca(e.to_string()))?;
             write_secret(&d.ca_key, key.as_bytes())?;
             write_file(&d.ca_cert, cert.as_bytes(), 0o644)?;
             d.created.push(d.ca_cert.clone());
@@ -155,7 +156,9 @@ mod tests {
         assert_eq!(mode(&d.ca_key), 0o600);
         let key = read_key_text(&d.identity_key).unwrap();
         assert_eq!(key.len(), 64);
-        assert!(fs::read_to_string(&d.ca_cert).unwrap().contains("BEGIN CERTIFICATE"));
+        assert!(fs::read_to_string(&d.ca_cert)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
 
         let again = DataDir::prepare(&root).unwrap();
         assert!(again.created.is_empty());

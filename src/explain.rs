@@ -93,7 +93,10 @@ pub fn run(
         "addresses": addresses,
     });
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&out).context("encoding")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("encoding")?
+        );
         return Ok(allowed);
     }
     let s = |k: &str| match &out[k] {
@@ -102,7 +105,10 @@ pub fn run(
         _ => "-".into(),
     };
     println!("target:   {}", s("target"));
-    println!("caller:   org {org}{}", user.map(|u| format!(", user {u}")).unwrap_or_default());
+    println!(
+        "caller:   org {org}{}",
+        user.map(|u| format!(", user {u}")).unwrap_or_default()
+    );
     println!("decision: {}", s("decision"));
     println!("reason:   {}", s("reason"));
     println!("policy:   {}", s("policy"));

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use tollgate::config::{Config, LogFormat, ServeOverrides};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Egress proxy: caller identity, egress policies, OAuth token injection")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Egress proxy: caller identity, egress policies, OAuth token injection"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy, web and (optionally) relay listeners.
-    Serve(ServeOverrides),
+    Serve(Box<ServeOverrides>),
     /// Check or explain egress policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -97,7 +101,7 @@ fn main() -> ExitCode {
     // One crypto provider for the whole process (ring); installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
-        Command::Serve(over) => serve(over),
+        Command::Serve(over) => serve(*over),
         Command::Policy(PolicyCommand::Check { policies }) => {
             init_tracing(LogFormat::Text, "warn");
             policy_check(&policies)
@@ -196,8 +200,9 @@ fn token_mint(
     ttl: std::time::Duration,
 ) -> anyhow::Result<()> {
     let path = tollgate::datadir::DataDir::at(data).identity_key;
-    let key = tollgate::datadir::read_key_text(&path)
-        .with_context(|| "no identity key: run `tollgate serve` once to create the data directory")?;
+    let key = tollgate::datadir::read_key_text(&path).with_context(|| {
+        "no identity key: run `tollgate serve` once to create the data directory"
+    })?;
     for (what, v) in [("--org", org), ("--user", user)] {
         if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
             bail!("{what} must be 1 to 128 printable characters");

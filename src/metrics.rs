@@ -43,7 +43,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tollgate");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Proxied requests by decision and status", requests.clone());
+        registry.register(
+            "requests",
+            "Proxied requests by decision and status",
+            requests.clone(),
+        );
         // 1 ms .. ~33 s.
         let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(

@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::datadir::{read_key_text, DataDir, DataDirError};
-use crate::identity::{IdentityKey, Verifier};
+use crate::datadir::{DataDir, DataDirError};
+use crate::identity::{load_key_file, Verifier};
 use crate::metrics::Metrics;
 use crate::policy::watch::{self, Policies};
+use crate::policy::Host;
 use crate::proxy::forward::Upstream;
 use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::route::direct::{DirectDialer, SystemResolver};
@@ -85,14 +86,18 @@ impl Server {
         };
         let proxy_listener = bind(config.proxy_listen).await?;
         let web_listener = bind(config.web_listen).await?;
-        let proxy_addr = proxy_listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.proxy_listen,
-            source,
-        })?;
-        let web_addr = web_listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.web_listen,
-            source,
-        })?;
+        let proxy_addr = proxy_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.proxy_listen,
+                source,
+            })?;
+        let web_addr = web_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.web_listen,
+                source,
+            })?;
         let public_url = config
             .public_url
             .clone()
@@ -137,15 +142,23 @@ impl Server {
 
     /// Runs until `shutdown` is cancelled, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let key_text = read_key_text(&self.data.identity_key)?;
-        let verifier = Arc::new(Verifier::new(IdentityKey::from_bytes(key_text.as_bytes())));
+        let key = load_key_file(&self.data.identity_key).map_err(|source| DataDirError::Io {
+            path: self.data.identity_key.clone(),
+            source,
+        })?;
+        let verifier = Arc::new(Verifier::new(key));
         let metrics = Arc::new(Metrics::new());
         let guard = Guard::new(vec![self.proxy_addr, self.web_addr]);
-        let dialer = Arc::new(DirectDialer::new(
-            Arc::new(SystemResolver),
-            guard,
-            self.config.connect_timeout,
-        ));
+        let deny_policies = self.policies.clone();
+        let dialer = Arc::new(
+            DirectDialer::new(Arc::new(SystemResolver), guard, self.config.connect_timeout)
+                .with_deny_check(Arc::new(move |addr| {
+                    deny_policies
+                        .current()
+                        .denied_by(&Host::Ip(addr.ip()), addr.port())
+                        .map(|r| r.to_string())
+                })),
+        );
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
             verifier,
@@ -184,8 +197,10 @@ impl Server {
 /// Cancels `token` on SIGTERM or SIGINT.
 pub async fn cancel_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return;
     };

@@ -1,8 +1,7 @@
 //! Certificates: the interception CA (generated on first start) and, later, per-host leaves.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 
 /// Generates a self-signed ECDSA P-256 CA. Returns (certificate PEM, private key PEM).

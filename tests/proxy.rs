@@ -82,8 +82,14 @@ async fn allowed_request_is_forwarded_cleanly() {
     assert_eq!(echo["uri"], "/hello?x=1", "origin-form upstream");
     assert_eq!(echo["body"], "payload");
     let h = &echo["headers"];
-    assert!(h.get("proxy-authorization").is_none(), "credentials leaked: {h}");
-    assert!(h.get("x-hop").is_none(), "connection-named header forwarded");
+    assert!(
+        h.get("proxy-authorization").is_none(),
+        "credentials leaked: {h}"
+    );
+    assert!(
+        h.get("x-hop").is_none(),
+        "connection-named header forwarded"
+    );
     assert_eq!(h["x-keep"], "keep me");
     assert_eq!(h["host"], up.to_string(), "Host comes from the target");
     assert!(
@@ -116,7 +122,10 @@ fn assert_proxy_error(r: &Resp, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(r.status, status, "{}", r.text());
     let ps = r.header("proxy-status").expect("Proxy-Status header");
     assert!(ps.starts_with("tollgate; error="), "{ps}");
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     let body = r.json();
     assert_eq!(body["error"], code, "{body}");
     assert!(body["message"].is_string());
@@ -130,13 +139,30 @@ async fn denied_destinations_get_403_with_proxy_status() {
     let a = auth(&tg, "acme");
 
     // A host no rule allows.
-    let r = proxy_request(tg.proxy, "GET", "http://api.unknown.example/", &[("proxy-authorization", &a)], "").await;
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        "http://api.unknown.example/",
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
     let b = assert_proxy_error(&r, 403, "destination_denied");
-    assert!(r.header("proxy-status").unwrap().contains("error=http_request_denied"));
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains("error=http_request_denied"));
     assert!(b.get("policy").is_none());
 
     // A port outside the rule's ports.
-    let r = proxy_request(tg.proxy, "GET", "http://127.0.0.1:80/", &[("proxy-authorization", &a)], "").await;
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        "http://127.0.0.1:80/",
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
     assert_proxy_error(&r, 403, "destination_denied");
 
     // A deny rule names itself.
@@ -164,7 +190,14 @@ async fn denied_destinations_get_403_with_proxy_status() {
 
     // Another org's policy does not apply.
     let b = auth(&tg, "other");
-    let r = proxy_request(tg.proxy, "GET", &format!("http://{up}/"), &[("proxy-authorization", &b)], "").await;
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/"),
+        &[("proxy-authorization", &b)],
+        "",
+    )
+    .await;
     assert_proxy_error(&r, 403, "destination_denied");
 }
 
@@ -183,7 +216,10 @@ async fn names_resolving_to_private_addresses_are_guarded() {
     )
     .await;
     let body = assert_proxy_error(&r, 403, "destination_ip_prohibited");
-    assert!(r.header("proxy-status").unwrap().contains("error=destination_ip_prohibited"));
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains("error=destination_ip_prohibited"));
     assert!(body["address"].as_str().unwrap().starts_with("127.") || body["address"] == "::1");
 
     // The proxy's own listener is refused even where private addresses are allowed.
@@ -205,7 +241,8 @@ async fn missing_expired_forged_or_mismatched_identity_gets_407() {
     let tg = Tollgate::start(POLICY, &[]);
     let uri = format!("http://{up}/");
     let other_key = tollgate::identity::IdentityKey::from_bytes(b"not-the-key");
-    let forged = tollgate::identity::mint(&other_key, "acme", "alice", &[], Duration::from_secs(600));
+    let forged =
+        tollgate::identity::mint(&other_key, "acme", "alice", &[], Duration::from_secs(600));
     let expired = tg.token_ttl("acme", "alice", Duration::ZERO);
     let mismatched = format!(
         "Basic {}",
@@ -246,7 +283,8 @@ async fn connect_tunnels_allowed_and_denied() {
     let echo = tcp_echo().await;
     let tg = Tollgate::start(POLICY, &[]);
     let a = auth(&tg, "acme");
-    let (r, tunnel) = proxy_connect(tg.proxy, &echo.to_string(), &[("proxy-authorization", &a)]).await;
+    let (r, tunnel) =
+        proxy_connect(tg.proxy, &echo.to_string(), &[("proxy-authorization", &a)]).await;
     assert_eq!(r.status, 200);
     let mut t = tunnel.unwrap();
     t.write_all(b"ping through the tunnel").await.unwrap();
@@ -255,10 +293,17 @@ async fn connect_tunnels_allowed_and_denied() {
     assert_eq!(&buf, b"ping through the tunnel");
     // Half-close: our EOF reaches the echo server, whose EOF comes back.
     t.shutdown().await.unwrap();
-    let rest = tokio::time::timeout(Duration::from_secs(5), read_all(&mut t)).await.unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), read_all(&mut t))
+        .await
+        .unwrap();
     assert!(rest.is_empty());
 
-    let (r, tunnel) = proxy_connect(tg.proxy, "api.blocked.example:443", &[("proxy-authorization", &a)]).await;
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        "api.blocked.example:443",
+        &[("proxy-authorization", &a)],
+    )
+    .await;
     assert!(tunnel.is_none());
     assert_proxy_error(&r, 403, "destination_denied");
 
@@ -267,7 +312,12 @@ async fn connect_tunnels_allowed_and_denied() {
 
     // Agent routes answer at once when no agent is connected.
     let started = std::time::Instant::now();
-    let (r, _) = proxy_connect(tg.proxy, "git.corp.example:443", &[("proxy-authorization", &a)]).await;
+    let (r, _) = proxy_connect(
+        tg.proxy,
+        "git.corp.example:443",
+        &[("proxy-authorization", &a)],
+    )
+    .await;
     assert_proxy_error(&r, 502, "agent_unavailable");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -286,10 +336,22 @@ async fn upstream_refused_and_silent() {
     )
     .await;
     assert_proxy_error(&r, 502, "connection_refused");
-    let (r, _) = proxy_connect(tg.proxy, &format!("127.0.0.1:{}", closed_port()), &[("proxy-authorization", &a)]).await;
+    let (r, _) = proxy_connect(
+        tg.proxy,
+        &format!("127.0.0.1:{}", closed_port()),
+        &[("proxy-authorization", &a)],
+    )
+    .await;
     assert_proxy_error(&r, 502, "connection_refused");
 
-    let r = proxy_request(tg.proxy, "GET", &format!("http://{up}/silent"), &[("proxy-authorization", &a)], "").await;
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/silent"),
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
     assert_proxy_error(&r, 504, "connection_timeout");
 }
 
@@ -297,9 +359,23 @@ async fn upstream_refused_and_silent() {
 async fn malformed_requests_get_400() {
     let tg = Tollgate::start(POLICY, &[]);
     let a = auth(&tg, "acme");
-    let r = proxy_request(tg.proxy, "GET", "/not-absolute", &[("proxy-authorization", &a), ("host", "x")], "").await;
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        "/not-absolute",
+        &[("proxy-authorization", &a), ("host", "x")],
+        "",
+    )
+    .await;
     assert_proxy_error(&r, 400, "bad_request");
-    let r = proxy_request(tg.proxy, "GET", "https://api.github.com/", &[("proxy-authorization", &a)], "").await;
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        "https://api.github.com/",
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
     assert_proxy_error(&r, 400, "bad_request");
     let (r, _) = proxy_connect(tg.proxy, "bad_host!:443", &[("proxy-authorization", &a)]).await;
     assert_proxy_error(&r, 400, "bad_request");
@@ -315,17 +391,26 @@ async fn hot_reload_good_and_bad_edits() {
     assert_eq!(r.status, 200);
 
     // A valid edit that denies loopback for acme applies within 2 seconds.
-    tg.write_policy("10-test.toml", &POLICY.replace("127.0.0.0/8", "127.0.0.0/32"));
+    tg.write_policy(
+        "10-test.toml",
+        &POLICY.replace("127.0.0.0/8", "127.0.0.0/32"),
+    );
     let started = std::time::Instant::now();
     let applied = Tollgate::wait_for(Duration::from_secs(2), async || {
-        proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "").await.status == 403
+        proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "")
+            .await
+            .status
+            == 403
     })
     .await;
     assert!(applied, "valid edit not applied within 2 s");
     eprintln!("reload applied after {:?}", started.elapsed());
 
     // A broken edit keeps the last good set and shows on /readyz.
-    tg.write_policy("20-broken.toml", "[[policy]]\nname = \"x\"\nroute = \"direct\"\nbogus = 1\n");
+    tg.write_policy(
+        "20-broken.toml",
+        "[[policy]]\nname = \"x\"\nroute = \"direct\"\nbogus = 1\n",
+    );
     let reported = Tollgate::wait_for(Duration::from_secs(3), async || {
         let r = web_get(tg.web, "/readyz").await;
         r.json()["status"] == "degraded"
@@ -343,7 +428,10 @@ async fn hot_reload_good_and_bad_edits() {
     std::fs::remove_file(tg.policies.join("20-broken.toml")).unwrap();
     tg.write_policy("10-test.toml", POLICY);
     let back = Tollgate::wait_for(Duration::from_secs(2), async || {
-        proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "").await.status == 200
+        proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "")
+            .await
+            .status
+            == 200
     })
     .await;
     assert!(back);
@@ -351,7 +439,10 @@ async fn hot_reload_good_and_bad_edits() {
 
     // SIGHUP forces a reload too.
     tg.signal(libc::SIGHUP);
-    let ok = Tollgate::wait_for(Duration::from_secs(2), async || tg.logs().contains("SIGHUP")).await;
+    let ok = Tollgate::wait_for(Duration::from_secs(2), async || {
+        tg.logs().contains("SIGHUP")
+    })
+    .await;
     assert!(ok, "SIGHUP not logged:\n{}", tg.logs());
 }
 
@@ -364,12 +455,35 @@ async fn health_ready_and_metrics() {
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["policies"]["policies"], 3);
     let a = auth(&tg, "acme");
-    proxy_request(tg.proxy, "GET", &format!("http://{up}/"), &[("proxy-authorization", &a)], "").await;
-    proxy_request(tg.proxy, "GET", "http://nope.example/", &[("proxy-authorization", &a)], "").await;
+    proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/"),
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
+    proxy_request(
+        tg.proxy,
+        "GET",
+        "http://nope.example/",
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
     let m = web_get(tg.web, "/metrics").await.text();
-    assert!(m.contains("tollgate_requests_total{decision=\"allowed\",status=\"200\"} 1"), "{m}");
-    assert!(m.contains("tollgate_requests_total{decision=\"denied\",status=\"403\"} 1"), "{m}");
-    assert!(m.contains("tollgate_upstream_latency_seconds_count 1"), "{m}");
+    assert!(
+        m.contains("tollgate_requests_total{decision=\"allowed\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_requests_total{decision=\"denied\",status=\"403\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_upstream_latency_seconds_count 1"),
+        "{m}"
+    );
     assert!(m.contains("tollgate_open_tunnels"), "{m}");
     assert!(!m.contains(&a[7..]), "token in metrics");
 }
@@ -379,9 +493,19 @@ async fn json_log_has_one_decision_line_per_request_and_no_secret() {
     let up = echo_upstream().await;
     let tg = Tollgate::start(POLICY, &["--log-format", "json"]);
     let a = auth(&tg, "acme");
-    let r = proxy_request(tg.proxy, "GET", &format!("http://{up}/x"), &[("proxy-authorization", &a)], "hi").await;
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/x"),
+        &[("proxy-authorization", &a)],
+        "hi",
+    )
+    .await;
     assert_eq!(r.status, 200);
-    let found = Tollgate::wait_for(Duration::from_secs(2), async || tg.logs().contains("\"decision\":\"allowed\"")).await;
+    let found = Tollgate::wait_for(Duration::from_secs(2), async || {
+        tg.logs().contains("\"decision\":\"allowed\"")
+    })
+    .await;
     assert!(found, "{}", tg.logs());
     let logs = tg.logs();
     let line = logs
@@ -390,8 +514,22 @@ async fn json_log_has_one_decision_line_per_request_and_no_secret() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     for field in [
-        "org", "user", "method", "host", "port", "decision", "reason", "policy", "rule", "route", "app",
-        "injected", "status", "bytes_up", "bytes_down", "duration_ms",
+        "org",
+        "user",
+        "method",
+        "host",
+        "port",
+        "decision",
+        "reason",
+        "policy",
+        "rule",
+        "route",
+        "app",
+        "injected",
+        "status",
+        "bytes_up",
+        "bytes_down",
+        "duration_ms",
     ] {
         assert!(v.get(field).is_some(), "missing {field} in {line}");
     }
@@ -441,7 +579,10 @@ async fn sigterm_drains_in_flight_requests() {
         if let Some(s) = tg.child.try_wait().unwrap() {
             break s;
         }
-        assert!(std::time::Instant::now() < deadline, "did not exit after draining");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit after draining"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
@@ -472,7 +613,11 @@ async fn real_curl_through_the_proxy_and_a_connect_tunnel() {
     let mut args = base.clone();
     args.push(format!("http://{up}/via-curl"));
     let out = run(args).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["uri"], "/via-curl");
     assert!(v["headers"].get("proxy-authorization").is_none());
@@ -481,12 +626,21 @@ async fn real_curl_through_the_proxy_and_a_connect_tunnel() {
     args.push("-p".into());
     args.push(format!("http://{up}/via-tunnel"));
     let out = run(args).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["uri"], "/via-tunnel");
     // Denied through curl: 403 with the JSON body.
     let mut args = base.clone();
-    args.extend(["-o".into(), "/dev/null".into(), "-w".into(), "%{http_code}".into()]);
+    args.extend([
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code}".into(),
+    ]);
     args.push("http://denied.example/".into());
     let out = run(args).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
@@ -500,9 +654,18 @@ fn policy_check_exit_codes() {
         .args(["policy", "check", "--policies", path_str(dir.path())])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    std::fs::write(dir.path().join("b.toml"), "[[policy]]\nname = \"Bad Name\"\nroute = \"direct\"\n[[policy.allow]]\nhosts = [\"*\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "[[policy]]\nname = \"Bad Name\"\nroute = \"direct\"\n[[policy.allow]]\nhosts = [\"*\"]\n",
+    )
+    .unwrap();
     let out = Command::new(bin())
         .args(["policy", "check", "--policies", path_str(dir.path())])
         .output()
@@ -514,7 +677,10 @@ fn policy_check_exit_codes() {
     assert!(err.contains("b.toml:2:"), "{err}");
     assert!(err.contains("b.toml:5:"), "{err}");
 
-    let out = Command::new(bin()).args(["policy", "check", "--bogus"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["policy", "check", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -524,18 +690,37 @@ fn policy_explain_prints_the_decision() {
     std::fs::write(dir.path().join("10-test.toml"), POLICY).unwrap();
     let explain = |org: &str, target: &str| {
         let out = Command::new(bin())
-            .args(["policy", "explain", "--policies", path_str(dir.path()), "--org", org, target])
+            .args([
+                "policy",
+                "explain",
+                "--policies",
+                path_str(dir.path()),
+                "--org",
+                org,
+                target,
+            ])
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let out = explain("acme", "http://localhost:8080/x");
     assert!(out.contains("decision: allowed"), "{out}");
     assert!(out.contains("policy:   acme-loopback"), "{out}");
-    let rule_line = POLICY.lines().position(|l| l.contains("hosts = [\"localhost\"]")).unwrap();
+    let rule_line = POLICY
+        .lines()
+        .position(|l| l.contains("hosts = [\"localhost\"]"))
+        .unwrap();
     // The rule is reported at its [[policy.allow]] header, the line above its hosts.
-    assert!(out.contains(&format!("rule:     10-test.toml:{rule_line}")), "{out}");
+    assert!(
+        out.contains(&format!("rule:     10-test.toml:{rule_line}")),
+        "{out}"
+    );
     assert!(out.contains("route:    direct"), "{out}");
     assert!(out.contains("(loopback) guard ok"), "{out}");
 
@@ -548,20 +733,38 @@ fn policy_explain_prints_the_decision() {
 
     let out = explain("acme", "x.blocked.example:443");
     assert!(out.contains("decision: denied"), "{out}");
-    assert!(out.contains(&format!("rule:     10-test.toml:{}", deny_line())), "{out}");
+    assert!(
+        out.contains(&format!("rule:     10-test.toml:{}", deny_line())),
+        "{out}"
+    );
 }
 
 #[test]
 fn token_mint_cli_makes_a_usable_token() {
     let tg = Tollgate::start(POLICY, &[]);
     let out = Command::new(bin())
-        .args(["token", "mint", "--data", path_str(&tg.data), "--org", "acme", "--user", "bob", "--role", "admin", "--ttl", "10m"])
+        .args([
+            "token",
+            "mint",
+            "--data",
+            path_str(&tg.data),
+            "--org",
+            "acme",
+            "--user",
+            "bob",
+            "--role",
+            "admin",
+            "--ttl",
+            "10m",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let key = std::fs::read_to_string(tg.data.join("keys/identity.key")).unwrap();
-    let v = tollgate::identity::Verifier::new(tollgate::identity::IdentityKey::from_bytes(key.trim().as_bytes()));
+    let v = tollgate::identity::Verifier::new(tollgate::identity::IdentityKey::from_bytes(
+        key.trim().as_bytes(),
+    ));
     let caller = v.verify_token(&token).unwrap();
     assert_eq!((caller.org.as_str(), caller.user.as_str()), ("acme", "bob"));
     assert!(caller.is_admin());
@@ -572,4 +775,36 @@ fn token_mint_cli_makes_a_usable_token() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+#[tokio::test]
+async fn deny_cidrs_hold_for_resolved_addresses_of_names() {
+    let up = echo_upstream().await;
+    let policy = r#"
+[[policy]]
+name = "names"
+route = "direct"
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = ["1024-65535"]
+  private = true
+
+[[deny]]
+cidrs = ["127.0.0.0/8", "::1/128"]
+"#;
+    let tg = Tollgate::start(policy, &[]);
+    let a = auth(&tg, "acme");
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://localhost:{}/", up.port()),
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
+    let b = assert_proxy_error(&r, 403, "destination_denied");
+    assert!(
+        b["rule"].as_str().unwrap().starts_with("10-test.toml:"),
+        "{b}"
+    );
 }

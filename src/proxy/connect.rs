@@ -156,7 +156,10 @@ mod tests {
         cw.shutdown().await.unwrap();
         let mut got = Vec::new();
         ur.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"hello", "upstream sees EOF after the client half-closed");
+        assert_eq!(
+            got, b"hello",
+            "upstream sees EOF after the client half-closed"
+        );
         // The other direction still works after the half-close.
         uw.write_all(b"world!").await.unwrap();
         uw.shutdown().await.unwrap();
@@ -165,7 +168,10 @@ mod tests {
         assert_eq!(back, b"world!");
         let end = t.await.unwrap();
         assert_eq!(end, "closed");
-        assert_eq!((up.load(Ordering::Relaxed), down.load(Ordering::Relaxed)), (5, 6));
+        assert_eq!(
+            (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed)),
+            (5, 6)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,7 +51,9 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::AuthRequired(_) => "proxy_auth_required",
-            ProxyError::Denied(_) => "destination_denied",
+            ProxyError::Denied(_) | ProxyError::Dial(DialError::DeniedAddress { .. }) => {
+                "destination_denied"
+            }
             ProxyError::Dial(DialError::Prohibited(_)) => "destination_ip_prohibited",
             ProxyError::Dial(DialError::Dns { .. }) => "dns_error",
             ProxyError::Dial(DialError::Refused(_)) | ProxyError::Dial(DialError::Io { .. }) => {
@@ -71,9 +73,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            ProxyError::Denied(_) | ProxyError::Dial(DialError::Prohibited(_)) => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyError::Denied(_)
+            | ProxyError::Dial(DialError::Prohibited(_))
+            | ProxyError::Dial(DialError::DeniedAddress { .. }) => StatusCode::FORBIDDEN,
             ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -88,7 +90,9 @@ impl ProxyError {
     /// The RFC 9209 error type for `Proxy-Status`.
     fn proxy_status_type(&self) -> &'static str {
         match self {
-            ProxyError::AuthRequired(_) | ProxyError::Denied(_) => "http_request_denied",
+            ProxyError::AuthRequired(_)
+            | ProxyError::Denied(_)
+            | ProxyError::Dial(DialError::DeniedAddress { .. }) => "http_request_denied",
             ProxyError::Dial(DialError::Prohibited(_)) => "destination_ip_prohibited",
             ProxyError::Dial(DialError::Dns { .. }) => "dns_error",
             ProxyError::Dial(DialError::Refused(_)) | ProxyError::Dial(DialError::Io { .. }) => {
@@ -112,7 +116,9 @@ impl ProxyError {
                  Proxy-Authorization: Bearer <token> or Basic user:<token>"
             ),
             ProxyError::Denied(d) => match &d.rule {
-                Some(rule) if d.policy.is_none() => format!("destination denied by deny rule {rule}"),
+                Some(rule) if d.policy.is_none() => {
+                    format!("destination denied by deny rule {rule}")
+                }
                 _ => format!("destination denied: {}", d.reason),
             },
             other => other.to_string(),
@@ -134,6 +140,10 @@ impl ProxyError {
             ProxyError::Dial(DialError::Prohibited(p)) => {
                 body.insert("address".into(), json!(p.addr.ip().to_string()));
                 body.insert("reason".into(), json!(p.reason));
+            }
+            ProxyError::Dial(DialError::DeniedAddress { addr, rule }) => {
+                body.insert("address".into(), json!(addr.ip().to_string()));
+                body.insert("rule".into(), json!(rule));
             }
             ProxyError::AgentUnavailable(id) => {
                 body.insert("agent".into(), json!(id));

@@ -155,6 +155,10 @@ fn copy_dial_error(d: &DialError) -> DialError {
         DialError::Prohibited(p) => DialError::Prohibited(p.clone()),
         DialError::Refused(a) => DialError::Refused(*a),
         DialError::Timeout(t) => DialError::Timeout(t.clone()),
+        DialError::DeniedAddress { addr, rule } => DialError::DeniedAddress {
+            addr: *addr,
+            rule: rule.clone(),
+        },
         DialError::Io { addr, source } => DialError::Io {
             addr: addr.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
@@ -201,7 +205,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("proxy-authorization", HeaderValue::from_static("Bearer t"));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));

@@ -103,9 +103,7 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
         let _ = stream.set_nodelay(true);
         let permit = Arc::new(permit);
         let conn_state = state.clone();
-        let service = service_fn(move |req| {
-            handle(conn_state.clone(), peer, permit.clone(), req)
-        });
+        let service = service_fn(move |req| handle(conn_state.clone(), peer, permit.clone(), req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(state.settings.request_head_timeout)
@@ -149,7 +147,10 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
         .await
         .is_err()
     {
-        tracing::warn!(open = state.tunnels.len(), "closing tunnels still open after the grace period");
+        tracing::warn!(
+            open = state.tunnels.len(),
+            "closing tunnels still open after the grace period"
+        );
     }
 }
 
@@ -181,9 +182,15 @@ async fn handle(
     Ok(match outcome {
         Err(e) => {
             log.status = e.status().as_u16();
-            if log.decision == "allowed" || matches!(e, ProxyError::AuthRequired(_) | ProxyError::BadRequest(_)) {
+            if log.decision == "allowed"
+                || matches!(e, ProxyError::AuthRequired(_) | ProxyError::BadRequest(_))
+            {
                 // The policy allowed it (or never ran); the error is what the log must show.
-                log.decision = if log.decision == "allowed" { "error" } else { "denied" };
+                log.decision = if log.decision == "allowed" {
+                    "error"
+                } else {
+                    "denied"
+                };
                 log.reason = e.code().into();
             }
             e.into_response()
@@ -291,14 +298,14 @@ async fn proxy_request(
 fn target_of<B>(req: &Request<B>) -> Result<(Host, u16, String), ProxyError> {
     let uri = req.uri();
     if req.method() == Method::CONNECT {
-        let auth = uri.authority().ok_or_else(|| {
-            ProxyError::BadRequest("CONNECT needs a host:port target".into())
-        })?;
+        let auth = uri
+            .authority()
+            .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
         let port = auth
             .port_u16()
             .ok_or_else(|| ProxyError::BadRequest("CONNECT target needs a port".into()))?;
-        let host = normalize_host(auth.host())
-            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let host =
+            normalize_host(auth.host()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
         return Ok((host, port, auth.as_str().to_string()));
     }
     match (uri.scheme_str(), uri.authority()) {
@@ -308,8 +315,8 @@ fn target_of<B>(req: &Request<B>) -> Result<(Host, u16, String), ProxyError> {
                     "user information in the request target is not allowed".into(),
                 ));
             }
-            let host = normalize_host(auth.host())
-                .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+            let host =
+                normalize_host(auth.host()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             let port = auth.port_u16().unwrap_or(80);
             Ok((host, port, auth.as_str().to_string()))
         }

@@ -118,6 +118,15 @@ pub enum DialError {
     /// Connect timed out (`connection_timeout`).
     #[error("connection to {0} timed out")]
     Timeout(String),
+    /// A resolved address falls in a `[[deny]]` CIDR (`destination_denied`): deny rules
+    /// hold for the addresses a name resolves to, not only for literal targets.
+    #[error("{addr} is denied by deny rule {rule}")]
+    DeniedAddress {
+        /// The resolved address.
+        addr: SocketAddr,
+        /// The deny rule, `file:line`.
+        rule: String,
+    },
     /// Other I/O error while connecting (`connection_refused`-class 502).
     #[error("connecting to {addr}: {source}")]
     Io {
@@ -141,7 +150,12 @@ pub struct DirectDialer {
     guard: Guard,
     /// Budget for resolution plus all connection attempts.
     connect_timeout: Duration,
+    /// Consulted for every resolved address of a name: `Some(rule)` refuses it.
+    deny_check: Option<DenyCheck>,
 }
+
+/// Answers whether an address is covered by a deny rule (returns the rule, `file:line`).
+pub type DenyCheck = Arc<dyn Fn(SocketAddr) -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for DirectDialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,7 +173,14 @@ impl DirectDialer {
             resolver,
             guard,
             connect_timeout,
+            deny_check: None,
         }
+    }
+
+    /// Also refuses resolved addresses that `check` names a deny rule for.
+    pub fn with_deny_check(mut self, check: DenyCheck) -> Self {
+        self.deny_check = Some(check);
+        self
     }
 
     /// The guard this dialer checks addresses with.
@@ -231,6 +252,14 @@ impl DirectDialer {
         }
         for addr in &addrs {
             self.guard.check(*addr, allow_private)?;
+        }
+        // Literal targets were matched against deny CIDRs by the policy already.
+        if let (Host::Name(_), Some(check)) = (host, &self.deny_check) {
+            for addr in &addrs {
+                if let Some(rule) = check(*addr) {
+                    return Err(DialError::DeniedAddress { addr: *addr, rule });
+                }
+            }
         }
         Ok(addrs)
     }

@@ -57,7 +57,12 @@ impl Tollgate {
             .arg(&data)
             .arg("--policies")
             .arg(&policies)
-            .args(["--proxy-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
+            .args([
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("TOLLGATE_LOG", "info")
             .stdout(Stdio::piped())
@@ -208,7 +213,13 @@ pub async fn proxy_request(
     let resp = send.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     Resp {
         status,
         headers,
@@ -246,7 +257,13 @@ pub async fn proxy_connect(
             Some(TokioIo::new(up)),
         )
     } else {
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         (
             Resp {
                 status,
@@ -272,7 +289,13 @@ pub async fn web_get(web: SocketAddr, path: &str) -> Resp {
     let resp = send.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     Resp {
         status,
         headers,
