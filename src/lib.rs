@@ -15,10 +15,12 @@ pub mod identity;
 pub mod policy;
 pub mod route;
 
+pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod explain;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod server;
 pub mod store;

@@ -32,6 +32,13 @@ enum Command {
     /// The interception CA.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Manage the org's outbound applications through the admin API.
+    App {
+        #[command(flatten)]
+        target: tollgate::cli::app::Target,
+        #[command(subcommand)]
+        command: tollgate::cli::app::AppCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +133,14 @@ fn main() -> ExitCode {
             ttl,
         }) => token_mint(&data, &org, &user, &roles, ttl),
         Command::Ca(CaCommand::Export { data }) => ca_export(&data),
+        Command::App { target, command } => {
+            init_tracing(LogFormat::Text, "warn");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")
+                .and_then(|rt| rt.block_on(tollgate::cli::app::run(&target, command)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

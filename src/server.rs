@@ -21,6 +21,7 @@ use crate::proxy::forward::Upstream;
 use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::route::direct::{DirectDialer, SystemResolver};
 use crate::route::guard::Guard;
+use crate::store::{SledStore, Store, StoreKey};
 use crate::web::{self, WebState};
 
 /// Errors that stop the server from starting.
@@ -37,6 +38,9 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// The policies directory could not be created.
     #[error("cannot create policies directory {path}: {source}")]
     Policies {
@@ -54,6 +58,7 @@ pub struct Server {
     proxy_listener: TcpListener,
     web_listener: TcpListener,
     policies: Arc<Policies>,
+    store: Arc<dyn Store>,
     /// Where the proxy listener is bound.
     pub proxy_addr: SocketAddr,
     /// Where the web listener is bound.
@@ -79,6 +84,10 @@ impl Server {
             );
         }
         let policies = Policies::load(config.policies_dir.clone());
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(
+            &data.root.join("store"),
+            StoreKey::load(&data.store_key)?,
+        )?);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -108,6 +117,7 @@ impl Server {
             proxy_listener,
             web_listener,
             policies,
+            store,
             proxy_addr,
             web_addr,
             public_url,
@@ -161,7 +171,7 @@ impl Server {
         );
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
-            verifier,
+            verifier: verifier.clone(),
             dialer: dialer.clone(),
             upstream: Upstream::new(dialer, self.config.upstream_timeout),
             metrics: metrics.clone(),
@@ -184,12 +194,17 @@ impl Server {
             WebState {
                 policies: self.policies.clone(),
                 metrics,
+                store: self.store.clone(),
+                verifier,
+                public_url: self.public_url.clone(),
+                apps_version: Arc::default(),
             },
             shutdown.clone(),
         ));
         tasks.spawn(proxy::run(self.proxy_listener, state, shutdown.clone()));
         tasks.close();
         tasks.wait().await;
+        self.store.flush().await?;
         Ok(())
     }
 }

@@ -147,7 +147,7 @@ pub fn validate(
     require_secret: bool,
 ) -> Result<ValidApp, FieldErrors> {
     let mut errs = FieldErrors::new();
-    let mut required = |name: &str, v: &Option<String>, errs: &mut FieldErrors| -> String {
+    let required = |name: &str, v: &Option<String>, errs: &mut FieldErrors| -> String {
         match v.as_deref().map(str::trim) {
             Some(s) if !s.is_empty() => {
                 if s.len() > MAX_TEXT {
@@ -172,7 +172,10 @@ pub fn validate(
     let approval_prompt = required("approval_prompt", &spec.approval_prompt, &mut errs);
     let description = spec.description.clone().unwrap_or_default();
     if description.len() > MAX_TEXT {
-        errs.insert("description".into(), format!("longer than {MAX_TEXT} characters"));
+        errs.insert(
+            "description".into(),
+            format!("longer than {MAX_TEXT} characters"),
+        );
     }
     let handshake = spec.handshake.unwrap_or_default();
     if handshake == HandshakeSpec::Webhook {
@@ -205,10 +208,11 @@ pub fn validate(
             Vec::new()
         }
         Some(s) => {
-            if let Some(bad) = s
-                .iter()
-                .find(|x| x.is_empty() || x.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\'))
-            {
+            if let Some(bad) = s.iter().find(|x| {
+                x.is_empty()
+                    || x.chars()
+                        .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+            }) {
                 errs.insert("scopes".into(), format!("invalid scope {bad:?}"));
             }
             s.clone()
@@ -218,7 +222,10 @@ pub fn validate(
         None => None,
         Some(t) if t > 0 => Some(t as u64),
         Some(_) => {
-            errs.insert("access_token_ttl".into(), "must be a positive number of seconds".into());
+            errs.insert(
+                "access_token_ttl".into(),
+                "must be a positive number of seconds".into(),
+            );
             None
         }
     };
@@ -248,7 +255,10 @@ pub fn validate(
             errs.insert("domains".into(), "required".into());
         }
         Some(list) if list.is_empty() => {
-            errs.insert("domains".into(), "at least one host pattern is required".into());
+            errs.insert(
+                "domains".into(),
+                "at least one host pattern is required".into(),
+            );
         }
         Some(list) => {
             for d in list {
@@ -393,9 +403,7 @@ pub fn normalize_pattern(p: &str) -> Result<String, String> {
             Ok(if wild { format!("*.{n}") } else { n })
         }
         Ok(Host::Name(_)) => Err(format!("{p:?} is not a host pattern")),
-        Ok(Host::Ip(_)) => Err(format!(
-            "{p:?} is an IP address; domains are host names"
-        )),
+        Ok(Host::Ip(_)) => Err(format!("{p:?} is an IP address; domains are host names")),
         Err(e) => Err(e.to_string()),
     }
 }

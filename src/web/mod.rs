@@ -1,6 +1,8 @@
-//! The web listener (axum): health, readiness and metrics now; consent pages and the admin
-//! API (`/v1/...`) join it with outbound applications.
+//! The web listener (axum): health, readiness, metrics and the admin API (`/v1/...`).
 
+pub mod admin;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -12,8 +14,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::identity::Verifier;
 use crate::metrics::Metrics;
 use crate::policy::watch::Policies;
+use crate::store::Store;
 
 /// What the web handlers share.
 #[derive(Clone)]
@@ -22,6 +26,21 @@ pub struct WebState {
     pub policies: Arc<Policies>,
     /// Metrics, for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Apps, tokens, tickets, audit.
+    pub store: Arc<dyn Store>,
+    /// Verifies admin caller tokens.
+    pub verifier: Arc<Verifier>,
+    /// Base URL users reach this listener at (redirect URI, consent links).
+    pub public_url: String,
+    /// Bumped whenever an app changes, so in-memory app indexes know to rebuild.
+    pub apps_version: Arc<AtomicU64>,
+}
+
+impl WebState {
+    /// Signals that the set of apps or their configuration changed.
+    pub fn apps_changed(&self) {
+        self.apps_version.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// The router.
@@ -30,6 +49,7 @@ pub fn router(state: WebState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(admin::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -61,14 +81,39 @@ async fn readyz(State(state): State<WebState>) -> Response {
         "generation": status.generation,
         "errors": status.last_errors,
     });
-    let (code, word) = if !status.ever_loaded {
+    let mut broken_apps = Vec::new();
+    let store_ok = match state.store.list_all_apps().await {
+        Ok(apps) => {
+            for app in apps {
+                let problems = admin::app_problems(&app, &current);
+                if !problems.is_empty() {
+                    broken_apps.push(json!({"org": app.org, "id": app.id, "problems": problems}));
+                }
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store unreadable in /readyz");
+            false
+        }
+    };
+    let (code, word) = if !status.ever_loaded || !store_ok {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
-    } else if !status.last_errors.is_empty() {
+    } else if !status.last_errors.is_empty() || !broken_apps.is_empty() {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ready")
     };
-    (code, Json(json!({"status": word, "policies": policies}))).into_response()
+    (
+        code,
+        Json(json!({
+            "status": word,
+            "policies": policies,
+            "store": if store_ok { "open" } else { "error" },
+            "apps": broken_apps,
+        })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<WebState>) -> Response {

@@ -1,0 +1,430 @@
+//! `tollgate app ...`: the admin API from the shell. Human-readable tables by default,
+//! `--json` for scripts. Server and token come from `--server` / `--token` or
+//! `TOLLGATE_URL` / `TOLLGATE_TOKEN`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Map, Value};
+
+/// Where and as whom to talk to the admin API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Base URL of tollgate's web listener.
+    #[arg(
+        long,
+        env = "TOLLGATE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+    /// Caller token with the admin role.
+    #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `tollgate app` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AppCommand {
+    /// Create an app from a TOML or JSON file.
+    Create {
+        /// The app file (`.toml` or `.json`).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List the org's apps.
+    List,
+    /// Show one app.
+    Show {
+        /// App id.
+        id: String,
+    },
+    /// Change fields of an app, from a file and/or `--set field=value`.
+    Update {
+        /// App id.
+        id: String,
+        /// File with the fields to change.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// `field=value` (value parsed as JSON when it is valid JSON, else a string).
+        #[arg(long = "set", value_name = "FIELD=VALUE")]
+        set: Vec<String>,
+    },
+    /// Make stored tokens usable again and allow new consents.
+    Enable {
+        /// App id.
+        id: String,
+    },
+    /// Keep tokens but stop using them; no new consent can start.
+    Disable {
+        /// App id.
+        id: String,
+    },
+    /// Delete every user's tokens and invalidate pending consents; keep the configuration.
+    Reset {
+        /// App id.
+        id: String,
+    },
+    /// Delete the app, its configuration (including the client secret) and all tokens.
+    Delete {
+        /// App id.
+        id: String,
+    },
+    /// Create the app in the file, or update it if it exists.
+    Apply {
+        /// The app file (`.toml` or `.json`).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List users who authorized the app (never token values).
+    Authorizations {
+        /// App id.
+        id: String,
+    },
+    /// Delete one user's tokens for the app.
+    Revoke {
+        /// App id.
+        id: String,
+        /// The user.
+        user: String,
+    },
+}
+
+/// Runs an `app` subcommand.
+pub async fn run(target: &Target, cmd: AppCommand) -> anyhow::Result<()> {
+    let api = Api::new(target)?;
+    match cmd {
+        AppCommand::Create { file } => {
+            let body = load_app_file(&file)?;
+            let app = api.call(Method::POST, "/v1/apps", Some(body)).await?;
+            print_app(target.json, &app);
+        }
+        AppCommand::List => {
+            let out = api.call(Method::GET, "/v1/apps", None).await?;
+            if target.json {
+                println!("{}", pretty(&out));
+            } else {
+                print_table(&out["apps"]);
+            }
+        }
+        AppCommand::Show { id } => {
+            let app = api.call(Method::GET, &app_path(&id, ""), None).await?;
+            print_app(target.json, &app);
+        }
+        AppCommand::Update { id, file, set } => {
+            let mut body = match &file {
+                Some(f) => load_app_file(f)?,
+                None => Map::new(),
+            };
+            for kv in &set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--set takes FIELD=VALUE, got {kv:?}"))?;
+                let value = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+                body.insert(k.to_string(), value);
+            }
+            if body.is_empty() {
+                bail!("nothing to update: give -f FILE and/or --set FIELD=VALUE");
+            }
+            let app = api
+                .call(Method::PATCH, &app_path(&id, ""), Some(body))
+                .await?;
+            print_app(target.json, &app);
+        }
+        AppCommand::Enable { id } => {
+            let app = api
+                .call(Method::POST, &app_path(&id, "/enable"), None)
+                .await?;
+            print_app(target.json, &app);
+        }
+        AppCommand::Disable { id } => {
+            let app = api
+                .call(Method::POST, &app_path(&id, "/disable"), None)
+                .await?;
+            print_app(target.json, &app);
+        }
+        AppCommand::Reset { id } => {
+            let app = api
+                .call(Method::POST, &app_path(&id, "/reset"), None)
+                .await?;
+            print_app(target.json, &app);
+        }
+        AppCommand::Delete { id } => {
+            api.call(Method::DELETE, &app_path(&id, ""), None).await?;
+            if target.json {
+                println!("{}", json!({"deleted": id}));
+            } else {
+                println!("deleted app {id} with its configuration and every user's tokens");
+            }
+        }
+        AppCommand::Apply { file } => {
+            let body = load_app_file(&file)?;
+            let id = body
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{}: the file must set `id`", file.display()))?
+                .to_string();
+            let exists = api.get_optional(&app_path(&id, "")).await?.is_some();
+            let app = if exists {
+                api.call(Method::PATCH, &app_path(&id, ""), Some(body))
+                    .await?
+            } else {
+                api.call(Method::POST, "/v1/apps", Some(body)).await?
+            };
+            if !target.json {
+                println!("{} app {id}", if exists { "updated" } else { "created" });
+            }
+            print_app(target.json, &app);
+        }
+        AppCommand::Authorizations { id } => {
+            let out = api
+                .call(Method::GET, &app_path(&id, "/authorizations"), None)
+                .await?;
+            if target.json {
+                println!("{}", pretty(&out));
+            } else {
+                println!("{:<24} {:<20} {:<12} SCOPES", "USER", "EXPIRES", "OBTAINED");
+                for a in out["authorizations"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<20} {:<12} {}",
+                        a["user"].as_str().unwrap_or("-"),
+                        a["expires_at"]
+                            .as_u64()
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| "unknown".into()),
+                        a["obtained_at"].as_u64().unwrap_or(0),
+                        join(&a["scopes"]),
+                    );
+                }
+            }
+        }
+        AppCommand::Revoke { id, user } => {
+            let path = format!("{}/{}", app_path(&id, "/authorizations"), encode(&user));
+            api.call(Method::DELETE, &path, None).await?;
+            if target.json {
+                println!("{}", json!({"revoked": user, "app": id}));
+            } else {
+                println!("revoked {user}'s authorization of {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn app_path(id: &str, suffix: &str) -> String {
+    format!("/v1/apps/{}{suffix}", encode(id))
+}
+
+/// Percent-encodes a path segment.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Reads an app file (TOML or JSON) and resolves `client_secret = { env = ... }` /
+/// `{ file = ... }` so the secret never has to be written in the file itself.
+pub fn load_app_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: Value = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
+    } else {
+        let t: toml::Value =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
+        serde_json::to_value(t)?
+    };
+    let Value::Object(mut map) = value else {
+        bail!("{}: expected a table of app fields", path.display());
+    };
+    if let Some(secret) = map.get("client_secret").cloned() {
+        let resolved = match secret {
+            Value::String(s) => s,
+            Value::Object(o) => match (o.get("env"), o.get("file")) {
+                (Some(Value::String(name)), None) => std::env::var(name).with_context(|| {
+                    format!("client_secret: environment variable {name} is not set")
+                })?,
+                (None, Some(Value::String(f))) => {
+                    let p = path.parent().unwrap_or(Path::new(".")).join(f);
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("client_secret: reading {}", p.display()))?
+                        .trim()
+                        .to_string()
+                }
+                _ => bail!(
+                    "client_secret must be a string, {{ env = \"NAME\" }} or {{ file = \"PATH\" }}"
+                ),
+            },
+            _ => bail!(
+                "client_secret must be a string, {{ env = \"NAME\" }} or {{ file = \"PATH\" }}"
+            ),
+        };
+        map.insert("client_secret".into(), Value::String(resolved));
+    }
+    Ok(map)
+}
+
+struct Api {
+    base: String,
+    token: String,
+    client: Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+}
+
+impl Api {
+    fn new(target: &Target) -> anyhow::Result<Api> {
+        let token = target
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow!("no admin token: pass --token or set TOLLGATE_TOKEN (mint one with `tollgate token mint --role admin`)"))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Api {
+            base: target.server.trim_end_matches('/').to_string(),
+            token,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Map<String, Value>>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.token));
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(Value::Object(b).to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(bytes)).context("building the request")?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&body)}))
+        };
+        Ok((status, value))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Map<String, Value>>,
+    ) -> anyhow::Result<Value> {
+        let (status, value) = self.send(method, path, body).await?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let mut msg = format!(
+            "{} ({})",
+            value["message"].as_str().unwrap_or("request failed"),
+            status.as_u16()
+        );
+        if let Some(fields) = value["fields"].as_object() {
+            for (k, v) in fields {
+                msg.push_str(&format!("\n  {k}: {}", v.as_str().unwrap_or_default()));
+            }
+        }
+        Err(anyhow!(msg))
+    }
+
+    async fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let (status, value) = self.send(Method::GET, path, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(value)),
+            s => Err(anyhow!(
+                "{} ({})",
+                value["message"].as_str().unwrap_or("request failed"),
+                s.as_u16()
+            )),
+        }
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+fn join(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn print_table(apps: &Value) {
+    println!(
+        "{:<20} {:<24} {:<8} {:<6} {:<8} DOMAINS",
+        "ID", "NAME", "ENABLED", "USERS", "STATUS"
+    );
+    for a in apps.as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<24} {:<8} {:<6} {:<8} {}",
+            a["id"].as_str().unwrap_or("-"),
+            a["name"].as_str().unwrap_or("-"),
+            a["enabled"].as_bool().unwrap_or(false),
+            a["authorized_users"].as_u64().unwrap_or(0),
+            a["status"].as_str().unwrap_or("-"),
+            join(&a["domains"]),
+        );
+    }
+}
+
+fn print_app(as_json: bool, app: &Value) {
+    if as_json {
+        println!("{}", pretty(app));
+        return;
+    }
+    let Some(map) = app.as_object() else {
+        return;
+    };
+    for (k, v) in map {
+        let shown = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            Value::Array(_) if k == "domains" || k == "scopes" => join(v),
+            other => other.to_string(),
+        };
+        println!("{k:<18} {shown}");
+    }
+}
