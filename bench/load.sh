@@ -13,6 +13,7 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/tollgate-load.XXXXXX)
+chmod 755 "$WORK"  # nginx workers drop to an unprivileged user
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -96,6 +97,7 @@ route = "direct"
 CONF
 "$TOLLGATE" serve --data "$WORK/data" --policies "$WORK/policies" \
   --proxy-listen "127.0.0.1:$TG" --web-listen "127.0.0.1:$TW" --log-format json \
+  ${TOLLGATE_FLAGS:-} \
   >"$WORK/tollgate.out" 2>"$WORK/tollgate.log" &
 PIDS+=($!)
 
@@ -113,8 +115,8 @@ LUA
 
 # Sanity: every proxy returns the 1 KiB body.
 for p in $SQ $TP $TG; do
-  n=$(curl -s -x "http://127.0.0.1:$p" --proxy-header "Proxy-Authorization: Bearer $TOKEN" "http://127.0.0.1:$UP/1k" | wc -c)
-  [ "$n" = 1024 ] || { echo "proxy on $p returned $n bytes" >&2; exit 1; }
+  body=$(curl -s -x "http://127.0.0.1:$p" --proxy-header "Proxy-Authorization: Bearer $TOKEN" "http://127.0.0.1:$UP/1k")
+  [ "${#body}" = 1024 ] || { echo "proxy on $p (squid $SQ, tinyproxy $TP, tollgate $TG) returned: $body" >&2; exit 1; }
 done
 
 run() { # name target [auth]
@@ -131,10 +133,15 @@ run() { # name target [auth]
 
 echo "| path | requests/s | p50 | p99 | errors |"
 echo "|---|---|---|---|---|"
-run "direct (nginx)" "http://127.0.0.1:$UP/1k"
-run "tollgate" "http://127.0.0.1:$TG" "Bearer $TOKEN" "$WORK/proxy.lua"
-run "squid" "http://127.0.0.1:$SQ" "" "$WORK/proxy.lua"
-run "tinyproxy" "http://127.0.0.1:$TP" "" "$WORK/proxy.lua"
+RUNS=${RUNS:-direct tollgate squid tinyproxy}
+for r in $RUNS; do
+  case $r in
+    direct) run "direct (nginx)" "http://127.0.0.1:$UP/1k" ;;
+    tollgate) run "tollgate" "http://127.0.0.1:$TG" "Bearer $TOKEN" "$WORK/proxy.lua" ;;
+    squid) run "squid" "http://127.0.0.1:$SQ" "" "$WORK/proxy.lua" ;;
+    tinyproxy) run "tinyproxy" "http://127.0.0.1:$TP" "" "$WORK/proxy.lua" ;;
+  esac
+done
 echo
 awk '{r[$1]=$NF} END {printf "tollgate/direct = %.2f, tollgate/squid = %.2f, tollgate/tinyproxy = %.2f\n", r["tollgate"]/r["direct"], r["tollgate"]/r["squid"], r["tollgate"]/r["tinyproxy"]}' "$WORK/rps"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION"

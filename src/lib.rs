@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod explain;
+pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;

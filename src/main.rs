@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(over) => serve(*over),
         Command::Policy(PolicyCommand::Check { policies }) => {
-            init_tracing(LogFormat::Text, "warn");
+            let _log = init_tracing(LogFormat::Text, "warn");
             policy_check(&policies)
         }
         Command::Policy(PolicyCommand::Explain {
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
             no_resolve,
             target,
         }) => {
-            init_tracing(LogFormat::Text, "warn");
+            let _log = init_tracing(LogFormat::Text, "warn");
             tollgate::explain::run(&policies, &org, user.as_deref(), &target, json, !no_resolve)
                 .map(|_| ())
         }
@@ -134,7 +134,7 @@ fn main() -> ExitCode {
         }) => token_mint(&data, &org, &user, &roles, ttl),
         Command::Ca(CaCommand::Export { data }) => ca_export(&data),
         Command::App { target, command } => {
-            init_tracing(LogFormat::Text, "warn");
+            let _log = init_tracing(LogFormat::Text, "warn");
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -151,16 +151,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat, default_filter: &str) {
+/// Sets up logging to stderr. Returns the guard of the background writer, which must live
+/// until the process exits so buffered lines are flushed.
+fn init_tracing(format: LogFormat, default_filter: &str) -> tollgate::logging::FlushGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let (writer, guard) = tollgate::logging::BufferedStderr::new();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 fn serve(over: ServeOverrides) -> anyhow::Result<()> {
@@ -171,7 +175,7 @@ fn serve(over: ServeOverrides) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_tracing(config.log_format, "info");
+    let _log = init_tracing(config.log_format, "info");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

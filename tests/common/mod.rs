@@ -127,6 +127,32 @@ impl Tollgate {
         )
     }
 
+    /// A token with the admin role.
+    pub fn admin_token(&self, org: &str, user: &str) -> String {
+        let key = std::fs::read_to_string(self.data.join("keys/identity.key")).unwrap();
+        tollgate::identity::mint(
+            &tollgate::identity::IdentityKey::from_bytes(key.trim().as_bytes()),
+            org,
+            user,
+            &["admin".to_string()],
+            Duration::from_secs(3600),
+        )
+    }
+
+    /// Stops this instance (SIGKILL when `kill`, else SIGTERM and wait) and starts a new one
+    /// on the same data and policies directories.
+    pub fn restart(mut self, kill: bool, extra: &[&str]) -> Tollgate {
+        if kill {
+            let _ = self.child.kill();
+        } else {
+            self.signal(libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Tollgate::start_in(dir, extra)
+    }
+
     pub fn bearer(&self, org: &str, user: &str) -> String {
         format!("Bearer {}", self.token(org, user))
     }
@@ -272,6 +298,53 @@ pub async fn proxy_connect(
             },
             None,
         )
+    }
+}
+
+/// A request to the web listener.
+pub async fn web_request(
+    web: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Resp {
+    let stream = TcpStream::connect(web).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", web.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let bytes = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Bytes::from(b.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let resp = send
+        .send_request(req.body(Full::new(bytes)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
     }
 }
 
