@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::ProxyBody;
 use crate::identity::IdentityError;
+use crate::oauth::inject::{ConsentRequired, InjectError};
 use crate::policy::Decision;
 use crate::route::direct::DialError;
 
@@ -44,6 +45,44 @@ pub enum ProxyError {
     /// Connection limit reached.
     #[error("too many connections")]
     Overloaded,
+    /// The outbound application bound to the host is disabled.
+    #[error("outbound application {app:?} is disabled by its administrators")]
+    AppDisabled {
+        /// App id.
+        app: String,
+        /// App name.
+        app_name: String,
+    },
+    /// The user has no usable token for the app: the body carries a consent URL.
+    #[error("authorization required")]
+    AuthorizationRequired(Box<ConsentRequired>),
+    /// Refreshing the user's token failed; the token is kept, a retry may succeed.
+    #[error("refreshing the token for application {app:?} failed: {reason}")]
+    TokenRefreshFailed {
+        /// App id.
+        app: String,
+        /// Why (never a token).
+        reason: String,
+    },
+    /// tollgate itself failed (the store); details are in the server log only.
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<InjectError> for ProxyError {
+    fn from(e: InjectError) -> Self {
+        match e {
+            InjectError::Disabled { app, app_name } => ProxyError::AppDisabled { app, app_name },
+            InjectError::AuthorizationRequired(c) => ProxyError::AuthorizationRequired(c),
+            InjectError::RefreshFailed { app, reason } => {
+                ProxyError::TokenRefreshFailed { app, reason }
+            }
+            InjectError::Store(e) => {
+                tracing::error!(error = %e, "store failed during token injection");
+                ProxyError::Internal
+            }
+        }
+    }
 }
 
 impl ProxyError {
@@ -66,6 +105,10 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::Overloaded => "overloaded",
+            ProxyError::AppDisabled { .. } => "app_disabled",
+            ProxyError::AuthorizationRequired(_) => "authorization_required",
+            ProxyError::TokenRefreshFailed { .. } => "token_refresh_failed",
+            ProxyError::Internal => "internal_error",
         }
     }
 
@@ -84,6 +127,10 @@ impl ProxyError {
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AppDisabled { .. } => StatusCode::FORBIDDEN,
+            ProxyError::AuthorizationRequired(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::TokenRefreshFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -105,6 +152,10 @@ impl ProxyError {
             ProxyError::Upstream(_) => "connection_terminated",
             ProxyError::BadRequest(_) => "http_request_error",
             ProxyError::Overloaded => "proxy_internal_error",
+            ProxyError::AppDisabled { .. } | ProxyError::AuthorizationRequired(_) => {
+                "http_request_denied"
+            }
+            ProxyError::TokenRefreshFailed { .. } | ProxyError::Internal => "proxy_internal_error",
         }
     }
 
@@ -147,6 +198,20 @@ impl ProxyError {
             }
             ProxyError::AgentUnavailable(id) => {
                 body.insert("agent".into(), json!(id));
+            }
+            ProxyError::AppDisabled { app, app_name } => {
+                body.insert("app".into(), json!(app));
+                body.insert("app_name".into(), json!(app_name));
+            }
+            ProxyError::AuthorizationRequired(c) => {
+                body.insert("org".into(), json!(c.org));
+                body.insert("app".into(), json!(c.app));
+                body.insert("app_name".into(), json!(c.app_name));
+                body.insert("consent_url".into(), json!(c.consent_url));
+                body.insert("expires_in".into(), json!(c.expires_in));
+            }
+            ProxyError::TokenRefreshFailed { app, .. } => {
+                body.insert("app".into(), json!(app));
             }
             _ => {}
         }
