@@ -1,5 +1,6 @@
-//! Talking to a provider with the `oauth2` crate: the authorization URL, the code exchange,
-//! the refresh, and RFC 7009 revocation, all sent through [`Egress`] (the app's policy, the
+//! Talking to a provider with the `oauth2` crate: the authorization URL, the code exchange
+//! and the refresh; plus RFC 7009 revocation (by hand, see [`TokenClient::revoke`]); all sent
+//! through [`Egress`] (the app's policy, the
 //! address guard, no redirects, never through injection).
 //!
 //! Real providers bend RFC 6749 §5.1 in ways the `oauth2` crate rejects: `expires_in` as a
@@ -15,14 +16,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
 use oauth2::basic::BasicClient;
 use oauth2::{
     AsyncHttpClient, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, RevocationUrl, Scope,
-    StandardRevocableToken, TokenResponse, TokenUrl,
+    EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
 };
 use serde_json::{Map, Value};
 
@@ -32,7 +33,7 @@ use crate::store::{App, ClientAuth, Secret, TokenSet};
 /// The `oauth2` client type for one app: authorization and token endpoints set, revocation
 /// optional.
 type AppClient =
-    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointSet>;
+    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 /// What a token or refresh request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -152,13 +153,6 @@ impl TokenClient {
                 AuthUrl::new(app.authorize_url.clone()).map_err(|e| cfg("authorize_url", &e))?,
             )
             .set_token_uri(TokenUrl::new(token_url).map_err(|e| cfg("token_url", &e))?)
-            .set_revocation_url_option(
-                app.revocation_url
-                    .clone()
-                    .map(RevocationUrl::new)
-                    .transpose()
-                    .map_err(|e| cfg("revocation_url", &e))?,
-            )
             .set_redirect_uri(
                 RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| cfg("redirect_uri", &e))?,
             )
@@ -236,40 +230,34 @@ impl TokenClient {
     /// §2.1, should also invalidate the access tokens of the grant), then the access token.
     /// Best effort: failures are logged, never returned. Does nothing without a
     /// `revocation_url`.
+    ///
+    /// Built by hand rather than with `oauth2`'s `revoke_token`: the crate refuses any
+    /// revocation endpoint that is not `https`, while DESIGN allows `http` for loopback and
+    /// private providers, as for the token endpoint. The request is a form POST with the
+    /// same client authentication the token endpoint uses.
     pub async fn revoke(&self, app: &App, tokens: &TokenSet) {
-        if app.revocation_url.is_none() {
+        let Some(url) = &app.revocation_url else {
             return;
-        }
-        let client = match self.client(app) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(org = %app.org, app = %app.id, error = %e, "cannot revoke tokens");
-                return;
-            }
         };
-        let http = ProviderHttp::new(&self.egress, app);
         let mut list = Vec::new();
         if let Some(rt) = &tokens.refresh_token {
-            list.push((
-                "refresh_token",
-                StandardRevocableToken::RefreshToken(RefreshToken::new(rt.expose().to_string())),
-            ));
+            list.push(("refresh_token", rt));
         }
-        list.push((
-            "access_token",
-            StandardRevocableToken::AccessToken(oauth2::AccessToken::new(
-                tokens.access_token.expose().to_string(),
-            )),
-        ));
+        list.push(("access_token", &tokens.access_token));
         for (kind, token) in list {
-            let result = match client.revoke_token(token) {
-                Ok(req) => req.request_async(&http).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let result = match revocation_request(app, url, kind, token) {
+                Ok(req) => self.egress.send(&app.egress_policy, &app.org, req).await,
+                Err(e) => Err(e),
             };
             match result {
-                Ok(()) => tracing::info!(
+                Ok(resp) if resp.status().is_success() => tracing::info!(
                     org = %app.org, app = %app.id, user = %tokens.user, kind,
                     "token revoked at the provider"
+                ),
+                Ok(resp) => tracing::warn!(
+                    org = %app.org, app = %app.id, user = %tokens.user, kind,
+                    status = resp.status().as_u16(),
+                    "the provider refused to revoke a token"
                 ),
                 Err(e) => tracing::warn!(
                     org = %app.org, app = %app.id, user = %tokens.user, kind, error = %e,
@@ -278,6 +266,45 @@ impl TokenClient {
             }
         }
     }
+}
+
+/// An RFC 7009 §2.1 request: `token` and `token_type_hint` in a form body, the client
+/// authenticated as at the token endpoint (RFC 6749 §2.3.1: Basic with form-encoded id and
+/// secret, or both in the body).
+fn revocation_request(
+    app: &App,
+    url: &str,
+    kind: &str,
+    token: &Secret,
+) -> Result<HttpRequest, EgressError> {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", token.expose())
+        .append_pair("token_type_hint", kind);
+    let mut req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(url)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(http::header::ACCEPT, "application/json");
+    match (&app.client_auth, &app.client_secret) {
+        (ClientAuth::Basic, Some(secret)) => {
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let pair = format!("{}:{}", enc(&app.client_id), enc(secret.expose()));
+            let value = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            );
+            req = req.header(http::header::AUTHORIZATION, value);
+        }
+        (_, secret) => {
+            form.append_pair("client_id", &app.client_id);
+            if let Some(s) = secret {
+                form.append_pair("client_secret", s.expose());
+            }
+        }
+    }
+    req.body(form.finish().into_bytes())
+        .map_err(|_| EgressError::BadUrl(url.to_string()))
 }
 
 fn grant_of(resp: &oauth2::basic::BasicTokenResponse) -> Grant {
