@@ -318,6 +318,15 @@ mod tests {
             ProxyError::AgentUnavailable("onprem".into()),
             ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
             ProxyError::Upstream("reset".into()),
+            ProxyError::AppDisabled {
+                app: "crm".into(),
+                app_name: "CRM".into(),
+            },
+            ProxyError::TokenRefreshFailed {
+                app: "crm".into(),
+                reason: "provider answered HTTP 503".into(),
+            },
+            ProxyError::Internal,
         ];
         for e in cases {
             let r = e.into_response();
@@ -333,5 +342,30 @@ mod tests {
         let body = raw.split("\r\n\r\n").nth(1).unwrap();
         let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "overloaded");
+    }
+
+    #[tokio::test]
+    async fn authorization_required_is_exactly_as_designed() {
+        let e = ProxyError::AuthorizationRequired(Box::new(ConsentRequired {
+            org: "acme".into(),
+            app: "github".into(),
+            app_name: "GitHub".into(),
+            consent_url: "https://tollgate.example/consent/t".into(),
+            expires_in: 900,
+        }));
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()["proxy-status"],
+            "tollgate; error=http_request_denied; details=\"authorization required\""
+        );
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "authorization_required");
+        assert_eq!(v["org"], "acme");
+        assert_eq!(v["app"], "github");
+        assert_eq!(v["app_name"], "GitHub");
+        assert_eq!(v["consent_url"], "https://tollgate.example/consent/t");
+        assert_eq!(v["expires_in"], 900);
     }
 }
