@@ -429,6 +429,35 @@ mod tests {
     }
 
     #[test]
+    fn oauth_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "consent_user_header = \"X-Forwarded-User\"\nupstream_ca_file = {:?}\n",
+                ca.display().to_string()
+            ),
+        )
+        .unwrap();
+        let over = ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::resolve(&over).unwrap();
+        assert_eq!(c.consent_user_header.unwrap().as_str(), "x-forwarded-user");
+        assert_eq!(c.upstream_ca_file.as_deref(), Some(ca.as_path()));
+        let bad = ServeOverrides {
+            consent_user_header: Some("not a header".into()),
+            upstream_ca_file: Some(dir.path().join("missing.pem")),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(&bad).unwrap_err().0.len(), 2);
+    }
+
+    #[test]
     fn unknown_file_key_is_an_error_with_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tollgate.toml");

@@ -262,6 +262,14 @@ impl Injector {
             Ok(grant) => {
                 let now = self.clock.now();
                 let token = grant.into_token_set(app, user, now, Some(&current));
+                // An admin revoke of this one user (which deletes the token without bumping
+                // the generation) during the refresh must not be undone by our write. The
+                // store's CAS covers reset and delete, not this; re-reading shrinks the
+                // window from the provider round trip to the gap between two store calls.
+                if self.read(app, user).await?.is_none() {
+                    self.metrics.count_refresh("superseded");
+                    return Err(self.consent_required(app, user).await);
+                }
                 if self
                     .store
                     .put_token_if_current(token.clone(), app.incarnation)

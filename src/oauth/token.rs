@@ -328,9 +328,16 @@ fn map_error(e: RequestTokenError<EgressError, oauth2::basic::BasicErrorResponse
             description: r.error_description().cloned(),
         },
         RequestTokenError::Request(e) => TokenError::Transport(e),
-        // The parse error names the missing or mistyped field; the body (which may hold a
-        // token) is deliberately not included.
-        RequestTokenError::Parse(e, _body) => TokenError::InvalidResponse(e.to_string()),
+        // Only the field path and the kind of problem: serde's message can quote the value,
+        // and the body may hold a token, so neither is kept.
+        RequestTokenError::Parse(e, _body) => {
+            let inner = e.inner().to_string();
+            TokenError::InvalidResponse(if inner.starts_with("missing field") {
+                inner.split(" at line").next().unwrap_or(&inner).to_string()
+            } else {
+                format!("unexpected value at {}", e.path())
+            })
+        }
         RequestTokenError::Other(s) => TokenError::InvalidResponse(s),
     }
 }
