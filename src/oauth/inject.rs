@@ -9,7 +9,7 @@
 //! 4. otherwise → [`InjectError::AuthorizationRequired`] with a freshly stored consent ticket.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
@@ -28,6 +28,10 @@ const REFRESH_MARGIN_SECS: u64 = 60;
 
 /// Single-flight map entries are pruned when the map grows past this many.
 const FLIGHTS_PRUNE_AT: usize = 1024;
+
+/// The token cache is emptied when it holds this many token sets (entries of reset or
+/// deleted apps are otherwise only replaced, never removed).
+const CACHE_MAX_ENTRIES: usize = 100_000;
 
 /// What the proxy must answer instead of forwarding.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +81,9 @@ pub struct ConsentRequired {
 pub struct Injected {
     /// The app whose token it is.
     pub app: Arc<App>,
-    /// The injected access token: a forced refresh after an upstream `401 invalid_token`
-    /// compares it with the stored one, so concurrent rejections refresh only once.
-    access_token: Secret,
+    /// The injected token set: a forced refresh after an upstream `401 invalid_token`
+    /// compares its access token with the stored one, so concurrent rejections refresh once.
+    token: Arc<TokenSet>,
 }
 
 /// Key of the single-flight map: one refresh per (org, app, user) at a time.
@@ -101,6 +105,8 @@ pub struct Injector {
     clock: Arc<dyn Clock>,
     /// In-flight refresh locks; `Weak` so finished flights free themselves.
     flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<()>>>>,
+    /// Token sets already read and unsealed, so injecting a fresh token costs no store read.
+    cache: TokenCache,
 }
 
 impl Injector {
@@ -121,7 +127,15 @@ impl Injector {
             metrics,
             clock,
             flights: Mutex::new(HashMap::new()),
+            cache: TokenCache::default(),
         }
+    }
+
+    /// Drops the cached token set of `user` for the app: call it after changing the user's
+    /// token in the store from outside the injector (a new consent, an admin revoke). Reset,
+    /// delete and disable need no call: they change the app, which the index picks up.
+    pub fn forget(&self, org: &str, app: &str, user: &str) {
+        self.cache.remove(org, app, user);
     }
 
     /// The app of the caller's org bound to `host`, if any.
@@ -171,7 +185,7 @@ impl Injector {
             caller,
             rejected.app.clone(),
             headers,
-            Some(&rejected.access_token),
+            Some(&rejected.token.access_token),
         )
         .await
     }
@@ -189,23 +203,40 @@ impl Injector {
                 app_name: app.name.clone(),
             });
         }
-        let stored = self.read(&app, &caller.user).await?;
+        let stored = self.cached_or_read(&app, &caller.user).await?;
         let token = match stored {
             None => return Err(self.consent_required(&app, &caller.user).await),
             Some(t) if rejected.is_none() && self.is_fresh(&t) => t,
             Some(_) => self.refresh(&app, &caller.user, rejected).await?,
         };
         set_bearer(headers, &token.access_token)?;
-        Ok(Injected {
-            app,
-            access_token: token.access_token,
-        })
+        Ok(Injected { app, token })
     }
 
-    async fn read(&self, app: &App, user: &str) -> Result<Option<TokenSet>, StoreError> {
-        self.store
+    async fn cached_or_read(
+        &self,
+        app: &App,
+        user: &str,
+    ) -> Result<Option<Arc<TokenSet>>, StoreError> {
+        if let Some(t) = self.cache.get(app, user) {
+            return Ok(Some(t));
+        }
+        self.read(app, user).await
+    }
+
+    /// Reads the store (never the cache: a refresh must see what other replicas wrote) and
+    /// caches what it found.
+    async fn read(&self, app: &App, user: &str) -> Result<Option<Arc<TokenSet>>, StoreError> {
+        let epoch = self.cache.epoch();
+        let found = self
+            .store
             .get_token(&app.org, &app.id, app.incarnation, app.generation, user)
-            .await
+            .await?
+            .map(Arc::new);
+        if let Some(t) = &found {
+            self.cache.put(epoch, app, t.clone());
+        }
+        Ok(found)
     }
 
     /// More than `min(60 s, lifetime/2)` left; an unknown lifetime is fresh.
@@ -240,7 +271,7 @@ impl Injector {
         app: &Arc<App>,
         user: &str,
         rejected: Option<&Secret>,
-    ) -> Result<TokenSet, InjectError> {
+    ) -> Result<Arc<TokenSet>, InjectError> {
         let lock = self.flight((app.org.clone(), app.id.clone(), user.to_string()));
         let _held = lock.lock().await;
         let Some(current) = self.read(app, user).await? else {
@@ -254,6 +285,7 @@ impl Injector {
             // Expired or rejected, and nothing to refresh with: the user must consent again.
             if rejected.is_some() {
                 self.store.delete_token(&app.org, &app.id, user).await?;
+                self.cache.remove(&app.org, &app.id, user);
             }
             self.metrics.count_refresh("no_refresh_token");
             return Err(self.consent_required(app, user).await);
@@ -261,7 +293,7 @@ impl Injector {
         match self.tokens.refresh(app, &refresh_token).await {
             Ok(grant) => {
                 let now = self.clock.now();
-                let token = grant.into_token_set(app, user, now, Some(&current));
+                let token = Arc::new(grant.into_token_set(app, user, now, Some(&current)));
                 // An admin revoke of this one user (which deletes the token without bumping
                 // the generation) during the refresh must not be undone by our write. The
                 // store's CAS covers reset and delete, not this; re-reading shrinks the
@@ -270,11 +302,13 @@ impl Injector {
                     self.metrics.count_refresh("superseded");
                     return Err(self.consent_required(app, user).await);
                 }
+                let epoch = self.cache.epoch();
                 if self
                     .store
-                    .put_token_if_current(token.clone(), app.incarnation)
+                    .put_token_if_current((*token).clone(), app.incarnation)
                     .await?
                 {
+                    self.cache.put(epoch, app, token.clone());
                     self.metrics.count_refresh("success");
                     tracing::info!(org = %app.org, app = %app.id, user, "token refreshed");
                     Ok(token)
@@ -301,6 +335,7 @@ impl Injector {
                     "refresh token rejected (invalid_grant): the user must consent again"
                 );
                 self.store.delete_token(&app.org, &app.id, user).await?;
+                self.cache.remove(&app.org, &app.id, user);
                 Err(self.consent_required(app, user).await)
             }
             Err(e) => Err(self.refresh_failed(app, user, e)),
@@ -373,6 +408,89 @@ impl Injector {
     }
 }
 
+/// A cached token set and the app version it was read under.
+struct Cached {
+    /// App incarnation of the token set.
+    incarnation: u64,
+    /// App generation of the token set.
+    generation: u64,
+    /// The token set.
+    token: Arc<TokenSet>,
+}
+
+/// Token sets by org → app → user (nested so lookups borrow `&str`, no key allocation).
+type CacheMap = HashMap<String, HashMap<String, HashMap<String, Cached>>>;
+
+/// Unsealed token sets, so the hot path (a fresh token) reads no store and opens no AEAD.
+///
+/// An entry is used only while the app (from the index) still has the incarnation and
+/// generation it was read under, so reset and delete need no invalidation. Changes to one
+/// user's token made elsewhere (consent, admin revoke) call [`Injector::forget`]. A read that
+/// raced with a forget must not re-insert what it read before the change: every removal bumps
+/// `epoch`, and an insert is dropped when the epoch moved since its read began.
+///
+/// Scope: one process. Replicas sharing a store would need change notifications.
+#[derive(Default)]
+struct TokenCache {
+    /// The entries and how many there are.
+    inner: RwLock<(CacheMap, usize)>,
+    /// Bumped by every removal.
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl TokenCache {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn get(&self, app: &App, user: &str) -> Option<Arc<TokenSet>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the map is intact.
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let c = inner.0.get(&app.org)?.get(&app.id)?.get(user)?;
+        (c.incarnation == app.incarnation && c.generation == app.generation)
+            .then(|| c.token.clone())
+    }
+
+    fn put(&self, seen_epoch: u64, app: &App, token: Arc<TokenSet>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch() != seen_epoch {
+            return;
+        }
+        let (map, len) = &mut *inner;
+        if *len >= CACHE_MAX_ENTRIES {
+            map.clear();
+            *len = 0;
+        }
+        let previous = map
+            .entry(app.org.clone())
+            .or_default()
+            .entry(app.id.clone())
+            .or_default()
+            .insert(
+                token.user.clone(),
+                Cached {
+                    incarnation: app.incarnation,
+                    generation: app.generation,
+                    token,
+                },
+            );
+        if previous.is_none() {
+            *len += 1;
+        }
+    }
+
+    fn remove(&self, org: &str, app: &str, user: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let (map, len) = &mut *inner;
+        if let Some(users) = map.get_mut(org).and_then(|apps| apps.get_mut(app)) {
+            if users.remove(user).is_some() {
+                *len -= 1;
+            }
+        }
+    }
+}
+
 fn set_bearer(headers: &mut HeaderMap, token: &Secret) -> Result<(), InjectError> {
     let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
         InjectError::RefreshFailed {
@@ -404,6 +522,71 @@ pub fn rejects_token(status: http::StatusCode, headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn app(generation: u64) -> App {
+        App {
+            org: "acme".into(),
+            id: "crm".into(),
+            name: "CRM".into(),
+            description: String::new(),
+            approval_prompt: String::new(),
+            authorize_url: String::new(),
+            token_url: None,
+            client_id: String::new(),
+            client_secret: None,
+            scopes: vec![],
+            access_token_ttl: None,
+            pkce: true,
+            egress_policy: String::new(),
+            domains: vec![],
+            upstream_tls: true,
+            client_auth: Default::default(),
+            authorize_params: Default::default(),
+            issuer: None,
+            revocation_url: None,
+            handshake: Default::default(),
+            webhook: None,
+            enabled: true,
+            generation,
+            incarnation: 7,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn token(user: &str) -> Arc<TokenSet> {
+        Arc::new(TokenSet {
+            org: "acme".into(),
+            app: "crm".into(),
+            user: user.into(),
+            generation: 1,
+            access_token: Secret::new("t"),
+            refresh_token: None,
+            token_type: None,
+            scopes: vec![],
+            expires_at: None,
+            obtained_at: 0,
+        })
+    }
+
+    #[test]
+    fn cache_hits_only_for_the_same_app_version_and_no_stale_insert_after_forget() {
+        let cache = TokenCache::default();
+        let v1 = app(1);
+        cache.put(cache.epoch(), &v1, token("alice"));
+        assert!(cache.get(&v1, "alice").is_some());
+        assert!(cache.get(&v1, "bob").is_none());
+        // A reset (new generation) misses without any invalidation.
+        assert!(cache.get(&app(2), "alice").is_none());
+        // A read that began before a forget must not re-insert what it read.
+        let seen = cache.epoch();
+        cache.remove("acme", "crm", "alice");
+        cache.put(seen, &v1, token("alice"));
+        assert!(cache.get(&v1, "alice").is_none());
+        cache.put(cache.epoch(), &v1, token("alice"));
+        assert!(cache.get(&v1, "alice").is_some());
+        assert_eq!(cache.inner.read().unwrap().1, 1);
+    }
 
     #[test]
     fn invalid_token_challenges() {

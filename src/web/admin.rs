@@ -600,7 +600,9 @@ async fn revoke_authorization(
         .into_iter()
         .filter(|t| t.user == user)
         .collect();
-    if !state.store.delete_token(&admin.org, &id, &user).await? {
+    let deleted = state.store.delete_token(&admin.org, &id, &user).await?;
+    state.oauth.injector.forget(&admin.org, &id, &user);
+    if !deleted {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -433,7 +433,10 @@ async fn callback(
                  Run your workflow again to start over.",
             )
         }
-        Ok(true) => {}
+        Ok(true) => state
+            .oauth
+            .injector
+            .forget(&app.org, &app.id, &pending.user),
     }
     let event = AuditEvent::new(
         &app.org,

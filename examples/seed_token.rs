@@ -1,0 +1,49 @@
+//! Stores a token set for one user of one app directly in a stopped tollgate's store, as if
+//! the user had consented: `bench/inject.sh` uses it to measure injection without a provider.
+//!
+//! ```sh
+//! cargo run --release --example seed_token -- DATA_DIR ORG APP USER ACCESS_TOKEN
+//! ```
+//!
+//! The token has an unknown lifetime, so it is injected as is, never refreshed.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use tollgate::datadir::DataDir;
+use tollgate::store::{Secret, SledStore, Store, StoreKey, TokenSet};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [data, org, app, user, token] = args.as_slice() else {
+        bail!("usage: seed_token DATA_DIR ORG APP USER ACCESS_TOKEN");
+    };
+    let dir = DataDir::at(&PathBuf::from(data));
+    let store = SledStore::open(&dir.root.join("store"), StoreKey::load(&dir.store_key)?)
+        .context("opening the store (is tollgate still running?)")?;
+    let stored = store
+        .get_app(org, app)
+        .await?
+        .with_context(|| format!("no app {app:?} in org {org:?}"))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let set = TokenSet {
+        org: org.clone(),
+        app: app.clone(),
+        user: user.clone(),
+        generation: stored.generation,
+        access_token: Secret::new(token.clone()),
+        refresh_token: None,
+        token_type: Some("bearer".into()),
+        scopes: stored.scopes.clone(),
+        expires_at: None,
+        obtained_at: now,
+    };
+    if !store.put_token_if_current(set, stored.incarnation).await? {
+        bail!("the app changed while seeding");
+    }
+    store.flush().await?;
+    println!("stored a token for {user} in {org}/{app}");
+    Ok(())
+}
