@@ -44,6 +44,9 @@ pub enum ProxyError {
     /// Connection limit reached.
     #[error("too many connections")]
     Overloaded,
+    /// The request head is larger than the configured limit.
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
 }
 
 impl ProxyError {
@@ -65,6 +68,7 @@ impl ProxyError {
             ProxyError::AgentUnavailable(_) => "agent_unavailable",
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadTooLarge(_) => "request_head_too_large",
             ProxyError::Overloaded => "overloaded",
         }
     }
@@ -83,6 +87,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -104,6 +109,7 @@ impl ProxyError {
             ProxyError::AgentUnavailable(_) => "destination_unavailable",
             ProxyError::Upstream(_) => "connection_terminated",
             ProxyError::BadRequest(_) => "http_request_error",
+            ProxyError::HeadTooLarge(_) => "http_request_error",
             ProxyError::Overloaded => "proxy_internal_error",
         }
     }
