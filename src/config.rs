@@ -74,6 +74,10 @@ pub struct FileConfig {
     pub max_request_head: Option<usize>,
     /// `--shutdown-grace`.
     pub shutdown_grace: Option<String>,
+    /// `--upstream-ca-file`.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// `--consent-user-header`.
+    pub consent_user_header: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -124,6 +128,14 @@ pub struct ServeOverrides {
     /// How long SIGTERM waits for in-flight requests [default: 30s].
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS that tollgate originates and for
+    /// provider endpoints, besides the built-in roots.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Trusted header (set by the platform's login proxy) that must equal the consent
+    /// ticket's user on the consent pages.
+    #[arg(long, env = "TOLLGATE_CONSENT_USER_HEADER")]
+    pub consent_user_header: Option<String>,
 }
 
 /// Validated server settings.
@@ -158,6 +170,10 @@ pub struct Config {
     pub max_request_head: usize,
     /// Drain period on SIGTERM.
     pub shutdown_grace: Duration,
+    /// Extra upstream CA certificates (PEM file).
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Trusted login header the consent pages compare with the ticket's user.
+    pub consent_user_header: Option<http::HeaderName>,
 }
 
 /// Every problem found while resolving the settings.
@@ -285,6 +301,34 @@ impl Config {
         if max_request_head < 8192 {
             errors.push("--max-request-head must be at least 8192 bytes".into());
         }
+        let upstream_ca_file = over
+            .upstream_ca_file
+            .clone()
+            .or(file.upstream_ca_file.clone());
+        if let Some(p) = &upstream_ca_file {
+            if !p.is_file() {
+                errors.push(format!(
+                    "--upstream-ca-file: {} is not a readable file",
+                    p.display()
+                ));
+            }
+        }
+        let consent_user_header = match over
+            .consent_user_header
+            .as_ref()
+            .or(file.consent_user_header.as_ref())
+        {
+            None => None,
+            Some(name) => match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    errors.push(format!(
+                        "--consent-user-header: {name:?} is not a header name"
+                    ));
+                    None
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -312,6 +356,8 @@ impl Config {
             max_connections,
             max_request_head,
             shutdown_grace,
+            upstream_ca_file,
+            consent_user_header,
         })
     }
 }
@@ -380,6 +426,35 @@ mod tests {
         };
         let err = Config::resolve(&bad).unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn oauth_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "consent_user_header = \"X-Forwarded-User\"\nupstream_ca_file = {:?}\n",
+                ca.display().to_string()
+            ),
+        )
+        .unwrap();
+        let over = ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::resolve(&over).unwrap();
+        assert_eq!(c.consent_user_header.unwrap().as_str(), "x-forwarded-user");
+        assert_eq!(c.upstream_ca_file.as_deref(), Some(ca.as_path()));
+        let bad = ServeOverrides {
+            consent_user_header: Some("not a header".into()),
+            upstream_ca_file: Some(dir.path().join("missing.pem")),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(&bad).unwrap_err().0.len(), 2);
     }
 
     #[test]

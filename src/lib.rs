@@ -8,7 +8,10 @@
 //!    for that caller's org and by which route.
 //! 3. [`route`] dials the destination: directly, behind the address guard that classifies every
 //!    resolved address before it is dialed.
-//! 4. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
+//! 4. [`oauth`] injects the user's bearer token when the host belongs to an outbound
+//!    application of the caller's org (refreshing it, or answering `401` with a consent URL);
+//!    [`web`] serves the consent pages and the OAuth callback, and the admin API.
+//! 5. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
 //!    decision line, and turns every failure into a synthetic response with `Proxy-Status`.
 
 pub mod identity;

@@ -17,6 +17,14 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of `tollgate_token_refreshes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    /// `success`, `invalid_grant`, `invalid_client`, `error`, `superseded` (a reset won the
+    /// race) or `no_refresh_token`.
+    pub outcome: &'static str,
+}
+
 /// Every metric tollgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +38,8 @@ pub struct Metrics {
     pub client_connections: Gauge,
     /// Connections refused with `503 overloaded`.
     pub overloaded: Counter,
+    /// Token refreshes by outcome.
+    pub token_refreshes: Family<RefreshLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -69,6 +79,12 @@ impl Metrics {
             "Client connections refused with 503 overloaded",
             overloaded.clone(),
         );
+        let token_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Access token refreshes by outcome",
+            token_refreshes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -76,7 +92,15 @@ impl Metrics {
             open_tunnels,
             client_connections,
             overloaded,
+            token_refreshes,
         }
+    }
+
+    /// Counts one refresh attempt's outcome.
+    pub fn count_refresh(&self, outcome: &'static str) {
+        self.token_refreshes
+            .get_or_create(&RefreshLabels { outcome })
+            .inc();
     }
 
     /// Counts one finished request.

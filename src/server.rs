@@ -5,6 +5,7 @@
 //! token, so tests can bind `127.0.0.1:0` and stop the server cleanly.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -15,13 +16,19 @@ use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
 use crate::metrics::Metrics;
+use crate::oauth::egress::Egress;
+use crate::oauth::index::AppIndex;
+use crate::oauth::inject::Injector;
+use crate::oauth::token::TokenClient;
+use crate::oauth::OAuth;
 use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
 use crate::proxy::forward::Upstream;
 use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::route::direct::{DirectDialer, SystemResolver};
 use crate::route::guard::Guard;
-use crate::store::{SledStore, Store, StoreKey};
+use crate::store::{SledStore, Store, StoreKey, SystemClock};
+use crate::tls::UpstreamTlsError;
 use crate::web::{self, WebState};
 
 /// Errors that stop the server from starting.
@@ -41,6 +48,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The upstream TLS roots could not be loaded.
+    #[error(transparent)]
+    UpstreamTls(#[from] UpstreamTlsError),
     /// The policies directory could not be created.
     #[error("cannot create policies directory {path}: {source}")]
     Policies {
@@ -169,11 +179,17 @@ impl Server {
                         .map(|r| r.to_string())
                 })),
         );
+        let upstream_tls =
+            crate::tls::upstream_client_config(self.config.upstream_ca_file.as_deref())?;
+        let apps_version = Arc::new(AtomicU64::new(0));
+        let oauth = self
+            .oauth(&dialer, &upstream_tls, &metrics, &apps_version)
+            .await;
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
             verifier: verifier.clone(),
             dialer: dialer.clone(),
-            upstream: Upstream::new(dialer, self.config.upstream_timeout),
+            upstream: Upstream::new(dialer, self.config.upstream_timeout, upstream_tls),
             metrics: metrics.clone(),
             settings: ProxySettings {
                 idle_timeout: self.config.idle_timeout,
@@ -183,6 +199,7 @@ impl Server {
                 shutdown_grace: self.config.shutdown_grace,
             },
             tunnels: TaskTracker::new(),
+            oauth: oauth.clone(),
         });
         let tasks = TaskTracker::new();
         tasks.spawn(watch::watch(
@@ -197,7 +214,8 @@ impl Server {
                 store: self.store.clone(),
                 verifier,
                 public_url: self.public_url.clone(),
-                apps_version: Arc::default(),
+                apps_version,
+                oauth,
             },
             shutdown.clone(),
         ));
@@ -206,6 +224,49 @@ impl Server {
         tasks.wait().await;
         self.store.flush().await?;
         Ok(())
+    }
+}
+
+impl Server {
+    /// The OAuth machinery: the domain index (built now), provider calls through the egress
+    /// path, and the injector.
+    async fn oauth(
+        &self,
+        dialer: &Arc<DirectDialer>,
+        tls: &Arc<rustls::ClientConfig>,
+        metrics: &Arc<Metrics>,
+        apps_version: &Arc<AtomicU64>,
+    ) -> Arc<OAuth> {
+        let index = Arc::new(AppIndex::new(self.store.clone(), apps_version.clone()));
+        if let Err(e) = index.refresh().await {
+            // Lookups retry the build; the proxy must still come up to serve everything else.
+            tracing::error!(error = %e, "cannot read outbound applications from the store");
+        }
+        let egress = Arc::new(Egress::new(
+            self.policies.clone(),
+            dialer.clone(),
+            tls.clone(),
+            self.config.upstream_timeout,
+        ));
+        let tokens = Arc::new(TokenClient::new(
+            egress,
+            format!("{}/oauth/callback", self.public_url),
+        ));
+        let injector = Arc::new(Injector::new(
+            index.clone(),
+            self.store.clone(),
+            tokens.clone(),
+            self.public_url.clone(),
+            metrics.clone(),
+            Arc::new(SystemClock),
+        ));
+        Arc::new(OAuth {
+            index,
+            injector,
+            tokens,
+            store: self.store.clone(),
+            consent_user_header: self.config.consent_user_header.clone(),
+        })
     }
 }
 

@@ -1,4 +1,51 @@
 //! Outbound applications (OAuth 2.0 clients configured by an org's admins): their validated
-//! configuration now; the consent flow, token exchange, refresh and injection build on it.
+//! configuration ([`app`]), the per-org domain index ([`index`]), tollgate's own egress for
+//! provider calls ([`egress`]), the `oauth2`-crate client for authorization URLs, code
+//! exchange, refresh and revocation ([`token`]), and the injection decision ([`inject`]).
+//! The consent pages that drive the flow live in `web::consent`.
 
 pub mod app;
+pub mod egress;
+pub mod index;
+pub mod inject;
+pub mod token;
+
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::store::{App, Store, TokenSet};
+use index::AppIndex;
+use inject::Injector;
+use token::TokenClient;
+
+/// Everything OAuth-related the proxy and the web listener share.
+pub struct OAuth {
+    /// Domain → app, per org.
+    pub index: Arc<AppIndex>,
+    /// The injection decision, for plain-http forwarding and interception.
+    pub injector: Arc<Injector>,
+    /// Provider calls (authorization URL, code exchange, refresh, revocation).
+    pub tokens: Arc<TokenClient>,
+    /// Apps, tokens, tickets, pending authorizations.
+    pub store: Arc<dyn Store>,
+    /// When set, the consent pages require this trusted header (set by the platform's login
+    /// proxy) to equal the ticket's user.
+    pub consent_user_header: Option<HeaderName>,
+}
+
+impl OAuth {
+    /// Revokes `tokens` at the app's provider in the background (RFC 7009, best effort);
+    /// nothing to do when the app has no `revocation_url`.
+    pub fn revoke_in_background(&self, app: App, tokens: Vec<TokenSet>) {
+        if app.revocation_url.is_none() || tokens.is_empty() {
+            return;
+        }
+        let client = self.tokens.clone();
+        tokio::spawn(async move {
+            for t in &tokens {
+                client.revoke(&app, t).await;
+            }
+        });
+    }
+}

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::ProxyBody;
 use crate::identity::IdentityError;
+use crate::oauth::inject::{ConsentRequired, InjectError};
 use crate::policy::Decision;
 use crate::route::direct::DialError;
 
@@ -47,6 +48,44 @@ pub enum ProxyError {
     /// The request head is larger than the configured limit.
     #[error("request head larger than {0} bytes")]
     HeadTooLarge(usize),
+    /// The outbound application bound to the host is disabled.
+    #[error("outbound application {app:?} is disabled by its administrators")]
+    AppDisabled {
+        /// App id.
+        app: String,
+        /// App name.
+        app_name: String,
+    },
+    /// The user has no usable token for the app: the body carries a consent URL.
+    #[error("authorization required")]
+    AuthorizationRequired(Box<ConsentRequired>),
+    /// Refreshing the user's token failed; the token is kept, a retry may succeed.
+    #[error("refreshing the token for application {app:?} failed: {reason}")]
+    TokenRefreshFailed {
+        /// App id.
+        app: String,
+        /// Why (never a token).
+        reason: String,
+    },
+    /// tollgate itself failed (the store); details are in the server log only.
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<InjectError> for ProxyError {
+    fn from(e: InjectError) -> Self {
+        match e {
+            InjectError::Disabled { app, app_name } => ProxyError::AppDisabled { app, app_name },
+            InjectError::AuthorizationRequired(c) => ProxyError::AuthorizationRequired(c),
+            InjectError::RefreshFailed { app, reason } => {
+                ProxyError::TokenRefreshFailed { app, reason }
+            }
+            InjectError::Store(e) => {
+                tracing::error!(error = %e, "store failed during token injection");
+                ProxyError::Internal
+            }
+        }
+    }
 }
 
 impl ProxyError {
@@ -70,6 +109,10 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::HeadTooLarge(_) => "request_head_too_large",
             ProxyError::Overloaded => "overloaded",
+            ProxyError::AppDisabled { .. } => "app_disabled",
+            ProxyError::AuthorizationRequired(_) => "authorization_required",
+            ProxyError::TokenRefreshFailed { .. } => "token_refresh_failed",
+            ProxyError::Internal => "internal_error",
         }
     }
 
@@ -89,6 +132,10 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AppDisabled { .. } => StatusCode::FORBIDDEN,
+            ProxyError::AuthorizationRequired(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::TokenRefreshFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -111,6 +158,10 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "http_request_error",
             ProxyError::HeadTooLarge(_) => "http_request_error",
             ProxyError::Overloaded => "proxy_internal_error",
+            ProxyError::AppDisabled { .. } | ProxyError::AuthorizationRequired(_) => {
+                "http_request_denied"
+            }
+            ProxyError::TokenRefreshFailed { .. } | ProxyError::Internal => "proxy_internal_error",
         }
     }
 
@@ -153,6 +204,20 @@ impl ProxyError {
             }
             ProxyError::AgentUnavailable(id) => {
                 body.insert("agent".into(), json!(id));
+            }
+            ProxyError::AppDisabled { app, app_name } => {
+                body.insert("app".into(), json!(app));
+                body.insert("app_name".into(), json!(app_name));
+            }
+            ProxyError::AuthorizationRequired(c) => {
+                body.insert("org".into(), json!(c.org));
+                body.insert("app".into(), json!(c.app));
+                body.insert("app_name".into(), json!(c.app_name));
+                body.insert("consent_url".into(), json!(c.consent_url));
+                body.insert("expires_in".into(), json!(c.expires_in));
+            }
+            ProxyError::TokenRefreshFailed { app, .. } => {
+                body.insert("app".into(), json!(app));
             }
             _ => {}
         }
@@ -259,6 +324,15 @@ mod tests {
             ProxyError::AgentUnavailable("onprem".into()),
             ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
             ProxyError::Upstream("reset".into()),
+            ProxyError::AppDisabled {
+                app: "crm".into(),
+                app_name: "CRM".into(),
+            },
+            ProxyError::TokenRefreshFailed {
+                app: "crm".into(),
+                reason: "provider answered HTTP 503".into(),
+            },
+            ProxyError::Internal,
         ];
         for e in cases {
             let r = e.into_response();
@@ -274,5 +348,30 @@ mod tests {
         let body = raw.split("\r\n\r\n").nth(1).unwrap();
         let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "overloaded");
+    }
+
+    #[tokio::test]
+    async fn authorization_required_is_exactly_as_designed() {
+        let e = ProxyError::AuthorizationRequired(Box::new(ConsentRequired {
+            org: "acme".into(),
+            app: "github".into(),
+            app_name: "GitHub".into(),
+            consent_url: "https://tollgate.example/consent/t".into(),
+            expires_in: 900,
+        }));
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()["proxy-status"],
+            "tollgate; error=http_request_denied; details=\"authorization required\""
+        );
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "authorization_required");
+        assert_eq!(v["org"], "acme");
+        assert_eq!(v["app"], "github");
+        assert_eq!(v["app_name"], "GitHub");
+        assert_eq!(v["consent_url"], "https://tollgate.example/consent/t");
+        assert_eq!(v["expires_in"], 900);
     }
 }

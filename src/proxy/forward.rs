@@ -1,5 +1,6 @@
 //! Absolute-form `http://` requests: forwarded through a pooled hyper-util client whose
-//! connector dials through the address guard.
+//! connector dials through the address guard, with TLS on top when tollgate originates it
+//! (plain-http requests to an outbound application's domains; hyper-rustls, ring).
 //!
 //! Two pools exist on purpose: connections dialed under a rule that may reach private
 //! addresses are never handed to a request whose rule may not (the pool is keyed by
@@ -12,16 +13,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::errors::ProxyError;
-use super::log::CountingBody;
-use crate::policy::normalize_host;
+use crate::policy::{normalize_host, Host};
 use crate::route::direct::{DialError, DirectDialer};
 
 /// How long an idle pooled upstream connection is kept.
@@ -29,7 +32,11 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle pooled connections kept per upstream host.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
-type UpstreamClient = Client<GuardedConnector, CountingBody<Incoming>>;
+/// Body of a request sent upstream: the client's streamed body, or a buffered copy that can
+/// be replayed once after a token refresh.
+pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+
+type UpstreamClient = Client<HttpsConnector<GuardedConnector>, UpstreamBody>;
 
 /// Pooled upstream clients for direct routes.
 pub struct Upstream {
@@ -42,9 +49,21 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Clients over `dialer`.
-    pub fn new(dialer: Arc<DirectDialer>, response_timeout: Duration) -> Self {
+    /// Clients over `dialer`; `tls` verifies upstreams when tollgate originates TLS.
+    pub fn new(
+        dialer: Arc<DirectDialer>,
+        response_timeout: Duration,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
         let build = |allow_private| {
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls).clone())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(GuardedConnector {
+                    dialer: dialer.clone(),
+                    allow_private,
+                });
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
@@ -52,10 +71,7 @@ impl Upstream {
                 .timer(TokioTimer::new())
                 // We set Host ourselves, from the request target.
                 .set_host(false)
-                .build(GuardedConnector {
-                    dialer: dialer.clone(),
-                    allow_private,
-                })
+                .build(connector)
         };
         Upstream {
             strict: build(false),
@@ -64,10 +80,11 @@ impl Upstream {
         }
     }
 
-    /// Sends `req` (absolute-form, headers already cleaned) upstream.
+    /// Sends `req` (absolute-form, headers already cleaned) upstream; an `https` URI makes
+    /// the connection TLS.
     pub async fn send(
         &self,
-        req: Request<CountingBody<Incoming>>,
+        req: Request<UpstreamBody>,
         allow_private: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
         let client = if allow_private {
@@ -92,6 +109,28 @@ pub fn prepare_request<B>(req: &mut Request<B>, authority: &str) -> Result<(), P
         .map_err(|_| ProxyError::BadRequest("invalid host in request target".into()))?;
     req.headers_mut().insert(HOST, host);
     *req.version_mut() = Version::HTTP_11;
+    Ok(())
+}
+
+/// Points the request at `https://host:port` (TLS origination): the pool then keys the
+/// connection by the https authority, and hyper-rustls verifies the certificate for `host`.
+/// `Host` keeps what the client asked for, minus a port the origin no longer listens on.
+pub fn originate_tls<B>(req: &mut Request<B>, host: &Host, port: u16) -> Result<(), ProxyError> {
+    let bad = || ProxyError::BadRequest("invalid request target".into());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri = format!("https://{host}:{port}{path}");
+    *req.uri_mut() = uri.parse().map_err(|_| bad())?;
+    let host_header = if port == 443 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    let value = HeaderValue::from_str(&host_header).map_err(|_| bad())?;
+    req.headers_mut().insert(HOST, value);
     Ok(())
 }
 
@@ -191,7 +230,12 @@ impl tower_service::Service<Uri> for GuardedConnector {
                 host: raw.to_string(),
                 detail: e.to_string(),
             })?;
-            let port = uri.port_u16().unwrap_or(80);
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default_port);
             let (stream, _) = dialer.dial(&host, port, allow_private).await?;
             Ok(TokioIo::new(stream))
         })

@@ -42,7 +42,7 @@ pub struct RequestLog {
     pub rule: Option<String>,
     /// Route taken.
     pub route: Option<String>,
-    /// Outbound application whose token was injected (none yet in this module).
+    /// Outbound application bound to the destination host, when one of the caller's org is.
     pub app: Option<String>,
     /// Whether a token was injected.
     pub injected: bool,

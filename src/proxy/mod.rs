@@ -9,6 +9,7 @@ pub mod connect;
 pub mod errors;
 pub mod forward;
 pub mod log;
+pub mod replay;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use tracing::Instrument;
 
 use crate::identity::{IdentityError, Verifier};
 use crate::metrics::Metrics;
+use crate::oauth::OAuth;
 use crate::policy::watch::Policies;
 use crate::policy::{normalize_host, Host, Route};
 use crate::route::direct::DirectDialer;
@@ -80,6 +82,8 @@ pub struct ProxyState {
     pub settings: ProxySettings,
     /// Open tunnels, so shutdown can wait for them.
     pub tunnels: TaskTracker,
+    /// Outbound applications: which hosts get a token, and the token itself.
+    pub oauth: Arc<OAuth>,
 }
 
 /// Accepts connections on `listener` until `shutdown` is cancelled, then drains: stops
@@ -280,8 +284,22 @@ async fn proxy_request(
     };
     log.caller = Some(caller.clone());
 
-    // Phase 3: may they go there, and how.
-    let decision = state.policies.current().decide(&caller.org, &host, port);
+    // Phase 3: may they go there, and how. A plain-http request to an outbound application's
+    // domains is forwarded over TLS unless the app says otherwise (the default port 80 becomes
+    // 443), so the policy decides on the port actually dialed.
+    let app = if req.method() == Method::CONNECT {
+        None
+    } else {
+        state.oauth.injector.lookup(&caller, &host).await?
+    };
+    let tls_port = app
+        .as_ref()
+        .filter(|a| a.upstream_tls)
+        .map(|_| if port == 80 { 443 } else { port });
+    let decision = state
+        .policies
+        .current()
+        .decide(&caller.org, &host, tls_port.unwrap_or(port));
     log.set_decision(&decision);
     if !decision.allowed {
         return Err(ProxyError::Denied(Box::new(decision)));
@@ -307,9 +325,17 @@ async fn proxy_request(
         return Ok(Outcome::Tunnel(stream, on_upgrade));
     }
     forward::prepare_request(&mut req, &authority)?;
-    let up = log.bytes_up.clone();
-    let req = req.map(|b| CountingBody::new(b, up, None));
-    let resp = state.upstream.send(req, decision.allow_private).await?;
+    let resp = if let Some(app) = app {
+        log.app = Some(app.id.clone());
+        if let Some(p) = tls_port {
+            forward::originate_tls(&mut req, &host, p)?;
+        }
+        replay::send_injected(state, &caller, app, req, decision.allow_private, log).await?
+    } else {
+        let up = log.bytes_up.clone();
+        let req = req.map(|b| CountingBody::new(b, up, None).boxed());
+        state.upstream.send(req, decision.allow_private).await?
+    };
     state
         .metrics
         .upstream_latency

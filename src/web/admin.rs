@@ -513,10 +513,13 @@ async fn delete_app(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    get_own(&state, &admin.org, &id).await?;
+    let app = get_own(&state, &admin.org, &id).await?;
+    // Read before deleting: afterwards the tokens (and the client secret) are gone.
+    let tokens = state.store.list_tokens(&admin.org, &id).await?;
     state.store.delete_app(&admin.org, &id).await?;
     audit(&state, &admin, "app.delete", &id, json!({})).await;
     state.apps_changed();
+    state.oauth.revoke_in_background(app, tokens);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -559,6 +562,7 @@ async fn reset_app(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     get_own(&state, &admin.org, &id).await?;
+    let tokens = state.store.list_tokens(&admin.org, &id).await?;
     let app = state.store.reset_app(&admin.org, &id).await?;
     audit(
         &state,
@@ -569,6 +573,7 @@ async fn reset_app(
     )
     .await;
     state.apps_changed();
+    state.oauth.revoke_in_background(app.clone(), tokens);
     Ok(Json(view(&state, &app).await?))
 }
 
@@ -587,7 +592,14 @@ async fn revoke_authorization(
     Admin(admin): Admin,
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    get_own(&state, &admin.org, &id).await?;
+    let app = get_own(&state, &admin.org, &id).await?;
+    let tokens: Vec<_> = state
+        .store
+        .list_tokens(&admin.org, &id)
+        .await?
+        .into_iter()
+        .filter(|t| t.user == user)
+        .collect();
     if !state.store.delete_token(&admin.org, &id, &user).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -603,6 +615,7 @@ async fn revoke_authorization(
         json!({"user": user}),
     )
     .await;
+    state.oauth.revoke_in_background(app, tokens);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,6 +1,8 @@
-//! The web listener (axum): health, readiness, metrics and the admin API (`/v1/...`).
+//! The web listener (axum): health, readiness, metrics, the admin API (`/v1/...`), and the
+//! consent pages with the OAuth callback.
 
 pub mod admin;
+pub mod consent;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::Verifier;
 use crate::metrics::Metrics;
+use crate::oauth::OAuth;
 use crate::policy::watch::Policies;
 use crate::store::Store;
 
@@ -34,6 +37,8 @@ pub struct WebState {
     pub public_url: String,
     /// Bumped whenever an app changes, so in-memory app indexes know to rebuild.
     pub apps_version: Arc<AtomicU64>,
+    /// Consent flow, token exchange and revocation.
+    pub oauth: Arc<OAuth>,
 }
 
 impl WebState {
@@ -50,6 +55,7 @@ pub fn router(state: WebState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(admin::routes())
+        .merge(consent::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,0 +1,208 @@
+//! tollgate's own outbound HTTP calls to OAuth providers (token, refresh, revocation), sent
+//! the way a caller's request would be: the URL must be allowed by the app's `egress_policy`
+//! (`PolicySet::decide_in_policy`, deny rules first), the destination is dialed through the
+//! [`DirectDialer`] (resolve once, address guard, dial the checked address), TLS is verified
+//! against the upstream roots, no redirect is ever followed, and nothing here passes through
+//! token injection. One request per connection: these calls are rare and short.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::policy::watch::Policies;
+use crate::policy::{normalize_host, Host, Route};
+use crate::route::direct::{DialError, DirectDialer};
+
+/// Largest response body accepted from a provider: token responses are a few hundred bytes;
+/// anything near this is not a token response and must not be buffered without bound.
+const MAX_RESPONSE_BODY: usize = 1024 * 1024;
+
+/// Why an outbound call to a provider failed before an HTTP response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// The URL is not an absolute http(s) URL.
+    #[error("invalid URL {0:?}")]
+    BadUrl(String),
+    /// The app's egress policy does not allow the destination.
+    #[error("egress policy {policy:?} does not allow {target} ({reason})")]
+    Denied {
+        /// The policy.
+        policy: String,
+        /// `host:port`.
+        target: String,
+        /// The decision's reason.
+        reason: &'static str,
+    },
+    /// The policy routes through an agent and none is connected.
+    #[error("egress policy routes through agent {0:?}, which is not connected")]
+    AgentUnavailable(String),
+    /// Resolution, the address guard, or the connection failed.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The TLS handshake failed (certificate not trusted, wrong name, ...).
+    #[error("TLS with {host}: {detail}")]
+    Tls {
+        /// The server name.
+        host: String,
+        /// The handshake error.
+        detail: String,
+    },
+    /// The HTTP exchange failed.
+    #[error("HTTP exchange failed: {0}")]
+    Http(String),
+    /// No complete response within the timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The provider answered with a server error (5xx): transient by definition.
+    #[error("provider answered HTTP {0}")]
+    ServerError(u16),
+}
+
+/// Sends requests to providers through tollgate's own egress path.
+pub struct Egress {
+    /// The live policy set; every call is decided against the app's `egress_policy`.
+    policies: Arc<Policies>,
+    /// Resolves once, checks every address, dials a checked one.
+    dialer: Arc<DirectDialer>,
+    /// Roots for `https://` provider endpoints (webpki roots plus `--upstream-ca-file`).
+    tls: Arc<rustls::ClientConfig>,
+    /// Budget for one whole call (dial, TLS, request, response body).
+    timeout: Duration,
+}
+
+impl Egress {
+    /// An egress path over `dialer`, deciding with `policies`.
+    pub fn new(
+        policies: Arc<Policies>,
+        dialer: Arc<DirectDialer>,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Self {
+        Egress {
+            policies,
+            dialer,
+            tls,
+            timeout,
+        }
+    }
+
+    /// Sends `req` (absolute URI) under `policy` for a caller of `org` and returns the whole
+    /// response. Redirects are returned as they are, never followed.
+    pub async fn send(
+        &self,
+        policy: &str,
+        org: &str,
+        req: Request<Vec<u8>>,
+    ) -> Result<Response<Vec<u8>>, EgressError> {
+        match tokio::time::timeout(self.timeout, self.send_inner(policy, org, req)).await {
+            Ok(r) => r,
+            Err(_) => Err(EgressError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn send_inner(
+        &self,
+        policy: &str,
+        org: &str,
+        req: Request<Vec<u8>>,
+    ) -> Result<Response<Vec<u8>>, EgressError> {
+        let uri = req.uri().clone();
+        let bad = || EgressError::BadUrl(uri.to_string());
+        let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(bad());
+        };
+        let tls = match scheme {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad()),
+        };
+        if auth.as_str().contains('@') {
+            return Err(bad());
+        }
+        let host = normalize_host(auth.host()).map_err(|_| bad())?;
+        let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let decision = self
+            .policies
+            .current()
+            .decide_in_policy(policy, org, &host, port);
+        if !decision.allowed {
+            return Err(EgressError::Denied {
+                policy: policy.to_string(),
+                target: format!("{host}:{port}"),
+                reason: decision.reason,
+            });
+        }
+        match decision.route {
+            Some(Route::Direct) => {}
+            Some(Route::Agent(id)) => return Err(EgressError::AgentUnavailable(id.to_string())),
+            None => {
+                return Err(EgressError::Denied {
+                    policy: policy.to_string(),
+                    target: format!("{host}:{port}"),
+                    reason: decision.reason,
+                })
+            }
+        }
+        let (stream, _addr) = self
+            .dialer
+            .dial(&host, port, decision.allow_private)
+            .await?;
+        let (mut parts, body) = req.into_parts();
+        // Origin-form on the wire; Host from the URL, never from the caller.
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = Uri::try_from(path).map_err(|_| bad())?;
+        let host_header = HeaderValue::from_str(auth.as_str()).map_err(|_| bad())?;
+        parts.headers.insert(HOST, host_header);
+        let req = Request::from_parts(parts, Full::new(Bytes::from(body)));
+        if tls {
+            let name = match &host {
+                Host::Name(n) => rustls::pki_types::ServerName::try_from(n.clone()),
+                Host::Ip(ip) => Ok(rustls::pki_types::ServerName::IpAddress((*ip).into())),
+            }
+            .map_err(|_| bad())?;
+            let tls_stream = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| EgressError::Tls {
+                    host: host.to_string(),
+                    detail: e.to_string(),
+                })?;
+            exchange(tls_stream, req).await
+        } else {
+            exchange(stream, req).await
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; the response body is read whole (bounded).
+async fn exchange<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<Response<Vec<u8>>, EgressError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| EgressError::Http(e.to_string()))?;
+    let conn = tokio::spawn(conn);
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| EgressError::Http(e.to_string()))?;
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE_BODY)
+        .collect()
+        .await
+        .map_err(|e| EgressError::Http(format!("reading the response: {e}")))?
+        .to_bytes();
+    conn.abort();
+    Ok(Response::from_parts(parts, body.to_vec()))
+}

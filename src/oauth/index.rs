@@ -1,0 +1,207 @@
+//! Which outbound application a request's host belongs to, per organization.
+//!
+//! Built from [`Store::list_all_apps`] at start and rebuilt whenever the shared
+//! `apps_version` counter moves (the admin API bumps it after every app change). The check
+//! per request is one atomic load; the snapshot is an `Arc` swapped atomically, so lookups
+//! never wait for a rebuild except the first one after a change.
+//!
+//! Patterns are exact names or `*.suffix` (any depth below `suffix`, not `suffix` itself),
+//! like policy hosts; the most specific wins: exact, then the longest suffix. Each org has
+//! its own table, so an app of one org is never found for a caller of another.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::policy::Host;
+use crate::store::{App, Store, StoreResult};
+
+/// One org's patterns.
+#[derive(Default)]
+struct OrgTable {
+    /// Exact name → app.
+    exact: HashMap<String, Arc<App>>,
+    /// `suffix` of `*.suffix` → app.
+    suffix: HashMap<String, Arc<App>>,
+}
+
+/// An immutable snapshot of every org's table.
+#[derive(Default)]
+struct Snapshot {
+    /// The `apps_version` the snapshot was read at (or later).
+    version: u64,
+    /// org → table.
+    orgs: HashMap<String, OrgTable>,
+}
+
+/// The live index.
+pub struct AppIndex {
+    /// Where apps come from.
+    store: Arc<dyn Store>,
+    /// Bumped by the admin API on every app change (shared with `WebState`).
+    apps_version: Arc<AtomicU64>,
+    /// The current snapshot.
+    snapshot: ArcSwap<Snapshot>,
+    /// Serializes rebuilds, so a burst of requests after a change reads the store once.
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl AppIndex {
+    /// An index over `store`, rebuilt when `apps_version` moves. Empty until
+    /// [`AppIndex::refresh`] or the first lookup.
+    pub fn new(store: Arc<dyn Store>, apps_version: Arc<AtomicU64>) -> Self {
+        AppIndex {
+            store,
+            apps_version,
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                // Never equal to a real version, so the first lookup builds.
+                version: u64::MAX,
+                orgs: HashMap::new(),
+            }),
+            rebuild: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Rebuilds now from the store.
+    pub async fn refresh(&self) -> StoreResult<()> {
+        let _g = self.rebuild.lock().await;
+        self.rebuild_locked().await
+    }
+
+    async fn rebuild_locked(&self) -> StoreResult<()> {
+        // Read the version first: a change that lands while we list is seen as a newer
+        // version by the next lookup, which rebuilds again.
+        let version = self.apps_version.load(Ordering::Acquire);
+        let apps = self.store.list_all_apps().await?;
+        self.snapshot.store(Arc::new(build(version, apps)));
+        Ok(())
+    }
+
+    /// The app of `org` whose domains match `host`, if any (enabled or not: a disabled app
+    /// still answers `403 app_disabled` for its domains).
+    pub async fn lookup(&self, org: &str, host: &Host) -> StoreResult<Option<Arc<App>>> {
+        let Host::Name(name) = host else {
+            return Ok(None);
+        };
+        let wanted = self.apps_version.load(Ordering::Acquire);
+        if self.snapshot.load().version != wanted {
+            let _g = self.rebuild.lock().await;
+            if self.snapshot.load().version != self.apps_version.load(Ordering::Acquire) {
+                self.rebuild_locked().await?;
+            }
+        }
+        Ok(find(&self.snapshot.load(), org, name))
+    }
+}
+
+fn build(version: u64, apps: Vec<App>) -> Snapshot {
+    let mut orgs: HashMap<String, OrgTable> = HashMap::new();
+    for app in apps {
+        let app = Arc::new(app);
+        let table = orgs.entry(app.org.clone()).or_default();
+        for d in &app.domains {
+            match d.strip_prefix("*.") {
+                Some(suffix) => table.suffix.insert(suffix.to_string(), app.clone()),
+                None => table.exact.insert(d.clone(), app.clone()),
+            };
+        }
+    }
+    Snapshot { version, orgs }
+}
+
+fn find(snap: &Snapshot, org: &str, name: &str) -> Option<Arc<App>> {
+    let table = snap.orgs.get(org)?;
+    if let Some(app) = table.exact.get(name) {
+        return Some(app.clone());
+    }
+    // Longest suffix first: walk the label boundaries left to right. The name itself is not
+    // tried (`*.suffix` does not match `suffix`).
+    let mut rest = name;
+    while let Some(dot) = rest.find('.') {
+        rest = &rest[dot + 1..];
+        if let Some(app) = table.suffix.get(rest) {
+            return Some(app.clone());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(org: &str, id: &str, domains: &[&str]) -> App {
+        App {
+            org: org.into(),
+            id: id.into(),
+            name: id.into(),
+            description: String::new(),
+            approval_prompt: String::new(),
+            authorize_url: String::new(),
+            token_url: None,
+            client_id: String::new(),
+            client_secret: None,
+            scopes: vec![],
+            access_token_ttl: None,
+            pkce: true,
+            egress_policy: String::new(),
+            domains: domains.iter().map(|s| s.to_string()).collect(),
+            upstream_tls: true,
+            client_auth: Default::default(),
+            authorize_params: Default::default(),
+            issuer: None,
+            revocation_url: None,
+            handshake: Default::default(),
+            webhook: None,
+            enabled: true,
+            generation: 1,
+            incarnation: 1,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn most_specific_pattern_wins_and_orgs_are_separate() {
+        let snap = build(
+            1,
+            vec![
+                app("acme", "broad", &["*.example.com"]),
+                app("acme", "narrow", &["*.api.example.com"]),
+                app("acme", "exact", &["x.api.example.com"]),
+                app("other", "theirs", &["*.example.com", "only.other"]),
+            ],
+        );
+        let id = |org, name| find(&snap, org, name).map(|a| a.id.clone());
+        let cases = [
+            (
+                "exact beats suffixes",
+                "acme",
+                "x.api.example.com",
+                Some("exact"),
+            ),
+            (
+                "longer suffix wins",
+                "acme",
+                "y.api.example.com",
+                Some("narrow"),
+            ),
+            ("any depth", "acme", "a.b.api.example.com", Some("narrow")),
+            ("shorter suffix", "acme", "www.example.com", Some("broad")),
+            ("suffix itself is not matched", "acme", "example.com", None),
+            ("other org's exact", "acme", "only.other", None),
+            (
+                "other org has its own",
+                "other",
+                "www.example.com",
+                Some("theirs"),
+            ),
+            ("unknown org", "nobody", "www.example.com", None),
+        ];
+        for (name, org, host, want) in cases {
+            assert_eq!(id(org, host).as_deref(), want, "{name}");
+        }
+    }
+}

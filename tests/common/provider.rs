@@ -1,0 +1,495 @@
+//! An in-process OAuth 2.0 provider (authorize, token, revoke endpoints) and a protected API,
+//! on 127.0.0.1:0, for the integration tests and `examples/demo.rs`.
+//!
+//! The provider checks what a strict server checks: client authentication, single-use codes
+//! bound to the redirect URI, PKCE S256, refresh tokens it issued. Everything it saw is kept
+//! in [`ProviderState`] so tests can count calls and inspect parameters. The API accepts only
+//! access tokens the provider issued and not revoked; it answers `401` with
+//! `WWW-Authenticate: Bearer error="invalid_token"` otherwise, and echoes what it received.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// How the token endpoint answers refresh requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshMode {
+    /// Issue a new access token (and a new refresh token when `rotate_refresh`).
+    Normal,
+    /// `400 {"error":"invalid_grant"}`.
+    InvalidGrant,
+    /// `500` with a text body.
+    ServerError,
+    /// Wait for a permit on [`Provider::release`], then answer as `Normal`.
+    Hold,
+}
+
+/// A canned answer for the next code exchange. `{at}` and `{rt}` in the body are replaced
+/// by freshly issued (and therefore valid) tokens.
+#[derive(Clone, Debug)]
+pub struct Canned {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub body: String,
+}
+
+/// A code issued by `/authorize`.
+#[derive(Clone, Debug)]
+struct Code {
+    challenge: Option<String>,
+    method: Option<String>,
+    redirect_uri: String,
+}
+
+/// Everything the provider knows and saw.
+#[derive(Debug)]
+pub struct ProviderState {
+    pub client_id: String,
+    pub client_secret: String,
+    /// `iss` sent on the callback; `None` = the real issuer.
+    pub iss_override: Option<String>,
+    /// `expires_in` of issued access tokens; `None` = omitted.
+    pub access_ttl: Option<u64>,
+    /// Refresh returns a new refresh token (and invalidates the old one).
+    pub rotate_refresh: bool,
+    pub refresh_mode: RefreshMode,
+    /// Extra time the token endpoint takes for a refresh.
+    pub refresh_delay: Duration,
+    pub next_code_response: Option<Canned>,
+    codes: HashMap<String, Code>,
+    pub refresh_tokens: HashSet<String>,
+    pub access_tokens: HashSet<String>,
+    counter: u64,
+    pub code_calls: usize,
+    pub refresh_calls: usize,
+    /// Refresh tokens presented, in order.
+    pub refresh_tokens_used: Vec<String>,
+    /// Tokens revoked at `/revoke`, in order.
+    pub revoked: Vec<String>,
+    /// Query of the last `/authorize` request.
+    pub last_authorize: Vec<(String, String)>,
+    /// Protocol violations the provider detected (bad PKCE, client auth, ...).
+    pub violations: Vec<String>,
+    /// Requests the API received.
+    pub api_calls: usize,
+}
+
+/// A running provider and protected API.
+#[derive(Clone)]
+pub struct Provider {
+    /// Provider base: `http://{addr}` (issuer), `/authorize`, `/token`, `/revoke`.
+    pub addr: SocketAddr,
+    /// The protected API (plain HTTP).
+    pub api: SocketAddr,
+    pub state: Arc<Mutex<ProviderState>>,
+    hold: Arc<Semaphore>,
+}
+
+impl Provider {
+    /// Starts the provider and the API on 127.0.0.1:0.
+    pub async fn start() -> Provider {
+        let state = Arc::new(Mutex::new(ProviderState {
+            client_id: "client-1".into(),
+            client_secret: "sk-CLIENT-SECRET".into(),
+            iss_override: None,
+            access_ttl: Some(3600),
+            rotate_refresh: true,
+            refresh_mode: RefreshMode::Normal,
+            refresh_delay: Duration::ZERO,
+            next_code_response: None,
+            codes: HashMap::new(),
+            refresh_tokens: HashSet::new(),
+            access_tokens: HashSet::new(),
+            counter: 0,
+            code_calls: 0,
+            refresh_calls: 0,
+            refresh_tokens_used: Vec::new(),
+            revoked: Vec::new(),
+            last_authorize: Vec::new(),
+            violations: Vec::new(),
+            api_calls: 0,
+        }));
+        let hold = Arc::new(Semaphore::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let p = Provider {
+            addr,
+            api: addr,
+            state,
+            hold,
+        };
+        let server = p.clone();
+        serve(listener, move |req| {
+            let p = server.clone();
+            async move { p.provider(req).await }
+        });
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = api_listener.local_addr().unwrap();
+        let p = Provider { api, ..p };
+        let server = p.clone();
+        serve(api_listener, move |req| {
+            let p = server.clone();
+            async move { p.api(req).await }
+        });
+        p
+    }
+
+    /// The issuer (`iss`) and base URL.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Lets one held refresh answer.
+    pub fn release(&self) {
+        self.hold.add_permits(1);
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut ProviderState) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    pub fn refresh_calls(&self) -> usize {
+        self.with(|s| s.refresh_calls)
+    }
+
+    fn issue(s: &mut ProviderState) -> (String, String) {
+        s.counter += 1;
+        let at = format!("AT-secret-{}", s.counter);
+        let rt = format!("RT-secret-{}", s.counter);
+        s.access_tokens.insert(at.clone());
+        s.refresh_tokens.insert(rt.clone());
+        (at, rt)
+    }
+
+    async fn provider(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/authorize" => self.authorize(&req),
+            "/token" => self.token(req).await,
+            "/revoke" => self.revoke(req).await,
+            _ => text(404, "not found"),
+        }
+    }
+
+    fn authorize(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let query: Vec<(String, String)> =
+            url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let mut s = self.state.lock().unwrap();
+        s.last_authorize = query.clone();
+        if get("response_type").as_deref() != Some("code")
+            || get("client_id").as_deref() != Some(s.client_id.as_str())
+        {
+            s.violations
+                .push("authorize: bad response_type or client_id".into());
+            return text(400, "bad authorization request");
+        }
+        let (Some(redirect_uri), Some(state)) = (get("redirect_uri"), get("state")) else {
+            s.violations
+                .push("authorize: missing redirect_uri or state".into());
+            return text(400, "bad authorization request");
+        };
+        s.counter += 1;
+        let code = format!("code-{}", s.counter);
+        s.codes.insert(
+            code.clone(),
+            Code {
+                challenge: get("code_challenge"),
+                method: get("code_challenge_method"),
+                redirect_uri: redirect_uri.clone(),
+            },
+        );
+        let iss = s
+            .iss_override
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr));
+        let location = format!(
+            "{redirect_uri}?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("code", &code)
+                .append_pair("state", &state)
+                .append_pair("iss", &iss)
+                .finish()
+        );
+        let mut r = text(302, "");
+        r.headers_mut()
+            .insert("location", location.parse().unwrap());
+        r
+    }
+
+    async fn token(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let basic = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        let (id, secret) = match basic {
+            Some(pair) => {
+                let (i, s) = pair.split_once(':').unwrap_or((&pair, ""));
+                let dec = |x: &str| {
+                    url::form_urlencoded::parse(format!("x={x}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default()
+                };
+                (dec(i), dec(s))
+            }
+            None => (
+                form.get("client_id").cloned().unwrap_or_default(),
+                form.get("client_secret").cloned().unwrap_or_default(),
+            ),
+        };
+        let grant_type = form.get("grant_type").cloned().unwrap_or_default();
+        {
+            let mut s = self.state.lock().unwrap();
+            if id != s.client_id || secret != s.client_secret {
+                s.violations.push(format!("token: bad client auth {id:?}"));
+                return json(401, r#"{"error":"invalid_client"}"#);
+            }
+        }
+        match grant_type.as_str() {
+            "authorization_code" => self.code_grant(&form),
+            "refresh_token" => self.refresh_grant(&form).await,
+            _ => json(400, r#"{"error":"unsupported_grant_type"}"#),
+        }
+    }
+
+    fn code_grant(&self, form: &HashMap<String, String>) -> Response<Full<Bytes>> {
+        let mut s = self.state.lock().unwrap();
+        s.code_calls += 1;
+        let code = form.get("code").cloned().unwrap_or_default();
+        let Some(issued) = s.codes.remove(&code) else {
+            s.violations.push("token: unknown or reused code".into());
+            return json(400, r#"{"error":"invalid_grant"}"#);
+        };
+        if form.get("redirect_uri") != Some(&issued.redirect_uri) {
+            s.violations.push("token: redirect_uri mismatch".into());
+            return json(400, r#"{"error":"invalid_grant"}"#);
+        }
+        if let Some(challenge) = &issued.challenge {
+            let ok = issued.method.as_deref() == Some("S256")
+                && form.get("code_verifier").is_some_and(|v| {
+                    let d = ring::digest::digest(&ring::digest::SHA256, v.as_bytes());
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
+                        == *challenge
+                });
+            if !ok {
+                s.violations.push("token: PKCE verification failed".into());
+                return json(
+                    400,
+                    r#"{"error":"invalid_grant","error_description":"PKCE"}"#,
+                );
+            }
+        }
+        let (at, rt) = Self::issue(&mut s);
+        if let Some(c) = s.next_code_response.take() {
+            let body = c.body.replace("{at}", &at).replace("{rt}", &rt);
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = hyper::StatusCode::from_u16(c.status).unwrap();
+            if let Some(ct) = c.content_type {
+                r.headers_mut().insert("content-type", ct.parse().unwrap());
+            }
+            return r;
+        }
+        let mut v = serde_json::json!({
+            "access_token": at, "token_type": "Bearer", "refresh_token": rt,
+            "scope": "read write",
+        });
+        if let Some(ttl) = s.access_ttl {
+            v["expires_in"] = ttl.into();
+        }
+        json(200, &v.to_string())
+    }
+
+    async fn refresh_grant(&self, form: &HashMap<String, String>) -> Response<Full<Bytes>> {
+        let rt = form.get("refresh_token").cloned().unwrap_or_default();
+        let (mode, delay) = self.with(|s| {
+            s.refresh_calls += 1;
+            s.refresh_tokens_used.push(rt.clone());
+            (s.refresh_mode, s.refresh_delay)
+        });
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        match mode {
+            RefreshMode::ServerError => return text(500, "internal error"),
+            RefreshMode::InvalidGrant => return json(400, r#"{"error":"invalid_grant"}"#),
+            RefreshMode::Hold => self.hold.acquire().await.unwrap().forget(),
+            RefreshMode::Normal => {}
+        }
+        let mut s = self.state.lock().unwrap();
+        if !s.refresh_tokens.contains(&rt) {
+            return json(400, r#"{"error":"invalid_grant"}"#);
+        }
+        let (at, new_rt) = Self::issue(&mut s);
+        let mut v = serde_json::json!({"access_token": at, "token_type": "bearer"});
+        if s.rotate_refresh {
+            s.refresh_tokens.remove(&rt);
+            v["refresh_token"] = new_rt.into();
+        } else {
+            s.refresh_tokens.remove(&new_rt);
+        }
+        if let Some(ttl) = s.access_ttl {
+            v["expires_in"] = ttl.into();
+        }
+        json(200, &v.to_string())
+    }
+
+    async fn revoke(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        let token = form.get("token").cloned().unwrap_or_default();
+        let mut s = self.state.lock().unwrap();
+        s.refresh_tokens.remove(&token);
+        s.access_tokens.remove(&token);
+        s.revoked.push(token);
+        text(200, "")
+    }
+
+    /// The protected API: echoes `{"authorization","method","path","body"}`; 401
+    /// `invalid_token` unless the bearer token is one the provider issued.
+    pub async fn api(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let valid = self.with(|s| {
+            s.api_calls += 1;
+            auth.as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .is_some_and(|t| s.access_tokens.contains(t))
+        });
+        let echo = serde_json::json!({
+            "authorization": auth, "method": method, "path": path,
+            "body_len": body.len(),
+        });
+        let mut r = json(if valid { 200 } else { 401 }, &echo.to_string());
+        if !valid {
+            r.headers_mut().insert(
+                "www-authenticate",
+                "Bearer realm=\"api\", error=\"invalid_token\""
+                    .parse()
+                    .unwrap(),
+            );
+        }
+        r
+    }
+
+    /// Serves the API over TLS with `config` on 127.0.0.1:0.
+    pub async fn serve_api_tls(&self, config: Arc<rustls::ServerConfig>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let p = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req| {
+                        let p = p.clone();
+                        async move { Ok::<_, Infallible>(p.api(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+}
+
+fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+fn text(status: u16, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    r
+}
+
+fn json(status: u16, body: &str) -> Response<Full<Bytes>> {
+    let mut r = text(status, body);
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// A test CA and a `localhost` leaf it signed: (CA PEM, server config for the leaf).
+pub fn test_ca_and_server() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    (ca.pem(), Arc::new(config))
+}
