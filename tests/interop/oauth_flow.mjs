@@ -10,7 +10,8 @@
 //
 // Prints "interop: N passed, N failed" last; exits non-zero on any failure.
 
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -78,7 +79,11 @@ function cli(args, env = {}) {
 }
 
 // --- runner calls through the proxy -----------------------------------------------------
-function pythonGet(proxyUrl, url, parallel = 1) {
+// Runner calls run as child processes *asynchronously*: the provider and the API live in this
+// process, so blocking the event loop would deadlock the request they serve.
+const run = promisify(execFile);
+
+async function pythonGet(proxyUrl, url, parallel = 1) {
   const code = `
 import json, sys, requests, concurrent.futures as cf
 proxies = {"http": sys.argv[1]}
@@ -92,12 +97,12 @@ def one(_):
 with cf.ThreadPoolExecutor(max_workers=int(sys.argv[3])) as ex:
     print(json.dumps(list(ex.map(one, range(int(sys.argv[3]))))))
 `;
-  const out = execFileSync('python3', ['-c', code, proxyUrl, url, String(parallel)], { encoding: 'utf8' });
-  return JSON.parse(out);
+  const { stdout } = await run('python3', ['-c', code, proxyUrl, url, String(parallel)]);
+  return JSON.parse(stdout);
 }
 
-function curlGet(proxyUrl, url) {
-  const out = execFileSync('curl', ['-s', '-x', proxyUrl, '-w', '\n%{http_code}', url], { encoding: 'utf8' });
+async function curlGet(proxyUrl, url) {
+  const { stdout: out } = await run('curl', ['-s', '-x', proxyUrl, '-w', '\n%{http_code}', url]);
   const i = out.lastIndexOf('\n');
   return { status: Number(out.slice(i + 1)), body: out.slice(0, i) };
 }
@@ -207,7 +212,7 @@ prompt = "consent"
   const apiUrl = `http://localhost:${apiPort}/whoami`;
 
   // 1. First call: authorization required, with a consent URL.
-  const [first] = pythonGet(proxyUrl, apiUrl);
+  const [first] = await pythonGet(proxyUrl, apiUrl);
   check('first call answers 401 authorization_required', first.status === 401 && first.body.error === 'authorization_required', JSON.stringify(first));
   check('401 carries Proxy-Status', (first.proxy_status || '').startsWith('tollgate; error=http_request_denied'));
   const consentUrl = first.body.consent_url;
@@ -243,16 +248,16 @@ prompt = "consent"
   check('PKCE was required and used (one code grant succeeded)', codeGrants === 1, `code grants: ${codeGrants}`);
 
   // 3. The runner's call now carries alice's token.
-  const [second] = pythonGet(proxyUrl, apiUrl);
+  const [second] = await pythonGet(proxyUrl, apiUrl);
   check('injected call succeeds (Python requests)', second.status === 200 && second.body.sub === 'alice@interop', JSON.stringify(second));
   check('Proxy-Authorization not forwarded', second.body.proxy_auth_seen === false);
-  const viaCurl = curlGet(proxyUrl, apiUrl);
+  const viaCurl = await curlGet(proxyUrl, apiUrl);
   check('injected call succeeds (curl -x)', viaCurl.status === 200 && JSON.parse(viaCurl.body).sub === 'alice@interop', JSON.stringify(viaCurl));
 
   // 4. After expiry: one refresh, the call succeeds.
   await sleep((ACCESS_TTL + 1) * 1000);
   const before = refreshGrants;
-  const [third] = pythonGet(proxyUrl, apiUrl);
+  const [third] = await pythonGet(proxyUrl, apiUrl);
   check('call after expiry succeeds through a refresh', third.status === 200, JSON.stringify(third));
   check('exactly one refresh', refreshGrants - before === 1, `refreshes: ${refreshGrants - before}`);
 
@@ -260,17 +265,17 @@ prompt = "consent"
   //    refresh-token reuse detection.
   await sleep((ACCESS_TTL + 1) * 1000);
   const beforeParallel = refreshGrants;
-  const results = pythonGet(proxyUrl, apiUrl, 12);
+  const results = await pythonGet(proxyUrl, apiUrl, 12);
   const ok = results.filter((r) => r.status === 200).length;
   check('12 parallel requests at expiry all succeed', ok === 12, JSON.stringify(results.map((r) => r.status)));
   check('parallel requests caused exactly one refresh', refreshGrants - beforeParallel === 1, `refreshes: ${refreshGrants - beforeParallel}`);
   await sleep((ACCESS_TTL + 1) * 1000);
-  const [after] = pythonGet(proxyUrl, apiUrl);
+  const [after] = await pythonGet(proxyUrl, apiUrl);
   check('grant still alive afterwards (no reuse detection triggered)', after.status === 200 && grantRevocations === 0, `${JSON.stringify(after)} revocations=${grantRevocations}`);
 
   // 6. Another org's caller never gets alice's token.
   const other = cli(['token', 'mint', '--data', data, '--org', 'other', '--user', 'alice']).trim();
-  const [cross] = pythonGet(`http://alice:${other}@${tg.proxy}`, apiUrl);
+  const [cross] = await pythonGet(`http://alice:${other}@${tg.proxy}`, apiUrl);
   check('caller of another org is not injected', cross.status === 403 || (cross.status === 401 && cross.body.error !== undefined && cross.body.sub === undefined), JSON.stringify(cross));
 
   // 7. No secret in tollgate's logs.
