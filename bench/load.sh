@@ -96,7 +96,7 @@ route = "direct"
   ports = [$UP]
 CONF
 "$TOLLGATE" serve --data "$WORK/data" --policies "$WORK/policies" \
-  --proxy-listen "127.0.0.1:$TG" --web-listen "127.0.0.1:$TW" --log-format json \
+  --proxy-listen "127.0.0.1:$TG" --web-listen "127.0.0.1:$TW" --log-format "${LOG_FORMAT:-json}" \
   ${TOLLGATE_FLAGS:-} \
   >"$WORK/tollgate.out" 2>"$WORK/tollgate.log" &
 PIDS+=($!)

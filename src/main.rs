@@ -161,7 +161,14 @@ fn init_tracing(format: LogFormat, default_filter: &str) -> tollgate::logging::F
         .with_env_filter(filter)
         .with_writer(writer);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // The connection span's fields are on the access line already; serializing the span
+        // with every event would cost a JSON round trip per line.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     guard

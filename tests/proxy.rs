@@ -379,6 +379,17 @@ async fn malformed_requests_get_400() {
     assert_proxy_error(&r, 400, "bad_request");
     let (r, _) = proxy_connect(tg.proxy, "bad_host!:443", &[("proxy-authorization", &a)]).await;
     assert_proxy_error(&r, 400, "bad_request");
+    // A head over the 64 KiB limit gets a JSON error, not a bare one from the HTTP library.
+    let big = "x".repeat(70 * 1024);
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        "http://api.example/",
+        &[("proxy-authorization", &a), ("x-big", &big)],
+        "",
+    )
+    .await;
+    assert_proxy_error(&r, 431, "request_head_too_large");
 }
 
 #[tokio::test]

@@ -407,3 +407,131 @@ pub fn normalize_pattern(p: &str) -> Result<String, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policies() -> PolicySet {
+        PolicySet::from_sources(&[(
+            "p.toml".into(),
+            r#"
+[[policy]]
+name = "idp"
+route = "direct"
+  [[policy.allow]]
+  hosts = ["idp.example"]
+  ports = [443]
+  [[policy.allow]]
+  cidrs = ["127.0.0.1/32"]
+  ports = [9000]
+"#
+            .into(),
+        )])
+        .unwrap()
+    }
+
+    fn good() -> AppSpec {
+        AppSpec {
+            id: Some("github".into()),
+            name: Some("GitHub".into()),
+            approval_prompt: Some("Allow?".into()),
+            authorize_url: Some("https://idp.example/authorize".into()),
+            token_url: Some("https://idp.example/token".into()),
+            client_id: Some("c".into()),
+            client_secret: Some("s".into()),
+            scopes: Some(vec![]),
+            egress_policy: Some("idp".into()),
+            domains: Some(vec!["API.GitHub.com.".into(), "*.github.example".into()]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_good_spec_validates_with_defaults_and_normalized_domains() {
+        let v = validate(&good(), "acme", &policies(), &BTreeMap::new(), true).unwrap();
+        assert_eq!(v.domains, ["api.github.com", "*.github.example"]);
+        assert!(v.pkce && v.upstream_tls);
+        assert_eq!(v.client_auth, ClientAuthSpec::Basic);
+        assert!(v.scopes.is_empty());
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        type Edit = fn(&mut AppSpec);
+        let cases: &[(&str, &str, Edit)] = &[
+            ("id not a slug", "id", |s| s.id = Some("Bad Id".into())),
+            ("id missing", "id", |s| s.id = None),
+            ("name empty", "name", |s| s.name = Some(" ".into())),
+            ("prompt missing", "approval_prompt", |s| {
+                s.approval_prompt = None
+            }),
+            ("authorize http public", "authorize_url", |s| {
+                s.authorize_url = Some("http://idp.example/a".into())
+            }),
+            ("authorize not a url", "authorize_url", |s| {
+                s.authorize_url = Some("not a url".into())
+            }),
+            ("token url ftp", "token_url", |s| {
+                s.token_url = Some("ftp://idp.example/t".into())
+            }),
+            ("secret empty", "client_secret", |s| {
+                s.client_secret = Some(String::new())
+            }),
+            ("secret missing", "client_secret", |s| {
+                s.client_secret = None
+            }),
+            ("scopes missing", "scopes", |s| s.scopes = None),
+            ("scope with space", "scopes", |s| {
+                s.scopes = Some(vec!["a b".into()])
+            }),
+            ("ttl zero", "access_token_ttl", |s| {
+                s.access_token_ttl = Some(0)
+            }),
+            ("ttl negative", "access_token_ttl", |s| {
+                s.access_token_ttl = Some(-5)
+            }),
+            ("policy unknown", "egress_policy", |s| {
+                s.egress_policy = Some("nope".into())
+            }),
+            ("token endpoint outside policy", "egress_policy", |s| {
+                s.token_url = Some("https://other.example/token".into())
+            }),
+            ("domains empty", "domains", |s| s.domains = Some(vec![])),
+            ("domain star", "domains", |s| {
+                s.domains = Some(vec!["*".into()])
+            }),
+            ("domain ip", "domains", |s| {
+                s.domains = Some(vec!["10.0.0.1".into()])
+            }),
+            ("reserved authorize param", "authorize_params", |s| {
+                s.authorize_params = Some([("state".to_string(), "x".to_string())].into())
+            }),
+            ("webhook not yet", "handshake", |s| {
+                s.handshake = Some(HandshakeSpec::Webhook)
+            }),
+        ];
+        for (name, field, edit) in cases {
+            let mut spec = good();
+            edit(&mut spec);
+            let errs =
+                validate(&spec, "acme", &policies(), &BTreeMap::new(), true).expect_err(name);
+            assert!(errs.contains_key(*field), "{name}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn http_is_accepted_for_loopback_and_domains_are_exclusive_per_org() {
+        let mut spec = good();
+        spec.authorize_url = Some("http://127.0.0.1:9000/authorize".into());
+        spec.token_url = Some("http://127.0.0.1:9000/token".into());
+        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), true).is_ok());
+        let taken = BTreeMap::from([("api.github.com".to_string(), "other".to_string())]);
+        let errs = validate(&good(), "acme", &policies(), &taken, true).unwrap_err();
+        assert!(errs["domains"].contains("other"));
+        // On update the secret may be omitted (the stored one is kept).
+        let mut spec = good();
+        spec.client_secret = None;
+        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), false).is_ok());
+    }
+}

@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// Connection limit reached.
     #[error("too many connections")]
     Overloaded,
+    /// The request head is larger than the configured limit.
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
     /// The outbound application bound to the host is disabled.
     #[error("outbound application {app:?} is disabled by its administrators")]
     AppDisabled {
@@ -104,6 +107,7 @@ impl ProxyError {
             ProxyError::AgentUnavailable(_) => "agent_unavailable",
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadTooLarge(_) => "request_head_too_large",
             ProxyError::Overloaded => "overloaded",
             ProxyError::AppDisabled { .. } => "app_disabled",
             ProxyError::AuthorizationRequired(_) => "authorization_required",
@@ -126,6 +130,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::AppDisabled { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuthorizationRequired(_) => StatusCode::UNAUTHORIZED,
@@ -151,6 +156,7 @@ impl ProxyError {
             ProxyError::AgentUnavailable(_) => "destination_unavailable",
             ProxyError::Upstream(_) => "connection_terminated",
             ProxyError::BadRequest(_) => "http_request_error",
+            ProxyError::HeadTooLarge(_) => "http_request_error",
             ProxyError::Overloaded => "proxy_internal_error",
             ProxyError::AppDisabled { .. } | ProxyError::AuthorizationRequired(_) => {
                 "http_request_denied"

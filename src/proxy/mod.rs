@@ -42,6 +42,12 @@ use errors::ProxyError;
 use forward::Upstream;
 use log::{CountingBody, RequestLog};
 
+/// Smallest read buffer given to hyper (its own minimum is 8 KiB).
+const HYPER_BUF_MIN: usize = 256 * 1024;
+/// Header count hyper accepts; more than the usual 100 so that the size limit, which we
+/// enforce with a proper error, is what normally trips.
+const MAX_HEADERS: usize = 1000;
+
 /// Body type of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -111,7 +117,16 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(state.settings.request_head_timeout)
-            .max_buf_size(state.settings.max_request_head)
+            // hyper answers a head beyond its buffer itself (bare 431, no JSON); give it room
+            // so that heads over our limit reach `handle` and get a proper error instead.
+            .max_buf_size(
+                state
+                    .settings
+                    .max_request_head
+                    .saturating_mul(4)
+                    .max(HYPER_BUF_MIN),
+            )
+            .max_headers(MAX_HEADERS)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -187,7 +202,12 @@ async fn handle(
         Err(e) => {
             log.status = e.status().as_u16();
             if log.decision == "allowed"
-                || matches!(e, ProxyError::AuthRequired(_) | ProxyError::BadRequest(_))
+                || matches!(
+                    e,
+                    ProxyError::AuthRequired(_)
+                        | ProxyError::BadRequest(_)
+                        | ProxyError::HeadTooLarge(_)
+                )
             {
                 // The policy allowed it (or never ran); the error is what the log must show.
                 log.decision = if log.decision == "allowed" {
@@ -245,7 +265,11 @@ async fn proxy_request(
     log: &mut RequestLog,
     mut req: Request<Incoming>,
 ) -> Result<Outcome, ProxyError> {
-    // Phase 1: the target.
+    // Phase 1: the target, from a head of acceptable size.
+    let head_len = head_size(&req);
+    if head_len > state.settings.max_request_head {
+        return Err(ProxyError::HeadTooLarge(state.settings.max_request_head));
+    }
     let (host, port, authority) = target_of(&req)?;
     log.host = Some(host.to_string());
     log.port = port;
@@ -317,6 +341,18 @@ async fn proxy_request(
         .upstream_latency
         .observe(started.elapsed().as_secs_f64());
     Ok(Outcome::Forward(resp))
+}
+
+/// Approximate size of the request head as sent: request line plus `name: value\r\n` lines.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 /// The destination of a proxy request: `CONNECT host:port`, or an absolute-form `http://`

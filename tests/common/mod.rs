@@ -228,16 +228,24 @@ pub async fn proxy_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Resp {
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    send_one(
+        proxy,
+        req.body(Full::new(Bytes::from(body.to_string()))).unwrap(),
+    )
+    .await
+}
+
+/// Sends one request on a new connection to `addr` and reads the whole response.
+pub async fn send_one(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
     let resp = send.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -311,11 +319,6 @@ pub async fn web_request(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> Resp {
-    let stream = TcpStream::connect(web).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -330,52 +333,12 @@ pub async fn web_request(
         }
         None => Bytes::new(),
     };
-    let resp = send
-        .send_request(req.body(Full::new(bytes)).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    send_one(web, req.body(Full::new(bytes)).unwrap()).await
 }
 
 /// A plain GET to the web listener.
 pub async fn web_get(web: SocketAddr, path: &str) -> Resp {
-    let stream = TcpStream::connect(web).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", web.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    web_request(web, "GET", path, None, None).await
 }
 
 /// An HTTP upstream on 127.0.0.1:0 that echoes what it received as JSON:

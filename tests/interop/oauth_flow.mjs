@@ -1,0 +1,297 @@
+// Interoperability: tollgate against a real OAuth 2.0 / OpenID Connect server (oidc-provider),
+// driven end to end with headless Chromium (consent page, provider login and consent,
+// callback) and real runner clients (Python `requests` and curl through HTTP_PROXY).
+//
+// The provider requires PKCE, issues 4-second access tokens and rotating refresh tokens with
+// reuse detection (a rotated refresh token used twice revokes the whole grant), so parallel
+// requests at expiry only succeed if tollgate refreshes exactly once.
+//
+//   node tests/interop/oauth_flow.mjs            (needs: cargo build, chromium, python3 requests)
+//
+// Prints "interop: N passed, N failed" last; exits non-zero on any failure.
+
+import { spawn, execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import Provider from 'oidc-provider';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const BIN = process.env.TOLLGATE_BIN
+  || path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'debug', 'tollgate');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ACCESS_TTL = 4;
+
+let passed = 0;
+let failed = 0;
+const cleanups = [];
+
+function check(name, cond, detail = '') {
+  if (cond) {
+    passed += 1;
+    console.log(`ok - ${name}`);
+  } else {
+    failed += 1;
+    console.log(`FAILED - ${name} ${detail}`);
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function listen(server) {
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return server.address().port;
+}
+
+async function freePort() {
+  const s = http.createServer();
+  const p = await listen(s);
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+// --- tollgate --------------------------------------------------------------------------
+async function startTollgate(dir, policies, webPort) {
+  const child = spawn(BIN, [
+    'serve', '--data', path.join(dir, 'data'), '--policies', policies,
+    '--proxy-listen', '127.0.0.1:0', '--web-listen', `127.0.0.1:${webPort}`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  cleanups.push(() => child.kill('SIGKILL'));
+  let logs = '';
+  child.stderr.on('data', (d) => { logs += d; });
+  const proxy = await new Promise((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => reject(new Error(`tollgate did not start:\n${logs}`)), 30000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/proxy listening on (\S+)/);
+      if (m && out.includes('web listening on')) { clearTimeout(t); resolve(m[1]); }
+    });
+  });
+  return { child, proxy, web: `http://127.0.0.1:${webPort}`, logs: () => logs };
+}
+
+function cli(args, env = {}) {
+  return execFileSync(BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8' });
+}
+
+// --- runner calls through the proxy -----------------------------------------------------
+// Runner calls run as child processes *asynchronously*: the provider and the API live in this
+// process, so blocking the event loop would deadlock the request they serve.
+const run = promisify(execFile);
+
+async function pythonGet(proxyUrl, url, parallel = 1) {
+  const code = `
+import json, sys, requests, concurrent.futures as cf
+proxies = {"http": sys.argv[1]}
+def one(_):
+    r = requests.get(sys.argv[2], proxies=proxies, timeout=20)
+    try:
+        body = r.json()
+    except Exception:
+        body = r.text
+    return {"status": r.status_code, "body": body, "proxy_status": r.headers.get("Proxy-Status")}
+with cf.ThreadPoolExecutor(max_workers=int(sys.argv[3])) as ex:
+    print(json.dumps(list(ex.map(one, range(int(sys.argv[3]))))))
+`;
+  const { stdout } = await run('python3', ['-c', code, proxyUrl, url, String(parallel)]);
+  return JSON.parse(stdout);
+}
+
+async function curlGet(proxyUrl, url) {
+  const { stdout: out } = await run('curl', ['-s', '-x', proxyUrl, '-w', '\n%{http_code}', url]);
+  const i = out.lastIndexOf('\n');
+  return { status: Number(out.slice(i + 1)), body: out.slice(0, i) };
+}
+
+async function main() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-interop-'));
+  const webPort = await freePort();
+  const redirectUri = `http://127.0.0.1:${webPort}/oauth/callback`;
+
+  // --- the OAuth server ---------------------------------------------------------------
+  const providerServer = http.createServer();
+  const providerPort = await listen(providerServer);
+  const issuer = `http://127.0.0.1:${providerPort}`;
+  let refreshGrants = 0;
+  let codeGrants = 0;
+  let grantRevocations = 0;
+  const provider = new Provider(issuer, {
+    clients: [{
+      client_id: 'tollgate-interop',
+      client_secret: 'interop-client-secret',
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    }],
+    pkce: { required: () => true },
+    scopes: ['openid', 'offline_access', 'api:read'],
+    ttl: { AccessToken: ACCESS_TTL, RefreshToken: 3600, Grant: 3600, Session: 3600, Interaction: 600 },
+    rotateRefreshToken: true,
+    issueRefreshToken: async () => true,
+    features: { devInteractions: { enabled: true }, revocation: { enabled: true } },
+    findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+  });
+  provider.on('grant.success', (ctx) => {
+    const t = ctx.oidc.params.grant_type;
+    if (t === 'refresh_token') refreshGrants += 1;
+    if (t === 'authorization_code') codeGrants += 1;
+  });
+  provider.on('grant.revoked', () => { grantRevocations += 1; });
+  providerServer.on('request', provider.callback());
+  cleanups.push(() => providerServer.close());
+
+  // --- the protected API: validates the bearer at the provider's userinfo ----------------
+  const api = http.createServer(async (req, res) => {
+    const auth = req.headers.authorization || '';
+    const r = await fetch(`${issuer}/me`, { headers: { authorization: auth } });
+    if (r.status !== 200) {
+      res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"', 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'invalid_token' }));
+      return;
+    }
+    const me = await r.json();
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ sub: me.sub, proxy_auth_seen: Boolean(req.headers['proxy-authorization']) }));
+  });
+  const apiPort = await listen(api);
+  cleanups.push(() => api.close());
+
+  // --- tollgate with policies for both -------------------------------------------------
+  const policies = path.join(dir, 'policies');
+  mkdirSync(policies);
+  writeFileSync(path.join(policies, 'interop.toml'), `
+[[policy]]
+name = "provider"
+route = "direct"
+  [[policy.allow]]
+  cidrs = ["127.0.0.1/32"]
+  ports = [${providerPort}]
+
+[[policy]]
+name = "api"
+route = "direct"
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = [${apiPort}]
+  private = true
+`);
+  const tg = await startTollgate(dir, policies, webPort);
+
+  const data = path.join(dir, 'data');
+  const admin = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'root', '--role', 'admin']).trim();
+  const runner = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'alice']).trim();
+  writeFileSync(path.join(dir, 'app.toml'), `
+id = "interop"
+name = "Interop API"
+description = "A real OpenID Provider"
+approval_prompt = "Let the runner call the interop API as you?"
+authorize_url = "${issuer}/auth"
+token_url = "${issuer}/token"
+revocation_url = "${issuer}/token/revocation"
+issuer = "${issuer}"
+client_id = "tollgate-interop"
+client_secret = { env = "INTEROP_SECRET" }
+scopes = ["openid", "offline_access", "api:read"]
+egress_policy = "provider"
+domains = ["localhost"]
+upstream_tls = false
+
+[authorize_params]
+prompt = "consent"
+`);
+  cli(['app', 'apply', '-f', path.join(dir, 'app.toml')], {
+    TOLLGATE_URL: `http://127.0.0.1:${webPort}`, TOLLGATE_TOKEN: admin, INTEROP_SECRET: 'interop-client-secret',
+  });
+
+  const proxyUrl = `http://alice:${runner}@${tg.proxy}`;
+  const apiUrl = `http://localhost:${apiPort}/whoami`;
+
+  // 1. First call: authorization required, with a consent URL.
+  const [first] = await pythonGet(proxyUrl, apiUrl);
+  check('first call answers 401 authorization_required', first.status === 401 && first.body.error === 'authorization_required', JSON.stringify(first));
+  check('401 carries Proxy-Status', (first.proxy_status || '').startsWith('tollgate; error=http_request_denied'));
+  const consentUrl = first.body.consent_url;
+  check('consent URL points at tollgate', typeof consentUrl === 'string' && consentUrl.startsWith(`http://127.0.0.1:${webPort}/consent/`), consentUrl);
+
+  // 2. The user opens it in a browser: consent page → Authorize → provider login → consent →
+  //    callback → success page.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  cleanups.push(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(consentUrl);
+  const consentText = await page.textContent('body');
+  check('consent page shows app name, prompt, org and user',
+    consentText.includes('Interop API') && consentText.includes('Let the runner call the interop API as you?')
+    && consentText.includes('acme') && consentText.includes('alice'), consentText.slice(0, 300));
+  await page.screenshot({ path: path.join(dir, 'consent.png') });
+  await Promise.all([page.waitForURL(`${issuer}/**`), page.click('button[type=submit]')]);
+  check('Authorize lands on the provider', page.url().startsWith(issuer), page.url());
+  await page.fill('input[name=login]', 'alice@interop');
+  await page.fill('input[name=password]', 'anything');
+  await page.click('button[type=submit]');
+  await page.waitForLoadState();
+  if (page.url().startsWith(issuer)) {
+    // The provider's consent screen.
+    await Promise.all([page.waitForURL(`http://127.0.0.1:${webPort}/**`), page.click('button[type=submit]')]);
+  }
+  const doneText = await page.textContent('body');
+  check('callback page tells the user to return to the workflow', /return/i.test(doneText) && page.url().includes('/oauth/callback'), `${page.url()} ${doneText.slice(0, 200)}`);
+  check('PKCE was required and used (one code grant succeeded)', codeGrants === 1, `code grants: ${codeGrants}`);
+
+  // 3. The runner's call now carries alice's token.
+  const [second] = await pythonGet(proxyUrl, apiUrl);
+  check('injected call succeeds (Python requests)', second.status === 200 && second.body.sub === 'alice@interop', JSON.stringify(second));
+  check('Proxy-Authorization not forwarded', second.body.proxy_auth_seen === false);
+  const viaCurl = await curlGet(proxyUrl, apiUrl);
+  check('injected call succeeds (curl -x)', viaCurl.status === 200 && JSON.parse(viaCurl.body).sub === 'alice@interop', JSON.stringify(viaCurl));
+
+  // 4. After expiry: one refresh, the call succeeds.
+  await sleep((ACCESS_TTL + 1) * 1000);
+  const before = refreshGrants;
+  const [third] = await pythonGet(proxyUrl, apiUrl);
+  check('call after expiry succeeds through a refresh', third.status === 200, JSON.stringify(third));
+  check('exactly one refresh', refreshGrants - before === 1, `refreshes: ${refreshGrants - before}`);
+
+  // 5. Parallel requests at expiry: one refresh, all succeed, the grant is not revoked by
+  //    refresh-token reuse detection.
+  await sleep((ACCESS_TTL + 1) * 1000);
+  const beforeParallel = refreshGrants;
+  const results = await pythonGet(proxyUrl, apiUrl, 12);
+  const ok = results.filter((r) => r.status === 200).length;
+  check('12 parallel requests at expiry all succeed', ok === 12, JSON.stringify(results.map((r) => r.status)));
+  check('parallel requests caused exactly one refresh', refreshGrants - beforeParallel === 1, `refreshes: ${refreshGrants - beforeParallel}`);
+  await sleep((ACCESS_TTL + 1) * 1000);
+  const [after] = await pythonGet(proxyUrl, apiUrl);
+  check('grant still alive afterwards (no reuse detection triggered)', after.status === 200 && grantRevocations === 0, `${JSON.stringify(after)} revocations=${grantRevocations}`);
+
+  // 6. Another org's caller never gets alice's token.
+  const other = cli(['token', 'mint', '--data', data, '--org', 'other', '--user', 'alice']).trim();
+  const [cross] = await pythonGet(`http://alice:${other}@${tg.proxy}`, apiUrl);
+  check('caller of another org is not injected', cross.status === 403 || (cross.status === 401 && cross.body.error !== undefined && cross.body.sub === undefined), JSON.stringify(cross));
+
+  // 7. No secret in tollgate's logs.
+  const logs = tg.logs();
+  check('no token or secret in the logs', !logs.includes('interop-client-secret') && !logs.includes(runner.slice(-20)));
+}
+
+try {
+  await main();
+} catch (e) {
+  failed += 1;
+  console.log(`FAILED - interop run aborted: ${e.stack || e}`);
+} finally {
+  for (const c of cleanups.reverse()) {
+    try { await c(); } catch { /* already gone */ }
+  }
+  console.log(`interop: ${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 ? 0 : 1);
+}
