@@ -339,6 +339,7 @@ async fn consent_flow_then_injected_call() {
         "{:?}",
         env.p.with(|s| s.violations.clone())
     );
+    assert_eq!(env.p.with(|s| s.last_client_auth), "basic");
     let list = env.authorizations("crm").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["user"], "alice");
@@ -557,6 +558,25 @@ async fn access_token_ttl_applies_when_provider_sends_no_expiry() {
         a["expires_at"].as_u64().unwrap() - a["obtained_at"].as_u64().unwrap(),
         1234
     );
+}
+
+#[tokio::test]
+async fn client_auth_post_without_pkce_or_scopes() {
+    let env = setup(&[], |spec, _| {
+        spec["client_auth"] = json!("post");
+        spec["pkce"] = json!(false);
+        spec["scopes"] = json!([]);
+    })
+    .await;
+    env.consent("acme", "alice").await;
+    let q = env.p.with(|s| s.last_authorize.clone());
+    for absent in ["code_challenge", "code_challenge_method", "scope"] {
+        assert!(q.iter().all(|(k, _)| k != absent), "{absent} sent: {q:?}");
+    }
+    assert_eq!(env.p.with(|s| s.last_client_auth), "post");
+    assert!(env.p.with(|s| s.violations.is_empty()));
+    let r = env.call("acme", "alice").await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[tokio::test]

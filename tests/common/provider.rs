@@ -85,6 +85,8 @@ pub struct ProviderState {
     pub violations: Vec<String>,
     /// Requests the API received.
     pub api_calls: usize,
+    /// How the client authenticated at the last token request: `basic` or `post`.
+    pub last_client_auth: &'static str,
 }
 
 /// A running provider and protected API.
@@ -121,6 +123,7 @@ impl Provider {
             last_authorize: Vec::new(),
             violations: Vec::new(),
             api_calls: 0,
+            last_client_auth: "",
         }));
         let hold = Arc::new(Semaphore::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -243,6 +246,7 @@ impl Provider {
         let body = req.into_body().collect().await.unwrap().to_bytes();
         let form: HashMap<String, String> =
             url::form_urlencoded::parse(&body).into_owned().collect();
+        let method = if basic.is_some() { "basic" } else { "post" };
         let (id, secret) = match basic {
             Some(pair) => {
                 let (i, s) = pair.split_once(':').unwrap_or((&pair, ""));
@@ -262,6 +266,7 @@ impl Provider {
         let grant_type = form.get("grant_type").cloned().unwrap_or_default();
         {
             let mut s = self.state.lock().unwrap();
+            s.last_client_auth = method;
             if id != s.client_id || secret != s.client_secret {
                 s.violations.push(format!("token: bad client auth {id:?}"));
                 return json(401, r#"{"error":"invalid_client"}"#);
