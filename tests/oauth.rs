@@ -996,3 +996,40 @@ async fn tls_origination_to_app_domains_with_test_ca() {
     let r = env.call("acme", "alice").await;
     assert_eq!(r.status, 502, "{}", r.text());
 }
+
+#[tokio::test]
+async fn token_calls_follow_the_apps_egress_policy() {
+    let env = setup(&[], |_, _| {}).await;
+    let url = env.consent_url("acme", "alice").await;
+    let (web, path) = split(&url);
+    let post = http(web, "POST", &path, &[]).await;
+    assert_eq!(post.status, 303);
+    let (idp, authorize) = split(&post.header("location").unwrap());
+    let at_idp = http(idp, "GET", &authorize, &[]).await;
+    assert_eq!(at_idp.status, 302);
+    // The admins narrow the policy: the token endpoint (a loopback address) is no longer
+    // allowed. The code exchange must not reach the provider.
+    env.tg.write_policy(
+        "10-test.toml",
+        r#"
+[[policy]]
+name = "local"
+route = "direct"
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = ["1-65535"]
+  private = true
+"#,
+    );
+    let reloaded = Tollgate::wait_for(DEADLINE, async || {
+        web_get(env.tg.web, "/readyz").await.json()["policies"]["generation"] == 2
+    })
+    .await;
+    assert!(reloaded, "policy not reloaded");
+    let (back, callback) = split(&at_idp.header("location").unwrap());
+    let r = http(back, "GET", &callback, &[]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("does not allow"), "{}", r.text());
+    assert_eq!(env.p.with(|s| s.code_calls), 0, "token endpoint reached");
+    assert!(env.authorizations("crm").await.is_empty());
+}
