@@ -96,14 +96,14 @@ pub async fn send_injected(
     }
 }
 
-/// Reads `body` into memory up to `limit` bytes; beyond that, returns a body that yields what
-/// was read and then streams the rest. Bytes read from the client are counted in `counter`.
+/// Reads `body` into memory while it stays under `limit` bytes; at `limit` or beyond, returns
+/// a body that yields what was read and then streams the rest. Bytes read from the client are counted in `counter`.
 async fn buffer(
     mut body: Incoming,
     limit: usize,
     counter: Arc<AtomicU64>,
 ) -> Result<Buffered, ProxyError> {
-    if body.size_hint().lower() > limit as u64 {
+    if body.size_hint().lower() >= limit as u64 {
         return Ok(Buffered::Streaming(
             CountingBody::new(body, counter, None).boxed(),
         ));
@@ -120,7 +120,7 @@ async fn buffer(
         };
         total += data.len();
         chunks.push(data);
-        if total > limit {
+        if total >= limit {
             counter.fetch_add(total as u64, Ordering::Relaxed);
             let prefix = futures_util::stream::iter(
                 chunks
