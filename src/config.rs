@@ -74,6 +74,12 @@ pub struct FileConfig {
     pub max_request_head: Option<usize>,
     /// `--shutdown-grace`.
     pub shutdown_grace: Option<String>,
+    /// `--ca-cert`.
+    pub ca_cert: Option<PathBuf>,
+    /// `--ca-key`.
+    pub ca_key: Option<PathBuf>,
+    /// `--upstream-ca-file`.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -124,6 +130,16 @@ pub struct ServeOverrides {
     /// How long SIGTERM waits for in-flight requests [default: 30s].
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// Interception CA certificate (PEM) to use instead of the generated `DATA/ca/ca.pem`;
+    /// needs --ca-key.
+    #[arg(long, env = "TOLLGATE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Private key (PKCS#8 PEM) of --ca-cert.
+    #[arg(long, env = "TOLLGATE_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS, besides the webpki roots.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// Validated server settings.
@@ -156,6 +172,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Request head size limit.
     pub max_request_head: usize,
+    /// Operator-supplied interception CA (certificate, key); `None` = the generated one.
+    pub ca: Option<(PathBuf, PathBuf)>,
+    /// Extra CAs trusted for upstream TLS.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Drain period on SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -285,6 +305,22 @@ impl Config {
         if max_request_head < 8192 {
             errors.push("--max-request-head must be at least 8192 bytes".into());
         }
+        let ca = match (
+            over.ca_cert.clone().or(file.ca_cert),
+            over.ca_key.clone().or(file.ca_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                errors.push("--ca-cert needs --ca-key (give both or neither)".into());
+                None
+            }
+            (None, Some(_)) => {
+                errors.push("--ca-key needs --ca-cert (give both or neither)".into());
+                None
+            }
+        };
+        let upstream_ca_file = over.upstream_ca_file.clone().or(file.upstream_ca_file);
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -312,6 +348,8 @@ impl Config {
             max_connections,
             max_request_head,
             shutdown_grace,
+            ca,
+            upstream_ca_file,
         })
     }
 }
@@ -380,6 +418,25 @@ mod tests {
         };
         let err = Config::resolve(&bad).unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn ca_cert_and_key_come_together() {
+        let half = ServeOverrides {
+            ca_cert: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&half).unwrap_err().to_string();
+        assert!(err.contains("--ca-cert needs --ca-key"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, "ca_cert = \"c.pem\"\nca_key = \"c.key\"\n").unwrap();
+        let c = Config::resolve(&ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.ca, Some(("c.pem".into(), "c.key".into())));
     }
 
     #[test]

@@ -18,10 +18,14 @@ use crate::metrics::Metrics;
 use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
 use crate::proxy::forward::Upstream;
+use crate::proxy::intercept::{
+    self, InnerHandler, InterceptPredicate, Interception, RequestHook, UpstreamForwarder,
+};
 use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::route::direct::{DirectDialer, SystemResolver};
 use crate::route::guard::Guard;
 use crate::store::{SledStore, Store, StoreKey};
+use crate::tls::{Ca, LeafCache, TlsError, LEAF_CACHE_CAPACITY};
 use crate::web::{self, WebState};
 
 /// Errors that stop the server from starting.
@@ -38,6 +42,9 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The interception CA or the upstream TLS configuration is not usable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -59,6 +66,16 @@ pub struct Server {
     web_listener: TcpListener,
     policies: Arc<Policies>,
     store: Arc<dyn Store>,
+    /// Leaf certificates signed by the interception CA (loaded and checked in `bind`).
+    leaves: Arc<LeafCache>,
+    /// Upstream TLS client configuration (webpki roots + `--upstream-ca-file`).
+    upstream_tls: rustls::ClientConfig,
+    /// Which `CONNECT`s are intercepted (default: none).
+    intercept_predicate: InterceptPredicate,
+    /// Called on every intercepted request by the default inner handler.
+    request_hook: Option<Arc<dyn RequestHook>>,
+    /// Replaces the default inner handler when set.
+    inner_handler: Option<Arc<dyn InnerHandler>>,
     /// Where the proxy listener is bound.
     pub proxy_addr: SocketAddr,
     /// Where the web listener is bound.
@@ -83,6 +100,12 @@ impl Server {
                 "policies directory did not exist and was created empty: every destination is denied until a policy allows it"
             );
         }
+        let ca = match &config.ca {
+            Some((cert, key)) => Ca::load(cert, key)?,
+            None => Ca::load(&data.ca_cert, &data.ca_key)?,
+        };
+        let leaves = Arc::new(LeafCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
+        let upstream_tls = crate::tls::upstream_client_config(config.upstream_ca_file.as_deref())?;
         let policies = Policies::load(config.policies_dir.clone());
         let store: Arc<dyn Store> = Arc::new(SledStore::open(
             &data.root.join("store"),
@@ -118,10 +141,39 @@ impl Server {
             web_listener,
             policies,
             store,
+            leaves,
+            upstream_tls,
+            intercept_predicate: intercept::never(),
+            request_hook: None,
+            inner_handler: None,
             proxy_addr,
             web_addr,
             public_url,
         })
+    }
+
+    /// Intercepts the `CONNECT`s for which `predicate` holds (after the policy allowed them)
+    /// instead of tunnelling them blindly.
+    pub fn intercept_when(&mut self, predicate: InterceptPredicate) -> &mut Self {
+        self.intercept_predicate = predicate;
+        self
+    }
+
+    /// Calls `hook` on every intercepted request before it is forwarded (token injection).
+    pub fn with_request_hook(&mut self, hook: Arc<dyn RequestHook>) -> &mut Self {
+        self.request_hook = Some(hook);
+        self
+    }
+
+    /// Serves intercepted requests with `handler` instead of forwarding them upstream.
+    pub fn with_inner_handler(&mut self, handler: Arc<dyn InnerHandler>) -> &mut Self {
+        self.inner_handler = Some(handler);
+        self
+    }
+
+    /// The leaf certificate cache (and through it, the interception CA).
+    pub fn leaf_cache(&self) -> Arc<LeafCache> {
+        self.leaves.clone()
     }
 
     /// Lines for the operator: where things are and how to get a first token.
@@ -134,7 +186,7 @@ impl Server {
         lines.push(format!(
             "tollgate: data directory {data} (identity key {}, interception CA {})",
             self.data.identity_key.display(),
-            self.data.ca_cert.display()
+            self.leaves.ca().cert_path.display()
         ));
         lines.push(format!(
             "tollgate: mint a caller token with: tollgate token mint --data {data} --org ORG --user USER [--role admin]"
@@ -169,6 +221,18 @@ impl Server {
                         .map(|r| r.to_string())
                 })),
         );
+        let handler = match self.inner_handler {
+            Some(h) => h,
+            None => Arc::new(
+                UpstreamForwarder::new(
+                    dialer.clone(),
+                    self.upstream_tls,
+                    self.config.upstream_timeout,
+                    metrics.clone(),
+                )
+                .with_hook(self.request_hook),
+            ),
+        };
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
             verifier: verifier.clone(),
@@ -183,6 +247,11 @@ impl Server {
                 shutdown_grace: self.config.shutdown_grace,
             },
             tunnels: TaskTracker::new(),
+            intercept: Arc::new(Interception {
+                predicate: self.intercept_predicate,
+                leaves: self.leaves,
+                handler,
+            }),
         });
         let tasks = TaskTracker::new();
         tasks.spawn(watch::watch(

@@ -47,6 +47,21 @@ pub enum ProxyError {
     /// The request head is larger than the configured limit.
     #[error("request head larger than {0} bytes")]
     HeadTooLarge(usize),
+    /// A request inside an intercepted tunnel names another host than the `CONNECT` did.
+    #[error("misdirected request: {0}")]
+    Misdirected(String),
+    /// The TLS handshake with the upstream failed; `certificate` when its certificate did not
+    /// verify (untrusted issuer, wrong name, expired).
+    #[error("upstream TLS failed: {detail}")]
+    UpstreamTls {
+        /// True for a certificate verification failure.
+        certificate: bool,
+        /// What rustls reported.
+        detail: String,
+    },
+    /// tollgate itself failed (e.g. could not mint a certificate).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProxyError {
@@ -70,6 +85,12 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::HeadTooLarge(_) => "request_head_too_large",
             ProxyError::Overloaded => "overloaded",
+            ProxyError::Misdirected(_) => "misdirected_request",
+            ProxyError::UpstreamTls {
+                certificate: true, ..
+            } => "tls_certificate_error",
+            ProxyError::UpstreamTls { .. } => "tls_protocol_error",
+            ProxyError::Internal(_) => "internal_error",
         }
     }
 
@@ -83,12 +104,15 @@ impl ProxyError {
             ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::Dial(_) | ProxyError::AgentUnavailable(_) | ProxyError::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Dial(_)
+            | ProxyError::AgentUnavailable(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -110,7 +134,12 @@ impl ProxyError {
             ProxyError::Upstream(_) => "connection_terminated",
             ProxyError::BadRequest(_) => "http_request_error",
             ProxyError::HeadTooLarge(_) => "http_request_error",
-            ProxyError::Overloaded => "proxy_internal_error",
+            ProxyError::Overloaded | ProxyError::Internal(_) => "proxy_internal_error",
+            ProxyError::Misdirected(_) => "http_request_error",
+            ProxyError::UpstreamTls {
+                certificate: true, ..
+            } => "tls_certificate_error",
+            ProxyError::UpstreamTls { .. } => "tls_protocol_error",
         }
     }
 
@@ -259,6 +288,12 @@ mod tests {
             ProxyError::AgentUnavailable("onprem".into()),
             ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
             ProxyError::Upstream("reset".into()),
+            ProxyError::Misdirected("other.example".into()),
+            ProxyError::UpstreamTls {
+                certificate: true,
+                detail: "UnknownIssuer".into(),
+            },
+            ProxyError::Internal("x".into()),
         ];
         for e in cases {
             let r = e.into_response();
@@ -274,5 +309,26 @@ mod tests {
         let body = raw.split("\r\n\r\n").nth(1).unwrap();
         let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "overloaded");
+    }
+
+    #[test]
+    fn interception_errors_have_their_codes() {
+        let r = ProxyError::Misdirected("x".into()).into_response();
+        assert_eq!(r.status(), 421);
+        let r = ProxyError::UpstreamTls {
+            certificate: true,
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), 502);
+        assert!(r.headers()["proxy-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("tollgate; error=tls_certificate_error; details="));
+        let e = ProxyError::UpstreamTls {
+            certificate: false,
+            detail: "alert".into(),
+        };
+        assert_eq!(e.code(), "tls_protocol_error");
     }
 }

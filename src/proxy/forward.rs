@@ -52,10 +52,7 @@ impl Upstream {
                 .timer(TokioTimer::new())
                 // We set Host ourselves, from the request target.
                 .set_host(false)
-                .build(GuardedConnector {
-                    dialer: dialer.clone(),
-                    allow_private,
-                })
+                .build(GuardedConnector::new(dialer.clone(), allow_private))
         };
         Upstream {
             strict: build(false),
@@ -130,11 +127,23 @@ pub fn clean_response<B>(resp: &mut Response<B>) {
     resp.headers_mut().remove("proxy-status");
 }
 
-fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+/// The proxy error for a failed upstream exchange: the dial error or TLS failure found in
+/// the error's chain, else a generic upstream error.
+pub(crate) fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(d) = s.downcast_ref::<DialError>() {
             return ProxyError::Dial(copy_dial_error(d));
+        }
+        if let Some(t) = tls_error(s) {
+            return ProxyError::UpstreamTls {
+                certificate: matches!(
+                    t,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::InvalidCertRevocationList(_)
+                ),
+                detail: t.to_string(),
+            };
         }
         source = s.source();
     }
@@ -143,6 +152,17 @@ fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
         None => e.to_string(),
     };
     ProxyError::Upstream(detail)
+}
+
+/// A rustls error, directly or inside an `io::Error` (whose `source()` skips the error it
+/// wraps, so the chain walk alone would miss it).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    e.downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
 /// `DialError` holds an `io::Error`, which is not `Clone`; rebuild an equivalent value.
@@ -173,6 +193,16 @@ pub struct GuardedConnector {
     allow_private: bool,
 }
 
+impl GuardedConnector {
+    /// A connector dialing through `dialer`; `allow_private` as the policy decided.
+    pub fn new(dialer: Arc<DirectDialer>, allow_private: bool) -> Self {
+        GuardedConnector {
+            dialer,
+            allow_private,
+        }
+    }
+}
+
 impl tower_service::Service<Uri> for GuardedConnector {
     type Response = TokioIo<TcpStream>;
     type Error = DialError;
@@ -191,7 +221,12 @@ impl tower_service::Service<Uri> for GuardedConnector {
                 host: raw.to_string(),
                 detail: e.to_string(),
             })?;
-            let port = uri.port_u16().unwrap_or(80);
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default_port);
             let (stream, _) = dialer.dial(&host, port, allow_private).await?;
             Ok(TokioIo::new(stream))
         })

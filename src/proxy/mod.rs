@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod errors;
 pub mod forward;
+pub mod intercept;
 pub mod log;
 
 use std::convert::Infallible;
@@ -80,6 +81,8 @@ pub struct ProxyState {
     pub settings: ProxySettings,
     /// Open tunnels, so shutdown can wait for them.
     pub tunnels: TaskTracker,
+    /// Which `CONNECT`s are intercepted, and how (default: none).
+    pub intercept: Arc<intercept::Interception>,
 }
 
 /// Accepts connections on `listener` until `shutdown` is cancelled, then drains: stops
@@ -184,6 +187,8 @@ enum Outcome {
     Forward(Response<Incoming>),
     /// A dialed upstream for a `CONNECT`, and the client side once upgraded.
     Tunnel(TcpStream, OnUpgrade),
+    /// A `CONNECT` to intercept: dialed, with the leaf to present.
+    Intercept(Box<intercept::Intercepted>),
 }
 
 async fn handle(
@@ -253,6 +258,11 @@ async fn handle(
             );
             Response::new(errors::full(Bytes::new()))
         }
+        Ok(Outcome::Intercept(i)) => {
+            log.status = 200;
+            intercept::spawn(&state, i, log, permit);
+            Response::new(errors::full(Bytes::new()))
+        }
     })
 }
 
@@ -304,6 +314,22 @@ async fn proxy_request(
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());
         let on_upgrade = hyper::upgrade::on(&mut req);
+        if (state.intercept.predicate)(&caller, &host, port) {
+            // Minted before the 200, so a failure is still an answer to the CONNECT.
+            let tls = state
+                .intercept
+                .leaves
+                .server_config(&host)
+                .await
+                .map_err(|e| ProxyError::Internal(format!("leaf certificate for {host}: {e}")))?;
+            return Ok(Outcome::Intercept(Box::new(intercept::Intercepted {
+                upstream: stream,
+                on_upgrade,
+                tls,
+                target: Arc::new(intercept::InterceptTarget::new(host, port, decision)),
+                caller,
+            })));
+        }
         return Ok(Outcome::Tunnel(stream, on_upgrade));
     }
     forward::prepare_request(&mut req, &authority)?;
