@@ -154,15 +154,17 @@ pub(crate) fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyEr
     ProxyError::Upstream(detail)
 }
 
-/// A rustls error, directly or inside an `io::Error` (whose `source()` skips the error it
-/// wraps, so the chain walk alone would miss it).
+/// A rustls error, directly or inside (nested) `io::Error`s, whose `source()` skips the error
+/// they wrap, so the chain walk alone would miss it (hyper-rustls wraps tokio-rustls's
+/// `io::Error` in another one).
 fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(t) = e.downcast_ref::<rustls::Error>() {
-        return Some(t);
+    let mut e: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
     }
-    e.downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
 /// `DialError` holds an `io::Error`, which is not `Clone`; rebuild an equivalent value.

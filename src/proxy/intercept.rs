@@ -441,6 +441,10 @@ impl UpstreamForwarder {
         metrics: Arc<Metrics>,
     ) -> Self {
         let handoff = Arc::new(Handoff::default());
+        // hyper-rustls sets ALPN itself (h2, http/1.1, from enable_http1/2) and panics when the
+        // configuration already has some.
+        let mut tls = tls;
+        tls.alpn_protocols.clear();
         let build = |allow_private| {
             let connector = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
@@ -736,7 +740,9 @@ mod tests {
     #[test]
     fn inner_requests_must_target_the_connect_host() {
         let t = target("api.example.com", 443);
-        let cases: &[(&str, &str, Option<&str>, Result<&str, &str>)] = &[
+        /// (name, request target, Host header, rewritten URI or error code)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
             (
                 "h1 host",
                 "/a?b=1",
