@@ -65,23 +65,44 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A CA made by the test: (certificate PEM, signer).
+/// A CA made by the test: certificate PEM, key PEM (PKCS#8), signer.
 struct TestCa {
     pem: String,
+    key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 fn test_ca(cn: &str) -> TestCa {
+    ca_with(cn, true)
+}
+
+fn ca_with(cn: &str, is_ca: bool) -> TestCa {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    if is_ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    }
     let cert = params.self_signed(&key).unwrap();
     TestCa {
         pem: cert.pem(),
+        key_pem: key.serialize_pem(),
         issuer: Issuer::new(params, key),
     }
+}
+
+/// Writes `ca` as `NAME.pem` and `NAME.key` (mode 0600) in `dir`.
+fn write_ca(dir: &Path, name: &str, ca: &TestCa) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, &ca.pem).unwrap();
+    std::fs::write(&key, &ca.key_pem).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (cert, key)
 }
 
 /// A loopback TLS upstream (ALPN h2 + http/1.1) with a certificate for `localhost` and
@@ -212,13 +233,23 @@ async fn start(
     predicate: InterceptPredicate,
     hook: Option<Arc<dyn RequestHook>>,
 ) -> Running {
+    start_with(upstream_ca, predicate, hook, |_| {}).await
+}
+
+/// [`start`], with the overrides adjusted by `adjust`.
+async fn start_with(
+    upstream_ca: &TestCa,
+    predicate: InterceptPredicate,
+    hook: Option<Arc<dyn RequestHook>>,
+    adjust: impl FnOnce(&mut ServeOverrides),
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     std::fs::write(policies.join("10-test.toml"), POLICY).unwrap();
     let ca_file = dir.path().join("upstream-ca.pem");
     std::fs::write(&ca_file, &upstream_ca.pem).unwrap();
-    let over = ServeOverrides {
+    let mut over = ServeOverrides {
         data: Some(dir.path().join("data")),
         policies: Some(policies),
         proxy_listen: Some("127.0.0.1:0".into()),
@@ -226,6 +257,7 @@ async fn start(
         upstream_ca_file: Some(ca_file),
         ..Default::default()
     };
+    adjust(&mut over);
     let mut server = Server::bind(Config::resolve(&over).unwrap()).await.unwrap();
     server.intercept_when(predicate);
     if let Some(hook) = hook {
@@ -843,4 +875,102 @@ async fn real_curl_through_an_intercepted_tunnel() {
     let other = tg.dir.path().join("upstream-ca.pem");
     let out = run(&[], &other).await.unwrap();
     assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn an_operator_supplied_ca_signs_the_leaves() {
+    let up_ca = test_ca(UPSTREAM_CA_CN);
+    let up = tls_upstream(&up_ca).await;
+    let operator = test_ca("Operator Interception CA");
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = write_ca(files.path(), "operator", &operator);
+    let (c, k) = (cert.clone(), key.clone());
+    let tg = start_with(&up_ca, always(), None, move |o| {
+        o.ca_cert = Some(c);
+        o.ca_key = Some(k);
+    })
+    .await;
+    // `ca export` prints the operator's CA when told about it (TOLLGATE_CA_CERT as serve).
+    let out = Command::new(common::bin())
+        .args(["ca", "export", "--data"])
+        .arg(tg.data())
+        .env("TOLLGATE_CA_CERT", &cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let exported = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(exported, operator.pem);
+    let auth = tg.auth("acme", "alice");
+    let target = format!("localhost:{}", up.addr.port());
+    let tls = connect_tls(
+        tg.proxy,
+        &target,
+        &auth,
+        &exported,
+        "localhost",
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(peer_cert(&tls).0, "Operator Interception CA");
+    let r = read(
+        h1(tls)
+            .await
+            .send_request(get("/op", &[("host", &target)]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn serve_refuses_half_or_bad_operator_ca_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&std::ffi::OsStr]| {
+        Command::new(common::bin())
+            .arg("serve")
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .arg("--policies")
+            .arg(dir.path().join("policies"))
+            .args([
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let good = test_ca("good");
+    let (cert, _key) = write_ca(dir.path(), "good", &good);
+    let out = serve(&["--ca-cert".as_ref(), cert.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca-cert needs --ca-key"), "{err}");
+
+    let not_ca = ca_with("not a CA", false);
+    let (bad_cert, bad_key) = write_ca(dir.path(), "not-ca", &not_ca);
+    let out = serve(&[
+        "--ca-cert".as_ref(),
+        bad_cert.as_os_str(),
+        "--ca-key".as_ref(),
+        bad_key.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not-ca.pem: not a CA certificate"), "{err}");
+
+    // The key of another CA.
+    let out = serve(&[
+        "--ca-cert".as_ref(),
+        cert.as_os_str(),
+        "--ca-key".as_ref(),
+        bad_key.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not belong to the certificate"), "{err}");
 }
