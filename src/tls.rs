@@ -14,7 +14,6 @@
 //! Everything uses the `ring` provider explicitly, so nothing depends on a process-wide default.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +164,7 @@ impl Ca {
     ) -> Result<Ca, TlsError> {
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| invalid(cert_path, format!("no PEM certificate found ({e})")))?;
-        check_ca_certificate(&cert_der, cert_path)?;
+        let check_host = check_ca_certificate(&cert_der, cert_path)?;
         if key_pem.contains("-----BEGIN EC PRIVATE KEY-----")
             || key_pem.contains("-----BEGIN RSA PRIVATE KEY-----")
         {
@@ -198,7 +197,7 @@ impl Ca {
             cert_der,
             cert_path: cert_path.to_path_buf(),
         };
-        ca.self_check()?;
+        ca.self_check(check_host)?;
         Ok(ca)
     }
 
@@ -207,20 +206,29 @@ impl Ca {
         &self.cert_der
     }
 
-    /// Mints a leaf and verifies it as a client would, so that a CA whose leaves clients would
-    /// reject (e.g. a subject rcgen cannot copy byte for byte) fails at start, not per request.
-    fn self_check(&self) -> Result<(), TlsError> {
+    /// Mints a leaf for `host` and verifies it as a client would, so that a CA whose leaves
+    /// clients would reject (e.g. a subject rcgen cannot copy byte for byte) fails at start,
+    /// not per request. With no host (a CA constrained to IP ranges only), only the mint runs.
+    fn self_check(&self, host: Option<String>) -> Result<(), TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let host = Host::Name("tollgate-self-check.invalid".into());
-        let der = mint_leaf(self, &key, &host, SystemTime::now())?;
+        let Some(host) = host else {
+            mint_leaf(
+                self,
+                &key,
+                &Host::Name(SELF_CHECK_HOST.into()),
+                SystemTime::now(),
+            )?;
+            return Ok(());
+        };
+        let der = mint_leaf(self, &key, &Host::Name(host.clone()), SystemTime::now())?;
         let mut roots = RootCertStore::empty();
         roots.add(self.cert_der.clone())?;
         let verifier =
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider())
                 .build()
                 .map_err(|e| invalid(&self.cert_path, format!("unusable as a root ({e})")))?;
-        let name = ServerName::try_from("tollgate-self-check.invalid")
-            .map_err(|e| invalid(&self.cert_path, e.to_string()))?;
+        let name =
+            ServerName::try_from(host).map_err(|e| invalid(&self.cert_path, e.to_string()))?;
         verifier
             .verify_server_cert(&der, &[], &name, &[], UnixTime::now())
             .map_err(|e| {
@@ -233,9 +241,14 @@ impl Ca {
     }
 }
 
+/// The name the start-up self-check mints a leaf for.
+const SELF_CHECK_HOST: &str = "tollgate-self-check.invalid";
+
 /// Checks what webpki does not check for a trust anchor but clients do: CA flag, keyCertSign,
-/// validity; and what rcgen cannot copy (multi-valued RDNs).
-fn check_ca_certificate(der: &CertificateDer<'_>, path: &Path) -> Result<(), TlsError> {
+/// validity; and what rcgen cannot copy (multi-valued RDNs). Returns the host name the
+/// self-check may use: one inside the first permitted DNS subtree of a name-constrained CA,
+/// none when the constraints permit IP ranges only.
+fn check_ca_certificate(der: &CertificateDer<'_>, path: &Path) -> Result<Option<String>, TlsError> {
     let (_, x509) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| invalid(path, format!("not an X.509 certificate ({e})")))?;
     match x509.basic_constraints() {
@@ -265,7 +278,23 @@ fn check_ca_certificate(der: &CertificateDer<'_>, path: &Path) -> Result<(), Tls
             "subjects with multi-valued or empty RDNs are not supported",
         ));
     }
-    Ok(())
+    use x509_parser::extensions::GeneralName;
+    match x509.name_constraints() {
+        Ok(Some(nc)) => {
+            let permitted = nc.value.permitted_subtrees.as_deref().unwrap_or_default();
+            let dns = permitted.iter().find_map(|t| match t.base {
+                GeneralName::DNSName(d) => Some(d.trim_start_matches('.')),
+                _ => None,
+            });
+            Ok(match (dns, permitted.is_empty()) {
+                (Some(d), _) => Some(format!("tollgate-self-check.{d}")),
+                (None, true) => Some(SELF_CHECK_HOST.to_string()),
+                (None, false) => None,
+            })
+        }
+        Ok(None) => Ok(Some(SELF_CHECK_HOST.to_string())),
+        Err(e) => Err(invalid(path, format!("bad nameConstraints ({e})"))),
+    }
 }
 
 /// The subjectPublicKey bits of a certificate.
@@ -299,7 +328,7 @@ fn mint_leaf(
     let mut params = CertificateParams::default();
     let (san, cn) = match host {
         Host::Name(n) => (SanType::DnsName(n.clone().try_into()?), n.clone()),
-        Host::Ip(ip) => (SanType::IpAddress(*ip), ip_text(*ip)),
+        Host::Ip(ip) => (SanType::IpAddress(*ip), ip.to_string()),
     };
     params.subject_alt_names = vec![san];
     let mut dn = DistinguishedName::new();
@@ -317,10 +346,6 @@ fn mint_leaf(
     params.not_after = time::OffsetDateTime::from(now + LEAF_VALIDITY);
     let cert = params.signed_by(key, &ca.issuer)?;
     Ok(cert.der().clone())
-}
-
-fn ip_text(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 /// 16 random bytes, positive. rcgen's default serial is derived from the public key, which
@@ -744,6 +769,32 @@ mod tests {
         std::fs::write(&garbage, "hello").unwrap();
         let err = Ca::load(&garbage, &k).unwrap_err().to_string();
         assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn name_constrained_operator_ca_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Constrained CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.com".into())],
+            excluded_subtrees: vec![],
+        });
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let ca = Arc::new(Ca::load(&c, &k).unwrap());
+        let cache = LeafCache::new(ca, 4).unwrap();
+        cache
+            .server_config(&Host::Name("api.example.com".into()))
+            .await
+            .unwrap();
     }
 
     #[test]
