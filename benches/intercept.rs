@@ -13,7 +13,8 @@
 //!
 //! Settings (environment): `DURATION` seconds per scenario (default 10), `CONNS` kept-alive
 //! connections (default 32), `NEW_CONNS` concurrent new-connection loops (default 8),
-//! `BULK_MIB` (default 1024), `BULK_RUNS` (default 3, best reported).
+//! `BULK_MIB` (default 1024), `BULK_RUNS` (default 3, best reported), `SCENARIOS` (comma
+//! list of `keepalive`, `new`, `mint`, `bulk`; default all).
 
 use std::future::Future;
 use std::io;
@@ -60,6 +61,10 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn enabled(scenario: &str) -> bool {
+    std::env::var("SCENARIOS").map_or(true, |v| v.split(',').any(|s| s.trim() == scenario))
 }
 
 fn runtime(threads: usize) -> tokio::runtime::Runtime {
@@ -456,11 +461,15 @@ fn main() {
     client_rt.block_on(async {
         let port = b.upstream.port();
         // Kept-alive requests per second.
+        let keepalive = if enabled("keepalive") { 3 } else { 0 };
         for (label, host, intercepted, through_proxy) in [
             ("intercepted tunnel (h1 inside, h2 upstream)", "api.bench.test", true, true),
             ("blind tunnel (TLS end to end)", "blind.bench.test", false, true),
             ("direct to the upstream (reference)", "direct.bench.test", false, false),
-        ] {
+        ]
+        .into_iter()
+        .take(keepalive)
+        {
             let b2 = b.clone();
             let authority = format!("{host}:{port}");
             let config = client_config(if intercepted {
@@ -487,12 +496,16 @@ fn main() {
         }
 
         // New intercepted connections per second.
+        let new = if enabled("new") { 4 } else { 0 };
         for (label, cold, request) in [
             ("CONNECT + TLS handshake, warm leaf cache", false, false),
             ("CONNECT + TLS handshake, cold (new host each time)", true, false),
             ("CONNECT + TLS + 1 request, warm leaf cache", false, true),
             ("CONNECT + TLS + 1 request, cold (new host, new upstream connection)", true, true),
-        ] {
+        ]
+        .into_iter()
+        .take(new)
+        {
             let before = b.leaves.mints();
             let cps = new_connections(b.clone(), new_loops, duration, cold, request).await;
             let mints = b.leaves.mints() - before;
@@ -500,7 +513,7 @@ fn main() {
         }
 
         // Mint cost alone.
-        let n = 2000;
+        let n = if enabled("mint") { 2000 } else { 0 };
         let start = Instant::now();
         let now = SystemTime::now();
         for i in 0..n {
@@ -509,8 +522,13 @@ fn main() {
                 .await
                 .unwrap();
         }
-        let per = start.elapsed() / n;
-        println!("| leaf mint (sign + rustls config), one at a time | {per:.1?} |");
+        if n > 0 {
+            let per = start.elapsed() / n;
+            println!("| leaf mint (sign + rustls config), one at a time | {per:.1?} |");
+        }
+        if !enabled("bulk") {
+            return;
+        }
 
         // Bulk: blind tunnel against direct.
         let mib = bulk_bytes as f64 / (1024.0 * 1024.0);

@@ -242,8 +242,8 @@ async fn handle(
                         }
                     };
                     metrics.open_tunnels.inc();
-                    let end = connect::splice(
-                        TokioIo::new(client),
+                    let end = connect::tunnel(
+                        client,
                         upstream,
                         idle,
                         log.bytes_up.clone(),
