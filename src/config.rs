@@ -78,6 +78,10 @@ pub struct FileConfig {
     pub upstream_ca_file: Option<PathBuf>,
     /// `--consent-user-header`.
     pub consent_user_header: Option<String>,
+    /// `--ca-cert`.
+    pub ca_cert: Option<PathBuf>,
+    /// `--ca-key`.
+    pub ca_key: Option<PathBuf>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -136,6 +140,13 @@ pub struct ServeOverrides {
     /// ticket's user on the consent pages.
     #[arg(long, env = "TOLLGATE_CONSENT_USER_HEADER")]
     pub consent_user_header: Option<String>,
+    /// Interception CA certificate (PEM) to use instead of the generated `DATA/ca/ca.pem`;
+    /// needs --ca-key.
+    #[arg(long, env = "TOLLGATE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Private key (PKCS#8 PEM) of --ca-cert.
+    #[arg(long, env = "TOLLGATE_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
 }
 
 /// Validated server settings.
@@ -168,6 +179,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Request head size limit.
     pub max_request_head: usize,
+    /// Operator-supplied interception CA (certificate, key); `None` = the generated one.
+    pub ca: Option<(PathBuf, PathBuf)>,
     /// Drain period on SIGTERM.
     pub shutdown_grace: Duration,
     /// Extra upstream CA certificates (PEM file).
@@ -329,6 +342,21 @@ impl Config {
                 }
             },
         };
+        let ca = match (
+            over.ca_cert.clone().or(file.ca_cert),
+            over.ca_key.clone().or(file.ca_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                errors.push("--ca-cert needs --ca-key (give both or neither)".into());
+                None
+            }
+            (None, Some(_)) => {
+                errors.push("--ca-key needs --ca-cert (give both or neither)".into());
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -356,6 +384,7 @@ impl Config {
             max_connections,
             max_request_head,
             shutdown_grace,
+            ca,
             upstream_ca_file,
             consent_user_header,
         })
@@ -455,6 +484,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Config::resolve(&bad).unwrap_err().0.len(), 2);
+    }
+
+    #[test]
+    fn ca_cert_and_key_come_together() {
+        let half = ServeOverrides {
+            ca_cert: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&half).unwrap_err().to_string();
+        assert!(err.contains("--ca-cert needs --ca-key"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, "ca_cert = \"c.pem\"\nca_key = \"c.key\"\n").unwrap();
+        let c = Config::resolve(&ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.ca, Some(("c.pem".into(), "c.key".into())));
     }
 
     #[test]

@@ -100,6 +100,9 @@ enum CaCommand {
         /// Data directory.
         #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
         data: PathBuf,
+        /// The operator-supplied CA certificate `serve` uses instead of the generated one.
+        #[arg(long, env = "TOLLGATE_CA_CERT")]
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -132,7 +135,7 @@ fn main() -> ExitCode {
             roles,
             ttl,
         }) => token_mint(&data, &org, &user, &roles, ttl),
-        Command::Ca(CaCommand::Export { data }) => ca_export(&data),
+        Command::Ca(CaCommand::Export { data, ca_cert }) => ca_export(&data, ca_cert),
         Command::App { target, command } => {
             let _log = init_tracing(LogFormat::Text, "warn");
             tokio::runtime::Builder::new_current_thread()
@@ -245,8 +248,8 @@ fn token_mint(
     Ok(())
 }
 
-fn ca_export(data: &std::path::Path) -> anyhow::Result<()> {
-    let path = tollgate::datadir::DataDir::at(data).ca_cert;
+fn ca_export(data: &std::path::Path, ca_cert: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = ca_cert.unwrap_or_else(|| tollgate::datadir::DataDir::at(data).ca_cert);
     let pem = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "{}: no CA yet; run `tollgate serve` once to create it",

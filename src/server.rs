@@ -16,19 +16,19 @@ use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
 use crate::metrics::Metrics;
-use crate::oauth::egress::Egress;
-use crate::oauth::index::AppIndex;
-use crate::oauth::inject::Injector;
-use crate::oauth::token::TokenClient;
 use crate::oauth::OAuth;
 use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
 use crate::proxy::forward::Upstream;
+use crate::proxy::intercept::{
+    self, InjectionHook, InnerHandler, InterceptPredicate, Interception, RequestHook,
+    UpstreamForwarder,
+};
 use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::route::direct::{DirectDialer, SystemResolver};
 use crate::route::guard::Guard;
-use crate::store::{SledStore, Store, StoreKey, SystemClock};
-use crate::tls::UpstreamTlsError;
+use crate::store::{SledStore, Store, StoreKey};
+use crate::tls::{Ca, LeafCache, TlsError, LEAF_CACHE_CAPACITY};
 use crate::web::{self, WebState};
 
 /// Errors that stop the server from starting.
@@ -45,12 +45,12 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The interception CA or the upstream TLS configuration is not usable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] crate::store::StoreError),
-    /// The upstream TLS roots could not be loaded.
-    #[error(transparent)]
-    UpstreamTls(#[from] UpstreamTlsError),
     /// The policies directory could not be created.
     #[error("cannot create policies directory {path}: {source}")]
     Policies {
@@ -69,6 +69,16 @@ pub struct Server {
     web_listener: TcpListener,
     policies: Arc<Policies>,
     store: Arc<dyn Store>,
+    /// Leaf certificates signed by the interception CA (loaded and checked in `bind`).
+    leaves: Arc<LeafCache>,
+    /// Upstream TLS client configuration (webpki roots + `--upstream-ca-file`).
+    upstream_tls: rustls::ClientConfig,
+    /// Which `CONNECT`s are intercepted (default: none).
+    intercept_predicate: InterceptPredicate,
+    /// Called on every intercepted request by the default inner handler.
+    request_hook: Option<Arc<dyn RequestHook>>,
+    /// Replaces the default inner handler when set.
+    inner_handler: Option<Arc<dyn InnerHandler>>,
     /// Where the proxy listener is bound.
     pub proxy_addr: SocketAddr,
     /// Where the web listener is bound.
@@ -93,6 +103,12 @@ impl Server {
                 "policies directory did not exist and was created empty: every destination is denied until a policy allows it"
             );
         }
+        let ca = match &config.ca {
+            Some((cert, key)) => Ca::load(cert, key)?,
+            None => Ca::load(&data.ca_cert, &data.ca_key)?,
+        };
+        let leaves = Arc::new(LeafCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
+        let upstream_tls = crate::tls::upstream_client_config(config.upstream_ca_file.as_deref())?;
         let policies = Policies::load(config.policies_dir.clone());
         let store: Arc<dyn Store> = Arc::new(SledStore::open(
             &data.root.join("store"),
@@ -128,10 +144,39 @@ impl Server {
             web_listener,
             policies,
             store,
+            leaves,
+            upstream_tls,
+            intercept_predicate: intercept::never(),
+            request_hook: None,
+            inner_handler: None,
             proxy_addr,
             web_addr,
             public_url,
         })
+    }
+
+    /// Intercepts the `CONNECT`s for which `predicate` holds (after the policy allowed them)
+    /// instead of tunnelling them blindly.
+    pub fn intercept_when(&mut self, predicate: InterceptPredicate) -> &mut Self {
+        self.intercept_predicate = predicate;
+        self
+    }
+
+    /// Calls `hook` on every intercepted request before it is forwarded (token injection).
+    pub fn with_request_hook(&mut self, hook: Arc<dyn RequestHook>) -> &mut Self {
+        self.request_hook = Some(hook);
+        self
+    }
+
+    /// Serves intercepted requests with `handler` instead of forwarding them upstream.
+    pub fn with_inner_handler(&mut self, handler: Arc<dyn InnerHandler>) -> &mut Self {
+        self.inner_handler = Some(handler);
+        self
+    }
+
+    /// The leaf certificate cache (and through it, the interception CA).
+    pub fn leaf_cache(&self) -> Arc<LeafCache> {
+        self.leaves.clone()
     }
 
     /// Lines for the operator: where things are and how to get a first token.
@@ -144,7 +189,7 @@ impl Server {
         lines.push(format!(
             "tollgate: data directory {data} (identity key {}, interception CA {})",
             self.data.identity_key.display(),
-            self.data.ca_cert.display()
+            self.leaves.ca().cert_path.display()
         ));
         lines.push(format!(
             "tollgate: mint a caller token with: tollgate token mint --data {data} --org ORG --user USER [--role admin]"
@@ -179,12 +224,31 @@ impl Server {
                         .map(|r| r.to_string())
                 })),
         );
-        let upstream_tls =
-            crate::tls::upstream_client_config(self.config.upstream_ca_file.as_deref())?;
+        // Provider calls speak HTTP/1.1 only: offer nothing else in ALPN.
+        let mut http1_tls = self.upstream_tls.clone();
+        http1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let upstream_tls = Arc::new(http1_tls);
         let apps_version = Arc::new(AtomicU64::new(0));
         let oauth = self
             .oauth(&dialer, &upstream_tls, &metrics, &apps_version)
             .await;
+        // Inside intercepted tunnels, the same injection step as for plain http.
+        let hook = self
+            .request_hook
+            .clone()
+            .unwrap_or_else(|| Arc::new(InjectionHook(oauth.injector.clone())));
+        let handler = match self.inner_handler.clone() {
+            Some(h) => h,
+            None => Arc::new(
+                UpstreamForwarder::new(
+                    dialer.clone(),
+                    self.upstream_tls.clone(),
+                    self.config.upstream_timeout,
+                    metrics.clone(),
+                )
+                .with_hook(Some(hook)),
+            ),
+        };
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
             verifier: verifier.clone(),
@@ -200,6 +264,11 @@ impl Server {
             },
             tunnels: TaskTracker::new(),
             oauth: oauth.clone(),
+            intercept: Arc::new(Interception {
+                predicate: self.intercept_predicate.clone(),
+                leaves: self.leaves.clone(),
+                handler,
+            }),
         });
         let tasks = TaskTracker::new();
         tasks.spawn(watch::watch(
@@ -237,36 +306,18 @@ impl Server {
         metrics: &Arc<Metrics>,
         apps_version: &Arc<AtomicU64>,
     ) -> Arc<OAuth> {
-        let index = Arc::new(AppIndex::new(self.store.clone(), apps_version.clone()));
-        if let Err(e) = index.refresh().await {
-            // Lookups retry the build; the proxy must still come up to serve everything else.
-            tracing::error!(error = %e, "cannot read outbound applications from the store");
-        }
-        let egress = Arc::new(Egress::new(
+        OAuth::build(
+            self.store.clone(),
             self.policies.clone(),
             dialer.clone(),
             tls.clone(),
             self.config.upstream_timeout,
-        ));
-        let tokens = Arc::new(TokenClient::new(
-            egress,
-            format!("{}/oauth/callback", self.public_url),
-        ));
-        let injector = Arc::new(Injector::new(
-            index.clone(),
-            self.store.clone(),
-            tokens.clone(),
             self.public_url.clone(),
             metrics.clone(),
-            Arc::new(SystemClock),
-        ));
-        Arc::new(OAuth {
-            index,
-            injector,
-            tokens,
-            store: self.store.clone(),
-            consent_user_header: self.config.consent_user_header.clone(),
-        })
+            apps_version.clone(),
+            self.config.consent_user_header.clone(),
+        )
+        .await
     }
 }
 

@@ -49,3 +49,47 @@ impl OAuth {
         });
     }
 }
+
+impl OAuth {
+    /// Assembles the outbound-application machinery over `store`: the domain index (built
+    /// now; lookups retry if the store cannot be read yet), provider calls through the egress
+    /// path (`policies`, `dialer`, `tls`), and the injector.
+    #[allow(clippy::too_many_arguments)] // one call site per binary; each is a distinct part
+    pub async fn build(
+        store: Arc<dyn Store>,
+        policies: Arc<crate::policy::watch::Policies>,
+        dialer: Arc<crate::route::direct::DirectDialer>,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: std::time::Duration,
+        public_url: String,
+        metrics: Arc<crate::metrics::Metrics>,
+        apps_version: Arc<std::sync::atomic::AtomicU64>,
+        consent_user_header: Option<HeaderName>,
+    ) -> Arc<OAuth> {
+        let index = Arc::new(index::AppIndex::new(store.clone(), apps_version));
+        if let Err(e) = index.refresh().await {
+            // Lookups retry the build; the proxy must still come up to serve everything else.
+            tracing::error!(error = %e, "cannot read outbound applications from the store");
+        }
+        let egress = Arc::new(egress::Egress::new(policies, dialer, tls, timeout));
+        let tokens = Arc::new(token::TokenClient::new(
+            egress,
+            format!("{public_url}/oauth/callback"),
+        ));
+        let injector = Arc::new(inject::Injector::new(
+            index.clone(),
+            store.clone(),
+            tokens.clone(),
+            public_url,
+            metrics,
+            Arc::new(crate::store::SystemClock),
+        ));
+        Arc::new(OAuth {
+            index,
+            injector,
+            tokens,
+            store,
+            consent_user_header,
+        })
+    }
+}

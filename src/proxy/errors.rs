@@ -48,6 +48,18 @@ pub enum ProxyError {
     /// The request head is larger than the configured limit.
     #[error("request head larger than {0} bytes")]
     HeadTooLarge(usize),
+    /// A request inside an intercepted tunnel names another host than the `CONNECT` did.
+    #[error("misdirected request: {0}")]
+    Misdirected(String),
+    /// The TLS handshake with the upstream failed; `certificate` when its certificate did not
+    /// verify (untrusted issuer, wrong name, expired).
+    #[error("upstream TLS failed: {detail}")]
+    UpstreamTls {
+        /// True for a certificate verification failure.
+        certificate: bool,
+        /// What rustls reported.
+        detail: String,
+    },
     /// The outbound application bound to the host is disabled.
     #[error("outbound application {app:?} is disabled by its administrators")]
     AppDisabled {
@@ -67,9 +79,10 @@ pub enum ProxyError {
         /// Why (never a token).
         reason: String,
     },
-    /// tollgate itself failed (the store); details are in the server log only.
+    /// tollgate itself failed (the store, minting a certificate); the detail goes to the
+    /// server log only, never to the client.
     #[error("internal error")]
-    Internal,
+    Internal(String),
 }
 
 impl From<InjectError> for ProxyError {
@@ -82,7 +95,7 @@ impl From<InjectError> for ProxyError {
             }
             InjectError::Store(e) => {
                 tracing::error!(error = %e, "store failed during token injection");
-                ProxyError::Internal
+                ProxyError::Internal("store".into())
             }
         }
     }
@@ -112,7 +125,12 @@ impl ProxyError {
             ProxyError::AppDisabled { .. } => "app_disabled",
             ProxyError::AuthorizationRequired(_) => "authorization_required",
             ProxyError::TokenRefreshFailed { .. } => "token_refresh_failed",
-            ProxyError::Internal => "internal_error",
+            ProxyError::Misdirected(_) => "misdirected_request",
+            ProxyError::UpstreamTls {
+                certificate: true, ..
+            } => "tls_certificate_error",
+            ProxyError::UpstreamTls { .. } => "tls_protocol_error",
+            ProxyError::Internal(_) => "internal_error",
         }
     }
 
@@ -126,16 +144,18 @@ impl ProxyError {
             ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::Dial(_) | ProxyError::AgentUnavailable(_) | ProxyError::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Dial(_)
+            | ProxyError::AgentUnavailable(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::AppDisabled { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuthorizationRequired(_) => StatusCode::UNAUTHORIZED,
             ProxyError::TokenRefreshFailed { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -157,11 +177,16 @@ impl ProxyError {
             ProxyError::Upstream(_) => "connection_terminated",
             ProxyError::BadRequest(_) => "http_request_error",
             ProxyError::HeadTooLarge(_) => "http_request_error",
-            ProxyError::Overloaded => "proxy_internal_error",
+            ProxyError::Overloaded | ProxyError::Internal(_) => "proxy_internal_error",
             ProxyError::AppDisabled { .. } | ProxyError::AuthorizationRequired(_) => {
                 "http_request_denied"
             }
-            ProxyError::TokenRefreshFailed { .. } | ProxyError::Internal => "proxy_internal_error",
+            ProxyError::TokenRefreshFailed { .. } => "proxy_internal_error",
+            ProxyError::Misdirected(_) => "http_request_error",
+            ProxyError::UpstreamTls {
+                certificate: true, ..
+            } => "tls_certificate_error",
+            ProxyError::UpstreamTls { .. } => "tls_protocol_error",
         }
     }
 
@@ -332,7 +357,12 @@ mod tests {
                 app: "crm".into(),
                 reason: "provider answered HTTP 503".into(),
             },
-            ProxyError::Internal,
+            ProxyError::Misdirected("other.example".into()),
+            ProxyError::UpstreamTls {
+                certificate: true,
+                detail: "UnknownIssuer".into(),
+            },
+            ProxyError::Internal("x".into()),
         ];
         for e in cases {
             let r = e.into_response();
@@ -373,5 +403,26 @@ mod tests {
         assert_eq!(v["app_name"], "GitHub");
         assert_eq!(v["consent_url"], "https://tollgate.example/consent/t");
         assert_eq!(v["expires_in"], 900);
+    }
+
+    #[test]
+    fn interception_errors_have_their_codes() {
+        let r = ProxyError::Misdirected("x".into()).into_response();
+        assert_eq!(r.status(), 421);
+        let r = ProxyError::UpstreamTls {
+            certificate: true,
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), 502);
+        assert!(r.headers()["proxy-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("tollgate; error=tls_certificate_error; details="));
+        let e = ProxyError::UpstreamTls {
+            certificate: false,
+            detail: "alert".into(),
+        };
+        assert_eq!(e.code(), "tls_protocol_error");
     }
 }

@@ -55,9 +55,13 @@ impl Upstream {
         response_timeout: Duration,
         tls: Arc<rustls::ClientConfig>,
     ) -> Self {
+        // hyper-rustls sets ALPN itself (from enable_http1) and panics when the
+        // configuration already carries some.
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols.clear();
         let build = |allow_private| {
             let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config((*tls).clone())
+                .with_tls_config(tls.clone())
                 .https_or_http()
                 .enable_http1()
                 .wrap_connector(GuardedConnector {
@@ -169,11 +173,23 @@ pub fn clean_response<B>(resp: &mut Response<B>) {
     resp.headers_mut().remove("proxy-status");
 }
 
-fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+/// The proxy error for a failed upstream exchange: the dial error or TLS failure found in
+/// the error's chain, else a generic upstream error.
+pub(crate) fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(d) = s.downcast_ref::<DialError>() {
             return ProxyError::Dial(copy_dial_error(d));
+        }
+        if let Some(t) = tls_error(s) {
+            return ProxyError::UpstreamTls {
+                certificate: matches!(
+                    t,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::InvalidCertRevocationList(_)
+                ),
+                detail: t.to_string(),
+            };
         }
         source = s.source();
     }
@@ -182,6 +198,19 @@ fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
         None => e.to_string(),
     };
     ProxyError::Upstream(detail)
+}
+
+/// A rustls error, directly or inside (nested) `io::Error`s, whose `source()` skips the error
+/// they wrap, so the chain walk alone would miss it (hyper-rustls wraps tokio-rustls's
+/// `io::Error` in another one).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut e: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }
 
 /// `DialError` holds an `io::Error`, which is not `Clone`; rebuild an equivalent value.
@@ -210,6 +239,16 @@ fn copy_dial_error(d: &DialError) -> DialError {
 pub struct GuardedConnector {
     dialer: Arc<DirectDialer>,
     allow_private: bool,
+}
+
+impl GuardedConnector {
+    /// A connector dialing through `dialer`; `allow_private` as the policy decided.
+    pub fn new(dialer: Arc<DirectDialer>, allow_private: bool) -> Self {
+        GuardedConnector {
+            dialer,
+            allow_private,
+        }
+    }
 }
 
 impl tower_service::Service<Uri> for GuardedConnector {

@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod errors;
 pub mod forward;
+pub mod intercept;
 pub mod log;
 pub mod replay;
 
@@ -84,6 +85,8 @@ pub struct ProxyState {
     pub tunnels: TaskTracker,
     /// Outbound applications: which hosts get a token, and the token itself.
     pub oauth: Arc<OAuth>,
+    /// Which `CONNECT`s are intercepted, and how (default: none).
+    pub intercept: Arc<intercept::Interception>,
 }
 
 /// Accepts connections on `listener` until `shutdown` is cancelled, then drains: stops
@@ -188,6 +191,8 @@ enum Outcome {
     Forward(Response<Incoming>),
     /// A dialed upstream for a `CONNECT`, and the client side once upgraded.
     Tunnel(TcpStream, OnUpgrade),
+    /// A `CONNECT` to intercept: dialed, with the leaf to present.
+    Intercept(Box<intercept::Intercepted>),
 }
 
 async fn handle(
@@ -241,8 +246,8 @@ async fn handle(
                         }
                     };
                     metrics.open_tunnels.inc();
-                    let end = connect::splice(
-                        TokioIo::new(client),
+                    let end = connect::tunnel(
+                        client,
                         upstream,
                         idle,
                         log.bytes_up.clone(),
@@ -255,6 +260,11 @@ async fn handle(
                 }
                 .in_current_span(),
             );
+            Response::new(errors::full(Bytes::new()))
+        }
+        Ok(Outcome::Intercept(i)) => {
+            log.status = 200;
+            intercept::spawn(&state, i, log, permit);
             Response::new(errors::full(Bytes::new()))
         }
     })
@@ -287,14 +297,11 @@ async fn proxy_request(
     // Phase 3: may they go there, and how. A plain-http request to an outbound application's
     // domains is forwarded over TLS unless the app says otherwise (the default port 80 becomes
     // 443), so the policy decides on the port actually dialed.
-    let app = if req.method() == Method::CONNECT {
-        None
-    } else {
-        state.oauth.injector.lookup(&caller, &host).await?
-    };
+    let app = state.oauth.injector.lookup(&caller, &host).await?;
+    let is_connect = req.method() == Method::CONNECT;
     let tls_port = app
         .as_ref()
-        .filter(|a| a.upstream_tls)
+        .filter(|a| !is_connect && a.upstream_tls)
         .map(|_| if port == 80 { 443 } else { port });
     let decision = state
         .policies
@@ -322,6 +329,25 @@ async fn proxy_request(
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());
         let on_upgrade = hyper::upgrade::on(&mut req);
+        // Intercepted only where a token is needed: the host is bound to an app of the
+        // caller's org (a disabled app too, so its requests get `403 app_disabled` rather
+        // than slipping through a blind tunnel without the token the API expects).
+        if app.is_some() || (state.intercept.predicate)(&caller, &host, port) {
+            // Minted before the 200, so a failure is still an answer to the CONNECT.
+            let tls = state
+                .intercept
+                .leaves
+                .server_config(&host)
+                .await
+                .map_err(|e| ProxyError::Internal(format!("leaf certificate for {host}: {e}")))?;
+            return Ok(Outcome::Intercept(Box::new(intercept::Intercepted {
+                upstream: stream,
+                on_upgrade,
+                tls,
+                target: Arc::new(intercept::InterceptTarget::new(host, port, decision)),
+                caller,
+            })));
+        }
         return Ok(Outcome::Tunnel(stream, on_upgrade));
     }
     forward::prepare_request(&mut req, &authority)?;

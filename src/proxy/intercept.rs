@@ -1,0 +1,904 @@
+//! HTTPS interception ("TLS MITM") for the `CONNECT`s that need it, and only those.
+//!
+//! Whether a `CONNECT` is intercepted is decided by [`Interception::predicate`] (default:
+//! never, so every `CONNECT` is a blind tunnel until token injection says otherwise). An
+//! intercepted `CONNECT` goes through the same phases as a tunnel — policy, route, dial (the
+//! address guard applies) — and only then gets its `200`. After that:
+//!
+//! 1. TLS is accepted with a leaf for the `CONNECT` host from the [`LeafCache`] (ALPN `h2`,
+//!    `http/1.1`);
+//! 2. inner requests are served with hyper-util's `auto` server (HTTP/1.1 and HTTP/2);
+//! 3. each inner request must name the `CONNECT` target in `Host` / `:authority` (default
+//!    port 443), else `421 misdirected_request`; it is rewritten to an absolute
+//!    `https://host[:port]/...` URI and handed to the [`InnerHandler`];
+//! 4. each inner request gets its own access log line (method, host, status, bytes,
+//!    `injected`); the `CONNECT` line follows when the tunnel closes, with the raw bytes.
+//!
+//! The default handler, [`UpstreamForwarder`], calls the optional [`RequestHook`] (where token
+//! injection plugs in) and forwards over TLS through pooled hyper-util clients whose connector
+//! is the proxy's guarded dialer: the address guard and the policy's `allow_private` hold for
+//! every upstream connection; SNI is the target host; HTTP/2 is used when the upstream offers
+//! it; certificates are verified against the webpki roots plus `--upstream-ca-file`, and a
+//! failed verification is `502 tls_certificate_error`.
+//!
+//! The connection dialed before the `200` is not wasted: it is handed to the forwarder
+//! ([`InnerHandler::adopt_upstream`]), whose connector uses it for the next new upstream
+//! connection to that target if that happens within [`HANDOFF_MAX_AGE`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderValue, HOST, TE};
+use http::uri::{Authority, Uri};
+use http::{Method, Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::errors::ProxyError;
+use super::forward::{clean_response, map_client_error, strip_hop_by_hop, GuardedConnector};
+use super::log::{CountingBody, RequestLog};
+use super::{ProxyBody, ProxyState};
+use crate::identity::Caller;
+use crate::metrics::Metrics;
+use crate::policy::{normalize_host, Decision, Host};
+use crate::route::direct::{DialError, DirectDialer};
+use crate::tls::LeafCache;
+
+/// A connection dialed before the `200` is used for a new upstream connection only while it is
+/// this young: servers close connections that send no TLS ClientHello (commonly after 10 s or
+/// more), and a stale one would fail the request.
+pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(5);
+/// Pre-dialed connections waiting for their first request, beyond which old ones are purged.
+const HANDOFF_MAX_ENTRIES: usize = 1024;
+/// How long an idle pooled upstream connection is kept (as for plain-http forwarding).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle pooled upstream connections kept per upstream.
+const POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// hyper's read buffer for inner HTTP/1 connections (as on the proxy listener).
+const HYPER_BUF_MIN: usize = 256 * 1024;
+
+/// Decides, per `CONNECT`, whether to intercept: `(caller, host, port) -> bool`. Called after
+/// the policy allowed the destination. Token injection provides the real one ("does an
+/// enabled app of the caller's org cover this host?").
+pub type InterceptPredicate = Arc<dyn Fn(&Caller, &Host, u16) -> bool + Send + Sync>;
+
+/// The default predicate: never intercept; every `CONNECT` is a blind tunnel.
+pub fn never() -> InterceptPredicate {
+    Arc::new(|_, _, _| false)
+}
+
+/// The `CONNECT` target of an intercepted tunnel, as the policy allowed it.
+#[derive(Debug)]
+pub struct InterceptTarget {
+    /// Normalized host.
+    pub host: Host,
+    /// Port.
+    pub port: u16,
+    /// `host`, plus `:port` unless 443: the authority of the rewritten inner requests.
+    pub authority: String,
+    /// The policy decision for the `CONNECT` (route, `allow_private`, policy and rule).
+    pub decision: Decision,
+}
+
+impl InterceptTarget {
+    /// A target for `host:port` under `decision`.
+    pub fn new(host: Host, port: u16, decision: Decision) -> Self {
+        let authority = if port == 443 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        InterceptTarget {
+            host,
+            port,
+            authority,
+            decision,
+        }
+    }
+}
+
+/// The token injection step of outbound applications, as a [`RequestHook`]: the same step
+/// plain-http forwarding runs (authorization_required, refresh and app_disabled included).
+pub struct InjectionHook(pub Arc<crate::oauth::inject::Injector>);
+
+#[async_trait::async_trait]
+impl RequestHook for InjectionHook {
+    async fn on_request(
+        &self,
+        caller: &Caller,
+        target: &InterceptTarget,
+        parts: &mut http::request::Parts,
+    ) -> Result<HookOutcome, ProxyError> {
+        match self
+            .0
+            .apply(caller, &target.host, &mut parts.headers)
+            .await?
+        {
+            None => Ok(HookOutcome::default()),
+            Some(injected) => Ok(HookOutcome {
+                injected: true,
+                app: Some(injected.app.id.clone()),
+            }),
+        }
+    }
+}
+
+/// What a [`RequestHook`] did to a request it let through.
+#[derive(Debug, Default, Clone)]
+pub struct HookOutcome {
+    /// A token was injected (shown as `injected` in the access log).
+    pub injected: bool,
+    /// The outbound application involved (shown as `app`).
+    pub app: Option<String>,
+}
+
+/// Called on every inner request before the default handler forwards it: may change the
+/// request (e.g. set `Authorization`) or answer instead by returning the error to send
+/// (e.g. `401 authorization_required`), which [`super::errors`] turns into the response.
+///
+/// Wiring token injection is one line: `server.with_request_hook(Arc::new(inject_step))`.
+#[async_trait::async_trait]
+pub trait RequestHook: Send + Sync {
+    /// Inspects and possibly modifies `parts` (absolute `https://` URI, no `Host` header,
+    /// hop-by-hop headers already removed).
+    async fn on_request(
+        &self,
+        caller: &Caller,
+        target: &InterceptTarget,
+        parts: &mut http::request::Parts,
+    ) -> Result<HookOutcome, ProxyError>;
+}
+
+/// Serves the inner requests of intercepted tunnels. Requests arrive checked (they target the
+/// `CONNECT` host) and rewritten to an absolute `https://` URI without a `Host` header.
+#[async_trait::async_trait]
+pub trait InnerHandler: Send + Sync {
+    /// Answers one inner request. `log` is the request's access-log context: set `injected`
+    /// and `app` there, and count request body bytes into `log.bytes_up` (response bytes
+    /// are counted by the caller). An error becomes the proxy's own response.
+    async fn handle(
+        &self,
+        caller: &Arc<Caller>,
+        target: &InterceptTarget,
+        req: Request<Incoming>,
+        log: &mut RequestLog,
+    ) -> Result<Response<ProxyBody>, ProxyError>;
+
+    /// Receives the connection dialed (guard checked) before the `CONNECT` was answered,
+    /// once the client's TLS handshake succeeded. The default drops it.
+    fn adopt_upstream(&self, target: &InterceptTarget, stream: TcpStream) {
+        let _ = (target, stream);
+    }
+}
+
+/// Everything interception needs, shared by all connections.
+pub struct Interception {
+    /// Which `CONNECT`s to intercept.
+    pub predicate: InterceptPredicate,
+    /// Leaf certificates per host.
+    pub leaves: Arc<LeafCache>,
+    /// What answers inner requests.
+    pub handler: Arc<dyn InnerHandler>,
+}
+
+impl std::fmt::Debug for Interception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interception")
+            .field("leaves", &self.leaves)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `proxy_request` hands over when a `CONNECT` is intercepted.
+pub struct Intercepted {
+    /// The connection dialed to the target before the `200`.
+    pub upstream: TcpStream,
+    /// The client side, once hyper hands it over.
+    pub on_upgrade: OnUpgrade,
+    /// The server configuration presenting the target's leaf.
+    pub tls: Arc<ServerConfig>,
+    /// The target.
+    pub target: Arc<InterceptTarget>,
+    /// The caller who sent the `CONNECT`.
+    pub caller: Arc<Caller>,
+}
+
+/// Per-tunnel context for the inner requests.
+struct Tunnel {
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    caller: Arc<Caller>,
+    target: Arc<InterceptTarget>,
+}
+
+/// Runs an intercepted tunnel to its end: TLS accept, inner requests, idle timeout. `log` is
+/// the `CONNECT`'s line, emitted when the tunnel closes with the raw bytes both ways.
+pub(crate) async fn run(state: Arc<ProxyState>, i: Box<Intercepted>, log: RequestLog) {
+    let Intercepted {
+        upstream,
+        on_upgrade,
+        tls,
+        target,
+        caller,
+    } = *i;
+    let client = match on_upgrade.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "CONNECT upgrade failed");
+            return;
+        }
+    };
+    state.metrics.open_tunnels.inc();
+    let activity = Arc::new(Activity::new());
+    let io = Metered {
+        inner: TokioIo::new(client),
+        activity: activity.clone(),
+        read: log.bytes_up.clone(),
+        written: log.bytes_down.clone(),
+    };
+    let settings = &state.settings;
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+    let end = match tokio::time::timeout(settings.request_head_timeout, accept).await {
+        Err(_) => "client TLS handshake timed out".to_string(),
+        Ok(Err(e)) => {
+            // The usual cause is a client that does not trust the tollgate CA.
+            tracing::info!(host = %target.host, error = %e,
+                "intercepted client TLS handshake failed (does the client trust the tollgate CA?)");
+            "client TLS handshake failed".to_string()
+        }
+        Ok(Ok(stream)) => {
+            state.intercept.handler.adopt_upstream(&target, upstream);
+            serve_inner(
+                &state,
+                stream,
+                Tunnel {
+                    state: state.clone(),
+                    peer: log.peer,
+                    caller,
+                    target,
+                },
+                &activity,
+            )
+            .await
+        }
+    };
+    state.metrics.open_tunnels.dec();
+    tracing::debug!(end = %end, "intercepted tunnel closed");
+    drop(log);
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on the decrypted stream until the client is done or the tunnel
+/// is idle for the idle timeout.
+async fn serve_inner<S>(
+    state: &ProxyState,
+    stream: S,
+    tunnel: Tunnel,
+    activity: &Activity,
+) -> String
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = &state.settings;
+    let tunnel = Arc::new(tunnel);
+    let service = hyper::service::service_fn(move |req| {
+        let tunnel = tunnel.clone();
+        async move { Ok::<_, Infallible>(inner_request(&tunnel, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.request_head_timeout)
+        .max_buf_size(
+            settings
+                .max_request_head
+                .saturating_mul(4)
+                .max(HYPER_BUF_MIN),
+        )
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_request_head).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let idle = settings.idle_timeout;
+    let watchdog = async {
+        loop {
+            let deadline = activity.last() + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        r = conn => match r {
+            Ok(()) => "closed".into(),
+            Err(e) => e.to_string(),
+        },
+        () = watchdog => "idle timeout".into(),
+    }
+}
+
+/// One inner request: check the target, rewrite, hand to the handler, log.
+async fn inner_request(tunnel: &Tunnel, req: Request<Incoming>) -> Response<ProxyBody> {
+    let state = &tunnel.state;
+    let target = &tunnel.target;
+    let mut log = RequestLog::new(state.metrics.clone(), tunnel.peer, req.method().clone());
+    log.host = Some(target.host.to_string());
+    log.port = target.port;
+    log.caller = Some(tunnel.caller.clone());
+    log.set_decision(&target.decision);
+    let result = match check_and_rewrite(req, target) {
+        Ok(req) => {
+            state
+                .intercept
+                .handler
+                .handle(&tunnel.caller, target, req, &mut log)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(resp) => {
+            log.status = resp.status().as_u16();
+            let down = log.bytes_down.clone();
+            resp.map(|body| CountingBody::new(body, down, Some(log)).boxed())
+        }
+        Err(e) => {
+            log.status = e.status().as_u16();
+            log.decision = "error";
+            log.reason = e.code().into();
+            // Dropping `log` here emits the line: the error body is complete in memory.
+            e.into_response()
+        }
+    }
+}
+
+/// Checks that `req` targets the `CONNECT` host and port (default 443), then rewrites it to
+/// an absolute `https://` URI with the target's authority and no `Host` header (the upstream
+/// client derives `Host` / `:authority` from the URI).
+pub fn check_and_rewrite<B>(
+    mut req: Request<B>,
+    target: &InterceptTarget,
+) -> Result<Request<B>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest(
+            "CONNECT inside an intercepted tunnel is not supported".into(),
+        ));
+    }
+    let from_uri = req.uri().authority().cloned();
+    let from_host = match req.headers().get(HOST) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<Authority>().ok())
+                .ok_or_else(|| ProxyError::BadRequest("invalid Host header".into()))?,
+        ),
+    };
+    let mut named = Vec::with_capacity(2);
+    for auth in [from_uri, from_host].into_iter().flatten() {
+        named.push(inner_target(&auth)?);
+    }
+    if named.is_empty() {
+        return Err(ProxyError::BadRequest("request without Host".into()));
+    }
+    for (host, port) in &named {
+        if *host != target.host || *port != target.port {
+            return Err(ProxyError::Misdirected(format!(
+                "this connection is for {}:{}; the request is for {host}:{port}",
+                target.host, target.port
+            )));
+        }
+    }
+    let path = match req.uri().path_and_query() {
+        Some(p) if p.as_str() == "*" => {
+            return Err(ProxyError::BadRequest(
+                "asterisk-form requests are not forwarded".into(),
+            ))
+        }
+        Some(p) => p.as_str(),
+        None => "/",
+    };
+    let uri: Uri = format!("https://{}{}", target.authority, path)
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?;
+    *req.uri_mut() = uri;
+    req.headers_mut().remove(HOST);
+    Ok(req)
+}
+
+/// The normalized host and port (default 443) an inner request names.
+fn inner_target(auth: &Authority) -> Result<(Host, u16), ProxyError> {
+    if auth.as_str().contains('@') {
+        return Err(ProxyError::BadRequest(
+            "user information in the authority is not allowed".into(),
+        ));
+    }
+    let host = normalize_host(auth.host()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    Ok((host, auth.port_u16().unwrap_or(443)))
+}
+
+type TlsClient = Client<HttpsConnector<HandoffConnector>, CountingBody<Incoming>>;
+
+/// The default [`InnerHandler`]: runs the [`RequestHook`], if any, then forwards upstream over
+/// verified TLS through the guarded dialer, pooled.
+pub struct UpstreamForwarder {
+    /// Dials only public addresses.
+    strict: TlsClient,
+    /// May dial private addresses (the winning rule has `private = true` or is a CIDR rule).
+    /// Separate pools for the reason given in `forward`.
+    private: TlsClient,
+    /// Pre-dialed connections waiting to become pooled connections.
+    handoff: Arc<Handoff>,
+    /// Time the upstream has to begin its response.
+    response_timeout: Duration,
+    /// Where token injection plugs in.
+    hook: Option<Arc<dyn RequestHook>>,
+    /// For the upstream latency histogram.
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamForwarder {
+    /// A forwarder dialing through `dialer`, verifying upstreams with `tls` (see
+    /// [`crate::tls::upstream_client_config`]).
+    pub fn new(
+        dialer: Arc<DirectDialer>,
+        tls: ClientConfig,
+        response_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let handoff = Arc::new(Handoff::default());
+        // hyper-rustls sets ALPN itself (h2, http/1.1, from enable_http1/2) and panics when the
+        // configuration already has some.
+        let mut tls = tls;
+        tls.alpn_protocols.clear();
+        let build = |allow_private| {
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(HandoffConnector {
+                    inner: GuardedConnector::new(dialer.clone(), allow_private),
+                    handoff: handoff.clone(),
+                    allow_private,
+                });
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(connector)
+        };
+        UpstreamForwarder {
+            strict: build(false),
+            private: build(true),
+            handoff,
+            response_timeout,
+            hook: None,
+            metrics,
+        }
+    }
+
+    /// Calls `hook` on every request before forwarding it.
+    pub fn with_hook(mut self, hook: Option<Arc<dyn RequestHook>>) -> Self {
+        self.hook = hook;
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl InnerHandler for UpstreamForwarder {
+    async fn handle(
+        &self,
+        caller: &Arc<Caller>,
+        target: &InterceptTarget,
+        req: Request<Incoming>,
+        log: &mut RequestLog,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop_keeping_te_trailers(&mut parts.headers);
+        if let Some(hook) = &self.hook {
+            let outcome = hook.on_request(caller, target, &mut parts).await?;
+            log.injected = outcome.injected;
+            log.app = outcome.app;
+        }
+        // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        let body = CountingBody::new(body, log.bytes_up.clone(), None);
+        let req = Request::from_parts(parts, body);
+        let client = if target.decision.allow_private {
+            &self.private
+        } else {
+            &self.strict
+        };
+        let started = Instant::now();
+        let mut resp = match tokio::time::timeout(self.response_timeout, client.request(req)).await
+        {
+            Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+            Ok(Err(e)) => return Err(map_client_error(&e)),
+            Ok(Ok(resp)) => resp,
+        };
+        self.metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        clean_response(&mut resp);
+        Ok(resp.map(|b| b.boxed()))
+    }
+
+    fn adopt_upstream(&self, target: &InterceptTarget, stream: TcpStream) {
+        let key = HandoffKey {
+            authority: format!("{}:{}", target.host, target.port),
+            allow_private: target.decision.allow_private,
+        };
+        self.handoff.put(key, stream);
+    }
+}
+
+/// Like [`strip_hop_by_hop`], but keeps `TE: trailers`, which HTTP/2 allows and gRPC needs.
+fn strip_hop_by_hop_keeping_te_trailers(headers: &mut http::HeaderMap) {
+    let trailers = headers
+        .get_all(TE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Which pre-dialed connection a new upstream connection may use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HandoffKey {
+    /// `host:port`, host normalized (IPv6 in brackets).
+    authority: String,
+    /// The pool it may join.
+    allow_private: bool,
+}
+
+/// Pre-dialed connections, at most one per key; the newest wins.
+#[derive(Default)]
+struct Handoff {
+    slots: Mutex<HashMap<HandoffKey, (TcpStream, Instant)>>,
+}
+
+impl Handoff {
+    fn put(&self, key: HandoffKey, stream: TcpStream) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= HANDOFF_MAX_ENTRIES {
+            slots.retain(|_, (_, at)| at.elapsed() < HANDOFF_MAX_AGE);
+        }
+        // A replaced connection is closed: the pool evidently had what it needed.
+        slots.insert(key, (stream, Instant::now()));
+    }
+
+    /// A pre-dialed connection for `key` that is young and still open.
+    fn take(&self, key: &HandoffKey) -> Option<TcpStream> {
+        let (stream, at) = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)?;
+        if at.elapsed() >= HANDOFF_MAX_AGE {
+            return None;
+        }
+        // Nothing may have arrived before our ClientHello: EOF or data means it is unusable.
+        match stream.try_read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+/// The forwarder's connector: a pre-dialed connection for the target if there is one, else a
+/// fresh guarded dial.
+#[derive(Clone)]
+struct HandoffConnector {
+    inner: GuardedConnector,
+    handoff: Arc<Handoff>,
+    allow_private: bool,
+}
+
+impl tower_service::Service<Uri> for HandoffConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = DialError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DialError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let key = uri.host().and_then(|h| normalize_host(h).ok()).map(|host| {
+            let port = uri.port_u16().unwrap_or(443);
+            HandoffKey {
+                authority: format!("{host}:{port}"),
+                allow_private: self.allow_private,
+            }
+        });
+        if let Some(stream) = key.and_then(|k| self.handoff.take(&k)) {
+            return Box::pin(std::future::ready(Ok(TokioIo::new(stream))));
+        }
+        self.inner.call(uri)
+    }
+}
+
+/// Last time a byte moved on a tunnel, in milliseconds since it started.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The client side of an intercepted tunnel, counting raw bytes for the `CONNECT` log line
+/// and recording activity for the idle timeout.
+struct Metered<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    /// Bytes read from the client.
+    read: Arc<AtomicU64>,
+    /// Bytes written to the client.
+    written: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.activity.touch();
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.activity.touch();
+                self.written.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Spawns [`run`] for an intercepted tunnel on the proxy's tunnel tracker; `hold` (the
+/// connection-limit permit) lives as long as the tunnel.
+pub(crate) fn spawn<H: Send + 'static>(
+    state: &Arc<ProxyState>,
+    i: Box<Intercepted>,
+    log: RequestLog,
+    hold: H,
+) {
+    let st = state.clone();
+    state.tunnels.spawn(
+        async move {
+            let _hold = hold;
+            run(st, i, log).await;
+        }
+        .in_current_span(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Decision;
+
+    fn target(host: &str, port: u16) -> InterceptTarget {
+        let decision = Decision {
+            allowed: true,
+            reason: "allowed",
+            policy: None,
+            rule: None,
+            rule_kind: None,
+            route: None,
+            allow_private: false,
+        };
+        InterceptTarget::new(normalize_host(host).unwrap(), port, decision)
+    }
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn inner_requests_must_target_the_connect_host() {
+        let t = target("api.example.com", 443);
+        /// (name, request target, Host header, rewritten URI or error code)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
+            (
+                "h1 host",
+                "/a?b=1",
+                Some("api.example.com"),
+                Ok("https://api.example.com/a?b=1"),
+            ),
+            (
+                "h1 host with default port",
+                "/",
+                Some("API.Example.com:443"),
+                Ok("https://api.example.com/"),
+            ),
+            (
+                "h1 trailing dot",
+                "/",
+                Some("api.example.com."),
+                Ok("https://api.example.com/"),
+            ),
+            (
+                "h2 authority",
+                "https://api.example.com/x",
+                None,
+                Ok("https://api.example.com/x"),
+            ),
+            (
+                "h2 authority and same host",
+                "https://api.example.com/x",
+                Some("api.example.com"),
+                Ok("https://api.example.com/x"),
+            ),
+            (
+                "other host",
+                "/",
+                Some("evil.example"),
+                Err("misdirected_request"),
+            ),
+            (
+                "other port",
+                "/",
+                Some("api.example.com:8443"),
+                Err("misdirected_request"),
+            ),
+            (
+                "authority differs from host",
+                "https://api.example.com/",
+                Some("evil.example"),
+                Err("misdirected_request"),
+            ),
+            (
+                "h2 other authority",
+                "https://evil.example/",
+                None,
+                Err("misdirected_request"),
+            ),
+            ("no host", "/", None, Err("bad_request")),
+            (
+                "userinfo",
+                "/",
+                Some("user@api.example.com"),
+                Err("bad_request"),
+            ),
+            ("asterisk", "*", Some("api.example.com"), Err("bad_request")),
+        ];
+        for (name, uri, host, want) in cases {
+            let got = check_and_rewrite(req(uri, *host), &t);
+            match (got, want) {
+                (Ok(r), Ok(u)) => {
+                    assert_eq!(r.uri().to_string(), *u, "{name}");
+                    assert!(r.headers().get(HOST).is_none(), "{name}");
+                }
+                (Err(e), Err(code)) => assert_eq!(e.code(), *code, "{name}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn non_default_ports_and_ip_literals_keep_their_form() {
+        let t = target("127.0.0.1", 8443);
+        let r = check_and_rewrite(req("/p", Some("127.0.0.1:8443")), &t).unwrap();
+        assert_eq!(r.uri().to_string(), "https://127.0.0.1:8443/p");
+        let t = target("[::1]", 443);
+        let r = check_and_rewrite(req("/p", Some("[::1]")), &t).unwrap();
+        assert_eq!(r.uri().to_string(), "https://[::1]/p");
+        let e = check_and_rewrite(req("/p", Some("[::1]:444")), &t).unwrap_err();
+        assert_eq!(e.code(), "misdirected_request");
+    }
+
+    #[test]
+    fn te_trailers_survives_hop_by_hop_stripping() {
+        let mut h = http::HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("connection", HeaderValue::from_static("close"));
+        strip_hop_by_hop_keeping_te_trailers(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[TE], "trailers");
+        let mut h = http::HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop_keeping_te_trailers(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[tokio::test]
+    async fn handoff_gives_out_young_open_connections_once() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = Handoff::default();
+        let key = HandoffKey {
+            authority: format!("127.0.0.1:{}", addr.port()),
+            allow_private: true,
+        };
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (_server, _) = l.accept().await.unwrap();
+        h.put(key.clone(), s);
+        assert!(h.take(&key).is_some());
+        assert!(h.take(&key).is_none(), "given out once");
+        let other = HandoffKey {
+            allow_private: false,
+            ..key.clone()
+        };
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (_server2, _) = l.accept().await.unwrap();
+        h.put(key.clone(), s);
+        assert!(h.take(&other).is_none(), "not across pools");
+        // The server closes it: once the FIN is readable, the connection is not handed out.
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        drop(server);
+        s.readable().await.unwrap();
+        h.put(key.clone(), s);
+        assert!(h.take(&key).is_none(), "closed connection handed out");
+    }
+}
