@@ -1033,3 +1033,124 @@ route = "direct"
     assert_eq!(env.p.with(|s| s.code_calls), 0, "token endpoint reached");
     assert!(env.authorizations("crm").await.is_empty());
 }
+
+/// A TLS client stream through `CONNECT localhost:port`, trusting tollgate's CA, offering
+/// `alpn`.
+async fn intercepted_tls(
+    env: &Env,
+    port: u16,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    use rustls::pki_types::pem::PemObject;
+    let pa = format!("Bearer {}", env.tg.token("acme", "alice"));
+    let (r, tunnel) = proxy_connect(
+        env.tg.proxy,
+        &format!("localhost:{port}"),
+        &[("proxy-authorization", &pa)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        rustls::pki_types::CertificateDer::pem_file_iter(env.tg.data.join("ca/ca.pem")).unwrap()
+    {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tunnel.unwrap())
+        .await
+        .expect("client trusts the certificate tollgate minted from its CA")
+}
+
+#[tokio::test]
+async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
+    let (ca_pem, server) = common::provider::test_ca_and_server();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
+    let tls_api = env.p.serve_api_tls(server).await;
+    let port = tls_api.port();
+    let req = || {
+        hyper::Request::get(format!("https://localhost:{port}/records"))
+            .header("authorization", CLIENT_AUTH)
+            .body(Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+
+    // Before consent: authorization_required answered inside the TLS tunnel (HTTP/1.1).
+    let tls = intercepted_tls(&env, port, b"http/1.1").await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut r1 = req();
+    *r1.uri_mut() = "/records".parse().unwrap();
+    r1.headers_mut()
+        .insert("host", format!("localhost:{port}").parse().unwrap());
+    let resp = send.send_request(r1).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers()["proxy-status"]
+        .to_str()
+        .unwrap()
+        .contains("error=http_request_denied"));
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"], "authorization_required");
+    assert!(body["consent_url"].as_str().unwrap().contains("/consent/"));
+
+    env.consent("acme", "alice").await;
+
+    // After consent, HTTP/1.1 inside: the token replaces the client's Authorization.
+    let tls = intercepted_tls(&env, port, b"http/1.1").await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut r1 = req();
+    *r1.uri_mut() = "/records".parse().unwrap();
+    r1.headers_mut()
+        .insert("host", format!("localhost:{port}").parse().unwrap());
+    let resp = send.send_request(r1).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        v["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer AT-secret-"),
+        "{v}"
+    );
+
+    // HTTP/2 inside.
+    let tls = intercepted_tls(&env, port, b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(req()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        v["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer AT-secret-"),
+        "{v}"
+    );
+}
