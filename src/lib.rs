@@ -7,7 +7,8 @@
 //! 2. [`policy`] decides, from the admin-edited TOML files, whether the destination is allowed
 //!    for that caller's org and by which route.
 //! 3. [`route`] dials the destination: directly, behind the address guard that classifies every
-//!    resolved address before it is dialed.
+//!    resolved address before it is dialed; or [`agent`] opens a tunnel through an agent
+//!    inside a private network (`route = "agent:ID"`).
 //! 4. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
 //!    decision line, and turns every failure into a synthetic response with `Proxy-Status`.
 
@@ -15,6 +16,7 @@ pub mod identity;
 pub mod policy;
 pub mod route;
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod datadir;

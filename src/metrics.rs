@@ -30,6 +30,8 @@ pub struct Metrics {
     pub client_connections: Gauge,
     /// Connections refused with `503 overloaded`.
     pub overloaded: Counter,
+    /// Agent relay: connections, tunnels, bytes, failures per agent.
+    pub agents: crate::agent::metrics::AgentMetrics,
 }
 
 impl Default for Metrics {
@@ -69,6 +71,7 @@ impl Metrics {
             "Client connections refused with 503 overloaded",
             overloaded.clone(),
         );
+        let agents = crate::agent::metrics::AgentMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -76,6 +79,7 @@ impl Metrics {
             open_tunnels,
             client_connections,
             overloaded,
+            agents,
         }
     }
 

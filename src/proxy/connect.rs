@@ -7,13 +7,16 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Copy buffer per direction. 64 KiB keeps bulk transfers near loopback speed.
+/// Copy buffer per direction. 64 KiB keeps bulk transfers near loopback speed. It is held
+/// only while bytes are moving (see [`Direction`]), so idle tunnels cost a few hundred bytes
+/// here, not 128 KiB: with 1 000s of idle tunnels (keep-alive connections of API clients,
+/// agent tunnels) the buffers would otherwise dominate the proxy's memory.
 const TUNNEL_BUFFER: usize = 64 * 1024;
 
 /// Last time any byte moved on a tunnel, in milliseconds since the tunnel started.
@@ -109,12 +112,7 @@ where
         activity: activity.clone(),
         read: down,
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        TUNNEL_BUFFER,
-        TUNNEL_BUFFER,
-    );
+    let copy = copy_bidirectional(&mut client, &mut upstream);
     let watchdog = async {
         loop {
             let deadline = activity.last() + idle;
@@ -131,6 +129,133 @@ where
         },
         () = watchdog => "idle timeout".into(),
     }
+}
+
+/// One direction of a tunnel: read into a buffer, write it all out, repeat; at EOF shut the
+/// writer down. Like tokio's `copy_bidirectional`, except that the buffer is allocated when a
+/// read is attempted and released whenever the reader has nothing to give (the write side
+/// being empty then), so an idle direction holds no buffer.
+struct Direction {
+    buf: Option<Box<[u8]>>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+    /// Bytes of `buf` filled by the last read.
+    cap: usize,
+    /// The reader reached EOF.
+    read_done: bool,
+    /// Bytes were written since the last flush.
+    need_flush: bool,
+    /// Total bytes written.
+    amt: u64,
+}
+
+impl Direction {
+    fn new() -> Self {
+        Direction {
+            buf: None,
+            pos: 0,
+            cap: 0,
+            read_done: false,
+            need_flush: false,
+            amt: 0,
+        }
+    }
+
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.pos == self.cap && !self.read_done {
+                let buf = self
+                    .buf
+                    .get_or_insert_with(|| vec![0u8; TUNNEL_BUFFER].into_boxed_slice());
+                let mut rb = ReadBuf::new(buf);
+                match reader.as_mut().poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        // Nothing to read and nothing buffered: give the memory back, and
+                        // make sure what was written reaches the other side.
+                        self.buf = None;
+                        if self.need_flush {
+                            ready!(writer.as_mut().poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                            self.buf = None;
+                        } else {
+                            self.pos = 0;
+                            self.cap = n;
+                        }
+                    }
+                }
+            }
+            while self.pos < self.cap {
+                let Some(buf) = self.buf.as_deref() else {
+                    // `cap > pos` only after a read into the buffer, which is kept until
+                    // written out; treat a missing one as nothing left to write.
+                    self.pos = self.cap;
+                    break;
+                };
+                let n = ready!(writer.as_mut().poll_write(cx, &buf[self.pos..self.cap]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "write zero bytes into the tunnel",
+                    )));
+                }
+                self.pos += n;
+                self.amt += n as u64;
+                self.need_flush = true;
+            }
+            if self.pos == self.cap && self.read_done {
+                ready!(writer.as_mut().poll_flush(cx))?;
+                ready!(writer.as_mut().poll_shutdown(cx))?;
+                return Poll::Ready(Ok(self.amt));
+            }
+        }
+    }
+}
+
+/// Copies both ways until both directions reached EOF (each EOF shuts down the other side's
+/// write half) or one fails. Returns the bytes copied (a → b, b → a).
+async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut a_to_b = Direction::new();
+    let mut b_to_a = Direction::new();
+    let mut done_ab = None;
+    let mut done_ba = None;
+    std::future::poll_fn(|cx| {
+        if done_ab.is_none() {
+            if let Poll::Ready(r) = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b)) {
+                done_ab = Some(r?);
+            }
+        }
+        if done_ba.is_none() {
+            if let Poll::Ready(r) = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a)) {
+                done_ba = Some(r?);
+            }
+        }
+        match (done_ab, done_ba) {
+            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

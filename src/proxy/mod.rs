@@ -27,17 +27,19 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::agent::relay::{AgentStream, Registry};
 use crate::identity::{IdentityError, Verifier};
 use crate::metrics::Metrics;
 use crate::policy::watch::Policies;
 use crate::policy::{normalize_host, Host, Route};
 use crate::route::direct::DirectDialer;
 use errors::ProxyError;
-use forward::Upstream;
+use forward::{AgentUpstream, Upstream};
 use log::{CountingBody, RequestLog};
 
 /// Body type of every response the proxy sends.
@@ -68,6 +70,10 @@ pub struct ProxyState {
     pub dialer: Arc<DirectDialer>,
     /// Pooled upstream clients for forwarded requests.
     pub upstream: Upstream,
+    /// Connected agents; tunnels of agent routes are dialed through it.
+    pub agents: Arc<Registry>,
+    /// Pooled clients for forwarded requests of agent routes.
+    pub agent_upstream: AgentUpstream,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Limits and timeouts.
@@ -167,8 +173,9 @@ async fn refuse_overloaded(mut stream: TcpStream) {
 enum Outcome {
     /// The upstream's response to a forwarded request.
     Forward(Response<Incoming>),
-    /// A dialed upstream for a `CONNECT`, and the client side once upgraded.
-    Tunnel(TcpStream, OnUpgrade),
+    /// A dialed upstream (direct, or a tunnel through an agent) for a `CONNECT`, and the
+    /// client side once upgraded.
+    Tunnel(Either<TcpStream, AgentStream>, OnUpgrade),
 }
 
 async fn handle(
@@ -262,19 +269,26 @@ async fn proxy_request(
     if !decision.allowed {
         return Err(ProxyError::Denied(Box::new(decision)));
     }
-    match &decision.route {
-        Some(Route::Direct) => {}
-        Some(Route::Agent(id)) => return Err(ProxyError::AgentUnavailable(id.to_string())),
+    // The agent resolves and enforces its own allowlist; the proxy does not resolve.
+    let agent = match &decision.route {
+        Some(Route::Direct) => None,
+        Some(Route::Agent(id)) => Some(id.clone()),
         None => return Err(ProxyError::Denied(Box::new(decision))),
-    }
+    };
 
     // Phase 4: dial and forward, or tunnel.
     let started = Instant::now();
     if req.method() == Method::CONNECT {
-        let (stream, _addr) = state
-            .dialer
-            .dial(&host, port, decision.allow_private)
-            .await?;
+        let stream = match &agent {
+            None => {
+                let (stream, _addr) = state
+                    .dialer
+                    .dial(&host, port, decision.allow_private)
+                    .await?;
+                Either::Left(stream)
+            }
+            Some(id) => Either::Right(state.agents.dial(id, &host.to_string(), port).await?),
+        };
         state
             .metrics
             .upstream_latency
@@ -285,7 +299,10 @@ async fn proxy_request(
     forward::prepare_request(&mut req, &authority)?;
     let up = log.bytes_up.clone();
     let req = req.map(|b| CountingBody::new(b, up, None));
-    let resp = state.upstream.send(req, decision.allow_private).await?;
+    let resp = match &agent {
+        None => state.upstream.send(req, decision.allow_private).await?,
+        Some(id) => state.agent_upstream.send(id, req).await?,
+    };
     state
         .metrics
         .upstream_latency
