@@ -216,10 +216,12 @@ type AgentClient = Client<AgentConnector, AgentBody>;
 ///
 /// A request that fails before any response head on a pooled tunnel (typically: the agent
 /// behind it just died) is sent once more on a fresh tunnel when that is safe: the method is
-/// idempotent (GET, HEAD, OPTIONS, TRACE) and there is no body to replay.
+/// idempotent (GET, HEAD, OPTIONS, TRACE) and there is no body to replay. The replay never
+/// takes a pooled connection: others in the pool may go through the same dead agent.
 pub struct AgentUpstream {
     registry: Arc<Registry>,
-    clients: RwLock<HashMap<Arc<str>, AgentClient>>,
+    /// Per agent: the pooled client, and an unpooled one for replays.
+    clients: RwLock<HashMap<Arc<str>, (AgentClient, AgentClient)>>,
     response_timeout: Duration,
 }
 
@@ -233,7 +235,7 @@ impl AgentUpstream {
         }
     }
 
-    fn client(&self, agent: &Arc<str>) -> AgentClient {
+    fn clients(&self, agent: &Arc<str>) -> (AgentClient, AgentClient) {
         if let Some(c) = self
             .clients
             .read()
@@ -242,21 +244,22 @@ impl AgentUpstream {
         {
             return c.clone();
         }
+        let build = |max_idle| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(max_idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .set_host(false)
+                .build(AgentConnector {
+                    registry: self.registry.clone(),
+                    agent: agent.clone(),
+                })
+        };
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         clients
             .entry(agent.clone())
-            .or_insert_with(|| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .set_host(false)
-                    .build(AgentConnector {
-                        registry: self.registry.clone(),
-                        agent: agent.clone(),
-                    })
-            })
+            .or_insert_with(|| (build(POOL_MAX_IDLE_PER_HOST), build(0)))
             .clone()
     }
 
@@ -273,7 +276,7 @@ impl AgentUpstream {
                 .dial_failed(agent, "agent_unavailable");
             return Err(ProxyError::AgentUnavailable(agent.to_string()));
         }
-        let client = self.client(agent);
+        let (client, fresh) = self.clients(agent);
         let replay = (matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
@@ -300,7 +303,7 @@ impl AgentUpstream {
             Some(again) if !err.is_connect() => {
                 tracing::debug!(agent = %agent, error = %err, "request failed on a pooled agent tunnel; sending it again");
                 let again = again.map(|()| Either::Right(Empty::new()));
-                match tokio::time::timeout(self.response_timeout, client.request(again)).await {
+                match tokio::time::timeout(self.response_timeout, fresh.request(again)).await {
                     Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
                     Ok(Ok(resp)) => Ok(resp),
                     Ok(Err(e)) => Err(map_client_error(&e)),
