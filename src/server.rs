@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::credential::CredentialVerifier;
-use crate::agent::relay::{self, RelayListener, RelaySettings, Registry};
+use crate::agent::relay::{self, Registry, RelayListener, RelaySettings};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};

@@ -68,7 +68,12 @@ async fn setup(agent_extra: &[&str]) -> (Tollgate, SocketAddr, Agent) {
 }
 
 /// CONNECT through the proxy, write `msg`, read it back from an echo server.
-async fn echo_through(proxy: SocketAddr, auth: &str, target: &str, msg: &[u8]) -> Result<(), String> {
+async fn echo_through(
+    proxy: SocketAddr,
+    auth: &str,
+    target: &str,
+    msg: &[u8],
+) -> Result<(), String> {
     let (r, tunnel) = proxy_connect(proxy, target, &[("proxy-authorization", auth)]).await;
     if r.status != 200 {
         return Err(format!("CONNECT answered {}: {}", r.status, r.text()));
@@ -119,7 +124,10 @@ async fn connect_and_plain_http_reach_a_loopback_upstream_through_the_agent() {
     assert_eq!(body["uri"], "/via-agent?x=1");
     assert_eq!(body["body"], "payload");
     assert!(body["headers"].get("proxy-authorization").is_none());
-    assert!(r.header("proxy-status").is_none(), "upstream Proxy-Status must not pass");
+    assert!(
+        r.header("proxy-status").is_none(),
+        "upstream Proxy-Status must not pass"
+    );
 
     // By name: the agent resolves `localhost` itself (tollgate does not for agent routes).
     // Loopback is special at the agent, and 127.0.0.0/8 lists it, so this is allowed.
@@ -150,10 +158,11 @@ async fn connect_and_plain_http_reach_a_loopback_upstream_through_the_agent() {
 
     // The agent logs every tunnel with its decision.
     let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
-        agent
-            .tunnel_lines()
-            .iter()
-            .any(|l| l["decision"] == "allowed" && l["port"] == echo.port() && l["bytes_up"] == payload.len() as u64)
+        agent.tunnel_lines().iter().any(|l| {
+            l["decision"] == "allowed"
+                && l["port"] == echo.port()
+                && l["bytes_up"] == payload.len() as u64
+        })
     })
     .await;
     assert!(ok, "tunnel log missing:\n{}", agent.logs());
@@ -177,7 +186,10 @@ async fn agent_refusals_are_passed_on_with_proxy_status() {
     let (r, _) = proxy_connect(tg.proxy, &up.to_string(), &[("proxy-authorization", &auth)]).await;
     assert_eq!(r.status, 403, "{}", r.text());
     let ps = r.header("proxy-status").unwrap();
-    assert!(ps.starts_with("tollgate; error=http_request_denied"), "{ps}");
+    assert!(
+        ps.starts_with("tollgate; error=http_request_denied"),
+        "{ps}"
+    );
     assert!(ps.contains("not in the agent's allowlist"), "{ps}");
     let body = r.json();
     assert_eq!(body["error"], "destination_denied");
@@ -207,7 +219,10 @@ async fn agent_refusals_are_passed_on_with_proxy_status() {
     .await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"], "connection_refused");
-    assert!(r.header("proxy-status").unwrap().contains("error=connection_refused"));
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains("error=connection_refused"));
 
     let denied = metric(
         &tg,
@@ -257,7 +272,12 @@ async fn revoked_agents_and_caller_tokens_are_refused_at_the_relay() {
     let (tg, relay) = start_tollgate(&["--revoked-agents", "onprem-1,other-2"]);
     let agent = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
     let refused = Tollgate::wait_for(Duration::from_secs(20), async || {
-        metric(&tg, "tollgate_agent_auth_failures_total{reason=\"revoked\"}").await >= 2.0
+        metric(
+            &tg,
+            "tollgate_agent_auth_failures_total{reason=\"revoked\"}",
+        )
+        .await
+            >= 2.0
     })
     .await;
     assert!(refused, "tollgate:\n{}", tg.logs());
@@ -282,14 +302,27 @@ async fn revoked_agents_and_caller_tokens_are_refused_at_the_relay() {
     let _impostor = Agent::spawn(
         &[],
         &[
-            "agent", "run", "--relay", &format!("https://{relay}"), "--id", "impostor",
-            "--credential-file", cred.to_str().unwrap(), "--ca-file", ca.to_str().unwrap(),
-            "--allow", "127.0.0.0/8",
+            "agent",
+            "run",
+            "--relay",
+            &format!("https://{relay}"),
+            "--id",
+            "impostor",
+            "--credential-file",
+            cred.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--allow",
+            "127.0.0.0/8",
         ]
         .map(String::from),
     );
     let refused = Tollgate::wait_for(Duration::from_secs(20), async || {
-        metric(&tg, "tollgate_agent_auth_failures_total{reason=\"invalid_credential\"}").await
+        metric(
+            &tg,
+            "tollgate_agent_auth_failures_total{reason=\"invalid_credential\"}",
+        )
+        .await
             >= 1.0
     })
     .await;
@@ -301,8 +334,12 @@ async fn agent_killed_mid_stream_fails_the_tunnel_and_nothing_leaks() {
     let echo = tcp_echo().await;
     let (tg, _relay, mut agent) = setup(&[]).await;
     let auth = tg.bearer("acme", "alice");
-    let (r, tunnel) =
-        proxy_connect(tg.proxy, &echo.to_string(), &[("proxy-authorization", &auth)]).await;
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        &echo.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
     assert_eq!(r.status, 200);
     let mut t = tunnel.unwrap();
     t.write_all(b"before").await.unwrap();
@@ -316,7 +353,10 @@ async fn agent_killed_mid_stream_fails_the_tunnel_and_nothing_leaks() {
     agent.kill();
     let failed = time_to_failure(&mut t, Duration::from_secs(10)).await;
     // Killing the process closes its sockets, so this is quicker than the keep-alive deadline.
-    assert!(failed.is_some_and(|d| d < Duration::from_secs(3)), "{failed:?}");
+    assert!(
+        failed.is_some_and(|d| d < Duration::from_secs(3)),
+        "{failed:?}"
+    );
     drop(t);
     let clean = Tollgate::wait_for(Duration::from_secs(5), async || {
         metric(&tg, "tollgate_open_tunnels").await == 0.0
@@ -333,8 +373,12 @@ async fn frozen_agent_is_dropped_within_the_keepalive_deadline() {
     let echo = tcp_echo().await;
     let (tg, _relay, agent) = setup(&[]).await;
     let auth = tg.bearer("acme", "alice");
-    let (r, tunnel) =
-        proxy_connect(tg.proxy, &echo.to_string(), &[("proxy-authorization", &auth)]).await;
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        &echo.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
     assert_eq!(r.status, 200);
     let mut t = tunnel.unwrap();
     t.write_all(b"hi").await.unwrap();
@@ -440,7 +484,12 @@ async fn two_agents_with_one_id_share_the_load_and_survive_losing_one() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let served = |agent: &Agent| agent.tunnel_lines().len();
-    assert!(served(&a) > 0 && served(&b) > 0, "load not shared: {} / {}", served(&a), served(&b));
+    assert!(
+        served(&a) > 0 && served(&b) > 0,
+        "load not shared: {} / {}",
+        served(&a),
+        served(&b)
+    );
     a.kill();
     tokio::time::sleep(Duration::from_millis(2000)).await;
     stop.cancel();
@@ -452,7 +501,11 @@ async fn two_agents_with_one_id_share_the_load_and_survive_losing_one() {
         broken += b;
     }
     assert!(total > 50, "only {total} requests");
-    assert!(failures.is_empty(), "{} of {total} failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failed: {failures:?}",
+        failures.len()
+    );
     eprintln!("{total} requests, 0 failed; {broken} tunnels were open through the killed agent");
     assert!(wait_connections(&tg, "onprem-1", 2, Duration::from_secs(5)).await);
 }
@@ -464,7 +517,9 @@ async fn firehose() -> SocketAddr {
     tokio::spawn(async move {
         let chunk = vec![b'x'; 64 * 1024];
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let chunk = chunk.clone();
             tokio::spawn(async move { while s.write_all(&chunk).await.is_ok() {} });
         }
@@ -482,8 +537,12 @@ async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
     let (tg_rss, agent_rss) = (rss_kib(tg.child.id()), rss_kib(agent.child.id()));
 
     // Tunnel A: the upstream sends without end, the client never reads.
-    let (r, stalled) =
-        proxy_connect(tg.proxy, &hose.to_string(), &[("proxy-authorization", &auth)]).await;
+    let (r, stalled) = proxy_connect(
+        tg.proxy,
+        &hose.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
     assert_eq!(r.status, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let grown = |before: u64, now: u64| now.saturating_sub(before);
@@ -495,8 +554,12 @@ async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
 
     // Tunnel B on the same relay connection moves 32 MiB meanwhile.
     let started = Instant::now();
-    let (r, fast) =
-        proxy_connect(tg.proxy, &hose.to_string(), &[("proxy-authorization", &auth)]).await;
+    let (r, fast) = proxy_connect(
+        tg.proxy,
+        &hose.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
     assert_eq!(r.status, 200);
     let mut fast = fast.unwrap();
     let mut buf = vec![0u8; 64 * 1024];

@@ -191,7 +191,10 @@ impl Allowlist {
     /// Refuses special addresses that no entry lists explicitly.
     fn check_special(&self, ip: IpAddr) -> Result<(), Refusal> {
         if is_metadata(ip) {
-            let exact = self.cidrs.iter().any(|n| n.prefix_len() == n.max_prefix_len() && n.addr() == ip);
+            let exact = self
+                .cidrs
+                .iter()
+                .any(|n| n.prefix_len() == n.max_prefix_len() && n.addr() == ip);
             return if exact {
                 Ok(())
             } else {
@@ -247,8 +250,8 @@ mod tests {
 
     #[test]
     fn bad_entries_are_all_reported_by_name() {
-        let errs = Allowlist::parse(&["ok.example", "*", "10.0.0.1/8", "a*b", "", "x/99"])
-            .unwrap_err();
+        let errs =
+            Allowlist::parse(&["ok.example", "*", "10.0.0.1/8", "a*b", "", "x/99"]).unwrap_err();
         assert_eq!(errs.len(), 5, "{errs:?}");
         assert!(errs[1].contains("10.0.0.1/8") && errs[1].contains("10.0.0.0/8"));
     }
@@ -305,9 +308,15 @@ mod tests {
             ("0.0.0.0", Some("destination_ip_prohibited")),
             ("224.0.0.1", Some("destination_ip_prohibited")),
         ] {
-            let got = broad.check_address(&by_name, ip(addr)).err().map(|r| r.code);
+            let got = broad
+                .check_address(&by_name, ip(addr))
+                .err()
+                .map(|r| r.code);
             assert_eq!(got, want, "{addr}");
-            let lit = broad.check_target(&Host::Ip(ip(addr))).err().map(|r| r.code);
+            let lit = broad
+                .check_target(&Host::Ip(ip(addr)))
+                .err()
+                .map(|r| r.code);
             assert_eq!(lit, want, "literal {addr}");
         }
         // A /16 inside link-local unlocks link-local but not the metadata address in it.

@@ -148,7 +148,7 @@ impl CredentialVerifier {
         {
             return Err(CredentialError::Expired);
         }
-        if self.revoked.iter().any(|r| *r == c.agent) {
+        if self.revoked.contains(&c.agent) {
             return Err(CredentialError::Revoked(c.agent));
         }
         Ok(c.agent)

@@ -362,9 +362,9 @@ impl RelayConnTask {
                 return;
             }
         };
-        let relay_conn = self
-            .registry
-            .register(&agent, hello.instance.clone(), hello.slot, peer, send);
+        let relay_conn =
+            self.registry
+                .register(&agent, hello.instance.clone(), hello.slot, peer, send);
         tracing::info!(agent, instance = %hello.instance, slot = hello.slot,
             conn = relay_conn.id(), version = %hello.version, "agent connected");
         let stopped = relay_conn.stopped();

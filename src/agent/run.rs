@@ -36,7 +36,9 @@ use tracing::Instrument;
 use super::allow::{Allowlist, Refusal, TargetMatch};
 use super::credential::valid_agent_id;
 use super::handshake::{self, Hello, Welcome};
-use super::relay::{CONNECTION_WINDOW, DEFAULT_KEEPALIVE, MAX_TUNNELS_PER_CONNECTION, STREAM_WINDOW};
+use super::relay::{
+    CONNECTION_WINDOW, DEFAULT_KEEPALIVE, MAX_TUNNELS_PER_CONNECTION, STREAM_WINDOW,
+};
 use crate::config::LogFormat;
 use crate::policy::{normalize_host, Host};
 use crate::route::direct::{DialError, DirectDialer, Resolve, StaticResolver, SystemResolver};
@@ -164,7 +166,10 @@ pub struct AgentConfig {
 impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
-            .field("relay", &format_args!("{}:{}", self.relay_host, self.relay_port))
+            .field(
+                "relay",
+                &format_args!("{}:{}", self.relay_host, self.relay_port),
+            )
             .field("id", &self.id)
             .field("allow", &self.allow.entries())
             .field("connections", &self.connections)
@@ -192,17 +197,21 @@ impl AgentConfig {
             },
             None => FileConfig::default(),
         };
-        let dur = |flag: &str, v: &Option<String>, f: &Option<String>, d, errs: &mut Vec<String>| {
-            match v.as_ref().or(f.as_ref()) {
-                None => d,
-                Some(s) => match humantime::parse_duration(s) {
-                    Ok(x) if !x.is_zero() => x,
-                    _ => {
-                        errs.push(format!("--{flag}: {s:?} is not a positive duration like 10s"));
-                        d
-                    }
-                },
-            }
+        let dur = |flag: &str,
+                   v: &Option<String>,
+                   f: &Option<String>,
+                   d,
+                   errs: &mut Vec<String>| match v.as_ref().or(f.as_ref()) {
+            None => d,
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(x) if !x.is_zero() => x,
+                _ => {
+                    errs.push(format!(
+                        "--{flag}: {s:?} is not a positive duration like 10s"
+                    ));
+                    d
+                }
+            },
         };
         let connect_timeout = dur(
             "connect-timeout",
@@ -295,8 +304,13 @@ impl AgentConfig {
         if connections == 0 || connections > 64 {
             errors.push("--connections must be between 1 and 64".into());
         }
-        let (Some((relay_host, relay_port, server_name)), Some(id), Some(credential), Some(tls), Some(allow)) =
-            (relay, id, credential, tls, allow)
+        let (
+            Some((relay_host, relay_port, server_name)),
+            Some(id),
+            Some(credential),
+            Some(tls),
+            Some(allow),
+        ) = (relay, id, credential, tls, allow)
         else {
             return Err(AgentConfigError(errors));
         };
@@ -336,7 +350,9 @@ fn load_file(path: &Path) -> Result<FileConfig, String> {
 fn parse_relay_url(s: &str) -> Result<(String, u16, ServerName<'static>), String> {
     let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(format!("{s:?} must be an https:// URL (the relay speaks TLS)"));
+        return Err(format!(
+            "{s:?} must be an https:// URL (the relay speaks TLS)"
+        ));
     }
     let host = uri
         .host()
@@ -450,7 +466,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
     slots.close();
     shutdown.cancelled().await;
     let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
-    if tokio::time::timeout_at(deadline, slots.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, slots.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout passed with relay connections still open");
     }
     state.tunnels.close();
@@ -458,13 +477,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
         .await
         .is_err()
     {
-        tracing::warn!(open = state.tunnels.len(), "closing tunnels still open after the drain timeout");
+        tracing::warn!(
+            open = state.tunnels.len(),
+            "closing tunnels still open after the drain timeout"
+        );
     }
     tracing::info!("agent stopped");
 }
 
 /// Keeps relay connection `slot` up until shutdown.
-async fn slot_loop(state: Arc<AgentState>, instance: String, slot: u32, shutdown: CancellationToken) {
+async fn slot_loop(
+    state: Arc<AgentState>,
+    instance: String,
+    slot: u32,
+    shutdown: CancellationToken,
+) {
     let mut attempt: u32 = 0;
     while !shutdown.is_cancelled() {
         let connected = tokio::select! {
@@ -740,9 +767,7 @@ async fn tunnel(
         }
         .in_current_span(),
     );
-    Ok(Response::new(
-        http_body_util::Empty::new().boxed(),
-    ))
+    Ok(Response::new(http_body_util::Empty::new().boxed()))
 }
 
 enum Dial {

@@ -299,6 +299,44 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn bulk_both_ways_through_small_pipes_arrives_intact() {
+        // Small pipes make every read and write partial and often pending, which exercises
+        // releasing and re-allocating the copy buffers.
+        let (client_app, client_proxy) = tokio::io::duplex(1000);
+        let (upstream_proxy, upstream_app) = tokio::io::duplex(777);
+        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let t = tokio::spawn(splice(
+            client_proxy,
+            upstream_proxy,
+            Duration::from_secs(60),
+            up.clone(),
+            down.clone(),
+        ));
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let (mut cr, mut cw) = tokio::io::split(client_app);
+        let (mut ur, mut uw) = tokio::io::split(upstream_app);
+        let (d1, d2) = (data.clone(), data.clone());
+        let w1 = tokio::spawn(async move {
+            cw.write_all(&d1).await.unwrap();
+            cw.shutdown().await.unwrap();
+        });
+        let w2 = tokio::spawn(async move {
+            uw.write_all(&d2).await.unwrap();
+            uw.shutdown().await.unwrap();
+        });
+        let (mut at_up, mut at_client) = (Vec::new(), Vec::new());
+        let (r1, r2) = tokio::join!(ur.read_to_end(&mut at_up), cr.read_to_end(&mut at_client));
+        r1.unwrap();
+        r2.unwrap();
+        w1.await.unwrap();
+        w2.await.unwrap();
+        assert!(at_up == data && at_client == data);
+        assert_eq!(t.await.unwrap(), "closed");
+        assert_eq!(up.load(Ordering::Relaxed), data.len() as u64);
+        assert_eq!(down.load(Ordering::Relaxed), data.len() as u64);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_tunnel_is_closed() {
         let (_client_app, client_proxy) = tokio::io::duplex(1024);

@@ -289,11 +289,9 @@ impl AgentUpstream {
             *r.headers_mut() = req.headers().clone();
             r
         });
-        let first = tokio::time::timeout(
-            self.response_timeout,
-            client.request(req.map(Either::Left)),
-        )
-        .await;
+        let first =
+            tokio::time::timeout(self.response_timeout, client.request(req.map(Either::Left)))
+                .await;
         let err = match first {
             Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
             Ok(Ok(resp)) => return Ok(resp),

@@ -20,7 +20,13 @@ pub struct Agent {
 impl Agent {
     /// Enrolls `id` with `tg`'s data dir and starts an agent dialing `relay`, allowing
     /// `allow`, with `extra` flags.
-    pub fn start(tg: &Tollgate, relay: SocketAddr, id: &str, allow: &[&str], extra: &[&str]) -> Agent {
+    pub fn start(
+        tg: &Tollgate,
+        relay: SocketAddr,
+        id: &str,
+        allow: &[&str],
+        extra: &[&str],
+    ) -> Agent {
         let (cred, ca) = credential_files(tg, id);
         let relay_url = format!("https://{relay}");
         let mut args: Vec<String> = vec![
@@ -124,7 +130,11 @@ pub fn enroll(tg: &Tollgate, id: &str) -> String {
         .args(["--id", id])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
