@@ -435,7 +435,16 @@ fn main() {
             None,
         )
         .await;
+        let agents = Arc::new(tollgate::agent::relay::Registry::new(
+            metrics.agents.clone(),
+            Duration::from_secs(10),
+        ));
         let state = Arc::new(ProxyState {
+            agent_upstream: tollgate::proxy::forward::AgentUpstream::new(
+                agents.clone(),
+                Duration::from_secs(60),
+            ),
+            agents,
             oauth,
             policies,
             verifier: Arc::new(Verifier::new(IdentityKey::from_bytes(identity.as_bytes()))),

@@ -56,6 +56,14 @@ pub struct FileConfig {
     pub web_listen: Option<String>,
     /// `--relay-listen`.
     pub relay_listen: Option<String>,
+    /// `--relay-cert`.
+    pub relay_cert: Option<PathBuf>,
+    /// `--relay-key`.
+    pub relay_key: Option<PathBuf>,
+    /// `--relay-keepalive`.
+    pub relay_keepalive: Option<String>,
+    /// `--revoked-agents`, as a list.
+    pub revoked_agents: Option<Vec<String>>,
     /// `--public-url`.
     pub public_url: Option<String>,
     /// `--log-format`.
@@ -105,6 +113,18 @@ pub struct ServeOverrides {
     /// Relay listener for agents (off unless given).
     #[arg(long, env = "TOLLGATE_RELAY_LISTEN")]
     pub relay_listen: Option<String>,
+    /// Relay TLS certificate chain (PEM) [default: minted from the tollgate CA at start].
+    #[arg(long, env = "TOLLGATE_RELAY_CERT", requires = "relay_key")]
+    pub relay_cert: Option<PathBuf>,
+    /// Private key (PEM) of --relay-cert.
+    #[arg(long, env = "TOLLGATE_RELAY_KEY", requires = "relay_cert")]
+    pub relay_key: Option<PathBuf>,
+    /// HTTP/2 ping interval (and ping timeout) on agent connections [default: 10s].
+    #[arg(long, env = "TOLLGATE_RELAY_KEEPALIVE")]
+    pub relay_keepalive: Option<String>,
+    /// Agent IDs refused at the relay (comma-separated).
+    #[arg(long, env = "TOLLGATE_REVOKED_AGENTS", value_delimiter = ',')]
+    pub revoked_agents: Option<Vec<String>>,
     /// Public base URL of the web listener, used in consent URLs [default: http://WEB_LISTEN].
     #[arg(long, env = "TOLLGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -162,6 +182,12 @@ pub struct Config {
     pub web_listen: SocketAddr,
     /// Relay listener, when enabled.
     pub relay_listen: Option<SocketAddr>,
+    /// Relay certificate chain and key files, instead of a certificate from the CA.
+    pub relay_cert: Option<(PathBuf, PathBuf)>,
+    /// HTTP/2 keep-alive on relay connections.
+    pub relay_keepalive: Duration,
+    /// Agent IDs refused at the relay.
+    pub revoked_agents: Vec<String>,
     /// Base URL users reach the web listener at (no trailing slash); `None` = derive from the
     /// bound web address once it is known (so `127.0.0.1:0` works in tests).
     pub public_url: Option<String>,
@@ -258,6 +284,38 @@ impl Config {
             None => None,
             Some(s) => addr("relay-listen", Some(s), None, "", &mut errors),
         };
+        let relay_cert = match (
+            over.relay_cert.clone().or(file.relay_cert.clone()),
+            over.relay_key.clone().or(file.relay_key.clone()),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                errors.push("--relay-cert and --relay-key go together".into());
+                None
+            }
+        };
+        let relay_keepalive = dur(
+            "relay-keepalive",
+            over.relay_keepalive.as_ref(),
+            file.relay_keepalive.as_ref(),
+            crate::agent::relay::DEFAULT_KEEPALIVE,
+            &mut errors,
+        );
+        let revoked_agents: Vec<String> = over
+            .revoked_agents
+            .clone()
+            .or(file.revoked_agents.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for id in &revoked_agents {
+            if !crate::agent::credential::valid_agent_id(id) {
+                errors.push(format!("--revoked-agents: {id:?} is not an agent ID"));
+            }
+        }
         let public_url = over.public_url.clone().or(file.public_url.clone());
         if let Some(u) = &public_url {
             if let Err(e) = validate_public_url(u) {
@@ -375,6 +433,9 @@ impl Config {
             proxy_listen: proxy_listen.expect("checked above"),
             web_listen: web_listen.expect("checked above"),
             relay_listen,
+            relay_cert,
+            relay_keepalive,
+            revoked_agents,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             connect_timeout,
@@ -420,6 +481,8 @@ mod tests {
         assert_eq!(c.proxy_listen.to_string(), "127.0.0.1:3128");
         assert_eq!(c.web_listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.relay_listen, None);
+        assert_eq!(c.relay_keepalive, Duration::from_secs(10));
+        assert!(c.revoked_agents.is_empty());
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.policies_dir, PathBuf::from("policies"));
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
@@ -503,6 +566,32 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.ca, Some(("c.pem".into(), "c.key".into())));
+    }
+
+    #[test]
+    fn relay_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &path,
+            "relay_listen = \"127.0.0.1:0\"\nrevoked_agents = [\"old-1\", \"old-2\"]\nrelay_keepalive = \"2s\"\n",
+        )
+        .unwrap();
+        let over = ServeOverrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&over).unwrap();
+        assert_eq!(c.revoked_agents, ["old-1", "old-2"]);
+        assert_eq!(c.relay_keepalive, Duration::from_secs(2));
+        let over = ServeOverrides {
+            config: Some(path),
+            revoked_agents: Some(vec!["x".into(), "Not An Id".into()]),
+            relay_cert: Some("cert.pem".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&over).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl IdentityKey {
     pub fn from_bytes(bytes: &[u8]) -> Self {
         Self(bytes.into())
     }
+
+    /// The key bytes, for other HS256 signers of this key (agent credentials).
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Reads the identity key file. The file holds ASCII text (64 hex characters written by

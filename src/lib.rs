@@ -7,7 +7,8 @@
 //! 2. [`policy`] decides, from the admin-edited TOML files, whether the destination is allowed
 //!    for that caller's org and by which route.
 //! 3. [`route`] dials the destination: directly, behind the address guard that classifies every
-//!    resolved address before it is dialed.
+//!    resolved address before it is dialed; or [`agent`] opens a tunnel through an agent
+//!    inside a private network (`route = "agent:ID"`).
 //! 4. [`oauth`] injects the user's bearer token when the host belongs to an outbound
 //!    application of the caller's org (refreshing it, or answering `401` with a consent URL);
 //!    [`web`] serves the consent pages and the OAuth callback, and the admin API.
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod policy;
 pub mod route;
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod datadir;

@@ -39,6 +39,27 @@ enum Command {
         #[command(subcommand)]
         command: tollgate::cli::app::AppCommand,
     },
+    /// Private-network agents: enroll one, or run one.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Print a signed agent credential, offline, with the data directory's identity key.
+    Enroll {
+        /// Data directory holding keys/identity.key.
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
+        data: PathBuf,
+        /// Agent ID, as in `route = "agent:ID"`.
+        #[arg(long)]
+        id: String,
+        /// Lifetime, e.g. 365d [default: no expiry; revoke with --revoked-agents].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Run an agent: dial out to tollgate's relay and open tunnels into this network.
+    Run(Box<tollgate::agent::run::RunArgs>),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +157,8 @@ fn main() -> ExitCode {
             ttl,
         }) => token_mint(&data, &org, &user, &roles, ttl),
         Command::Ca(CaCommand::Export { data, ca_cert }) => ca_export(&data, ca_cert),
+        Command::Agent(AgentCommand::Enroll { data, id, ttl }) => agent_enroll(&data, &id, ttl),
+        Command::Agent(AgentCommand::Run(args)) => agent_run(&args),
         Command::App { target, command } => {
             let _log = init_tracing(LogFormat::Text, "warn");
             tokio::runtime::Builder::new_current_thread()
@@ -245,6 +268,45 @@ fn token_mint(
         ttl,
     );
     println!("{token}");
+    Ok(())
+}
+
+fn agent_enroll(
+    data: &std::path::Path,
+    id: &str,
+    ttl: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    let path = tollgate::datadir::DataDir::at(data).identity_key;
+    let key = tollgate::identity::load_key_file(&path).with_context(|| {
+        format!(
+            "{}: no identity key; run `tollgate serve` once to create the data directory",
+            path.display()
+        )
+    })?;
+    let credential =
+        tollgate::agent::credential::enroll(&key, id, ttl).map_err(anyhow::Error::msg)?;
+    println!("{credential}");
+    Ok(())
+}
+
+fn agent_run(args: &tollgate::agent::run::RunArgs) -> anyhow::Result<()> {
+    let config = match tollgate::agent::run::AgentConfig::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let _log = init_tracing(config.log_format, "info");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(tollgate::server::cancel_on_signal(shutdown.clone()));
+        tollgate::agent::run::run(config, shutdown).await;
+    });
     Ok(())
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub overloaded: Counter,
     /// Token refreshes by outcome.
     pub token_refreshes: Family<RefreshLabels, Counter>,
+    /// Agent relay: connections, tunnels, bytes, failures per agent.
+    pub agents: crate::agent::metrics::AgentMetrics,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,7 @@ impl Metrics {
             "Access token refreshes by outcome",
             token_refreshes.clone(),
         );
+        let agents = crate::agent::metrics::AgentMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -93,6 +96,7 @@ impl Metrics {
             client_connections,
             overloaded,
             token_refreshes,
+            agents,
         }
     }
 

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agent::credential::CredentialVerifier;
+use crate::agent::relay::{self, Registry, RelayListener, RelaySettings};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
@@ -19,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
-use crate::proxy::forward::Upstream;
+use crate::proxy::forward::{AgentUpstream, Upstream};
 use crate::proxy::intercept::{
     self, InjectionHook, InnerHandler, InterceptPredicate, Interception, RequestHook,
     UpstreamForwarder,
@@ -51,6 +53,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The relay listener could not be set up.
+    #[error(transparent)]
+    Relay(#[from] relay::RelayError),
     /// The policies directory could not be created.
     #[error("cannot create policies directory {path}: {source}")]
     Policies {
@@ -67,6 +72,7 @@ pub struct Server {
     data: DataDir,
     proxy_listener: TcpListener,
     web_listener: TcpListener,
+    relay: Option<RelayListener>,
     policies: Arc<Policies>,
     store: Arc<dyn Store>,
     /// Leaf certificates signed by the interception CA (loaded and checked in `bind`).
@@ -83,6 +89,8 @@ pub struct Server {
     pub proxy_addr: SocketAddr,
     /// Where the web listener is bound.
     pub web_addr: SocketAddr,
+    /// Where the relay listener is bound, when enabled.
+    pub relay_addr: Option<SocketAddr>,
     /// Base URL of the web listener.
     pub public_url: String,
 }
@@ -137,11 +145,23 @@ impl Server {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{web_addr}"));
+        let relay = match config.relay_listen {
+            None => None,
+            Some(addr) => {
+                let cert = config
+                    .relay_cert
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path()));
+                Some(RelayListener::bind(addr, &data, &public_url, cert).await?)
+            }
+        };
         Ok(Server {
             config,
             data,
             proxy_listener,
             web_listener,
+            relay_addr: relay.as_ref().map(|r| r.addr),
+            relay,
             policies,
             store,
             leaves,
@@ -201,6 +221,17 @@ impl Server {
             self.policies.current().file_count()
         ));
         lines.push(format!("tollgate: proxy listening on {}", self.proxy_addr));
+        if let Some(relay) = &self.relay {
+            let names = if relay.names.is_empty() {
+                "--relay-cert".to_string()
+            } else {
+                relay.names.join(", ")
+            };
+            lines.push(format!(
+                "tollgate: relay listening on {} (certificate for {names}); enroll an agent with: tollgate agent enroll --data {data} --id ID",
+                relay.addr
+            ));
+        }
         lines.push(format!("tollgate: web listening on {}", self.public_url));
         lines
     }
@@ -211,9 +242,19 @@ impl Server {
             path: self.data.identity_key.clone(),
             source,
         })?;
+        let credentials = Arc::new(CredentialVerifier::new(
+            &key,
+            self.config.revoked_agents.clone(),
+        ));
         let verifier = Arc::new(Verifier::new(key));
         let metrics = Arc::new(Metrics::new());
-        let guard = Guard::new(vec![self.proxy_addr, self.web_addr]);
+        let agents = Arc::new(Registry::new(
+            metrics.agents.clone(),
+            self.config.connect_timeout,
+        ));
+        let mut own = vec![self.proxy_addr, self.web_addr];
+        own.extend(self.relay_addr);
+        let guard = Guard::new(own);
         let deny_policies = self.policies.clone();
         let dialer = Arc::new(
             DirectDialer::new(Arc::new(SystemResolver), guard, self.config.connect_timeout)
@@ -254,6 +295,8 @@ impl Server {
             verifier: verifier.clone(),
             dialer: dialer.clone(),
             upstream: Upstream::new(dialer, self.config.upstream_timeout, upstream_tls),
+            agent_upstream: AgentUpstream::new(agents.clone(), self.config.upstream_timeout),
+            agents: agents.clone(),
             metrics: metrics.clone(),
             settings: ProxySettings {
                 idle_timeout: self.config.idle_timeout,
@@ -288,7 +331,27 @@ impl Server {
             },
             shutdown.clone(),
         ));
-        tasks.spawn(proxy::run(self.proxy_listener, state, shutdown.clone()));
+        // Agent connections outlive the proxy's drain (tunnels through them are finishing) and
+        // close once it is over.
+        let relay_stop = CancellationToken::new();
+        if let Some(listener) = self.relay {
+            let settings = RelaySettings {
+                keepalive: self.config.relay_keepalive,
+                handshake_timeout: self.config.request_head_timeout,
+            };
+            tasks.spawn(relay::run(
+                listener,
+                credentials,
+                agents,
+                settings,
+                relay_stop.clone(),
+            ));
+        }
+        let proxy = proxy::run(self.proxy_listener, state, shutdown.clone());
+        tasks.spawn(async move {
+            proxy.await;
+            relay_stop.cancel();
+        });
         tasks.close();
         tasks.wait().await;
         self.store.flush().await?;

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Map, Value};
 
 use super::ProxyBody;
+use crate::agent::registry::{AgentDialError, AgentFailure};
 use crate::identity::IdentityError;
 use crate::oauth::inject::{ConsentRequired, InjectError};
 use crate::policy::Decision;
@@ -33,6 +34,9 @@ pub enum ProxyError {
     /// No agent connected for an agent route.
     #[error("no agent {0:?} is connected")]
     AgentUnavailable(String),
+    /// The agent refused or failed to open the tunnel (its reason is passed on).
+    #[error(transparent)]
+    Agent(AgentDialError),
     /// The upstream accepted the connection but did not answer in time.
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
@@ -118,6 +122,7 @@ impl ProxyError {
                 "connection_timeout"
             }
             ProxyError::AgentUnavailable(_) => "agent_unavailable",
+            ProxyError::Agent(e) => e.code(),
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::HeadTooLarge(_) => "request_head_too_large",
@@ -144,6 +149,17 @@ impl ProxyError {
             ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            ProxyError::Agent(e) => match e {
+                AgentDialError::Failed {
+                    kind: AgentFailure::Denied | AgentFailure::Prohibited,
+                    ..
+                } => StatusCode::FORBIDDEN,
+                AgentDialError::Failed {
+                    kind: AgentFailure::Timeout,
+                    ..
+                } => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
             ProxyError::Dial(_)
             | ProxyError::AgentUnavailable(_)
             | ProxyError::Upstream(_)
@@ -174,6 +190,15 @@ impl ProxyError {
                 "connection_timeout"
             }
             ProxyError::AgentUnavailable(_) => "destination_unavailable",
+            ProxyError::Agent(AgentDialError::Failed { kind, .. }) => match kind {
+                AgentFailure::Denied => "http_request_denied",
+                AgentFailure::Prohibited => "destination_ip_prohibited",
+                AgentFailure::Dns => "dns_error",
+                AgentFailure::Refused => "connection_refused",
+                AgentFailure::Timeout => "connection_timeout",
+                AgentFailure::Relay => "destination_unavailable",
+            },
+            ProxyError::Agent(AgentDialError::Unavailable { .. }) => "destination_unavailable",
             ProxyError::Upstream(_) => "connection_terminated",
             ProxyError::BadRequest(_) => "http_request_error",
             ProxyError::HeadTooLarge(_) => "http_request_error",
@@ -230,6 +255,12 @@ impl ProxyError {
             ProxyError::AgentUnavailable(id) => {
                 body.insert("agent".into(), json!(id));
             }
+            ProxyError::Agent(e) => {
+                body.insert("agent".into(), json!(e.agent()));
+                if let AgentDialError::Failed { message, .. } = e {
+                    body.insert("reason".into(), json!(message));
+                }
+            }
             ProxyError::AppDisabled { app, app_name } => {
                 body.insert("app".into(), json!(app));
                 body.insert("app_name".into(), json!(app_name));
@@ -269,6 +300,15 @@ impl ProxyError {
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+impl From<AgentDialError> for ProxyError {
+    fn from(e: AgentDialError) -> Self {
+        match e {
+            AgentDialError::Unavailable { agent } => ProxyError::AgentUnavailable(agent),
+            other => ProxyError::Agent(other),
+        }
     }
 }
 
@@ -347,6 +387,11 @@ mod tests {
             ProxyError::BadRequest("x".into()),
             ProxyError::Overloaded,
             ProxyError::AgentUnavailable("onprem".into()),
+            ProxyError::Agent(AgentDialError::Failed {
+                agent: "onprem".into(),
+                kind: AgentFailure::Denied,
+                message: "not in the agent's allowlist".into(),
+            }),
             ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
             ProxyError::Upstream("reset".into()),
             ProxyError::AppDisabled {

@@ -1,29 +1,34 @@
 //! Absolute-form `http://` requests: forwarded through a pooled hyper-util client whose
 //! connector dials through the address guard, with TLS on top when tollgate originates it
-//! (plain-http requests to an outbound application's domains; hyper-rustls, ring).
+//! (plain-http requests to an outbound application's domains; hyper-rustls, ring), or, for
+//! agent routes, opens a tunnel through the agent ([`AgentUpstream`]).
 //!
 //! Two pools exist on purpose: connections dialed under a rule that may reach private
 //! addresses are never handed to a request whose rule may not (the pool is keyed by
 //! scheme+authority only, so mixing them would let one org's `private = true` rule leak a
 //! connection to another org's request for the same name).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
-use http::{HeaderMap, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::errors::ProxyError;
+use super::log::CountingBody;
+use crate::agent::relay::{AgentDialError, AgentStream, Registry};
 use crate::policy::{normalize_host, Host};
 use crate::route::direct::{DialError, DirectDialer};
 
@@ -181,6 +186,9 @@ pub(crate) fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyEr
         if let Some(d) = s.downcast_ref::<DialError>() {
             return ProxyError::Dial(copy_dial_error(d));
         }
+        if let Some(a) = s.downcast_ref::<AgentDialError>() {
+            return a.clone().into();
+        }
         if let Some(t) = tls_error(s) {
             return ProxyError::UpstreamTls {
                 certificate: matches!(
@@ -276,6 +284,140 @@ impl tower_service::Service<Uri> for GuardedConnector {
             };
             let port = uri.port_u16().unwrap_or(default_port);
             let (stream, _) = dialer.dial(&host, port, allow_private).await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// Body of a request forwarded through an agent: the client's, or none for a replay.
+type AgentBody = Either<CountingBody<Incoming>, Empty<Bytes>>;
+type AgentClient = Client<AgentConnector, AgentBody>;
+
+/// Pooled upstream clients for agent routes, one per agent ID: the pool is keyed by
+/// scheme+authority only, so a connection through one agent must never serve a request routed
+/// through another (two orgs may reach the same internal name through different agents).
+///
+/// A request that fails before any response head on a pooled tunnel (typically: the agent
+/// behind it just died) is sent once more on a fresh tunnel when that is safe: the method is
+/// idempotent (GET, HEAD, OPTIONS, TRACE) and there is no body to replay. The replay never
+/// takes a pooled connection: others in the pool may go through the same dead agent.
+pub struct AgentUpstream {
+    registry: Arc<Registry>,
+    /// Per agent: the pooled client, and an unpooled one for replays.
+    clients: RwLock<HashMap<Arc<str>, (AgentClient, AgentClient)>>,
+    response_timeout: Duration,
+}
+
+impl AgentUpstream {
+    /// Clients dialing through `registry`.
+    pub fn new(registry: Arc<Registry>, response_timeout: Duration) -> Self {
+        AgentUpstream {
+            registry,
+            clients: RwLock::default(),
+            response_timeout,
+        }
+    }
+
+    fn clients(&self, agent: &Arc<str>) -> (AgentClient, AgentClient) {
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent)
+        {
+            return c.clone();
+        }
+        let build = |max_idle| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(max_idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .set_host(false)
+                .build(AgentConnector {
+                    registry: self.registry.clone(),
+                    agent: agent.clone(),
+                })
+        };
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(agent.clone())
+            .or_insert_with(|| (build(POOL_MAX_IDLE_PER_HOST), build(0)))
+            .clone()
+    }
+
+    /// Sends `req` (absolute-form, headers already cleaned) through agent `agent`. With no
+    /// agent connected, answers `agent_unavailable` at once.
+    pub async fn send(
+        &self,
+        agent: &Arc<str>,
+        req: Request<CountingBody<Incoming>>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if self.registry.connections(agent) == 0 {
+            self.registry
+                .metrics()
+                .dial_failed(agent, "agent_unavailable");
+            return Err(ProxyError::AgentUnavailable(agent.to_string()));
+        }
+        let (client, fresh) = self.clients(agent);
+        let replay = (matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        ) && req.body().is_end_stream())
+        .then(|| {
+            let mut r = Request::new(());
+            *r.method_mut() = req.method().clone();
+            *r.uri_mut() = req.uri().clone();
+            *r.version_mut() = req.version();
+            *r.headers_mut() = req.headers().clone();
+            r
+        });
+        let first =
+            tokio::time::timeout(self.response_timeout, client.request(req.map(Either::Left)))
+                .await;
+        let err = match first {
+            Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(e)) => e,
+        };
+        match replay {
+            Some(again) if !err.is_connect() => {
+                tracing::debug!(agent = %agent, error = %err, "request failed on a pooled agent tunnel; sending it again");
+                let again = again.map(|()| Either::Right(Empty::new()));
+                match tokio::time::timeout(self.response_timeout, fresh.request(again)).await {
+                    Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => Err(map_client_error(&e)),
+                }
+            }
+            _ => Err(map_client_error(&err)),
+        }
+    }
+}
+
+/// hyper-util connector that opens a tunnel through one agent.
+#[derive(Clone)]
+pub struct AgentConnector {
+    registry: Arc<Registry>,
+    agent: Arc<str>,
+}
+
+impl tower_service::Service<Uri> for AgentConnector {
+    type Response = TokioIo<AgentStream>;
+    type Error = AgentDialError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, AgentDialError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), AgentDialError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let registry = self.registry.clone();
+        let agent = self.agent.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default();
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = registry.dial(&agent, host, port).await?;
             Ok(TokioIo::new(stream))
         })
     }

@@ -29,10 +29,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::agent::relay::{AgentStream, Registry};
 use crate::identity::{IdentityError, Verifier};
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
@@ -40,7 +42,7 @@ use crate::policy::watch::Policies;
 use crate::policy::{normalize_host, Host, Route};
 use crate::route::direct::DirectDialer;
 use errors::ProxyError;
-use forward::Upstream;
+use forward::{AgentUpstream, Upstream};
 use log::{CountingBody, RequestLog};
 
 /// Smallest read buffer given to hyper (its own minimum is 8 KiB).
@@ -77,6 +79,10 @@ pub struct ProxyState {
     pub dialer: Arc<DirectDialer>,
     /// Pooled upstream clients for forwarded requests.
     pub upstream: Upstream,
+    /// Connected agents; tunnels of agent routes are dialed through it.
+    pub agents: Arc<Registry>,
+    /// Pooled clients for forwarded requests of agent routes.
+    pub agent_upstream: AgentUpstream,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Limits and timeouts.
@@ -189,8 +195,9 @@ async fn refuse_overloaded(mut stream: TcpStream) {
 enum Outcome {
     /// The upstream's response to a forwarded request.
     Forward(Response<Incoming>),
-    /// A dialed upstream for a `CONNECT`, and the client side once upgraded.
-    Tunnel(TcpStream, OnUpgrade),
+    /// A dialed upstream (direct, or a tunnel through an agent) for a `CONNECT`, and the
+    /// client side once upgraded.
+    Tunnel(Either<TcpStream, AgentStream>, OnUpgrade),
     /// A `CONNECT` to intercept: dialed, with the leaf to present.
     Intercept(Box<intercept::Intercepted>),
 }
@@ -246,14 +253,14 @@ async fn handle(
                         }
                     };
                     metrics.open_tunnels.inc();
-                    let end = connect::tunnel(
-                        client,
-                        upstream,
-                        idle,
-                        log.bytes_up.clone(),
-                        log.bytes_down.clone(),
-                    )
-                    .await;
+                    let (up, down) = (log.bytes_up.clone(), log.bytes_down.clone());
+                    let end = match upstream {
+                        // Socket to socket: zero-copy where the platform allows.
+                        Either::Left(tcp) => connect::tunnel(client, tcp, idle, up, down).await,
+                        Either::Right(agent) => {
+                            connect::splice(TokioIo::new(client), agent, idle, up, down).await
+                        }
+                    };
                     metrics.open_tunnels.dec();
                     tracing::debug!(end = %end, "tunnel closed");
                     drop(log);
@@ -311,19 +318,26 @@ async fn proxy_request(
     if !decision.allowed {
         return Err(ProxyError::Denied(Box::new(decision)));
     }
-    match &decision.route {
-        Some(Route::Direct) => {}
-        Some(Route::Agent(id)) => return Err(ProxyError::AgentUnavailable(id.to_string())),
+    // The agent resolves and enforces its own allowlist; the proxy does not resolve.
+    let agent = match &decision.route {
+        Some(Route::Direct) => None,
+        Some(Route::Agent(id)) => Some(id.clone()),
         None => return Err(ProxyError::Denied(Box::new(decision))),
-    }
+    };
 
     // Phase 4: dial and forward, or tunnel.
     let started = Instant::now();
     if req.method() == Method::CONNECT {
-        let (stream, _addr) = state
-            .dialer
-            .dial(&host, port, decision.allow_private)
-            .await?;
+        let stream = match &agent {
+            None => {
+                let (stream, _addr) = state
+                    .dialer
+                    .dial(&host, port, decision.allow_private)
+                    .await?;
+                Either::Left(stream)
+            }
+            Some(id) => Either::Right(state.agents.dial(id, &host.to_string(), port).await?),
+        };
         state
             .metrics
             .upstream_latency
@@ -333,6 +347,11 @@ async fn proxy_request(
         // caller's org (a disabled app too, so its requests get `403 app_disabled` rather
         // than slipping through a blind tunnel without the token the API expects).
         if app.is_some() || (state.intercept.predicate)(&caller, &host, port) {
+            let Either::Left(stream) = stream else {
+                return Err(ProxyError::Internal(format!(
+                    "interception of {host}:{port} through an agent route is not supported"
+                )));
+            };
             // Minted before the 200, so a failure is still an answer to the CONNECT.
             let tls = state
                 .intercept
@@ -351,16 +370,35 @@ async fn proxy_request(
         return Ok(Outcome::Tunnel(stream, on_upgrade));
     }
     forward::prepare_request(&mut req, &authority)?;
-    let resp = if let Some(app) = app {
-        log.app = Some(app.id.clone());
-        if let Some(p) = tls_port {
-            forward::originate_tls(&mut req, &host, p)?;
+    let resp = match (&agent, app) {
+        (None, Some(app)) => {
+            log.app = Some(app.id.clone());
+            if let Some(p) = tls_port {
+                forward::originate_tls(&mut req, &host, p)?;
+            }
+            replay::send_injected(state, &caller, app, req, decision.allow_private, log).await?
         }
-        replay::send_injected(state, &caller, app, req, decision.allow_private, log).await?
-    } else {
-        let up = log.bytes_up.clone();
-        let req = req.map(|b| CountingBody::new(b, up, None).boxed());
-        state.upstream.send(req, decision.allow_private).await?
+        (None, None) => {
+            let up = log.bytes_up.clone();
+            let req = req.map(|b| CountingBody::new(b, up, None).boxed());
+            state.upstream.send(req, decision.allow_private).await?
+        }
+        (Some(id), app) => {
+            // Through an agent: injected, but neither originated over TLS nor replayed
+            // after an upstream 401 (both are direct-route features for now).
+            if let Some(app) = app {
+                log.app = Some(app.id.clone());
+                state
+                    .oauth
+                    .injector
+                    .inject(&caller, app, req.headers_mut())
+                    .await?;
+                log.injected = true;
+            }
+            let up = log.bytes_up.clone();
+            let req = req.map(|b| CountingBody::new(b, up, None));
+            state.agent_upstream.send(id, req).await?
+        }
     };
     state
         .metrics

@@ -1,0 +1,448 @@
+//! The relay listener (`--relay-listen`): the TLS endpoint agents dial out to.
+//!
+//! Per connection, in this order: TLS (a certificate minted at startup from the tollgate CA
+//! for the listen address and the public URL's host, or `--relay-cert`/`--relay-key`), then
+//! the agent's credential ([`super::handshake`]), checked before anything else is read, then
+//! the turnaround: tollgate runs an HTTP/2 *client* (`hyper::client::conn::http2`) over the
+//! accepted stream and registers it in the [`Registry`], from which the proxy opens tunnels
+//! as `CONNECT` streams. HTTP/2 keep-alive pings drop a connection whose agent stopped
+//! answering within the keep-alive interval plus timeout; its tunnels fail with it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::credential::{CredentialError, CredentialVerifier};
+use super::handshake::{self, Hello, Welcome};
+use super::metrics::AuthLabels;
+pub use super::registry::{AgentDialError, AgentFailure, AgentStream, Registry};
+use crate::datadir::DataDir;
+
+/// Relay listener settings.
+#[derive(Clone, Debug)]
+pub struct RelaySettings {
+    /// HTTP/2 ping interval, and how long a ping may go unanswered: a dead agent connection
+    /// is dropped within twice this.
+    pub keepalive: Duration,
+    /// Time an agent has for TLS plus its credential.
+    pub handshake_timeout: Duration,
+}
+
+/// Default keep-alive interval (and timeout) on relay connections, both sides.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// Connections may sit in TLS or authentication at once; beyond, new ones wait in the
+/// accept queue. Keeps a flood of half-open handshakes from taking unbounded memory.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// HTTP/2 receive window per tunnel. Bounds what one slow reader can hold in memory (on
+/// each side), and is large enough for loopback and LAN bulk transfers.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// HTTP/2 receive window per relay connection, shared by its tunnels: 16 fully stalled
+/// tunnels fit before the others on the connection slow down.
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// Agents per relay connection at once (HTTP/2 concurrent streams), set by the agent.
+pub const MAX_TUNNELS_PER_CONNECTION: u32 = 10_000;
+
+/// Validity of the generated relay certificate; it is minted again at every start.
+const GENERATED_CERT_DAYS: i64 = 3650;
+
+/// Errors setting up the relay listener.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A certificate or key file could not be read.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The certificate could not be generated or used.
+    #[error("relay TLS: {0}")]
+    Tls(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound relay listener with its TLS configuration.
+pub struct RelayListener {
+    /// The socket.
+    pub listener: TcpListener,
+    /// Where it is bound.
+    pub addr: SocketAddr,
+    /// TLS server configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Names in the generated certificate (empty when `--relay-cert` was given).
+    pub names: Vec<String>,
+}
+
+impl RelayListener {
+    /// Binds `addr` and prepares TLS: `cert` (certificate chain and key PEM files) when
+    /// given, else a certificate from the CA in `data` for the listen address and the
+    /// public URL's host.
+    pub async fn bind(
+        addr: SocketAddr,
+        data: &DataDir,
+        public_url: &str,
+        cert: Option<(&Path, &Path)>,
+    ) -> Result<RelayListener, RelayError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RelayError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| RelayError::Bind { addr, source })?;
+        let (chain, key, names) = match cert {
+            Some((cert, key)) => (read_chain(cert)?, read_key(key)?, Vec::new()),
+            None => {
+                let names = certificate_names(bound.ip(), public_url);
+                let read = |p: &Path| {
+                    std::fs::read_to_string(p).map_err(|e| RelayError::File {
+                        path: p.to_path_buf(),
+                        message: e.to_string(),
+                    })
+                };
+                let (ca_cert, ca_key) = (read(&data.ca_cert)?, read(&data.ca_key)?);
+                let (cert_pem, key_pem) = crate::tls::issue_server_cert(
+                    &ca_cert,
+                    &ca_key,
+                    &names,
+                    time::Duration::days(GENERATED_CERT_DAYS),
+                )
+                .map_err(|e| RelayError::Tls(e.to_string()))?;
+                let mut chain = pem_certs(cert_pem.as_bytes(), Path::new("(generated)"))?;
+                chain.extend(pem_certs(ca_cert.as_bytes(), &data.ca_cert)?);
+                let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                    .map_err(|e| RelayError::Tls(e.to_string()))?;
+                (chain, key, names)
+            }
+        };
+        let mut tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| RelayError::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![handshake::ALPN.to_vec()];
+        Ok(RelayListener {
+            listener,
+            addr: bound,
+            tls: Arc::new(tls),
+            names,
+        })
+    }
+}
+
+/// Names the generated certificate covers: the listen address (for a wildcard listener,
+/// `localhost` and both loopback addresses), and the public URL's host.
+pub fn certificate_names(listen: IpAddr, public_url: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |n: String| {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    };
+    if listen.is_unspecified() {
+        add("localhost".into());
+        add(Ipv4Addr::LOCALHOST.to_string());
+        add(Ipv6Addr::LOCALHOST.to_string());
+    } else {
+        add(listen.to_canonical().to_string());
+    }
+    if let Some(host) = public_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+    {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<IpAddr>() {
+            Ok(ip) => add(ip.to_string()),
+            Err(_) => add(host.to_ascii_lowercase()),
+        }
+    }
+    names
+}
+
+fn pem_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, RelayError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| RelayError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(RelayError::File {
+            path: path.to_path_buf(),
+            message: "no certificate in the file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, RelayError> {
+    let pem = std::fs::read(path).map_err(|e| RelayError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    pem_certs(&pem, path)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, RelayError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| RelayError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Accepts agent connections until `stop` is cancelled, then closes every relay connection
+/// (the proxy has drained by then, so no tunnel is cut short).
+pub async fn run(
+    relay: RelayListener,
+    verifier: Arc<CredentialVerifier>,
+    registry: Arc<Registry>,
+    settings: RelaySettings,
+    stop: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(relay.tls.clone());
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let conns = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            p = pending.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = relay.listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = RelayConnTask {
+            acceptor: acceptor.clone(),
+            verifier: verifier.clone(),
+            registry: registry.clone(),
+            settings: settings.clone(),
+            stop: stop.clone(),
+        };
+        conns.spawn(
+            conn.serve(stream, peer, permit)
+                .instrument(tracing::info_span!("relay", %peer)),
+        );
+    }
+    drop(relay);
+    registry.close_all();
+    conns.close();
+    conns.wait().await;
+}
+
+struct RelayConnTask {
+    acceptor: TlsAcceptor,
+    verifier: Arc<CredentialVerifier>,
+    registry: Arc<Registry>,
+    settings: RelaySettings,
+    stop: CancellationToken,
+}
+
+impl RelayConnTask {
+    async fn serve(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let refuse = |reason: &'static str| {
+            self.registry
+                .metrics()
+                .auth_failures
+                .get_or_create(&AuthLabels { reason })
+                .inc();
+        };
+        let authenticated = tokio::time::timeout(self.settings.handshake_timeout, async {
+            let mut tls = match self.acceptor.accept(stream).await {
+                Ok(t) => t,
+                Err(e) => {
+                    refuse("tls");
+                    tracing::debug!(error = %e, "relay TLS handshake failed");
+                    return None;
+                }
+            };
+            let hello: Hello = match handshake::read_hello(&mut tls).await {
+                Ok(h) => h,
+                Err(e) => {
+                    refuse("bad_hello");
+                    tracing::warn!(error = %e, "relay connection is not a tollgate agent");
+                    return None;
+                }
+            };
+            let verdict = self.verifier.verify(&hello.credential).and_then(|id| {
+                if hello.instance.is_empty()
+                    || hello.instance.len() > 64
+                    || hello.instance.chars().any(|c| !c.is_ascii_alphanumeric())
+                {
+                    Err(CredentialError::Invalid)
+                } else {
+                    Ok(id)
+                }
+            });
+            match verdict {
+                Ok(agent) => {
+                    let welcome = Welcome {
+                        ok: true,
+                        error: None,
+                        message: None,
+                    };
+                    handshake::write_frame(&mut tls, &welcome).await.ok()?;
+                    Some((tls, agent, hello))
+                }
+                Err(e) => {
+                    let code = match e {
+                        CredentialError::Invalid => "invalid_credential",
+                        CredentialError::Expired => "expired",
+                        CredentialError::Revoked(_) => "revoked",
+                    };
+                    refuse(code);
+                    tracing::warn!(reason = code, error = %e, version = %hello.version,
+                        "agent refused at the relay");
+                    let welcome = Welcome {
+                        ok: false,
+                        error: Some(code.into()),
+                        message: Some(e.to_string()),
+                    };
+                    let _ = handshake::write_frame(&mut tls, &welcome).await;
+                    None
+                }
+            }
+        })
+        .await;
+        let Ok(Some((tls, agent, hello))) = authenticated else {
+            return;
+        };
+        drop(permit);
+
+        let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.settings.keepalive)
+            .keep_alive_timeout(self.settings.keepalive)
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake(TokioIo::new(tls))
+            .await;
+        let (send, conn) = match handshake {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(agent, error = %e, "HTTP/2 handshake with the agent failed");
+                return;
+            }
+        };
+        let relay_conn =
+            self.registry
+                .register(&agent, hello.instance.clone(), hello.slot, peer, send);
+        tracing::info!(agent, instance = %hello.instance, slot = hello.slot,
+            conn = relay_conn.id(), version = %hello.version, "agent connected");
+        let stopped = relay_conn.stopped();
+        let why = tokio::select! {
+            r = conn => match r {
+                Ok(()) => "closed by the agent".to_string(),
+                Err(e) => e.to_string(),
+            },
+            () = stopped.cancelled() => "replaced or set aside".to_string(),
+            () = self.stop.cancelled() => "relay shutting down".to_string(),
+        };
+        self.registry.unregister(&relay_conn);
+        tracing::info!(agent, conn = relay_conn.id(), open_tunnels = relay_conn.in_flight(),
+            reason = %why, "agent disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_cover_listen_address_and_public_host() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(
+            certificate_names(ip, "https://tollgate.example.com/"),
+            vec!["10.1.2.3", "tollgate.example.com"]
+        );
+        assert_eq!(
+            certificate_names(ip, "http://10.1.2.3:8080"),
+            vec!["10.1.2.3"]
+        );
+        assert_eq!(
+            certificate_names("0.0.0.0".parse().unwrap(), "http://[::1]:8080"),
+            vec!["localhost", "127.0.0.1", "::1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn generated_certificate_chains_to_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::prepare(&dir.path().join("data")).unwrap();
+        let relay = RelayListener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &data,
+            "https://relay.example",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(relay.names, vec!["127.0.0.1", "relay.example"]);
+        // A client trusting only the CA accepts the relay under both names.
+        let ca = std::fs::read(&data.ca_cert).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let acceptor = TlsAcceptor::from(relay.tls.clone());
+        let addr = relay.addr;
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (s, _) = relay.listener.accept().await.unwrap();
+                let _ = acceptor.accept(s).await;
+            }
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        for name in ["127.0.0.1", "relay.example"] {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+            tokio_rustls::TlsConnector::from(client.clone())
+                .connect(sn, tcp)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! Agent relay, end to end on loopback: the real `tollgate serve` with `--relay-listen`, and
+//! `tollgate agent run` as a second process of the same binary.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::agent::*;
+use common::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const POLICY: &str = r#"
+[[policy]]
+name = "onprem"
+orgs = ["acme"]
+route = "agent:onprem-1"
+
+  [[policy.allow]]
+  cidrs = ["127.0.0.0/8"]
+  ports = ["1024-65535"]
+
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = ["1024-65535"]
+"#;
+
+/// Keep-alive on both sides in these tests: a dead relay connection is dropped within about
+/// twice this.
+const KEEPALIVE: &str = "1s";
+
+fn start_tollgate(extra: &[&str]) -> (Tollgate, SocketAddr) {
+    let relay: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut args = vec![
+        "--relay-listen".to_string(),
+        relay.to_string(),
+        "--relay-keepalive".to_string(),
+        KEEPALIVE.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Tollgate::start(POLICY, &args), relay)
+}
+
+fn start_agent(tg: &Tollgate, relay: SocketAddr, allow: &[&str], extra: &[&str]) -> Agent {
+    let mut args = vec!["--keepalive", KEEPALIVE];
+    args.extend_from_slice(extra);
+    Agent::start(tg, relay, "onprem-1", allow, &args)
+}
+
+/// tollgate plus one agent allowing loopback, with both relay connections up.
+async fn setup(agent_extra: &[&str]) -> (Tollgate, SocketAddr, Agent) {
+    let (tg, relay) = start_tollgate(&[]);
+    let agent = start_agent(&tg, relay, &["127.0.0.0/8"], agent_extra);
+    let n = if agent_extra.contains(&"--connections") {
+        1
+    } else {
+        2
+    };
+    assert!(
+        wait_connections(&tg, "onprem-1", n, Duration::from_secs(20)).await,
+        "agent did not connect\ntollgate:\n{}\nagent:\n{}",
+        tg.logs(),
+        agent.logs()
+    );
+    (tg, relay, agent)
+}
+
+/// CONNECT through the proxy, write `msg`, read it back from an echo server.
+async fn echo_through(
+    proxy: SocketAddr,
+    auth: &str,
+    target: &str,
+    msg: &[u8],
+) -> Result<(), String> {
+    let (r, tunnel) = proxy_connect(proxy, target, &[("proxy-authorization", auth)]).await;
+    if r.status != 200 {
+        return Err(format!("CONNECT answered {}: {}", r.status, r.text()));
+    }
+    let mut t = tunnel.ok_or("no tunnel")?;
+    t.write_all(msg).await.map_err(|e| e.to_string())?;
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), t.read_exact(&mut back))
+        .await
+        .map_err(|_| "echo timed out".to_string())?
+        .map_err(|e| format!("tunnel broke: {e}"))?;
+    if back != msg {
+        return Err("echo mismatch".into());
+    }
+    Ok(())
+}
+
+/// How long until `s` reports EOF or an error (reading and discarding whatever arrives).
+async fn time_to_failure<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn connect_and_plain_http_reach_a_loopback_upstream_through_the_agent() {
+    let up = echo_upstream().await;
+    let echo = tcp_echo().await;
+    let (tg, _relay, agent) = setup(&[]).await;
+    let auth = tg.bearer("acme", "alice");
+
+    let r = proxy_request(
+        tg.proxy,
+        "POST",
+        &format!("http://{up}/via-agent?x=1"),
+        &[("proxy-authorization", &auth)],
+        "payload",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["uri"], "/via-agent?x=1");
+    assert_eq!(body["body"], "payload");
+    assert!(body["headers"].get("proxy-authorization").is_none());
+    assert!(
+        r.header("proxy-status").is_none(),
+        "upstream Proxy-Status must not pass"
+    );
+
+    // By name: the agent resolves `localhost` itself (tollgate does not for agent routes).
+    // Loopback is special at the agent, and 127.0.0.0/8 lists it, so this is allowed.
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://localhost:{}/by-name", up.port()),
+        &[("proxy-authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    echo_through(tg.proxy, &auth, &echo.to_string(), &payload)
+        .await
+        .unwrap();
+
+    // Metrics: tunnels and bytes per agent.
+    let tunnels = metric(&tg, "tollgate_agent_tunnels_total{agent=\"onprem-1\"}").await;
+    assert!(tunnels >= 2.0, "tunnels {tunnels}");
+    let up_bytes = metric(
+        &tg,
+        "tollgate_agent_bytes_total{agent=\"onprem-1\",direction=\"up\"}",
+    )
+    .await;
+    assert!(up_bytes >= payload.len() as f64, "bytes up {up_bytes}");
+
+    // The agent logs every tunnel with its decision.
+    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+        agent.tunnel_lines().iter().any(|l| {
+            l["decision"] == "allowed"
+                && l["port"] == echo.port()
+                && l["bytes_up"] == payload.len() as u64
+        })
+    })
+    .await;
+    assert!(ok, "tunnel log missing:\n{}", agent.logs());
+    let logged = Tollgate::wait_for(Duration::from_secs(5), async || {
+        tg.logs().contains("agent:onprem-1")
+    })
+    .await;
+    assert!(logged, "{}", tg.logs());
+}
+
+#[tokio::test]
+async fn agent_refusals_are_passed_on_with_proxy_status() {
+    let up = echo_upstream().await;
+    let (tg, relay) = start_tollgate(&[]);
+    // Only one address is allowed; `localhost` is listed by name but resolves to loopback,
+    // which the agent refuses unless a CIDR inside the loopback range lists it.
+    let _agent = start_agent(&tg, relay, &["127.0.0.2", "localhost"], &[]);
+    assert!(wait_connections(&tg, "onprem-1", 2, Duration::from_secs(20)).await);
+    let auth = tg.bearer("acme", "alice");
+
+    let (r, _) = proxy_connect(tg.proxy, &up.to_string(), &[("proxy-authorization", &auth)]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let ps = r.header("proxy-status").unwrap();
+    assert!(
+        ps.starts_with("tollgate; error=http_request_denied"),
+        "{ps}"
+    );
+    assert!(ps.contains("not in the agent's allowlist"), "{ps}");
+    let body = r.json();
+    assert_eq!(body["error"], "destination_denied");
+    assert_eq!(body["agent"], "onprem-1");
+
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://localhost:{}/", up.port()),
+        &[("proxy-authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "destination_ip_prohibited");
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains("error=destination_ip_prohibited"));
+
+    // Allowed by the agent, but nothing listens: the dial error comes back as 502.
+    let (r, _) = proxy_connect(
+        tg.proxy,
+        &format!("127.0.0.2:{}", closed_port()),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "connection_refused");
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains("error=connection_refused"));
+
+    let denied = metric(
+        &tg,
+        "tollgate_agent_dial_failures_total{agent=\"onprem-1\",reason=\"destination_denied\"}",
+    )
+    .await;
+    assert_eq!(denied, 1.0);
+}
+
+#[tokio::test]
+async fn no_agent_connected_is_502_agent_unavailable_at_once() {
+    let up = echo_upstream().await;
+    for extra in [&[][..], &["--relay-listen", "127.0.0.1:0"][..]] {
+        let tg = Tollgate::start(POLICY, extra);
+        let auth = tg.bearer("acme", "alice");
+        let started = Instant::now();
+        let (r, _) =
+            proxy_connect(tg.proxy, &up.to_string(), &[("proxy-authorization", &auth)]).await;
+        assert_eq!(r.status, 502);
+        assert_eq!(r.json()["error"], "agent_unavailable");
+        assert_eq!(r.json()["agent"], "onprem-1");
+        assert!(r
+            .header("proxy-status")
+            .unwrap()
+            .starts_with("tollgate; error=destination_unavailable"));
+        let r = proxy_request(
+            tg.proxy,
+            "GET",
+            &format!("http://{up}/"),
+            &[("proxy-authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 502);
+        assert_eq!(r.json()["error"], "agent_unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoked_agents_and_caller_tokens_are_refused_at_the_relay() {
+    let up = echo_upstream().await;
+    let (tg, relay) = start_tollgate(&["--revoked-agents", "onprem-1,other-2"]);
+    let agent = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
+    let refused = Tollgate::wait_for(Duration::from_secs(20), async || {
+        metric(
+            &tg,
+            "tollgate_agent_auth_failures_total{reason=\"revoked\"}",
+        )
+        .await
+            >= 2.0
+    })
+    .await;
+    assert!(refused, "tollgate:\n{}", tg.logs());
+    let logged = Tollgate::wait_for(Duration::from_secs(5), async || {
+        agent.logs().contains("revoked")
+    })
+    .await;
+    assert!(logged, "{}", agent.logs());
+    assert_eq!(
+        metric(&tg, "tollgate_agent_connections{agent=\"onprem-1\"}").await,
+        0.0
+    );
+    let auth = tg.bearer("acme", "alice");
+    let (r, _) = proxy_connect(tg.proxy, &up.to_string(), &[("proxy-authorization", &auth)]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "agent_unavailable");
+
+    // A caller token is not an agent credential.
+    let (_, ca) = credential_files(&tg, "onprem-1");
+    let cred = tg.dir.path().join("caller-token.jwt");
+    std::fs::write(&cred, tg.token("acme", "onprem-1")).unwrap();
+    let _impostor = Agent::spawn(
+        &[],
+        &[
+            "agent",
+            "run",
+            "--relay",
+            &format!("https://{relay}"),
+            "--id",
+            "impostor",
+            "--credential-file",
+            cred.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--allow",
+            "127.0.0.0/8",
+        ]
+        .map(String::from),
+    );
+    let refused = Tollgate::wait_for(Duration::from_secs(20), async || {
+        metric(
+            &tg,
+            "tollgate_agent_auth_failures_total{reason=\"invalid_credential\"}",
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+    assert!(refused, "tollgate:\n{}", tg.logs());
+}
+
+#[tokio::test]
+async fn agent_killed_mid_stream_fails_the_tunnel_and_nothing_leaks() {
+    let echo = tcp_echo().await;
+    let (tg, _relay, mut agent) = setup(&[]).await;
+    let auth = tg.bearer("acme", "alice");
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        &echo.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut t = tunnel.unwrap();
+    t.write_all(b"before").await.unwrap();
+    let mut b = [0u8; 6];
+    t.read_exact(&mut b).await.unwrap();
+    assert_eq!(
+        metric(&tg, "tollgate_agent_open_tunnels{agent=\"onprem-1\"}").await,
+        1.0
+    );
+
+    agent.kill();
+    let failed = time_to_failure(&mut t, Duration::from_secs(10)).await;
+    // Killing the process closes its sockets, so this is quicker than the keep-alive deadline.
+    assert!(
+        failed.is_some_and(|d| d < Duration::from_secs(3)),
+        "{failed:?}"
+    );
+    drop(t);
+    let clean = Tollgate::wait_for(Duration::from_secs(5), async || {
+        metric(&tg, "tollgate_open_tunnels").await == 0.0
+            && metric(&tg, "tollgate_agent_open_tunnels{agent=\"onprem-1\"}").await == 0.0
+            && metric(&tg, "tollgate_agent_connections{agent=\"onprem-1\"}").await == 0.0
+            && metric(&tg, "tollgate_client_connections").await == 0.0
+    })
+    .await;
+    assert!(clean, "{}", web_get(tg.web, "/metrics").await.text());
+}
+
+#[tokio::test]
+async fn frozen_agent_is_dropped_within_the_keepalive_deadline() {
+    let echo = tcp_echo().await;
+    let (tg, _relay, agent) = setup(&[]).await;
+    let auth = tg.bearer("acme", "alice");
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        &echo.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut t = tunnel.unwrap();
+    t.write_all(b"hi").await.unwrap();
+    let mut b = [0u8; 2];
+    t.read_exact(&mut b).await.unwrap();
+
+    // SIGSTOP keeps the agent's sockets open (the kernel still ACKs) but nothing answers
+    // HTTP/2 pings: only the keep-alive can notice. Deadline: interval + timeout = 2 s.
+    agent.signal(libc::SIGSTOP);
+    let failed = time_to_failure(&mut t, Duration::from_secs(15)).await;
+    assert!(
+        failed.is_some_and(|d| d < Duration::from_secs(5)),
+        "tunnel still open after {failed:?}"
+    );
+    drop(t);
+    let clean = Tollgate::wait_for(Duration::from_secs(5), async || {
+        metric(&tg, "tollgate_open_tunnels").await == 0.0
+            && metric(&tg, "tollgate_agent_open_tunnels{agent=\"onprem-1\"}").await == 0.0
+            && metric(&tg, "tollgate_agent_connections{agent=\"onprem-1\"}").await == 0.0
+    })
+    .await;
+    assert!(clean, "{}", web_get(tg.web, "/metrics").await.text());
+    let logged = Tollgate::wait_for(Duration::from_secs(5), async || {
+        tg.logs().contains("agent disconnected")
+    })
+    .await;
+    assert!(logged, "{}", tg.logs());
+}
+
+#[tokio::test]
+async fn agent_reconnects_after_tollgate_restarts() {
+    let up = echo_upstream().await;
+    let (tg, relay, agent) = setup(&[]).await;
+    let args = [
+        "--relay-listen".to_string(),
+        relay.to_string(),
+        "--relay-keepalive".to_string(),
+        KEEPALIVE.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tg = tg.restart(false, &args);
+    assert!(
+        wait_connections(&tg, "onprem-1", 2, Duration::from_secs(40)).await,
+        "agent did not come back:\n{}",
+        agent.logs()
+    );
+    let auth = tg.bearer("acme", "alice");
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/after-restart"),
+        &[("proxy-authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn two_agents_with_one_id_share_the_load_and_survive_losing_one() {
+    let up = echo_upstream().await;
+    let echo = tcp_echo().await;
+    let (tg, relay) = start_tollgate(&[]);
+    let mut a = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
+    let b = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
+    assert!(wait_connections(&tg, "onprem-1", 4, Duration::from_secs(20)).await);
+    let auth = tg.bearer("acme", "alice");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let (auth, stop) = (auth.clone(), stop.clone());
+        let proxy = tg.proxy;
+        workers.push(tokio::spawn(async move {
+            // (requests, failed requests, tunnels broken after a successful CONNECT)
+            let (mut n, mut failed, mut broken) = (0u32, Vec::new(), 0u32);
+            while !stop.is_cancelled() {
+                n += 1;
+                if w % 2 == 0 {
+                    let r = proxy_request(
+                        proxy,
+                        "GET",
+                        &format!("http://{up}/w{w}"),
+                        &[("proxy-authorization", &auth)],
+                        "",
+                    )
+                    .await;
+                    if r.status != 200 {
+                        failed.push(format!("GET {}: {}", r.status, r.text()));
+                    }
+                } else {
+                    match echo_through(proxy, &auth, &echo.to_string(), b"ping").await {
+                        Ok(()) => {}
+                        Err(e) if e.starts_with("CONNECT") => failed.push(e),
+                        // The tunnel was open through the agent being killed.
+                        Err(_) => broken += 1,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (n, failed, broken)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let served = |agent: &Agent| agent.tunnel_lines().len();
+    assert!(
+        served(&a) > 0 && served(&b) > 0,
+        "load not shared: {} / {}",
+        served(&a),
+        served(&b)
+    );
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.cancel();
+    let (mut total, mut failures, mut broken) = (0, Vec::new(), 0);
+    for w in workers {
+        let (n, f, b) = w.await.expect("worker panicked (a request failed hard)");
+        total += n;
+        failures.extend(f);
+        broken += b;
+    }
+    assert!(total > 50, "only {total} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failed: {failures:?}",
+        failures.len()
+    );
+    eprintln!("{total} requests, 0 failed; {broken} tunnels were open through the killed agent");
+    assert!(wait_connections(&tg, "onprem-1", 2, Duration::from_secs(5)).await);
+}
+
+/// Accepts connections and writes to each as fast as the reader allows, forever.
+async fn firehose() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let chunk = chunk.clone();
+            tokio::spawn(async move { while s.write_all(&chunk).await.is_ok() {} });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
+    let hose = firehose().await;
+    let echo = tcp_echo().await;
+    // One relay connection, so every tunnel shares it.
+    let (tg, _relay, agent) = setup(&["--connections", "1"]).await;
+    let auth = tg.bearer("acme", "alice");
+    let (tg_rss, agent_rss) = (rss_kib(tg.child.id()), rss_kib(agent.child.id()));
+
+    // Tunnel A: the upstream sends without end, the client never reads.
+    let (r, stalled) = proxy_connect(
+        tg.proxy,
+        &hose.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let grown = |before: u64, now: u64| now.saturating_sub(before);
+    let tg_growth = grown(tg_rss, rss_kib(tg.child.id()));
+    let agent_growth = grown(agent_rss, rss_kib(agent.child.id()));
+    // Bounded by the 1 MiB stream window (plus a copy buffer), not by what the upstream sent.
+    assert!(tg_growth < 16 * 1024, "tollgate grew {tg_growth} KiB");
+    assert!(agent_growth < 16 * 1024, "agent grew {agent_growth} KiB");
+
+    // Tunnel B on the same relay connection moves 32 MiB meanwhile.
+    let started = Instant::now();
+    let (r, fast) = proxy_connect(
+        tg.proxy,
+        &hose.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut fast = fast.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0usize;
+    while got < 32 << 20 {
+        let n = tokio::time::timeout(Duration::from_secs(5), fast.read(&mut buf))
+            .await
+            .expect("fast tunnel stalled")
+            .unwrap();
+        assert!(n > 0);
+        got += n;
+    }
+    // And an interactive tunnel still answers promptly.
+    echo_through(tg.proxy, &auth, &echo.to_string(), b"still here")
+        .await
+        .unwrap();
+    eprintln!("32 MiB beside a stalled tunnel in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(stalled);
+}

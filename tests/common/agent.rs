@@ -1,0 +1,173 @@
+//! Helpers for agent relay tests: enroll, spawn `tollgate agent run` as a second process of
+//! the same binary (optionally inside a network namespace), and read tollgate's metrics.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{bin, web_get, Tollgate};
+
+/// A running `tollgate agent run`.
+pub struct Agent {
+    pub child: Child,
+    /// stderr lines (logs).
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Enrolls `id` with `tg`'s data dir and starts an agent dialing `relay`, allowing
+    /// `allow`, with `extra` flags.
+    pub fn start(
+        tg: &Tollgate,
+        relay: SocketAddr,
+        id: &str,
+        allow: &[&str],
+        extra: &[&str],
+    ) -> Agent {
+        let (cred, ca) = credential_files(tg, id);
+        let relay_url = format!("https://{relay}");
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "run".into(),
+            "--relay".into(),
+            relay_url,
+            "--id".into(),
+            id.into(),
+            "--credential-file".into(),
+            cred.display().to_string(),
+            "--ca-file".into(),
+            ca.display().to_string(),
+        ];
+        for a in allow {
+            args.push("--allow".into());
+            args.push((*a).into());
+        }
+        args.extend(["--log-format".to_string(), "json".to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&[], &args)
+    }
+
+    /// Runs `prefix... tollgate ARGS` (e.g. `ip netns exec NS`).
+    pub fn spawn(prefix: &[&str], args: &[String]) -> Agent {
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
+            .args(args)
+            .env("TOLLGATE_LOG", "info,tollgate::agent=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Agent { child, logs }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The per-tunnel log lines (JSON), parsed.
+    pub fn tunnel_lines(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "tollgate::agent::tunnel")
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // A stopped agent (SIGSTOP tests) must be continued to die cleanly.
+        self.signal(libc::SIGCONT);
+        self.kill();
+    }
+}
+
+/// Writes a fresh credential for `id` and the CA certificate next to `tg`'s data dir.
+pub fn credential_files(tg: &Tollgate, id: &str) -> (PathBuf, PathBuf) {
+    let cred = tg.dir.path().join(format!("agent-{id}.jwt"));
+    std::fs::write(&cred, enroll(tg, id)).unwrap();
+    let ca = tg.dir.path().join("relay-ca.pem");
+    std::fs::copy(tg.data.join("ca/ca.pem"), &ca).unwrap();
+    (cred, ca)
+}
+
+/// `tollgate agent enroll --id ID` with `tg`'s data dir.
+pub fn enroll(tg: &Tollgate, id: &str) -> String {
+    let out = Command::new(bin())
+        .args(["agent", "enroll", "--data"])
+        .arg(&tg.data)
+        .args(["--id", id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The value of a metric line (exact name with labels), or 0 when absent.
+pub async fn metric(tg: &Tollgate, series: &str) -> f64 {
+    let text = web_get(tg.web, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `tollgate_agent_connections{agent=ID}` reaches `n`.
+pub async fn wait_connections(tg: &Tollgate, id: &str, n: usize, timeout: Duration) -> bool {
+    let series = format!("tollgate_agent_connections{{agent=\"{id}\"}}");
+    Tollgate::wait_for(timeout, async || metric(tg, &series).await as usize == n).await
+}
+
+/// A port on 127.0.0.1 nothing listens on now, for a relay listener that must keep its
+/// address across restarts.
+pub fn free_port() -> u16 {
+    super::closed_port()
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
