@@ -57,6 +57,16 @@ pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Agents per relay connection at once (HTTP/2 concurrent streams), set by the agent.
 pub const MAX_TUNNELS_PER_CONNECTION: u32 = 10_000;
 
+/// Largest HTTP/2 frame either side accepts. The default (16 KiB) costs a TLS write on the
+/// sender and a socket write on the receiver per 16 KiB; 256 KiB lets a 64 KiB tunnel read
+/// travel as one frame (measured: a quarter of the system calls on the receiving side).
+pub const MAX_FRAME_SIZE: u32 = 256 * 1024;
+
+/// Buffer between TLS and the TCP socket of a relay connection, each way: the TLS layer
+/// reads and writes records of at most 16 KiB, and without it each record would be its own
+/// system call. There are only a few relay connections, so this costs little.
+pub const SOCKET_BUFFER: usize = 256 * 1024;
+
 /// Validity of the generated relay certificate; it is minted again at every start.
 const GENERATED_CERT_DAYS: i64 = 3650;
 
@@ -285,7 +295,9 @@ impl RelayConnTask {
                 .inc();
         };
         let authenticated = tokio::time::timeout(self.settings.handshake_timeout, async {
-            let mut tls = match self.acceptor.accept(stream).await {
+            let buffered =
+                tokio::io::BufStream::with_capacity(SOCKET_BUFFER, SOCKET_BUFFER, stream);
+            let mut tls = match self.acceptor.accept(buffered).await {
                 Ok(t) => t,
                 Err(e) => {
                     refuse("tls");
@@ -353,6 +365,7 @@ impl RelayConnTask {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
             .handshake(TokioIo::new(tls))
             .await;
         let (send, conn) = match handshake {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -146,6 +147,22 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    splice_with_buffer(client, upstream, idle, up, down, TUNNEL_BUFFER).await
+}
+
+/// [`splice`] with a chosen copy buffer size per direction (held only while bytes move).
+pub async fn splice_with_buffer<C, U>(
+    client: C,
+    upstream: U,
+    idle: Duration,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    buffer: usize,
+) -> String
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let activity = Arc::new(Activity {
         base: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -160,7 +177,7 @@ where
         activity: activity.clone(),
         read: down,
     };
-    let copy = copy_bidirectional(&mut client, &mut upstream);
+    let copy = copy_bidirectional(&mut client, &mut upstream, buffer);
     tokio::select! {
         r = copy => match r {
             Ok(_) => "closed".into(),
@@ -173,13 +190,15 @@ where
 /// One direction of a tunnel: read into a buffer, write it all out, repeat; at EOF shut the
 /// writer down. Like tokio's `copy_bidirectional`, except that the buffer is allocated when a
 /// read is attempted and released whenever the reader has nothing to give (the write side
-/// being empty then), so an idle direction holds no buffer.
+/// being empty then), so an idle direction holds no buffer. Reads go into the buffer's
+/// uninitialized capacity (`poll_read_buf`), so a fresh buffer costs a `malloc`, not a
+/// 64 KiB `memset`.
 struct Direction {
-    buf: Option<Box<[u8]>>,
+    /// Capacity of the buffer when one is allocated.
+    size: usize,
+    buf: Option<BytesMut>,
     /// Bytes of `buf` already written.
     pos: usize,
-    /// Bytes of `buf` filled by the last read.
-    cap: usize,
     /// The reader reached EOF.
     read_done: bool,
     /// Bytes were written since the last flush.
@@ -189,15 +208,19 @@ struct Direction {
 }
 
 impl Direction {
-    fn new() -> Self {
+    fn new(size: usize) -> Self {
         Direction {
+            size,
             buf: None,
             pos: 0,
-            cap: 0,
             read_done: false,
             need_flush: false,
             amt: 0,
         }
+    }
+
+    fn pending(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.len() - self.pos)
     }
 
     fn poll_copy<R, W>(
@@ -211,12 +234,14 @@ impl Direction {
         W: AsyncWrite + ?Sized,
     {
         loop {
-            if self.pos == self.cap && !self.read_done {
+            if self.pending() == 0 && !self.read_done {
+                let size = self.size;
                 let buf = self
                     .buf
-                    .get_or_insert_with(|| vec![0u8; TUNNEL_BUFFER].into_boxed_slice());
-                let mut rb = ReadBuf::new(buf);
-                match reader.as_mut().poll_read(cx, &mut rb) {
+                    .get_or_insert_with(|| BytesMut::with_capacity(size));
+                buf.clear();
+                self.pos = 0;
+                match tokio_util::io::poll_read_buf(reader.as_mut(), cx, buf) {
                     Poll::Pending => {
                         // Nothing to read and nothing buffered: give the memory back, and
                         // make sure what was written reaches the other side.
@@ -228,26 +253,16 @@ impl Direction {
                         return Poll::Pending;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {
-                        let n = rb.filled().len();
-                        if n == 0 {
-                            self.read_done = true;
-                            self.buf = None;
-                        } else {
-                            self.pos = 0;
-                            self.cap = n;
-                        }
+                    Poll::Ready(Ok(0)) => {
+                        self.read_done = true;
+                        self.buf = None;
                     }
+                    Poll::Ready(Ok(_)) => {}
                 }
             }
-            while self.pos < self.cap {
-                let Some(buf) = self.buf.as_deref() else {
-                    // `cap > pos` only after a read into the buffer, which is kept until
-                    // written out; treat a missing one as nothing left to write.
-                    self.pos = self.cap;
-                    break;
-                };
-                let n = ready!(writer.as_mut().poll_write(cx, &buf[self.pos..self.cap]))?;
+            while self.pending() > 0 {
+                let Some(buf) = self.buf.as_ref() else { break };
+                let n = ready!(writer.as_mut().poll_write(cx, &buf[self.pos..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -258,7 +273,7 @@ impl Direction {
                 self.amt += n as u64;
                 self.need_flush = true;
             }
-            if self.pos == self.cap && self.read_done {
+            if self.read_done {
                 ready!(writer.as_mut().poll_flush(cx))?;
                 ready!(writer.as_mut().poll_shutdown(cx))?;
                 return Poll::Ready(Ok(self.amt));
@@ -269,13 +284,13 @@ impl Direction {
 
 /// Copies both ways until both directions reached EOF (each EOF shuts down the other side's
 /// write half) or one fails. Returns the bytes copied (a → b, b → a).
-async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B, buffer: usize) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut a_to_b = Direction::new();
-    let mut b_to_a = Direction::new();
+    let mut a_to_b = Direction::new(buffer);
+    let mut b_to_a = Direction::new(buffer);
     let mut done_ab = None;
     let mut done_ba = None;
     std::future::poll_fn(|cx| {
