@@ -14,6 +14,8 @@ import { spawn, execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Provider from 'oidc-provider';
@@ -54,10 +56,10 @@ async function freePort() {
 }
 
 // --- tollgate --------------------------------------------------------------------------
-async function startTollgate(dir, policies, webPort) {
+async function startTollgate(dir, policies, webPort, extra = []) {
   const child = spawn(BIN, [
     'serve', '--data', path.join(dir, 'data'), '--policies', policies,
-    '--proxy-listen', '127.0.0.1:0', '--web-listen', `127.0.0.1:${webPort}`,
+    '--proxy-listen', '127.0.0.1:0', '--web-listen', `127.0.0.1:${webPort}`, ...extra,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   cleanups.push(() => child.kill('SIGKILL'));
   let logs = '';
@@ -161,6 +163,24 @@ async function main() {
   const apiPort = await listen(api);
   cleanups.push(() => api.close());
 
+  // The same API over TLS, with a certificate from a test CA that only tollgate trusts
+  // (through --upstream-ca-file): clients must go through interception to reach it.
+  const pki = path.join(dir, 'pki');
+  mkdirSync(pki);
+  const ossl = (args) => execFileSync('openssl', args, { cwd: pki, stdio: 'ignore' });
+  ossl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=interop upstream CA']);
+  ossl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', 'api.key', '-out', 'api.csr', '-subj', '/CN=localhost']);
+  writeFileSync(path.join(pki, 'san.ext'), 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  ossl(['x509', '-req', '-in', 'api.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+    '-out', 'api.pem', '-days', '2', '-extfile', 'san.ext']);
+  const apiTls = https.createServer({
+    key: readFileSync(path.join(pki, 'api.key')), cert: readFileSync(path.join(pki, 'api.pem')),
+  }, (req, res) => api.emit('request', req, res));
+  const apiTlsPort = await listen(apiTls);
+  cleanups.push(() => apiTls.close());
+
   // --- tollgate with policies for both -------------------------------------------------
   const policies = path.join(dir, 'policies');
   mkdirSync(policies);
@@ -177,10 +197,10 @@ name = "api"
 route = "direct"
   [[policy.allow]]
   hosts = ["localhost"]
-  ports = [${apiPort}]
+  ports = [${apiPort}, ${apiTlsPort}]
   private = true
 `);
-  const tg = await startTollgate(dir, policies, webPort);
+  const tg = await startTollgate(dir, policies, webPort, ['--upstream-ca-file', path.join(pki, 'ca.pem')]);
 
   const data = path.join(dir, 'data');
   const admin = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'root', '--role', 'admin']).trim();
@@ -253,6 +273,40 @@ prompt = "consent"
   check('Proxy-Authorization not forwarded', second.body.proxy_auth_seen === false);
   const viaCurl = await curlGet(proxyUrl, apiUrl);
   check('injected call succeeds (curl -x)', viaCurl.status === 200 && JSON.parse(viaCurl.body).sub === 'alice@interop', JSON.stringify(viaCurl));
+
+  // 3b. HTTPS through CONNECT: each client configured only through the standard proxy and CA
+  //     environment variables, trusting tollgate's CA in addition to the system roots.
+  const tgCa = cli(['ca', 'export', '--data', data]);
+  writeFileSync(path.join(dir, 'tollgate-ca.pem'), tgCa);
+  const bundle = path.join(dir, 'bundle.pem');
+  const systemRoots = '/etc/ssl/certs/ca-certificates.crt';
+  writeFileSync(bundle, (existsSync(systemRoots) ? readFileSync(systemRoots, 'utf8') : '') + tgCa);
+  const proxyEnv = {
+    ...process.env,
+    HTTPS_PROXY: `http://alice:${runner}@${tg.proxy}`,
+    https_proxy: `http://alice:${runner}@${tg.proxy}`,
+    NO_PROXY: '', no_proxy: '',
+    SSL_CERT_FILE: bundle, CURL_CA_BUNDLE: bundle, REQUESTS_CA_BUNDLE: bundle,
+    NODE_EXTRA_CA_CERTS: path.join(dir, 'tollgate-ca.pem'),
+  };
+  const httpsUrl = `https://localhost:${apiTlsPort}/whoami`;
+  const sub = (out) => { try { return JSON.parse(out).sub; } catch { return `unparsable: ${out}`; } };
+  const curlOut = await run('curl', ['-sS', httpsUrl], { env: proxyEnv }).catch((e) => ({ stdout: String(e) }));
+  check('curl over https (HTTPS_PROXY, CURL_CA_BUNDLE) gets the injected token', sub(curlOut.stdout) === 'alice@interop', curlOut.stdout);
+  const pyOut = await run('python3', ['-c', 'import requests,sys; r = requests.get(sys.argv[1], timeout=20); print(r.text)', httpsUrl], { env: proxyEnv })
+    .catch((e) => ({ stdout: String(e) }));
+  check('Python requests over https (HTTPS_PROXY, REQUESTS_CA_BUNDLE) gets the injected token', sub(pyOut.stdout) === 'alice@interop', pyOut.stdout);
+  const nodeCode = `
+import { EnvHttpProxyAgent, setGlobalDispatcher, fetch } from 'undici';
+setGlobalDispatcher(new EnvHttpProxyAgent());
+const r = await fetch(process.argv[2]);
+console.log(await r.text());
+`;
+  const nodeScript = path.join(path.dirname(new URL(import.meta.url).pathname), '.fetch-probe.mjs');
+  writeFileSync(nodeScript, nodeCode);
+  cleanups.push(() => import('node:fs').then((fs) => fs.rmSync(nodeScript, { force: true })));
+  const nodeOut = await run('node', [nodeScript, httpsUrl], { env: proxyEnv }).catch((e) => ({ stdout: String(e) }));
+  check('Node fetch (undici EnvHttpProxyAgent, NODE_EXTRA_CA_CERTS) gets the injected token', sub(nodeOut.stdout) === 'alice@interop', nodeOut.stdout);
 
   // 4. After expiry: one refresh, the call succeeds.
   await sleep((ACCESS_TTL + 1) * 1000);
