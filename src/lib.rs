@@ -10,6 +10,9 @@
 //!    resolved address before it is dialed.
 //! 4. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
 //!    decision line, and turns every failure into a synthetic response with `Proxy-Status`.
+//! 5. For the `CONNECT`s that must be seen (token injection), `proxy::intercept` terminates
+//!    TLS with a per-host leaf from [`tls`] and forwards each inner request over verified TLS;
+//!    every other `CONNECT` stays a blind tunnel.
 
 pub mod identity;
 pub mod policy;
