@@ -14,6 +14,9 @@
 //!    [`web`] serves the consent pages and the OAuth callback, and the admin API.
 //! 5. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
 //!    decision line, and turns every failure into a synthetic response with `Proxy-Status`.
+//! 5. For the `CONNECT`s that must be seen (token injection), `proxy::intercept` terminates
+//!    TLS with a per-host leaf from [`tls`] and forwards each inner request over verified TLS;
+//!    every other `CONNECT` stays a blind tunnel.
 
 pub mod identity;
 pub mod policy;
