@@ -289,6 +289,7 @@ fn agent_run(args: &tollgate::agent::run::RunArgs) -> anyhow::Result<()> {
     };
     let _log = init_tracing(config.log_format, "info");
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
         .enable_all()
         .build()
         .context("starting the runtime")?;

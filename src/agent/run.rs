@@ -61,6 +61,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// (64 KiB): each read becomes one HTTP/2 frame towards tollgate (frames up to
 /// `MAX_FRAME_SIZE`), and fewer, larger frames cost less on both sides of the relay.
 const TUNNEL_BUFFER: usize = 256 * 1024;
+/// Runtime worker threads by default. One thread forwards about 1 GiB/s of tunnel traffic;
+/// on a small or shared host a second one costs more in cross-thread wake-ups than it adds
+/// (measured: ~20% less CPU per byte with one; see BENCHMARKS.md).
+pub const DEFAULT_THREADS: usize = 1;
 /// A relay connection that stayed up this long resets the backoff.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 /// Time for the relay's TLS handshake and answer.
@@ -105,6 +109,9 @@ pub struct RunArgs {
     /// Idle tunnel timeout [default: 15m].
     #[arg(long, env = "TOLLGATE_AGENT_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
+    /// Worker threads [default: 1; raise for more than about 1 GiB/s of tunnel traffic].
+    #[arg(long, env = "TOLLGATE_AGENT_THREADS")]
+    pub threads: Option<usize>,
     /// Log format.
     #[arg(long, env = "TOLLGATE_AGENT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -124,6 +131,7 @@ struct FileConfig {
     keepalive: Option<String>,
     drain_timeout: Option<String>,
     idle_timeout: Option<String>,
+    threads: Option<usize>,
     log_format: Option<LogFormat>,
 }
 
@@ -164,6 +172,8 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// Idle tunnel timeout.
     pub idle_timeout: Duration,
+    /// Runtime worker threads.
+    pub threads: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -309,6 +319,10 @@ impl AgentConfig {
         if connections == 0 || connections > 64 {
             errors.push("--connections must be between 1 and 64".into());
         }
+        let threads = args.threads.or(file.threads).unwrap_or(DEFAULT_THREADS);
+        if threads == 0 || threads > 1024 {
+            errors.push("--threads must be between 1 and 1024".into());
+        }
         let (
             Some((relay_host, relay_port, server_name)),
             Some(id),
@@ -335,6 +349,7 @@ impl AgentConfig {
             keepalive,
             drain_timeout,
             idle_timeout,
+            threads,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
