@@ -298,7 +298,9 @@ fn agent_run(args: &tollgate::agent::run::RunArgs) -> anyhow::Result<()> {
         }
     };
     let _log = init_tracing(config.log_format, "info");
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // Relay connections run on threads of their own (see `agent::run::run`); this runtime
+    // only waits for signals.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
