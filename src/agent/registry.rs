@@ -493,7 +493,7 @@ struct Lease {
 
 impl Lease {
     fn new(conn: Arc<RelayConn>) -> Self {
-        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.in_flight.fetch_add(1, Ordering::SeqCst);
         conn.metrics.open_tunnels.inc();
         Lease { conn }
     }
@@ -579,6 +579,102 @@ impl Connection for AgentStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+
+    use http::Response;
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An in-memory agent: an HTTP/2 server that refuses `denied.test` with the agent's JSON
+    /// answer and echoes every other tunnel.
+    async fn agent_conn() -> SendRequest<Empty<Bytes>> {
+        let (tollgate_end, agent_end) = tokio::io::duplex(1 << 20);
+        let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+            if req.uri().host() == Some("denied.test") {
+                let mut r = Response::new(Full::new(Bytes::from_static(
+                    br#"{"error":"destination_denied","message":"not in the allowlist"}"#,
+                )));
+                *r.status_mut() = StatusCode::FORBIDDEN;
+                return Ok::<_, Infallible>(r);
+            }
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            Ok(Response::new(Full::new(Bytes::new())))
+        });
+        tokio::spawn(
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(agent_end), svc),
+        );
+        let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tollgate_end))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn tunnels_spread_by_load_refusals_pass_through_stale_connections_are_replaced() {
+        let r = Registry::new(AgentMetrics::default(), Duration::from_secs(5));
+        let first = r.register("a", "one".into(), 0, peer(), agent_conn().await);
+        let second = r.register("a", "two".into(), 0, peer(), agent_conn().await);
+        assert_eq!(r.connections("a"), 2);
+
+        // Least in flight: four open tunnels end up two per connection.
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            open.push(r.dial("a", "db.test", 5432).await.unwrap());
+        }
+        assert_eq!((first.in_flight(), second.in_flight()), (2, 2));
+
+        // Bytes go through.
+        let t = &mut open[0];
+        t.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        t.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+
+        // The agent's refusal comes back with its code and reason.
+        match r.dial("a", "denied.test", 443).await {
+            Err(AgentDialError::Failed { kind, message, .. }) => {
+                assert_eq!(kind, AgentFailure::Denied);
+                assert_eq!(message, "not in the allowlist");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // Instance "one" reconnects slot 0: its old connection takes no new tunnels and is
+        // closed once its own tunnels end.
+        let replacement = r.register("a", "one".into(), 0, peer(), agent_conn().await);
+        assert_eq!(r.connections("a"), 2);
+        assert!(!first.stopped().is_cancelled(), "tunnels still open on it");
+        for _ in 0..3 {
+            let t = r.dial("a", "db.test", 5432).await.unwrap();
+            assert_eq!(first.in_flight(), 2, "stale connection picked");
+            drop(t);
+        }
+        open.clear();
+        assert!(first.stopped().is_cancelled());
+        r.unregister(&first);
+        r.unregister(&second);
+        r.unregister(&replacement);
+        assert_eq!(r.connections("a"), 0);
+        assert_eq!(
+            r.dial("a", "db.test", 5432).await.unwrap_err().code(),
+            "agent_unavailable"
+        );
+    }
 
     #[tokio::test]
     async fn no_agent_is_unavailable_at_once_and_counted() {
