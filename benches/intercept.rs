@@ -433,6 +433,7 @@ fn main() {
             metrics.clone(),
             Arc::default(),
             None,
+            None,
         )
         .await;
         let agents = Arc::new(tollgate::agent::relay::Registry::new(

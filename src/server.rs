@@ -271,7 +271,7 @@ impl Server {
         let upstream_tls = Arc::new(http1_tls);
         let apps_version = Arc::new(AtomicU64::new(0));
         let oauth = self
-            .oauth(&dialer, &upstream_tls, &metrics, &apps_version)
+            .oauth(&agents, &dialer, &upstream_tls, &metrics, &apps_version)
             .await;
         // Inside intercepted tunnels, the same injection step as for plain http.
         let hook = self
@@ -364,6 +364,7 @@ impl Server {
     /// path, and the injector.
     async fn oauth(
         &self,
+        agents: &Arc<Registry>,
         dialer: &Arc<DirectDialer>,
         tls: &Arc<rustls::ClientConfig>,
         metrics: &Arc<Metrics>,
@@ -379,6 +380,7 @@ impl Server {
             metrics.clone(),
             apps_version.clone(),
             self.config.consent_user_header.clone(),
+            Some(agents.clone()),
         )
         .await
     }

@@ -580,3 +580,87 @@ async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(stalled);
 }
+
+/// `http://host:port/path?query` → (address, origin-form path).
+fn split_url(url: &str) -> (SocketAddr, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr = auth.replace("localhost", "127.0.0.1").parse().unwrap();
+    (
+        addr,
+        if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+    )
+}
+
+#[tokio::test]
+async fn token_endpoint_calls_of_an_agent_routed_policy_go_through_the_agent() {
+    let p = common::provider::Provider::start().await;
+    let (tg, _relay, agent) = setup(&[]).await;
+    let admin = tg.admin_token("acme", "root");
+    // The provider is reachable only as the "onprem" policy allows: through the agent.
+    let spec = serde_json::json!({
+        "id": "crm",
+        "name": "On-prem CRM",
+        "approval_prompt": "Allow?",
+        "authorize_url": format!("{}/authorize", p.issuer()),
+        "token_url": format!("{}/token", p.issuer()),
+        "client_id": "client-1",
+        "client_secret": "sk-CLIENT-SECRET",
+        "scopes": ["read"],
+        "egress_policy": "onprem",
+        "domains": ["localhost"],
+        "upstream_tls": false,
+    });
+    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // The runner's first call (through the agent route): a consent URL.
+    let auth = tg.bearer("acme", "alice");
+    let api = format!("http://localhost:{}/records", p.api.port());
+    let r = proxy_request(tg.proxy, "GET", &api, &[("proxy-authorization", &auth)], "").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let consent = r.json()["consent_url"].as_str().unwrap().to_string();
+
+    // The user consents; the provider redirects back; tollgate exchanges the code.
+    let (web, path) = split_url(&consent);
+    let post = web_request(web, "POST", &path, None, None).await;
+    assert_eq!(post.status, 303, "{}", post.text());
+    let (idp, authorize) = split_url(&post.header("location").unwrap());
+    let at_idp = web_request(idp, "GET", &authorize, None, None).await;
+    assert_eq!(at_idp.status, 302, "{}", at_idp.text());
+    let (back, callback) = split_url(&at_idp.header("location").unwrap());
+    let done = web_request(back, "GET", &callback, None, None).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(p.with(|s| s.code_calls), 1);
+
+    // The code exchange went through the agent: it logged a tunnel to the token endpoint.
+    let provider_port = p.addr.port();
+    let ok = Tollgate::wait_for(Duration::from_secs(3), async || {
+        agent
+            .tunnel_lines()
+            .iter()
+            .any(|l| l.to_string().contains(&format!(":{provider_port}")))
+    })
+    .await;
+    assert!(
+        ok,
+        "no agent tunnel to the token endpoint:\n{}",
+        agent.logs()
+    );
+
+    // And the API call now carries the token, through the agent too.
+    let r = proxy_request(tg.proxy, "GET", &api, &[("proxy-authorization", &auth)], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer "),
+        "{}",
+        r.text()
+    );
+}

@@ -14,7 +14,9 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::either::Either;
 
+use crate::agent::relay::Registry;
 use crate::policy::watch::Policies;
 use crate::policy::{normalize_host, Host, Route};
 use crate::route::direct::{DialError, DirectDialer};
@@ -42,6 +44,14 @@ pub enum EgressError {
     /// The policy routes through an agent and none is connected.
     #[error("egress policy routes through agent {0:?}, which is not connected")]
     AgentUnavailable(String),
+    /// The agent could not open the tunnel (its allowlist, DNS or the dial failed there).
+    #[error("through agent {agent:?}: {detail}")]
+    Agent {
+        /// The agent ID.
+        agent: String,
+        /// What the agent or the relay reported.
+        detail: String,
+    },
     /// Resolution, the address guard, or the connection failed.
     #[error(transparent)]
     Dial(#[from] DialError),
@@ -74,6 +84,8 @@ pub struct Egress {
     tls: Arc<rustls::ClientConfig>,
     /// Budget for one whole call (dial, TLS, request, response body).
     timeout: Duration,
+    /// Connected agents, for policies with `route = "agent:ID"`; `None` = no relay.
+    agents: Option<Arc<Registry>>,
 }
 
 impl Egress {
@@ -89,7 +101,14 @@ impl Egress {
             dialer,
             tls,
             timeout,
+            agents: None,
         }
+    }
+
+    /// Token and revocation calls of apps whose policy routes through an agent go through it.
+    pub fn with_agents(mut self, agents: Arc<Registry>) -> Self {
+        self.agents = Some(agents);
+        self
     }
 
     /// Sends `req` (absolute URI) under `policy` for a caller of `org` and returns the whole
@@ -138,9 +157,29 @@ impl Egress {
                 reason: decision.reason,
             });
         }
-        match decision.route {
-            Some(Route::Direct) => {}
-            Some(Route::Agent(id)) => return Err(EgressError::AgentUnavailable(id.to_string())),
+        // Direct: resolve once, guard, dial. Agent: the agent resolves and applies its own
+        // allowlist, as for every other use of an agent route.
+        let stream = match decision.route {
+            Some(Route::Direct) => {
+                let (tcp, _addr) = self
+                    .dialer
+                    .dial(&host, port, decision.allow_private)
+                    .await?;
+                Either::Left(tcp)
+            }
+            Some(Route::Agent(id)) => {
+                let Some(agents) = &self.agents else {
+                    return Err(EgressError::AgentUnavailable(id.to_string()));
+                };
+                let tunnel = agents
+                    .dial(&id, &host.to_string(), port)
+                    .await
+                    .map_err(|e| EgressError::Agent {
+                        agent: id.to_string(),
+                        detail: e.to_string(),
+                    })?;
+                Either::Right(tunnel)
+            }
             None => {
                 return Err(EgressError::Denied {
                     policy: policy.to_string(),
@@ -148,11 +187,7 @@ impl Egress {
                     reason: decision.reason,
                 })
             }
-        }
-        let (stream, _addr) = self
-            .dialer
-            .dial(&host, port, decision.allow_private)
-            .await?;
+        };
         let (mut parts, body) = req.into_parts();
         // Origin-form on the wire; Host from the URL, never from the caller.
         let path = parts

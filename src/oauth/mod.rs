@@ -65,13 +65,18 @@ impl OAuth {
         metrics: Arc<crate::metrics::Metrics>,
         apps_version: Arc<std::sync::atomic::AtomicU64>,
         consent_user_header: Option<HeaderName>,
+        agents: Option<Arc<crate::agent::relay::Registry>>,
     ) -> Arc<OAuth> {
         let index = Arc::new(index::AppIndex::new(store.clone(), apps_version));
         if let Err(e) = index.refresh().await {
             // Lookups retry the build; the proxy must still come up to serve everything else.
             tracing::error!(error = %e, "cannot read outbound applications from the store");
         }
-        let egress = Arc::new(egress::Egress::new(policies, dialer, tls, timeout));
+        let mut egress = egress::Egress::new(policies, dialer, tls, timeout);
+        if let Some(agents) = agents {
+            egress = egress.with_agents(agents);
+        }
+        let egress = Arc::new(egress);
         let tokens = Arc::new(token::TokenClient::new(
             egress,
             format!("{public_url}/oauth/callback"),
