@@ -259,7 +259,8 @@ async fn no_agent_connected_is_502_agent_unavailable_at_once() {
         assert_eq!(r.status, 502);
         assert_eq!(r.json()["error"], "agent_unavailable");
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            // "At once": no waiting for an agent; generous for a loaded CI machine.
+            started.elapsed() < Duration::from_secs(3),
             "took {:?}",
             started.elapsed()
         );

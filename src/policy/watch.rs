@@ -283,6 +283,10 @@ fn may_change_files(kind: &EventKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DESIGN's target is 2 s; the tests allow more so that a loaded CI machine does not make
+    /// a timing target flaky (the watcher debounces 200 ms; it normally applies well within).
+    const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
     use std::fs;
     use std::time::Instant;
 
@@ -428,14 +432,14 @@ colour = "blue"
 
         // A new file, written through a rename like an editor would.
         write_via_rename(dir.path(), "b.toml", &TWO.replace("\"one\"", "\"three\""));
-        eventually("the new file to apply", Duration::from_secs(2), || {
+        eventually("the new file to apply", RELOAD_DEADLINE, || {
             p.current().policy_count() == 3
         })
         .await;
 
         // An invalid edit: the status reports it, the set stays.
         write_via_rename(dir.path(), "a.toml", BAD);
-        eventually("the error to be reported", Duration::from_secs(2), || {
+        eventually("the error to be reported", RELOAD_DEADLINE, || {
             !p.status().last_errors.is_empty()
         })
         .await;
@@ -443,7 +447,7 @@ colour = "blue"
 
         // An in-place edit (no rename) that fixes it.
         fs::write(dir.path().join("a.toml"), ONE).unwrap();
-        eventually("the fix to apply", Duration::from_secs(2), || {
+        eventually("the fix to apply", RELOAD_DEADLINE, || {
             p.status().last_errors.is_empty()
         })
         .await;
@@ -451,7 +455,7 @@ colour = "blue"
 
         // Deleting a file applies too.
         fs::remove_file(dir.path().join("b.toml")).unwrap();
-        eventually("the deletion to apply", Duration::from_secs(2), || {
+        eventually("the deletion to apply", RELOAD_DEADLINE, || {
             p.current().policy_count() == 1
         })
         .await;
@@ -461,7 +465,7 @@ colour = "blue"
         let generation = p.status().generation;
         // SAFETY: kill(2) on our own pid with a signal we handle.
         assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
-        eventually("SIGHUP to reload", Duration::from_secs(2), || {
+        eventually("SIGHUP to reload", RELOAD_DEADLINE, || {
             p.status().generation > generation
         })
         .await;
