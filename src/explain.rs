@@ -35,7 +35,37 @@ pub fn parse_target(target: &str) -> anyhow::Result<(Host, u16)> {
     Ok((host, port))
 }
 
-/// Prints the explanation. Returns whether the destination is allowed.
+/// The app (as listed by the admin API) whose `domains` cover `host`: an exact name first,
+/// then the longest `*.suffix`, as the proxy's index decides.
+pub fn app_for<'a>(apps: &'a [serde_json::Value], host: &Host) -> Option<&'a serde_json::Value> {
+    let Host::Name(name) = host else {
+        return None;
+    };
+    let domains = |a: &'a serde_json::Value| {
+        a["domains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str())
+    };
+    if let Some(a) = apps.iter().find(|a| domains(a).any(|d| d == name)) {
+        return Some(a);
+    }
+    apps.iter()
+        .filter_map(|a| {
+            domains(a)
+                .filter_map(|d| d.strip_prefix("*."))
+                .filter(|s| name.len() > s.len() && name.ends_with(&format!(".{s}")))
+                .map(str::len)
+                .max()
+                .map(|len| (len, a))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, a)| a)
+}
+
+/// Prints the explanation. `apps` are the caller org's outbound applications when the admin
+/// API could be asked (else the app line says so). Returns whether the destination is allowed.
 pub fn run(
     dir: &Path,
     org: &str,
@@ -43,6 +73,7 @@ pub fn run(
     target: &str,
     as_json: bool,
     resolve: bool,
+    apps: Option<&[serde_json::Value]>,
 ) -> anyhow::Result<bool> {
     let set = PolicySet::load_dir(dir).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -89,7 +120,13 @@ pub fn run(
         "rule": d.rule.as_ref().map(|r| r.to_string()),
         "route": d.route.as_ref().map(|r| r.to_string()),
         "private_allowed": d.allow_private,
-        "app": serde_json::Value::Null,
+        "app": match apps {
+            None => serde_json::Value::Null,
+            Some(list) => match app_for(list, &host) {
+                None => json!({"id": null}),
+                Some(a) => json!({"id": a["id"], "name": a["name"], "enabled": a["enabled"]}),
+            },
+        },
         "addresses": addresses,
     });
     if as_json {
@@ -115,7 +152,21 @@ pub fn run(
     println!("rule:     {}", s("rule"));
     println!("route:    {}", s("route"));
     println!("private:  {}", s("private_allowed"));
-    println!("app:      none (no outbound application injects here)");
+    match (&out["app"], apps) {
+        (_, None) => println!(
+            "app:      unknown (give --server/--token or TOLLGATE_URL/TOLLGATE_TOKEN with an admin token of the org to see which app injects)"
+        ),
+        (a, Some(_)) if a["id"].is_null() => {
+            println!("app:      none (no outbound application of {org} covers this host)")
+        }
+        (a, Some(_)) => println!(
+            "app:      {} ({}){}: its token is injected{}",
+            a["id"].as_str().unwrap_or_default(),
+            a["name"].as_str().unwrap_or_default(),
+            if a["enabled"] == false { ", disabled" } else { "" },
+            if a["enabled"] == false { " nowhere: requests get 403 app_disabled" } else { "" }
+        ),
+    }
     for a in out["addresses"].as_array().into_iter().flatten() {
         match a.get("error") {
             Some(e) => println!("address:  {}", e.as_str().unwrap_or_default()),
@@ -133,6 +184,24 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_injecting_app_is_the_most_specific_domain_match() {
+        let apps = vec![
+            json!({"id": "wide", "domains": ["*.example.com"]}),
+            json!({"id": "narrow", "domains": ["*.api.example.com"]}),
+            json!({"id": "exact", "domains": ["v2.api.example.com"]}),
+        ];
+        let id = |h: &str| {
+            app_for(&apps, &normalize_host(h).unwrap())
+                .map(|a| a["id"].as_str().unwrap().to_string())
+        };
+        assert_eq!(id("v2.api.example.com").as_deref(), Some("exact"));
+        assert_eq!(id("v1.api.example.com").as_deref(), Some("narrow"));
+        assert_eq!(id("www.example.com").as_deref(), Some("wide"));
+        assert_eq!(id("example.com"), None);
+        assert_eq!(id("10.0.0.1"), None);
+    }
 
     #[test]
     fn targets_parse_as_urls_or_host_port() {

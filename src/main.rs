@@ -87,6 +87,12 @@ enum PolicyCommand {
         /// Do not resolve the host to show what the address guard would do.
         #[arg(long)]
         no_resolve: bool,
+        /// Running tollgate's web listener, asked which outbound application would inject.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Admin token of the org (without one, the app line says it is unknown).
+        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// A URL (http://host/path, https://host) or host:port.
         target: String,
     },
@@ -143,11 +149,32 @@ fn main() -> ExitCode {
             user,
             json,
             no_resolve,
+            server,
+            token,
             target,
         }) => {
             let _log = init_tracing(LogFormat::Text, "warn");
-            tollgate::explain::run(&policies, &org, user.as_deref(), &target, json, !no_resolve)
+            let apps = match token.filter(|t| !t.is_empty()) {
+                None => Ok(None),
+                Some(t) => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the runtime")
+                    .and_then(|rt| rt.block_on(tollgate::cli::app::fetch_apps(&server, &t)))
+                    .map(Some),
+            };
+            apps.and_then(|apps| {
+                tollgate::explain::run(
+                    &policies,
+                    &org,
+                    user.as_deref(),
+                    &target,
+                    json,
+                    !no_resolve,
+                    apps.as_deref(),
+                )
                 .map(|_| ())
+            })
         }
         Command::Token(TokenCommand::Mint {
             data,

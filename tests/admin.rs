@@ -494,6 +494,29 @@ access_type = "offline"
     assert_eq!(code, Some(0));
     assert!(out.contains("updated app github"), "{out}");
 
+    // `policy explain` names the app that would inject, asking the admin API.
+    let explain = Command::new(bin())
+        .args([
+            "policy",
+            "explain",
+            "--policies",
+            tg.policies.to_str().unwrap(),
+            "--org",
+            "acme",
+            "--no-resolve",
+            "https://api.example/v1",
+        ])
+        .env("TOLLGATE_URL", format!("http://{}", tg.web))
+        .env("TOLLGATE_TOKEN", &admin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(text.contains("decision: allowed"), "{text}");
+    assert!(
+        text.contains("app:      github (GitHub): its token is injected"),
+        "{text}"
+    );
+
     let (_, out, _) = cli(&["list"]);
     assert!(out.lines().next().unwrap().starts_with("ID"), "{out}");
     assert!(

@@ -219,6 +219,17 @@ pub async fn run(target: &Target, cmd: AppCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The apps of the token's org, as the admin API lists them (for `policy explain`).
+pub async fn fetch_apps(server: &str, token: &str) -> anyhow::Result<Vec<Value>> {
+    let api = Api::new(&Target {
+        server: server.to_string(),
+        token: Some(token.to_string()),
+        json: true,
+    })?;
+    let out = api.call(Method::GET, "/v1/apps", None).await?;
+    Ok(out["apps"].as_array().cloned().unwrap_or_default())
+}
+
 fn app_path(id: &str, suffix: &str) -> String {
     format!("/v1/apps/{}{suffix}", encode(id))
 }
