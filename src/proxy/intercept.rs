@@ -363,9 +363,7 @@ async fn inner_request(tunnel: &Tunnel, req: Request<Incoming>) -> Response<Prox
             resp.map(|body| CountingBody::new(body, down, Some(log)).boxed())
         }
         Err(e) => {
-            log.status = e.status().as_u16();
-            log.decision = "error";
-            log.reason = e.code().into();
+            log.record_error(&e);
             // Dropping `log` here emits the line: the error body is complete in memory.
             e.into_response()
         }

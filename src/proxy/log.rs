@@ -79,6 +79,21 @@ impl RequestLog {
         }
     }
 
+    /// Records a failure answered by tollgate itself. A policy denial keeps the policy's
+    /// reason; anything else is logged by its code: refused when it is the client's or the
+    /// policy's doing (4xx), failed otherwise.
+    pub fn record_error(&mut self, e: &super::errors::ProxyError) {
+        self.status = e.status().as_u16();
+        if !matches!(e, super::errors::ProxyError::Denied(_)) {
+            self.decision = if e.status().is_client_error() {
+                "denied"
+            } else {
+                "error"
+            };
+            self.reason = e.code().into();
+        }
+    }
+
     /// Records the policy decision.
     pub fn set_decision(&mut self, d: &Decision) {
         self.decision = if d.allowed { "allowed" } else { "denied" };

@@ -212,23 +212,7 @@ async fn handle(
     let outcome = proxy_request(&state, &mut log, req).await;
     Ok(match outcome {
         Err(e) => {
-            log.status = e.status().as_u16();
-            if log.decision == "allowed"
-                || matches!(
-                    e,
-                    ProxyError::AuthRequired(_)
-                        | ProxyError::BadRequest(_)
-                        | ProxyError::HeadTooLarge(_)
-                )
-            {
-                // The policy allowed it (or never ran); the error is what the log must show.
-                log.decision = if log.decision == "allowed" {
-                    "error"
-                } else {
-                    "denied"
-                };
-                log.reason = e.code().into();
-            }
+            log.record_error(&e);
             e.into_response()
         }
         Ok(Outcome::Forward(mut resp)) => {
