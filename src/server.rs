@@ -23,8 +23,7 @@ use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
 use crate::proxy::forward::{AgentUpstream, Upstream};
 use crate::proxy::intercept::{
-    self, InjectionHook, InnerHandler, InterceptPredicate, Interception, RequestHook,
-    UpstreamForwarder,
+    self, InjectionHook, InterceptPredicate, Interception, RequestHook, UpstreamForwarder,
 };
 use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::route::direct::{DirectDialer, SystemResolver};
@@ -83,8 +82,6 @@ pub struct Server {
     intercept_predicate: InterceptPredicate,
     /// Called on every intercepted request by the default inner handler.
     request_hook: Option<Arc<dyn RequestHook>>,
-    /// Replaces the default inner handler when set.
-    inner_handler: Option<Arc<dyn InnerHandler>>,
     /// Where the proxy listener is bound.
     pub proxy_addr: SocketAddr,
     /// Where the web listener is bound.
@@ -168,7 +165,6 @@ impl Server {
             upstream_tls,
             intercept_predicate: intercept::never(),
             request_hook: None,
-            inner_handler: None,
             proxy_addr,
             web_addr,
             public_url,
@@ -185,12 +181,6 @@ impl Server {
     /// Calls `hook` on every intercepted request before it is forwarded (token injection).
     pub fn with_request_hook(&mut self, hook: Arc<dyn RequestHook>) -> &mut Self {
         self.request_hook = Some(hook);
-        self
-    }
-
-    /// Serves intercepted requests with `handler` instead of forwarding them upstream.
-    pub fn with_inner_handler(&mut self, handler: Arc<dyn InnerHandler>) -> &mut Self {
-        self.inner_handler = Some(handler);
         self
     }
 
@@ -278,18 +268,15 @@ impl Server {
             .request_hook
             .clone()
             .unwrap_or_else(|| Arc::new(InjectionHook(oauth.injector.clone())));
-        let handler = match self.inner_handler.clone() {
-            Some(h) => h,
-            None => Arc::new(
-                UpstreamForwarder::new(
-                    dialer.clone(),
-                    self.upstream_tls.clone(),
-                    self.config.upstream_timeout,
-                    metrics.clone(),
-                )
-                .with_hook(Some(hook)),
-            ),
-        };
+        let handler = Arc::new(
+            UpstreamForwarder::new(
+                dialer.clone(),
+                self.upstream_tls.clone(),
+                self.config.upstream_timeout,
+                metrics.clone(),
+            )
+            .with_hook(Some(hook)),
+        );
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
             verifier: verifier.clone(),

@@ -33,9 +33,9 @@ use crate::policy::{normalize_host, Host};
 use crate::route::direct::{DialError, DirectDialer};
 
 /// How long an idle pooled upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle pooled connections kept per upstream host.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
+pub(crate) const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
 /// Body of a request sent upstream: the client's streamed body, or a buffered copy that can
 /// be replayed once after a token refresh.

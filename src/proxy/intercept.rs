@@ -67,12 +67,8 @@ use crate::tls::LeafCache;
 pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(5);
 /// Pre-dialed connections waiting for their first request, beyond which old ones are purged.
 const HANDOFF_MAX_ENTRIES: usize = 1024;
-/// How long an idle pooled upstream connection is kept (as for plain-http forwarding).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle pooled upstream connections kept per upstream.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
-/// hyper's read buffer for inner HTTP/1 connections (as on the proxy listener).
-const HYPER_BUF_MIN: usize = 256 * 1024;
+use super::forward::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
+use super::HYPER_BUF_MIN;
 
 /// Decides, per `CONNECT`, whether to intercept: `(caller, host, port) -> bool`. Called after
 /// the policy allowed the destination. Token injection provides the real one ("does an

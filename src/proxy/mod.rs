@@ -46,7 +46,7 @@ use forward::{AgentUpstream, Upstream};
 use log::{CountingBody, RequestLog};
 
 /// Smallest read buffer given to hyper (its own minimum is 8 KiB).
-const HYPER_BUF_MIN: usize = 256 * 1024;
+pub(crate) const HYPER_BUF_MIN: usize = 256 * 1024;
 /// Header count hyper accepts; more than the usual 100 so that the size limit, which we
 /// enforce with a proper error, is what normally trips.
 const MAX_HEADERS: usize = 1000;
@@ -312,6 +312,16 @@ async fn proxy_request(
     // Phase 4: dial and forward, or tunnel.
     let started = Instant::now();
     if req.method() == Method::CONNECT {
+        // Intercepted only where a token is needed: the host is bound to an app of the
+        // caller's org (a disabled app too, so its requests get `403 app_disabled` rather
+        // than slipping through a blind tunnel without the token the API expects). Decided
+        // before dialing, so an unsupported combination costs no dial.
+        let intercept = app.is_some() || (state.intercept.predicate)(&caller, &host, port);
+        if intercept && agent.is_some() {
+            return Err(ProxyError::Internal(format!(
+                "interception of {host}:{port} through an agent route is not supported"
+            )));
+        }
         let stream = match &agent {
             None => {
                 let (stream, _addr) = state
@@ -327,31 +337,28 @@ async fn proxy_request(
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());
         let on_upgrade = hyper::upgrade::on(&mut req);
-        // Intercepted only where a token is needed: the host is bound to an app of the
-        // caller's org (a disabled app too, so its requests get `403 app_disabled` rather
-        // than slipping through a blind tunnel without the token the API expects).
-        if app.is_some() || (state.intercept.predicate)(&caller, &host, port) {
-            let Either::Left(stream) = stream else {
-                return Err(ProxyError::Internal(format!(
-                    "interception of {host}:{port} through an agent route is not supported"
-                )));
-            };
-            // Minted before the 200, so a failure is still an answer to the CONNECT.
-            let tls = state
-                .intercept
-                .leaves
-                .server_config(&host)
-                .await
-                .map_err(|e| ProxyError::Internal(format!("leaf certificate for {host}: {e}")))?;
-            return Ok(Outcome::Intercept(Box::new(intercept::Intercepted {
-                upstream: stream,
-                on_upgrade,
-                tls,
-                target: Arc::new(intercept::InterceptTarget::new(host, port, decision)),
-                caller,
-            })));
-        }
-        return Ok(Outcome::Tunnel(stream, on_upgrade));
+        // (Agent routes never get here with `intercept` set: refused above.)
+        return match stream {
+            Either::Left(stream) if intercept => {
+                // Minted before the 200, so a failure is still an answer to the CONNECT.
+                let tls = state
+                    .intercept
+                    .leaves
+                    .server_config(&host)
+                    .await
+                    .map_err(|e| {
+                        ProxyError::Internal(format!("leaf certificate for {host}: {e}"))
+                    })?;
+                Ok(Outcome::Intercept(Box::new(intercept::Intercepted {
+                    upstream: stream,
+                    on_upgrade,
+                    tls,
+                    target: Arc::new(intercept::InterceptTarget::new(host, port, decision)),
+                    caller,
+                })))
+            }
+            stream => Ok(Outcome::Tunnel(stream, on_upgrade)),
+        };
     }
     forward::prepare_request(&mut req, &authority)?;
     let resp = match (&agent, app) {
