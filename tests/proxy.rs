@@ -821,3 +821,99 @@ cidrs = ["127.0.0.0/8", "::1/128"]
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn settings_from_config_file_and_env_idle_tunnels_dns_errors_and_empty_basic_user() {
+    let up = echo_upstream().await;
+    let echo = tcp_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    let policy = format!(
+        "{POLICY}\n[[policy]]\nname = \"nx\"\nroute = \"direct\"\n  [[policy.allow]]\n  hosts = [\"*.invalid\"]\n"
+    );
+    std::fs::write(dir.path().join("policies/10-test.toml"), policy).unwrap();
+    // From the file: the idle tunnel timeout and the log format. From the environment: the
+    // upstream timeout. Flags still win (the test harness passes listen addresses).
+    let cfg = dir.path().join("tollgate.toml");
+    std::fs::write(&cfg, "idle_timeout = \"1s\"\nlog_format = \"json\"\n").unwrap();
+    let tg = Tollgate::start_in_env(
+        dir,
+        &["--config", path_str(&cfg)],
+        &[("TOLLGATE_UPSTREAM_TIMEOUT", "1s")],
+    );
+    let token = tg.token("acme", "alice");
+
+    // Basic with an empty user part takes the user from the token.
+    let basic = format!("Basic {}", base64_encode(&format!(":{token}")));
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/x"),
+        &[("proxy-authorization", &basic)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // TOLLGATE_UPSTREAM_TIMEOUT applied: a silent upstream is a 504 after about 1 s.
+    let started = std::time::Instant::now();
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/silent"),
+        &[("proxy-authorization", &basic)],
+        "",
+    )
+    .await;
+    assert_proxy_error(&r, 504, "connection_timeout");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // A name that does not resolve.
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        "http://nx.invalid/",
+        &[("proxy-authorization", &basic)],
+        "",
+    )
+    .await;
+    assert_proxy_error(&r, 502, "dns_error");
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains("error=dns_error"));
+
+    // idle_timeout from the file: a tunnel with no traffic is closed (EOF to the client).
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        &echo.to_string(),
+        &[("proxy-authorization", &basic)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut t = tunnel.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(20), read_all(&mut t)).await;
+    assert!(closed.is_ok(), "idle tunnel not closed");
+
+    // log_format from the file: the access lines are JSON.
+    let json = Tollgate::wait_for(Duration::from_secs(10), async || {
+        tg.logs()
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("\"decision\":\"allowed\""))
+    })
+    .await;
+    assert!(json, "{}", tg.logs());
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = Command::new(bin()).arg("help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "policy", "token", "ca", "app", "agent"] {
+        assert!(
+            text.contains(cmd),
+            "{cmd} missing from `tollgate help`:\n{text}"
+        );
+    }
+}

@@ -52,6 +52,11 @@ impl Tollgate {
 
     /// Starts tollgate in an existing temp dir (with `policies/` and maybe `data/`).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Tollgate {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    /// As [`Tollgate::start_in`], with extra environment variables for the server.
+    pub fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Tollgate {
         let data = dir.path().join("data");
         let policies = dir.path().join("policies");
         let mut child = Command::new(bin())
@@ -68,6 +73,7 @@ impl Tollgate {
             ])
             .args(extra)
             .env("TOLLGATE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
