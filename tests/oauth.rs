@@ -1153,4 +1153,49 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
             .starts_with("Bearer AT-secret-"),
         "{v}"
     );
+
+    // An inner request naming another host than the CONNECT: 421, nothing forwarded.
+    let tls = intercepted_tls(&env, port, b"http/1.1").await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut wrong = req();
+    *wrong.uri_mut() = "/records".parse().unwrap();
+    wrong
+        .headers_mut()
+        .insert("host", "elsewhere.example".parse().unwrap());
+    let resp = send.send_request(wrong).await.unwrap();
+    assert_eq!(resp.status(), 421);
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"], "misdirected_request");
+
+    // The admins disable the app: inside TLS the same request now gets 403 app_disabled.
+    let r = web_request(
+        env.tg.web,
+        "POST",
+        "/v1/apps/crm/disable",
+        Some(&env.admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let tls = intercepted_tls(&env, port, b"h2").await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(req()).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["proxy-status"]
+        .to_str()
+        .unwrap()
+        .contains("error=http_request_denied"));
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"], "app_disabled");
 }
