@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
+use crate::oauth::index::DomainTable;
 use crate::policy::{normalize_host, Host, PolicySet, Route};
 use crate::route::guard::classify;
 
@@ -35,33 +36,21 @@ pub fn parse_target(target: &str) -> anyhow::Result<(Host, u16)> {
     Ok((host, port))
 }
 
-/// The app (as listed by the admin API) whose `domains` cover `host`: an exact name first,
-/// then the longest `*.suffix`, as the proxy's index decides.
+/// The app (as listed by the admin API) whose `domains` cover `host`, decided as injection
+/// decides it ([`DomainTable`]).
 pub fn app_for<'a>(apps: &'a [serde_json::Value], host: &Host) -> Option<&'a serde_json::Value> {
     let Host::Name(name) = host else {
         return None;
     };
-    let domains = |a: &'a serde_json::Value| {
-        a["domains"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str())
-    };
-    if let Some(a) = apps.iter().find(|a| domains(a).any(|d| d == name)) {
-        return Some(a);
+    let mut table = DomainTable::default();
+    for app in apps {
+        for d in app["domains"].as_array().into_iter().flatten() {
+            if let Some(d) = d.as_str() {
+                table.insert(d, app);
+            }
+        }
     }
-    apps.iter()
-        .filter_map(|a| {
-            domains(a)
-                .filter_map(|d| d.strip_prefix("*."))
-                .filter(|s| name.len() > s.len() && name.ends_with(&format!(".{s}")))
-                .map(str::len)
-                .max()
-                .map(|len| (len, a))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, a)| a)
+    table.find(name).copied()
 }
 
 /// Prints the explanation. `apps` are the caller org's outbound applications when the admin

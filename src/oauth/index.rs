@@ -18,14 +18,54 @@ use arc_swap::ArcSwap;
 use crate::policy::Host;
 use crate::store::{App, Store, StoreResult};
 
-/// One org's patterns.
-#[derive(Default)]
-struct OrgTable {
-    /// Exact name → app.
-    exact: HashMap<String, Arc<App>>,
-    /// `suffix` of `*.suffix` → app.
-    suffix: HashMap<String, Arc<App>>,
+/// Domain patterns (exact names and `*.suffix`) → value, answering "which entry covers this
+/// host name?" the way injection decides it: an exact name first, then the longest suffix.
+/// Used for the live app index and by `policy explain`.
+pub struct DomainTable<T> {
+    /// Exact name → value.
+    exact: HashMap<String, T>,
+    /// `suffix` of `*.suffix` → value.
+    suffix: HashMap<String, T>,
 }
+
+impl<T> Default for DomainTable<T> {
+    fn default() -> Self {
+        DomainTable {
+            exact: HashMap::new(),
+            suffix: HashMap::new(),
+        }
+    }
+}
+
+impl<T> DomainTable<T> {
+    /// Adds a normalized pattern (`name` or `*.suffix`).
+    pub fn insert(&mut self, pattern: &str, value: T) {
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => self.suffix.insert(suffix.to_string(), value),
+            None => self.exact.insert(pattern.to_string(), value),
+        };
+    }
+
+    /// The entry covering `name`, if any.
+    pub fn find(&self, name: &str) -> Option<&T> {
+        if let Some(v) = self.exact.get(name) {
+            return Some(v);
+        }
+        // Longest suffix first: walk the label boundaries left to right. The name itself is
+        // not tried (`*.suffix` does not match `suffix`).
+        let mut rest = name;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if let Some(v) = self.suffix.get(rest) {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+/// One org's patterns.
+type OrgTable = DomainTable<Arc<App>>;
 
 /// An immutable snapshot of every org's table.
 #[derive(Default)]
@@ -102,30 +142,14 @@ fn build(version: u64, apps: Vec<App>) -> Snapshot {
         let app = Arc::new(app);
         let table = orgs.entry(app.org.clone()).or_default();
         for d in &app.domains {
-            match d.strip_prefix("*.") {
-                Some(suffix) => table.suffix.insert(suffix.to_string(), app.clone()),
-                None => table.exact.insert(d.clone(), app.clone()),
-            };
+            table.insert(d, app.clone());
         }
     }
     Snapshot { version, orgs }
 }
 
 fn find(snap: &Snapshot, org: &str, name: &str) -> Option<Arc<App>> {
-    let table = snap.orgs.get(org)?;
-    if let Some(app) = table.exact.get(name) {
-        return Some(app.clone());
-    }
-    // Longest suffix first: walk the label boundaries left to right. The name itself is not
-    // tried (`*.suffix` does not match `suffix`).
-    let mut rest = name;
-    while let Some(dot) = rest.find('.') {
-        rest = &rest[dot + 1..];
-        if let Some(app) = table.suffix.get(rest) {
-            return Some(app.clone());
-        }
-    }
-    None
+    snap.orgs.get(org)?.find(name).cloned()
 }
 
 #[cfg(test)]
