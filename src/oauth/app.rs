@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{normalize_host, Host, PolicySet};
 use crate::route::guard::classify;
+use crate::store::{ClientAuth, Handshake};
 
 /// Parameters tollgate sets itself on the authorization request; admins may not override them.
 const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
@@ -22,28 +23,6 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
 
 /// Longest accepted free-text field (name, description, approval prompt).
 const MAX_TEXT: usize = 4096;
-
-/// How the client authenticates at the token endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuthSpec {
-    /// HTTP Basic with client id and secret (RFC 6749 §2.3.1, the default).
-    #[default]
-    Basic,
-    /// `client_id` and `client_secret` in the form body.
-    Post,
-}
-
-/// Which token exchange the provider speaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HandshakeSpec {
-    /// RFC 6749 authorization code flow.
-    #[default]
-    Standard,
-    /// Legacy request templates.
-    Webhook,
-}
 
 /// An outbound application as submitted. Every field is optional here so that the same type
 /// serves create (where required fields are checked) and PATCH (merged over the stored app).
@@ -79,7 +58,7 @@ pub struct AppSpec {
     /// TLS origination for plain-http requests to `domains` (default true).
     pub upstream_tls: Option<bool>,
     /// `basic` (default) or `post`.
-    pub client_auth: Option<ClientAuthSpec>,
+    pub client_auth: Option<ClientAuth>,
     /// Extra query parameters on the authorization request.
     pub authorize_params: Option<BTreeMap<String, String>>,
     /// Expected `iss` on the callback (RFC 9207).
@@ -87,7 +66,7 @@ pub struct AppSpec {
     /// RFC 7009 revocation endpoint.
     pub revocation_url: Option<String>,
     /// `standard` (default) or `webhook`.
-    pub handshake: Option<HandshakeSpec>,
+    pub handshake: Option<Handshake>,
 }
 
 /// A validated configuration, ready to store.
@@ -122,7 +101,7 @@ pub struct ValidApp {
     /// TLS origination.
     pub upstream_tls: bool,
     /// Client authentication.
-    pub client_auth: ClientAuthSpec,
+    pub client_auth: ClientAuth,
     /// Extra authorize parameters.
     pub authorize_params: BTreeMap<String, String>,
     /// Expected issuer.
@@ -130,7 +109,7 @@ pub struct ValidApp {
     /// Revocation endpoint.
     pub revocation_url: Option<String>,
     /// Handshake kind.
-    pub handshake: HandshakeSpec,
+    pub handshake: Handshake,
 }
 
 /// Field name → what is wrong with it; every invalid field at once.
@@ -178,7 +157,7 @@ pub fn validate(
         );
     }
     let handshake = spec.handshake.unwrap_or_default();
-    if handshake == HandshakeSpec::Webhook {
+    if handshake == Handshake::Webhook {
         errs.insert(
             "handshake".into(),
             "the webhook handshake is not available in this version; use \"standard\"".into(),
@@ -452,7 +431,7 @@ route = "direct"
         let v = validate(&good(), "acme", &policies(), &BTreeMap::new(), true).unwrap();
         assert_eq!(v.domains, ["api.github.com", "*.github.example"]);
         assert!(v.pkce && v.upstream_tls);
-        assert_eq!(v.client_auth, ClientAuthSpec::Basic);
+        assert_eq!(v.client_auth, ClientAuth::Basic);
         assert!(v.scopes.is_empty());
     }
 
@@ -508,7 +487,7 @@ route = "direct"
                 s.authorize_params = Some([("state".to_string(), "x".to_string())].into())
             }),
             ("webhook not yet", "handshake", |s| {
-                s.handshake = Some(HandshakeSpec::Webhook)
+                s.handshake = Some(Handshake::Webhook)
             }),
         ];
         for (name, field, edit) in cases {

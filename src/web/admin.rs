@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::WebState;
 use crate::identity::Caller;
-use crate::oauth::app::{validate, AppSpec, ClientAuthSpec, FieldErrors, HandshakeSpec, ValidApp};
+use crate::oauth::app::{validate, AppSpec, FieldErrors, ValidApp};
 use crate::policy::PolicySet;
 use crate::store::{App, AuditEvent, ClientAuth, Handshake, Secret, StoreError};
 
@@ -206,17 +206,11 @@ fn spec_of(app: &App) -> AppSpec {
         egress_policy: Some(app.egress_policy.clone()),
         domains: Some(app.domains.clone()),
         upstream_tls: Some(app.upstream_tls),
-        client_auth: Some(match app.client_auth {
-            ClientAuth::Basic => ClientAuthSpec::Basic,
-            ClientAuth::Post => ClientAuthSpec::Post,
-        }),
+        client_auth: Some(app.client_auth),
         authorize_params: Some(app.authorize_params.clone()),
         issuer: app.issuer.clone(),
         revocation_url: app.revocation_url.clone(),
-        handshake: Some(match app.handshake {
-            Handshake::Standard => HandshakeSpec::Standard,
-            Handshake::Webhook => HandshakeSpec::Webhook,
-        }),
+        handshake: Some(app.handshake),
     }
 }
 
@@ -311,17 +305,11 @@ fn apply(valid: ValidApp, org: &str, base: Option<App>) -> App {
     app.egress_policy = valid.egress_policy;
     app.domains = valid.domains;
     app.upstream_tls = valid.upstream_tls;
-    app.client_auth = match valid.client_auth {
-        ClientAuthSpec::Basic => ClientAuth::Basic,
-        ClientAuthSpec::Post => ClientAuth::Post,
-    };
+    app.client_auth = valid.client_auth;
     app.authorize_params = valid.authorize_params;
     app.issuer = valid.issuer;
     app.revocation_url = valid.revocation_url;
-    app.handshake = match valid.handshake {
-        HandshakeSpec::Standard => Handshake::Standard,
-        HandshakeSpec::Webhook => Handshake::Webhook,
-    };
+    app.handshake = valid.handshake;
     app
 }
 
@@ -376,11 +364,11 @@ async fn view(state: &WebState, app: &App) -> ApiResult<Value> {
         "egress_policy": app.egress_policy,
         "domains": app.domains,
         "upstream_tls": app.upstream_tls,
-        "client_auth": match app.client_auth { ClientAuth::Basic => "basic", ClientAuth::Post => "post" },
+        "client_auth": app.client_auth,
         "authorize_params": app.authorize_params,
         "issuer": app.issuer,
         "revocation_url": app.revocation_url,
-        "handshake": match app.handshake { Handshake::Standard => "standard", Handshake::Webhook => "webhook" },
+        "handshake": app.handshake,
         "enabled": app.enabled,
         "generation": app.generation,
         "redirect_uri": format!("{}/oauth/callback", state.public_url),
