@@ -210,22 +210,17 @@ pub fn validate(
     };
     let egress_policy = required("egress_policy", &spec.egress_policy, &mut errs);
     if !egress_policy.is_empty() {
-        if policies.policy_route(&egress_policy).is_none() {
-            errs.insert(
-                "egress_policy".into(),
-                format!("no policy named {egress_policy:?} is loaded"),
-            );
-        } else if let Some((host, port)) = &token_target {
-            let d = policies.decide_in_policy(&egress_policy, org, host, *port);
-            if !d.allowed {
-                errs.insert(
-                    "egress_policy".into(),
-                    format!(
-                        "policy {egress_policy:?} does not allow the token endpoint {host}:{port} for org {org:?} ({})",
-                        d.reason
-                    ),
-                );
+        let problem = match &token_target {
+            Some((host, port)) => {
+                token_endpoint_problem(policies, &egress_policy, org, host, *port)
             }
+            None => policies
+                .policy_route(&egress_policy)
+                .is_none()
+                .then(|| format!("no policy named {egress_policy:?} is loaded")),
+        };
+        if let Some(p) = problem {
+            errs.insert("egress_policy".into(), p);
         }
     }
     let mut domains = Vec::new();
@@ -313,56 +308,71 @@ fn is_slug(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
+/// An absolute `http`/`https` URL without user information → (uses TLS, host, port).
+/// The one parser for provider endpoints: app validation, `/readyz` problems and provider
+/// calls all read URLs through it.
+pub fn endpoint(url: &str) -> Result<(bool, Host, u16), String> {
+    let parsed: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    let (Some(scheme), Some(auth)) = (parsed.scheme_str(), parsed.authority()) else {
+        return Err(format!("{url:?} is not an absolute URL"));
+    };
+    if auth.as_str().contains('@') {
+        return Err("must not contain user information".into());
+    }
+    let tls = match scheme {
+        "https" => true,
+        "http" => false,
+        _ => return Err("must be an https URL".into()),
+    };
+    let host = normalize_host(auth.host()).map_err(|e| e.to_string())?;
+    let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok((tls, host, port))
+}
+
+/// Why `policy` does not (or no longer) let `org` reach the token endpoint at `host:port`.
+pub fn token_endpoint_problem(
+    policies: &PolicySet,
+    policy: &str,
+    org: &str,
+    host: &Host,
+    port: u16,
+) -> Option<String> {
+    if policies.policy_route(policy).is_none() {
+        return Some(format!("no policy named {policy:?} is loaded"));
+    }
+    let d = policies.decide_in_policy(policy, org, host, port);
+    (!d.allowed).then(|| {
+        format!(
+            "policy {policy:?} does not allow the token endpoint {host}:{port} for org {org:?} ({})",
+            d.reason
+        )
+    })
+}
+
 /// `https://`, or `http://` only for loopback and private hosts (test and in-network servers).
 /// Returns the host and port when the URL is valid.
 fn check_url(field: &str, url: &str, errs: &mut FieldErrors) -> Option<(Host, u16)> {
     if url.is_empty() {
         return None;
     }
-    let parsed: http::Uri = match url.parse() {
-        Ok(u) => u,
-        Err(_) => {
-            errs.insert(field.into(), format!("{url:?} is not a URL"));
+    let (tls, host, port) = match endpoint(url) {
+        Ok(e) => e,
+        Err(e) => {
+            errs.insert(field.into(), e);
             return None;
         }
     };
-    let (Some(scheme), Some(auth)) = (parsed.scheme_str(), parsed.authority()) else {
-        errs.insert(field.into(), format!("{url:?} is not an absolute URL"));
-        return None;
+    let local = match &host {
+        Host::Ip(ip) => classify(*ip).is_prohibited(),
+        Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
     };
-    if auth.as_str().contains('@') {
-        errs.insert(field.into(), "must not contain user information".into());
+    if !tls && !local {
+        errs.insert(
+            field.into(),
+            "must be https (http is accepted only for loopback and private addresses)".into(),
+        );
         return None;
     }
-    let host = match normalize_host(auth.host()) {
-        Ok(h) => h,
-        Err(e) => {
-            errs.insert(field.into(), e.to_string());
-            return None;
-        }
-    };
-    let port = match scheme {
-        "https" => auth.port_u16().unwrap_or(443),
-        "http" => {
-            let local = match &host {
-                Host::Ip(ip) => classify(*ip).is_prohibited(),
-                Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
-            };
-            if !local {
-                errs.insert(
-                    field.into(),
-                    "must be https (http is accepted only for loopback and private addresses)"
-                        .into(),
-                );
-                return None;
-            }
-            auth.port_u16().unwrap_or(80)
-        }
-        _ => {
-            errs.insert(field.into(), "must be an https URL".into());
-            return None;
-        }
-    };
     Some((host, port))
 }
 

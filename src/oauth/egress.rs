@@ -18,7 +18,7 @@ use tokio_util::either::Either;
 
 use crate::agent::relay::Registry;
 use crate::policy::watch::Policies;
-use crate::policy::{normalize_host, Host, Route};
+use crate::policy::{Host, Route};
 use crate::route::direct::{DialError, DirectDialer};
 
 /// Largest response body accepted from a provider: token responses are a few hundred bytes;
@@ -133,19 +133,8 @@ impl Egress {
     ) -> Result<Response<Vec<u8>>, EgressError> {
         let uri = req.uri().clone();
         let bad = || EgressError::BadUrl(uri.to_string());
-        let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(bad());
-        };
-        let tls = match scheme {
-            "https" => true,
-            "http" => false,
-            _ => return Err(bad()),
-        };
-        if auth.as_str().contains('@') {
-            return Err(bad());
-        }
-        let host = normalize_host(auth.host()).map_err(|_| bad())?;
-        let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let (tls, host, port) = super::app::endpoint(&uri.to_string()).map_err(|_| bad())?;
+        let auth = uri.authority().ok_or_else(bad)?;
         let decision = self
             .policies
             .current()

@@ -18,7 +18,9 @@ use serde_json::{json, Map, Value};
 
 use super::WebState;
 use crate::identity::Caller;
-use crate::oauth::app::{validate, AppSpec, FieldErrors, ValidApp};
+use crate::oauth::app::{
+    endpoint, token_endpoint_problem, validate, AppSpec, FieldErrors, ValidApp,
+};
 use crate::policy::PolicySet;
 use crate::store::{App, AuditEvent, ClientAuth, Handshake, Secret, StoreError};
 
@@ -316,33 +318,20 @@ fn apply(valid: ValidApp, org: &str, base: Option<App>) -> App {
 /// Problems with an app's configuration against the policies in force now (a policy can
 /// disappear or change on reload after the app was saved).
 pub fn app_problems(app: &App, policies: &PolicySet) -> Vec<String> {
-    let mut problems = Vec::new();
-    if policies.policy_route(&app.egress_policy).is_none() {
-        problems.push(format!(
-            "egress policy {:?} is not loaded: token requests will be refused",
-            app.egress_policy
-        ));
-        return problems;
-    }
-    if let Some(url) = &app.token_url {
-        if let Ok(uri) = url.parse::<http::Uri>() {
-            if let (Some(auth), Some(scheme)) = (uri.authority(), uri.scheme_str()) {
-                let port = auth
-                    .port_u16()
-                    .unwrap_or(if scheme == "https" { 443 } else { 80 });
-                if let Ok(host) = crate::policy::normalize_host(auth.host()) {
-                    let d = policies.decide_in_policy(&app.egress_policy, &app.org, &host, port);
-                    if !d.allowed {
-                        problems.push(format!(
-                            "egress policy {:?} no longer allows the token endpoint {host}:{port} ({})",
-                            app.egress_policy, d.reason
-                        ));
-                    }
-                }
-            }
+    let problem = match app.token_url.as_deref().map(endpoint) {
+        Some(Ok((_, host, port))) => {
+            token_endpoint_problem(policies, &app.egress_policy, &app.org, &host, port)
         }
-    }
-    problems
+        Some(Err(e)) => Some(format!("token_url: {e}")),
+        None => policies
+            .policy_route(&app.egress_policy)
+            .is_none()
+            .then(|| format!("no policy named {:?} is loaded", app.egress_policy)),
+    };
+    problem
+        .map(|p| format!("{p}: token requests will be refused"))
+        .into_iter()
+        .collect()
 }
 
 /// The JSON view of an app: never the client secret.
