@@ -74,6 +74,8 @@ struct Snapshot {
     version: u64,
     /// org → table.
     orgs: HashMap<String, OrgTable>,
+    /// Every app, for listings that must not read the store each time (`/readyz`).
+    apps: Vec<Arc<App>>,
 }
 
 /// The live index.
@@ -99,6 +101,7 @@ impl AppIndex {
                 // Never equal to a real version, so the first lookup builds.
                 version: u64::MAX,
                 orgs: HashMap::new(),
+                apps: Vec::new(),
             }),
             rebuild: tokio::sync::Mutex::new(()),
         }
@@ -125,6 +128,17 @@ impl AppIndex {
         let Host::Name(name) = host else {
             return Ok(None);
         };
+        let snapshot = self.current().await?;
+        Ok(find(&snapshot, org, name))
+    }
+
+    /// Every app of every org, as of the last change (no store read unless apps changed).
+    pub async fn apps(&self) -> StoreResult<Vec<Arc<App>>> {
+        Ok(self.current().await?.apps.clone())
+    }
+
+    /// The snapshot, rebuilt first if the apps changed since it was taken.
+    async fn current(&self) -> StoreResult<Arc<Snapshot>> {
         let wanted = self.apps_version.load(Ordering::Acquire);
         if self.snapshot.load().version != wanted {
             let _g = self.rebuild.lock().await;
@@ -132,20 +146,24 @@ impl AppIndex {
                 self.rebuild_locked().await?;
             }
         }
-        Ok(find(&self.snapshot.load(), org, name))
+        Ok(self.snapshot.load_full())
     }
 }
 
 fn build(version: u64, apps: Vec<App>) -> Snapshot {
     let mut orgs: HashMap<String, OrgTable> = HashMap::new();
-    for app in apps {
-        let app = Arc::new(app);
+    let apps: Vec<Arc<App>> = apps.into_iter().map(Arc::new).collect();
+    for app in &apps {
         let table = orgs.entry(app.org.clone()).or_default();
         for d in &app.domains {
             table.insert(d, app.clone());
         }
     }
-    Snapshot { version, orgs }
+    Snapshot {
+        version,
+        orgs,
+        apps,
+    }
 }
 
 fn find(snap: &Snapshot, org: &str, name: &str) -> Option<Arc<App>> {

@@ -88,7 +88,8 @@ async fn readyz(State(state): State<WebState>) -> Response {
         "errors": status.last_errors,
     });
     let mut broken_apps = Vec::new();
-    let store_ok = match state.store.list_all_apps().await {
+    // From the in-memory index: the store is read only when apps changed since the last probe.
+    let store_ok = match state.oauth.index.apps().await {
         Ok(apps) => {
             for app in apps {
                 let problems = admin::app_problems(&app, &current);
