@@ -149,7 +149,7 @@ impl Server {
                     .relay_cert
                     .as_ref()
                     .map(|(c, k)| (c.as_path(), k.as_path()));
-                Some(RelayListener::bind(addr, &data, &public_url, cert).await?)
+                Some(RelayListener::bind(addr, leaves.ca(), &public_url, cert).await?)
             }
         };
         Ok(Server {

@@ -325,15 +325,35 @@ fn mint_leaf(
     host: &Host,
     now: SystemTime,
 ) -> Result<CertificateDer<'static>, TlsError> {
+    sign_server_cert(ca, key, std::slice::from_ref(host), LEAF_VALIDITY, now)
+}
+
+/// A server certificate for `hosts` (DNS or IP SANs; the first is also the common name)
+/// signed by `ca`, carrying `key`'s public key, valid from `now` (backdated a little) for
+/// `validity`. Intercepted hosts' leaves and the relay listener's certificate both come
+/// from here.
+fn sign_server_cert(
+    ca: &Ca,
+    key: &KeyPair,
+    hosts: &[Host],
+    validity: Duration,
+    now: SystemTime,
+) -> Result<CertificateDer<'static>, TlsError> {
     let mut params = CertificateParams::default();
-    let (san, cn) = match host {
-        Host::Name(n) => (SanType::DnsName(n.clone().try_into()?), n.clone()),
-        Host::Ip(ip) => (SanType::IpAddress(*ip), ip.to_string()),
-    };
-    params.subject_alt_names = vec![san];
+    for host in hosts {
+        params.subject_alt_names.push(match host {
+            Host::Name(n) => SanType::DnsName(n.clone().try_into()?),
+            Host::Ip(ip) => SanType::IpAddress(*ip),
+        });
+    }
     let mut dn = DistinguishedName::new();
-    if cn.len() <= MAX_COMMON_NAME {
-        dn.push(DnType::CommonName, cn);
+    if let Some(cn) = hosts.first().map(|h| match h {
+        Host::Name(n) => n.clone(),
+        Host::Ip(ip) => ip.to_string(),
+    }) {
+        if cn.len() <= MAX_COMMON_NAME {
+            dn.push(DnType::CommonName, cn);
+        }
     }
     dn.push(DnType::OrganizationName, "tollgate interception");
     params.distinguished_name = dn;
@@ -343,9 +363,23 @@ fn mint_leaf(
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial()?);
     params.not_before = time::OffsetDateTime::from(now - LEAF_BACKDATE);
-    params.not_after = time::OffsetDateTime::from(now + LEAF_VALIDITY);
+    params.not_after = time::OffsetDateTime::from(now + validity);
     let cert = params.signed_by(key, &ca.issuer)?;
     Ok(cert.der().clone())
+}
+
+impl Ca {
+    /// A server certificate for `hosts` valid for `validity`, with a fresh P-256 key:
+    /// (certificate, PKCS#8 key DER). Used for the relay listener.
+    pub fn issue_server_cert(
+        &self,
+        hosts: &[Host],
+        validity: Duration,
+    ) -> Result<(CertificateDer<'static>, Vec<u8>), TlsError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = sign_server_cert(self, &key, hosts, validity, SystemTime::now())?;
+        Ok((cert, key.serialize_der()))
+    }
 }
 
 /// 16 random bytes, positive. rcgen's default serial is derived from the public key, which
@@ -554,35 +588,6 @@ pub fn upstream_client_config(extra_ca_file: Option<&Path>) -> Result<ClientConf
         .with_no_client_auth();
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
-}
-
-/// Issues a server certificate for `names` (DNS names or IP literals) signed by the CA given
-/// as PEM (certificate and key, as in `data/ca/`). Returns (certificate PEM, key PEM).
-pub fn issue_server_cert(
-    ca_cert_pem: &str,
-    ca_key_pem: &str,
-    names: &[String],
-    validity: time::Duration,
-) -> Result<(String, String), rcgen::Error> {
-    let ca_key = KeyPair::from_pem(ca_key_pem)?;
-    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::new(names.to_vec())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_else(|| "tollgate".into()),
-    );
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + validity;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
 }
 
 #[cfg(test)]

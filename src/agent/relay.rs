@@ -27,7 +27,8 @@ use super::credential::{CredentialError, CredentialVerifier};
 use super::handshake::{self, Hello, Welcome};
 use super::metrics::AuthLabels;
 pub use super::registry::{AgentDialError, AgentFailure, AgentStream, Registry};
-use crate::datadir::DataDir;
+use crate::policy::{normalize_host, Host};
+use crate::tls::Ca;
 
 /// Relay listener settings.
 #[derive(Clone, Debug)]
@@ -68,7 +69,7 @@ pub const MAX_FRAME_SIZE: u32 = 256 * 1024;
 pub const SOCKET_BUFFER: usize = 256 * 1024;
 
 /// Validity of the generated relay certificate; it is minted again at every start.
-const GENERATED_CERT_DAYS: i64 = 3650;
+const GENERATED_CERT_DAYS: u64 = 3650;
 
 /// Errors setting up the relay listener.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +113,7 @@ impl RelayListener {
     /// public URL's host.
     pub async fn bind(
         addr: SocketAddr,
-        data: &DataDir,
+        ca: &Ca,
         public_url: &str,
         cert: Option<(&Path, &Path)>,
     ) -> Result<RelayListener, RelayError> {
@@ -126,24 +127,15 @@ impl RelayListener {
             Some((cert, key)) => (read_chain(cert)?, read_key(key)?, Vec::new()),
             None => {
                 let names = certificate_names(bound.ip(), public_url);
-                let read = |p: &Path| {
-                    std::fs::read_to_string(p).map_err(|e| RelayError::File {
-                        path: p.to_path_buf(),
-                        message: e.to_string(),
-                    })
-                };
-                let (ca_cert, ca_key) = (read(&data.ca_cert)?, read(&data.ca_key)?);
-                let (cert_pem, key_pem) = crate::tls::issue_server_cert(
-                    &ca_cert,
-                    &ca_key,
-                    &names,
-                    time::Duration::days(GENERATED_CERT_DAYS),
-                )
-                .map_err(|e| RelayError::Tls(e.to_string()))?;
-                let mut chain = pem_certs(cert_pem.as_bytes(), Path::new("(generated)"))?;
-                chain.extend(pem_certs(ca_cert.as_bytes(), &data.ca_cert)?);
-                let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                let hosts: Vec<Host> = names
+                    .iter()
+                    .filter_map(|n| normalize_host(n).ok())
+                    .collect();
+                let (leaf, key) = ca
+                    .issue_server_cert(&hosts, Duration::from_secs(GENERATED_CERT_DAYS * 86_400))
                     .map_err(|e| RelayError::Tls(e.to_string()))?;
+                let chain = vec![leaf, ca.cert_der().clone()];
+                let key = PrivateKeyDer::Pkcs8(key.into());
                 (chain, key, names)
             }
         };
@@ -419,10 +411,11 @@ mod tests {
     #[tokio::test]
     async fn generated_certificate_chains_to_the_ca() {
         let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::prepare(&dir.path().join("data")).unwrap();
+        let data = crate::datadir::DataDir::prepare(&dir.path().join("data")).unwrap();
+        let ca = Ca::load(&data.ca_cert, &data.ca_key).unwrap();
         let relay = RelayListener::bind(
             "127.0.0.1:0".parse().unwrap(),
-            &data,
+            &ca,
             "https://relay.example",
             None,
         )
