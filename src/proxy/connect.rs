@@ -30,14 +30,23 @@ use tokio::time::Instant;
 const TUNNEL_BUFFER: usize = 64 * 1024;
 
 /// Last time any byte moved on a tunnel, in milliseconds since the tunnel started.
-struct Activity {
+pub(super) struct Activity {
     base: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
+    /// Activity starting now.
+    pub(super) fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that bytes moved now.
+    pub(super) fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -122,7 +131,7 @@ pub async fn tunnel(
 }
 
 /// Waits until no byte moved for `idle`.
-async fn idle_watchdog(activity: &Activity, idle: Duration) {
+pub(super) async fn idle_watchdog(activity: &Activity, idle: Duration) {
     loop {
         let deadline = activity.last() + idle;
         if Instant::now() >= deadline {
@@ -163,10 +172,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Arc::new(Activity {
-        base: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    });
+    let activity = Arc::new(Activity::new());
     let mut client = Tracked {
         inner: client,
         activity: activity.clone(),
@@ -325,7 +331,6 @@ mod zero_copy {
     use bytes::Bytes;
     use tokio::io::{AsyncWriteExt, Interest};
     use tokio::net::TcpStream;
-    use tokio::time::Instant;
 
     use super::{idle_watchdog, Activity};
 
@@ -434,10 +439,7 @@ mod zero_copy {
         up: Arc<AtomicU64>,
         down: Arc<AtomicU64>,
     ) -> String {
-        let activity = Activity {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        };
+        let activity = Activity::new();
         if !early.is_empty() {
             if let Err(e) = upstream.write_all(&early).await {
                 return e.to_string();

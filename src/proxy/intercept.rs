@@ -67,6 +67,7 @@ use crate::tls::LeafCache;
 pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(5);
 /// Pre-dialed connections waiting for their first request, beyond which old ones are purged.
 const HANDOFF_MAX_ENTRIES: usize = 1024;
+use super::connect::Activity;
 use super::forward::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
 use super::HYPER_BUF_MIN;
 
@@ -315,21 +316,12 @@ where
         .max_header_list_size(u32::try_from(settings.max_request_head).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let idle = settings.idle_timeout;
-    let watchdog = async {
-        loop {
-            let deadline = activity.last() + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
     tokio::select! {
         r = conn => match r {
             Ok(()) => "closed".into(),
             Err(e) => e.to_string(),
         },
-        () = watchdog => "idle timeout".into(),
+        () = super::connect::idle_watchdog(activity, idle) => "idle timeout".into(),
     }
 }
 
@@ -633,30 +625,6 @@ impl tower_service::Service<Uri> for HandoffConnector {
             return Box::pin(std::future::ready(Ok(TokioIo::new(stream))));
         }
         self.inner.call(uri)
-    }
-}
-
-/// Last time a byte moved on a tunnel, in milliseconds since it started.
-struct Activity {
-    base: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
