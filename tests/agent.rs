@@ -656,12 +656,28 @@ async fn token_endpoint_calls_of_an_agent_routed_policy_go_through_the_agent() {
     // And the API call now carries the token, through the agent too.
     let r = proxy_request(tg.proxy, "GET", &api, &[("proxy-authorization", &auth)], "").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        r.json()["authorization"]
-            .as_str()
-            .unwrap()
-            .starts_with("Bearer "),
-        "{}",
-        r.text()
+    let first = r.json()["authorization"].as_str().unwrap().to_string();
+    assert!(first.starts_with("Bearer "), "{}", r.text());
+
+    // The API rejects the token (401 invalid_token): tollgate refreshes it (through the agent)
+    // and replays the request, body included, on the agent route too.
+    p.with(|s| s.access_tokens.remove(first.trim_start_matches("Bearer ")));
+    let api_before = p.with(|s| s.api_calls);
+    let r = proxy_request(
+        tg.proxy,
+        "POST",
+        &api,
+        &[("proxy-authorization", &auth)],
+        "small body",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body_len"], 10, "body lost in the replay");
+    assert_ne!(r.json()["authorization"].as_str().unwrap(), first);
+    assert_eq!(p.refresh_calls(), 1);
+    assert_eq!(
+        p.with(|s| s.api_calls) - api_before,
+        2,
+        "one send, one replay"
     );
 }

@@ -27,7 +27,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::errors::ProxyError;
-use super::log::CountingBody;
 use crate::agent::relay::{AgentDialError, AgentStream, Registry};
 use crate::policy::{normalize_host, Host};
 use crate::route::direct::{DialError, DirectDialer};
@@ -290,7 +289,7 @@ impl tower_service::Service<Uri> for GuardedConnector {
 }
 
 /// Body of a request forwarded through an agent: the client's, or none for a replay.
-type AgentBody = Either<CountingBody<Incoming>, Empty<Bytes>>;
+type AgentBody = Either<UpstreamBody, Empty<Bytes>>;
 type AgentClient = Client<AgentConnector, AgentBody>;
 
 /// Pooled upstream clients for agent routes, one per agent ID: the pool is keyed by
@@ -351,7 +350,7 @@ impl AgentUpstream {
     pub async fn send(
         &self,
         agent: &Arc<str>,
-        req: Request<CountingBody<Incoming>>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         if self.registry.connections(agent) == 0 {
             self.registry

@@ -361,34 +361,41 @@ async fn proxy_request(
         };
     }
     forward::prepare_request(&mut req, &authority)?;
-    let resp = match (&agent, app) {
-        (None, Some(app)) => {
+    // TLS origination is a direct-route feature for now: through an agent the request goes
+    // as the client sent it.
+    if let (None, Some(_), Some(p)) = (&agent, &app, tls_port) {
+        forward::originate_tls(&mut req, &host, p)?;
+    }
+    let (mut parts, body) = req.into_parts();
+    let reauth = match app {
+        Some(app) => {
             log.app = Some(app.id.clone());
-            if let Some(p) = tls_port {
-                forward::originate_tls(&mut req, &host, p)?;
-            }
-            replay::send_injected(state, &caller, app, req, decision.allow_private, log).await?
+            let injector = state.oauth.injector.clone();
+            let injected = injector.inject(&caller, app, &mut parts.headers).await?;
+            log.injected = true;
+            Some(replay::Reinject {
+                injector,
+                caller: (*caller).clone(),
+                injected,
+            })
         }
-        (None, None) => {
-            let up = log.bytes_up.clone();
-            let req = req.map(|b| CountingBody::new(b, up, None).boxed());
-            state.upstream.send(req, decision.allow_private).await?
+        None => None,
+    };
+    let reauth = reauth.as_ref().map(|r| r as &dyn replay::Reauthorize);
+    let up = log.bytes_up.clone();
+    let resp = match &agent {
+        None => {
+            let allow_private = decision.allow_private;
+            replay::send_replayable(parts, body, reauth, up, |r| {
+                state.upstream.send(r, allow_private)
+            })
+            .await?
         }
-        (Some(id), app) => {
-            // Through an agent: injected, but neither originated over TLS nor replayed
-            // after an upstream 401 (both are direct-route features for now).
-            if let Some(app) = app {
-                log.app = Some(app.id.clone());
-                state
-                    .oauth
-                    .injector
-                    .inject(&caller, app, req.headers_mut())
-                    .await?;
-                log.injected = true;
-            }
-            let up = log.bytes_up.clone();
-            let req = req.map(|b| CountingBody::new(b, up, None));
-            state.agent_upstream.send(id, req).await?
+        Some(id) => {
+            replay::send_replayable(parts, body, reauth, up, |r| {
+                state.agent_upstream.send(id, r)
+            })
+            .await?
         }
     };
     state
