@@ -1034,41 +1034,14 @@ route = "direct"
     assert!(env.authorizations("crm").await.is_empty());
 }
 
-/// A TLS client stream through `CONNECT localhost:port`, trusting tollgate's CA, offering
-/// `alpn`.
+/// A TLS client stream through `CONNECT localhost:port` as acme/alice.
 async fn intercepted_tls(
     env: &Env,
     port: u16,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
-    use rustls::pki_types::pem::PemObject;
     let pa = format!("Bearer {}", env.tg.token("acme", "alice"));
-    let (r, tunnel) = proxy_connect(
-        env.tg.proxy,
-        &format!("localhost:{port}"),
-        &[("proxy-authorization", &pa)],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in
-        rustls::pki_types::CertificateDer::pem_file_iter(env.tg.data.join("ca/ca.pem")).unwrap()
-    {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(name, tunnel.unwrap())
-        .await
-        .expect("client trusts the certificate tollgate minted from its CA")
+    common::intercepted_tls(&env.tg, &pa, port, alpn).await
 }
 
 #[tokio::test]

@@ -53,14 +53,15 @@ use tracing::Instrument;
 
 use super::errors::ProxyError;
 use super::forward::{
-    clean_response, map_client_error, strip_hop_by_hop, GuardedConnector, UpstreamBody,
+    clean_response, map_client_error, strip_hop_by_hop, AgentUpstream, GuardedConnector,
+    UpstreamBody,
 };
 use super::log::{CountingBody, RequestLog};
 use super::replay::{send_replayable, Reauthorize, Reinject};
 use super::{ProxyBody, ProxyState};
 use crate::identity::Caller;
 use crate::metrics::Metrics;
-use crate::policy::{normalize_host, Decision, Host};
+use crate::policy::{normalize_host, Decision, Host, Route};
 use crate::route::direct::{DialError, DirectDialer};
 use crate::tls::LeafCache;
 
@@ -227,8 +228,9 @@ impl std::fmt::Debug for Interception {
 
 /// What `proxy_request` hands over when a `CONNECT` is intercepted.
 pub struct Intercepted {
-    /// The connection dialed to the target before the `200`.
-    pub upstream: TcpStream,
+    /// The connection dialed to the target before the `200`; `None` on agent routes, whose
+    /// inner requests open (pooled) tunnels through the agent as they come.
+    pub upstream: Option<TcpStream>,
     /// The client side, once hyper hands it over.
     pub on_upgrade: OnUpgrade,
     /// The server configuration presenting the target's leaf.
@@ -283,7 +285,9 @@ pub(crate) async fn run(state: Arc<ProxyState>, i: Box<Intercepted>, log: Reques
             "client TLS handshake failed".to_string()
         }
         Ok(Ok(stream)) => {
-            state.intercept.handler.adopt_upstream(&target, upstream);
+            if let Some(upstream) = upstream {
+                state.intercept.handler.adopt_upstream(&target, upstream);
+            }
             serve_inner(
                 &state,
                 stream,
@@ -463,6 +467,9 @@ pub struct UpstreamForwarder {
     hook: Option<Arc<dyn RequestHook>>,
     /// For the upstream latency histogram.
     metrics: Arc<Metrics>,
+    /// Tunnels whose policy routes through an agent send their inner requests through it
+    /// (TLS end to end, verified here); `None` = no agent routes.
+    agents: Option<Arc<AgentUpstream>>,
 }
 
 impl UpstreamForwarder {
@@ -504,7 +511,14 @@ impl UpstreamForwarder {
             response_timeout,
             hook: None,
             metrics,
+            agents: None,
         }
+    }
+
+    /// Sends the inner requests of agent-routed tunnels through `agents`.
+    pub fn with_agents(mut self, agents: Arc<AgentUpstream>) -> Self {
+        self.agents = Some(agents);
+        self
     }
 
     /// Calls `hook` on every request before forwarding it.
@@ -539,13 +553,22 @@ impl InnerHandler for UpstreamForwarder {
         } else {
             &self.strict
         };
+        let agent = match &target.decision.route {
+            Some(Route::Agent(id)) => Some(id),
+            _ => None,
+        };
         let send = |req: Request<UpstreamBody>| async move {
             let started = Instant::now();
-            let resp = match tokio::time::timeout(self.response_timeout, client.request(req)).await
-            {
-                Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
-                Ok(Err(e)) => return Err(map_client_error(&e)),
-                Ok(Ok(resp)) => resp,
+            let resp = match (agent, &self.agents) {
+                (Some(id), Some(agents)) => agents.send(id, req).await?,
+                (Some(id), None) => return Err(ProxyError::AgentUnavailable(id.to_string())),
+                (None, _) => {
+                    match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+                        Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+                        Ok(Err(e)) => return Err(map_client_error(&e)),
+                        Ok(Ok(resp)) => resp,
+                    }
+                }
             };
             self.metrics
                 .upstream_latency
