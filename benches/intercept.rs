@@ -409,12 +409,12 @@ fn main() {
             Duration::from_secs(10),
         ));
         let tls = tollgate::tls::upstream_client_config(Some(&ca_file)).unwrap();
-        let handler = Arc::new(UpstreamForwarder::new(
+        let upstream = Arc::new(Upstream::new(
             dialer.clone(),
-            tls.clone(),
             Duration::from_secs(60),
-            metrics.clone(),
+            Arc::new(tls.clone()),
         ));
+        let handler = Arc::new(UpstreamForwarder::new(upstream.clone(), metrics.clone()));
         let policies = Policies::load(dir.path().join("policies"));
         let store: Arc<dyn tollgate::store::Store> = Arc::new(
             tollgate::store::SledStore::open(
@@ -451,7 +451,7 @@ fn main() {
             policies,
             verifier: Arc::new(Verifier::new(IdentityKey::from_bytes(identity.as_bytes()))),
             dialer: dialer.clone(),
-            upstream: Upstream::new(dialer, Duration::from_secs(60), Arc::new(tls.clone())),
+            upstream,
             metrics,
             settings: ProxySettings {
                 idle_timeout: Duration::from_secs(900),

@@ -268,26 +268,28 @@ impl Server {
             .request_hook
             .clone()
             .unwrap_or_else(|| Arc::new(InjectionHook(oauth.injector.clone())));
+        // Direct routes, for plain-http forwarding and intercepted tunnels alike. (Provider
+        // calls above keep their HTTP/1.1-only configuration; these offer h2 as well.)
+        let upstream = Arc::new(Upstream::new(
+            dialer.clone(),
+            self.config.upstream_timeout,
+            Arc::new(self.upstream_tls.clone()),
+        ));
         let agent_upstream = Arc::new(AgentUpstream::new(
             agents.clone(),
             self.config.upstream_timeout,
             upstream_tls.clone(),
         ));
         let handler = Arc::new(
-            UpstreamForwarder::new(
-                dialer.clone(),
-                self.upstream_tls.clone(),
-                self.config.upstream_timeout,
-                metrics.clone(),
-            )
-            .with_hook(Some(hook))
-            .with_agents(agent_upstream.clone()),
+            UpstreamForwarder::new(upstream.clone(), metrics.clone())
+                .with_hook(Some(hook))
+                .with_agents(agent_upstream.clone()),
         );
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
             verifier: verifier.clone(),
             dialer: dialer.clone(),
-            upstream: Upstream::new(dialer, self.config.upstream_timeout, upstream_tls),
+            upstream,
             agent_upstream: agent_upstream.clone(),
             agents: agents.clone(),
             metrics: metrics.clone(),

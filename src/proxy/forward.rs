@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::errors::ProxyError;
 use crate::agent::relay::{AgentDialError, AgentStream, Registry};
@@ -40,50 +42,63 @@ pub(crate) const POOL_MAX_IDLE_PER_HOST: usize = 256;
 /// be replayed once after a token refresh.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
-type UpstreamClient = Client<HttpsConnector<GuardedConnector>, UpstreamBody>;
+type UpstreamClient = Client<HttpsConnector<HandoffConnector>, UpstreamBody>;
 
-/// Pooled upstream clients for direct routes.
+/// Pooled upstream clients for direct routes, shared by plain-http forwarding (with or
+/// without TLS origination) and intercepted tunnels, so an originated and an intercepted
+/// request to the same host can reuse one connection.
 pub struct Upstream {
     /// Dials only public addresses.
     strict: UpstreamClient,
     /// May dial private addresses (winning rule has `private = true` or is a CIDR rule).
     private: UpstreamClient,
+    /// Connections dialed before an intercepted `CONNECT` was answered, waiting to become
+    /// pooled connections.
+    handoff: Arc<Handoff>,
     /// Time the upstream has to begin its response.
     response_timeout: Duration,
 }
 
 impl Upstream {
-    /// Clients over `dialer`; `tls` verifies upstreams when tollgate originates TLS.
+    /// Clients over `dialer`; `tls` verifies upstreams of `https` requests (TLS origination,
+    /// intercepted requests). HTTP/2 is used when a TLS upstream offers it.
     pub fn new(
         dialer: Arc<DirectDialer>,
         response_timeout: Duration,
         tls: Arc<rustls::ClientConfig>,
     ) -> Self {
-        // hyper-rustls sets ALPN itself (from enable_http1) and panics when the
+        // hyper-rustls sets ALPN itself (from enable_http1/2) and panics when the
         // configuration already carries some.
         let mut tls = (*tls).clone();
         tls.alpn_protocols.clear();
+        let handoff = Arc::new(Handoff::default());
         let build = |allow_private| {
             let connector = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_or_http()
                 .enable_http1()
-                .wrap_connector(GuardedConnector {
-                    dialer: dialer.clone(),
+                .enable_http2()
+                .wrap_connector(HandoffConnector {
+                    inner: GuardedConnector {
+                        dialer: dialer.clone(),
+                        allow_private,
+                    },
+                    handoff: handoff.clone(),
                     allow_private,
                 });
+            // `Host` is set by the client only where a request lacks it (intercepted HTTP/1.1
+            // requests); forwarded requests carry the one `prepare_request` set.
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
-                // We set Host ourselves, from the request target.
-                .set_host(false)
                 .build(connector)
         };
         Upstream {
             strict: build(false),
             private: build(true),
+            handoff,
             response_timeout,
         }
     }
@@ -105,6 +120,16 @@ impl Upstream {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(map_client_error(&e)),
         }
+    }
+
+    /// Keeps `stream`, dialed (guard checked) to `host:port` under `allow_private`, for the
+    /// next new connection to that target within [`HANDOFF_MAX_AGE`].
+    pub fn adopt(&self, host: &Host, port: u16, allow_private: bool, stream: TcpStream) {
+        let key = HandoffKey {
+            authority: format!("{host}:{port}"),
+            allow_private,
+        };
+        self.handoff.put(key, stream);
     }
 }
 
@@ -285,6 +310,94 @@ impl tower_service::Service<Uri> for GuardedConnector {
             let (stream, _) = dialer.dial(&host, port, allow_private).await?;
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+/// A connection dialed before the `200` is used for a new upstream connection only while it is
+/// this young: servers close connections that send no TLS ClientHello (commonly after 10 s or
+/// more), and a stale one would fail the request.
+pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(5);
+/// Pre-dialed connections waiting for their first request, beyond which old ones are purged.
+const HANDOFF_MAX_ENTRIES: usize = 1024;
+
+/// Which pre-dialed connection a new upstream connection may use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct HandoffKey {
+    /// `host:port`, host normalized (IPv6 in brackets).
+    pub(crate) authority: String,
+    /// The pool it may join.
+    pub(crate) allow_private: bool,
+}
+
+/// Pre-dialed connections, at most one per key; the newest wins.
+#[derive(Default)]
+struct Handoff {
+    slots: Mutex<HashMap<HandoffKey, (TcpStream, Instant)>>,
+}
+
+impl Handoff {
+    fn put(&self, key: HandoffKey, stream: TcpStream) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= HANDOFF_MAX_ENTRIES {
+            slots.retain(|_, (_, at)| at.elapsed() < HANDOFF_MAX_AGE);
+        }
+        // A replaced connection is closed: the pool evidently had what it needed.
+        slots.insert(key, (stream, Instant::now()));
+    }
+
+    /// A pre-dialed connection for `key` that is young and still open.
+    fn take(&self, key: &HandoffKey) -> Option<TcpStream> {
+        let (stream, at) = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)?;
+        if at.elapsed() >= HANDOFF_MAX_AGE {
+            return None;
+        }
+        // Nothing may have arrived before our ClientHello: EOF or data means it is unusable.
+        match stream.try_read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+/// The upstream clients' connector: a pre-dialed connection for the target if there is one, else a
+/// fresh guarded dial.
+#[derive(Clone)]
+struct HandoffConnector {
+    inner: GuardedConnector,
+    handoff: Arc<Handoff>,
+    allow_private: bool,
+}
+
+impl tower_service::Service<Uri> for HandoffConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = DialError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DialError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let key = uri.host().and_then(|h| normalize_host(h).ok()).map(|host| {
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default_port);
+            HandoffKey {
+                authority: format!("{host}:{port}"),
+                allow_private: self.allow_private,
+            }
+        });
+        if let Some(stream) = key.and_then(|k| self.handoff.take(&k)) {
+            return Box::pin(std::future::ready(Ok(TokioIo::new(stream))));
+        }
+        self.inner.call(uri)
     }
 }
 
@@ -478,5 +591,36 @@ mod tests {
         clean_response(&mut r);
         assert!(!r.headers().contains_key("proxy-status"));
         assert!(r.headers().contains_key("content-type"));
+    }
+
+    #[tokio::test]
+    async fn handoff_gives_out_young_open_connections_once() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = Handoff::default();
+        let key = HandoffKey {
+            authority: format!("127.0.0.1:{}", addr.port()),
+            allow_private: true,
+        };
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (_server, _) = l.accept().await.unwrap();
+        h.put(key.clone(), s);
+        assert!(h.take(&key).is_some());
+        assert!(h.take(&key).is_none(), "given out once");
+        let other = HandoffKey {
+            allow_private: false,
+            ..key.clone()
+        };
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (_server2, _) = l.accept().await.unwrap();
+        h.put(key.clone(), s);
+        assert!(h.take(&other).is_none(), "not across pools");
+        // The server closes it: once the FIN is readable, the connection is not handed out.
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        drop(server);
+        s.readable().await.unwrap();
+        h.put(key.clone(), s);
+        assert!(h.take(&key).is_none(), "closed connection handed out");
     }
 }

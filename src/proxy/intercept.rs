@@ -15,26 +15,25 @@
 //!    `injected`); the `CONNECT` line follows when the tunnel closes, with the raw bytes.
 //!
 //! The default handler, [`UpstreamForwarder`], calls the optional [`RequestHook`] (where token
-//! injection plugs in) and forwards over TLS through pooled hyper-util clients whose connector
-//! is the proxy's guarded dialer: the address guard and the policy's `allow_private` hold for
+//! injection plugs in) and forwards over TLS through the pooled clients of plain-http
+//! forwarding ([`Upstream`]), whose connector is the proxy's guarded dialer (or, on agent
+//! routes, through the agent with TLS end to end): the address guard and the policy's `allow_private` hold for
 //! every upstream connection; SNI is the target host; HTTP/2 is used when the upstream offers
 //! it; certificates are verified against the webpki roots plus `--upstream-ca-file`, and a
 //! failed verification is `502 tls_certificate_error`.
 //!
 //! The connection dialed before the `200` is not wasted: it is handed to the forwarder
 //! ([`InnerHandler::adopt_upstream`]), whose connector uses it for the next new upstream
-//! connection to that target if that happens within [`HANDOFF_MAX_AGE`].
+//! connection to that target if that happens within
+//! [`HANDOFF_MAX_AGE`](super::forward::HANDOFF_MAX_AGE).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::header::{HeaderValue, HOST, TE};
 use http::uri::{Authority, Uri};
@@ -42,37 +41,24 @@ use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::{ClientConfig, ServerConfig};
+use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::errors::ProxyError;
-use super::forward::{
-    clean_response, map_client_error, strip_hop_by_hop, AgentUpstream, GuardedConnector,
-    UpstreamBody,
-};
+use super::forward::{clean_response, strip_hop_by_hop, AgentUpstream, Upstream, UpstreamBody};
 use super::log::{CountingBody, RequestLog};
 use super::replay::{send_replayable, Reauthorize, Reinject};
 use super::{ProxyBody, ProxyState};
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::{normalize_host, Decision, Host, Route};
-use crate::route::direct::{DialError, DirectDialer};
 use crate::tls::LeafCache;
 
-/// A connection dialed before the `200` is used for a new upstream connection only while it is
-/// this young: servers close connections that send no TLS ClientHello (commonly after 10 s or
-/// more), and a stale one would fail the request.
-pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(5);
-/// Pre-dialed connections waiting for their first request, beyond which old ones are purged.
-const HANDOFF_MAX_ENTRIES: usize = 1024;
 use super::connect::Activity;
-use super::forward::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
 use super::HYPER_BUF_MIN;
 
 /// Decides, per `CONNECT`, whether to intercept: `(caller, host, port) -> bool`. Called after
@@ -449,20 +435,12 @@ fn inner_target(auth: &Authority) -> Result<(Host, u16), ProxyError> {
     Ok((host, auth.port_u16().unwrap_or(443)))
 }
 
-type TlsClient = Client<HttpsConnector<HandoffConnector>, UpstreamBody>;
-
 /// The default [`InnerHandler`]: runs the [`RequestHook`], if any, then forwards upstream over
-/// verified TLS through the guarded dialer, pooled.
+/// verified TLS: pooled through the guarded dialer on direct routes, through the agent on
+/// agent routes.
 pub struct UpstreamForwarder {
-    /// Dials only public addresses.
-    strict: TlsClient,
-    /// May dial private addresses (the winning rule has `private = true` or is a CIDR rule).
-    /// Separate pools for the reason given in `forward`.
-    private: TlsClient,
-    /// Pre-dialed connections waiting to become pooled connections.
-    handoff: Arc<Handoff>,
-    /// Time the upstream has to begin its response.
-    response_timeout: Duration,
+    /// Direct routes: the same pooled clients plain-http forwarding uses.
+    upstream: Arc<Upstream>,
     /// Where token injection plugs in.
     hook: Option<Arc<dyn RequestHook>>,
     /// For the upstream latency histogram.
@@ -473,42 +451,10 @@ pub struct UpstreamForwarder {
 }
 
 impl UpstreamForwarder {
-    /// A forwarder dialing through `dialer`, verifying upstreams with `tls` (see
-    /// [`crate::tls::upstream_client_config`]).
-    pub fn new(
-        dialer: Arc<DirectDialer>,
-        tls: ClientConfig,
-        response_timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let handoff = Arc::new(Handoff::default());
-        // hyper-rustls sets ALPN itself (h2, http/1.1, from enable_http1/2) and panics when the
-        // configuration already has some.
-        let mut tls = tls;
-        tls.alpn_protocols.clear();
-        let build = |allow_private| {
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_only()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(HandoffConnector {
-                    inner: GuardedConnector::new(dialer.clone(), allow_private),
-                    handoff: handoff.clone(),
-                    allow_private,
-                });
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(connector)
-        };
+    /// A forwarder sending direct-route requests through `upstream`.
+    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
         UpstreamForwarder {
-            strict: build(false),
-            private: build(true),
-            handoff,
-            response_timeout,
+            upstream,
             hook: None,
             metrics,
             agents: None,
@@ -548,27 +494,17 @@ impl InnerHandler for UpstreamForwarder {
         }
         // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
         parts.version = Version::HTTP_11;
-        let client = if target.decision.allow_private {
-            &self.private
-        } else {
-            &self.strict
-        };
         let agent = match &target.decision.route {
             Some(Route::Agent(id)) => Some(id),
             _ => None,
         };
+        let allow_private = target.decision.allow_private;
         let send = |req: Request<UpstreamBody>| async move {
             let started = Instant::now();
             let resp = match (agent, &self.agents) {
                 (Some(id), Some(agents)) => agents.send(id, req).await?,
                 (Some(id), None) => return Err(ProxyError::AgentUnavailable(id.to_string())),
-                (None, _) => {
-                    match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-                        Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
-                        Ok(Err(e)) => return Err(map_client_error(&e)),
-                        Ok(Ok(resp)) => resp,
-                    }
-                }
+                (None, _) => self.upstream.send(req, allow_private).await?,
             };
             self.metrics
                 .upstream_latency
@@ -588,11 +524,12 @@ impl InnerHandler for UpstreamForwarder {
     }
 
     fn adopt_upstream(&self, target: &InterceptTarget, stream: TcpStream) {
-        let key = HandoffKey {
-            authority: format!("{}:{}", target.host, target.port),
-            allow_private: target.decision.allow_private,
-        };
-        self.handoff.put(key, stream);
+        self.upstream.adopt(
+            &target.host,
+            target.port,
+            target.decision.allow_private,
+            stream,
+        );
     }
 }
 
@@ -605,82 +542,6 @@ fn strip_hop_by_hop_keeping_te_trailers(headers: &mut http::HeaderMap) {
     strip_hop_by_hop(headers);
     if trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// Which pre-dialed connection a new upstream connection may use.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct HandoffKey {
-    /// `host:port`, host normalized (IPv6 in brackets).
-    authority: String,
-    /// The pool it may join.
-    allow_private: bool,
-}
-
-/// Pre-dialed connections, at most one per key; the newest wins.
-#[derive(Default)]
-struct Handoff {
-    slots: Mutex<HashMap<HandoffKey, (TcpStream, Instant)>>,
-}
-
-impl Handoff {
-    fn put(&self, key: HandoffKey, stream: TcpStream) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if slots.len() >= HANDOFF_MAX_ENTRIES {
-            slots.retain(|_, (_, at)| at.elapsed() < HANDOFF_MAX_AGE);
-        }
-        // A replaced connection is closed: the pool evidently had what it needed.
-        slots.insert(key, (stream, Instant::now()));
-    }
-
-    /// A pre-dialed connection for `key` that is young and still open.
-    fn take(&self, key: &HandoffKey) -> Option<TcpStream> {
-        let (stream, at) = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key)?;
-        if at.elapsed() >= HANDOFF_MAX_AGE {
-            return None;
-        }
-        // Nothing may have arrived before our ClientHello: EOF or data means it is unusable.
-        match stream.try_read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(stream),
-            _ => None,
-        }
-    }
-}
-
-/// The forwarder's connector: a pre-dialed connection for the target if there is one, else a
-/// fresh guarded dial.
-#[derive(Clone)]
-struct HandoffConnector {
-    inner: GuardedConnector,
-    handoff: Arc<Handoff>,
-    allow_private: bool,
-}
-
-impl tower_service::Service<Uri> for HandoffConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = DialError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DialError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let key = uri.host().and_then(|h| normalize_host(h).ok()).map(|host| {
-            let port = uri.port_u16().unwrap_or(443);
-            HandoffKey {
-                authority: format!("{host}:{port}"),
-                allow_private: self.allow_private,
-            }
-        });
-        if let Some(stream) = key.and_then(|k| self.handoff.take(&k)) {
-            return Box::pin(std::future::ready(Ok(TokioIo::new(stream))));
-        }
-        self.inner.call(uri)
     }
 }
 
@@ -887,36 +748,5 @@ mod tests {
         h.insert(TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop_keeping_te_trailers(&mut h);
         assert!(h.is_empty());
-    }
-
-    #[tokio::test]
-    async fn handoff_gives_out_young_open_connections_once() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let h = Handoff::default();
-        let key = HandoffKey {
-            authority: format!("127.0.0.1:{}", addr.port()),
-            allow_private: true,
-        };
-        let s = TcpStream::connect(addr).await.unwrap();
-        let (_server, _) = l.accept().await.unwrap();
-        h.put(key.clone(), s);
-        assert!(h.take(&key).is_some());
-        assert!(h.take(&key).is_none(), "given out once");
-        let other = HandoffKey {
-            allow_private: false,
-            ..key.clone()
-        };
-        let s = TcpStream::connect(addr).await.unwrap();
-        let (_server2, _) = l.accept().await.unwrap();
-        h.put(key.clone(), s);
-        assert!(h.take(&other).is_none(), "not across pools");
-        // The server closes it: once the FIN is readable, the connection is not handed out.
-        let s = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = l.accept().await.unwrap();
-        drop(server);
-        s.readable().await.unwrap();
-        h.put(key.clone(), s);
-        assert!(h.take(&key).is_none(), "closed connection handed out");
     }
 }

@@ -78,7 +78,7 @@ pub struct ProxyState {
     /// Direct dialing behind the address guard (tunnels use it directly).
     pub dialer: Arc<DirectDialer>,
     /// Pooled upstream clients for forwarded requests.
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// Connected agents; tunnels of agent routes are dialed through it.
     pub agents: Arc<Registry>,
     /// Pooled clients for forwarded requests of agent routes.
