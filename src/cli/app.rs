@@ -246,8 +246,9 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// Reads an app file (TOML or JSON) and resolves `client_secret = { env = ... }` /
-/// `{ file = ... }` so the secret never has to be written in the file itself.
+/// Reads an app file (TOML or JSON) and resolves secrets given as `{ env = "NAME" }` or
+/// `{ file = "PATH" }` (`client_secret`, and the header values of the webhook handshake's
+/// templates) so a secret never has to be written in the file itself.
 pub fn load_app_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -261,31 +262,46 @@ pub fn load_app_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
     let Value::Object(mut map) = value else {
         bail!("{}: expected a table of app fields", path.display());
     };
-    if let Some(secret) = map.get("client_secret").cloned() {
-        let resolved = match secret {
-            Value::String(s) => s,
-            Value::Object(o) => match (o.get("env"), o.get("file")) {
-                (Some(Value::String(name)), None) => std::env::var(name).with_context(|| {
-                    format!("client_secret: environment variable {name} is not set")
-                })?,
-                (None, Some(Value::String(f))) => {
-                    let p = path.parent().unwrap_or(Path::new(".")).join(f);
-                    std::fs::read_to_string(&p)
-                        .with_context(|| format!("client_secret: reading {}", p.display()))?
-                        .trim()
-                        .to_string()
-                }
-                _ => bail!(
-                    "client_secret must be a string, {{ env = \"NAME\" }} or {{ file = \"PATH\" }}"
-                ),
-            },
-            _ => bail!(
-                "client_secret must be a string, {{ env = \"NAME\" }} or {{ file = \"PATH\" }}"
-            ),
-        };
-        map.insert("client_secret".into(), Value::String(resolved));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(secret) = map.get_mut("client_secret") {
+        resolve_secret("client_secret", secret, dir)?;
+    }
+    for step in ["token", "refresh"] {
+        let headers = map
+            .get_mut("webhook")
+            .and_then(|w| w.get_mut(step))
+            .and_then(|t| t.get_mut("headers"))
+            .and_then(Value::as_object_mut);
+        for (name, value) in headers.into_iter().flatten() {
+            resolve_secret(&format!("webhook.{step}.headers.{name}"), value, dir)?;
+        }
     }
     Ok(map)
+}
+
+/// Replaces `{ env = "NAME" }` / `{ file = "PATH" }` (relative to the app file's directory)
+/// with the secret it names; strings and `null` (keep the stored value) stay as they are.
+fn resolve_secret(field: &str, value: &mut Value, dir: &Path) -> anyhow::Result<()> {
+    let usage =
+        || anyhow!("{field} must be a string, {{ env = \"NAME\" }} or {{ file = \"PATH\" }}");
+    let resolved = match &*value {
+        Value::String(_) | Value::Null => return Ok(()),
+        Value::Object(o) => match (o.get("env"), o.get("file"), o.len()) {
+            (Some(Value::String(name)), None, 1) => std::env::var(name)
+                .with_context(|| format!("{field}: environment variable {name} is not set"))?,
+            (None, Some(Value::String(f)), 1) => {
+                let p = dir.join(f);
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("{field}: reading {}", p.display()))?
+                    .trim()
+                    .to_string()
+            }
+            _ => return Err(usage()),
+        },
+        _ => return Err(usage()),
+    };
+    *value = Value::String(resolved);
+    Ok(())
 }
 
 struct Api {
@@ -437,5 +453,44 @@ fn print_app(as_json: bool, app: &Value) {
             other => other.to_string(),
         };
         println!("{k:<18} {shown}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_an_app_file_come_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key.txt"), "k-from-file\n").unwrap();
+        std::env::set_var("TOLLGATE_TEST_CLIENT_SECRET", "s-from-env");
+        let file = dir.path().join("app.toml");
+        std::fs::write(
+            &file,
+            r#"
+id = "legacy"
+client_secret = { env = "TOLLGATE_TEST_CLIENT_SECRET" }
+handshake = "webhook"
+[webhook.token]
+url = "https://idp.corp.example/handshake/token"
+headers = { "X-Api-Key" = { file = "key.txt" }, "X-Plain" = "p" }
+json = { code = "{authorization_code}" }
+"#,
+        )
+        .unwrap();
+        let map = load_app_file(&file).unwrap();
+        assert_eq!(map["client_secret"], "s-from-env");
+        let headers = &map["webhook"]["token"]["headers"];
+        assert_eq!(headers["X-Api-Key"], "k-from-file");
+        assert_eq!(headers["X-Plain"], "p");
+
+        std::fs::write(
+            &file,
+            "[webhook.refresh]\nheaders = { \"X-Api-Key\" = { file = \"missing.txt\" } }\n",
+        )
+        .unwrap();
+        let err = load_app_file(&file).unwrap_err().to_string();
+        assert!(err.contains("webhook.refresh.headers.X-Api-Key"), "{err}");
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::webhook::{self, Webhook, WebhookSpec};
 use crate::policy::{normalize_host, Host, PolicySet};
 use crate::route::guard::classify;
 use crate::store::{ClientAuth, Handshake};
@@ -67,10 +68,12 @@ pub struct AppSpec {
     pub revocation_url: Option<String>,
     /// `standard` (default) or `webhook`.
     pub handshake: Option<Handshake>,
+    /// Request templates of the webhook handshake; required with `handshake = "webhook"`.
+    pub webhook: Option<WebhookSpec>,
 }
 
 /// A validated configuration, ready to store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ValidApp {
     /// Slug.
     pub id: String,
@@ -82,8 +85,8 @@ pub struct ValidApp {
     pub approval_prompt: String,
     /// Authorization endpoint.
     pub authorize_url: String,
-    /// Token endpoint.
-    pub token_url: String,
+    /// Token endpoint; `None` for the webhook handshake.
+    pub token_url: Option<String>,
     /// Client id.
     pub client_id: String,
     /// Client secret, when given (required on create).
@@ -110,6 +113,8 @@ pub struct ValidApp {
     pub revocation_url: Option<String>,
     /// Handshake kind.
     pub handshake: Handshake,
+    /// The webhook handshake's templates (with `handshake = "webhook"` only).
+    pub webhook: Option<Webhook>,
 }
 
 /// Field name → what is wrong with it; every invalid field at once.
@@ -117,13 +122,14 @@ pub type FieldErrors = BTreeMap<String, String>;
 
 /// Checks a complete spec for `org`. `policies` is the set in force (the egress policy must
 /// exist and allow the token endpoint); `taken_domains` are the patterns of the org's other
-/// apps, with the app that owns each.
+/// apps, with the app that owns each; `secret_stored` says a client secret is already stored
+/// (an update that omits `client_secret` keeps it).
 pub fn validate(
     spec: &AppSpec,
     org: &str,
     policies: &PolicySet,
     taken_domains: &BTreeMap<String, String>,
-    require_secret: bool,
+    secret_stored: bool,
 ) -> Result<ValidApp, FieldErrors> {
     let mut errs = FieldErrors::new();
     let required = |name: &str, v: &Option<String>, errs: &mut FieldErrors| -> String {
@@ -157,16 +163,26 @@ pub fn validate(
         );
     }
     let handshake = spec.handshake.unwrap_or_default();
-    if handshake == Handshake::Webhook {
-        errs.insert(
-            "handshake".into(),
-            "the webhook handshake is not available in this version; use \"standard\"".into(),
-        );
-    }
+    let standard = handshake == Handshake::Standard;
     let authorize_url = required("authorize_url", &spec.authorize_url, &mut errs);
     check_url("authorize_url", &authorize_url, &mut errs);
-    let token_url = required("token_url", &spec.token_url, &mut errs);
-    let token_target = check_url("token_url", &token_url, &mut errs);
+    // The standard handshake talks to `token_url`; the webhook one sends its own templates,
+    // and a `token_url` there would be silently unused, so it is refused.
+    let (token_url, token_target) = if standard {
+        let url = required("token_url", &spec.token_url, &mut errs);
+        let target = check_url("token_url", &url, &mut errs);
+        (Some(url), target)
+    } else {
+        if spec.token_url.as_deref().is_some_and(|u| !u.is_empty()) {
+            errs.insert(
+                "token_url".into(),
+                "not used by the webhook handshake (its requests are webhook.token and \
+                 webhook.refresh): set it to null"
+                    .into(),
+            );
+        }
+        (None, None)
+    };
     let client_id = required("client_id", &spec.client_id, &mut errs);
     let client_secret = match spec.client_secret.as_deref() {
         Some("") => {
@@ -175,7 +191,7 @@ pub fn validate(
         }
         Some(s) => Some(s.to_string()),
         None => {
-            if require_secret {
+            if standard && !secret_stored {
                 errs.insert("client_secret".into(), "required".into());
             }
             None
@@ -208,7 +224,32 @@ pub fn validate(
             None
         }
     };
+    let pkce = spec.pkce.unwrap_or(true);
     let egress_policy = required("egress_policy", &spec.egress_policy, &mut errs);
+    let webhook = match (&spec.webhook, standard) {
+        (None, true) => None,
+        (Some(_), true) => {
+            errs.insert("webhook".into(), "only for handshake = \"webhook\"".into());
+            None
+        }
+        (None, false) => {
+            errs.insert(
+                "webhook".into(),
+                "required with handshake = \"webhook\": the token request template".into(),
+            );
+            None
+        }
+        (Some(w), false) => {
+            let ctx = webhook::Context {
+                org,
+                app_policy: &egress_policy,
+                policies,
+                pkce,
+                has_secret: client_secret.is_some() || secret_stored,
+            };
+            webhook::validate(w, &ctx, &mut errs)
+        }
+    };
     if !egress_policy.is_empty() {
         let problem = match &token_target {
             Some((host, port)) => {
@@ -288,7 +329,7 @@ pub fn validate(
         client_secret,
         scopes,
         access_token_ttl,
-        pkce: spec.pkce.unwrap_or(true),
+        pkce,
         egress_policy,
         domains,
         upstream_tls: spec.upstream_tls.unwrap_or(true),
@@ -297,6 +338,7 @@ pub fn validate(
         issuer,
         revocation_url,
         handshake,
+        webhook,
     })
 }
 
@@ -351,7 +393,7 @@ pub fn token_endpoint_problem(
 
 /// `https://`, or `http://` only for loopback and private hosts (test and in-network servers).
 /// Returns the host and port when the URL is valid.
-fn check_url(field: &str, url: &str, errs: &mut FieldErrors) -> Option<(Host, u16)> {
+pub(super) fn check_url(field: &str, url: &str, errs: &mut FieldErrors) -> Option<(Host, u16)> {
     if url.is_empty() {
         return None;
     }
@@ -438,7 +480,7 @@ route = "direct"
 
     #[test]
     fn a_good_spec_validates_with_defaults_and_normalized_domains() {
-        let v = validate(&good(), "acme", &policies(), &BTreeMap::new(), true).unwrap();
+        let v = validate(&good(), "acme", &policies(), &BTreeMap::new(), false).unwrap();
         assert_eq!(v.domains, ["api.github.com", "*.github.example"]);
         assert!(v.pkce && v.upstream_tls);
         assert_eq!(v.client_auth, ClientAuth::Basic);
@@ -496,17 +538,52 @@ route = "direct"
             ("reserved authorize param", "authorize_params", |s| {
                 s.authorize_params = Some([("state".to_string(), "x".to_string())].into())
             }),
-            ("webhook not yet", "handshake", |s| {
+            ("webhook without templates", "webhook", |s| {
                 s.handshake = Some(Handshake::Webhook)
+            }),
+            ("webhook with token_url", "token_url", |s| {
+                s.handshake = Some(Handshake::Webhook)
+            }),
+            ("templates on a standard app", "webhook", |s| {
+                s.webhook = Some(WebhookSpec::default())
             }),
         ];
         for (name, field, edit) in cases {
             let mut spec = good();
             edit(&mut spec);
             let errs =
-                validate(&spec, "acme", &policies(), &BTreeMap::new(), true).expect_err(name);
+                validate(&spec, "acme", &policies(), &BTreeMap::new(), false).expect_err(name);
             assert!(errs.contains_key(*field), "{name}: {errs:?}");
         }
+    }
+
+    #[test]
+    fn a_webhook_app_needs_templates_instead_of_a_token_url_and_a_secret() {
+        let mut spec = good();
+        spec.handshake = Some(Handshake::Webhook);
+        spec.token_url = None;
+        spec.client_secret = None;
+        spec.webhook = Some(
+            serde_json::from_value(serde_json::json!({
+                "token": {
+                    "url": "https://idp.example/handshake",
+                    "json": {"code": "{authorization_code}", "secret": "{client_secret}"},
+                    "outputs": {"access_token": "/t", "scope": "/s"}
+                }
+            }))
+            .unwrap(),
+        );
+        // `{client_secret}` needs a secret: given now, or already stored.
+        let errs = validate(&spec, "acme", &policies(), &BTreeMap::new(), false).unwrap_err();
+        assert!(
+            errs["webhook.token.json"].contains("client_secret"),
+            "{errs:?}"
+        );
+        let v = validate(&spec, "acme", &policies(), &BTreeMap::new(), true).unwrap();
+        assert_eq!(v.token_url, None);
+        let w = v.webhook.expect("templates kept");
+        assert_eq!(w.policy(&v.egress_policy), "idp");
+        assert_eq!(w.token.method, "POST");
     }
 
     #[test]
@@ -514,13 +591,13 @@ route = "direct"
         let mut spec = good();
         spec.authorize_url = Some("http://127.0.0.1:9000/authorize".into());
         spec.token_url = Some("http://127.0.0.1:9000/token".into());
-        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), true).is_ok());
+        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), false).is_ok());
         let taken = BTreeMap::from([("api.github.com".to_string(), "other".to_string())]);
-        let errs = validate(&good(), "acme", &policies(), &taken, true).unwrap_err();
+        let errs = validate(&good(), "acme", &policies(), &taken, false).unwrap_err();
         assert!(errs["domains"].contains("other"));
         // On update the secret may be omitted (the stored one is kept).
         let mut spec = good();
         spec.client_secret = None;
-        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), false).is_ok());
+        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), true).is_ok());
     }
 }

@@ -281,7 +281,11 @@ impl Injector {
         if (rejected.is_none() || replaced) && self.is_fresh(&current) {
             return Ok(current);
         }
-        let Some(refresh_token) = current.refresh_token.clone() else {
+        let refresh_token = current
+            .refresh_token
+            .clone()
+            .filter(|_| self.tokens.can_refresh(app));
+        let Some(refresh_token) = refresh_token else {
             // Expired or rejected, and nothing to refresh with: the user must consent again.
             if rejected.is_some() {
                 self.store.delete_token(&app.org, &app.id, user).await?;

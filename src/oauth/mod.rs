@@ -1,7 +1,8 @@
 //! Outbound applications (OAuth 2.0 clients configured by an org's admins): their validated
 //! configuration ([`app`]), the per-org domain index ([`index`]), tollgate's own egress for
 //! provider calls ([`egress`]), the `oauth2`-crate client for authorization URLs, code
-//! exchange, refresh and revocation ([`token`]), and the injection decision ([`inject`]).
+//! exchange, refresh and revocation ([`token`]), the legacy webhook handshake's request
+//! templates ([`webhook`]), and the injection decision ([`inject`]).
 //! The consent pages that drive the flow live in `web::consent`.
 
 pub mod app;
@@ -9,6 +10,7 @@ pub mod egress;
 pub mod index;
 pub mod inject;
 pub mod token;
+pub mod webhook;
 
 use std::sync::Arc;
 

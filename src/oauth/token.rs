@@ -28,12 +28,17 @@ use oauth2::{
 use serde_json::{Map, Value};
 
 use super::egress::{Egress, EgressError};
-use crate::store::{App, ClientAuth, Secret, TokenSet};
+use super::webhook::{Inputs, Template, Webhook};
+use crate::store::{App, ClientAuth, Handshake, Secret, TokenSet};
 
-/// The `oauth2` client type for one app: authorization and token endpoints set, revocation
-/// optional.
+/// The `oauth2` client type for one app: authorization and token endpoints set.
 type AppClient =
     BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// The client that only builds authorization URLs: webhook-handshake apps have no token
+/// endpoint for the crate to know.
+type AuthorizeClient =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet>;
 
 /// What a token or refresh request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -141,18 +146,23 @@ impl TokenClient {
     }
 
     fn client(&self, app: &App) -> Result<AppClient, TokenError> {
-        let cfg = |what: &str, e: &dyn std::fmt::Display| {
-            TokenError::Config(format!("{what} of app {:?}: {e}", app.id))
-        };
         let token_url = app
             .token_url
             .clone()
             .ok_or_else(|| TokenError::Config(format!("app {:?} has no token_url", app.id)))?;
+        let token_url = TokenUrl::new(token_url)
+            .map_err(|e| TokenError::Config(format!("token_url of app {:?}: {e}", app.id)))?;
+        Ok(self.authorize_client(app)?.set_token_uri(token_url))
+    }
+
+    fn authorize_client(&self, app: &App) -> Result<AuthorizeClient, TokenError> {
+        let cfg = |what: &str, e: &dyn std::fmt::Display| {
+            TokenError::Config(format!("{what} of app {:?}: {e}", app.id))
+        };
         let mut client = BasicClient::new(ClientId::new(app.client_id.clone()))
             .set_auth_uri(
                 AuthUrl::new(app.authorize_url.clone()).map_err(|e| cfg("authorize_url", &e))?,
             )
-            .set_token_uri(TokenUrl::new(token_url).map_err(|e| cfg("token_url", &e))?)
             .set_redirect_uri(
                 RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| cfg("redirect_uri", &e))?,
             )
@@ -175,7 +185,7 @@ impl TokenClient {
         state: &str,
         pkce_verifier: Option<&Secret>,
     ) -> Result<String, TokenError> {
-        let client = self.client(app)?;
+        let client = self.authorize_client(app)?;
         let state = state.to_string();
         let mut req = client
             .authorize_url(move || CsrfToken::new(state))
@@ -191,7 +201,7 @@ impl TokenClient {
         Ok(url.to_string())
     }
 
-    /// Exchanges an authorization code (RFC 6749 §4.1.3).
+    /// Exchanges an authorization code (RFC 6749 §4.1.3, or the app's webhook template).
     pub async fn exchange_code(
         &self,
         app: &App,
@@ -199,6 +209,20 @@ impl TokenClient {
         pkce_verifier: Option<&Secret>,
         redirect_uri: &str,
     ) -> Result<Grant, TokenError> {
+        if app.handshake == Handshake::Webhook {
+            let inputs = Inputs {
+                client_id: &app.client_id,
+                client_secret: app.client_secret.as_ref(),
+                redirect_uri,
+                authorization_code: Some(code),
+                code_verifier: pkce_verifier,
+                refresh_token: None,
+            };
+            let webhook = webhook_of(app)?;
+            return self
+                .send_webhook(app, &webhook, &webhook.token, &inputs)
+                .await;
+        }
         let client = self.client(app)?;
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|e| TokenError::Config(e.to_string()))?;
@@ -213,8 +237,36 @@ impl TokenClient {
         Ok(grant_of(&resp))
     }
 
-    /// Refreshes (RFC 6749 §6).
+    /// Whether tokens of `app` can be refreshed at all: always with the standard handshake,
+    /// only with a refresh template with the webhook one. Without, an expired token means the
+    /// user consents again.
+    pub fn can_refresh(&self, app: &App) -> bool {
+        match app.handshake {
+            Handshake::Standard => true,
+            Handshake::Webhook => webhook_of(app).is_ok_and(|w| w.refresh.is_some()),
+        }
+    }
+
+    /// Refreshes (RFC 6749 §6, or the app's webhook refresh template).
     pub async fn refresh(&self, app: &App, refresh_token: &Secret) -> Result<Grant, TokenError> {
+        if app.handshake == Handshake::Webhook {
+            let webhook = webhook_of(app)?;
+            let Some(template) = &webhook.refresh else {
+                return Err(TokenError::Config(format!(
+                    "app {:?} has no webhook refresh template",
+                    app.id
+                )));
+            };
+            let inputs = Inputs {
+                client_id: &app.client_id,
+                client_secret: app.client_secret.as_ref(),
+                redirect_uri: &self.redirect_uri,
+                authorization_code: None,
+                code_verifier: None,
+                refresh_token: Some(refresh_token),
+            };
+            return self.send_webhook(app, &webhook, template, &inputs).await;
+        }
         let client = self.client(app)?;
         let rt = RefreshToken::new(refresh_token.expose().to_string());
         let http = ProviderHttp::new(&self.egress, app);
@@ -266,6 +318,36 @@ impl TokenClient {
             }
         }
     }
+}
+
+impl TokenClient {
+    /// One webhook-handshake request through the webhook's policy, read through its outputs.
+    /// 5xx is transient, as for the standard handshake.
+    async fn send_webhook(
+        &self,
+        app: &App,
+        webhook: &Webhook,
+        template: &Template,
+        inputs: &Inputs<'_>,
+    ) -> Result<Grant, TokenError> {
+        let req = template.request(inputs)?;
+        let policy = webhook.policy(&app.egress_policy);
+        let resp = self.egress.send(policy, &app.org, req).await?;
+        let status = resp.status().as_u16();
+        if resp.status().is_server_error() {
+            return Err(TokenError::Transport(EgressError::ServerError(status)));
+        }
+        template.outputs.grant(status, resp.body())
+    }
+}
+
+/// The app's stored webhook handshake.
+fn webhook_of(app: &App) -> Result<Webhook, TokenError> {
+    let stored = app
+        .webhook
+        .as_ref()
+        .ok_or_else(|| TokenError::Config(format!("app {:?} has no webhook handshake", app.id)))?;
+    Webhook::from_stored(stored).map_err(TokenError::Config)
 }
 
 /// An RFC 7009 §2.1 request: `token` and `token_type_hint` in a form body, the client

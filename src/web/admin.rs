@@ -21,6 +21,7 @@ use crate::identity::Caller;
 use crate::oauth::app::{
     endpoint, token_endpoint_problem, validate, AppSpec, FieldErrors, ValidApp,
 };
+use crate::oauth::webhook::Webhook;
 use crate::policy::PolicySet;
 use crate::store::{App, AuditEvent, ClientAuth, Handshake, Secret, StoreError};
 
@@ -213,6 +214,19 @@ fn spec_of(app: &App) -> AppSpec {
         issuer: app.issuer.clone(),
         revocation_url: app.revocation_url.clone(),
         handshake: Some(app.handshake),
+        webhook: stored_webhook(app).map(|w| w.to_spec(true)),
+    }
+}
+
+/// The app's webhook handshake, when it has one that reads back.
+fn stored_webhook(app: &App) -> Option<Webhook> {
+    let stored = app.webhook.as_ref()?;
+    match Webhook::from_stored(stored) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(org = %app.org, app = %app.id, error = %e, "unreadable webhook handshake");
+            None
+        }
     }
 }
 
@@ -239,6 +253,14 @@ fn merge(mut base: AppSpec, patch: AppSpec, keys: &[String]) -> AppSpec {
             "issuer" => base.issuer = patch.issuer.clone(),
             "revocation_url" => base.revocation_url = patch.revocation_url.clone(),
             "handshake" => base.handshake = patch.handshake,
+            "webhook" => {
+                // Header values are write-only: `null` keeps what is stored.
+                let mut webhook = patch.webhook.clone();
+                if let Some(w) = &mut webhook {
+                    w.keep_headers_from(base.webhook.as_ref());
+                }
+                base.webhook = webhook;
+            }
             _ => {}
         }
     }
@@ -298,7 +320,7 @@ fn apply(valid: ValidApp, org: &str, base: Option<App>) -> App {
     app.description = valid.description;
     app.approval_prompt = valid.approval_prompt;
     app.authorize_url = valid.authorize_url;
-    app.token_url = Some(valid.token_url);
+    app.token_url = valid.token_url;
     app.client_id = valid.client_id;
     app.client_secret = valid.client_secret.map(Secret::new).or(keep_secret);
     app.scopes = valid.scopes;
@@ -312,25 +334,42 @@ fn apply(valid: ValidApp, org: &str, base: Option<App>) -> App {
     app.issuer = valid.issuer;
     app.revocation_url = valid.revocation_url;
     app.handshake = valid.handshake;
+    app.webhook = valid.webhook.as_ref().map(Webhook::to_stored);
     app
 }
 
 /// Problems with an app's configuration against the policies in force now (a policy can
 /// disappear or change on reload after the app was saved).
 pub fn app_problems(app: &App, policies: &PolicySet) -> Vec<String> {
-    let problem = match app.token_url.as_deref().map(endpoint) {
-        Some(Ok((_, host, port))) => {
-            token_endpoint_problem(policies, &app.egress_policy, &app.org, &host, port)
-        }
-        Some(Err(e)) => Some(format!("token_url: {e}")),
-        None => policies
-            .policy_route(&app.egress_policy)
-            .is_none()
-            .then(|| format!("no policy named {:?} is loaded", app.egress_policy)),
+    let endpoint_problem = |what: &str, url: &str, policy: &str| match endpoint(url) {
+        Ok((_, host, port)) => token_endpoint_problem(policies, policy, &app.org, &host, port),
+        Err(e) => Some(format!("{what}: {e}")),
     };
-    problem
-        .map(|p| format!("{p}: token requests will be refused"))
+    let mut problems = Vec::new();
+    if app.handshake == Handshake::Webhook {
+        match stored_webhook(app) {
+            Some(w) => {
+                let policy = w.policy(&app.egress_policy);
+                for (step, t) in w.templates() {
+                    let what = format!("webhook.{}.url", step.name());
+                    problems.extend(endpoint_problem(&what, &t.url, policy));
+                }
+            }
+            None => problems.push("the webhook handshake is missing or unreadable".into()),
+        }
+    } else {
+        problems.extend(match app.token_url.as_deref() {
+            Some(url) => endpoint_problem("token_url", url, &app.egress_policy),
+            None => Some("no token_url".into()),
+        });
+    }
+    if problems.is_empty() && policies.policy_route(&app.egress_policy).is_none() {
+        problems.push(format!("no policy named {:?} is loaded", app.egress_policy));
+    }
+    problems.dedup();
+    problems
         .into_iter()
+        .map(|p| format!("{p}: token requests will be refused"))
         .collect()
 }
 
@@ -358,6 +397,7 @@ async fn view(state: &WebState, app: &App) -> ApiResult<Value> {
         "issuer": app.issuer,
         "revocation_url": app.revocation_url,
         "handshake": app.handshake,
+        "webhook": stored_webhook(app).map(|w| w.to_spec(false)),
         "enabled": app.enabled,
         "generation": app.generation,
         "redirect_uri": format!("{}/oauth/callback", state.public_url),
@@ -391,7 +431,7 @@ async fn create_app(
 ) -> ApiResult<Response> {
     let (spec, _) = parse_spec(&body)?;
     let taken = taken_domains(&state, &admin.org, spec.id.as_deref()).await?;
-    let valid = validate(&spec, &admin.org, &state.policies.current(), &taken, true)
+    let valid = validate(&spec, &admin.org, &state.policies.current(), &taken, false)
         .map_err(ApiError::invalid)?;
     if state.store.get_app(&admin.org, &valid.id).await?.is_some() {
         return Err(ApiError::new(
@@ -466,7 +506,7 @@ async fn update_app(
         &admin.org,
         &state.policies.current(),
         &taken,
-        false,
+        stored.client_secret.is_some(),
     )
     .map_err(ApiError::invalid)?;
     let app = apply(valid, &admin.org, Some(stored));
