@@ -535,6 +535,14 @@ async fn callback_failures_name_the_cause_and_store_nothing() {
             says: &["unreachable", "HTTP 500"],
         },
         Case {
+            name: "redirect",
+            status: 302,
+            content_type: Some("text/plain"),
+            body: "moved",
+            wrong_key: false,
+            says: &["http_302"],
+        },
+        Case {
             name: "not JSON",
             status: 200,
             content_type: Some("text/html"),
@@ -974,4 +982,167 @@ async fn patch_with_null_header_values_keeps_the_stored_ones() {
     env.consent("carol").await;
     assert!(env.violations().is_empty(), "{:?}", env.violations());
     assert!(!data_contains(&env.tg, b"k-ROTATED"), "new key on disk");
+}
+
+#[tokio::test]
+async fn form_templates_are_url_encoded() {
+    let env = setup(|spec, _| {
+        let forms = [
+            (
+                "token",
+                json!({
+                    "code": "{authorization_code}", "verifier": "{code_verifier}",
+                    "client": "{client_id}", "redirect": "{redirect_uri}",
+                    "note": "a&b=c d+e%",
+                }),
+            ),
+            ("refresh", json!({"renew": "{refresh_token}"})),
+        ];
+        for (step, form) in forms {
+            let t = &mut spec["webhook"][step];
+            t.as_object_mut().unwrap().remove("json");
+            t["form"] = form;
+        }
+    })
+    .await;
+    env.p.with(|s| {
+        s.hook_accepts_form = true;
+        s.hook_ttl = Some("3".into());
+    });
+    let b = env.browse("alice").await;
+    assert_eq!(b.callback.status, 200, "{}", b.callback.text());
+    let seen = env.p.with(|s| s.last_hook_token.clone()).unwrap();
+    assert!(
+        seen.header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded")),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.body["grant"]["code"], b.code.as_str());
+    assert_eq!(seen.body["client"], "client-1");
+    assert_eq!(
+        seen.body["redirect"],
+        format!("http://{}/oauth/callback", env.tg.web)
+    );
+    assert_eq!(seen.body["note"], "a&b=c d+e%", "form value not encoded");
+    let rt: Vec<String> = env.p.with(|s| s.refresh_tokens.iter().cloned().collect());
+
+    env.p.with(|s| s.hook_ttl = Some("3600".into()));
+    env.wait_expired(&["alice"]).await;
+    let r = env.call("alice").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.p.hook_refresh_calls(), 1);
+    let seen = env.p.with(|s| s.last_hook_refresh.clone()).unwrap();
+    assert_eq!(seen.body, json!({"renew": rt[0]}));
+    assert!(env.violations().is_empty(), "{:?}", env.violations());
+}
+
+#[tokio::test]
+async fn app_apply_from_a_file_takes_the_api_key_from_the_environment() {
+    let p = Provider::start().await;
+    let tg = Tollgate::start(POLICY, &[]);
+    let admin = tg.admin_token("acme", "root");
+    let file = tg.dir.path().join("legacy.toml");
+    let issuer = p.issuer();
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+id = "legacy"
+name = "Legacy CRM"
+approval_prompt = "Allow the runner to use the legacy CRM?"
+handshake = "webhook"
+authorize_url = "{issuer}/authorize"
+client_id = "client-1"
+scopes = ["read", "write"]
+egress_policy = "local"
+domains = ["localhost"]
+upstream_tls = false
+
+[webhook.token]
+url = "{issuer}/handshake/token"
+headers = {{ "X-Api-Key" = {{ env = "HOOK_KEY" }} }}
+json = {{ client = "{{client_id}}", redirect = "{{redirect_uri}}", grant = {{ code = "{{authorization_code}}", verifier = "{{code_verifier}}" }} }}
+outputs = {{ access_token = "/result/token", scope = "/result/scopes", refresh_token = "/result/renew", expires_in = "/result/ttl" }}
+"#
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .arg("app")
+            .args(args)
+            .env("TOLLGATE_URL", format!("http://{}", tg.web))
+            .env("TOLLGATE_TOKEN", &admin)
+            .env("HOOK_KEY", API_KEY)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(API_KEY), "API key printed:\n{text}");
+        (out.status.code(), text)
+    };
+    let (code, out) = cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("created app legacy"), "{out}");
+    let (code, out) = cli(&["show", "legacy"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("webhook"), "{out}");
+    let (code, out) = cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("updated app legacy"), "{out}");
+
+    let env = Env { tg, p, admin };
+    env.consent("alice").await;
+    let seen = env.p.with(|s| s.last_hook_token.clone()).unwrap();
+    assert_eq!(seen.header("x-api-key"), Some(API_KEY));
+    assert!(env.violations().is_empty(), "{:?}", env.violations());
+    assert_eq!(env.call("alice").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_policy_that_no_longer_allows_the_endpoint_stops_the_exchange() {
+    let env = setup(|_, _| {}).await;
+    let url = env.consent_url("alice").await;
+    let (web, path) = common::consent::split(&url);
+    let post = web_request(web, "POST", &path, None, None).await;
+    assert_eq!(post.status, 303, "{}", post.text());
+    let (idp, authorize) = common::consent::split(&post.header("location").unwrap());
+    let at_idp = web_request(idp, "GET", &authorize, None, None).await;
+    assert_eq!(at_idp.status, 302, "{}", at_idp.text());
+    // The admins narrow the policy: the handshake endpoint (a loopback address) is no
+    // longer allowed; the API (by name) still is.
+    env.tg.write_policy(
+        "10-test.toml",
+        r#"
+[[policy]]
+name = "local"
+route = "direct"
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = ["1-65535"]
+  private = true
+"#,
+    );
+    let reloaded = Tollgate::wait_for(DEADLINE, async || {
+        web_get(env.tg.web, "/readyz").await.json()["policies"]["generation"] == 2
+    })
+    .await;
+    assert!(reloaded, "policy not reloaded");
+    let (back, callback) = common::consent::split(&at_idp.header("location").unwrap());
+    let r = web_request(back, "GET", &callback, None, None).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("does not allow"), "{}", r.text());
+    assert_eq!(env.p.hook_token_calls(), 0, "handshake endpoint reached");
+    assert!(env.authorizations().await.is_empty());
+    // The app is reported as broken, naming the refusal.
+    let app = env.app().await;
+    assert_eq!(app["status"], "broken", "{app}");
+    assert!(
+        app["problems"].to_string().contains("does not allow"),
+        "{app}"
+    );
 }

@@ -97,6 +97,9 @@ pub struct ProviderState {
     pub last_client_auth: &'static str,
     /// `X-Api-Key` the legacy handshake endpoints require.
     pub hook_api_key: String,
+    /// The legacy handshake endpoints take form bodies (flat keys `code`, `verifier`,
+    /// `client`, `redirect`, `renew`) instead of JSON.
+    pub hook_accepts_form: bool,
     /// `ttl` in legacy handshake answers, sent as a string as such servers do; `None` = omitted.
     pub hook_ttl: Option<String>,
     /// A canned answer for the next legacy handshake call (token or refresh) that passes the
@@ -164,6 +167,7 @@ impl Provider {
             api_calls: 0,
             last_client_auth: "",
             hook_api_key: "k-HOOK-SECRET".into(),
+            hook_accepts_form: false,
             hook_ttl: Some("3600".into()),
             next_hook_response: None,
             hook_token_calls: 0,
@@ -440,10 +444,16 @@ impl Provider {
             })
             .collect();
         let body = req.into_body().collect().await.unwrap().to_bytes();
-        let json_body = headers
-            .get("content-type")
-            .is_some_and(|ct| ct.starts_with("application/json"));
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        let content_type = headers.get("content-type").cloned().unwrap_or_default();
+        let form = self.with(|s| s.hook_accepts_form);
+        let (wanted, parsed) = if form {
+            (
+                "application/x-www-form-urlencoded",
+                Some(hook_form_as_json(&body)),
+            )
+        } else {
+            ("application/json", serde_json::from_slice(&body).ok())
+        };
         let seen = HookRequest {
             headers: headers.clone(),
             body: parsed.clone().unwrap_or(serde_json::Value::Null),
@@ -468,8 +478,10 @@ impl Provider {
                 s.violations.push(format!("{name}: bad api key"));
                 return json(401, r#"{"error":"bad_api_key"}"#);
             }
-            if !json_body {
-                s.violations.push(format!("{name}: body not sent as JSON"));
+            if !content_type.starts_with(wanted) {
+                s.violations.push(format!(
+                    "{name}: body sent as {content_type:?}, not {wanted}"
+                ));
                 return json(415, r#"{"error":"unsupported_media_type"}"#);
             }
             (s.refresh_mode, s.refresh_delay)
@@ -666,6 +678,19 @@ impl HookKind {
             HookKind::Refresh => "handshake/refresh",
         }
     }
+}
+
+/// A legacy form body in the shape of the JSON one: `code` and `verifier` under `grant`,
+/// `client`, `redirect` and `renew` at the top.
+fn hook_form_as_json(body: &[u8]) -> serde_json::Value {
+    let mut v = serde_json::json!({});
+    for (k, val) in url::form_urlencoded::parse(body).into_owned() {
+        match k.as_str() {
+            "code" | "verifier" => v["grant"][k] = val.into(),
+            _ => v[k] = val.into(),
+        }
+    }
+    v
 }
 
 /// `c` with `{at}` and `{rt}` replaced by freshly issued tokens.
