@@ -1146,3 +1146,44 @@ route = "direct"
         "{app}"
     );
 }
+
+#[tokio::test]
+async fn the_address_guard_applies_to_the_exchange() {
+    // `hooks` allows the name `localhost` but not private addresses: the handshake URL is
+    // valid for the policy, and the address it resolves to is refused when dialing.
+    let policy = format!(
+        "{POLICY}
+[[policy]]
+name = \"hooks\"
+route = \"direct\"
+  [[policy.allow]]
+  hosts = [\"localhost\"]
+  ports = [\"1-65535\"]
+"
+    );
+    let p = Provider::start().await;
+    let tg = Tollgate::start(&policy, &[]);
+    let admin = tg.admin_token("acme", "root");
+    let mut spec = app_spec(&p);
+    spec["webhook"]["egress_policy"] = json!("hooks");
+    for step in ["token", "refresh"] {
+        spec["webhook"][step]["url"] = json!(format!(
+            "http://localhost:{}/handshake/{step}",
+            p.addr.port()
+        ));
+    }
+    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let env = Env { tg, p, admin };
+    let b = env.browse("alice").await;
+    assert_eq!(b.callback.status, 502, "{}", b.callback.text());
+    for want in ["prohibited", "Nothing was stored"] {
+        assert!(
+            b.callback.text().contains(want),
+            "{want:?} missing: {}",
+            b.callback.text()
+        );
+    }
+    assert_eq!(env.p.hook_token_calls(), 0, "loopback dialed");
+    assert!(env.authorizations().await.is_empty());
+}
