@@ -441,10 +441,11 @@ fn main() {
             Duration::from_secs(10),
         ));
         let state = Arc::new(ProxyState {
-            agent_upstream: tollgate::proxy::forward::AgentUpstream::new(
+            agent_upstream: Arc::new(tollgate::proxy::forward::AgentUpstream::new(
                 agents.clone(),
                 Duration::from_secs(60),
-            ),
+                Arc::new(tls.clone()),
+            )),
             agents,
             oauth,
             policies,

@@ -268,6 +268,11 @@ impl Server {
             .request_hook
             .clone()
             .unwrap_or_else(|| Arc::new(InjectionHook(oauth.injector.clone())));
+        let agent_upstream = Arc::new(AgentUpstream::new(
+            agents.clone(),
+            self.config.upstream_timeout,
+            upstream_tls.clone(),
+        ));
         let handler = Arc::new(
             UpstreamForwarder::new(
                 dialer.clone(),
@@ -275,14 +280,15 @@ impl Server {
                 self.config.upstream_timeout,
                 metrics.clone(),
             )
-            .with_hook(Some(hook)),
+            .with_hook(Some(hook))
+            .with_agents(agent_upstream.clone()),
         );
         let state = Arc::new(ProxyState {
             policies: self.policies.clone(),
             verifier: verifier.clone(),
             dialer: dialer.clone(),
             upstream: Upstream::new(dialer, self.config.upstream_timeout, upstream_tls),
-            agent_upstream: AgentUpstream::new(agents.clone(), self.config.upstream_timeout),
+            agent_upstream: agent_upstream.clone(),
             agents: agents.clone(),
             metrics: metrics.clone(),
             settings: ProxySettings {

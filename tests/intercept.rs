@@ -712,6 +712,7 @@ impl RequestHook for TestHook {
         Ok(HookOutcome {
             injected: true,
             app: Some("test-app".into()),
+            ..Default::default()
         })
     }
 }

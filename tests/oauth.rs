@@ -1034,41 +1034,14 @@ route = "direct"
     assert!(env.authorizations("crm").await.is_empty());
 }
 
-/// A TLS client stream through `CONNECT localhost:port`, trusting tollgate's CA, offering
-/// `alpn`.
+/// A TLS client stream through `CONNECT localhost:port` as acme/alice.
 async fn intercepted_tls(
     env: &Env,
     port: u16,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
-    use rustls::pki_types::pem::PemObject;
     let pa = format!("Bearer {}", env.tg.token("acme", "alice"));
-    let (r, tunnel) = proxy_connect(
-        env.tg.proxy,
-        &format!("localhost:{port}"),
-        &[("proxy-authorization", &pa)],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in
-        rustls::pki_types::CertificateDer::pem_file_iter(env.tg.data.join("ca/ca.pem")).unwrap()
-    {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(name, tunnel.unwrap())
-        .await
-        .expect("client trusts the certificate tollgate minted from its CA")
+    common::intercepted_tls(&env.tg, &pa, port, alpn).await
 }
 
 #[tokio::test]
@@ -1198,4 +1171,51 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     let body: Value =
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["error"], "app_disabled");
+}
+
+#[tokio::test]
+async fn intercepted_invalid_token_refreshes_and_replays_once() {
+    let (ca_pem, server) = common::provider::test_ca_and_server();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
+    // Unknown lifetime: only the upstream can say the token is dead.
+    env.p.with(|s| s.access_ttl = None);
+    let port = env.p.serve_api_tls(server).await.port();
+    env.consent("acme", "alice").await;
+    let first = bearer_of(&env.call("acme", "alice").await);
+    env.p
+        .with(|s| s.access_tokens.remove(first.trim_start_matches("Bearer ")));
+    let api_before = env.p.with(|s| s.api_calls);
+
+    let tls = intercepted_tls(&env, port, b"h2").await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post(format!("https://localhost:{port}/records"))
+        .body(Full::new(bytes::Bytes::from_static(b"small body")))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the rejected token was not refreshed and replayed"
+    );
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["body_len"], 10, "body lost in the replay");
+    let second = v["authorization"].as_str().unwrap().to_string();
+    assert!(second.starts_with("Bearer AT-secret-"), "{v}");
+    assert_ne!(second, first);
+    assert_eq!(env.p.refresh_calls(), 1);
+    assert_eq!(
+        env.p.with(|s| s.api_calls) - api_before,
+        2,
+        "one send, one replay"
+    );
 }

@@ -63,3 +63,31 @@ fn shipped_policies_say_what_they_mean() {
         REASON_DENY_RULE
     );
 }
+
+/// The example app files in `examples/apps/` load (secrets from the environment) and validate
+/// against the shipped policies.
+#[test]
+fn example_apps_validate_against_the_shipped_policies() {
+    let set = PolicySet::load_dir(shipped()).expect("shipped policies load");
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps"));
+    std::env::set_var("LEGACY_CLIENT_SECRET", "example-secret");
+    std::env::set_var("LEGACY_API_KEY", "example-key");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let map = tollgate::cli::app::load_app_file(&path).unwrap();
+        let spec: tollgate::oauth::app::AppSpec =
+            serde_json::from_value(serde_json::Value::Object(map))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let valid = tollgate::oauth::app::validate(&spec, "acme", &set, &Default::default(), false)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        if valid.handshake == tollgate::store::Handshake::Webhook {
+            assert!(valid.webhook.is_some_and(|w| w.refresh.is_some()));
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no example app file checked");
+}

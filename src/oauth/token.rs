@@ -496,18 +496,9 @@ fn normalize_token_fields(obj: &mut Map<String, Value>) {
     obj.insert("token_type".into(), Value::String(token_type));
     let expires_in = match obj.get("expires_in") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-            .or(Some(0)),
-        Some(Value::String(s)) => s.trim().parse::<u64>().ok().or_else(|| {
-            s.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| *f >= 0.0)
-                .map(|f| f as u64)
-        }),
-        Some(_) => None,
+        // A negative lifetime: already expired.
+        Some(n @ Value::Number(_)) => seconds(n).or(Some(0)),
+        Some(v) => seconds(v),
     };
     match expires_in {
         Some(n) => obj.insert("expires_in".into(), Value::from(n)),
@@ -523,6 +514,22 @@ fn normalize_token_fields(obj: &mut Map<String, Value>) {
     }
     if obj.get("scope").is_some_and(Value::is_null) {
         obj.remove("scope");
+    }
+}
+
+/// A non-negative number of seconds, as a JSON number or a numeric string (`"3600"`,
+/// `"3600.0"`); fractions are cut. Providers send both.
+pub fn seconds(v: &Value) -> Option<u64> {
+    let whole = |f: f64| (f.is_finite() && f >= 0.0).then_some(f as u64);
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().and_then(whole)),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(whole))
+        }
+        _ => None,
     }
 }
 

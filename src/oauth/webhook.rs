@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::app::{check_url, token_endpoint_problem, FieldErrors};
-use super::token::{Grant, TokenError};
+use super::token::{seconds, Grant, TokenError};
 use crate::policy::PolicySet;
 use crate::store::Secret;
 
@@ -806,22 +806,6 @@ impl Outputs {
             scopes: Some(scopes),
         })
     }
-}
-
-/// A non-negative number of seconds, as a JSON number or a numeric string.
-fn seconds(v: &Value) -> Option<u64> {
-    let f = match v {
-        Value::Number(n) => return n.as_u64().or_else(|| n.as_f64().and_then(whole)),
-        Value::String(s) => s.trim(),
-        _ => return None,
-    };
-    f.parse::<u64>()
-        .ok()
-        .or_else(|| f.parse::<f64>().ok().and_then(whole))
-}
-
-fn whole(f: f64) -> Option<u64> {
-    (f.is_finite() && f >= 0.0).then_some(f as u64)
 }
 
 #[cfg(test)]

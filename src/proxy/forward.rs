@@ -27,7 +27,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::errors::ProxyError;
-use super::log::CountingBody;
 use crate::agent::relay::{AgentDialError, AgentStream, Registry};
 use crate::policy::{normalize_host, Host};
 use crate::route::direct::{DialError, DirectDialer};
@@ -290,8 +289,8 @@ impl tower_service::Service<Uri> for GuardedConnector {
 }
 
 /// Body of a request forwarded through an agent: the client's, or none for a replay.
-type AgentBody = Either<CountingBody<Incoming>, Empty<Bytes>>;
-type AgentClient = Client<AgentConnector, AgentBody>;
+type AgentBody = Either<UpstreamBody, Empty<Bytes>>;
+type AgentClient = Client<HttpsConnector<AgentConnector>, AgentBody>;
 
 /// Pooled upstream clients for agent routes, one per agent ID: the pool is keyed by
 /// scheme+authority only, so a connection through one agent must never serve a request routed
@@ -301,20 +300,33 @@ type AgentClient = Client<AgentConnector, AgentBody>;
 /// behind it just died) is sent once more on a fresh tunnel when that is safe: the method is
 /// idempotent (GET, HEAD, OPTIONS, TRACE) and there is no body to replay. The replay never
 /// takes a pooled connection: others in the pool may go through the same dead agent.
+///
+/// An `https` URI (TLS origination, or an intercepted request) gets TLS end to end through
+/// the tunnel: the agent only carries bytes, tollgate verifies the upstream's certificate.
 pub struct AgentUpstream {
     registry: Arc<Registry>,
     /// Per agent: the pooled client, and an unpooled one for replays.
     clients: RwLock<HashMap<Arc<str>, (AgentClient, AgentClient)>>,
     response_timeout: Duration,
+    /// Verifies upstreams reached over TLS (webpki roots plus `--upstream-ca-file`); ALPN
+    /// left to hyper-rustls.
+    tls: rustls::ClientConfig,
 }
 
 impl AgentUpstream {
-    /// Clients dialing through `registry`.
-    pub fn new(registry: Arc<Registry>, response_timeout: Duration) -> Self {
+    /// Clients dialing through `registry`; `tls` verifies upstreams of `https` requests.
+    pub fn new(
+        registry: Arc<Registry>,
+        response_timeout: Duration,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols.clear();
         AgentUpstream {
             registry,
             clients: RwLock::default(),
             response_timeout,
+            tls,
         }
     }
 
@@ -328,16 +340,23 @@ impl AgentUpstream {
             return c.clone();
         }
         let build = |max_idle| {
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(self.tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(AgentConnector {
+                    registry: self.registry.clone(),
+                    agent: agent.clone(),
+                });
+            // `Host` is left to the client for HTTP/1.1 requests that lack one (intercepted
+            // requests arrive without it); forwarded requests already carry theirs.
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .pool_max_idle_per_host(max_idle)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
-                .set_host(false)
-                .build(AgentConnector {
-                    registry: self.registry.clone(),
-                    agent: agent.clone(),
-                })
+                .build(connector)
         };
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         clients
@@ -351,7 +370,7 @@ impl AgentUpstream {
     pub async fn send(
         &self,
         agent: &Arc<str>,
-        req: Request<CountingBody<Incoming>>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         if self.registry.connections(agent) == 0 {
             self.registry
@@ -416,7 +435,12 @@ impl tower_service::Service<Uri> for AgentConnector {
         let agent = self.agent.clone();
         Box::pin(async move {
             let host = uri.host().unwrap_or_default();
-            let port = uri.port_u16().unwrap_or(80);
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default_port);
             let stream = registry.dial(&agent, host, port).await?;
             Ok(TokioIo::new(stream))
         })

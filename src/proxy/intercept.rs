@@ -52,12 +52,16 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::errors::ProxyError;
-use super::forward::{clean_response, map_client_error, strip_hop_by_hop, GuardedConnector};
+use super::forward::{
+    clean_response, map_client_error, strip_hop_by_hop, AgentUpstream, GuardedConnector,
+    UpstreamBody,
+};
 use super::log::{CountingBody, RequestLog};
+use super::replay::{send_replayable, Reauthorize, Reinject};
 use super::{ProxyBody, ProxyState};
 use crate::identity::Caller;
 use crate::metrics::Metrics;
-use crate::policy::{normalize_host, Decision, Host};
+use crate::policy::{normalize_host, Decision, Host, Route};
 use crate::route::direct::{DialError, DirectDialer};
 use crate::tls::LeafCache;
 
@@ -112,7 +116,8 @@ impl InterceptTarget {
 }
 
 /// The token injection step of outbound applications, as a [`RequestHook`]: the same step
-/// plain-http forwarding runs (authorization_required, refresh and app_disabled included).
+/// plain-http forwarding runs (authorization_required, refresh, app_disabled, and the refresh
+/// and replay after an upstream `401 invalid_token`).
 pub struct InjectionHook(pub Arc<crate::oauth::inject::Injector>);
 
 #[async_trait::async_trait]
@@ -132,18 +137,36 @@ impl RequestHook for InjectionHook {
             Some(injected) => Ok(HookOutcome {
                 injected: true,
                 app: Some(injected.app.id.clone()),
+                reauthorize: Some(Box::new(Reinject {
+                    injector: self.0.clone(),
+                    caller: caller.clone(),
+                    injected,
+                })),
             }),
         }
     }
 }
 
 /// What a [`RequestHook`] did to a request it let through.
-#[derive(Debug, Default, Clone)]
+#[derive(Default)]
 pub struct HookOutcome {
     /// A token was injected (shown as `injected` in the access log).
     pub injected: bool,
     /// The outbound application involved (shown as `app`).
     pub app: Option<String>,
+    /// When the hook set credentials the upstream may reject (`401 invalid_token`): how to
+    /// get fresh ones, for one replay of the request.
+    pub reauthorize: Option<Box<dyn Reauthorize>>,
+}
+
+impl std::fmt::Debug for HookOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookOutcome")
+            .field("injected", &self.injected)
+            .field("app", &self.app)
+            .field("reauthorize", &self.reauthorize.is_some())
+            .finish()
+    }
 }
 
 /// Called on every inner request before the default handler forwards it: may change the
@@ -205,8 +228,9 @@ impl std::fmt::Debug for Interception {
 
 /// What `proxy_request` hands over when a `CONNECT` is intercepted.
 pub struct Intercepted {
-    /// The connection dialed to the target before the `200`.
-    pub upstream: TcpStream,
+    /// The connection dialed to the target before the `200`; `None` on agent routes, whose
+    /// inner requests open (pooled) tunnels through the agent as they come.
+    pub upstream: Option<TcpStream>,
     /// The client side, once hyper hands it over.
     pub on_upgrade: OnUpgrade,
     /// The server configuration presenting the target's leaf.
@@ -261,7 +285,9 @@ pub(crate) async fn run(state: Arc<ProxyState>, i: Box<Intercepted>, log: Reques
             "client TLS handshake failed".to_string()
         }
         Ok(Ok(stream)) => {
-            state.intercept.handler.adopt_upstream(&target, upstream);
+            if let Some(upstream) = upstream {
+                state.intercept.handler.adopt_upstream(&target, upstream);
+            }
             serve_inner(
                 &state,
                 stream,
@@ -423,7 +449,7 @@ fn inner_target(auth: &Authority) -> Result<(Host, u16), ProxyError> {
     Ok((host, auth.port_u16().unwrap_or(443)))
 }
 
-type TlsClient = Client<HttpsConnector<HandoffConnector>, CountingBody<Incoming>>;
+type TlsClient = Client<HttpsConnector<HandoffConnector>, UpstreamBody>;
 
 /// The default [`InnerHandler`]: runs the [`RequestHook`], if any, then forwards upstream over
 /// verified TLS through the guarded dialer, pooled.
@@ -441,6 +467,9 @@ pub struct UpstreamForwarder {
     hook: Option<Arc<dyn RequestHook>>,
     /// For the upstream latency histogram.
     metrics: Arc<Metrics>,
+    /// Tunnels whose policy routes through an agent send their inner requests through it
+    /// (TLS end to end, verified here); `None` = no agent routes.
+    agents: Option<Arc<AgentUpstream>>,
 }
 
 impl UpstreamForwarder {
@@ -482,7 +511,14 @@ impl UpstreamForwarder {
             response_timeout,
             hook: None,
             metrics,
+            agents: None,
         }
+    }
+
+    /// Sends the inner requests of agent-routed tunnels through `agents`.
+    pub fn with_agents(mut self, agents: Arc<AgentUpstream>) -> Self {
+        self.agents = Some(agents);
+        self
     }
 
     /// Calls `hook` on every request before forwarding it.
@@ -503,30 +539,50 @@ impl InnerHandler for UpstreamForwarder {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop_keeping_te_trailers(&mut parts.headers);
+        let mut reauthorize = None;
         if let Some(hook) = &self.hook {
             let outcome = hook.on_request(caller, target, &mut parts).await?;
             log.injected = outcome.injected;
             log.app = outcome.app;
+            reauthorize = outcome.reauthorize;
         }
         // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
         parts.version = Version::HTTP_11;
-        let body = CountingBody::new(body, log.bytes_up.clone(), None);
-        let req = Request::from_parts(parts, body);
         let client = if target.decision.allow_private {
             &self.private
         } else {
             &self.strict
         };
-        let started = Instant::now();
-        let mut resp = match tokio::time::timeout(self.response_timeout, client.request(req)).await
-        {
-            Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
-            Ok(Err(e)) => return Err(map_client_error(&e)),
-            Ok(Ok(resp)) => resp,
+        let agent = match &target.decision.route {
+            Some(Route::Agent(id)) => Some(id),
+            _ => None,
         };
-        self.metrics
-            .upstream_latency
-            .observe(started.elapsed().as_secs_f64());
+        let send = |req: Request<UpstreamBody>| async move {
+            let started = Instant::now();
+            let resp = match (agent, &self.agents) {
+                (Some(id), Some(agents)) => agents.send(id, req).await?,
+                (Some(id), None) => return Err(ProxyError::AgentUnavailable(id.to_string())),
+                (None, _) => {
+                    match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+                        Err(_) => return Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+                        Ok(Err(e)) => return Err(map_client_error(&e)),
+                        Ok(Ok(resp)) => resp,
+                    }
+                }
+            };
+            self.metrics
+                .upstream_latency
+                .observe(started.elapsed().as_secs_f64());
+            Ok(resp)
+        };
+        let mut resp = send_replayable(
+            parts,
+            body,
+            reauthorize.as_deref(),
+            log.bytes_up.clone(),
+            send,
+        )
+        .await?;
         clean_response(&mut resp);
         Ok(resp.map(|b| b.boxed()))
     }

@@ -82,7 +82,7 @@ pub struct ProxyState {
     /// Connected agents; tunnels of agent routes are dialed through it.
     pub agents: Arc<Registry>,
     /// Pooled clients for forwarded requests of agent routes.
-    pub agent_upstream: AgentUpstream,
+    pub agent_upstream: Arc<AgentUpstream>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Limits and timeouts.
@@ -314,32 +314,38 @@ async fn proxy_request(
     if req.method() == Method::CONNECT {
         // Intercepted only where a token is needed: the host is bound to an app of the
         // caller's org (a disabled app too, so its requests get `403 app_disabled` rather
-        // than slipping through a blind tunnel without the token the API expects). Decided
-        // before dialing, so an unsupported combination costs no dial.
+        // than slipping through a blind tunnel without the token the API expects).
         let intercept = app.is_some() || (state.intercept.predicate)(&caller, &host, port);
-        if intercept && agent.is_some() {
-            return Err(ProxyError::Internal(format!(
-                "interception of {host}:{port} through an agent route is not supported"
-            )));
-        }
+        // A direct route is dialed before the 200 (the connection is handed to the first
+        // inner request). An intercepted agent route is not: its inner requests open pooled
+        // tunnels through the agent as they come, so only the agent's presence is checked.
         let stream = match &agent {
             None => {
                 let (stream, _addr) = state
                     .dialer
                     .dial(&host, port, decision.allow_private)
                     .await?;
-                Either::Left(stream)
+                Some(Either::Left(stream))
             }
-            Some(id) => Either::Right(state.agents.dial(id, &host.to_string(), port).await?),
+            Some(id) if intercept => {
+                if state.agents.connections(id) == 0 {
+                    state.agents.metrics().dial_failed(id, "agent_unavailable");
+                    return Err(ProxyError::AgentUnavailable(id.to_string()));
+                }
+                None
+            }
+            Some(id) => Some(Either::Right(
+                state.agents.dial(id, &host.to_string(), port).await?,
+            )),
         };
         state
             .metrics
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());
         let on_upgrade = hyper::upgrade::on(&mut req);
-        // (Agent routes never get here with `intercept` set: refused above.)
         return match stream {
-            Either::Left(stream) if intercept => {
+            Some(stream) if !intercept => Ok(Outcome::Tunnel(stream, on_upgrade)),
+            stream => {
                 // Minted before the 200, so a failure is still an answer to the CONNECT.
                 let tls = state
                     .intercept
@@ -349,46 +355,56 @@ async fn proxy_request(
                     .map_err(|e| {
                         ProxyError::Internal(format!("leaf certificate for {host}: {e}"))
                     })?;
+                let upstream = match stream {
+                    Some(Either::Left(tcp)) => Some(tcp),
+                    _ => None,
+                };
                 Ok(Outcome::Intercept(Box::new(intercept::Intercepted {
-                    upstream: stream,
+                    upstream,
                     on_upgrade,
                     tls,
                     target: Arc::new(intercept::InterceptTarget::new(host, port, decision)),
                     caller,
                 })))
             }
-            stream => Ok(Outcome::Tunnel(stream, on_upgrade)),
         };
     }
     forward::prepare_request(&mut req, &authority)?;
-    let resp = match (&agent, app) {
-        (None, Some(app)) => {
+    // TLS origination, on either route: through an agent, TLS runs end to end inside the
+    // tunnel and tollgate verifies the certificate.
+    if let (Some(_), Some(p)) = (&app, tls_port) {
+        forward::originate_tls(&mut req, &host, p)?;
+    }
+    let (mut parts, body) = req.into_parts();
+    let reauth = match app {
+        Some(app) => {
             log.app = Some(app.id.clone());
-            if let Some(p) = tls_port {
-                forward::originate_tls(&mut req, &host, p)?;
-            }
-            replay::send_injected(state, &caller, app, req, decision.allow_private, log).await?
+            let injector = state.oauth.injector.clone();
+            let injected = injector.inject(&caller, app, &mut parts.headers).await?;
+            log.injected = true;
+            Some(replay::Reinject {
+                injector,
+                caller: (*caller).clone(),
+                injected,
+            })
         }
-        (None, None) => {
-            let up = log.bytes_up.clone();
-            let req = req.map(|b| CountingBody::new(b, up, None).boxed());
-            state.upstream.send(req, decision.allow_private).await?
+        None => None,
+    };
+    let reauth = reauth.as_ref().map(|r| r as &dyn replay::Reauthorize);
+    let up = log.bytes_up.clone();
+    let resp = match &agent {
+        None => {
+            let allow_private = decision.allow_private;
+            replay::send_replayable(parts, body, reauth, up, |r| {
+                state.upstream.send(r, allow_private)
+            })
+            .await?
         }
-        (Some(id), app) => {
-            // Through an agent: injected, but neither originated over TLS nor replayed
-            // after an upstream 401 (both are direct-route features for now).
-            if let Some(app) = app {
-                log.app = Some(app.id.clone());
-                state
-                    .oauth
-                    .injector
-                    .inject(&caller, app, req.headers_mut())
-                    .await?;
-                log.injected = true;
-            }
-            let up = log.bytes_up.clone();
-            let req = req.map(|b| CountingBody::new(b, up, None));
-            state.agent_upstream.send(id, req).await?
+        Some(id) => {
+            replay::send_replayable(parts, body, reauth, up, |r| {
+                state.agent_upstream.send(id, r)
+            })
+            .await?
         }
     };
     state

@@ -1,28 +1,58 @@
-//! Forwarding a request that carries an injected token: the token is set (or refreshed, or
-//! the caller gets `401 authorization_required`), the request body is buffered when it is
-//! small enough to be sent twice, and an upstream `401` with `error="invalid_token"` triggers
-//! one forced refresh and, for a buffered body, one replay (DESIGN "Token responses").
+//! Forwarding a request that carries credentials tollgate set (an injected token) on any
+//! route: direct plain-http, through an agent, or inside an intercepted TLS tunnel. The
+//! request body is buffered when it is small enough to be sent twice, and an upstream `401`
+//! with `error="invalid_token"` asks the [`Reauthorize`] step for fresh credentials (one
+//! forced refresh) and, for a buffered body, replays the request once (DESIGN "Token
+//! responses").
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use http::request::Parts;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::{Body, Frame, Incoming};
 
 use super::errors::{full, ProxyError};
 use super::forward::UpstreamBody;
-use super::log::{CountingBody, RequestLog};
-use super::ProxyState;
+use super::log::CountingBody;
 use crate::identity::Caller;
-use crate::oauth::inject::rejects_token;
-use crate::store::App;
+use crate::oauth::inject::{rejects_token, Injected, Injector};
 
 /// Request bodies up to this size are buffered so they can be replayed once after a forced
 /// refresh (DESIGN: "for bodies under 64 KiB"); larger ones are streamed and not replayed.
 pub const MAX_REPLAY_BODY: usize = 64 * 1024;
+
+/// Gets fresh credentials after the upstream rejected the ones set on a request.
+#[async_trait::async_trait]
+pub trait Reauthorize: Send + Sync {
+    /// Sets fresh credentials in `headers` (the rejected request's headers).
+    async fn reauthorize(&self, headers: &mut HeaderMap) -> Result<(), ProxyError>;
+}
+
+/// Token injection's [`Reauthorize`]: one forced refresh of the rejected token (unless a
+/// concurrent request already replaced it), then the new token.
+pub struct Reinject {
+    /// Refreshes and injects.
+    pub injector: Arc<Injector>,
+    /// Whose token it is.
+    pub caller: Caller,
+    /// What was injected and rejected.
+    pub injected: Injected,
+}
+
+#[async_trait::async_trait]
+impl Reauthorize for Reinject {
+    async fn reauthorize(&self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
+        self.injector
+            .inject_after_rejection(&self.caller, &self.injected, headers)
+            .await?;
+        Ok(())
+    }
+}
 
 /// A request body, either whole in memory (replayable) or streaming.
 enum Buffered {
@@ -32,33 +62,31 @@ enum Buffered {
     Streaming(UpstreamBody),
 }
 
-/// Injects `app`'s token into `req` and forwards it, refreshing and replaying once if the
-/// upstream rejects the token.
-pub async fn send_injected(
-    state: &ProxyState,
-    caller: &Caller,
-    app: Arc<App>,
-    req: Request<Incoming>,
-    allow_private: bool,
-    log: &mut RequestLog,
-) -> Result<Response<Incoming>, ProxyError> {
-    let injector = &state.oauth.injector;
-    let (mut parts, body) = req.into_parts();
-    let injected = injector.inject(caller, app, &mut parts.headers).await?;
-    log.injected = true;
-    match buffer(body, MAX_REPLAY_BODY, log.bytes_up.clone()).await? {
+/// Sends `parts` + `body` with `send`, counting request body bytes into `counter`. With
+/// `reauth`, a token rejection (`401 invalid_token`) gets fresh credentials and, when the body
+/// was small enough to keep, one replay; a large body is not replayed, but the refresh still
+/// happens so the client's own retry works.
+pub async fn send_replayable<S, Fut>(
+    parts: Parts,
+    body: Incoming,
+    reauth: Option<&dyn Reauthorize>,
+    counter: Arc<AtomicU64>,
+    send: S,
+) -> Result<Response<Incoming>, ProxyError>
+where
+    S: Fn(Request<UpstreamBody>) -> Fut,
+    Fut: Future<Output = Result<Response<Incoming>, ProxyError>>,
+{
+    let Some(reauth) = reauth else {
+        let body = CountingBody::new(body, counter, None).boxed();
+        return send(Request::from_parts(parts, body)).await;
+    };
+    match buffer(body, MAX_REPLAY_BODY, counter).await? {
         Buffered::Streaming(body) => {
-            let resp = state
-                .upstream
-                .send(Request::from_parts(parts, body), allow_private)
-                .await?;
+            let resp = send(Request::from_parts(parts, body)).await?;
             if rejects_token(resp.status(), resp.headers()) {
-                // The body is gone, so no replay; refresh now so the client's retry works.
                 let mut scratch = HeaderMap::new();
-                if let Err(e) = injector
-                    .inject_after_rejection(caller, &injected, &mut scratch)
-                    .await
-                {
+                if let Err(e) = reauth.reauthorize(&mut scratch).await {
                     tracing::debug!(error = %e, "refresh after an upstream rejection failed");
                 }
             }
@@ -72,26 +100,15 @@ pub async fn send_injected(
                 .body(())
                 .map_err(|_| ProxyError::BadRequest("invalid request".into()))?;
             *again.headers_mut() = parts.headers.clone();
-            let resp = state
-                .upstream
-                .send(
-                    Request::from_parts(parts, full(bytes.clone())),
-                    allow_private,
-                )
-                .await?;
+            let resp = send(Request::from_parts(parts, full(bytes.clone()))).await?;
             if !rejects_token(resp.status(), resp.headers()) {
                 return Ok(resp);
             }
             drop(resp);
             let (mut parts, ()) = again.into_parts();
-            injector
-                .inject_after_rejection(caller, &injected, &mut parts.headers)
-                .await?;
+            reauth.reauthorize(&mut parts.headers).await?;
             tracing::debug!("replaying a request after refreshing a rejected token");
-            state
-                .upstream
-                .send(Request::from_parts(parts, full(bytes)), allow_private)
-                .await
+            send(Request::from_parts(parts, full(bytes))).await
         }
     }
 }

@@ -652,3 +652,55 @@ async fn list_audit(
     let events = state.store.list_audit(&admin.org, limit).await?;
     Ok(Json(json!({ "events": events })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policies(hosts: &str) -> PolicySet {
+        PolicySet::from_sources(&[(
+            "p.toml".into(),
+            format!(
+                r#"
+[[policy]]
+name = "idp"
+route = "direct"
+  [[policy.allow]]
+  hosts = [{hosts}]
+  ports = [443]
+"#
+            ),
+        )])
+        .unwrap()
+    }
+
+    /// A webhook app is checked by its template URLs under the webhook's policy, not by a
+    /// token_url it does not have.
+    #[test]
+    fn readiness_problems_of_a_webhook_app_name_its_template_urls() {
+        let spec: AppSpec = serde_json::from_value(json!({
+            "id": "legacy", "name": "Legacy", "approval_prompt": "Allow?",
+            "authorize_url": "https://idp.example/authorize",
+            "client_id": "c", "scopes": [], "egress_policy": "idp",
+            "domains": ["api.example"], "handshake": "webhook",
+            "webhook": {
+                "token": {"url": "https://idp.example/token",
+                          "json": {"code": "{authorization_code}"},
+                          "outputs": {"access_token": "/t", "scope": "/s"}},
+                "refresh": {"url": "https://refresh.example/r",
+                            "form": {"rt": "{refresh_token}"},
+                            "outputs": {"access_token": "/t", "scope": "/s"}}
+            }
+        }))
+        .unwrap();
+        let both = policies(r#""idp.example", "refresh.example""#);
+        let valid = validate(&spec, "acme", &both, &BTreeMap::new(), false).unwrap();
+        let app = apply(valid, "acme", None);
+        assert!(app.token_url.is_none());
+        assert_eq!(app_problems(&app, &both), Vec::<String>::new());
+        // A reload drops the refresh host: the refresh request would be refused.
+        let problems = app_problems(&app, &policies(r#""idp.example""#));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("refresh.example:443"), "{problems:?}");
+    }
+}

@@ -440,3 +440,38 @@ pub async fn read_all<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A TLS client stream through `CONNECT localhost:port` with `proxy_auth`, trusting tollgate's
+/// CA (so the handshake succeeds only if tollgate intercepts), offering `alpn`.
+pub async fn intercepted_tls(
+    tg: &Tollgate,
+    proxy_auth: &str,
+    port: u16,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TokioIo<hyper::upgrade::Upgraded>> {
+    use rustls::pki_types::pem::PemObject;
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        &format!("localhost:{port}"),
+        &[("proxy-authorization", proxy_auth)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(tg.data.join("ca/ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tunnel.unwrap())
+        .await
+        .expect("client trusts the certificate tollgate minted from its CA")
+}
