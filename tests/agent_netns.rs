@@ -274,9 +274,14 @@ route = "agent:edge-1"
 /// tollgate in the root namespace with its relay on the root–edge link, and an agent in the
 /// edge namespace allowing only the private /30.
 async fn start(t: &Topology, keepalive: &str) -> (Tollgate, Agent) {
+    start_with_policy(t, keepalive, &policy(t)).await
+}
+
+/// As [`start`], with tollgate's policy file given.
+async fn start_with_policy(t: &Topology, keepalive: &str, policy: &str) -> (Tollgate, Agent) {
     let relay = SocketAddr::new(t.relay_ip().into(), free_port());
     let tg = Tollgate::start(
-        &policy(t),
+        policy,
         &[
             "--relay-listen",
             &relay.to_string(),
@@ -446,4 +451,148 @@ async fn cut_wire_drops_tunnels_within_the_keepalive_deadline_and_the_agent_come
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// [`policy`] plus what a webhook app of `acme` needs: `local` (direct, loopback: the browser's
+/// provider and the API) and `hook-direct` (direct to the private /30, which has no route).
+fn webhook_policy(t: &Topology) -> String {
+    format!(
+        r#"{agent}
+[[policy]]
+name = "local"
+orgs = ["acme"]
+route = "direct"
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = ["1-65535"]
+  private = true
+  [[policy.allow]]
+  cidrs = ["127.0.0.0/8"]
+  ports = ["1-65535"]
+
+[[policy]]
+name = "hook-direct"
+orgs = ["acme"]
+route = "direct"
+  [[policy.allow]]
+  cidrs = ["{cidr}"]
+  ports = ["1024-65535"]
+"#,
+        agent = policy(t),
+        cidr = t.private_cidr(),
+    )
+}
+
+#[tokio::test]
+async fn webhook_handshake_reaches_a_private_endpoint_only_through_the_agent() {
+    use common::provider::Provider;
+    use serde_json::json;
+
+    let t = topology_or_skip!();
+    // The browser reaches the provider's /authorize on loopback; its legacy handshake
+    // endpoints are served (same state) inside the private namespace as well.
+    let p = Provider::start().await;
+    let hook = p.serve_provider_on(t.listen_in_private());
+    let (tg, agent) = start_with_policy(&t, "10s", &webhook_policy(&t)).await;
+    let admin = tg.admin_token("acme", "root");
+    let outputs = json!({
+        "access_token": "/result/token", "scope": "/result/scopes",
+        "refresh_token": "/result/renew", "expires_in": "/result/ttl",
+    });
+    let spec = json!({
+        "id": "legacy",
+        "name": "Legacy CRM",
+        "approval_prompt": "Allow?",
+        "handshake": "webhook",
+        "authorize_url": format!("{}/authorize", p.issuer()),
+        "client_id": "client-1",
+        "scopes": ["read", "write"],
+        "egress_policy": "local",
+        "domains": ["localhost"],
+        "upstream_tls": false,
+        "webhook": {
+            "egress_policy": "hook-direct",
+            "token": {
+                "url": format!("http://{hook}/handshake/token"),
+                "headers": {"X-Api-Key": "k-HOOK-SECRET"},
+                "json": {
+                    "grant": {"code": "{authorization_code}", "verifier": "{code_verifier}"},
+                    "client": "{client_id}",
+                    "redirect": "{redirect_uri}",
+                },
+                "outputs": outputs,
+            },
+        },
+    });
+    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let auth = tg.bearer("acme", "alice");
+    let api = format!("http://localhost:{}/records", p.api.port());
+    let consent_url = async || {
+        let r = proxy_request(tg.proxy, "GET", &api, &[("proxy-authorization", &auth)], "").await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        r.json()["consent_url"].as_str().unwrap().to_string()
+    };
+
+    // Direct from the root namespace, the handshake endpoint cannot be reached: the
+    // exchange fails and nothing is stored.
+    let b = common::consent::browse(tg.web, p.addr, &consent_url().await).await;
+    assert_eq!(b.callback.status, 502, "{}", b.callback.text());
+    for want in ["unreachable", "Nothing was stored"] {
+        assert!(
+            b.callback.text().contains(want),
+            "{want:?} missing: {}",
+            b.callback.text()
+        );
+    }
+    assert_eq!(p.hook_token_calls(), 0, "reached without the agent");
+
+    // The admins route the handshake through the agent (header values sent back as null:
+    // kept).
+    let shown = web_request(tg.web, "GET", "/v1/apps/legacy", Some(&admin), None).await;
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    let mut webhook = shown.json()["webhook"].clone();
+    webhook["egress_policy"] = json!("private-agent");
+    let r = web_request(
+        tg.web,
+        "PATCH",
+        "/v1/apps/legacy",
+        Some(&admin),
+        Some(&json!({ "webhook": webhook })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let b = common::consent::browse(tg.web, p.addr, &consent_url().await).await;
+    assert_eq!(b.callback.status, 200, "{}", b.callback.text());
+    assert_eq!(p.hook_token_calls(), 1);
+    let seen = p.with(|s| s.last_hook_token.clone()).unwrap();
+    assert_eq!(seen.header("x-api-key"), Some("k-HOOK-SECRET"));
+    assert_eq!(seen.body["grant"]["code"], b.code.as_str());
+    assert!(
+        p.with(|s| s.violations.is_empty()),
+        "{:?}",
+        p.with(|s| s.violations.clone())
+    );
+    // The agent dialed the handshake endpoint for it.
+    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+        agent
+            .tunnel_lines()
+            .iter()
+            .any(|l| l["decision"] == "allowed" && l["addr"] == hook.to_string().as_str())
+    })
+    .await;
+    assert!(ok, "no agent tunnel to {hook}:\n{}", agent.logs());
+
+    // The API call (direct, on loopback) carries the token.
+    let r = proxy_request(tg.proxy, "GET", &api, &[("proxy-authorization", &auth)], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["authorization"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Bearer AT-secret-"),
+        "{}",
+        r.text()
+    );
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod consent;
 pub mod provider;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,11 @@
 //! in [`ProviderState`] so tests can count calls and inspect parameters. The API accepts only
 //! access tokens the provider issued and not revoked; it answers `401` with
 //! `WWW-Authenticate: Bearer error="invalid_token"` otherwise, and echoes what it received.
+//!
+//! Beside the standard endpoints, the same listener serves a legacy, non-standard token
+//! exchange for the webhook handshake (`POST /handshake/token`, `POST /handshake/refresh`):
+//! an API key header instead of client authentication, JSON bodies in and out, nested
+//! outputs, and the lifetime as a string. It checks the code grant as strictly as `/token`.
 
 #![allow(dead_code)]
 
@@ -45,6 +50,9 @@ pub struct Canned {
     pub content_type: Option<&'static str>,
     pub body: String,
 }
+
+/// The legacy handshake's API key header.
+pub const HOOK_API_KEY_HEADER: &str = "x-api-key";
 
 /// A code issued by `/authorize`.
 #[derive(Clone, Debug)]
@@ -87,6 +95,40 @@ pub struct ProviderState {
     pub api_calls: usize,
     /// How the client authenticated at the last token request: `basic` or `post`.
     pub last_client_auth: &'static str,
+    /// `X-Api-Key` the legacy handshake endpoints require.
+    pub hook_api_key: String,
+    /// The legacy handshake endpoints take form bodies (flat keys `code`, `verifier`,
+    /// `client`, `redirect`, `renew`) instead of JSON.
+    pub hook_accepts_form: bool,
+    /// `ttl` in legacy handshake answers, sent as a string as such servers do; `None` = omitted.
+    pub hook_ttl: Option<String>,
+    /// A canned answer for the next legacy handshake call (token or refresh) that passes the
+    /// API key and request checks; `{at}` and `{rt}` as in [`Canned`].
+    pub next_hook_response: Option<Canned>,
+    /// Calls to `/handshake/token` and `/handshake/refresh`, whatever their outcome.
+    pub hook_token_calls: usize,
+    pub hook_refresh_calls: usize,
+    /// Headers (lowercase names) and JSON body of the last `/handshake/token` request.
+    pub last_hook_token: Option<HookRequest>,
+    /// Headers and JSON body of the last `/handshake/refresh` request.
+    pub last_hook_refresh: Option<HookRequest>,
+}
+
+/// What a legacy handshake endpoint received.
+#[derive(Clone, Debug)]
+pub struct HookRequest {
+    /// Lowercase header names with their values.
+    pub headers: HashMap<String, String>,
+    /// The body, when it was JSON.
+    pub body: serde_json::Value,
+}
+
+impl HookRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
 }
 
 /// A running provider and protected API.
@@ -124,6 +166,14 @@ impl Provider {
             violations: Vec::new(),
             api_calls: 0,
             last_client_auth: "",
+            hook_api_key: "k-HOOK-SECRET".into(),
+            hook_accepts_form: false,
+            hook_ttl: Some("3600".into()),
+            next_hook_response: None,
+            hook_token_calls: 0,
+            hook_refresh_calls: 0,
+            last_hook_token: None,
+            last_hook_refresh: None,
         }));
         let hold = Arc::new(Semaphore::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -148,6 +198,19 @@ impl Provider {
             async move { p.api(req).await }
         });
         p
+    }
+
+    /// Serves the provider's endpoints (same state) on one more listener, e.g. one bound inside
+    /// a network namespace that only an agent can reach. The listener must be non-blocking.
+    pub fn serve_provider_on(&self, listener: std::net::TcpListener) -> SocketAddr {
+        let listener = TcpListener::from_std(listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = self.clone();
+        serve(listener, move |req| {
+            let p = server.clone();
+            async move { p.provider(req).await }
+        });
+        addr
     }
 
     /// The issuer (`iss`) and base URL.
@@ -183,6 +246,8 @@ impl Provider {
             "/authorize" => self.authorize(&req),
             "/token" => self.token(req).await,
             "/revoke" => self.revoke(req).await,
+            "/handshake/token" => self.hook(req, HookKind::Token).await,
+            "/handshake/refresh" => self.hook(req, HookKind::Refresh).await,
             _ => text(404, "not found"),
         }
     }
@@ -308,13 +373,7 @@ impl Provider {
         }
         let (at, rt) = Self::issue(&mut s);
         if let Some(c) = s.next_code_response.take() {
-            let body = c.body.replace("{at}", &at).replace("{rt}", &rt);
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            *r.status_mut() = hyper::StatusCode::from_u16(c.status).unwrap();
-            if let Some(ct) = c.content_type {
-                r.headers_mut().insert("content-type", ct.parse().unwrap());
-            }
-            return r;
+            return canned(c, &at, &rt);
         }
         let mut v = serde_json::json!({
             "access_token": at, "token_type": "Bearer", "refresh_token": rt,
@@ -358,6 +417,151 @@ impl Provider {
             v["expires_in"] = ttl.into();
         }
         json(200, &v.to_string())
+    }
+
+    pub fn hook_token_calls(&self) -> usize {
+        self.with(|s| s.hook_token_calls)
+    }
+
+    pub fn hook_refresh_calls(&self) -> usize {
+        self.with(|s| s.hook_refresh_calls)
+    }
+
+    /// The legacy handshake endpoints. Token: `{"grant":{"code","verifier"},"client",
+    /// "redirect"}`; refresh: `{"renew"}`. Both answer
+    /// `{"result":{"token","scopes":[..],"renew","ttl":"N"}}`.
+    async fn hook(&self, req: Request<Incoming>, kind: HookKind) -> Response<Full<Bytes>> {
+        let name = kind.name();
+        let method = req.method().clone();
+        let headers: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let content_type = headers.get("content-type").cloned().unwrap_or_default();
+        let form = self.with(|s| s.hook_accepts_form);
+        let (wanted, parsed) = if form {
+            (
+                "application/x-www-form-urlencoded",
+                Some(hook_form_as_json(&body)),
+            )
+        } else {
+            ("application/json", serde_json::from_slice(&body).ok())
+        };
+        let seen = HookRequest {
+            headers: headers.clone(),
+            body: parsed.clone().unwrap_or(serde_json::Value::Null),
+        };
+        let (mode, delay) = {
+            let mut s = self.state.lock().unwrap();
+            match kind {
+                HookKind::Token => {
+                    s.hook_token_calls += 1;
+                    s.last_hook_token = Some(seen);
+                }
+                HookKind::Refresh => {
+                    s.hook_refresh_calls += 1;
+                    s.last_hook_refresh = Some(seen);
+                }
+            }
+            if method != hyper::Method::POST {
+                s.violations.push(format!("{name}: method {method}"));
+                return json(405, r#"{"error":"method_not_allowed"}"#);
+            }
+            if headers.get(HOOK_API_KEY_HEADER) != Some(&s.hook_api_key) {
+                s.violations.push(format!("{name}: bad api key"));
+                return json(401, r#"{"error":"bad_api_key"}"#);
+            }
+            if !content_type.starts_with(wanted) {
+                s.violations.push(format!(
+                    "{name}: body sent as {content_type:?}, not {wanted}"
+                ));
+                return json(415, r#"{"error":"unsupported_media_type"}"#);
+            }
+            (s.refresh_mode, s.refresh_delay)
+        };
+        let Some(v) = parsed else {
+            self.with(|s| s.violations.push(format!("{name}: body is not JSON")));
+            return json(400, r#"{"error":"invalid_request"}"#);
+        };
+        let str_at = |ptr: &str| v.pointer(ptr).and_then(|x| x.as_str()).map(str::to_string);
+        let old_rt = match kind {
+            HookKind::Token => {
+                let mut s = self.state.lock().unwrap();
+                let code = str_at("/grant/code").unwrap_or_default();
+                let Some(issued) = s.codes.remove(&code) else {
+                    s.violations.push(format!("{name}: unknown or reused code"));
+                    return json(400, r#"{"error":"invalid_grant"}"#);
+                };
+                if str_at("/redirect").as_ref() != Some(&issued.redirect_uri) {
+                    s.violations.push(format!("{name}: redirect mismatch"));
+                    return json(400, r#"{"error":"invalid_grant"}"#);
+                }
+                if str_at("/client").as_ref() != Some(&s.client_id) {
+                    s.violations.push(format!("{name}: client mismatch"));
+                    return json(401, r#"{"error":"invalid_client"}"#);
+                }
+                if let Some(challenge) = &issued.challenge {
+                    let ok = issued.method.as_deref() == Some("S256")
+                        && str_at("/grant/verifier").is_some_and(|v| {
+                            let d = ring::digest::digest(&ring::digest::SHA256, v.as_bytes());
+                            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
+                                == *challenge
+                        });
+                    if !ok {
+                        s.violations
+                            .push(format!("{name}: PKCE verification failed"));
+                        return json(400, r#"{"error":"invalid_grant"}"#);
+                    }
+                }
+                None
+            }
+            HookKind::Refresh => {
+                let rt = str_at("/renew").unwrap_or_default();
+                self.with(|s| s.refresh_tokens_used.push(rt.clone()));
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                match mode {
+                    RefreshMode::ServerError => return text(500, "internal error"),
+                    RefreshMode::InvalidGrant => return json(400, r#"{"error":"invalid_grant"}"#),
+                    RefreshMode::Hold => self.hold.acquire().await.unwrap().forget(),
+                    RefreshMode::Normal => {}
+                }
+                if !self.with(|s| s.refresh_tokens.contains(&rt)) {
+                    return json(400, r#"{"error":"invalid_grant"}"#);
+                }
+                Some(rt)
+            }
+        };
+        let mut s = self.state.lock().unwrap();
+        let (at, new_rt) = Self::issue(&mut s);
+        if let Some(old) = old_rt {
+            if s.rotate_refresh {
+                s.refresh_tokens.remove(&old);
+            } else {
+                s.refresh_tokens.remove(&new_rt);
+            }
+        }
+        if let Some(c) = s.next_hook_response.take() {
+            return canned(c, &at, &new_rt);
+        }
+        let mut result = serde_json::json!({
+            "token": at, "scopes": ["read", "write"], "renew": new_rt,
+        });
+        if let (HookKind::Refresh, false) = (kind, s.rotate_refresh) {
+            result.as_object_mut().unwrap().remove("renew");
+        }
+        if let Some(ttl) = &s.hook_ttl {
+            result["ttl"] = ttl.clone().into();
+        }
+        json(200, &serde_json::json!({ "result": result }).to_string())
     }
 
     async fn revoke(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -458,6 +662,46 @@ where
             });
         }
     });
+}
+
+/// Which legacy handshake endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HookKind {
+    Token,
+    Refresh,
+}
+
+impl HookKind {
+    fn name(self) -> &'static str {
+        match self {
+            HookKind::Token => "handshake/token",
+            HookKind::Refresh => "handshake/refresh",
+        }
+    }
+}
+
+/// A legacy form body in the shape of the JSON one: `code` and `verifier` under `grant`,
+/// `client`, `redirect` and `renew` at the top.
+fn hook_form_as_json(body: &[u8]) -> serde_json::Value {
+    let mut v = serde_json::json!({});
+    for (k, val) in url::form_urlencoded::parse(body).into_owned() {
+        match k.as_str() {
+            "code" | "verifier" => v["grant"][k] = val.into(),
+            _ => v[k] = val.into(),
+        }
+    }
+    v
+}
+
+/// `c` with `{at}` and `{rt}` replaced by freshly issued tokens.
+fn canned(c: Canned, at: &str, rt: &str) -> Response<Full<Bytes>> {
+    let body = c.body.replace("{at}", at).replace("{rt}", rt);
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(c.status).unwrap();
+    if let Some(ct) = c.content_type {
+        r.headers_mut().insert("content-type", ct.parse().unwrap());
+    }
+    r
 }
 
 fn text(status: u16, body: &str) -> Response<Full<Bytes>> {
