@@ -686,6 +686,73 @@ async fn without_a_refresh_template_expiry_asks_for_consent_again() {
     assert_eq!(env.p.hook_token_calls(), 2);
 }
 
+/// Without a way to refresh, the early-refresh margin (min(60 s, lifetime/2)) does not apply:
+/// the token serves until it really expires.
+#[tokio::test]
+async fn without_a_refresh_template_the_token_serves_until_it_expires() {
+    let env = setup(|spec, _| {
+        spec["webhook"].as_object_mut().unwrap().remove("refresh");
+    })
+    .await;
+    // 12 s: stale for refreshing after 6 s, expired after 12 s; the test calls in between.
+    env.p.with(|s| s.hook_ttl = Some("12".into()));
+    env.consent("alice").await;
+    let first = bearer_of(&env.call("alice").await);
+    let a = env.authorization("alice").await.expect("stored");
+    let expires_at = a["expires_at"].as_u64().unwrap();
+    let stale = Tollgate::wait_for(DEADLINE, async || now() > expires_at - 6).await;
+    assert!(stale, "never reached the refresh margin");
+    let r = env.call("alice").await;
+    if now() < expires_at {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(bearer_of(&r), first, "a usable token was not injected");
+    }
+    env.wait_expired(&["alice"]).await;
+    let r = env.call("alice").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "authorization_required");
+    assert_eq!(env.p.hook_refresh_calls(), 0);
+}
+
+/// Switching the handshake by PATCH drops what only the old one used (unless the PATCH sends
+/// it), and a standard app switched to the webhook handshake runs the webhook exchange.
+#[tokio::test]
+async fn patch_switches_the_handshake_both_ways() {
+    let env = setup(|_, _| {}).await;
+    let hook = env.app().await["webhook"].clone();
+    // To standard: a token_url and a secret are needed; the templates go.
+    let r = env
+        .patch(&json!({
+            "handshake": "standard",
+            "token_url": format!("{}/token", env.p.issuer()),
+            "client_secret": "sk-CLIENT-SECRET",
+        }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["webhook"], Value::Null);
+    env.consent("alice").await;
+    assert_eq!(
+        env.p.with(|s| s.code_calls),
+        1,
+        "standard token endpoint not used"
+    );
+    assert_eq!(env.p.hook_token_calls(), 0);
+
+    // Back to webhook, sending the templates as GET showed them (header values null cannot
+    // be kept: the standard app stores none, so the key is sent again).
+    let mut hook = hook;
+    hook["token"]["headers"] = json!({"X-Api-Key": API_KEY, "X-Client": "{client_id}"});
+    hook["refresh"]["headers"] = json!({"X-Api-Key": API_KEY});
+    let r = env
+        .patch(&json!({"handshake": "webhook", "webhook": hook}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["token_url"], Value::Null);
+    env.consent("bob").await;
+    assert_eq!(env.p.hook_token_calls(), 1, "webhook exchange not used");
+    assert!(env.violations().is_empty(), "{:?}", env.violations());
+}
+
 #[tokio::test]
 async fn invalid_webhook_specs_name_the_field() {
     let p = Provider::start().await;

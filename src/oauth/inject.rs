@@ -286,7 +286,13 @@ impl Injector {
             .clone()
             .filter(|_| self.tokens.can_refresh(app));
         let Some(refresh_token) = refresh_token else {
-            // Expired or rejected, and nothing to refresh with: the user must consent again.
+            // Nothing to refresh with. The early margin exists only to refresh ahead of
+            // expiry, so without a way to refresh the token serves until it really expires.
+            let expired = current.expires_at.is_some_and(|at| at <= self.clock.now());
+            if rejected.is_none() && !expired {
+                return Ok(current);
+            }
+            // Expired or rejected: the user must consent again.
             if rejected.is_some() {
                 self.store.delete_token(&app.org, &app.id, user).await?;
                 self.cache.remove(&app.org, &app.id, user);

@@ -231,7 +231,20 @@ fn stored_webhook(app: &App) -> Option<Webhook> {
 }
 
 /// Overlays the fields present in `patch` (by the keys the client sent) on `base`.
+///
+/// A PATCH that switches `handshake` drops what only the old handshake uses, unless it sends
+/// that field itself: `token_url` when switching to `webhook`, the `webhook` templates when
+/// switching to `standard`. Otherwise the stored value would make the switch fail
+/// validation and the admin would have to send an explicit `null`.
 fn merge(mut base: AppSpec, patch: AppSpec, keys: &[String]) -> AppSpec {
+    let sent = |k: &str| keys.iter().any(|x| x == k);
+    if sent("handshake") && patch.handshake != base.handshake {
+        match patch.handshake.unwrap_or_default() {
+            Handshake::Webhook if !sent("token_url") => base.token_url = None,
+            Handshake::Standard if !sent("webhook") => base.webhook = None,
+            _ => {}
+        }
+    }
     for k in keys {
         match k.as_str() {
             "id" => base.id = patch.id.clone(),
