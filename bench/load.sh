@@ -84,8 +84,9 @@ tinyproxy -d -c "$WORK/tinyproxy.conf" >"$WORK/tinyproxy.log" 2>&1 &
 PIDS+=($!)
 
 # --- tollgate ---------------------------------------------------------------------------
-(cd "$ROOT" && cargo build --release --quiet)
-TOLLGATE="${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate"
+# TOLLGATE_BIN=path runs that binary instead (to compare two builds under the same load).
+if [ -z "${TOLLGATE_BIN:-}" ]; then (cd "$ROOT" && cargo build --release --quiet); fi
+TOLLGATE="${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate}"
 mkdir -p "$WORK/policies"
 cat > "$WORK/policies/load.toml" <<CONF
 [[policy]]
