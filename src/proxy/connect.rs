@@ -55,15 +55,20 @@ impl Activity {
     }
 }
 
-/// A stream that records activity on every successful read or write.
-struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    /// Bytes read from this side (= sent on towards the other side).
-    read: Arc<AtomicU64>,
+/// A stream that records activity on every successful read or write (for the idle
+/// timeout) and counts the bytes read, and optionally those written, for the access line.
+/// Used for both sides of a copied tunnel and for the client side of an intercepted one.
+pub(super) struct Metered<S> {
+    pub(super) inner: S,
+    pub(super) activity: Arc<Activity>,
+    /// Bytes read from this side.
+    pub(super) read: Arc<AtomicU64>,
+    /// Bytes written to this side, when counted here (a copied tunnel counts each direction
+    /// as the other side's reads).
+    pub(super) written: Option<Arc<AtomicU64>>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -80,15 +85,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.activity.touch();
+                if let Some(w) = &self.written {
+                    w.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
         }
         r
     }
@@ -173,15 +183,17 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Arc::new(Activity::new());
-    let mut client = Tracked {
+    let mut client = Metered {
         inner: client,
         activity: activity.clone(),
         read: up,
+        written: None,
     };
-    let mut upstream = Tracked {
+    let mut upstream = Metered {
         inner: upstream,
         activity: activity.clone(),
         read: down,
+        written: None,
     };
     let copy = copy_bidirectional(&mut client, &mut upstream, buffer);
     tokio::select! {

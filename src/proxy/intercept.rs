@@ -28,12 +28,8 @@
 //! [`HANDOFF_MAX_AGE`](super::forward::HANDOFF_MAX_AGE).
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, HOST, TE};
 use http::uri::{Authority, Uri};
@@ -43,7 +39,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -58,7 +54,7 @@ use crate::metrics::Metrics;
 use crate::policy::{normalize_host, Decision, Host, Route};
 use crate::tls::LeafCache;
 
-use super::connect::Activity;
+use super::connect::{Activity, Metered};
 use super::HYPER_BUF_MIN;
 
 /// Decides, per `CONNECT`, whether to intercept: `(caller, host, port) -> bool`. Called after
@@ -258,7 +254,7 @@ pub(crate) async fn run(state: Arc<ProxyState>, i: Box<Intercepted>, log: Reques
         inner: TokioIo::new(client),
         activity: activity.clone(),
         read: log.bytes_up.clone(),
-        written: log.bytes_down.clone(),
+        written: Some(log.bytes_down.clone()),
     };
     let settings = &state.settings;
     let accept = tokio_rustls::TlsAcceptor::from(tls).accept(io);
@@ -542,59 +538,6 @@ fn strip_hop_by_hop_keeping_te_trailers(headers: &mut http::HeaderMap) {
     strip_hop_by_hop(headers);
     if trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// The client side of an intercepted tunnel, counting raw bytes for the `CONNECT` log line
-/// and recording activity for the idle timeout.
-struct Metered<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    /// Bytes read from the client.
-    read: Arc<AtomicU64>,
-    /// Bytes written to the client.
-    written: Arc<AtomicU64>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.activity.touch();
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            if n > 0 {
-                self.activity.touch();
-                self.written.fetch_add(n as u64, Ordering::Relaxed);
-            }
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
