@@ -397,6 +397,13 @@ mod zero_copy {
 
     /// Moves bytes from `src` to `dst` until `src` reaches EOF, then shuts down `dst`'s write
     /// side (passing the half-close on).
+    ///
+    /// Reading into the pipe and writing out of it are interleaved, not done in turns: while
+    /// `dst` is slow to take bytes, `src` keeps being read as long as the pipe has room, so the
+    /// sender's window stays open. A splice into a pipe that still holds bytes can fail with
+    /// EAGAIN because the *pipe* is full (its slots hold partial pages), which says nothing
+    /// about the socket; so that case waits for the pipe to drain instead of clearing the
+    /// socket's readiness, and only a splice into an empty pipe goes through `try_io`.
     async fn one_way(
         src: &TcpStream,
         dst: &TcpStream,
@@ -404,38 +411,62 @@ mod zero_copy {
         activity: &Activity,
     ) -> io::Result<()> {
         let pipe = pipe()?;
+        // Bytes in the pipe; whether the last fill attempt found the pipe full; EOF seen.
+        let (mut buffered, mut pipe_full, mut eof) = (0usize, false, false);
         loop {
-            // The pipe is empty here, so EAGAIN can only mean "socket has nothing to read".
-            let n = loop {
-                src.readable().await?;
-                match src.try_io(Interest::READABLE, || {
-                    splice(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.size)
-                }) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
+            if eof && buffered == 0 {
                 // SAFETY: shutdown(2) on a socket we hold open; an error (peer gone) is moot.
                 unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
                 return Ok(());
             }
-            activity.touch();
-            moved.fetch_add(n as u64, Ordering::Relaxed);
-            let mut left = n;
-            while left > 0 {
-                dst.writable().await?;
-                match dst.try_io(Interest::WRITABLE, || {
-                    splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
-                }) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(m) => {
-                        left -= m.min(left);
-                        activity.touch();
+            let can_fill = !eof && !pipe_full && buffered < pipe.size;
+            let can_drain = buffered > 0;
+            tokio::select! {
+                biased;
+                r = dst.writable(), if can_drain => {
+                    r?;
+                    match dst.try_io(Interest::WRITABLE, || {
+                        splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), buffered)
+                    }) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(m) => {
+                            buffered -= m.min(buffered);
+                            pipe_full = false;
+                            activity.touch();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
+                }
+                r = src.readable(), if can_fill => {
+                    r?;
+                    let room = pipe.size - buffered;
+                    let result = if buffered == 0 {
+                        // Empty pipe: EAGAIN can only mean the socket has nothing to read.
+                        src.try_io(Interest::READABLE, || {
+                            splice(src.as_raw_fd(), pipe.write.as_raw_fd(), room)
+                        })
+                    } else {
+                        match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), room) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                // Pipe full, or the socket empty: wait for a drain either way;
+                                // an empty pipe then asks the socket through `try_io`.
+                                pipe_full = true;
+                                continue;
+                            }
+                            other => other,
+                        }
+                    };
+                    match result {
+                        Ok(0) => eof = true,
+                        Ok(n) => {
+                            buffered += n;
+                            moved.fetch_add(n as u64, Ordering::Relaxed);
+                            activity.touch();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -516,6 +547,68 @@ mod zero_copy {
             assert_eq!(t.await.unwrap(), "closed");
             assert_eq!(up.load(Ordering::Relaxed), 11);
             assert_eq!(down.load(Ordering::Relaxed), big.len() as u64);
+        }
+
+        /// A reader much slower than the writer: the pipe fills (EAGAIN from a splice into a
+        /// non-empty pipe) and drains many times; every byte arrives, in order, both ways at
+        /// once.
+        #[tokio::test]
+        async fn a_slow_reader_gets_every_byte_in_order_while_the_pipe_fills() {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (client_app, client_proxy) = pair(&l).await;
+            let (upstream_proxy, upstream_app) = pair(&l).await;
+            let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let t = tokio::spawn(splice_sockets(
+                client_proxy,
+                Bytes::new(),
+                upstream_proxy,
+                Duration::from_secs(60),
+                up.clone(),
+                down.clone(),
+            ));
+            let len = 24 * 1024 * 1024;
+            let pattern = |i: usize| (i % 251) as u8;
+            let data: Vec<u8> = (0..len).map(pattern).collect();
+            // Each side writes everything and reads everything, reading in small pieces
+            // with a yield in between, so both pipes fill up while the other side writes.
+            let side = |mut s: TcpStream, data: Vec<u8>| async move {
+                let (mut r, mut w) = s.split();
+                let write = async {
+                    w.write_all(&data).await.unwrap();
+                    w.shutdown().await.unwrap();
+                };
+                let read = async {
+                    let mut got = Vec::with_capacity(data.len());
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = r.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break got;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        tokio::task::yield_now().await;
+                    }
+                };
+                let ((), got) = tokio::join!(write, read);
+                got
+            };
+            let (from_upstream, from_client) = tokio::join!(
+                side(client_app, data.clone()),
+                side(upstream_app, data.clone())
+            );
+            assert!(
+                from_upstream == data,
+                "client got {} bytes",
+                from_upstream.len()
+            );
+            assert!(
+                from_client == data,
+                "upstream got {} bytes",
+                from_client.len()
+            );
+            assert_eq!(t.await.unwrap(), "closed");
+            assert_eq!(up.load(Ordering::Relaxed), len as u64);
+            assert_eq!(down.load(Ordering::Relaxed), len as u64);
         }
     }
 }
