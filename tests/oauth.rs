@@ -997,6 +997,67 @@ async fn tls_origination_to_app_domains_with_test_ca() {
     assert_eq!(r.status, 502, "{}", r.text());
 }
 
+/// TLS origination (plain http from the runner) and interception (CONNECT) of the same
+/// origin share one pooled upstream connection, HTTP/2 when the upstream offers it, with
+/// `:authority` and `Host` naming the same authority.
+#[tokio::test]
+async fn originated_and_intercepted_requests_share_an_http2_upstream_connection() {
+    let (ca_pem, server) = common::provider::test_ca_and_server();
+    let mut server = (*server).clone();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |spec, _| {
+        spec["upstream_tls"] = json!(true);
+    })
+    .await;
+    let port = env
+        .p
+        .serve_api_tls(std::sync::Arc::new(server))
+        .await
+        .port();
+    env.consent("acme", "alice").await;
+
+    let r = env.call_port("acme", "alice", port, "GET", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    let authority = format!("localhost:{port}");
+    assert_eq!(v["authority"], authority.as_str(), "{v}");
+    if !v["host"].is_null() {
+        assert_eq!(
+            v["host"],
+            authority.as_str(),
+            "Host differs from :authority: {v}"
+        );
+    }
+
+    let tls = intercepted_tls(&env, port, b"http/1.1").await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/records")
+        .header("host", authority.as_str())
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(v["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer AT-secret-"));
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    assert_eq!(
+        env.p.with(|s| s.tls_handshakes),
+        1,
+        "the intercepted request did not reuse the originated request's connection"
+    );
+}
+
 #[tokio::test]
 async fn token_calls_follow_the_apps_egress_policy() {
     let env = setup(&[], |_, _| {}).await;

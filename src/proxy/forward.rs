@@ -155,14 +155,17 @@ pub fn originate_tls<B>(req: &mut Request<B>, host: &Host, port: u16) -> Result<
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri = format!("https://{host}:{port}{path}");
-    *req.uri_mut() = uri.parse().map_err(|_| bad())?;
-    let host_header = if port == 443 {
+    // The authority as an intercepted request to the same origin writes it (no `:443`), so
+    // both share pooled connections, and HTTP/2's `:authority` equals `Host`.
+    let authority = if port == 443 {
         host.to_string()
     } else {
         format!("{host}:{port}")
     };
-    let value = HeaderValue::from_str(&host_header).map_err(|_| bad())?;
+    *req.uri_mut() = format!("https://{authority}{path}")
+        .parse()
+        .map_err(|_| bad())?;
+    let value = HeaderValue::from_str(&authority).map_err(|_| bad())?;
     req.headers_mut().insert(HOST, value);
     Ok(())
 }
@@ -579,6 +582,19 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn originated_requests_name_the_authority_as_intercepted_ones_do() {
+        let host = Host::Name("api.example".into());
+        let mut req = Request::get("http://api.example/v1?x=1").body(()).unwrap();
+        originate_tls(&mut req, &host, 443).unwrap();
+        assert_eq!(req.uri(), "https://api.example/v1?x=1");
+        assert_eq!(req.headers()[HOST], "api.example");
+        let mut req = Request::get("http://api.example:8443/v1").body(()).unwrap();
+        originate_tls(&mut req, &host, 8443).unwrap();
+        assert_eq!(req.uri(), "https://api.example:8443/v1");
+        assert_eq!(req.headers()[HOST], "api.example:8443");
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct ProviderState {
     pub violations: Vec<String>,
     /// Requests the API received.
     pub api_calls: usize,
+    /// TLS handshakes completed by [`Provider::serve_api_tls`].
+    pub tls_handshakes: usize,
     /// How the client authenticated at the last token request: `basic` or `post`.
     pub last_client_auth: &'static str,
     /// `X-Api-Key` the legacy handshake endpoints require.
@@ -165,6 +167,7 @@ impl Provider {
             last_authorize: Vec::new(),
             violations: Vec::new(),
             api_calls: 0,
+            tls_handshakes: 0,
             last_client_auth: "",
             hook_api_key: "k-HOOK-SECRET".into(),
             hook_accepts_form: false,
@@ -586,6 +589,13 @@ impl Provider {
             .map(str::to_string);
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
+        let version = format!("{:?}", req.version());
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let authority = req.uri().authority().map(|a| a.to_string());
         let body = req.into_body().collect().await.unwrap().to_bytes();
         let valid = self.with(|s| {
             s.api_calls += 1;
@@ -595,7 +605,7 @@ impl Provider {
         });
         let echo = serde_json::json!({
             "authorization": auth, "method": method, "path": path,
-            "body_len": body.len(),
+            "body_len": body.len(), "version": version, "host": host, "authority": authority,
         });
         let mut r = json(if valid { 200 } else { 401 }, &echo.to_string());
         if !valid {
@@ -609,7 +619,9 @@ impl Provider {
         r
     }
 
-    /// Serves the API over TLS with `config` on 127.0.0.1:0.
+    /// Serves the API over TLS with `config` on 127.0.0.1:0: HTTP/1.1, or HTTP/2 when the
+    /// config offers `h2` in ALPN and the client takes it. Completed TLS handshakes are
+    /// counted in `tls_handshakes`.
     pub async fn serve_api_tls(&self, config: Arc<rustls::ServerConfig>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -626,13 +638,16 @@ impl Provider {
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
+                    p.with(|s| s.tls_handshakes += 1);
                     let svc = hyper::service::service_fn(move |req| {
                         let p = p.clone();
                         async move { Ok::<_, Infallible>(p.api(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
                 });
             }
         });
