@@ -601,23 +601,8 @@ fn split_url(url: &str) -> (SocketAddr, String) {
 async fn token_endpoint_calls_of_an_agent_routed_policy_go_through_the_agent() {
     let p = common::provider::Provider::start().await;
     let (tg, _relay, agent) = setup(&[]).await;
-    let admin = tg.admin_token("acme", "root");
     // The provider is reachable only as the "onprem" policy allows: through the agent.
-    let spec = serde_json::json!({
-        "id": "crm",
-        "name": "On-prem CRM",
-        "approval_prompt": "Allow?",
-        "authorize_url": format!("{}/authorize", p.issuer()),
-        "token_url": format!("{}/token", p.issuer()),
-        "client_id": "client-1",
-        "client_secret": "sk-CLIENT-SECRET",
-        "scopes": ["read"],
-        "egress_policy": "onprem",
-        "domains": ["localhost"],
-        "upstream_tls": false,
-    });
-    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    create_onprem_app(&tg, &p, false).await;
 
     // The runner's first call (through the agent route): a consent URL; the user consents.
     let auth = tg.bearer("acme", "alice");
@@ -669,6 +654,27 @@ async fn token_endpoint_calls_of_an_agent_routed_policy_go_through_the_agent() {
     );
 }
 
+/// Creates app "crm" of acme for `localhost` with `p` as its provider, all under the
+/// agent-routed "onprem" policy.
+async fn create_onprem_app(tg: &Tollgate, p: &common::provider::Provider, upstream_tls: bool) {
+    let admin = tg.admin_token("acme", "root");
+    let spec = serde_json::json!({
+        "id": "crm",
+        "name": "On-prem CRM",
+        "approval_prompt": "Allow?",
+        "authorize_url": format!("{}/authorize", p.issuer()),
+        "token_url": format!("{}/token", p.issuer()),
+        "client_id": "client-1",
+        "client_secret": "sk-CLIENT-SECRET",
+        "scopes": ["read"],
+        "egress_policy": "onprem",
+        "domains": ["localhost"],
+        "upstream_tls": upstream_tls,
+    });
+    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 /// The runner's call to `api` gets a consent URL; the user consents as a browser would (the
 /// provider redirects back, tollgate exchanges the code).
 async fn consent_through(tg: &Tollgate, auth: &str, api: &str) {
@@ -702,22 +708,8 @@ async fn https_through_an_agent_is_originated_and_intercepted_with_injection() {
     );
     let p = common::provider::Provider::start().await;
     let tls_api = p.serve_api_tls(server).await.port();
-    let admin = tg.admin_token("acme", "root");
-    // upstream_tls defaults to true: plain-http requests are originated over TLS.
-    let spec = serde_json::json!({
-        "id": "crm",
-        "name": "On-prem CRM",
-        "approval_prompt": "Allow?",
-        "authorize_url": format!("{}/authorize", p.issuer()),
-        "token_url": format!("{}/token", p.issuer()),
-        "client_id": "client-1",
-        "client_secret": "sk-CLIENT-SECRET",
-        "scopes": ["read"],
-        "egress_policy": "onprem",
-        "domains": ["localhost"],
-    });
-    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    // Plain-http requests to the app's domain are originated over TLS.
+    create_onprem_app(&tg, &p, true).await;
     let auth = tg.bearer("acme", "alice");
     // The API only speaks TLS: the plain-http request works only if tollgate originates TLS
     // through the agent's tunnel and trusts the test CA.

@@ -15,21 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
-/// `localhost` (by name, for apps) and loopback CIDRs (for the provider's token endpoint).
-const POLICY: &str = r#"
-[[policy]]
-name = "local"
-route = "direct"
-
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1-65535"]
-  private = true
-
-  [[policy.allow]]
-  cidrs = ["127.0.0.0/8"]
-  ports = ["1-65535"]
-"#;
+use common::provider::LOCAL_POLICY as POLICY;
 
 /// What a runner sends as its own `Authorization`; tollgate must replace it.
 const CLIENT_AUTH: &str = "Bearer client-own-token";

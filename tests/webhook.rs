@@ -12,21 +12,7 @@ use common::provider::{Canned, Provider, RefreshMode};
 use common::*;
 use serde_json::{json, Value};
 
-/// `localhost` (by name, for the app's API) and loopback CIDRs (for the provider).
-const POLICY: &str = r#"
-[[policy]]
-name = "local"
-route = "direct"
-
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1-65535"]
-  private = true
-
-  [[policy.allow]]
-  cidrs = ["127.0.0.0/8"]
-  ports = ["1-65535"]
-"#;
+use common::provider::LOCAL_POLICY as POLICY;
 
 const API_KEY: &str = "k-HOOK-SECRET";
 

@@ -29,6 +29,23 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// A policy for tests with this provider on loopback: `localhost` by name (for apps' APIs)
+/// and loopback CIDRs (for the provider's endpoints), both direct.
+pub const LOCAL_POLICY: &str = r#"
+[[policy]]
+name = "local"
+route = "direct"
+
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = ["1-65535"]
+  private = true
+
+  [[policy.allow]]
+  cidrs = ["127.0.0.0/8"]
+  ports = ["1-65535"]
+"#;
+
 /// How the token endpoint answers refresh requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefreshMode {
