@@ -174,8 +174,10 @@ fn parse_spec(body: &[u8]) -> ApiResult<(AppSpec, Vec<String>)> {
         let mut one = Map::new();
         one.insert(k.clone(), v.clone());
         if let Err(e) = serde_json::from_value::<AppSpec>(Value::Object(one)) {
+            // The key itself unknown: say so plainly. A nested problem (an unknown field
+            // inside `webhook`, say) keeps serde's message, which names the inner field.
             let msg = e.to_string();
-            let msg = if msg.starts_with("unknown field") {
+            let msg = if msg.starts_with(&format!("unknown field `{k}`")) {
                 "unknown field".to_string()
             } else {
                 msg
@@ -685,6 +687,17 @@ route = "direct"
             ),
         )])
         .unwrap()
+    }
+
+    #[test]
+    fn unknown_fields_are_named_at_the_top_level_and_inside_the_webhook() {
+        let body = br#"{"colour": "red", "webhook": {"token": {"body": {}}}}"#;
+        let Err(e) = parse_spec(body) else {
+            panic!("accepted");
+        };
+        let fields = e.fields.expect("field errors");
+        assert_eq!(fields["colour"], "unknown field");
+        assert!(fields["webhook"].contains("`body`"), "{fields:?}");
     }
 
     /// A webhook app is checked by its template URLs under the webhook's policy, not by a
