@@ -10,7 +10,9 @@
 //!
 //! The root namespace gets an `unreachable` route for the private /30, so a direct dial fails
 //! at once instead of leaving through the host's default route; no packet goes anywhere but
-//! between the namespaces made here. Skipped, with the reason printed, when not root or
+//! between the namespaces made here. A test that needs a name for the private address writes
+//! it to `/etc/netns/EDGE/hosts` (which `ip netns exec` mounts over the agent's `/etc/hosts`),
+//! so no lookup leaves the host either. Skipped, with the reason printed, when not root or
 //! when `ip netns` is unavailable. Namespaces, links and the route are removed on drop, also
 //! when a test fails.
 
@@ -18,6 +20,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +44,8 @@ struct Topology {
     /// Third octet of 10.231.N.0/29.
     n: u8,
     route_added: bool,
+    /// `/etc/netns/EDGE`, when [`Topology::name_private_host`] made it.
+    hosts_dir: Option<PathBuf>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -92,6 +97,7 @@ impl Topology {
             edge_link: format!("tge{id}x{k}"),
             n,
             route_added: false,
+            hosts_dir: None,
         };
         t.build()
             .map_err(|e| format!("cannot build namespaces: {e}"))?;
@@ -189,6 +195,19 @@ impl Topology {
         .unwrap()
     }
 
+    /// Makes `name` resolve to the private address in processes started with
+    /// `ip netns exec EDGE`, which bind-mounts `/etc/netns/EDGE/hosts` over `/etc/hosts`.
+    /// Returns that hosts file, for other processes that should resolve the name alike.
+    fn name_private_host(&mut self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(format!("/etc/netns/{}", self.edge));
+        std::fs::create_dir_all(&dir).unwrap();
+        self.hosts_dir = Some(dir.clone());
+        let hosts = dir.join("hosts");
+        let text = format!("127.0.0.1 localhost\n{} {name}\n", self.private_ip());
+        std::fs::write(&hosts, text).unwrap();
+        hosts
+    }
+
     /// Cuts the wire between tollgate and the agent: packets are dropped silently.
     fn cut(&self) -> Result<(), String> {
         ip(&["-n", &self.edge, "link", "set", &self.edge_link, "down"])
@@ -201,6 +220,9 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        if let Some(dir) = &self.hosts_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         if self.route_added {
             let _ = ip(&["route", "del", "unreachable", &self.private_cidr()]);
         }
@@ -279,16 +301,22 @@ async fn start(t: &Topology, keepalive: &str) -> (Tollgate, Agent) {
 
 /// As [`start`], with tollgate's policy file given.
 async fn start_with_policy(t: &Topology, keepalive: &str, policy: &str) -> (Tollgate, Agent) {
-    let relay = SocketAddr::new(t.relay_ip().into(), free_port());
-    let tg = Tollgate::start(
-        policy,
-        &[
-            "--relay-listen",
-            &relay.to_string(),
-            "--relay-keepalive",
-            keepalive,
-        ],
-    );
+    start_with(t, keepalive, policy, &[], &[]).await
+}
+
+/// As [`start_with_policy`], with tollgate run as `prefix... tollgate serve` and given
+/// `extra` flags.
+async fn start_with(
+    t: &Topology,
+    keepalive: &str,
+    policy: &str,
+    prefix: &[&str],
+    extra: &[&str],
+) -> (Tollgate, Agent) {
+    let relay = SocketAddr::new(t.relay_ip().into(), free_port()).to_string();
+    let mut flags = vec!["--relay-listen", &relay, "--relay-keepalive", keepalive];
+    flags.extend_from_slice(extra);
+    let tg = Tollgate::start_with_prefix(prefix, policy, &flags);
     let (cred, ca) = credential_files(&tg, "edge-1");
     let args: Vec<String> = [
         "agent",
@@ -595,4 +623,234 @@ async fn webhook_handshake_reaches_a_private_endpoint_only_through_the_agent() {
         "{}",
         r.text()
     );
+}
+
+/// The private API's name. It resolves to the private address for the agent and for tollgate
+/// alike (split-horizon DNS made of hosts files); only the agent has a route to it.
+const CRM: &str = "crm.private.test";
+
+/// The CRM app's egress policy for `acme`, routed by `route`: the API by name, its token
+/// endpoint by address.
+fn crm_policy(t: &Topology, route: &str) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "crm"
+orgs = ["acme"]
+route = "{route}"
+  [[policy.allow]]
+  hosts = ["{CRM}"]
+  ports = ["1024-65535"]
+  private = true
+  [[policy.allow]]
+  cidrs = ["{cidr}"]
+  ports = ["1024-65535"]
+"#,
+        cidr = t.private_cidr(),
+    )
+}
+
+/// What `curl` saw.
+#[derive(Debug)]
+struct Curl {
+    /// curl's exit code (0 = a response was received inside the tunnel).
+    exit: i32,
+    /// Status of the proxy's answer to `CONNECT` (`%{http_connect}`).
+    connect: u16,
+    /// Status of the response inside the tunnel (`%{http_code}`; 0 = none).
+    status: u16,
+    body: String,
+    /// `--verbose` output, to show when an assertion fails.
+    verbose: String,
+}
+
+impl Curl {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {self:?}"))
+    }
+}
+
+/// `curl URL` through tollgate as `HTTPS_PROXY` makes it: `CONNECT` with Basic proxy
+/// credentials `user:<caller token>`, trusting only tollgate's CA.
+async fn curl(tg: &Tollgate, user: &str, token: &str, url: &str) -> Curl {
+    let out = tokio::process::Command::new("curl")
+        .arg("-q") // first: no ~/.curlrc
+        .args(["--silent", "--show-error", "--verbose"])
+        // A safety net against a hang, not a measurement.
+        .args(["--max-time", "30"])
+        // A NO_PROXY in the environment must not send the request around the proxy.
+        .args(["--noproxy", ""])
+        .arg("--proxy")
+        .arg(format!("http://{}", tg.proxy))
+        .arg("--proxy-user")
+        .arg(format!("{user}:{token}"))
+        .arg("--cacert")
+        .arg(tg.data.join("ca/ca.pem"))
+        .args(["--write-out", "\n%{http_connect} %{http_code}"])
+        .arg(url)
+        .output()
+        .await
+        .expect("run curl (this test needs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, codes) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let (connect, status) = codes.split_once(' ').unwrap_or(("0", "0"));
+    Curl {
+        exit: out.status.code().unwrap_or(-1),
+        connect: connect.trim().parse().unwrap_or(0),
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+        verbose: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn curl_over_https_proxy_reaches_a_private_tls_api_with_the_token_only_through_the_agent() {
+    use common::provider::{test_ca_and_server_for, Provider};
+
+    let mut t = topology_or_skip!();
+    let hosts = t.name_private_host(CRM);
+    // The provider's /authorize for the browser on loopback; its /token (same state) and the
+    // TLS-only API inside the private namespace, where only the agent reaches them.
+    let p = Provider::start().await;
+    let token_endpoint = p.serve_provider_on(t.listen_in_private());
+    let (test_ca, server) = test_ca_and_server_for(&[CRM]);
+    let api_listener = tokio::net::TcpListener::from_std(t.listen_in_private()).unwrap();
+    let api = p.serve_api_tls_on(api_listener, server);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, test_ca).unwrap();
+    // tollgate resolves CRM from the same hosts file, in a mount namespace of its own, so a
+    // direct route fails for want of a route, not of a name.
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+        hosts.to_str().unwrap(),
+    ];
+    let (tg, mut agent) = start_with(
+        &t,
+        "10s",
+        &crm_policy(&t, "agent:edge-1"),
+        &wrapper,
+        &["--upstream-ca-file", ca_file.to_str().unwrap()],
+    )
+    .await;
+
+    let admin = tg.admin_token("acme", "root");
+    let spec = serde_json::json!({
+        "id": "crm",
+        "name": "Private CRM",
+        "approval_prompt": "Allow?",
+        "authorize_url": format!("{}/authorize", p.issuer()),
+        "token_url": format!("http://{token_endpoint}/token"),
+        "client_id": "client-1",
+        "client_secret": "sk-CLIENT-SECRET",
+        "scopes": ["read"],
+        "egress_policy": "crm",
+        "domains": [CRM],
+    });
+    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let token = tg.token("acme", "alice");
+    let url = format!("https://{CRM}:{}/records", api.port());
+
+    // Before consent: the CONNECT is intercepted (curl trusts tollgate's CA only) and the
+    // request inside it answered by tollgate, without reaching the API.
+    let c = curl(&tg, "alice", &token, &url).await;
+    assert_eq!((c.exit, c.connect, c.status), (0, 200, 401), "{c:?}");
+    let v = c.json();
+    assert_eq!(v["error"], "authorization_required", "{c:?}");
+    assert_eq!(v["app"], "crm", "{c:?}");
+    assert_eq!(p.with(|s| s.api_calls), 0);
+
+    // Consent; the code is exchanged at the private token endpoint, through the agent.
+    let consent_url = v["consent_url"].as_str().unwrap();
+    let b = common::consent::browse(tg.web, p.addr, consent_url).await;
+    assert_eq!(b.callback.status, 200, "{}", b.callback.text());
+    assert_eq!(p.with(|s| s.code_calls), 1);
+    assert!(
+        p.with(|s| s.violations.is_empty()),
+        "{:?}",
+        p.with(|s| s.violations.clone())
+    );
+
+    // Now the request carries the token, over TLS from tollgate through the agent to the
+    // private API.
+    let tunnels = "tollgate_agent_tunnels_total{agent=\"edge-1\"}";
+    let before = metric(&tg, tunnels).await;
+    let c = curl(&tg, "alice", &token, &url).await;
+    assert_eq!((c.exit, c.connect, c.status), (0, 200, 200), "{c:?}");
+    let v = c.json();
+    assert!(
+        v["authorization"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Bearer AT-secret-"),
+        "{c:?}"
+    );
+    assert_eq!(v["path"], "/records", "{c:?}");
+    assert_eq!(p.with(|s| s.api_calls), 1);
+    assert!(p.with(|s| s.tls_handshakes) >= 1);
+    assert!(
+        metric(&tg, tunnels).await > before,
+        "the API call opened no tunnel through the agent"
+    );
+
+    // The same host, caller and app on a direct route: tollgate resolves the name but has no
+    // route to it, so the CONNECT fails and the API sees nothing.
+    tg.write_policy("10-test.toml", &crm_policy(&t, "direct"));
+    let switched = Tollgate::wait_for(Duration::from_secs(10), async || {
+        curl(&tg, "alice", &token, &url).await.connect != 200
+    })
+    .await;
+    assert!(
+        switched,
+        "still intercepted on the direct route:\n{}",
+        tg.logs()
+    );
+    let calls = p.with(|s| s.api_calls);
+    let c = curl(&tg, "alice", &token, &url).await;
+    assert_eq!((c.connect, c.status), (502, 0), "{c:?}");
+    assert_ne!(c.exit, 0, "{c:?}");
+    assert!(c.verbose.contains("< HTTP/1.1 502"), "{c:?}");
+    let bearer = format!("Bearer {token}");
+    let target = format!("{CRM}:{}", api.port());
+    let (r, _) = proxy_connect(tg.proxy, &target, &[("proxy-authorization", &bearer)]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    // EHOSTUNREACH from the `unreachable` route, for the address the name resolved to.
+    assert_eq!(r.json()["error"], "connection_refused", "{}", r.text());
+    let resolved = format!("{}:{}", t.private_ip(), api.port());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains(&resolved),
+        "{}",
+        r.text()
+    );
+    assert_eq!(p.with(|s| s.api_calls), calls);
+
+    // Back on the agent route, it works again.
+    tg.write_policy("10-test.toml", &crm_policy(&t, "agent:edge-1"));
+    let back = Tollgate::wait_for(Duration::from_secs(10), async || {
+        curl(&tg, "alice", &token, &url).await.status == 200
+    })
+    .await;
+    assert!(back, "{}", tg.logs());
+
+    // Without the agent, the CONNECT is refused at once.
+    agent.kill();
+    assert!(
+        wait_connections(&tg, "edge-1", 0, Duration::from_secs(20)).await,
+        "agent still counted as connected"
+    );
+    let c = curl(&tg, "alice", &token, &url).await;
+    assert_eq!((c.connect, c.status), (502, 0), "{c:?}");
+    assert_ne!(c.exit, 0, "{c:?}");
+    assert!(c.verbose.contains("< HTTP/1.1 502"), "{c:?}");
+    let (r, _) = proxy_connect(tg.proxy, &target, &[("proxy-authorization", &bearer)]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "agent_unavailable", "{}", r.text());
 }

@@ -58,9 +58,37 @@ impl Tollgate {
 
     /// As [`Tollgate::start_in`], with extra environment variables for the server.
     pub fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Tollgate {
+        Self::start_under(&[], dir, extra, env)
+    }
+
+    /// As [`Tollgate::start`], run as `prefix... tollgate serve ...` (e.g. a wrapper that
+    /// gives tollgate its own `/etc/hosts`); the wrapper must `exec` tollgate, so that the
+    /// child's pid is tollgate's.
+    pub fn start_with_prefix(prefix: &[&str], policy: &str, extra: &[&str]) -> Tollgate {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("10-test.toml"), policy).unwrap();
+        Self::start_under(prefix, dir, extra, &[])
+    }
+
+    fn start_under(
+        prefix: &[&str],
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Tollgate {
         let data = dir.path().join("data");
         let policies = dir.path().join("policies");
-        let mut child = Command::new(bin())
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
             .arg("serve")
             .arg("--data")
             .arg(&data)

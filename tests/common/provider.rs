@@ -641,6 +641,16 @@ impl Provider {
     /// counted in `tls_handshakes`.
     pub async fn serve_api_tls(&self, config: Arc<rustls::ServerConfig>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.serve_api_tls_on(listener, config)
+    }
+
+    /// As [`Provider::serve_api_tls`], on a given listener (e.g. one bound inside a network
+    /// namespace that only an agent can reach).
+    pub fn serve_api_tls_on(
+        &self,
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> SocketAddr {
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let p = self.clone();
@@ -753,13 +763,19 @@ fn json(status: u16, body: &str) -> Response<Full<Bytes>> {
 
 /// A test CA and a `localhost` leaf it signed: (CA PEM, server config for the leaf).
 pub fn test_ca_and_server() -> (String, Arc<rustls::ServerConfig>) {
+    test_ca_and_server_for(&["localhost"])
+}
+
+/// A test CA and a leaf it signed for `names` (DNS names, or IP addresses as IP SANs):
+/// (CA PEM, server config for the leaf).
+pub fn test_ca_and_server_for(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+    let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
         .unwrap()
         .signed_by(&leaf_key, &ca)
         .unwrap();
