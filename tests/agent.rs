@@ -624,6 +624,13 @@ async fn token_endpoint_calls_of_an_agent_routed_policy_go_through_the_agent() {
         "no agent tunnel to the token endpoint:\n{}",
         agent.logs()
     );
+    // tollgate closed it cleanly after the exchange (no reset the agent logs as an error).
+    let lines = agent.tunnel_lines();
+    let line = lines
+        .iter()
+        .find(|l| l.to_string().contains(&format!(":{provider_port}")))
+        .unwrap();
+    assert_eq!(line["reason"], "closed", "{line}\n{}", agent.logs());
 
     // And the API call now carries the token, through the agent too.
     let r = proxy_request(tg.proxy, "GET", &api, &[("proxy-authorization", &auth)], "").await;

@@ -13,13 +13,16 @@ use http::header::{HeaderValue, HOST};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::either::Either;
 
 use crate::agent::relay::Registry;
 use crate::policy::watch::Policies;
 use crate::policy::{Host, Route};
 use crate::route::direct::{DialError, DirectDialer};
+
+/// How long a finished provider connection may take to close cleanly before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest response body accepted from a provider: token responses are a few hundred bytes;
 /// anything near this is not a token response and must not be buffered without bound.
@@ -216,17 +219,31 @@ where
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| EgressError::Http(e.to_string()))?;
-    let conn = tokio::spawn(conn);
+    // A clean close once the exchange is over: our half-close first (FIN, TLS close_notify,
+    // or the end of an agent's stream), then whatever the peer still sends, up to its own
+    // close. Dropping the connection at once would reset an agent's stream before the
+    // agent saw the end, and the agent would log the tunnel as failed. Bounded.
+    tokio::spawn(tokio::time::timeout(CLOSE_TIMEOUT, async move {
+        let Ok(parts) = conn.without_shutdown().await else {
+            return;
+        };
+        let mut io = parts.io.into_inner();
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 1024];
+        while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+    }));
     let resp = send
         .send_request(req)
         .await
         .map_err(|e| EgressError::Http(e.to_string()))?;
+    drop(send);
     let (parts, body) = resp.into_parts();
     let body = Limited::new(body, MAX_RESPONSE_BODY)
         .collect()
         .await
         .map_err(|e| EgressError::Http(format!("reading the response: {e}")))?
         .to_bytes();
-    conn.abort();
     Ok(Response::from_parts(parts, body.to_vec()))
 }
