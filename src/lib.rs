@@ -11,12 +11,15 @@
 //!    inside a private network (`route = "agent:ID"`).
 //! 4. [`oauth`] injects the user's bearer token when the host belongs to an outbound
 //!    application of the caller's org (refreshing it, or answering `401` with a consent URL);
-//!    [`web`] serves the consent pages and the OAuth callback, and the admin API.
+//!    tokens come from the provider's RFC 6749 token endpoint or, for legacy providers, from
+//!    request templates (`oauth::webhook`). [`web`] serves the consent pages and the OAuth
+//!    callback, and the admin API.
 //! 5. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
 //!    decision line, and turns every failure into a synthetic response with `Proxy-Status`.
-//! 5. For the `CONNECT`s that must be seen (token injection), `proxy::intercept` terminates
-//!    TLS with a per-host leaf from [`tls`] and forwards each inner request over verified TLS;
-//!    every other `CONNECT` stays a blind tunnel.
+//!    An upstream `401 invalid_token` on an injected request gets one refresh and one replay.
+//! 6. For the `CONNECT`s that must be seen (token injection), `proxy::intercept` terminates
+//!    TLS with a per-host leaf from [`tls`] and forwards each inner request over verified TLS,
+//!    directly or through the agent; every other `CONNECT` stays a blind tunnel.
 
 pub mod identity;
 pub mod policy;
