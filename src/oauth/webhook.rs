@@ -10,7 +10,7 @@
 //! - [`Webhook`]: validated by [`validate`] (every placeholder known and available, every
 //!   URL allowed by the egress policy, every pointer well formed), and stored as JSON inside the
 //!   app record, which the store seals as a whole;
-//! - [`Webhook::request`] renders a template into a request and [`Outputs::grant`] reads the
+//! - [`Template::request`] renders a template into a request and [`Outputs::grant`] reads the
 //!   response through its JSON pointers (RFC 6901).
 //!
 //! Templates use `{name}` placeholders in header values, form values and JSON string values
