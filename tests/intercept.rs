@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use common::{proxy_connect, Resp};
+use common::{assert_proxy_error, proxy_connect, Resp};
 use tollgate::config::{Config, ServeOverrides};
 use tollgate::identity::Caller;
 use tollgate::policy::Host;
@@ -380,19 +380,6 @@ async fn h2(tls: Tls) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
             .unwrap();
     tokio::spawn(conn);
     send
-}
-
-fn assert_proxy_error(r: &Resp, status: u16, code: &str) -> serde_json::Value {
-    assert_eq!(r.status, status, "{}", r.text());
-    let ps = r.header("proxy-status").expect("Proxy-Status header");
-    assert!(ps.starts_with("tollgate; error="), "{ps}");
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/json")
-    );
-    let body = r.json();
-    assert_eq!(body["error"], code, "{body}");
-    body
 }
 
 #[tokio::test]

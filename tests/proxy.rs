@@ -118,20 +118,6 @@ fn base64_encode(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn assert_proxy_error(r: &Resp, status: u16, code: &str) -> serde_json::Value {
-    assert_eq!(r.status, status, "{}", r.text());
-    let ps = r.header("proxy-status").expect("Proxy-Status header");
-    assert!(ps.starts_with("tollgate; error="), "{ps}");
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/json")
-    );
-    let body = r.json();
-    assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].is_string());
-    body
-}
-
 #[tokio::test]
 async fn denied_destinations_get_403_with_proxy_status() {
     let up = echo_upstream().await;

@@ -503,3 +503,19 @@ pub async fn intercepted_tls(
         .await
         .expect("client trusts the certificate tollgate minted from its CA")
 }
+
+/// Asserts an error tollgate generated: `status`, a `Proxy-Status` naming tollgate, a JSON
+/// body with `error` = `code` and a `message`. Returns the body.
+pub fn assert_proxy_error(r: &Resp, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(r.status, status, "{}", r.text());
+    let ps = r.header("proxy-status").expect("Proxy-Status header");
+    assert!(ps.starts_with("tollgate; error="), "{ps}");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let body = r.json();
+    assert_eq!(body["error"], code, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    body
+}
