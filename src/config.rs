@@ -224,16 +224,7 @@ impl Config {
     /// Merges flags/env over the optional file over the defaults, and validates.
     pub fn resolve(over: &ServeOverrides) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
-        let file = match &over.config {
-            Some(path) => match load_file(path) {
-                Ok(f) => f,
-                Err(e) => {
-                    errors.push(e);
-                    FileConfig::default()
-                }
-            },
-            None => FileConfig::default(),
-        };
+        let file: FileConfig = load_toml_or_default(over.config.as_deref(), &mut errors);
         let addr = |flag: &str,
                     v: Option<&String>,
                     f: Option<&String>,
@@ -248,24 +239,7 @@ impl Config {
                 })
                 .ok()
         };
-        let dur = |flag: &str,
-                   v: Option<&String>,
-                   f: Option<&String>,
-                   d: Duration,
-                   errs: &mut Vec<String>| {
-            match v.or(f) {
-                None => d,
-                Some(s) => match humantime::parse_duration(s) {
-                    Ok(x) if !x.is_zero() => x,
-                    _ => {
-                        errs.push(format!(
-                            "--{flag}: {s:?} is not a positive duration like 10s"
-                        ));
-                        d
-                    }
-                },
-            }
-        };
+        let dur = duration_setting;
         let proxy_listen = addr(
             "proxy-listen",
             over.proxy_listen.as_ref(),
@@ -452,15 +426,54 @@ impl Config {
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
+/// Reads an optional TOML settings file; a file that cannot be read or parsed adds its
+/// `FILE:LINE: message` to `errors` and yields the defaults, so every problem is reported at
+/// once. Shared by `serve` and `agent run`.
+pub(crate) fn load_toml_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&Path>,
+    errors: &mut Vec<String>,
+) -> T {
+    let Some(path) = path else {
+        return T::default();
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("{}: {e}", path.display()));
+            return T::default();
+        }
+    };
+    toml::from_str(&text).unwrap_or_else(|e| {
         let line = e
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
             .unwrap_or(0);
-        format!("{}:{line}: {}", path.display(), e.message())
+        errors.push(format!("{}:{line}: {}", path.display(), e.message()));
+        T::default()
     })
+}
+
+/// A positive duration from the flag (or its variable), else the file, else `default`; an
+/// invalid one adds an error naming `--flag` and yields `default`.
+pub(crate) fn duration_setting(
+    flag: &str,
+    value: Option<&String>,
+    file: Option<&String>,
+    default: Duration,
+    errors: &mut Vec<String>,
+) -> Duration {
+    match value.or(file) {
+        None => default,
+        Some(s) => match humantime::parse_duration(s) {
+            Ok(x) if !x.is_zero() => x,
+            _ => {
+                errors.push(format!(
+                    "--{flag}: {s:?} is not a positive duration like 10s"
+                ));
+                default
+            }
+        },
+    }
 }
 
 fn validate_public_url(u: &str) -> Result<(), String> {

@@ -40,7 +40,12 @@ use super::relay::{
     CONNECTION_WINDOW, DEFAULT_KEEPALIVE, MAX_FRAME_SIZE, MAX_TUNNELS_PER_CONNECTION,
     SOCKET_BUFFER, STREAM_WINDOW,
 };
-use crate::config::LogFormat;
+// Connect timeout towards destinations and the relay, and the idle tunnel timeout: the same
+// defaults as tollgate's.
+use crate::config::{
+    duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+};
 use crate::policy::{normalize_host, Host};
 use crate::route::direct::{DialError, DirectDialer, Resolve, StaticResolver, SystemResolver};
 use crate::route::guard::Guard;
@@ -51,12 +56,8 @@ pub const DEFAULT_CONNECTIONS: u32 = 2;
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Largest reconnection delay bound.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// Connect timeout towards destinations (and towards the relay).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SIGTERM lets open tunnels finish.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// A tunnel with no bytes either way for this long is closed (tollgate's default too).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Copy buffer per tunnel direction, held only while bytes move. Larger than the proxy's
 /// (64 KiB): each read becomes one HTTP/2 frame towards tollgate (frames up to
 /// `MAX_FRAME_SIZE`), and fewer, larger frames cost less on both sides of the relay.
@@ -192,31 +193,9 @@ impl AgentConfig {
     /// Every problem is reported at once.
     pub fn resolve(args: &RunArgs) -> Result<AgentConfig, AgentConfigError> {
         let mut errors = Vec::new();
-        let file = match &args.config {
-            Some(path) => match load_file(path) {
-                Ok(f) => f,
-                Err(e) => {
-                    errors.push(e);
-                    FileConfig::default()
-                }
-            },
-            None => FileConfig::default(),
-        };
-        let dur = |flag: &str,
-                   v: &Option<String>,
-                   f: &Option<String>,
-                   d,
-                   errs: &mut Vec<String>| match v.as_ref().or(f.as_ref()) {
-            None => d,
-            Some(s) => match humantime::parse_duration(s) {
-                Ok(x) if !x.is_zero() => x,
-                _ => {
-                    errs.push(format!(
-                        "--{flag}: {s:?} is not a positive duration like 10s"
-                    ));
-                    d
-                }
-            },
+        let file: FileConfig = load_toml_or_default(args.config.as_deref(), &mut errors);
+        let dur = |flag, v: &Option<String>, f: &Option<String>, d, errs: &mut Vec<String>| {
+            duration_setting(flag, v.as_ref(), f.as_ref(), d, errs)
         };
         let connect_timeout = dur(
             "connect-timeout",
@@ -339,17 +318,6 @@ impl AgentConfig {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
-}
-
-fn load_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(0);
-        format!("{}:{line}: {}", path.display(), e.message())
-    })
 }
 
 /// `https://host[:port]` → (host, port, TLS server name).
