@@ -206,7 +206,7 @@ impl Injector {
         let stored = self.cached_or_read(&app, &caller.user).await?;
         let token = match stored {
             None => return Err(self.consent_required(&app, &caller.user).await),
-            Some(t) if rejected.is_none() && self.is_fresh(&t) => t,
+            Some(t) if rejected.is_none() && self.is_fresh(&app, &t) => t,
             Some(_) => self.refresh(&app, &caller.user, rejected).await?,
         };
         set_bearer(headers, &token.access_token)?;
@@ -239,14 +239,21 @@ impl Injector {
         Ok(found)
     }
 
-    /// More than `min(60 s, lifetime/2)` left; an unknown lifetime is fresh.
-    fn is_fresh(&self, t: &TokenSet) -> bool {
+    /// More than `min(60 s, lifetime/2)` left; an unknown lifetime is fresh. The margin exists
+    /// only to refresh ahead of expiry, so a token that cannot be refreshed (no refresh token,
+    /// or a webhook app without a refresh template) is fresh until it really expires.
+    fn is_fresh(&self, app: &App, t: &TokenSet) -> bool {
         let Some(expires_at) = t.expires_at else {
             return true;
         };
         let lifetime = expires_at.saturating_sub(t.obtained_at);
         let margin = REFRESH_MARGIN_SECS.min(lifetime / 2);
-        expires_at.saturating_sub(self.clock.now()) > margin
+        let left = expires_at.saturating_sub(self.clock.now());
+        left > margin || (left > 0 && !self.can_refresh(app, t))
+    }
+
+    fn can_refresh(&self, app: &App, t: &TokenSet) -> bool {
+        t.refresh_token.is_some() && self.tokens.can_refresh(app)
     }
 
     fn flight(&self, key: FlightKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -278,21 +285,15 @@ impl Injector {
             return Err(self.consent_required(app, user).await);
         };
         let replaced = rejected.is_some_and(|r| *r != current.access_token);
-        if (rejected.is_none() || replaced) && self.is_fresh(&current) {
+        if (rejected.is_none() || replaced) && self.is_fresh(app, &current) {
             return Ok(current);
         }
         let refresh_token = current
             .refresh_token
             .clone()
-            .filter(|_| self.tokens.can_refresh(app));
+            .filter(|_| self.can_refresh(app, &current));
         let Some(refresh_token) = refresh_token else {
-            // Nothing to refresh with. The early margin exists only to refresh ahead of
-            // expiry, so without a way to refresh the token serves until it really expires.
-            let expired = current.expires_at.is_some_and(|at| at <= self.clock.now());
-            if rejected.is_none() && !expired {
-                return Ok(current);
-            }
-            // Expired or rejected: the user must consent again.
+            // Expired or rejected, and nothing to refresh with: the user must consent again.
             if rejected.is_some() {
                 self.store.delete_token(&app.org, &app.id, user).await?;
                 self.cache.remove(&app.org, &app.id, user);
@@ -336,7 +337,9 @@ impl Injector {
                 self.metrics.count_refresh("invalid_grant");
                 // Another replica may have rotated the refresh token meanwhile.
                 if let Some(now) = self.read(app, user).await? {
-                    if now.refresh_token.as_ref() != Some(&refresh_token) && self.is_fresh(&now) {
+                    if now.refresh_token.as_ref() != Some(&refresh_token)
+                        && self.is_fresh(app, &now)
+                    {
                         return Ok(now);
                     }
                 }
