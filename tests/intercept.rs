@@ -676,7 +676,7 @@ struct TestHook {
 impl RequestHook for TestHook {
     async fn on_request(
         &self,
-        caller: &Caller,
+        caller: &Arc<Caller>,
         target: &InterceptTarget,
         parts: &mut http::request::Parts,
     ) -> Result<HookOutcome, ProxyError> {

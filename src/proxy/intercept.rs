@@ -106,7 +106,7 @@ pub struct InjectionHook(pub Arc<crate::oauth::inject::Injector>);
 impl RequestHook for InjectionHook {
     async fn on_request(
         &self,
-        caller: &Caller,
+        caller: &Arc<Caller>,
         target: &InterceptTarget,
         parts: &mut http::request::Parts,
     ) -> Result<HookOutcome, ProxyError> {
@@ -162,7 +162,7 @@ pub trait RequestHook: Send + Sync {
     /// hop-by-hop headers already removed).
     async fn on_request(
         &self,
-        caller: &Caller,
+        caller: &Arc<Caller>,
         target: &InterceptTarget,
         parts: &mut http::request::Parts,
     ) -> Result<HookOutcome, ProxyError>;

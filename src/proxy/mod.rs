@@ -384,7 +384,7 @@ async fn proxy_request(
             log.injected = true;
             Some(replay::Reinject {
                 injector,
-                caller: (*caller).clone(),
+                caller: caller.clone(),
                 injected,
             })
         }

@@ -39,7 +39,7 @@ pub struct Reinject {
     /// Refreshes and injects.
     pub injector: Arc<Injector>,
     /// Whose token it is.
-    pub caller: Caller,
+    pub caller: Arc<Caller>,
     /// What was injected and rejected.
     pub injected: Injected,
 }
