@@ -313,6 +313,10 @@ impl Server {
             self.policies.clone(),
             shutdown.clone().cancelled_owned(),
         ));
+        tasks.spawn(purge_periodically(
+            oauth.store.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
         tasks.spawn(web::run(
             self.web_listener,
             WebState {
@@ -396,4 +400,30 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: draining"),
     }
     token.cancel();
+}
+
+/// How often expired consent tickets and pending authorizations are deleted. Every
+/// `authorization_required` answer stores a ticket; unused ones would otherwise stay until the
+/// next start.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Runs [`Store::purge_stale`] every [`PURGE_INTERVAL`] until `stop`.
+async fn purge_periodically(
+    store: Arc<dyn Store>,
+    stop: tokio_util::sync::WaitForCancellationFutureOwned,
+) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    // The store already purged when it opened.
+    tick.tick().await;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => match store.purge_stale().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "purged expired consents and stale records"),
+                Err(e) => tracing::warn!(error = %e, "purging stale store records failed"),
+            },
+        }
+    }
 }
