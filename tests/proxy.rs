@@ -436,13 +436,40 @@ async fn hot_reload_good_and_bad_edits() {
     assert!(back);
     assert_eq!(web_get(tg.web, "/readyz").await.json()["status"], "ready");
 
-    // SIGHUP forces a reload too.
+    // SIGHUP forces a reload too, with no file changed: a new generation of the same set.
+    let generation = || async {
+        web_get(tg.web, "/readyz").await.json()["policies"]["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = generation().await;
     tg.signal(libc::SIGHUP);
     let ok = Tollgate::wait_for(Duration::from_secs(10), async || {
-        tg.logs().contains("SIGHUP")
+        generation().await > before
     })
     .await;
-    assert!(ok, "SIGHUP not logged:\n{}", tg.logs());
+    assert!(ok, "SIGHUP did not reload:\n{}", tg.logs());
+    assert!(tg.logs().contains("SIGHUP"));
+}
+
+/// With no valid policy set ever loaded, everything is denied and /readyz says not ready.
+#[tokio::test]
+async fn without_a_valid_policy_set_everything_is_denied() {
+    let up = echo_upstream().await;
+    let tg = Tollgate::start("[[policy]]\nbogus = 1\n", &[]);
+    let ready = web_get(tg.web, "/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["status"], "not_ready");
+    let a = auth(&tg, "acme");
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/"),
+        &[("proxy-authorization", &a)],
+        "",
+    )
+    .await;
+    assert_proxy_error(&r, 403, "destination_denied");
 }
 
 #[tokio::test]
