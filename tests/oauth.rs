@@ -679,6 +679,115 @@ async fn server_error_at_refresh_keeps_token() {
     assert_eq!(env.p.refresh_calls(), 2);
 }
 
+/// `invalid_client` and `temporarily_unavailable` at refresh: 502, token kept; an
+/// `invalid_client` is logged loudly and counted.
+#[tokio::test]
+async fn invalid_client_and_temporarily_unavailable_at_refresh_keep_the_token() {
+    let env = setup(&[], |_, _| {}).await;
+    env.p.with(|s| s.access_ttl = Some(2));
+    env.consent("acme", "alice").await;
+    env.wait_stale("alice").await;
+    for mode in [RefreshMode::InvalidClient, RefreshMode::Unavailable] {
+        env.p.with(|s| s.refresh_mode = mode);
+        let r = env.call("acme", "alice").await;
+        assert_proxy_error(&r, 502, "token_refresh_failed");
+        assert_eq!(
+            env.authorizations("crm").await.len(),
+            1,
+            "{mode:?}: token dropped"
+        );
+    }
+    assert!(
+        env.metrics()
+            .await
+            .contains("tollgate_token_refreshes_total{outcome=\"invalid_client\"} 1"),
+        "{}",
+        env.metrics().await
+    );
+    let logged = Tollgate::wait_for(DEADLINE, async || {
+        env.tg
+            .logs()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("invalid_client"))
+    })
+    .await;
+    assert!(
+        logged,
+        "invalid_client not logged as an error:\n{}",
+        env.tg.logs()
+    );
+    env.p.with(|s| s.refresh_mode = RefreshMode::Normal);
+    let r = env.call("acme", "alice").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Token sets are flushed before the callback answers and sealed at rest: a SIGKILL right
+/// after the consent loses nothing, and no token is on disk in plaintext.
+#[tokio::test]
+async fn token_sets_survive_sigkill_after_consent_and_are_sealed_on_disk() {
+    let env = setup(&[], |_, _| {}).await;
+    env.consent("acme", "alice").await;
+    let Env { tg, p, admin } = env;
+    let tg = tg.restart(true, &[]);
+    let env = Env { tg, p, admin };
+    let r = env.call("acme", "alice").await;
+    assert_eq!(r.status, 200, "token lost by the SIGKILL: {}", r.text());
+    assert!(bearer_of(&r).starts_with("Bearer AT-secret-"));
+    assert!(env.tg.data_contains(b"crm"), "the scan reads no real data");
+    for secret in [&b"AT-secret"[..], b"RT-secret", b"sk-CLIENT-SECRET"] {
+        assert!(
+            !env.tg.data_contains(secret),
+            "{} in plaintext on disk",
+            String::from_utf8_lossy(secret)
+        );
+    }
+}
+
+/// A reset makes pending consents invalid: a ticket issued before it no longer opens, and a
+/// consent in progress at the provider stores nothing.
+#[tokio::test]
+async fn reset_invalidates_tickets_and_consents_in_progress() {
+    let env = setup(&[], |_, _| {}).await;
+    let reset = || async {
+        let r = web_request(
+            env.tg.web,
+            "POST",
+            "/v1/apps/crm/reset",
+            Some(&env.admin),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let ticket = env.consent_url("acme", "alice").await;
+    reset().await;
+    let (web, path) = split(&ticket);
+    let page = http(web, "GET", &path, &[]).await;
+    assert_eq!(page.status, 404, "{}", page.text());
+
+    // At the provider when the reset lands: the callback refuses to store the grant.
+    let ticket = env.consent_url("acme", "alice").await;
+    let (web, path) = split(&ticket);
+    let post = http(web, "POST", &path, &[]).await;
+    assert_eq!(post.status, 303, "{}", post.text());
+    let (idp, authorize) = split(&post.header("location").unwrap());
+    let at_idp = http(idp, "GET", &authorize, &[]).await;
+    reset().await;
+    let (back, callback) = split(&at_idp.header("location").unwrap());
+    let done = http(back, "GET", &callback, &[]).await;
+    assert!(
+        matches!(done.status, 400 | 409),
+        "{}: {}",
+        done.status,
+        done.text()
+    );
+    assert!(
+        env.authorizations("crm").await.is_empty(),
+        "grant stored after a reset"
+    );
+    assert_eq!(env.call("acme", "alice").await.status, 401);
+}
+
 #[tokio::test]
 async fn reset_during_refresh_wins() {
     // No revocation endpoint, so the refresh token stays valid at the provider and the race
@@ -850,6 +959,20 @@ async fn revoke_reset_delete_take_effect_and_revoke_at_provider() {
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(bearer_of(&r), CLIENT_AUTH, "token injected after delete");
     assert!(revoked(cid_new).await, "token not revoked on delete");
+    // Irreversible: the same app created again starts with no authorizations.
+    let r = web_request(
+        env.tg.web,
+        "POST",
+        "/v1/apps",
+        Some(&env.admin),
+        Some(&app_spec(&env.p)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(env.authorizations("crm").await.is_empty());
+    let r = env.call("acme", "cid").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "authorization_required");
     env.assert_no_secrets_logged();
 }
 

@@ -884,25 +884,6 @@ async fn invalid_webhook_specs_name_the_field() {
 }
 
 /// Every file under `dir`, recursively.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn data_contains(tg: &Tollgate, needle: &[u8]) -> bool {
-    walk(&tg.data).iter().any(|f| {
-        std::fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-    })
-}
-
 #[tokio::test]
 async fn header_values_are_write_only_and_sealed_at_rest() {
     let env = setup(|_, _| {}).await;
@@ -932,7 +913,7 @@ async fn header_values_are_write_only_and_sealed_at_rest() {
 
     // On disk: the app is there (its description, in the clear), the API key is not.
     let stored = Tollgate::wait_for(DEADLINE, async || {
-        data_contains(&env.tg, b"Records kept by the legacy CRM")
+        env.tg.data_contains(b"Records kept by the legacy CRM")
     })
     .await;
     assert!(
@@ -941,7 +922,7 @@ async fn header_values_are_write_only_and_sealed_at_rest() {
         env.tg.data
     );
     assert!(
-        !data_contains(&env.tg, API_KEY.as_bytes()),
+        !env.tg.data_contains(API_KEY.as_bytes()),
         "API key in plaintext on disk"
     );
     env.assert_no_secrets_logged();
@@ -1034,7 +1015,7 @@ async fn patch_with_null_header_values_keeps_the_stored_ones() {
     env.p.with(|s| s.hook_api_key = "k-ROTATED".into());
     env.consent("carol").await;
     assert!(env.violations().is_empty(), "{:?}", env.violations());
-    assert!(!data_contains(&env.tg, b"k-ROTATED"), "new key on disk");
+    assert!(!env.tg.data_contains(b"k-ROTATED"), "new key on disk");
 }
 
 #[tokio::test]

@@ -191,6 +191,26 @@ impl Tollgate {
         Tollgate::start_in(dir, extra)
     }
 
+    /// Whether any file under the data directory contains `needle` (to prove a secret is
+    /// sealed at rest; check a known plaintext too, so the scan is shown to read real data).
+    pub fn data_contains(&self, needle: &[u8]) -> bool {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&self.data, &mut files);
+        files.iter().any(|f| {
+            std::fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+    }
+
     pub fn bearer(&self, org: &str, user: &str) -> String {
         format!("Bearer {}", self.token(org, user))
     }

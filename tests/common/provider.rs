@@ -55,6 +55,10 @@ pub enum RefreshMode {
     InvalidGrant,
     /// `500` with a text body.
     ServerError,
+    /// `401 {"error":"invalid_client"}`.
+    InvalidClient,
+    /// `400 {"error":"temporarily_unavailable"}`.
+    Unavailable,
     /// Wait for a permit on [`Provider::release`], then answer as `Normal`.
     Hold,
 }
@@ -415,11 +419,8 @@ impl Provider {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        match mode {
-            RefreshMode::ServerError => return text(500, "internal error"),
-            RefreshMode::InvalidGrant => return json(400, r#"{"error":"invalid_grant"}"#),
-            RefreshMode::Hold => self.hold.acquire().await.unwrap().forget(),
-            RefreshMode::Normal => {}
+        if let Some(r) = self.refresh_by_mode(mode).await {
+            return r;
         }
         let mut s = self.state.lock().unwrap();
         if !s.refresh_tokens.contains(&rt) {
@@ -548,11 +549,8 @@ impl Provider {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                match mode {
-                    RefreshMode::ServerError => return text(500, "internal error"),
-                    RefreshMode::InvalidGrant => return json(400, r#"{"error":"invalid_grant"}"#),
-                    RefreshMode::Hold => self.hold.acquire().await.unwrap().forget(),
-                    RefreshMode::Normal => {}
+                if let Some(r) = self.refresh_by_mode(mode).await {
+                    return r;
                 }
                 if !self.with(|s| s.refresh_tokens.contains(&rt)) {
                     return json(400, r#"{"error":"invalid_grant"}"#);
@@ -582,6 +580,22 @@ impl Provider {
             result["ttl"] = ttl.clone().into();
         }
         json(200, &serde_json::json!({ "result": result }).to_string())
+    }
+
+    /// What `mode` answers to a refresh instead of new tokens (after waiting, for `Hold`);
+    /// `None`: refresh normally. Shared by `/token` and `/handshake/refresh`.
+    async fn refresh_by_mode(&self, mode: RefreshMode) -> Option<Response<Full<Bytes>>> {
+        match mode {
+            RefreshMode::ServerError => Some(text(500, "internal error")),
+            RefreshMode::InvalidGrant => Some(json(400, r#"{"error":"invalid_grant"}"#)),
+            RefreshMode::InvalidClient => Some(json(401, r#"{"error":"invalid_client"}"#)),
+            RefreshMode::Unavailable => Some(json(400, r#"{"error":"temporarily_unavailable"}"#)),
+            RefreshMode::Hold => {
+                self.hold.acquire().await.unwrap().forget();
+                None
+            }
+            RefreshMode::Normal => None,
+        }
     }
 
     async fn revoke(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
