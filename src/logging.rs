@@ -17,6 +17,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct BufferedStderr {
     buf: Arc<Mutex<Vec<u8>>>,
+    /// Held from taking the buffer until it is written, so two flushes (the periodic one
+    /// and a full buffer's) cannot reach stderr out of order.
+    writing: Arc<Mutex<()>>,
 }
 
 /// Flushes the buffer when dropped and stops the periodic flusher.
@@ -30,6 +33,7 @@ impl BufferedStderr {
     pub fn new() -> (BufferedStderr, FlushGuard) {
         let out = BufferedStderr {
             buf: Arc::new(Mutex::new(Vec::with_capacity(FLUSH_BYTES * 2))),
+            writing: Arc::new(Mutex::new(())),
         };
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (w, s) = (out.clone(), stop.clone());
@@ -46,6 +50,7 @@ impl BufferedStderr {
 
     /// Writes out whatever is buffered.
     pub fn flush_now(&self) {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let pending = {
             let mut b = match self.buf.lock() {
                 Ok(b) => b,
