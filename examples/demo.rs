@@ -145,8 +145,7 @@ async fn main() -> Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(server.run(shutdown.clone()));
 
-    let key = tollgate::datadir::read_key_text(&dir.path().join("data/keys/identity.key"))?;
-    let key = tollgate::identity::IdentityKey::from_bytes(key.as_bytes());
+    let key = tollgate::identity::load_key_file(dir.path().join("data/keys/identity.key"))?;
     let hour = Duration::from_secs(3600);
     let admin = tollgate::identity::mint(&key, "acme", "root", &["admin".into()], hour);
     let runner = tollgate::identity::mint(&key, "acme", "alice", &[], hour);

@@ -286,7 +286,7 @@ impl Config {
             .filter(|s| !s.is_empty())
             .collect();
         for id in &revoked_agents {
-            if !crate::agent::credential::valid_agent_id(id) {
+            if !crate::policy::is_id(id) {
                 errors.push(format!("--revoked-agents: {id:?} is not an agent ID"));
             }
         }

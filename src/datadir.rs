@@ -109,8 +109,10 @@ pub fn random_key_text() -> Result<String, DataDirError> {
     Ok(s)
 }
 
-/// Reads a key file's text, trimmed of surrounding whitespace.
-pub fn read_key_text(path: &Path) -> Result<String, DataDirError> {
+/// Reads a key file's text, trimmed of surrounding whitespace (the keys themselves are read
+/// by their owners: `identity::load_key_file`, the store's key loader).
+#[cfg(test)]
+fn read_key_text(path: &Path) -> Result<String, DataDirError> {
     fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .map_err(|source| DataDirError::Io {

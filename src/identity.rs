@@ -200,6 +200,22 @@ fn opt_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
     Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
 }
 
+/// Why claims would make a token the verifier refuses (the checks `verify` applies to `sub`,
+/// `org` and `roles`), so `token mint` fails instead of printing one.
+pub fn claims_problem(org: &str, user: &str, roles: &[String]) -> Option<String> {
+    let rule = format!("1 to {MAX_CLAIM_CHARS} characters, no control characters");
+    if !valid_name(org) {
+        return Some(format!("--org must be {rule}"));
+    }
+    if !valid_name(user) {
+        return Some(format!("--user must be {rule}"));
+    }
+    if roles.len() > MAX_ROLES || !roles.iter().all(|r| valid_name(r)) {
+        return Some(format!("--role: at most {MAX_ROLES}, each {rule}"));
+    }
+    None
+}
+
 /// Mints a caller token (HS256) with `sub`, `org`, `iat`, `exp = now + ttl`, and `roles`
 /// (omitted when empty).
 pub fn mint(key: &IdentityKey, org: &str, user: &str, roles: &[String], ttl: Duration) -> String {

@@ -278,22 +278,17 @@ fn token_mint(
     roles: &[String],
     ttl: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let path = tollgate::datadir::DataDir::at(data).identity_key;
-    let key = tollgate::datadir::read_key_text(&path).with_context(|| {
-        "no identity key: run `tollgate serve` once to create the data directory"
-    })?;
-    for (what, v) in [("--org", org), ("--user", user)] {
-        if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
-            bail!("{what} must be 1 to 128 printable characters");
-        }
+    if let Some(problem) = tollgate::identity::claims_problem(org, user, roles) {
+        bail!("{problem}");
     }
-    let token = tollgate::identity::mint(
-        &tollgate::identity::IdentityKey::from_bytes(key.as_bytes()),
-        org,
-        user,
-        roles,
-        ttl,
-    );
+    let path = tollgate::datadir::DataDir::at(data).identity_key;
+    let key = tollgate::identity::load_key_file(&path).with_context(|| {
+        format!(
+            "{}: no identity key; run `tollgate serve` once to create the data directory",
+            path.display()
+        )
+    })?;
+    let token = tollgate::identity::mint(&key, org, user, roles, ttl);
     println!("{token}");
     Ok(())
 }

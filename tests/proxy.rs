@@ -795,6 +795,15 @@ fn token_mint_cli_makes_a_usable_token() {
     assert_eq!((caller.org.as_str(), caller.user.as_str()), ("acme", "bob"));
     assert!(caller.is_admin());
     assert!(caller.exp > 0);
+    // A claim the verifier would refuse is refused at mint time, not printed.
+    let out = Command::new(bin())
+        .args(["token", "mint", "--data", path_str(&tg.data)])
+        .args(["--org", "acme", "--user", "bob", "--role", ""])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
 
     let out = Command::new(bin())
         .args(["ca", "export", "--data", path_str(&tg.data)])

@@ -18,6 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::IdentityKey;
+use crate::policy::{is_id, MAX_ID_LEN};
 
 /// JWT header `typ` of agent credentials.
 pub const CREDENTIAL_TYP: &str = "tollgate-agent+jwt";
@@ -25,8 +26,12 @@ pub const CREDENTIAL_TYP: &str = "tollgate-agent+jwt";
 /// `aud` claim of agent credentials: the relay listener.
 pub const CREDENTIAL_AUD: &str = "tollgate-relay";
 
-/// Longest agent ID, as for policy names (`route = "agent:ID"` uses the same rule).
-pub const MAX_AGENT_ID_LEN: usize = 63;
+/// Why an agent ID is refused; the rule is the policy's (`route = "agent:ID"`).
+pub fn agent_id_problem(id: &str) -> Option<String> {
+    (!is_id(id)).then(|| {
+        format!("invalid agent ID {id:?}: use 1 to {MAX_ID_LEN} lowercase letters, digits and '-'")
+    })
+}
 
 /// Clock skew tolerated on `exp`, in seconds.
 const LEEWAY_SECS: u64 = 5;
@@ -43,15 +48,6 @@ pub enum CredentialError {
     /// The agent ID is listed in `--revoked-agents`.
     #[error("agent {0:?} is revoked")]
     Revoked(String),
-}
-
-/// Checks an agent ID: 1 to 63 of `[a-z0-9-]`, the form `route = "agent:ID"` accepts.
-pub fn valid_agent_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_AGENT_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,10 +73,8 @@ fn now() -> u64 {
 ///
 /// Fails only when `id` is not a valid agent ID or the system random generator fails.
 pub fn enroll(key: &IdentityKey, id: &str, ttl: Option<Duration>) -> Result<String, String> {
-    if !valid_agent_id(id) {
-        return Err(format!(
-            "invalid agent ID {id:?}: use 1 to {MAX_AGENT_ID_LEN} lowercase letters, digits and '-'"
-        ));
+    if let Some(problem) = agent_id_problem(id) {
+        return Err(problem);
     }
     let jti = crate::datadir::random_key_text()
         .map_err(|e| e.to_string())?
@@ -140,7 +134,7 @@ impl CredentialVerifier {
             return Err(CredentialError::Invalid);
         }
         let c = data.claims;
-        if !valid_agent_id(&c.agent) {
+        if !is_id(&c.agent) {
             return Err(CredentialError::Invalid);
         }
         if c.exp

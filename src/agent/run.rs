@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::allow::{Allowlist, Refusal, TargetMatch};
-use super::credential::valid_agent_id;
+use super::credential::agent_id_problem;
 use super::handshake::{self, Hello, Welcome};
 use super::relay::{
     CONNECTION_WINDOW, DEFAULT_KEEPALIVE, MAX_FRAME_SIZE, MAX_TUNNELS_PER_CONNECTION,
@@ -240,10 +240,7 @@ impl AgentConfig {
         let id = args.id.clone().or(file.id);
         match &id {
             None => errors.push("--id is required".into()),
-            Some(id) if !valid_agent_id(id) => errors.push(format!(
-                "--id: invalid agent ID {id:?}: use 1 to 63 lowercase letters, digits and '-'"
-            )),
-            Some(_) => {}
+            Some(id) => errors.extend(agent_id_problem(id).map(|p| format!("--id: {p}"))),
         }
         let credential = match args.credential_file.clone().or(file.credential_file) {
             None => {

@@ -21,4 +21,4 @@ pub use matcher::{
     Decision, PolicyInfo, PolicySet, Route, RuleKind, RuleRef, REASON_ALLOWED, REASON_DENY_RULE,
     REASON_NO_MATCH, REASON_PORT, REASON_UNKNOWN_POLICY,
 };
-pub use model::{PolicyError, DEFAULT_ALLOW_PORTS};
+pub use model::{is_id, PolicyError, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};

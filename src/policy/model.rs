@@ -44,7 +44,7 @@ impl std::error::Error for PolicyError {}
 pub const DEFAULT_ALLOW_PORTS: [u16; 2] = [80, 443];
 
 /// Longest policy name or agent ID: they appear in log lines, metrics labels and URLs.
-const MAX_ID_LEN: usize = 63;
+pub const MAX_ID_LEN: usize = 63;
 
 // ---------------------------------------------------------------------------------------------
 // Raw types: exactly what a file may contain, nothing more.
@@ -521,8 +521,9 @@ fn parse_port(p: &RawPort) -> Result<(u16, u16), String> {
     }
 }
 
-/// `[a-z0-9-]+`, at most [`MAX_ID_LEN`] long: policy names and agent IDs.
-fn is_id(s: &str) -> bool {
+/// `[a-z0-9-]+`, at most [`MAX_ID_LEN`] long: policy names and agent IDs (the ID in
+/// `route = "agent:ID"`, `agent enroll --id`, `agent run --id`, `--revoked-agents`).
+pub fn is_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
         && s.bytes()
