@@ -14,19 +14,19 @@
 //! `169.254.169.254`, and a name cannot be pointed at the agent host's own loopback).
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::policy::{normalize_host, Host};
+use crate::policy::{normalize_host, parse_cidr, parse_host_pattern, Host, HostPattern};
 use crate::route::guard::{classify, AddrClass};
 
 /// Cloud instance metadata addresses: refused unless listed exactly.
-pub const METADATA_ADDRESSES: &[&str] = &[
-    "169.254.169.254", // AWS, GCP, Azure, OpenStack, DigitalOcean
-    "169.254.170.2",   // AWS ECS task metadata
-    "100.100.100.200", // Alibaba Cloud
-    "fd00:ec2::254",   // AWS IMDS over IPv6
+pub const METADATA_ADDRESSES: [IpAddr; 4] = [
+    IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), // AWS, GCP, Azure, OpenStack, DigitalOcean
+    IpAddr::V4(Ipv4Addr::new(169, 254, 170, 2)),   // AWS ECS task metadata
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)), // Alibaba Cloud
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)), // AWS IMDS over IPv6
 ];
 
 /// Why a destination was refused, for the agent's 403 answer.
@@ -100,29 +100,23 @@ impl Allowlist {
         if e.is_empty() {
             return Err("empty".into());
         }
+        // The grammar of policy files: CIDRs (mapped IPv6 folded to IPv4, as addresses are
+        // when matched), exact names and `*.suffix`; an address alone is a /32 or /128.
         if e.contains('/') {
-            let net: IpNet = e.parse().map_err(|_| "not a CIDR like 10.0.0.0/8")?;
-            if net.trunc() != net {
-                return Err(format!("host bits set; did you mean {}?", net.trunc()));
-            }
-            self.cidrs.push(net);
+            self.cidrs.push(parse_cidr(e)?);
             return Ok(());
         }
-        if let Some(suffix) = e.strip_prefix("*.") {
-            match normalize_host(suffix).map_err(|err| err.to_string())? {
-                Host::Name(n) => self.suffixes.push(format!(".{n}")),
-                Host::Ip(_) => return Err("a pattern cannot end in an address".into()),
+        if !e.contains('*') {
+            if let Ok(Host::Ip(ip)) = normalize_host(e) {
+                self.cidrs.push(IpNet::from(ip));
+                return Ok(());
             }
-            return Ok(());
         }
-        if e == "*" || e.contains('*') {
-            return Err("only exact names and `*.suffix` patterns are supported".into());
-        }
-        match normalize_host(e).map_err(|err| err.to_string())? {
-            Host::Name(n) => {
+        match parse_host_pattern(e)? {
+            HostPattern::Exact(n) => {
                 self.exact.insert(n);
             }
-            Host::Ip(ip) => self.cidrs.push(IpNet::from(ip)),
+            HostPattern::Suffix(n) => self.suffixes.push(format!(".{n}")),
         }
         Ok(())
     }
@@ -231,9 +225,7 @@ impl Allowlist {
 }
 
 fn is_metadata(ip: IpAddr) -> bool {
-    METADATA_ADDRESSES
-        .iter()
-        .any(|m| m.parse::<IpAddr>().is_ok_and(|m| m == ip))
+    METADATA_ADDRESSES.contains(&ip)
 }
 
 #[cfg(test)]
@@ -340,6 +332,11 @@ mod tests {
             list.check_address(&m, ip("10.30.1.1")).unwrap_err().code,
             "destination_denied"
         );
+        // A mapped IPv6 CIDR is folded to IPv4 like policy CIDRs, so it matches the
+        // (canonical) addresses names resolve to.
+        let mapped = Allowlist::parse(&["::ffff:10.20.0.0/112"]).unwrap();
+        let m = mapped.check_target(&host("anything.example")).unwrap();
+        assert!(mapped.check_address(&m, ip("10.20.1.1")).is_ok());
         let names_only = Allowlist::parse(&["db.corp"]).unwrap();
         assert_eq!(
             names_only

@@ -22,3 +22,5 @@ pub use matcher::{
     REASON_NO_MATCH, REASON_PORT, REASON_UNKNOWN_POLICY,
 };
 pub use model::{is_id, PolicyError, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};
+/// The policy files' host-pattern and CIDR grammar, shared with the agent's allowlist.
+pub(crate) use model::{parse_cidr, parse_host_pattern, HostPattern};
