@@ -343,6 +343,19 @@ impl Registry {
             .unwrap_or(0)
     }
 
+    /// Fails with [`AgentDialError::Unavailable`] (counted, as [`Registry::dial`] counts it)
+    /// when no connection of `agent` is up: for callers that open their tunnels later.
+    pub fn require(&self, agent: &str) -> Result<(), AgentDialError> {
+        if self.connections(agent) > 0 {
+            return Ok(());
+        }
+        let e = AgentDialError::Unavailable {
+            agent: agent.to_string(),
+        };
+        self.metrics.dial_failed(agent, e.code());
+        Err(e)
+    }
+
     /// Closes every connection (shutdown).
     pub fn close_all(&self) {
         for list in self.lock().values() {

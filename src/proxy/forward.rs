@@ -488,12 +488,7 @@ impl AgentUpstream {
         agent: &Arc<str>,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        if self.registry.connections(agent) == 0 {
-            self.registry
-                .metrics()
-                .dial_failed(agent, "agent_unavailable");
-            return Err(ProxyError::AgentUnavailable(agent.to_string()));
-        }
+        self.registry.require(agent)?;
         let (client, fresh) = self.clients(agent);
         let replay = (matches!(
             *req.method(),

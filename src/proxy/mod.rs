@@ -328,10 +328,7 @@ async fn proxy_request(
                 Some(Either::Left(stream))
             }
             Some(id) if intercept => {
-                if state.agents.connections(id) == 0 {
-                    state.agents.metrics().dial_failed(id, "agent_unavailable");
-                    return Err(ProxyError::AgentUnavailable(id.to_string()));
-                }
+                state.agents.require(id)?;
                 None
             }
             Some(id) => Some(Either::Right(
