@@ -211,7 +211,7 @@ pub(crate) fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyEr
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(d) = s.downcast_ref::<DialError>() {
-            return ProxyError::Dial(copy_dial_error(d));
+            return ProxyError::Dial(d.clone());
         }
         if let Some(a) = s.downcast_ref::<AgentDialError>() {
             return a.clone().into();
@@ -245,27 +245,6 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
             return Some(t);
         }
         e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
-    }
-}
-
-/// `DialError` holds an `io::Error`, which is not `Clone`; rebuild an equivalent value.
-fn copy_dial_error(d: &DialError) -> DialError {
-    match d {
-        DialError::Dns { host, detail } => DialError::Dns {
-            host: host.clone(),
-            detail: detail.clone(),
-        },
-        DialError::Prohibited(p) => DialError::Prohibited(p.clone()),
-        DialError::Refused(a) => DialError::Refused(*a),
-        DialError::Timeout(t) => DialError::Timeout(t.clone()),
-        DialError::DeniedAddress { addr, rule } => DialError::DeniedAddress {
-            addr: *addr,
-            rule: rule.clone(),
-        },
-        DialError::Io { addr, source } => DialError::Io {
-            addr: addr.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
     }
 }
 

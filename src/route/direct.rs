@@ -98,8 +98,9 @@ impl Resolve for StaticResolver {
     }
 }
 
-/// Why a direct dial failed. Maps 1:1 to proxy error codes.
-#[derive(Debug, thiserror::Error)]
+/// Why a direct dial failed. Maps 1:1 to proxy error codes. `Clone` (the I/O error is
+/// shared) so an error found inside a client library's error chain can be reported as is.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DialError {
     /// Name did not resolve (`dns_error`).
     #[error("DNS lookup failed for {host}: {detail}")]
@@ -133,7 +134,7 @@ pub enum DialError {
         /// Address being dialed.
         addr: String,
         /// The error.
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -298,7 +299,7 @@ impl DirectDialer {
                 Ok(Ok(stream)) => {
                     stream.set_nodelay(true).map_err(|source| DialError::Io {
                         addr: addr.to_string(),
-                        source,
+                        source: Arc::new(source),
                     })?;
                     return Ok((stream, addr));
                 }
@@ -319,7 +320,7 @@ impl DirectDialer {
         } else if let Some((addr, source)) = other {
             DialError::Io {
                 addr: addr.to_string(),
-                source,
+                source: Arc::new(source),
             }
         } else {
             // Unreachable in practice (resolution never yields an empty list), but an empty
