@@ -412,7 +412,7 @@ fn main() {
         let upstream = Arc::new(Upstream::new(
             dialer.clone(),
             Duration::from_secs(60),
-            Arc::new(tls.clone()),
+            tls.clone(),
         ));
         let handler = Arc::new(UpstreamForwarder::new(upstream.clone(), metrics.clone()));
         let policies = Policies::load(dir.path().join("policies"));
@@ -444,7 +444,7 @@ fn main() {
             agent_upstream: Arc::new(tollgate::proxy::forward::AgentUpstream::new(
                 agents.clone(),
                 Duration::from_secs(60),
-                Arc::new(tls.clone()),
+                tls.clone(),
             )),
             agents,
             oauth,

@@ -273,12 +273,12 @@ impl Server {
         let upstream = Arc::new(Upstream::new(
             dialer.clone(),
             self.config.upstream_timeout,
-            Arc::new(self.upstream_tls.clone()),
+            self.upstream_tls.clone(),
         ));
         let agent_upstream = Arc::new(AgentUpstream::new(
             agents.clone(),
             self.config.upstream_timeout,
-            upstream_tls.clone(),
+            self.upstream_tls.clone(),
         ));
         let handler = Arc::new(
             UpstreamForwarder::new(upstream.clone(), metrics.clone())

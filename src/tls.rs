@@ -9,7 +9,7 @@
 //!   [`LEAF_VALIDITY`] and renewed when less than [`LEAF_RENEW_BEFORE`] remains; kept in a
 //!   bounded LRU map; minted once per host however many connections ask at the same time.
 //! - The client configuration used towards upstreams ([`upstream_client_config`]): webpki roots
-//!   plus an optional extra CA file, ALPN `h2` and `http/1.1`.
+//!   plus an optional extra CA file (ALPN is set by whoever connects).
 //!
 //! Everything uses the `ring` provider explicitly, so nothing depends on a process-wide default.
 
@@ -50,7 +50,7 @@ const SESSION_CACHE_SIZE: usize = 4096;
 /// Longest `CN` X.520 allows (ub-common-name); longer names are carried by the SAN alone.
 const MAX_COMMON_NAME: usize = 64;
 
-/// ALPN protocols offered to clients of intercepted connections and to upstreams.
+/// ALPN protocols offered to clients of intercepted connections.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Errors loading a CA, minting a leaf or building a TLS configuration.
@@ -560,7 +560,9 @@ impl LeafCache {
 }
 
 /// The rustls client configuration for upstream TLS: the webpki roots plus every certificate in
-/// `extra_ca_file` (PEM), ALPN `h2` and `http/1.1`.
+/// `extra_ca_file` (PEM). No ALPN: the pooled clients' hyper-rustls connectors set it from the
+/// protocols they enable (and refuse a configuration that already has some); provider calls
+/// set `http/1.1` themselves.
 pub fn upstream_client_config(extra_ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -582,12 +584,10 @@ pub fn upstream_client_config(extra_ca_file: Option<&Path>) -> Result<ClientConf
             return Err(invalid(path, "no PEM certificate found"));
         }
     }
-    let mut config = ClientConfig::builder_with_provider(provider())
+    Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
+        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -836,9 +836,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, _) = write_ca(dir.path(), true, vec![KeyUsagePurpose::KeyCertSign]);
         let base = upstream_client_config(None).unwrap();
-        assert_eq!(
-            base.alpn_protocols,
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        assert!(
+            base.alpn_protocols.is_empty(),
+            "ALPN is the connectors' to set"
         );
         upstream_client_config(Some(&c)).unwrap();
         let empty = dir.path().join("empty.pem");

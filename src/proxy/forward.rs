@@ -65,12 +65,8 @@ impl Upstream {
     pub fn new(
         dialer: Arc<DirectDialer>,
         response_timeout: Duration,
-        tls: Arc<rustls::ClientConfig>,
+        tls: rustls::ClientConfig,
     ) -> Self {
-        // hyper-rustls sets ALPN itself (from enable_http1/2) and panics when the
-        // configuration already carries some.
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols.clear();
         let handoff = Arc::new(Handoff::default());
         let build = |allow_private| {
             let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -413,10 +409,8 @@ impl AgentUpstream {
     pub fn new(
         registry: Arc<Registry>,
         response_timeout: Duration,
-        tls: Arc<rustls::ClientConfig>,
+        tls: rustls::ClientConfig,
     ) -> Self {
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols.clear();
         AgentUpstream {
             registry,
             clients: RwLock::default(),
