@@ -2,6 +2,7 @@
 //! the policy, rule (file:line), route, and what the address guard would say about the
 //! addresses the name resolves to now.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
@@ -9,7 +10,7 @@ use serde_json::json;
 
 use crate::oauth::index::DomainTable;
 use crate::policy::{normalize_host, Host, PolicySet, Route};
-use crate::route::guard::classify;
+use crate::route::guard::{classify, Guard};
 
 /// Parses a target given as a URL (`http://host[:port]/...`, `https://host`) or `host:port`.
 pub fn parse_target(target: &str) -> anyhow::Result<(Host, u16)> {
@@ -87,12 +88,15 @@ pub fn run(
                 }
             }
         };
+        // The proxy's own guard (offline, it knows no listener addresses).
+        let guard = Guard::default();
         for ip in ips {
-            let class = classify(ip);
-            let refused = class.is_prohibited() && !d.allow_private;
+            let refused = guard
+                .check(SocketAddr::new(ip, port), d.allow_private)
+                .is_err();
             addresses.push(json!({
                 "address": ip.to_string(),
-                "class": class.as_str(),
+                "class": classify(ip).as_str(),
                 "guard": if refused { "refused" } else { "ok" },
             }));
         }

@@ -512,7 +512,7 @@ fn set_bearer(headers: &mut HeaderMap, token: &Secret) -> Result<(), InjectError
         }
     })?;
     value.set_sensitive(true);
-    headers.remove(AUTHORIZATION);
+    // `insert` replaces every value the client sent.
     headers.insert(AUTHORIZATION, value);
     Ok(())
 }

@@ -624,7 +624,7 @@ impl Webhook {
 
     /// Reads the stored form back.
     pub fn from_stored(v: &Value) -> Result<Webhook, String> {
-        serde_json::from_value(v.clone()).map_err(|e| format!("stored webhook handshake: {e}"))
+        Webhook::deserialize(v).map_err(|e| format!("stored webhook handshake: {e}"))
     }
 
     /// As a spec: with header values (`reveal`, to merge a PATCH over), or with every header

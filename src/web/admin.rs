@@ -448,19 +448,14 @@ async fn create_app(
     let taken = taken_domains(&state, &admin.org, spec.id.as_deref()).await?;
     let valid = validate(&spec, &admin.org, &state.policies.current(), &taken, false)
         .map_err(ApiError::invalid)?;
-    if state.store.get_app(&admin.org, &valid.id).await?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("app {:?} already exists in your organization", valid.id),
-        ));
-    }
+    let id = valid.id.clone();
+    // The store's create is the one (atomic) duplicate check.
     let app = apply(valid, &admin.org, None);
     let app = state.store.create_app(app).await.map_err(|e| match e {
         StoreError::Conflict => ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
-            "app already exists in your organization",
+            format!("app {id:?} already exists in your organization"),
         ),
         other => other.into(),
     })?;

@@ -418,10 +418,9 @@ async fn callback(
             );
         }
     };
+    let mut token = grant.into_token_set(&app, &pending.user, SystemClock.now(), None);
     // Bound to the generation the consent started under: a reset since makes the write fail.
-    let mut bound = app.clone();
-    bound.generation = pending.generation;
-    let token = grant.into_token_set(&bound, &pending.user, SystemClock.now(), None);
+    token.generation = pending.generation;
     let scopes = token.scopes.clone();
     match store.put_token_if_current(token, pending.incarnation).await {
         Err(e) => return store_failed(e),
