@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::webhook::{self, Webhook, WebhookSpec};
-use crate::policy::{normalize_host, Host, PolicySet};
+use crate::policy::{normalize_host, parse_host_pattern, Host, HostPattern, PolicySet};
 use crate::route::guard::classify;
 use crate::store::{ClientAuth, Handshake};
 
@@ -418,25 +418,15 @@ pub(super) fn check_url(field: &str, url: &str, errs: &mut FieldErrors) -> Optio
     Some((host, port))
 }
 
-/// A domain pattern: an exact name or `*.suffix`, normalized like policy host patterns.
+/// A domain pattern: an exact name or `*.suffix`, in the grammar of policy host patterns.
 pub fn normalize_pattern(p: &str) -> Result<String, String> {
-    let (wild, rest) = match p.strip_prefix("*.") {
-        Some(r) => (true, r),
-        None => (false, p),
-    };
-    if rest.contains('*') || rest.is_empty() {
-        return Err(format!(
-            "{p:?} is not a host pattern (an exact name or *.suffix)"
-        ));
+    if let Ok(Host::Ip(_)) = normalize_host(p) {
+        return Err(format!("{p:?} is an IP address; domains are host names"));
     }
-    match normalize_host(rest) {
-        Ok(Host::Name(n)) if !wild || n.contains('.') || !n.is_empty() => {
-            Ok(if wild { format!("*.{n}") } else { n })
-        }
-        Ok(Host::Name(_)) => Err(format!("{p:?} is not a host pattern")),
-        Ok(Host::Ip(_)) => Err(format!("{p:?} is an IP address; domains are host names")),
-        Err(e) => Err(e.to_string()),
-    }
+    Ok(match parse_host_pattern(p)? {
+        HostPattern::Exact(n) => n,
+        HostPattern::Suffix(n) => format!("*.{n}"),
+    })
 }
 
 #[cfg(test)]
