@@ -16,7 +16,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::identity::Caller;
 use crate::metrics::Metrics;
-use crate::policy::Decision;
+use crate::policy::{Decision, Route, RuleRef};
 
 /// Everything the decision line reports about one request.
 pub struct RequestLog {
@@ -38,10 +38,10 @@ pub struct RequestLog {
     pub reason: Cow<'static, str>,
     /// Winning policy.
     pub policy: Option<Arc<str>>,
-    /// Deciding rule, `file:line`.
-    pub rule: Option<String>,
-    /// Route taken.
-    pub route: Option<String>,
+    /// Deciding rule (`file:line` in the line); formatted only when the line is written.
+    pub rule: Option<RuleRef>,
+    /// Route taken; formatted only when the line is written.
+    pub route: Option<Route>,
     /// Outbound application bound to the destination host, when one of the caller's org is.
     pub app: Option<String>,
     /// Whether a token was injected.
@@ -99,8 +99,8 @@ impl RequestLog {
         self.decision = if d.allowed { "allowed" } else { "denied" };
         self.reason = Cow::Borrowed(d.reason);
         self.policy = d.policy.clone();
-        self.rule = d.rule.as_ref().map(|r| r.to_string());
-        self.route = d.route.as_ref().map(|r| r.to_string());
+        self.rule = d.rule.clone();
+        self.route = d.route.clone();
     }
 }
 
@@ -120,8 +120,8 @@ impl Drop for RequestLog {
             decision = self.decision,
             reason = %self.reason,
             policy = self.policy.as_deref().unwrap_or("-"),
-            rule = self.rule.as_deref().unwrap_or("-"),
-            route = self.route.as_deref().unwrap_or("-"),
+            rule = %OrDash(self.rule.as_ref()),
+            route = %OrDash(self.route.as_ref()),
             app = self.app.as_deref().unwrap_or("-"),
             injected = self.injected,
             status = self.status,
@@ -132,6 +132,18 @@ impl Drop for RequestLog {
             "request"
         );
         self.metrics.count_request(self.decision, self.status);
+    }
+}
+
+/// A value in the access line, `-` when absent (the line's fields are fixed).
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
