@@ -107,14 +107,25 @@ pub async fn send_hello<W: AsyncWrite + Unpin>(
     write_frame(w, hello).await
 }
 
-/// Relay side: checks the magic, then reads the hello.
+/// Relay side: checks the magic, then reads the hello and checks its shape (before any
+/// credential is verified).
 pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, HandshakeError> {
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic).await?;
     if &magic != MAGIC {
         return Err(HandshakeError::Protocol("not a tollgate agent"));
     }
-    read_frame(r).await
+    let hello: Hello = read_frame(r).await?;
+    let instance = &hello.instance;
+    if instance.is_empty()
+        || instance.len() > 64
+        || !instance.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(HandshakeError::Protocol(
+            "the instance must be 1 to 64 letters and digits",
+        ));
+    }
+    Ok(hello)
 }
 
 #[cfg(test)]
@@ -163,5 +174,20 @@ mod tests {
             read_hello(&mut b).await,
             Err(HandshakeError::Protocol("frame too large"))
         ));
+        // A malformed instance is refused as a bad hello, before any credential check.
+        for instance in ["", "has space", &"x".repeat(65)] {
+            let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+            let hello = Hello {
+                credential: "c".into(),
+                instance: instance.into(),
+                slot: 0,
+                version: "v".into(),
+            };
+            send_hello(&mut a, &hello).await.unwrap();
+            assert!(
+                matches!(read_hello(&mut b).await, Err(HandshakeError::Protocol(_))),
+                "{instance:?}"
+            );
+        }
     }
 }

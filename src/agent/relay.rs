@@ -305,17 +305,7 @@ impl RelayConnTask {
                     return None;
                 }
             };
-            let verdict = self.verifier.verify(&hello.credential).and_then(|id| {
-                if hello.instance.is_empty()
-                    || hello.instance.len() > 64
-                    || hello.instance.chars().any(|c| !c.is_ascii_alphanumeric())
-                {
-                    Err(CredentialError::Invalid)
-                } else {
-                    Ok(id)
-                }
-            });
-            match verdict {
+            match self.verifier.verify(&hello.credential) {
                 Ok(agent) => {
                     let welcome = Welcome {
                         ok: true,
