@@ -979,18 +979,74 @@ async fn revoke_reset_delete_take_effect_and_revoke_at_provider() {
 #[tokio::test]
 async fn iss_mismatch_is_refused() {
     let env = setup(&[], |_, _| {}).await;
-    env.p
-        .with(|s| s.iss_override = Some("https://evil.example".into()));
-    let url = env.consent_url("acme", "alice").await;
-    let (r, _) = env.complete(&url, &[]).await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("Unexpected authorization server"));
+    // Another issuer, and none at all while the app expects one (RFC 9207).
+    for iss in ["https://evil.example", ""] {
+        env.p.with(|s| s.iss_override = Some(iss.into()));
+        let url = env.consent_url("acme", "alice").await;
+        let (r, _) = env.complete(&url, &[]).await;
+        assert_eq!(r.status, 400, "iss {iss:?}: {}", r.text());
+        assert!(r.text().contains("Unexpected authorization server"));
+        assert_eq!(
+            env.p.with(|s| s.code_calls),
+            0,
+            "code exchanged despite iss {iss:?}"
+        );
+        assert!(env.authorizations("crm").await.is_empty());
+    }
+}
+
+/// A CONNECT to an app's domain is intercepted only for callers of the app's org; for another
+/// org it is a blind tunnel: the client talks TLS with the upstream itself and nothing is
+/// injected.
+#[tokio::test]
+async fn connect_to_another_orgs_app_domain_is_a_blind_tunnel() {
+    use rustls::pki_types::pem::PemObject;
+    let env = setup(&[], |_, _| {}).await;
+    let (ca_pem, server) = common::provider::test_ca_and_server();
+    let port = env.p.serve_api_tls(server).await.port();
+    let pa = format!("Bearer {}", env.tg.token("globex", "alice"));
+    let (r, tunnel) = proxy_connect(
+        env.tg.proxy,
+        &format!("localhost:{port}"),
+        &[("proxy-authorization", &pa)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Only the upstream's own CA is trusted: the handshake succeeds only end to end.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tunnel.unwrap(),
+        )
+        .await
+        .expect("the upstream's own certificate, not a tollgate leaf");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/records")
+        .header("host", format!("localhost:{port}"))
+        .header("authorization", CLIENT_AUTH)
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(
-        env.p.with(|s| s.code_calls),
-        0,
-        "code exchanged despite iss mismatch"
+        v["authorization"], CLIENT_AUTH,
+        "another org's token injected: {v}"
     );
-    assert!(env.authorizations("crm").await.is_empty());
 }
 
 #[tokio::test]
@@ -1104,6 +1160,22 @@ async fn tls_origination_to_app_domains_with_test_ca() {
     // The plain-HTTP API port does not speak TLS: origination is really happening.
     let r = env.call("acme", "alice").await;
     assert_eq!(r.status, 502, "{}", r.text());
+
+    // Without --upstream-ca-file the test CA is not trusted: 502, and the token never
+    // reaches the upstream.
+    let untrusting = setup(&[], |spec, _| spec["upstream_tls"] = json!(true)).await;
+    let (_, server) = common::provider::test_ca_and_server();
+    let tls_api = untrusting.p.serve_api_tls(server).await;
+    untrusting.consent("acme", "alice").await;
+    let r = untrusting
+        .call_port("acme", "alice", tls_api.port(), "GET", "")
+        .await;
+    assert_proxy_error(&r, 502, "tls_certificate_error");
+    assert_eq!(
+        untrusting.p.with(|s| s.api_calls),
+        0,
+        "request reached the API"
+    );
 }
 
 /// TLS origination (plain http from the runner) and interception (CONNECT) of the same

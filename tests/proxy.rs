@@ -586,6 +586,23 @@ async fn connection_limit_answers_503_overloaded() {
     assert!(got.contains("\"error\":\"overloaded\""));
 }
 
+/// A client that never finishes its request head is cut off after the request-head timeout
+/// (DESIGN default 30 s; 1 s here), so it cannot hold a connection slot forever.
+#[tokio::test]
+async fn a_stalled_request_head_is_cut_off() {
+    let tg = Tollgate::start(POLICY, &["--request-head-timeout", "1s"]);
+    let mut s = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
+    s.write_all(b"GET http://api.example/ HTTP/1.1\r\nHost: api.example\r\n")
+        .await
+        .unwrap();
+    // A generous bound, not a timing claim: the connection must end well before it.
+    let mut buf = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    assert!(ended.is_ok(), "a stalled head kept the connection open");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
     let up = echo_upstream().await;

@@ -88,7 +88,7 @@ struct Code {
 pub struct ProviderState {
     pub client_id: String,
     pub client_secret: String,
-    /// `iss` sent on the callback; `None` = the real issuer.
+    /// `iss` sent on the callback; `None` = the real issuer, `Some("")` = no `iss` at all.
     pub iss_override: Option<String>,
     /// `expires_in` of issued access tokens; `None` = omitted.
     pub access_ttl: Option<u64>,
@@ -310,14 +310,14 @@ impl Provider {
             .iss_override
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.addr));
-        let location = format!(
-            "{redirect_uri}?{}",
-            url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("code", &code)
-                .append_pair("state", &state)
-                .append_pair("iss", &iss)
-                .finish()
-        );
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("code", &code)
+            .append_pair("state", &state);
+        if !iss.is_empty() {
+            query.append_pair("iss", &iss);
+        }
+        let location = format!("{redirect_uri}?{}", query.finish());
         let mut r = text(302, "");
         r.headers_mut()
             .insert("location", location.parse().unwrap());
