@@ -47,7 +47,7 @@ use tracing::Instrument;
 use super::errors::ProxyError;
 use super::forward::{clean_response, strip_hop_by_hop, AgentUpstream, Upstream, UpstreamBody};
 use super::log::{CountingBody, RequestLog};
-use super::replay::{send_replayable, Reauthorize, Reinject};
+use super::replay::{send_replayable, Reinject};
 use super::{ProxyBody, ProxyState};
 use crate::identity::Caller;
 use crate::metrics::Metrics;
@@ -119,11 +119,11 @@ impl RequestHook for InjectionHook {
             Some(injected) => Ok(HookOutcome {
                 injected: true,
                 app: Some(injected.app.id.clone()),
-                reauthorize: Some(Box::new(Reinject {
+                reauthorize: Some(Reinject {
                     injector: self.0.clone(),
                     caller: caller.clone(),
                     injected,
-                })),
+                }),
             }),
         }
     }
@@ -138,7 +138,7 @@ pub struct HookOutcome {
     pub app: Option<String>,
     /// When the hook set credentials the upstream may reject (`401 invalid_token`): how to
     /// get fresh ones, for one replay of the request.
-    pub reauthorize: Option<Box<dyn Reauthorize>>,
+    pub reauthorize: Option<Reinject>,
 }
 
 impl std::fmt::Debug for HookOutcome {
@@ -510,7 +510,7 @@ impl InnerHandler for UpstreamForwarder {
         let mut resp = send_replayable(
             parts,
             body,
-            reauthorize.as_deref(),
+            reauthorize.as_ref(),
             log.bytes_up.clone(),
             send,
         )

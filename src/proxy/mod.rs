@@ -387,18 +387,17 @@ async fn proxy_request(
         }
         None => None,
     };
-    let reauth = reauth.as_ref().map(|r| r as &dyn replay::Reauthorize);
     let up = log.bytes_up.clone();
     let resp = match &agent {
         None => {
             let allow_private = decision.allow_private;
-            replay::send_replayable(parts, body, reauth, up, |r| {
+            replay::send_replayable(parts, body, reauth.as_ref(), up, |r| {
                 state.upstream.send(r, allow_private)
             })
             .await?
         }
         Some(id) => {
-            replay::send_replayable(parts, body, reauth, up, |r| {
+            replay::send_replayable(parts, body, reauth.as_ref(), up, |r| {
                 state.agent_upstream.send(id, r)
             })
             .await?

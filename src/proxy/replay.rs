@@ -1,7 +1,7 @@
 //! Forwarding a request that carries credentials tollgate set (an injected token) on any
 //! route: direct plain-http, through an agent, or inside an intercepted TLS tunnel. The
 //! request body is buffered when it is small enough to be sent twice, and an upstream `401`
-//! with `error="invalid_token"` asks the [`Reauthorize`] step for fresh credentials (one
+//! with `error="invalid_token"` asks the injector ([`Reinject`]) for fresh credentials (one
 //! forced refresh) and, for a buffered body, replays the request once (DESIGN "Token
 //! responses").
 
@@ -26,15 +26,9 @@ use crate::oauth::inject::{rejects_token, Injected, Injector};
 /// refresh (DESIGN: "for bodies under 64 KiB"); larger ones are streamed and not replayed.
 pub const MAX_REPLAY_BODY: usize = 64 * 1024;
 
-/// Gets fresh credentials after the upstream rejected the ones set on a request.
-#[async_trait::async_trait]
-pub trait Reauthorize: Send + Sync {
-    /// Sets fresh credentials in `headers` (the rejected request's headers).
-    async fn reauthorize(&self, headers: &mut HeaderMap) -> Result<(), ProxyError>;
-}
-
-/// Token injection's [`Reauthorize`]: one forced refresh of the rejected token (unless a
-/// concurrent request already replaced it), then the new token.
+/// What was injected into a request, to get fresh credentials if the upstream rejects them:
+/// one forced refresh of the rejected token (unless a concurrent request already replaced
+/// it), then the new token.
 pub struct Reinject {
     /// Refreshes and injects.
     pub injector: Arc<Injector>,
@@ -44,8 +38,8 @@ pub struct Reinject {
     pub injected: Injected,
 }
 
-#[async_trait::async_trait]
-impl Reauthorize for Reinject {
+impl Reinject {
+    /// Sets fresh credentials in `headers` (the rejected request's headers).
     async fn reauthorize(&self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
         self.injector
             .inject_after_rejection(&self.caller, &self.injected, headers)
@@ -69,7 +63,7 @@ enum Buffered {
 pub async fn send_replayable<S, Fut>(
     parts: Parts,
     body: Incoming,
-    reauth: Option<&dyn Reauthorize>,
+    reauth: Option<&Reinject>,
     counter: Arc<AtomicU64>,
     send: S,
 ) -> Result<Response<Incoming>, ProxyError>
