@@ -75,10 +75,7 @@ impl Upstream {
                 .enable_http1()
                 .enable_http2()
                 .wrap_connector(HandoffConnector {
-                    inner: GuardedConnector {
-                        dialer: dialer.clone(),
-                        allow_private,
-                    },
+                    dialer: dialer.clone(),
                     handoff: handoff.clone(),
                     allow_private,
                 });
@@ -244,51 +241,14 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
     }
 }
 
-/// hyper-util connector that dials through [`DirectDialer`] (resolve once, guard, dial).
-#[derive(Clone)]
-pub struct GuardedConnector {
-    dialer: Arc<DirectDialer>,
-    allow_private: bool,
-}
-
-impl GuardedConnector {
-    /// A connector dialing through `dialer`; `allow_private` as the policy decided.
-    pub fn new(dialer: Arc<DirectDialer>, allow_private: bool) -> Self {
-        GuardedConnector {
-            dialer,
-            allow_private,
-        }
-    }
-}
-
-impl tower_service::Service<Uri> for GuardedConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = DialError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), DialError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let raw = uri.host().unwrap_or_default();
-            let host = normalize_host(raw).map_err(|e| DialError::Dns {
-                host: raw.to_string(),
-                detail: e.to_string(),
-            })?;
-            let default_port = if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            };
-            let port = uri.port_u16().unwrap_or(default_port);
-            let (stream, _) = dialer.dial(&host, port, allow_private).await?;
-            Ok(TokioIo::new(stream))
-        })
-    }
+/// The port a connector dials for `uri`: the explicit one, else the scheme's default.
+fn uri_port(uri: &Uri) -> u16 {
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    uri.port_u16().unwrap_or(default)
 }
 
 /// A connection dialed before the `200` is used for a new upstream connection only while it is
@@ -341,12 +301,13 @@ impl Handoff {
     }
 }
 
-/// The upstream clients' connector: a pre-dialed connection for the target if there is one, else a
-/// fresh guarded dial.
+/// The upstream clients' connector: a pre-dialed connection for the target if there is one,
+/// else a fresh dial through [`DirectDialer`] (resolve once, guard, dial a checked address).
 #[derive(Clone)]
 struct HandoffConnector {
-    inner: GuardedConnector,
+    dialer: Arc<DirectDialer>,
     handoff: Arc<Handoff>,
+    /// As the policy decided for the pool this connector serves.
     allow_private: bool,
 }
 
@@ -355,27 +316,35 @@ impl tower_service::Service<Uri> for HandoffConnector {
     type Error = DialError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DialError>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), DialError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let key = uri.host().and_then(|h| normalize_host(h).ok()).map(|host| {
-            let default_port = if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            };
-            let port = uri.port_u16().unwrap_or(default_port);
-            HandoffKey {
-                authority: format!("{host}:{port}"),
-                allow_private: self.allow_private,
+        let raw = uri.host().unwrap_or_default();
+        let host = match normalize_host(raw) {
+            Ok(h) => h,
+            Err(e) => {
+                return Box::pin(std::future::ready(Err(DialError::Dns {
+                    host: raw.to_string(),
+                    detail: e.to_string(),
+                })))
             }
-        });
-        if let Some(stream) = key.and_then(|k| self.handoff.take(&k)) {
+        };
+        let port = uri_port(&uri);
+        let key = HandoffKey {
+            authority: format!("{host}:{port}"),
+            allow_private: self.allow_private,
+        };
+        if let Some(stream) = self.handoff.take(&key) {
             return Box::pin(std::future::ready(Ok(TokioIo::new(stream))));
         }
-        self.inner.call(uri)
+        let dialer = self.dialer.clone();
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let (stream, _) = dialer.dial(&host, port, allow_private).await?;
+            Ok(TokioIo::new(stream))
+        })
     }
 }
 
@@ -519,13 +488,7 @@ impl tower_service::Service<Uri> for AgentConnector {
         let agent = self.agent.clone();
         Box::pin(async move {
             let host = uri.host().unwrap_or_default();
-            let default_port = if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            };
-            let port = uri.port_u16().unwrap_or(default_port);
-            let stream = registry.dial(&agent, host, port).await?;
+            let stream = registry.dial(&agent, host, uri_port(&uri)).await?;
             Ok(TokioIo::new(stream))
         })
     }
