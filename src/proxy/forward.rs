@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{Either, Empty};
@@ -143,24 +144,36 @@ pub fn prepare_request<B>(req: &mut Request<B>, authority: &str) -> Result<(), P
 /// `Host` keeps what the client asked for, minus a port the origin no longer listens on.
 pub fn originate_tls<B>(req: &mut Request<B>, host: &Host, port: u16) -> Result<(), ProxyError> {
     let bad = || ProxyError::BadRequest("invalid request target".into());
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     // The authority as an intercepted request to the same origin writes it (no `:443`), so
     // both share pooled connections, and HTTP/2's `:authority` equals `Host`.
-    let authority = if port == 443 {
+    let authority = https_authority(host, port)?;
+    let value = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
+    *req.uri_mut() = https_uri(authority, req.uri().path_and_query())?;
+    req.headers_mut().insert(HOST, value);
+    Ok(())
+}
+
+/// `host`, plus `:port` unless 443: how requests to an https origin name it.
+pub fn https_authority(host: &Host, port: u16) -> Result<Authority, ProxyError> {
+    let text = if port == 443 {
         host.to_string()
     } else {
         format!("{host}:{port}")
     };
-    *req.uri_mut() = format!("https://{authority}{path}")
-        .parse()
-        .map_err(|_| bad())?;
-    let value = HeaderValue::from_str(&authority).map_err(|_| bad())?;
-    req.headers_mut().insert(HOST, value);
-    Ok(())
+    Authority::try_from(text).map_err(|_| ProxyError::BadRequest("invalid request target".into()))
+}
+
+/// `https://{authority}{path_and_query}` (path `/` when there is none), built from parts.
+pub fn https_uri(authority: Authority, path: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
+    Uri::builder()
+        .scheme(Scheme::HTTPS)
+        .authority(authority)
+        .path_and_query(
+            path.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        )
+        .build()
+        .map_err(|_| ProxyError::BadRequest("invalid request target".into()))
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), those named by `Connection`, and the

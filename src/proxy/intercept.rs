@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, HOST, TE};
-use http::uri::{Authority, Uri};
+use http::uri::Authority;
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -45,7 +45,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::errors::ProxyError;
-use super::forward::{clean_response, strip_hop_by_hop, AgentUpstream, Upstream, UpstreamBody};
+use super::forward::{
+    clean_response, https_authority, https_uri, strip_hop_by_hop, AgentUpstream, Upstream,
+    UpstreamBody,
+};
 use super::log::{CountingBody, RequestLog};
 use super::replay::{send_replayable, Reinject};
 use super::{ProxyBody, ProxyState};
@@ -75,25 +78,20 @@ pub struct InterceptTarget {
     /// Port.
     pub port: u16,
     /// `host`, plus `:port` unless 443: the authority of the rewritten inner requests.
-    pub authority: String,
+    pub authority: Authority,
     /// The policy decision for the `CONNECT` (route, `allow_private`, policy and rule).
     pub decision: Decision,
 }
 
 impl InterceptTarget {
     /// A target for `host:port` under `decision`.
-    pub fn new(host: Host, port: u16, decision: Decision) -> Self {
-        let authority = if port == 443 {
-            host.to_string()
-        } else {
-            format!("{host}:{port}")
-        };
-        InterceptTarget {
+    pub fn new(host: Host, port: u16, decision: Decision) -> Result<Self, ProxyError> {
+        Ok(InterceptTarget {
+            authority: https_authority(&host, port)?,
             host,
             port,
-            authority,
             decision,
-        }
+        })
     }
 }
 
@@ -388,34 +386,33 @@ pub fn check_and_rewrite<B>(
                 .ok_or_else(|| ProxyError::BadRequest("invalid Host header".into()))?,
         ),
     };
-    let mut named = Vec::with_capacity(2);
-    for auth in [from_uri, from_host].into_iter().flatten() {
-        named.push(inner_target(&auth)?);
-    }
-    if named.is_empty() {
+    if from_uri.is_none() && from_host.is_none() {
         return Err(ProxyError::BadRequest("request without Host".into()));
     }
-    for (host, port) in &named {
-        if *host != target.host || *port != target.port {
+    for auth in [from_uri, from_host].into_iter().flatten() {
+        // The usual case, the authority exactly as the target writes it (compared without
+        // case), needs no normalization.
+        if auth == target.authority {
+            continue;
+        }
+        let (host, port) = inner_target(&auth)?;
+        if host != target.host || port != target.port {
             return Err(ProxyError::Misdirected(format!(
                 "this connection is for {}:{}; the request is for {host}:{port}",
                 target.host, target.port
             )));
         }
     }
-    let path = match req.uri().path_and_query() {
-        Some(p) if p.as_str() == "*" => {
-            return Err(ProxyError::BadRequest(
-                "asterisk-form requests are not forwarded".into(),
-            ))
-        }
-        Some(p) => p.as_str(),
-        None => "/",
-    };
-    let uri: Uri = format!("https://{}{}", target.authority, path)
-        .parse()
-        .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?;
-    *req.uri_mut() = uri;
+    if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|p| p.as_str() == "*")
+    {
+        return Err(ProxyError::BadRequest(
+            "asterisk-form requests are not forwarded".into(),
+        ));
+    }
+    *req.uri_mut() = https_uri(target.authority.clone(), req.uri().path_and_query())?;
     req.headers_mut().remove(HOST);
     Ok(req)
 }
@@ -574,7 +571,7 @@ mod tests {
             route: None,
             allow_private: false,
         };
-        InterceptTarget::new(normalize_host(host).unwrap(), port, decision)
+        InterceptTarget::new(normalize_host(host).unwrap(), port, decision).unwrap()
     }
 
     fn req(uri: &str, host: Option<&str>) -> Request<()> {

@@ -360,7 +360,7 @@ async fn proxy_request(
                     upstream,
                     on_upgrade,
                     tls,
-                    target: Arc::new(intercept::InterceptTarget::new(host, port, decision)),
+                    target: Arc::new(intercept::InterceptTarget::new(host, port, decision)?),
                     caller,
                 })))
             }
