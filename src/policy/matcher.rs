@@ -340,6 +340,7 @@ pub(crate) struct DirFiles {
     pub dir_errors: Vec<PolicyError>,
 }
 
+#[cfg(test)]
 impl DirFiles {
     fn into_errors(self) -> Vec<PolicyError> {
         let mut errors = self.dir_errors;
@@ -348,7 +349,8 @@ impl DirFiles {
     }
 }
 
-/// Reads the `*.toml` files of `dir` (see [`PolicySet::read_sources`]).
+/// Reads the `*.toml` files of `dir`: `(file name, contents)` for every regular, non-hidden
+/// `*.toml` file (editors' lock and swap files are hidden), sorted by name.
 pub(crate) fn read_dir_files(dir: &Path) -> DirFiles {
     let dir_err = |message: String| PolicyError {
         file: dir.display().to_string(),
@@ -441,10 +443,8 @@ impl PolicySet {
         Self::build_from(&read_dir_files(dir))
     }
 
-    /// Reads the policy files of `dir` without validating them: `(file name, contents)` for
-    /// every regular file named `*.toml` (not hidden: editors' lock and swap files are),
-    /// sorted by name; subdirectories are not read. A missing or unreadable directory is one
-    /// error with line 0; an unreadable file is an error with line 0 for that file.
+    /// Reads the policy files of `dir` without validating them (tests of the directory rules).
+    #[cfg(test)]
     pub fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, Vec<PolicyError>> {
         let found = read_dir_files(dir);
         if found.dir_errors.is_empty() && found.unreadable.is_empty() {
@@ -663,6 +663,7 @@ impl PolicySet {
     }
 
     /// Number of `[[deny]]` rules in the set.
+    #[cfg(test)]
     pub fn deny_rule_count(&self) -> usize {
         self.deny_rules.len()
     }

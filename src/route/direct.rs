@@ -184,11 +184,6 @@ impl DirectDialer {
         self
     }
 
-    /// The guard this dialer checks addresses with.
-    pub fn guard(&self) -> &Guard {
-        &self.guard
-    }
-
     /// Dials `host:port`. Returns the stream and the address actually connected to.
     ///
     /// An IP host is not resolved. A name is resolved once; if any answer is prohibited (see

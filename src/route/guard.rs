@@ -226,11 +226,6 @@ impl Guard {
         Self { own }
     }
 
-    /// The listening addresses this guard protects.
-    pub fn own_listeners(&self) -> &[SocketAddr] {
-        &self.own
-    }
-
     /// Checks one resolved address. `allow_private` comes from the winning rule.
     ///
     /// The proxy's own listeners are refused with reason `"proxy's own listener"` even when
