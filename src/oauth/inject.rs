@@ -305,18 +305,12 @@ impl Injector {
             Ok(grant) => {
                 let now = self.clock.now();
                 let token = Arc::new(grant.into_token_set(app, user, now, Some(&current)));
-                // An admin revoke of this one user (which deletes the token without bumping
-                // the generation) during the refresh must not be undone by our write. The
-                // store's CAS covers reset and delete, not this; re-reading shrinks the
-                // window from the provider round trip to the gap between two store calls.
-                if self.read(app, user).await?.is_none() {
-                    self.metrics.count_refresh("superseded");
-                    return Err(self.consent_required(app, user).await);
-                }
+                // Only over the user's existing token: a reset, a delete, or an admin revoke
+                // of this user during the refresh wins (checked in the store's transaction).
                 let epoch = self.cache.epoch();
                 if self
                     .store
-                    .put_token_if_current((*token).clone(), app.incarnation)
+                    .replace_token_if_current((*token).clone(), app.incarnation)
                     .await?
                 {
                     self.cache.put(epoch, app, token.clone());
@@ -324,11 +318,11 @@ impl Injector {
                     tracing::info!(org = %app.org, app = %app.id, user, "token refreshed");
                     Ok(token)
                 } else {
-                    // Reset or deleted while we refreshed: the reset wins.
+                    // Reset, deleted or revoked while we refreshed: that wins.
                     self.metrics.count_refresh("superseded");
                     tracing::info!(
                         org = %app.org, app = %app.id, user,
-                        "refreshed token discarded: the app was reset or deleted meanwhile"
+                        "refreshed token discarded: the app was reset or deleted, or the user's authorization revoked, meanwhile"
                     );
                     Err(self.consent_required(app, user).await)
                 }

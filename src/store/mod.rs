@@ -167,6 +167,15 @@ pub trait Store: Send + Sync {
     /// wins. Returns whether it was written.
     async fn put_token_if_current(&self, token: TokenSet, incarnation: u64) -> StoreResult<bool>;
 
+    /// [`Store::put_token_if_current`] for a refresh: writes only over an existing token set
+    /// of the user, in the same transaction, so an admin revoke (which deletes the user's
+    /// token without bumping the generation) that lands during the refresh also wins.
+    async fn replace_token_if_current(
+        &self,
+        token: TokenSet,
+        incarnation: u64,
+    ) -> StoreResult<bool>;
+
     /// Deletes a user's token set of the app's current incarnation and generation. Returns
     /// whether there was one; [`StoreError::NotFound`] if the app does not exist.
     async fn delete_token(&self, org: &str, app: &str, user: &str) -> StoreResult<bool>;

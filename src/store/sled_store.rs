@@ -105,6 +105,45 @@ fn app_version(org: &str, id: &str, bytes: Option<IVec>) -> StoreResult<Option<(
 }
 
 impl SledStore {
+    /// Writes `token` if the app still has `incarnation` and the token's generation (and,
+    /// with `replace_only`, the user still has a token set), all in one transaction.
+    async fn write_token(
+        &self,
+        token: TokenSet,
+        incarnation: u64,
+        replace_only: bool,
+    ) -> StoreResult<bool> {
+        let bytes = encode(&TokenRecord::seal(&token, incarnation, &self.key)?)?;
+        let tkey = token_key(
+            &token.org,
+            &token.app,
+            incarnation,
+            token.generation,
+            &token.user,
+        );
+        let akey = app_key(&token.org, &token.app);
+        let written = (&self.apps, &self.tokens)
+            .transaction(|(apps, tokens)| {
+                let current = match app_version(&token.org, &token.app, apps.get(&akey)?) {
+                    Ok(current) => current,
+                    Err(e) => return abort(e),
+                };
+                if current != Some((incarnation, token.generation)) {
+                    return Ok(false);
+                }
+                if replace_only && tokens.get(tkey.as_slice())?.is_none() {
+                    return Ok(false);
+                }
+                tokens.insert(tkey.as_slice(), bytes.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if written {
+            self.durable().await?;
+        }
+        Ok(written)
+    }
+
     /// Opens (creating if needed) the store in directory `path`, sealing with `key`.
     ///
     /// Blocking (recovery, a clean-up pass and a flush): call it at startup, before serving.
@@ -538,32 +577,15 @@ impl Store for SledStore {
     }
 
     async fn put_token_if_current(&self, token: TokenSet, incarnation: u64) -> StoreResult<bool> {
-        let bytes = encode(&TokenRecord::seal(&token, incarnation, &self.key)?)?;
-        let tkey = token_key(
-            &token.org,
-            &token.app,
-            incarnation,
-            token.generation,
-            &token.user,
-        );
-        let akey = app_key(&token.org, &token.app);
-        let written = (&self.apps, &self.tokens)
-            .transaction(|(apps, tokens)| {
-                let current = match app_version(&token.org, &token.app, apps.get(&akey)?) {
-                    Ok(current) => current,
-                    Err(e) => return abort(e),
-                };
-                if current != Some((incarnation, token.generation)) {
-                    return Ok(false);
-                }
-                tokens.insert(tkey.as_slice(), bytes.as_slice())?;
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if written {
-            self.durable().await?;
-        }
-        Ok(written)
+        self.write_token(token, incarnation, false).await
+    }
+
+    async fn replace_token_if_current(
+        &self,
+        token: TokenSet,
+        incarnation: u64,
+    ) -> StoreResult<bool> {
+        self.write_token(token, incarnation, true).await
     }
 
     async fn delete_token(&self, org: &str, app: &str, user: &str) -> StoreResult<bool> {
@@ -973,6 +995,40 @@ mod tests {
             s.set_app_enabled("acme", "nope", true).await.unwrap_err(),
             StoreError::NotFound
         );
+    }
+
+    /// A refresh's write goes only over an existing token: a revoke (delete) during the
+    /// refresh wins.
+    #[tokio::test]
+    async fn replace_writes_only_over_an_existing_token() {
+        let (_tmp, _clock, s) = fresh();
+        let a = s.create_app(app("acme", "github")).await.unwrap();
+        assert!(!s
+            .replace_token_if_current(token(&a, "bob", "at-1"), a.incarnation)
+            .await
+            .unwrap());
+        assert!(
+            current(&s, &a, "bob").await.is_none(),
+            "written over nothing"
+        );
+        assert!(s
+            .put_token_if_current(token(&a, "bob", "at-1"), a.incarnation)
+            .await
+            .unwrap());
+        assert!(s
+            .replace_token_if_current(token(&a, "bob", "at-2"), a.incarnation)
+            .await
+            .unwrap());
+        assert_eq!(
+            current(&s, &a, "bob").await.unwrap().access_token.expose(),
+            "at-2"
+        );
+        assert!(s.delete_token("acme", "github", "bob").await.unwrap());
+        assert!(!s
+            .replace_token_if_current(token(&a, "bob", "at-3"), a.incarnation)
+            .await
+            .unwrap());
+        assert!(current(&s, &a, "bob").await.is_none(), "revoke undone");
     }
 
     #[tokio::test]
