@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::agent::*;
 use common::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const POLICY: &str = r#"
@@ -79,6 +79,11 @@ async fn echo_through(
         return Err(format!("CONNECT answered {}: {}", r.status, r.text()));
     }
     let mut t = tunnel.ok_or("no tunnel")?;
+    echo_on(&mut t, msg).await
+}
+
+/// Writes `msg` on an open tunnel to an echo server and reads it back.
+async fn echo_on<S: AsyncRead + AsyncWrite + Unpin>(t: &mut S, msg: &[u8]) -> Result<(), String> {
     t.write_all(msg).await.map_err(|e| e.to_string())?;
     let mut back = vec![0u8; msg.len()];
     tokio::time::timeout(Duration::from_secs(10), t.read_exact(&mut back))
@@ -509,6 +514,201 @@ async fn two_agents_with_one_id_share_the_load_and_survive_losing_one() {
     );
     eprintln!("{total} requests, 0 failed; {broken} tunnels were open through the killed agent");
     assert!(wait_connections(&tg, "onprem-1", 2, Duration::from_secs(5)).await);
+}
+
+/// Generous, so that an agent exiting within the tests' deadlines did so because its tunnels
+/// ended, not because the drain timeout ran out.
+const DRAIN_TIMEOUT: &str = "120s";
+
+#[tokio::test]
+async fn a_draining_agent_finishes_open_tunnels_while_new_ones_go_to_another_agent() {
+    let echo = tcp_echo().await;
+    let (tg, relay) = start_tollgate(&[]);
+    let mut a = start_agent(
+        &tg,
+        relay,
+        &["127.0.0.0/8"],
+        &["--drain-timeout", DRAIN_TIMEOUT],
+    );
+    assert!(
+        wait_connections(&tg, "onprem-1", 2, Duration::from_secs(20)).await,
+        "agent A did not connect\n{}",
+        a.logs()
+    );
+    let auth = tg.bearer("acme", "alice");
+
+    // Only A is connected: this tunnel goes through A.
+    let (r, tunnel) = proxy_connect(
+        tg.proxy,
+        &echo.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut tunnel = tunnel.unwrap();
+    echo_on(&mut tunnel, b"before SIGTERM").await.unwrap();
+
+    // B shares A's ID.
+    let b = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
+    assert!(
+        wait_connections(&tg, "onprem-1", 4, Duration::from_secs(20)).await,
+        "agent B did not connect\n{}",
+        b.logs()
+    );
+
+    a.signal(libc::SIGTERM);
+    let draining = Tollgate::wait_for(Duration::from_secs(20), async || {
+        a.logs().contains("SIGTERM: draining")
+    })
+    .await;
+    assert!(draining, "A did not start draining:\n{}", a.logs());
+    // A's idle relay connection closes after its GOAWAY; the one carrying the tunnel stays
+    // while the tunnel is open.
+    assert!(
+        wait_connections(&tg, "onprem-1", 3, Duration::from_secs(20)).await,
+        "expected B's 2 connections plus A's busy one\ntollgate:\n{}\nA:\n{}",
+        tg.logs(),
+        a.logs()
+    );
+
+    // The tunnel opened before SIGTERM still works, both ways.
+    echo_on(&mut tunnel, b"after SIGTERM").await.unwrap();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    echo_on(&mut tunnel, &big).await.unwrap();
+    assert!(
+        a.exited().is_none(),
+        "A exited with a tunnel open:\n{}",
+        a.logs()
+    );
+
+    // New tunnels still open, through B (A sent GOAWAY on every connection).
+    const NEW: usize = 10;
+    for i in 0..NEW {
+        echo_through(
+            tg.proxy,
+            &auth,
+            &echo.to_string(),
+            format!("new {i}").as_bytes(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("new tunnel {i} while A drains: {e}\n{}", a.logs()));
+    }
+    let via_b = Tollgate::wait_for(Duration::from_secs(10), async || {
+        b.tunnel_lines().len() >= NEW
+    })
+    .await;
+    assert!(
+        via_b,
+        "B served {} of the new tunnels:\n{}",
+        b.tunnel_lines().len(),
+        b.logs()
+    );
+    echo_on(&mut tunnel, b"still open").await.unwrap();
+
+    // Closing the last tunnel lets A finish draining and exit cleanly.
+    drop(tunnel);
+    let mut status = None;
+    let exited = Tollgate::wait_for(Duration::from_secs(30), async || {
+        status = a.exited();
+        status.is_some()
+    })
+    .await;
+    assert!(
+        exited,
+        "A still running after its last tunnel closed:\n{}",
+        a.logs()
+    );
+    let status = status.unwrap();
+    assert!(status.success(), "A exited with {status}:\n{}", a.logs());
+    let logs = a.logs();
+    assert!(logs.contains("agent stopped"), "{logs}");
+    assert!(!logs.contains("drain timeout"), "{logs}");
+    // A served exactly the one tunnel, which ended because it was closed, not cut.
+    let lines = a.tunnel_lines();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert_eq!(lines[0]["port"], echo.port(), "{}", lines[0]);
+    assert_eq!(lines[0]["reason"], "closed", "{}", lines[0]);
+
+    assert!(
+        wait_connections(&tg, "onprem-1", 2, Duration::from_secs(20)).await,
+        "A's connections still counted:\n{}",
+        tg.logs()
+    );
+    echo_through(tg.proxy, &auth, &echo.to_string(), b"after A left")
+        .await
+        .unwrap();
+}
+
+/// Lines of `agent`'s logs that report a relay connection failing on the relay's
+/// certificate.
+fn certificate_failures(agent: &Agent) -> usize {
+    agent
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("relay connection failed") && l.contains("certificate"))
+        .count()
+}
+
+#[tokio::test]
+async fn an_agent_refuses_a_relay_certificate_not_signed_by_its_ca() {
+    let echo = tcp_echo().await;
+    let (tg, relay) = start_tollgate(&[]);
+    // A CA of its own, which did not sign tollgate's relay certificate.
+    let (foreign_ca, _) = common::provider::test_ca_and_server();
+    let foreign = tg.dir.path().join("foreign-ca.pem");
+    std::fs::write(&foreign, foreign_ca).unwrap();
+    let (cred, _) = credential_files(&tg, "onprem-1");
+    let wrong = Agent::start_with_files(
+        relay,
+        "onprem-1",
+        &cred,
+        &foreign,
+        &["127.0.0.0/8"],
+        &["--keepalive", KEEPALIVE],
+    );
+    let failed = Tollgate::wait_for(Duration::from_secs(20), async || {
+        certificate_failures(&wrong) >= 2
+    })
+    .await;
+    assert!(failed, "no certificate failure logged:\n{}", wrong.logs());
+    let series = "tollgate_agent_connections{agent=\"onprem-1\"}";
+    assert_eq!(metric(&tg, series).await, 0.0, "{}", wrong.logs());
+    assert!(wrong.tunnel_lines().is_empty());
+    let auth = tg.bearer("acme", "alice");
+    let (r, _) = proxy_connect(
+        tg.proxy,
+        &echo.to_string(),
+        &[("proxy-authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "agent_unavailable");
+
+    // Positive control: the same credential with the tollgate CA connects.
+    let right = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
+    assert!(
+        wait_connections(&tg, "onprem-1", 2, Duration::from_secs(20)).await,
+        "the correctly configured agent did not connect:\n{}",
+        right.logs()
+    );
+    echo_through(tg.proxy, &auth, &echo.to_string(), b"trusted")
+        .await
+        .unwrap();
+    // The misconfigured agent keeps failing meanwhile, and never adds a connection.
+    let before = certificate_failures(&wrong);
+    let again = Tollgate::wait_for(Duration::from_secs(60), async || {
+        certificate_failures(&wrong) > before
+    })
+    .await;
+    assert!(
+        again,
+        "the misconfigured agent stopped retrying:\n{}",
+        wrong.logs()
+    );
+    assert_eq!(metric(&tg, series).await, 2.0, "{}", wrong.logs());
+    assert!(wrong.tunnel_lines().is_empty());
 }
 
 /// Accepts connections and writes to each as fast as the reader allows, forever.

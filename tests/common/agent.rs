@@ -3,8 +3,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,19 @@ impl Agent {
         extra: &[&str],
     ) -> Agent {
         let (cred, ca) = credential_files(tg, id);
+        Self::start_with_files(relay, id, &cred, &ca, allow, extra)
+    }
+
+    /// As [`Agent::start`], with the credential and CA files given (e.g. a CA that did not
+    /// sign the relay's certificate).
+    pub fn start_with_files(
+        relay: SocketAddr,
+        id: &str,
+        cred: &Path,
+        ca: &Path,
+        allow: &[&str],
+        extra: &[&str],
+    ) -> Agent {
         let relay_url = format!("https://{relay}");
         let mut args: Vec<String> = vec![
             "agent".into(),
@@ -86,6 +99,11 @@ impl Agent {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }
+    }
+
+    /// The exit status once the process has exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait on the agent")
     }
 
     pub fn kill(&mut self) {
