@@ -431,7 +431,6 @@ fn main() {
             Duration::from_secs(60),
             "http://127.0.0.1:1".into(),
             metrics.clone(),
-            Arc::default(),
             None,
             None,
         )

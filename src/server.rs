@@ -5,7 +5,6 @@
 //! token, so tests can bind `127.0.0.1:0` and stop the server cleanly.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -259,10 +258,7 @@ impl Server {
         let mut http1_tls = self.upstream_tls.clone();
         http1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let upstream_tls = Arc::new(http1_tls);
-        let apps_version = Arc::new(AtomicU64::new(0));
-        let oauth = self
-            .oauth(&agents, &dialer, &upstream_tls, &metrics, &apps_version)
-            .await;
+        let oauth = self.oauth(&agents, &dialer, &upstream_tls, &metrics).await;
         // Inside intercepted tunnels, the same injection step as for plain http.
         let hook = self
             .request_hook
@@ -322,10 +318,7 @@ impl Server {
             WebState {
                 policies: self.policies.clone(),
                 metrics,
-                store: self.store.clone(),
                 verifier,
-                public_url: self.public_url.clone(),
-                apps_version,
                 oauth,
             },
             shutdown.clone(),
@@ -367,7 +360,6 @@ impl Server {
         dialer: &Arc<DirectDialer>,
         tls: &Arc<rustls::ClientConfig>,
         metrics: &Arc<Metrics>,
-        apps_version: &Arc<AtomicU64>,
     ) -> Arc<OAuth> {
         OAuth::build(
             self.store.clone(),
@@ -377,7 +369,6 @@ impl Server {
             self.config.upstream_timeout,
             self.public_url.clone(),
             metrics.clone(),
-            apps_version.clone(),
             self.config.consent_user_header.clone(),
             Some(agents.clone()),
         )

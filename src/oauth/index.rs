@@ -1,7 +1,7 @@
 //! Which outbound application a request's host belongs to, per organization.
 //!
 //! Built from [`Store::list_all_apps`] at start and rebuilt whenever the shared
-//! `apps_version` counter moves (the admin API bumps it after every app change). The check
+//! `apps_version` counter moves (the admin API calls `changed` after every app change). The check
 //! per request is one atomic load; the snapshot is an `Arc` swapped atomically, so lookups
 //! never wait for a rebuild except the first one after a change.
 //!
@@ -91,12 +91,17 @@ pub struct AppIndex {
 }
 
 impl AppIndex {
-    /// An index over `store`, rebuilt when `apps_version` moves. Empty until
+    /// Signals that an app was created, changed or deleted: the next lookup rebuilds.
+    pub fn changed(&self) {
+        self.apps_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// An index over `store`, rebuilt after [`AppIndex::changed`]. Empty until
     /// [`AppIndex::refresh`] or the first lookup.
-    pub fn new(store: Arc<dyn Store>, apps_version: Arc<AtomicU64>) -> Self {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         AppIndex {
             store,
-            apps_version,
+            apps_version: Arc::default(),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 // Never equal to a real version, so the first lookup builds.
                 version: u64::MAX,

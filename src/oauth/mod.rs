@@ -65,11 +65,10 @@ impl OAuth {
         timeout: std::time::Duration,
         public_url: String,
         metrics: Arc<crate::metrics::Metrics>,
-        apps_version: Arc<std::sync::atomic::AtomicU64>,
         consent_user_header: Option<HeaderName>,
         agents: Option<Arc<crate::agent::relay::Registry>>,
     ) -> Arc<OAuth> {
-        let index = Arc::new(index::AppIndex::new(store.clone(), apps_version));
+        let index = Arc::new(index::AppIndex::new(store.clone()));
         if let Err(e) = index.refresh().await {
             // Lookups retry the build; the proxy must still come up to serve everything else.
             tracing::error!(error = %e, "cannot read outbound applications from the store");

@@ -289,7 +289,7 @@ async fn taken_domains(
     except: Option<&str>,
 ) -> ApiResult<BTreeMap<String, String>> {
     let mut taken = BTreeMap::new();
-    for app in state.store.list_apps(org).await? {
+    for app in state.oauth.store.list_apps(org).await? {
         if Some(app.id.as_str()) == except {
             continue;
         }
@@ -390,7 +390,11 @@ pub fn app_problems(app: &App, policies: &PolicySet) -> Vec<String> {
 
 /// The JSON view of an app: never the client secret.
 async fn view(state: &WebState, app: &App) -> ApiResult<Value> {
-    let authorized = state.store.count_authorizations(&app.org, &app.id).await?;
+    let authorized = state
+        .oauth
+        .store
+        .count_authorizations(&app.org, &app.id)
+        .await?;
     let problems = app_problems(app, &state.policies.current());
     Ok(json!({
         "id": app.id,
@@ -415,7 +419,7 @@ async fn view(state: &WebState, app: &App) -> ApiResult<Value> {
         "webhook": stored_webhook(app).map(|w| w.to_spec(false)),
         "enabled": app.enabled,
         "generation": app.generation,
-        "redirect_uri": format!("{}/oauth/callback", state.public_url),
+        "redirect_uri": state.oauth.tokens.redirect_uri(),
         "authorized_users": authorized,
         "status": if problems.is_empty() { "ok" } else { "broken" },
         "problems": problems,
@@ -426,14 +430,14 @@ async fn view(state: &WebState, app: &App) -> ApiResult<Value> {
 
 async fn audit(state: &WebState, admin: &Caller, action: &str, target: &str, detail: Value) {
     let event = AuditEvent::new(&admin.org, &admin.user, action, target, detail);
-    if let Err(e) = state.store.append_audit(event).await {
+    if let Err(e) = state.oauth.store.append_audit(event).await {
         tracing::error!(error = %e, action, "could not append an audit event");
     }
 }
 
 async fn list_apps(State(state): State<WebState>, Admin(admin): Admin) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
-    for app in state.store.list_apps(&admin.org).await? {
+    for app in state.oauth.store.list_apps(&admin.org).await? {
         out.push(view(&state, &app).await?);
     }
     Ok(Json(json!({ "apps": out })))
@@ -451,14 +455,19 @@ async fn create_app(
     let id = valid.id.clone();
     // The store's create is the one (atomic) duplicate check.
     let app = apply(valid, &admin.org, None);
-    let app = state.store.create_app(app).await.map_err(|e| match e {
-        StoreError::Conflict => ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("app {id:?} already exists in your organization"),
-        ),
-        other => other.into(),
-    })?;
+    let app = state
+        .oauth
+        .store
+        .create_app(app)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("app {id:?} already exists in your organization"),
+            ),
+            other => other.into(),
+        })?;
     audit(
         &state,
         &admin,
@@ -478,6 +487,7 @@ async fn create_app(
 
 async fn get_own(state: &WebState, org: &str, id: &str) -> ApiResult<App> {
     state
+        .oauth
         .store
         .get_app(org, id)
         .await?
@@ -520,7 +530,7 @@ async fn update_app(
     )
     .map_err(ApiError::invalid)?;
     let app = apply(valid, &admin.org, Some(stored));
-    let app = state.store.update_app(app).await?;
+    let app = state.oauth.store.update_app(app).await?;
     // Field names only: values (the secret above all) never go to the audit log.
     let changed: Vec<&String> = keys.iter().collect();
     audit(
@@ -542,8 +552,8 @@ async fn delete_app(
 ) -> ApiResult<StatusCode> {
     let app = get_own(&state, &admin.org, &id).await?;
     // Read before deleting: afterwards the tokens (and the client secret) are gone.
-    let tokens = state.store.list_tokens(&admin.org, &id).await?;
-    state.store.delete_app(&admin.org, &id).await?;
+    let tokens = state.oauth.store.list_tokens(&admin.org, &id).await?;
+    state.oauth.store.delete_app(&admin.org, &id).await?;
     audit(&state, &admin, "app.delete", &id, json!({})).await;
     state.apps_changed();
     state.oauth.revoke_in_background(app, tokens);
@@ -558,6 +568,7 @@ async fn set_enabled(
 ) -> ApiResult<Json<Value>> {
     get_own(&state, &admin.org, &id).await?;
     let app = state
+        .oauth
         .store
         .set_app_enabled(&admin.org, &id, enabled)
         .await?;
@@ -589,8 +600,8 @@ async fn reset_app(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     get_own(&state, &admin.org, &id).await?;
-    let tokens = state.store.list_tokens(&admin.org, &id).await?;
-    let app = state.store.reset_app(&admin.org, &id).await?;
+    let tokens = state.oauth.store.list_tokens(&admin.org, &id).await?;
+    let app = state.oauth.store.reset_app(&admin.org, &id).await?;
     audit(
         &state,
         &admin,
@@ -610,7 +621,11 @@ async fn list_authorizations(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     get_own(&state, &admin.org, &id).await?;
-    let list = state.store.list_authorizations(&admin.org, &id).await?;
+    let list = state
+        .oauth
+        .store
+        .list_authorizations(&admin.org, &id)
+        .await?;
     Ok(Json(json!({ "authorizations": list })))
 }
 
@@ -621,13 +636,18 @@ async fn revoke_authorization(
 ) -> ApiResult<StatusCode> {
     let app = get_own(&state, &admin.org, &id).await?;
     let tokens: Vec<_> = state
+        .oauth
         .store
         .list_tokens(&admin.org, &id)
         .await?
         .into_iter()
         .filter(|t| t.user == user)
         .collect();
-    let deleted = state.store.delete_token(&admin.org, &id, &user).await?;
+    let deleted = state
+        .oauth
+        .store
+        .delete_token(&admin.org, &id, &user)
+        .await?;
     state.oauth.injector.forget(&admin.org, &id, &user);
     if !deleted {
         return Err(ApiError::new(
@@ -659,7 +679,7 @@ async fn list_audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_AUDIT_LIMIT);
-    let events = state.store.list_audit(&admin.org, limit).await?;
+    let events = state.oauth.store.list_audit(&admin.org, limit).await?;
     Ok(Json(json!({ "events": events })))
 }
 

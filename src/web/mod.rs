@@ -4,7 +4,6 @@
 pub mod admin;
 pub mod consent;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -20,7 +19,6 @@ use crate::identity::Verifier;
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::policy::watch::Policies;
-use crate::store::Store;
 
 /// What the web handlers share.
 #[derive(Clone)]
@@ -29,22 +27,17 @@ pub struct WebState {
     pub policies: Arc<Policies>,
     /// Metrics, for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Apps, tokens, tickets, audit.
-    pub store: Arc<dyn Store>,
     /// Verifies admin caller tokens.
     pub verifier: Arc<Verifier>,
-    /// Base URL users reach this listener at (redirect URI, consent links).
-    pub public_url: String,
-    /// Bumped whenever an app changes, so in-memory app indexes know to rebuild.
-    pub apps_version: Arc<AtomicU64>,
-    /// Consent flow, token exchange and revocation.
+    /// Apps and tokens (`oauth.store`), the app index, consent flow, token exchange and
+    /// revocation.
     pub oauth: Arc<OAuth>,
 }
 
 impl WebState {
     /// Signals that the set of apps or their configuration changed.
     pub fn apps_changed(&self) {
-        self.apps_version.fetch_add(1, Ordering::Release);
+        self.oauth.index.changed();
     }
 }
 
