@@ -47,7 +47,7 @@ use crate::config::{
     DEFAULT_IDLE_TIMEOUT,
 };
 use crate::policy::{normalize_host, Host};
-use crate::route::direct::{DialError, DirectDialer, Resolve, StaticResolver, SystemResolver};
+use crate::route::direct::{DialError, DirectDialer, SystemResolver};
 use crate::route::guard::Guard;
 
 /// Relay connections kept by default.
@@ -420,7 +420,8 @@ fn random_instance_id() -> String {
 /// Shared by every connection and tunnel of the agent.
 struct AgentState {
     config: AgentConfig,
-    resolver: Arc<dyn Resolve>,
+    /// Resolves and connects (the allowlist is checked in between, see [`dial`]).
+    dialer: DirectDialer,
 }
 
 /// Runs the agent until `shutdown`, then drains. Returns when every connection and tunnel
@@ -440,10 +441,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
         connections = config.connections, allow = ?config.allow.entries(), %instance,
         "agent starting");
     let drain = config.drain_timeout;
-    let state = Arc::new(AgentState {
-        config,
-        resolver: Arc::new(SystemResolver),
-    });
+    let dialer = DirectDialer::new(
+        Arc::new(SystemResolver),
+        Guard::default(),
+        config.connect_timeout,
+    );
+    let state = Arc::new(AgentState { config, dialer });
     let slots = TaskTracker::new();
     for slot in 0..state.config.connections {
         let tunnels = TaskTracker::new();
@@ -790,54 +793,31 @@ enum Dial {
     Failed(DialError),
 }
 
-/// Resolves once, checks every address against the allowlist, dials a checked address.
+/// Resolves once, checks every address against the allowlist (on top of the dialer's own
+/// checks, which allow private addresses: the allowlist decides here), and dials a checked
+/// address, all within one connect timeout.
 async fn dial(
     state: &AgentState,
     host: &Host,
     port: u16,
     matched: &TargetMatch,
 ) -> Result<(TcpStream, SocketAddr), Dial> {
-    let timeout = state.config.connect_timeout;
-    let started = tokio::time::Instant::now();
-    let ips: Vec<IpAddr> = match host {
-        Host::Ip(ip) => vec![*ip],
-        Host::Name(name) => {
-            let dns = |detail: String| {
-                Dial::Failed(DialError::Dns {
-                    host: name.clone(),
-                    detail,
-                })
-            };
-            match tokio::time::timeout(timeout, state.resolver.resolve(name)).await {
-                Err(_) => return Err(dns("lookup timed out".into())),
-                Ok(Err(e)) => return Err(dns(e.to_string())),
-                Ok(Ok(ips)) if ips.is_empty() => return Err(dns("no addresses".into())),
-                Ok(Ok(ips)) => ips,
-            }
-        }
-    };
-    for ip in &ips {
+    let deadline = tokio::time::Instant::now() + state.config.connect_timeout;
+    let addrs = state
+        .dialer
+        .resolve_checked_until(host, port, true, deadline)
+        .await
+        .map_err(Dial::Failed)?;
+    for addr in &addrs {
         state
             .config
             .allow
-            .check_address(matched, *ip)
+            .check_address(matched, addr.ip())
             .map_err(Dial::Refused)?;
     }
-    // Connect to exactly the checked addresses: the dialer "resolves" through a table
-    // holding only them, so no second lookup can answer differently.
-    let remaining = timeout.saturating_sub(started.elapsed());
-    if remaining.is_zero() {
-        return Err(Dial::Failed(DialError::Timeout(format!("{host}:{port}"))));
-    }
-    let (table_host, table) = match host {
-        Host::Ip(ip) => (Host::Ip(*ip), StaticResolver::new()),
-        Host::Name(name) => (
-            Host::Name(name.clone()),
-            StaticResolver::new().with(name.clone(), ips),
-        ),
-    };
-    DirectDialer::new(Arc::new(table), Guard::default(), remaining)
-        .dial(&table_host, port, true)
+    state
+        .dialer
+        .connect_until(host, port, &addrs, deadline)
         .await
         .map_err(Dial::Failed)
 }

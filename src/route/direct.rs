@@ -217,7 +217,9 @@ impl DirectDialer {
             .await
     }
 
-    async fn resolve_checked_until(
+    /// [`resolve_checked`](Self::resolve_checked) within `deadline`, for callers that add
+    /// their own check before [`connect_until`](Self::connect_until) under the same deadline.
+    pub async fn resolve_checked_until(
         &self,
         host: &Host,
         port: u16,
@@ -265,7 +267,7 @@ impl DirectDialer {
     /// When every attempt fails, the error reported is the most telling one: a refusal (the
     /// host is there, the port is closed) over a timeout over any other I/O error (typically
     /// "network unreachable" for an address family the host has no route for).
-    async fn connect_until(
+    pub async fn connect_until(
         &self,
         host: &Host,
         port: u16,
