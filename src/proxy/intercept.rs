@@ -1,9 +1,10 @@
 //! HTTPS interception ("TLS MITM") for the `CONNECT`s that need it, and only those.
 //!
-//! Whether a `CONNECT` is intercepted is decided by [`Interception::predicate`] (default:
-//! never, so every `CONNECT` is a blind tunnel until token injection says otherwise). An
-//! intercepted `CONNECT` goes through the same phases as a tunnel — policy, route, dial (the
-//! address guard applies) — and only then gets its `200`. After that:
+//! A `CONNECT` is intercepted when the host belongs to an outbound application of the
+//! caller's org (decided in `proxy_request`), or when [`Interception::predicate`] says so
+//! (default: never; tests and embedders set it). An intercepted `CONNECT` goes through the
+//! same phases as a tunnel — policy, route, dial on direct routes (the address guard applies)
+//! — and only then gets its `200`. After that:
 //!
 //! 1. TLS is accepted with a leaf for the `CONNECT` host from the [`LeafCache`] (ALPN `h2`,
 //!    `http/1.1`);
@@ -60,9 +61,9 @@ use crate::tls::LeafCache;
 use super::connect::{Activity, Metered};
 use super::HYPER_BUF_MIN;
 
-/// Decides, per `CONNECT`, whether to intercept: `(caller, host, port) -> bool`. Called after
-/// the policy allowed the destination. Token injection provides the real one ("does an
-/// enabled app of the caller's org cover this host?").
+/// Decides, per `CONNECT`, whether to intercept besides the app domains of the caller's org
+/// (which always are): `(caller, host, port) -> bool`. Called after the policy allowed the
+/// destination.
 pub type InterceptPredicate = Arc<dyn Fn(&Caller, &Host, u16) -> bool + Send + Sync>;
 
 /// The default predicate: never intercept; every `CONNECT` is a blind tunnel.
