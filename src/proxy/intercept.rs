@@ -37,13 +37,13 @@ use http::uri::Authority;
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
+use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::errors::ProxyError;
 use super::forward::{
@@ -212,8 +212,6 @@ pub struct Intercepted {
     /// The connection dialed to the target before the `200`; `None` on agent routes, whose
     /// inner requests open (pooled) tunnels through the agent as they come.
     pub upstream: Option<TcpStream>,
-    /// The client side, once hyper hands it over.
-    pub on_upgrade: OnUpgrade,
     /// The server configuration presenting the target's leaf.
     pub tls: Arc<ServerConfig>,
     /// The target.
@@ -232,28 +230,24 @@ struct Tunnel {
 
 /// Runs an intercepted tunnel to its end: TLS accept, inner requests, idle timeout. `log` is
 /// the `CONNECT`'s line, emitted when the tunnel closes with the raw bytes both ways.
-pub(crate) async fn run(state: Arc<ProxyState>, i: Box<Intercepted>, log: RequestLog) {
+pub(crate) async fn run(
+    state: Arc<ProxyState>,
+    i: Box<Intercepted>,
+    client: Upgraded,
+    counts: Counts,
+) -> String {
     let Intercepted {
         upstream,
-        on_upgrade,
         tls,
         target,
         caller,
     } = *i;
-    let client = match on_upgrade.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "CONNECT upgrade failed");
-            return;
-        }
-    };
-    state.metrics.open_tunnels.inc();
     let activity = Arc::new(Activity::new());
     let io = Metered {
         inner: TokioIo::new(client),
         activity: activity.clone(),
-        read: log.bytes_up.clone(),
-        written: Some(log.bytes_down.clone()),
+        read: counts.up,
+        written: Some(counts.down),
     };
     let settings = &state.settings;
     let accept = tokio_rustls::TlsAcceptor::from(tls).accept(io);
@@ -274,7 +268,7 @@ pub(crate) async fn run(state: Arc<ProxyState>, i: Box<Intercepted>, log: Reques
                 stream,
                 Tunnel {
                     state: state.clone(),
-                    peer: log.peer,
+                    peer: counts.peer,
                     caller,
                     target,
                 },
@@ -283,9 +277,26 @@ pub(crate) async fn run(state: Arc<ProxyState>, i: Box<Intercepted>, log: Reques
             .await
         }
     };
-    state.metrics.open_tunnels.dec();
-    tracing::debug!(end = %end, "intercepted tunnel closed");
-    drop(log);
+    end
+}
+
+/// What the `CONNECT`'s access line needs from an intercepted tunnel: its raw byte counts
+/// (the line itself is written by the tunnel's owner when the tunnel ends).
+pub(crate) struct Counts {
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    peer: SocketAddr,
+}
+
+impl Counts {
+    /// The counters of `log`.
+    pub(crate) fn of(log: &RequestLog) -> Counts {
+        Counts {
+            up: log.bytes_up.clone(),
+            down: log.bytes_down.clone(),
+            peer: log.peer,
+        }
+    }
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on the decrypted stream until the client is done or the tunnel
@@ -537,24 +548,6 @@ fn strip_hop_by_hop_keeping_te_trailers(headers: &mut http::HeaderMap) {
     if trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
-}
-
-/// Spawns [`run`] for an intercepted tunnel on the proxy's tunnel tracker; `hold` (the
-/// connection-limit permit) lives as long as the tunnel.
-pub(crate) fn spawn<H: Send + 'static>(
-    state: &Arc<ProxyState>,
-    i: Box<Intercepted>,
-    log: RequestLog,
-    hold: H,
-) {
-    let st = state.clone();
-    state.tunnels.spawn(
-        async move {
-            let _hold = hold;
-            run(st, i, log).await;
-        }
-        .in_current_span(),
-    );
 }
 
 #[cfg(test)]

@@ -182,6 +182,43 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
     }
 }
 
+/// Answers a `CONNECT` with 200 and, once hyper hands over the client connection, runs the
+/// tunnel `body` on the tunnel tracker: the connection-limit `permit` is held and the tunnel
+/// counted in `open_tunnels` for its whole life, and the access line (`log`) is written when
+/// it ends, with how it ended.
+fn spawn_tunnel<P, F, Fut>(
+    state: &ProxyState,
+    on_upgrade: OnUpgrade,
+    permit: P,
+    mut log: RequestLog,
+    body: F,
+) where
+    P: Send + 'static,
+    F: FnOnce(hyper::upgrade::Upgraded) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    log.status = 200;
+    let metrics = state.metrics.clone();
+    state.tunnels.spawn(
+        async move {
+            let _permit = permit;
+            let client = match on_upgrade.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT upgrade failed");
+                    return;
+                }
+            };
+            metrics.open_tunnels.inc();
+            let end = body(client).await;
+            metrics.open_tunnels.dec();
+            tracing::debug!(end = %end, "tunnel closed");
+            drop(log);
+        }
+        .in_current_span(),
+    );
+}
+
 /// Answers a connection over the limit with `503 overloaded` and closes it.
 async fn refuse_overloaded(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -199,7 +236,7 @@ enum Outcome {
     /// client side once upgraded.
     Tunnel(Either<TcpStream, AgentStream>, OnUpgrade),
     /// A `CONNECT` to intercept: dialed, with the leaf to present.
-    Intercept(Box<intercept::Intercepted>),
+    Intercept(Box<intercept::Intercepted>, OnUpgrade),
 }
 
 async fn handle(
@@ -222,40 +259,24 @@ async fn handle(
             resp.map(|body| CountingBody::new(body, down, Some(log)).boxed())
         }
         Ok(Outcome::Tunnel(upstream, on_upgrade)) => {
-            log.status = 200;
             let idle = state.settings.idle_timeout;
-            let metrics = state.metrics.clone();
-            state.tunnels.spawn(
-                async move {
-                    // Held so the tunnel counts against the connection limit.
-                    let _permit = permit;
-                    let client = match on_upgrade.await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "CONNECT upgrade failed");
-                            return;
-                        }
-                    };
-                    metrics.open_tunnels.inc();
-                    let (up, down) = (log.bytes_up.clone(), log.bytes_down.clone());
-                    let end = match upstream {
-                        // Socket to socket: zero-copy where the platform allows.
-                        Either::Left(tcp) => connect::tunnel(client, tcp, idle, up, down).await,
-                        Either::Right(agent) => {
-                            connect::splice(TokioIo::new(client), agent, idle, up, down).await
-                        }
-                    };
-                    metrics.open_tunnels.dec();
-                    tracing::debug!(end = %end, "tunnel closed");
-                    drop(log);
+            let (up, down) = (log.bytes_up.clone(), log.bytes_down.clone());
+            spawn_tunnel(&state, on_upgrade, permit, log, move |client| async move {
+                match upstream {
+                    // Socket to socket: zero-copy where the platform allows.
+                    Either::Left(tcp) => connect::tunnel(client, tcp, idle, up, down).await,
+                    Either::Right(agent) => {
+                        connect::splice(TokioIo::new(client), agent, idle, up, down).await
+                    }
                 }
-                .in_current_span(),
-            );
+            });
             Response::new(errors::full(Bytes::new()))
         }
-        Ok(Outcome::Intercept(i)) => {
-            log.status = 200;
-            intercept::spawn(&state, i, log, permit);
+        Ok(Outcome::Intercept(i, on_upgrade)) => {
+            let (st, counts) = (state.clone(), intercept::Counts::of(&log));
+            spawn_tunnel(&state, on_upgrade, permit, log, move |client| {
+                intercept::run(st, i, client, counts)
+            });
             Response::new(errors::full(Bytes::new()))
         }
     })
@@ -356,13 +377,15 @@ async fn proxy_request(
                     Some(Either::Left(tcp)) => Some(tcp),
                     _ => None,
                 };
-                Ok(Outcome::Intercept(Box::new(intercept::Intercepted {
-                    upstream,
+                Ok(Outcome::Intercept(
+                    Box::new(intercept::Intercepted {
+                        upstream,
+                        tls,
+                        target: Arc::new(intercept::InterceptTarget::new(host, port, decision)?),
+                        caller,
+                    }),
                     on_upgrade,
-                    tls,
-                    target: Arc::new(intercept::InterceptTarget::new(host, port, decision)?),
-                    caller,
-                })))
+                ))
             }
         };
     }
