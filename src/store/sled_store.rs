@@ -311,41 +311,36 @@ impl SledStore {
     /// their incarnation and generation; limited to one app when `only` is given.
     fn sweep_consents(&self, only: Option<(&str, &str)>) -> StoreResult<usize> {
         let now = self.now();
+        let scope = |org: &str, app: &str, incarnation, generation, expires_at| {
+            only.is_none_or(|o| o == (org, app))
+                && (now >= expires_at || self.is_stale(org, app, incarnation, generation))
+        };
+        let mut removed = self.sweep_tree(&self.tickets, "ticket", |id, v| {
+            TicketRecord::decode(id, v)
+                .map(|r| scope(&r.org, &r.app, r.incarnation, r.generation, r.expires_at))
+        })?;
+        removed += self.sweep_tree(&self.pending, "pending authorization", |state, v| {
+            PendingRecord::decode(state, v)
+                .map(|r| scope(&r.org, &r.app, r.incarnation, r.generation, r.expires_at))
+        })?;
+        Ok(removed)
+    }
+
+    /// Removes the records of `tree` that `sweep` says to (undecodable ones are skipped and
+    /// logged, never deleted); `what` names them in the log.
+    fn sweep_tree(
+        &self,
+        tree: &sled::Tree,
+        what: &str,
+        sweep: impl Fn(&str, &[u8]) -> Result<bool, StoreError>,
+    ) -> StoreResult<usize> {
         let mut removed = 0;
-        for item in self.tickets.iter() {
+        for item in tree.iter() {
             let (k, v) = item.map_err(io)?;
-            let id = String::from_utf8_lossy(&k);
-            let rec = match TicketRecord::decode(&id, &v) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    tracing::warn!(error = %e, "store: skipping a ticket");
-                    continue;
-                }
-            };
-            let (org, app) = (rec.org.as_str(), rec.app.as_str());
-            if only.is_some_and(|o| o != (org, app)) {
-                continue;
-            }
-            if now >= rec.expires_at || self.is_stale(org, app, rec.incarnation, rec.generation) {
-                removed += remove_if_unchanged(&self.tickets, &k, v)?;
-            }
-        }
-        for item in self.pending.iter() {
-            let (k, v) = item.map_err(io)?;
-            let state = String::from_utf8_lossy(&k);
-            let rec = match PendingRecord::decode(&state, &v) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    tracing::warn!(error = %e, "store: skipping a pending authorization");
-                    continue;
-                }
-            };
-            let (org, app) = (rec.org.as_str(), rec.app.as_str());
-            if only.is_some_and(|o| o != (org, app)) {
-                continue;
-            }
-            if now >= rec.expires_at || self.is_stale(org, app, rec.incarnation, rec.generation) {
-                removed += remove_if_unchanged(&self.pending, &k, v)?;
+            match sweep(&String::from_utf8_lossy(&k), &v) {
+                Ok(true) => removed += remove_if_unchanged(tree, &k, v)?,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "store: skipping a {what}"),
             }
         }
         Ok(removed)
