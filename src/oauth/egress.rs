@@ -18,7 +18,7 @@ use tokio_util::either::Either;
 
 use crate::agent::relay::Registry;
 use crate::policy::watch::Policies;
-use crate::policy::{Host, Route};
+use crate::policy::{Decision, DenyReason, Host, Route};
 use crate::route::direct::{DialError, DirectDialer};
 
 /// How long a finished provider connection may take to close cleanly before it is dropped.
@@ -42,7 +42,7 @@ pub enum EgressError {
         /// `host:port`.
         target: String,
         /// The decision's reason.
-        reason: &'static str,
+        reason: DenyReason,
     },
     /// The policy routes through an agent and none is connected.
     #[error("egress policy routes through agent {0:?}, which is not connected")]
@@ -142,24 +142,28 @@ impl Egress {
             .policies
             .current()
             .decide_in_policy(policy, org, &host, port);
-        if !decision.allowed {
-            return Err(EgressError::Denied {
-                policy: policy.to_string(),
-                target: format!("{host}:{port}"),
-                reason: decision.reason,
-            });
-        }
+        let (route, allow_private) = match decision {
+            Decision::Allow {
+                route,
+                allow_private,
+                ..
+            } => (route, allow_private),
+            Decision::Deny { reason, .. } => {
+                return Err(EgressError::Denied {
+                    policy: policy.to_string(),
+                    target: format!("{host}:{port}"),
+                    reason,
+                })
+            }
+        };
         // Direct: resolve once, guard, dial. Agent: the agent resolves and applies its own
         // allowlist, as for every other use of an agent route.
-        let stream = match decision.route {
-            Some(Route::Direct) => {
-                let (tcp, _addr) = self
-                    .dialer
-                    .dial(&host, port, decision.allow_private)
-                    .await?;
+        let stream = match route {
+            Route::Direct => {
+                let (tcp, _addr) = self.dialer.dial(&host, port, allow_private).await?;
                 Either::Left(tcp)
             }
-            Some(Route::Agent(id)) => {
+            Route::Agent(id) => {
                 let Some(agents) = &self.agents else {
                     return Err(EgressError::AgentUnavailable(id.to_string()));
                 };
@@ -171,13 +175,6 @@ impl Egress {
                         detail: e.to_string(),
                     })?;
                 Either::Right(tunnel)
-            }
-            None => {
-                return Err(EgressError::Denied {
-                    policy: policy.to_string(),
-                    target: format!("{host}:{port}"),
-                    reason: decision.reason,
-                })
             }
         };
         let (mut parts, body) = req.into_parts();

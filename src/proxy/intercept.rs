@@ -499,11 +499,11 @@ impl InnerHandler for UpstreamForwarder {
         }
         // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
         parts.version = Version::HTTP_11;
-        let agent = match &target.decision.route {
+        let agent = match target.decision.route() {
             Some(Route::Agent(id)) => Some(id),
             _ => None,
         };
-        let allow_private = target.decision.allow_private;
+        let allow_private = target.decision.allow_private();
         let send = |req: Request<UpstreamBody>| async move {
             let started = Instant::now();
             let resp = match (agent, &self.agents) {
@@ -532,7 +532,7 @@ impl InnerHandler for UpstreamForwarder {
         self.upstream.adopt(
             &target.host,
             target.port,
-            target.decision.allow_private,
+            target.decision.allow_private(),
             stream,
         );
     }
@@ -553,16 +553,17 @@ fn strip_hop_by_hop_keeping_te_trailers(headers: &mut http::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Decision;
+    use crate::policy::{Decision, RuleKind, RuleRef};
 
     fn target(host: &str, port: u16) -> InterceptTarget {
-        let decision = Decision {
-            allowed: true,
-            reason: "allowed",
-            policy: None,
-            rule: None,
-            rule_kind: None,
-            route: None,
+        let decision = Decision::Allow {
+            policy: "test".into(),
+            rule: RuleRef {
+                file: "test.toml".into(),
+                line: 1,
+            },
+            kind: RuleKind::ExactHost,
+            route: Route::Direct,
             allow_private: false,
         };
         InterceptTarget::new(normalize_host(host).unwrap(), port, decision).unwrap()

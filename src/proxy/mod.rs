@@ -39,7 +39,7 @@ use crate::identity::{IdentityError, Verifier};
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::policy::watch::Policies;
-use crate::policy::{normalize_host, Host, Route};
+use crate::policy::{normalize_host, Decision, Host, Route};
 use crate::route::direct::DirectDialer;
 use errors::ProxyError;
 use forward::{AgentUpstream, Upstream};
@@ -320,14 +320,17 @@ async fn proxy_request(
         .current()
         .decide(&caller.org, &host, tls_port.unwrap_or(port));
     log.set_decision(&decision);
-    if !decision.allowed {
-        return Err(ProxyError::Denied(Box::new(decision)));
-    }
     // The agent resolves and enforces its own allowlist; the proxy does not resolve.
-    let agent = match &decision.route {
-        Some(Route::Direct) => None,
-        Some(Route::Agent(id)) => Some(id.clone()),
-        None => return Err(ProxyError::Denied(Box::new(decision))),
+    let agent = match &decision {
+        Decision::Allow {
+            route: Route::Direct,
+            ..
+        } => None,
+        Decision::Allow {
+            route: Route::Agent(id),
+            ..
+        } => Some(id.clone()),
+        Decision::Deny { .. } => return Err(ProxyError::Denied(Box::new(decision))),
     };
 
     // Phase 4: dial and forward, or tunnel.
@@ -344,7 +347,7 @@ async fn proxy_request(
             None => {
                 let (stream, _addr) = state
                     .dialer
-                    .dial(&host, port, decision.allow_private)
+                    .dial(&host, port, decision.allow_private())
                     .await?;
                 Some(Either::Left(stream))
             }
@@ -413,7 +416,7 @@ async fn proxy_request(
     let up = log.bytes_up.clone();
     let resp = match &agent {
         None => {
-            let allow_private = decision.allow_private;
+            let allow_private = decision.allow_private();
             replay::send_replayable(parts, body, reauth.as_ref(), up, |r| {
                 state.upstream.send(r, allow_private)
             })
