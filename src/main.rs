@@ -94,7 +94,7 @@ enum PolicyCommand {
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// A URL (http://host/path, https://host) or host:port.
-        target: String,
+        target: tollgate::explain::Target,
     },
 }
 

@@ -16,7 +16,9 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use host::{normalize_host, Host, HostError, MAX_LABEL_LEN, MAX_NAME_LEN};
+pub use host::{
+    normalize_host, parse_port, Host, HostError, PortError, MAX_LABEL_LEN, MAX_NAME_LEN,
+};
 pub use matcher::{Decision, DenyReason, PolicyInfo, PolicySet, Route, RuleKind, RuleRef};
 pub use model::{is_id, PolicyError, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};
 /// The policy files' host-pattern and CIDR grammar, shared with the agent's allowlist.
