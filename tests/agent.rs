@@ -162,7 +162,7 @@ async fn connect_and_plain_http_reach_a_loopback_upstream_through_the_agent() {
     assert!(up_bytes >= payload.len() as f64, "bytes up {up_bytes}");
 
     // The agent logs every tunnel with its decision.
-    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let ok = wait_until(Duration::from_secs(5), async || {
         agent.tunnel_lines().iter().any(|l| {
             l["decision"] == "allowed"
                 && l["port"] == echo.port()
@@ -171,7 +171,7 @@ async fn connect_and_plain_http_reach_a_loopback_upstream_through_the_agent() {
     })
     .await;
     assert!(ok, "tunnel log missing:\n{}", agent.logs());
-    let logged = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let logged = wait_until(Duration::from_secs(5), async || {
         tg.logs().contains("agent:onprem-1")
     })
     .await;
@@ -277,7 +277,7 @@ async fn revoked_agents_and_caller_tokens_are_refused_at_the_relay() {
     let up = echo_upstream().await;
     let (tg, relay) = start_tollgate(&["--revoked-agents", "onprem-1,other-2"]);
     let agent = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
-    let refused = Tollgate::wait_for(Duration::from_secs(20), async || {
+    let refused = wait_until(Duration::from_secs(20), async || {
         metric(
             &tg,
             "tollgate_agent_auth_failures_total{reason=\"revoked\"}",
@@ -287,7 +287,7 @@ async fn revoked_agents_and_caller_tokens_are_refused_at_the_relay() {
     })
     .await;
     assert!(refused, "tollgate:\n{}", tg.logs());
-    let logged = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let logged = wait_until(Duration::from_secs(5), async || {
         agent.logs().contains("revoked")
     })
     .await;
@@ -323,7 +323,7 @@ async fn revoked_agents_and_caller_tokens_are_refused_at_the_relay() {
         ]
         .map(String::from),
     );
-    let refused = Tollgate::wait_for(Duration::from_secs(20), async || {
+    let refused = wait_until(Duration::from_secs(20), async || {
         metric(
             &tg,
             "tollgate_agent_auth_failures_total{reason=\"invalid_credential\"}",
@@ -364,7 +364,7 @@ async fn agent_killed_mid_stream_fails_the_tunnel_and_nothing_leaks() {
         "{failed:?}"
     );
     drop(t);
-    let clean = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let clean = wait_until(Duration::from_secs(5), async || {
         metric(&tg, "tollgate_open_tunnels").await == 0.0
             && metric(&tg, "tollgate_agent_open_tunnels{agent=\"onprem-1\"}").await == 0.0
             && metric(&tg, "tollgate_agent_connections{agent=\"onprem-1\"}").await == 0.0
@@ -400,14 +400,14 @@ async fn frozen_agent_is_dropped_within_the_keepalive_deadline() {
         "tunnel still open after {failed:?}"
     );
     drop(t);
-    let clean = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let clean = wait_until(Duration::from_secs(5), async || {
         metric(&tg, "tollgate_open_tunnels").await == 0.0
             && metric(&tg, "tollgate_agent_open_tunnels{agent=\"onprem-1\"}").await == 0.0
             && metric(&tg, "tollgate_agent_connections{agent=\"onprem-1\"}").await == 0.0
     })
     .await;
     assert!(clean, "{}", web_get(tg.web, "/metrics").await.text());
-    let logged = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let logged = wait_until(Duration::from_secs(5), async || {
         tg.logs().contains("agent disconnected")
     })
     .await;
@@ -557,7 +557,7 @@ async fn a_draining_agent_finishes_open_tunnels_while_new_ones_go_to_another_age
     );
 
     a.signal(libc::SIGTERM);
-    let draining = Tollgate::wait_for(Duration::from_secs(20), async || {
+    let draining = wait_until(Duration::from_secs(20), async || {
         a.logs().contains("SIGTERM: draining")
     })
     .await;
@@ -593,7 +593,7 @@ async fn a_draining_agent_finishes_open_tunnels_while_new_ones_go_to_another_age
         .await
         .unwrap_or_else(|e| panic!("new tunnel {i} while A drains: {e}\n{}", a.logs()));
     }
-    let via_b = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let via_b = wait_until(Duration::from_secs(10), async || {
         b.tunnel_lines().len() >= NEW
     })
     .await;
@@ -608,7 +608,7 @@ async fn a_draining_agent_finishes_open_tunnels_while_new_ones_go_to_another_age
     // Closing the last tunnel lets A finish draining and exit cleanly.
     drop(tunnel);
     let mut status = None;
-    let exited = Tollgate::wait_for(Duration::from_secs(30), async || {
+    let exited = wait_until(Duration::from_secs(30), async || {
         status = a.exited();
         status.is_some()
     })
@@ -668,7 +668,7 @@ async fn an_agent_refuses_a_relay_certificate_not_signed_by_its_ca() {
         &["127.0.0.0/8"],
         &["--keepalive", KEEPALIVE],
     );
-    let failed = Tollgate::wait_for(Duration::from_secs(20), async || {
+    let failed = wait_until(Duration::from_secs(20), async || {
         certificate_failures(&wrong) >= 2
     })
     .await;
@@ -698,7 +698,7 @@ async fn an_agent_refuses_a_relay_certificate_not_signed_by_its_ca() {
         .unwrap();
     // The misconfigured agent keeps failing meanwhile, and never adds a connection.
     let before = certificate_failures(&wrong);
-    let again = Tollgate::wait_for(Duration::from_secs(60), async || {
+    let again = wait_until(Duration::from_secs(60), async || {
         certificate_failures(&wrong) > before
     })
     .await;
@@ -812,7 +812,7 @@ async fn token_endpoint_calls_of_an_agent_routed_policy_go_through_the_agent() {
 
     // The code exchange went through the agent: it logged a tunnel to the token endpoint.
     let provider_port = p.addr.port();
-    let ok = Tollgate::wait_for(Duration::from_secs(3), async || {
+    let ok = wait_until(Duration::from_secs(3), async || {
         agent
             .tunnel_lines()
             .iter()

@@ -421,7 +421,7 @@ async fn direct_egress_fails_where_the_agent_succeeds() {
         .unwrap()
         .contains("not in the agent's allowlist"));
 
-    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let ok = wait_until(Duration::from_secs(5), async || {
         agent
             .tunnel_lines()
             .iter()
@@ -456,7 +456,7 @@ async fn cut_wire_drops_tunnels_within_the_keepalive_deadline_and_the_agent_come
     assert!(took < Duration::from_secs(5), "took {took:?}");
     eprintln!("tunnel failed {took:?} after the wire was cut");
     drop(tunnel);
-    let clean = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let clean = wait_until(Duration::from_secs(5), async || {
         metric(&tg, "tollgate_agent_connections{agent=\"edge-1\"}").await == 0.0
             && metric(&tg, "tollgate_agent_open_tunnels{agent=\"edge-1\"}").await == 0.0
             && metric(&tg, "tollgate_open_tunnels").await == 0.0
@@ -603,7 +603,7 @@ async fn webhook_handshake_reaches_a_private_endpoint_only_through_the_agent() {
         p.with(|s| s.violations.clone())
     );
     // The agent dialed the handshake endpoint for it.
-    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let ok = wait_until(Duration::from_secs(5), async || {
         agent
             .tunnel_lines()
             .iter()
@@ -804,7 +804,7 @@ async fn curl_over_https_proxy_reaches_a_private_tls_api_with_the_token_only_thr
     // The same host, caller and app on a direct route: tollgate resolves the name but has no
     // route to it, so the CONNECT fails and the API sees nothing.
     tg.write_policy("10-test.toml", &crm_policy(&t, "direct"));
-    let switched = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let switched = wait_until(Duration::from_secs(10), async || {
         curl(&tg, "alice", &token, &url).await.connect != 200
     })
     .await;
@@ -834,7 +834,7 @@ async fn curl_over_https_proxy_reaches_a_private_tls_api_with_the_token_only_thr
 
     // Back on the agent route, it works again.
     tg.write_policy("10-test.toml", &crm_policy(&t, "agent:edge-1"));
-    let back = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let back = wait_until(Duration::from_secs(10), async || {
         curl(&tg, "alice", &token, &url).await.status == 200
     })
     .await;

@@ -173,7 +173,7 @@ impl Env {
 
     /// Polls until `user`'s token is due for refresh (less than min(60 s, lifetime/2) left).
     async fn wait_stale(&self, user: &str) {
-        let ok = Tollgate::wait_for(DEADLINE, async || {
+        let ok = wait_until(DEADLINE, async || {
             let list = self.authorizations("crm").await;
             let Some(a) = list.iter().find(|a| a["user"] == user) else {
                 return false;
@@ -347,7 +347,7 @@ async fn consent_flow_then_injected_call() {
 
     // The log line names the app and the injection; no token, secret or verifier anywhere.
     // (The access log is written by a buffered writer: poll for the line.)
-    let logged = Tollgate::wait_for(DEADLINE, async || {
+    let logged = wait_until(DEADLINE, async || {
         strip_ansi(&env.tg.logs())
             .lines()
             .any(|l| l.contains("app=\"crm\"") && l.contains("injected=true"))
@@ -704,7 +704,7 @@ async fn invalid_client_and_temporarily_unavailable_at_refresh_keep_the_token() 
         "{}",
         env.metrics().await
     );
-    let logged = Tollgate::wait_for(DEADLINE, async || {
+    let logged = wait_until(DEADLINE, async || {
         env.tg
             .logs()
             .lines()
@@ -812,7 +812,7 @@ async fn reset_during_refresh_wins() {
         })
     };
     assert!(
-        Tollgate::wait_for(DEADLINE, async || env.p.refresh_calls() == 1).await,
+        wait_until(DEADLINE, async || env.p.refresh_calls() == 1).await,
         "refresh never started"
     );
     let r = web_request(
@@ -906,7 +906,7 @@ async fn revoke_reset_delete_take_effect_and_revoke_at_provider() {
     }
     let revoked = |tok: String| {
         let p = env.p.clone();
-        async move { Tollgate::wait_for(DEADLINE, async || p.with(|s| s.revoked.contains(&tok))).await }
+        async move { wait_until(DEADLINE, async || p.with(|s| s.revoked.contains(&tok))).await }
     };
 
     // Revoke one user's authorization.
@@ -1263,7 +1263,7 @@ route = "direct"
   private = true
 "#,
     );
-    let reloaded = Tollgate::wait_for(DEADLINE, async || {
+    let reloaded = wait_until(DEADLINE, async || {
         web_get(env.tg.web, "/readyz").await.json()["policies"]["generation"] == 2
     })
     .await;

@@ -395,7 +395,7 @@ async fn hot_reload_good_and_bad_edits() {
         &POLICY.replace("127.0.0.0/8", "127.0.0.0/32"),
     );
     let started = std::time::Instant::now();
-    let applied = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let applied = wait_until(Duration::from_secs(10), async || {
         proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "")
             .await
             .status
@@ -410,7 +410,7 @@ async fn hot_reload_good_and_bad_edits() {
         "20-broken.toml",
         "[[policy]]\nname = \"x\"\nroute = \"direct\"\nbogus = 1\n",
     );
-    let reported = Tollgate::wait_for(Duration::from_secs(3), async || {
+    let reported = wait_until(Duration::from_secs(3), async || {
         let r = web_get(tg.web, "/readyz").await;
         r.json()["status"] == "degraded"
     })
@@ -426,7 +426,7 @@ async fn hot_reload_good_and_bad_edits() {
     // Fixing it (and restoring the original) applies again.
     std::fs::remove_file(tg.policies.join("20-broken.toml")).unwrap();
     tg.write_policy("10-test.toml", POLICY);
-    let back = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let back = wait_until(Duration::from_secs(10), async || {
         proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "")
             .await
             .status
@@ -444,12 +444,18 @@ async fn hot_reload_good_and_bad_edits() {
     };
     let before = generation().await;
     tg.signal(libc::SIGHUP);
-    let ok = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let ok = wait_until(Duration::from_secs(10), async || {
         generation().await > before
     })
     .await;
     assert!(ok, "SIGHUP did not reload:\n{}", tg.logs());
-    assert!(tg.logs().contains("SIGHUP"));
+    // tollgate buffers its log lines (up to `logging::FLUSH_INTERVAL`), so the line can reach
+    // stderr after the reload is visible on /readyz: wait for it rather than read it at once.
+    let logged = wait_until(Duration::from_secs(10), async || {
+        tg.logs().contains("SIGHUP")
+    })
+    .await;
+    assert!(logged, "{}", tg.logs());
 }
 
 /// With no valid policy set ever loaded, everything is denied and /readyz says not ready.
@@ -528,7 +534,7 @@ async fn json_log_has_one_decision_line_per_request_and_no_secret() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let found = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let found = wait_until(Duration::from_secs(10), async || {
         tg.logs().contains("\"decision\":\"allowed\"")
     })
     .await;
@@ -573,7 +579,7 @@ async fn connection_limit_answers_503_overloaded() {
     let _held = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
     // Give the proxy a moment to accept the first connection (poll: the second gets 503).
     let mut got = String::new();
-    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let ok = wait_until(Duration::from_secs(5), async || {
         let mut s = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut buf)).await;
@@ -935,7 +941,7 @@ async fn settings_from_config_file_and_env_idle_tunnels_dns_errors_and_empty_bas
     assert!(closed.is_ok(), "idle tunnel not closed");
 
     // log_format from the file: the access lines are JSON.
-    let json = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let json = wait_until(Duration::from_secs(10), async || {
         tg.logs()
             .lines()
             .any(|l| l.starts_with('{') && l.contains("\"decision\":\"allowed\""))

@@ -168,7 +168,7 @@ impl Env {
     /// Polls until every one of `users`' tokens is past its `expires_at` (so certainly due
     /// for refresh, whatever the rounding of the margin).
     async fn wait_expired(&self, users: &[&str]) {
-        let ok = Tollgate::wait_for(DEADLINE, async || {
+        let ok = wait_until(DEADLINE, async || {
             let list = self.authorizations().await;
             users.iter().all(|u| {
                 list.iter()
@@ -686,7 +686,7 @@ async fn without_a_refresh_template_the_token_serves_until_it_expires() {
     let first = bearer_of(&env.call("alice").await);
     let a = env.authorization("alice").await.expect("stored");
     let expires_at = a["expires_at"].as_u64().unwrap();
-    let stale = Tollgate::wait_for(DEADLINE, async || now() > expires_at - 6).await;
+    let stale = wait_until(DEADLINE, async || now() > expires_at - 6).await;
     assert!(stale, "never reached the refresh margin");
     let r = env.call("alice").await;
     if now() < expires_at {
@@ -912,7 +912,7 @@ async fn header_values_are_write_only_and_sealed_at_rest() {
     }
 
     // On disk: the app is there (its description, in the clear), the API key is not.
-    let stored = Tollgate::wait_for(DEADLINE, async || {
+    let stored = wait_until(DEADLINE, async || {
         env.tg.data_contains(b"Records kept by the legacy CRM")
     })
     .await;
@@ -1161,7 +1161,7 @@ route = "direct"
   private = true
 "#,
     );
-    let reloaded = Tollgate::wait_for(DEADLINE, async || {
+    let reloaded = wait_until(DEADLINE, async || {
         web_get(env.tg.web, "/readyz").await.json()["policies"]["generation"] == 2
     })
     .await;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{bin, web_get, Tollgate};
+use super::{bin, wait_until, web_get, Tollgate};
 
 /// A running `tollgate agent run`.
 pub struct Agent {
@@ -168,7 +168,7 @@ pub async fn metric(tg: &Tollgate, series: &str) -> f64 {
 /// Waits until `tollgate_agent_connections{agent=ID}` reaches `n`.
 pub async fn wait_connections(tg: &Tollgate, id: &str, n: usize, timeout: Duration) -> bool {
     let series = format!("tollgate_agent_connections{{agent=\"{id}\"}}");
-    Tollgate::wait_for(timeout, async || metric(tg, &series).await as usize == n).await
+    wait_until(timeout, async || metric(tg, &series).await as usize == n).await
 }
 
 /// A port on 127.0.0.1 nothing listens on now, for a relay listener that must keep its

@@ -231,18 +231,6 @@ impl Tollgate {
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
-
-    /// Polls `cond` until it holds or `timeout` passes.
-    pub async fn wait_for(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if cond().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
 }
 
 impl Drop for Tollgate {
@@ -251,6 +239,24 @@ impl Drop for Tollgate {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `cond` until it holds or `timeout` passes; whether it held. Tests wait for an
+/// observable event this way instead of sleeping a fixed time.
+pub async fn wait_until(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// How often [`wait_until`] checks its condition.
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// A simple response: status, headers, body.
 #[derive(Debug)]
