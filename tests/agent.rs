@@ -454,9 +454,12 @@ async fn two_agents_with_one_id_share_the_load_and_survive_losing_one() {
     let auth = tg.bearer("acme", "alice");
 
     let stop = tokio_util::sync::CancellationToken::new();
+    // Requests made by all workers so far, to wait for traffic instead of a fixed time.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let requests = || done.load(std::sync::atomic::Ordering::SeqCst);
     let mut workers = Vec::new();
     for w in 0..6 {
-        let (auth, stop) = (auth.clone(), stop.clone());
+        let (auth, stop, done) = (auth.clone(), stop.clone(), done.clone());
         let proxy = tg.proxy;
         workers.push(tokio::spawn(async move {
             // (requests, failed requests, tunnels broken after a successful CONNECT)
@@ -483,21 +486,29 @@ async fn two_agents_with_one_id_share_the_load_and_survive_losing_one() {
                         Err(_) => broken += 1,
                     }
                 }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Pacing, not synchronization: six workers flat out would starve the two
+                // processes under test on a small machine.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             (n, failed, broken)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let served = |agent: &Agent| agent.tunnel_lines().len();
-    assert!(
-        served(&a) > 0 && served(&b) > 0,
-        "load not shared: {} / {}",
-        served(&a),
-        served(&b)
-    );
+    let shared = wait_until(Duration::from_secs(20), async || {
+        served(&a) > 0 && served(&b) > 0 && requests() >= 30
+    })
+    .await;
+    assert!(shared, "load not shared: {} / {}", served(&a), served(&b));
     a.kill();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // The traffic goes on through the survivor: enough requests after the kill to cover the
+    // in-flight ones and plenty of new ones (each would be a failure if it were lost).
+    let after_kill = requests();
+    let survived = wait_until(Duration::from_secs(30), async || {
+        requests() >= after_kill + 60
+    })
+    .await;
+    assert!(survived, "traffic stalled after losing an agent");
     stop.cancel();
     let (mut total, mut failures, mut broken) = (0, Vec::new(), 0);
     for w in workers {
@@ -712,25 +723,33 @@ async fn an_agent_refuses_a_relay_certificate_not_signed_by_its_ca() {
 }
 
 /// Accepts connections and writes to each as fast as the reader allows, forever.
-async fn firehose() -> SocketAddr {
+/// Also returns the bytes written so far (to all connections).
+async fn firehose() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::Ordering::SeqCst;
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = sent.clone();
     tokio::spawn(async move {
         let chunk = vec![b'x'; 64 * 1024];
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 return;
             };
-            let chunk = chunk.clone();
-            tokio::spawn(async move { while s.write_all(&chunk).await.is_ok() {} });
+            let (chunk, count) = (chunk.clone(), count.clone());
+            tokio::spawn(async move {
+                while s.write_all(&chunk).await.is_ok() {
+                    count.fetch_add(chunk.len() as u64, SeqCst);
+                }
+            });
         }
     });
-    addr
+    (addr, sent)
 }
 
 #[tokio::test]
 async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
-    let hose = firehose().await;
+    let (hose, hose_sent) = firehose().await;
     let echo = tcp_echo().await;
     // One relay connection, so every tunnel shares it.
     let (tg, _relay, agent) = setup(&["--connections", "1"]).await;
@@ -745,7 +764,19 @@ async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
     )
     .await;
     assert_eq!(r.status, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Measure once the stalled tunnel is full: back-pressure has reached the upstream, whose
+    // writes then block (its byte count stops moving).
+    let mut last = (0, Instant::now());
+    let blocked = wait_until(Duration::from_secs(20), async || {
+        let now = hose_sent.load(std::sync::atomic::Ordering::SeqCst);
+        if now != last.0 {
+            last = (now, Instant::now());
+            return false;
+        }
+        now > 0 && last.1.elapsed() >= Duration::from_millis(500)
+    })
+    .await;
+    assert!(blocked, "the firehose never blocked");
     let grown = |before: u64, now: u64| now.saturating_sub(before);
     let tg_growth = grown(tg_rss, rss_kib(tg.child.id()));
     let agent_growth = grown(agent_rss, rss_kib(agent.child.id()));

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -794,14 +794,13 @@ async fn the_hook_sees_and_modifies_inner_requests_and_the_log_says_injected() {
     drop(send);
 
     // One access line per inner request, then the CONNECT's when the tunnel closes.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines = loop {
-        let lines = log_lines(&log, "hook-user");
-        if lines.iter().any(|l| l["method"] == "CONNECT") || Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    common::wait_until(Duration::from_secs(10), async || {
+        log_lines(&log, "hook-user")
+            .iter()
+            .any(|l| l["method"] == "CONNECT")
+    })
+    .await;
+    let lines = log_lines(&log, "hook-user");
     let inner: Vec<_> = lines.iter().filter(|l| l["method"] == "GET").collect();
     assert_eq!(inner.len(), 2, "{lines:?}");
     assert_eq!(inner[0]["status"], 200);

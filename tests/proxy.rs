@@ -229,7 +229,7 @@ async fn missing_expired_forged_or_mismatched_identity_gets_407() {
     let other_key = tollgate::identity::IdentityKey::from_bytes(b"not-the-key");
     let forged =
         tollgate::identity::mint(&other_key, "acme", "alice", &[], Duration::from_secs(600));
-    let expired = tg.token_ttl("acme", "alice", Duration::ZERO);
+    let expired = tg.expired_token("acme", "alice");
     let mismatched = format!(
         "Basic {}",
         base64_encode(&format!("mallory:{}", tg.token("acme", "alice")))
@@ -242,8 +242,6 @@ async fn missing_expired_forged_or_mismatched_identity_gets_407() {
         ("basic user mismatch", Some(mismatched)),
         ("unknown scheme", Some("Digest abc".into())),
     ];
-    // Expiry has a few seconds of leeway; wait it out once for the expired case.
-    tokio::time::sleep(Duration::from_secs(6)).await;
     for (name, header) in cases {
         let headers: Vec<(&str, &str)> = header
             .as_deref()
@@ -611,7 +609,8 @@ async fn a_stalled_request_head_is_cut_off() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
-    let up = echo_upstream().await;
+    use std::sync::atomic::Ordering::SeqCst;
+    let (up, up_seen) = echo_upstream_counting().await;
     let mut tg = Tollgate::start(POLICY, &[]);
     let a = auth(&tg, "acme");
     let proxy = tg.proxy;
@@ -619,21 +618,20 @@ async fn sigterm_drains_in_flight_requests() {
     let inflight = tokio::spawn(async move {
         proxy_request(proxy, "GET", &uri, &[("proxy-authorization", &a)], "").await
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the request is in flight: the upstream has it (and answers in 1.5 s).
+    let arrived = wait_until(Duration::from_secs(10), async || up_seen.load(SeqCst) > 0).await;
+    assert!(arrived, "the request never reached the upstream");
     tg.signal(libc::SIGTERM);
     let r = inflight.await.unwrap();
     assert_eq!(r.status, 200, "in-flight request finished during the drain");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = tg.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "did not exit after draining"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut status = None;
+    let exited = wait_until(Duration::from_secs(10), async || {
+        status = tg.child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    assert!(exited, "did not exit after draining");
+    let status = status.unwrap();
     assert!(status.success(), "{status:?}");
     assert!(tokio::net::TcpStream::connect(proxy).await.is_err());
 }

@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,6 +164,24 @@ impl Tollgate {
             &[],
             ttl,
         )
+    }
+
+    /// A caller token that expired a minute ago, beyond the verifier's few seconds of leeway
+    /// (so a test need not wait the leeway out).
+    pub fn expired_token(&self, org: &str, user: &str) -> String {
+        let key = std::fs::read_to_string(self.data.join("keys/identity.key")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims =
+            serde_json::json!({"sub": user, "org": org, "iat": now - 3600, "exp": now - 60});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key.trim().as_bytes()),
+        )
+        .unwrap()
     }
 
     /// A token with the admin role.
@@ -406,27 +425,41 @@ pub async fn web_get(web: SocketAddr, path: &str) -> Resp {
 /// An HTTP upstream on 127.0.0.1:0 that echoes what it received as JSON:
 /// `{"method","uri","headers":{..},"body"}`. `/slow?ms=N` waits first; `/silent` never answers.
 pub async fn echo_upstream() -> SocketAddr {
+    echo_upstream_counting().await.0
+}
+
+/// [`echo_upstream`], with a count of the requests it has received (before answering them), so
+/// a test can wait until a request is in flight.
+pub async fn echo_upstream_counting() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let count = count.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(echo);
+                let svc = hyper::service::service_fn(move |req| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    echo(req)
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    // `/silent` and `/slow` simulate upstreams that hang or are slow: the sleeps are the
+    // behaviour under test, not synchronization.
     if path == "/silent" {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }

@@ -417,6 +417,7 @@ impl Provider {
             (s.refresh_mode, s.refresh_delay)
         });
         if !delay.is_zero() {
+            // Simulated provider latency (the scenario under test), not synchronization.
             tokio::time::sleep(delay).await;
         }
         if let Some(r) = self.refresh_by_mode(mode).await {
@@ -547,6 +548,7 @@ impl Provider {
                 let rt = str_at("/renew").unwrap_or_default();
                 self.with(|s| s.refresh_tokens_used.push(rt.clone()));
                 if !delay.is_zero() {
+                    // Simulated endpoint latency (the scenario under test).
                     tokio::time::sleep(delay).await;
                 }
                 if let Some(r) = self.refresh_by_mode(mode).await {
