@@ -6,7 +6,14 @@
 
 pub mod agent;
 pub mod consent;
+pub mod guard;
+pub mod inproc;
+pub mod netns;
+pub mod oauth;
+pub mod policies;
 pub mod provider;
+pub mod tls;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -327,7 +334,11 @@ pub async fn send_one(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let resp = send.send_request(req).await.unwrap();
+    read_response(send.send_request(req).await.unwrap()).await
+}
+
+/// Reads a whole response.
+pub async fn read_response(resp: Response<Incoming>) -> Resp {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
@@ -374,21 +385,7 @@ pub async fn proxy_connect(
             Some(TokioIo::new(up)),
         )
     } else {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        (
-            Resp {
-                status,
-                headers,
-                body,
-            },
-            None,
-        )
+        (read_response(resp).await, None)
     }
 }
 
@@ -577,4 +574,15 @@ pub fn assert_proxy_error(r: &Resp, status: u16, code: &str) -> serde_json::Valu
     assert_eq!(body["error"], code, "{body}");
     assert!(body["message"].is_string(), "{body}");
     body
+}
+
+/// Standard base64 of `s` (for `Basic` credentials).
+pub fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// `Bearer TOKEN` of `org`'s alice, for `Proxy-Authorization`.
+pub fn auth(tg: &Tollgate, org: &str) -> String {
+    tg.bearer(org, "alice")
 }
