@@ -307,8 +307,13 @@ async fn a_draining_agent_finishes_open_tunnels_while_new_ones_go_to_another_age
     );
     let status = status.unwrap();
     assert!(status.success(), "A exited with {status}:\n{}", a.logs());
+    // The exited agent's last lines may still be in the pipe to the reader thread.
+    let stopped = wait_until(Duration::from_secs(10), async || {
+        a.logs().contains("agent stopped")
+    })
+    .await;
     let logs = a.logs();
-    assert!(logs.contains("agent stopped"), "{logs}");
+    assert!(stopped, "{logs}");
     assert!(!logs.contains("drain timeout"), "{logs}");
     // A served exactly the one tunnel, which ended because it was closed, not cut.
     let lines = a.tunnel_lines();

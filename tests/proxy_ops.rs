@@ -41,7 +41,7 @@ async fn hot_reload_good_and_bad_edits() {
         "20-broken.toml",
         "[[policy]]\nname = \"x\"\nroute = \"direct\"\nbogus = 1\n",
     );
-    let reported = wait_until(Duration::from_secs(3), async || {
+    let reported = wait_until(Duration::from_secs(10), async || {
         let r = web_get(tg.web, "/readyz").await;
         r.json()["status"] == "degraded"
     })

@@ -1,6 +1,16 @@
-//! Spawn helpers for integration tests: the real `tollgate` binary on `127.0.0.1:0` with a
-//! temporary data dir, loopback upstreams, and a minimal proxy client built on hyper's
-//! connection API (so requests are sent exactly as written: absolute-form or CONNECT).
+//! The one harness of the integration tests. Here: the real `tollgate` binary on
+//! `127.0.0.1:0` with a temporary data dir ([`Tollgate`]: start, restart, signal, logs, caller
+//! and admin tokens), loopback upstreams (HTTP echo, TCP echo), a minimal proxy client built on
+//! hyper's connection API (so requests are sent exactly as written: absolute-form or CONNECT),
+//! and [`wait_until`], which tests use to await an event instead of sleeping.
+//!
+//! Beside it: [`policies`] (every policy the tests use, written once), [`provider`] (an
+//! in-process OAuth provider and protected API), [`consent`] (the consent flow as a browser
+//! walks it), [`oauth`] and [`webhook`] (the token-injection fixtures), [`agent`] (agent
+//! processes and the relay), [`netns`] (network namespaces for agents), [`tls`] (test CAs, a TLS
+//! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
+//! forced predicate or a request hook) and [`guard`] (the address guard's dialer with a static
+//! resolver).
 
 #![allow(dead_code)]
 
