@@ -12,7 +12,7 @@
 //! 4. the runner calls again: tollgate injects the user's token; once it nears expiry,
 //!    tollgate refreshes it without the runner noticing.
 
-#[path = "../tests/common/provider.rs"]
+#[path = "../tests/common/provider/mod.rs"]
 mod provider;
 
 use std::net::SocketAddr;

@@ -1,33 +1,11 @@
 //! End-to-end table of the address guard as the proxy applies it: a target as a client writes
 //! it (any literal form, or a name) → normalize → resolve once → classify → refuse or dial.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use common::guard::dialer;
 use tollgate::policy::normalize_host;
-use tollgate::route::direct::{DialError, DirectDialer, StaticResolver};
-use tollgate::route::guard::Guard;
-
-const OWN: &str = "127.0.0.1:3128";
-
-fn dialer() -> DirectDialer {
-    let mut r = StaticResolver::new();
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    r.insert("public.test", [ip("93.184.216.34")]);
-    r.insert("loopback.test", [ip("127.0.0.1")]);
-    r.insert("rfc1918.test", [ip("10.1.2.3")]);
-    r.insert("metadata.test", [ip("169.254.169.254")]);
-    r.insert("mixed.test", [ip("93.184.216.34"), ip("192.168.1.1")]);
-    r.insert("mapped.test", [ip("::ffff:10.0.0.1")]);
-    r.insert("ula.test", [ip("fd00::1")]);
-    r.insert("cgnat.test", [ip("100.64.0.1")]);
-    DirectDialer::new(
-        Arc::new(r),
-        Guard::new(vec![OWN.parse::<SocketAddr>().unwrap()]),
-        Duration::from_secs(2),
-    )
-}
+use tollgate::route::direct::DialError;
 
 /// (case name, target host as written, port, allow_private, expected: Some(reason fragment)
 /// when refused by the guard, None when the guard lets it through).

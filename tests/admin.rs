@@ -415,7 +415,7 @@ async fn an_app_whose_policy_disappears_is_reported() {
         "10-test.toml",
         &POLICY.replace("name = \"idp\"", "name = \"idp-renamed\""),
     );
-    let seen = Tollgate::wait_for(std::time::Duration::from_secs(3), async || {
+    let seen = wait_until(std::time::Duration::from_secs(3), async || {
         web_get(tg.web, "/readyz").await.json()["status"] == "degraded"
     })
     .await;

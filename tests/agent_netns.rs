@@ -1,238 +1,17 @@
-//! Agent relay across network namespaces: a private upstream that tollgate cannot reach,
-//! and an agent that can reach both.
-//!
-//! ```text
-//!  root namespace (tollgate)        edge namespace (agent)        private namespace
-//!  10.231.N.1/30  ── veth ──  10.231.N.2/30
-//!                             10.231.N.5/30  ── veth ──  10.231.N.6/30 (upstream)
-//!  route 10.231.N.4/30: unreachable
-//! ```
-//!
-//! The root namespace gets an `unreachable` route for the private /30, so a direct dial fails
-//! at once instead of leaving through the host's default route; no packet goes anywhere but
-//! between the namespaces made here. A test that needs a name for the private address writes
-//! it to `/etc/netns/EDGE/hosts` (which `ip netns exec` mounts over the agent's `/etc/hosts`),
-//! so no lookup leaves the host either. Skipped, with the reason printed, when not root or
-//! when `ip netns` is unavailable. Namespaces, links and the route are removed on drop, also
-//! when a test fails.
+//! Agent relay across network namespaces (`common::netns`): a private upstream that tollgate
+//! cannot reach, and an agent that can reach both. Skipped, with the reason printed, when not
+//! root or when `ip netns` is unavailable.
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::agent::*;
+use common::netns::*;
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 
-/// The namespaces, links and route of one test.
-struct Topology {
-    edge: String,
-    private: String,
-    /// Root-side end of the root–edge veth pair.
-    root_link: String,
-    /// Edge-side end of the root–edge veth pair.
-    edge_link: String,
-    /// Third octet of 10.231.N.0/29.
-    n: u8,
-    route_added: bool,
-    /// `/etc/netns/EDGE`, when [`Topology::name_private_host`] made it.
-    hosts_dir: Option<PathBuf>,
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Topology {
-    /// Builds the topology, or says why it cannot (the caller skips the test).
-    fn create() -> Result<Topology, String> {
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root".into());
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            return Err("the `ip` command is missing".into());
-        }
-        let id = std::process::id() % 100_000;
-        let k = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // A third octet not used on this host yet (other test processes may be running).
-        let used = String::from_utf8_lossy(
-            &Command::new("ip")
-                .args(["-o", "-4", "addr"])
-                .output()
-                .map_err(|e| e.to_string())?
-                .stdout,
-        )
-        .into_owned();
-        let n = (0..250u32)
-            .map(|i| ((id + k * 17 + i) % 250 + 1) as u8)
-            .find(|n| !used.contains(&format!("10.231.{n}.")))
-            .ok_or("no free 10.231.N.0/29 block")?;
-        let mut t = Topology {
-            edge: format!("tg-edge-{id}-{k}"),
-            private: format!("tg-priv-{id}-{k}"),
-            root_link: format!("tgr{id}x{k}"),
-            edge_link: format!("tge{id}x{k}"),
-            n,
-            route_added: false,
-            hosts_dir: None,
-        };
-        t.build()
-            .map_err(|e| format!("cannot build namespaces: {e}"))?;
-        Ok(t)
-    }
-
-    fn build(&mut self) -> Result<(), String> {
-        let n = self.n;
-        let (edge, private) = (self.edge.clone(), self.private.clone());
-        let (root_link, edge_link) = (self.root_link.clone(), self.edge_link.clone());
-        let (ep, pe) = (format!("{edge_link}p"), format!("{root_link}p"));
-        ip(&["netns", "add", &edge])?;
-        ip(&["netns", "add", &private])?;
-        // root <-> edge
-        ip(&[
-            "link", "add", &root_link, "type", "veth", "peer", "name", &edge_link,
-        ])?;
-        ip(&["link", "set", &edge_link, "netns", &edge])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("10.231.{n}.1/30"),
-            "dev",
-            &root_link,
-        ])?;
-        ip(&["link", "set", &root_link, "up"])?;
-        ip(&[
-            "-n",
-            &edge,
-            "addr",
-            "add",
-            &format!("10.231.{n}.2/30"),
-            "dev",
-            &edge_link,
-        ])?;
-        ip(&["-n", &edge, "link", "set", &edge_link, "up"])?;
-        ip(&["-n", &edge, "link", "set", "lo", "up"])?;
-        // edge <-> private
-        ip(&["link", "add", &ep, "type", "veth", "peer", "name", &pe])?;
-        ip(&["link", "set", &ep, "netns", &edge])?;
-        ip(&["link", "set", &pe, "netns", &private])?;
-        ip(&[
-            "-n",
-            &edge,
-            "addr",
-            "add",
-            &format!("10.231.{n}.5/30"),
-            "dev",
-            &ep,
-        ])?;
-        ip(&["-n", &edge, "link", "set", &ep, "up"])?;
-        ip(&[
-            "-n",
-            &private,
-            "addr",
-            "add",
-            &format!("10.231.{n}.6/30"),
-            "dev",
-            &pe,
-        ])?;
-        ip(&["-n", &private, "link", "set", &pe, "up"])?;
-        ip(&["-n", &private, "link", "set", "lo", "up"])?;
-        // The root namespace has no way to the private /30, and says so at once.
-        ip(&["route", "add", "unreachable", &format!("10.231.{n}.4/30")])?;
-        self.route_added = true;
-        Ok(())
-    }
-
-    fn relay_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 231, self.n, 1)
-    }
-
-    fn private_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 231, self.n, 6)
-    }
-
-    fn private_cidr(&self) -> String {
-        format!("10.231.{}.4/30", self.n)
-    }
-
-    /// Binds a listener inside the private namespace (from a thread that enters it; the
-    /// socket stays there).
-    fn listen_in_private(&self) -> std::net::TcpListener {
-        let path = format!("/var/run/netns/{}", self.private);
-        let addr = SocketAddr::new(self.private_ip().into(), 0);
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).unwrap();
-            use std::os::fd::AsRawFd;
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let l = std::net::TcpListener::bind(addr).unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// Makes `name` resolve to the private address in processes started with
-    /// `ip netns exec EDGE`, which bind-mounts `/etc/netns/EDGE/hosts` over `/etc/hosts`.
-    /// Returns that hosts file, for other processes that should resolve the name alike.
-    fn name_private_host(&mut self, name: &str) -> PathBuf {
-        let dir = PathBuf::from(format!("/etc/netns/{}", self.edge));
-        std::fs::create_dir_all(&dir).unwrap();
-        self.hosts_dir = Some(dir.clone());
-        let hosts = dir.join("hosts");
-        let text = format!("127.0.0.1 localhost\n{} {name}\n", self.private_ip());
-        std::fs::write(&hosts, text).unwrap();
-        hosts
-    }
-
-    /// Cuts the wire between tollgate and the agent: packets are dropped silently.
-    fn cut(&self) -> Result<(), String> {
-        ip(&["-n", &self.edge, "link", "set", &self.edge_link, "down"])
-    }
-
-    fn mend(&self) -> Result<(), String> {
-        ip(&["-n", &self.edge, "link", "set", &self.edge_link, "up"])
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.hosts_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        if self.route_added {
-            let _ = ip(&["route", "del", "unreachable", &self.private_cidr()]);
-        }
-        // Deleting a namespace deletes the links in it, and with them their peers.
-        let _ = ip(&["link", "del", &self.root_link]);
-        let _ = ip(&["netns", "del", &self.edge]);
-        let _ = ip(&["netns", "del", &self.private]);
-    }
-}
-
+/// The topology, or a skip (return) with the reason printed.
 macro_rules! topology_or_skip {
     () => {
         match Topology::create() {
@@ -243,134 +22,6 @@ macro_rules! topology_or_skip {
             }
         }
     };
-}
-
-/// A tiny HTTP server: answers every request with "private:PATH".
-async fn serve_private(listener: std::net::TcpListener) -> SocketAddr {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let body = format!("private:{}", req.uri().path());
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-fn policy(t: &Topology) -> String {
-    format!(
-        r#"
-[[policy]]
-name = "private-direct"
-orgs = ["direct-org"]
-route = "direct"
-  [[policy.allow]]
-  cidrs = ["{cidr}"]
-  ports = ["1024-65535"]
-
-[[policy]]
-name = "private-agent"
-orgs = ["acme"]
-route = "agent:edge-1"
-  [[policy.allow]]
-  cidrs = ["{cidr}", "10.231.{n}.0/29"]
-  ports = ["1024-65535"]
-"#,
-        cidr = t.private_cidr(),
-        n = t.n
-    )
-}
-
-/// tollgate in the root namespace with its relay on the root–edge link, and an agent in the
-/// edge namespace allowing only the private /30.
-async fn start(t: &Topology, keepalive: &str) -> (Tollgate, Agent) {
-    start_with_policy(t, keepalive, &policy(t)).await
-}
-
-/// As [`start`], with tollgate's policy file given.
-async fn start_with_policy(t: &Topology, keepalive: &str, policy: &str) -> (Tollgate, Agent) {
-    start_with(t, keepalive, policy, &[], &[]).await
-}
-
-/// As [`start_with_policy`], with tollgate run as `prefix... tollgate serve` and given
-/// `extra` flags.
-async fn start_with(
-    t: &Topology,
-    keepalive: &str,
-    policy: &str,
-    prefix: &[&str],
-    extra: &[&str],
-) -> (Tollgate, Agent) {
-    let relay = SocketAddr::new(t.relay_ip().into(), free_port()).to_string();
-    let mut flags = vec!["--relay-listen", &relay, "--relay-keepalive", keepalive];
-    flags.extend_from_slice(extra);
-    let tg = Tollgate::start_with_prefix(prefix, policy, &flags);
-    let (cred, ca) = credential_files(&tg, "edge-1");
-    let args: Vec<String> = [
-        "agent",
-        "run",
-        "--relay",
-        &format!("https://{relay}"),
-        "--id",
-        "edge-1",
-        "--credential-file",
-        cred.to_str().unwrap(),
-        "--ca-file",
-        ca.to_str().unwrap(),
-        "--allow",
-        &t.private_cidr(),
-        "--keepalive",
-        keepalive,
-        "--log-format",
-        "json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = Agent::spawn(&["ip", "netns", "exec", &t.edge], &args);
-    assert!(
-        wait_connections(&tg, "edge-1", 2, Duration::from_secs(20)).await,
-        "agent did not connect\ntollgate:\n{}\nagent:\n{}",
-        tg.logs(),
-        agent.logs()
-    );
-    (tg, agent)
-}
-
-/// GET over a CONNECT tunnel.
-async fn get_via_connect(tg: &Tollgate, auth: &str, target: &str) -> (u16, String) {
-    let (r, tunnel) = proxy_connect(tg.proxy, target, &[("proxy-authorization", auth)]).await;
-    if r.status != 200 {
-        return (r.status, r.text());
-    }
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel.unwrap()))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = send
-        .send_request(
-            Request::get("/through-tunnel")
-                .header("host", target)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
@@ -421,7 +72,7 @@ async fn direct_egress_fails_where_the_agent_succeeds() {
         .unwrap()
         .contains("not in the agent's allowlist"));
 
-    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let ok = wait_until(Duration::from_secs(5), async || {
         agent
             .tunnel_lines()
             .iter()
@@ -456,7 +107,7 @@ async fn cut_wire_drops_tunnels_within_the_keepalive_deadline_and_the_agent_come
     assert!(took < Duration::from_secs(5), "took {took:?}");
     eprintln!("tunnel failed {took:?} after the wire was cut");
     drop(tunnel);
-    let clean = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let clean = wait_until(Duration::from_secs(5), async || {
         metric(&tg, "tollgate_agent_connections{agent=\"edge-1\"}").await == 0.0
             && metric(&tg, "tollgate_agent_open_tunnels{agent=\"edge-1\"}").await == 0.0
             && metric(&tg, "tollgate_open_tunnels").await == 0.0
@@ -485,19 +136,7 @@ async fn cut_wire_drops_tunnels_within_the_keepalive_deadline_and_the_agent_come
 /// provider and the API) and `hook-direct` (direct to the private /30, which has no route).
 fn webhook_policy(t: &Topology) -> String {
     format!(
-        r#"{agent}
-[[policy]]
-name = "local"
-orgs = ["acme"]
-route = "direct"
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1-65535"]
-  private = true
-  [[policy.allow]]
-  cidrs = ["127.0.0.0/8"]
-  ports = ["1-65535"]
-
+        r#"{agent}{local}
 [[policy]]
 name = "hook-direct"
 orgs = ["acme"]
@@ -507,6 +146,7 @@ route = "direct"
   ports = ["1024-65535"]
 "#,
         agent = policy(t),
+        local = common::policies::LOCAL,
         cidr = t.private_cidr(),
     )
 }
@@ -603,7 +243,7 @@ async fn webhook_handshake_reaches_a_private_endpoint_only_through_the_agent() {
         p.with(|s| s.violations.clone())
     );
     // The agent dialed the handshake endpoint for it.
-    let ok = Tollgate::wait_for(Duration::from_secs(5), async || {
+    let ok = wait_until(Duration::from_secs(5), async || {
         agent
             .tunnel_lines()
             .iter()
@@ -804,7 +444,7 @@ async fn curl_over_https_proxy_reaches_a_private_tls_api_with_the_token_only_thr
     // The same host, caller and app on a direct route: tollgate resolves the name but has no
     // route to it, so the CONNECT fails and the API sees nothing.
     tg.write_policy("10-test.toml", &crm_policy(&t, "direct"));
-    let switched = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let switched = wait_until(Duration::from_secs(10), async || {
         curl(&tg, "alice", &token, &url).await.connect != 200
     })
     .await;
@@ -834,7 +474,7 @@ async fn curl_over_https_proxy_reaches_a_private_tls_api_with_the_token_only_thr
 
     // Back on the agent route, it works again.
     tg.write_policy("10-test.toml", &crm_policy(&t, "agent:edge-1"));
-    let back = Tollgate::wait_for(Duration::from_secs(10), async || {
+    let back = wait_until(Duration::from_secs(10), async || {
         curl(&tg, "alice", &token, &url).await.status == 200
     })
     .await;

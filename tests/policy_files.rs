@@ -1,13 +1,12 @@
 //! Every policy file shipped in `policies/` parses, and the loader sees all of them (a loop
 //! that silently checks zero files would pass whatever the files say).
 
+mod common;
+
 use std::path::Path;
 
+use common::policies::shipped;
 use tollgate::policy::{normalize_host, Decision, DenyReason, PolicySet};
-
-fn shipped() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
-}
 
 #[test]
 fn shipped_policies_load() {

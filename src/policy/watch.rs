@@ -195,6 +195,9 @@ pub async fn watch(policies: Arc<Policies>, shutdown: impl Future<Output = ()>) 
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await; // The first tick is immediate; the first load already happened.
+                       // An edit made between the first load and the watcher starting sent no event; without
+                       // this it would wait for the poll (30 s). Edits from now on are seen by the watcher.
+    reload_blocking(&policies, Mode::IfChanged).await;
     policies.watching.store(true, Ordering::Release);
     loop {
         tokio::select! {

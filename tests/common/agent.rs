@@ -8,7 +8,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{bin, web_get, Tollgate};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::policies::AGENT_LOOPBACK as POLICY;
+use super::*;
 
 /// A running `tollgate agent run`.
 pub struct Agent {
@@ -168,7 +171,7 @@ pub async fn metric(tg: &Tollgate, series: &str) -> f64 {
 /// Waits until `tollgate_agent_connections{agent=ID}` reaches `n`.
 pub async fn wait_connections(tg: &Tollgate, id: &str, n: usize, timeout: Duration) -> bool {
     let series = format!("tollgate_agent_connections{{agent=\"{id}\"}}");
-    Tollgate::wait_for(timeout, async || metric(tg, &series).await as usize == n).await
+    wait_until(timeout, async || metric(tg, &series).await as usize == n).await
 }
 
 /// A port on 127.0.0.1 nothing listens on now, for a relay listener that must keep its
@@ -188,4 +191,90 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Keep-alive on both sides in these tests: a dead relay connection is dropped within about
+/// twice this.
+pub const KEEPALIVE: &str = "1s";
+
+pub fn start_tollgate(extra: &[&str]) -> (Tollgate, SocketAddr) {
+    let relay: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut args = vec![
+        "--relay-listen".to_string(),
+        relay.to_string(),
+        "--relay-keepalive".to_string(),
+        KEEPALIVE.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Tollgate::start(POLICY, &args), relay)
+}
+
+pub fn start_agent(tg: &Tollgate, relay: SocketAddr, allow: &[&str], extra: &[&str]) -> Agent {
+    let mut args = vec!["--keepalive", KEEPALIVE];
+    args.extend_from_slice(extra);
+    Agent::start(tg, relay, "onprem-1", allow, &args)
+}
+
+/// tollgate plus one agent allowing loopback, with both relay connections up.
+pub async fn setup(agent_extra: &[&str]) -> (Tollgate, SocketAddr, Agent) {
+    let (tg, relay) = start_tollgate(&[]);
+    let agent = start_agent(&tg, relay, &["127.0.0.0/8"], agent_extra);
+    let n = if agent_extra.contains(&"--connections") {
+        1
+    } else {
+        2
+    };
+    assert!(
+        wait_connections(&tg, "onprem-1", n, Duration::from_secs(20)).await,
+        "agent did not connect\ntollgate:\n{}\nagent:\n{}",
+        tg.logs(),
+        agent.logs()
+    );
+    (tg, relay, agent)
+}
+
+/// CONNECT through the proxy, write `msg`, read it back from an echo server.
+pub async fn echo_through(
+    proxy: SocketAddr,
+    auth: &str,
+    target: &str,
+    msg: &[u8],
+) -> Result<(), String> {
+    let (r, tunnel) = proxy_connect(proxy, target, &[("proxy-authorization", auth)]).await;
+    if r.status != 200 {
+        return Err(format!("CONNECT answered {}: {}", r.status, r.text()));
+    }
+    let mut t = tunnel.ok_or("no tunnel")?;
+    echo_on(&mut t, msg).await
+}
+
+/// Writes `msg` on an open tunnel to an echo server and reads it back.
+pub async fn echo_on<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &mut S,
+    msg: &[u8],
+) -> Result<(), String> {
+    t.write_all(msg).await.map_err(|e| e.to_string())?;
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), t.read_exact(&mut back))
+        .await
+        .map_err(|_| "echo timed out".to_string())?
+        .map_err(|e| format!("tunnel broke: {e}"))?;
+    if back != msg {
+        return Err("echo mismatch".into());
+    }
+    Ok(())
+}
+
+/// How long until `s` reports EOF or an error (reading and discarding whatever arrives).
+pub async fn time_to_failure<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
 }

@@ -1,12 +1,29 @@
-//! Spawn helpers for integration tests: the real `tollgate` binary on `127.0.0.1:0` with a
-//! temporary data dir, loopback upstreams, and a minimal proxy client built on hyper's
-//! connection API (so requests are sent exactly as written: absolute-form or CONNECT).
+//! The one harness of the integration tests. Here: the real `tollgate` binary on
+//! `127.0.0.1:0` with a temporary data dir ([`Tollgate`]: start, restart, signal, logs, caller
+//! and admin tokens), loopback upstreams (HTTP echo, TCP echo), a minimal proxy client built on
+//! hyper's connection API (so requests are sent exactly as written: absolute-form or CONNECT),
+//! and [`wait_until`], which tests use to await an event instead of sleeping.
+//!
+//! Beside it: [`policies`] (every policy the tests use, written once), [`provider`] (an
+//! in-process OAuth provider and protected API), [`consent`] (the consent flow as a browser
+//! walks it), [`oauth`] and [`webhook`] (the token-injection fixtures), [`agent`] (agent
+//! processes and the relay), [`netns`] (network namespaces for agents), [`tls`] (test CAs, a TLS
+//! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
+//! forced predicate or a request hook) and [`guard`] (the address guard's dialer with a static
+//! resolver).
 
 #![allow(dead_code)]
 
 pub mod agent;
 pub mod consent;
+pub mod guard;
+pub mod inproc;
+pub mod netns;
+pub mod oauth;
+pub mod policies;
 pub mod provider;
+pub mod tls;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,6 +31,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -165,6 +183,24 @@ impl Tollgate {
         )
     }
 
+    /// A caller token that expired a minute ago, beyond the verifier's few seconds of leeway
+    /// (so a test need not wait the leeway out).
+    pub fn expired_token(&self, org: &str, user: &str) -> String {
+        let key = std::fs::read_to_string(self.data.join("keys/identity.key")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims =
+            serde_json::json!({"sub": user, "org": org, "iat": now - 3600, "exp": now - 60});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key.trim().as_bytes()),
+        )
+        .unwrap()
+    }
+
     /// A token with the admin role.
     pub fn admin_token(&self, org: &str, user: &str) -> String {
         let key = std::fs::read_to_string(self.data.join("keys/identity.key")).unwrap();
@@ -231,18 +267,6 @@ impl Tollgate {
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
-
-    /// Polls `cond` until it holds or `timeout` passes.
-    pub async fn wait_for(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if cond().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
 }
 
 impl Drop for Tollgate {
@@ -251,6 +275,24 @@ impl Drop for Tollgate {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `cond` until it holds or `timeout` passes; whether it held. Tests wait for an
+/// observable event this way instead of sleeping a fixed time.
+pub async fn wait_until(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// How often [`wait_until`] checks its condition.
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// A simple response: status, headers, body.
 #[derive(Debug)]
@@ -302,7 +344,11 @@ pub async fn send_one(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let resp = send.send_request(req).await.unwrap();
+    read_response(send.send_request(req).await.unwrap()).await
+}
+
+/// Reads a whole response.
+pub async fn read_response(resp: Response<Incoming>) -> Resp {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
@@ -349,21 +395,7 @@ pub async fn proxy_connect(
             Some(TokioIo::new(up)),
         )
     } else {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        (
-            Resp {
-                status,
-                headers,
-                body,
-            },
-            None,
-        )
+        (read_response(resp).await, None)
     }
 }
 
@@ -400,27 +432,41 @@ pub async fn web_get(web: SocketAddr, path: &str) -> Resp {
 /// An HTTP upstream on 127.0.0.1:0 that echoes what it received as JSON:
 /// `{"method","uri","headers":{..},"body"}`. `/slow?ms=N` waits first; `/silent` never answers.
 pub async fn echo_upstream() -> SocketAddr {
+    echo_upstream_counting().await.0
+}
+
+/// [`echo_upstream`], with a count of the requests it has received (before answering them), so
+/// a test can wait until a request is in flight.
+pub async fn echo_upstream_counting() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let count = count.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(echo);
+                let svc = hyper::service::service_fn(move |req| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    echo(req)
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    // `/silent` and `/slow` simulate upstreams that hang or are slow: the sleeps are the
+    // behaviour under test, not synchronization.
     if path == "/silent" {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
@@ -538,4 +584,15 @@ pub fn assert_proxy_error(r: &Resp, status: u16, code: &str) -> serde_json::Valu
     assert_eq!(body["error"], code, "{body}");
     assert!(body["message"].is_string(), "{body}");
     body
+}
+
+/// Standard base64 of `s` (for `Basic` credentials).
+pub fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// `Bearer TOKEN` of `org`'s alice, for `Proxy-Authorization`.
+pub fn auth(tg: &Tollgate, org: &str) -> String {
+    tg.bearer(org, "alice")
 }

@@ -1,0 +1,205 @@
+//! The token-injection fixture: the real `tollgate` with the `LOCAL` policy, the in-process
+//! provider ([`super::provider`]) and an app `crm` for it, and what a runner and a browser do
+//! with them (call the API through the proxy, walk the consent flow).
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::policies::LOCAL as POLICY;
+use super::provider::Provider;
+use super::*;
+
+/// What a runner sends as its own `Authorization`; tollgate must replace it.
+pub const CLIENT_AUTH: &str = "Bearer client-own-token";
+
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub fn app_spec(p: &Provider) -> Value {
+    json!({
+        "id": "crm",
+        "name": "Acme CRM",
+        "description": "Customer records <b>and</b> deals",
+        "approval_prompt": "Allow the runner to read & write your CRM records?",
+        "authorize_url": format!("{}/authorize", p.issuer()),
+        "token_url": format!("{}/token", p.issuer()),
+        "revocation_url": format!("{}/revoke", p.issuer()),
+        "issuer": p.issuer(),
+        "client_id": "client-1",
+        "client_secret": "sk-CLIENT-SECRET",
+        "scopes": ["read", "write"],
+        "egress_policy": "local",
+        "domains": ["localhost"],
+        "upstream_tls": false,
+        "authorize_params": {"access_type": "offline"},
+    })
+}
+
+pub struct Env {
+    pub tg: Tollgate,
+    pub p: Provider,
+    pub admin: String,
+}
+
+pub async fn setup(flags: &[&str], tweak: impl FnOnce(&mut Value, &Provider)) -> Env {
+    let p = Provider::start().await;
+    let tg = Tollgate::start(POLICY, flags);
+    let admin = tg.admin_token("acme", "root");
+    let mut spec = app_spec(&p);
+    tweak(&mut spec, &p);
+    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    Env { tg, p, admin }
+}
+
+/// One request to `addr` (origin-form) with headers.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send_one(addr, req.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// `http://127.0.0.1:port/path?q` → (address, `/path?q`).
+pub fn split(url: &str) -> (SocketAddr, String) {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let addr = uri.authority().unwrap().as_str().parse().unwrap();
+    (addr, uri.path_and_query().unwrap().to_string())
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Env {
+    /// A runner's request to the API through the proxy.
+    pub async fn call_port(
+        &self,
+        org: &str,
+        user: &str,
+        port: u16,
+        method: &str,
+        body: &str,
+    ) -> Resp {
+        let pa = format!("Bearer {}", self.tg.token(org, user));
+        proxy_request(
+            self.tg.proxy,
+            method,
+            &format!("http://localhost:{port}/records"),
+            &[("proxy-authorization", &pa), ("authorization", CLIENT_AUTH)],
+            body,
+        )
+        .await
+    }
+
+    pub async fn call(&self, org: &str, user: &str) -> Resp {
+        self.call_port(org, user, self.p.api.port(), "GET", "")
+            .await
+    }
+
+    /// First call → 401 with a consent URL.
+    pub async fn consent_url(&self, org: &str, user: &str) -> String {
+        let r = self.call(org, user).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        r.json()["consent_url"].as_str().unwrap().to_string()
+    }
+
+    /// GET the consent page, POST it, follow the provider's redirect to the callback, as a
+    /// browser would. Returns the callback's response and its path.
+    pub async fn complete(&self, consent_url: &str, headers: &[(&str, &str)]) -> (Resp, String) {
+        let (web, path) = split(consent_url);
+        assert_eq!(web, self.tg.web);
+        let page = http(web, "GET", &path, headers).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let post = http(web, "POST", &path, headers).await;
+        assert_eq!(post.status, 303, "{}", post.text());
+        let (idp, authorize) = split(&post.header("location").unwrap());
+        assert_eq!(idp, self.p.addr);
+        let at_idp = http(idp, "GET", &authorize, &[]).await;
+        assert_eq!(at_idp.status, 302, "{}", at_idp.text());
+        let (back, callback) = split(&at_idp.header("location").unwrap());
+        assert_eq!(back, self.tg.web);
+        (http(back, "GET", &callback, &[]).await, callback)
+    }
+
+    /// The whole consent for `user`; asserts success.
+    pub async fn consent(&self, org: &str, user: &str) {
+        let url = self.consent_url(org, user).await;
+        let (r, _) = self.complete(&url, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    pub async fn authorizations(&self, app: &str) -> Vec<Value> {
+        let r = web_request(
+            self.tg.web,
+            "GET",
+            &format!("/v1/apps/{app}/authorizations"),
+            Some(&self.admin),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["authorizations"].as_array().unwrap().clone()
+    }
+
+    /// Polls until `user`'s token is due for refresh (less than min(60 s, lifetime/2) left).
+    pub async fn wait_stale(&self, user: &str) {
+        let ok = wait_until(DEADLINE, async || {
+            let list = self.authorizations("crm").await;
+            let Some(a) = list.iter().find(|a| a["user"] == user) else {
+                return false;
+            };
+            let exp = a["expires_at"].as_u64().unwrap();
+            let lifetime = exp - a["obtained_at"].as_u64().unwrap();
+            now() + 60.min(lifetime / 2) >= exp
+        })
+        .await;
+        assert!(ok, "token of {user} never became stale");
+    }
+
+    pub async fn metrics(&self) -> String {
+        web_get(self.tg.web, "/metrics").await.text()
+    }
+
+    pub fn assert_no_secrets_logged(&self) {
+        let logs = self.tg.logs();
+        for s in [
+            "AT-secret",
+            "RT-secret",
+            "sk-CLIENT-SECRET",
+            "code_verifier",
+        ] {
+            assert!(!logs.contains(s), "{s} logged:\n{logs}");
+        }
+    }
+}
+
+/// The log lines without terminal colour codes.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn bearer_of(r: &Resp) -> String {
+    r.json()["authorization"].as_str().unwrap_or("").to_string()
+}
