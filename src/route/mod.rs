@@ -1,5 +1,5 @@
 //! Routes to a destination: direct dialing behind the address guard. Agent routes dial
-//! through [`crate::relay::Registry::dial`]: the agent resolves and checks addresses
+//! through [`crate::agent::relay::Registry::dial`]: the agent resolves and checks addresses
 //! against its own allowlist.
 //!
 //! [`guard`] decides which addresses may be dialed ([`classify`], [`Guard`]); [`direct`]
