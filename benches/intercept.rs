@@ -435,7 +435,7 @@ fn main() {
             None,
         )
         .await;
-        let agents = Arc::new(tollgate::agent::relay::Registry::new(
+        let agents = Arc::new(tollgate::relay::Registry::new(
             metrics.agents.clone(),
             Duration::from_secs(10),
         ));

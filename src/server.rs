@@ -11,8 +11,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::credential::CredentialVerifier;
-use crate::agent::relay::{self, Registry, RelayListener, RelaySettings};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
@@ -25,6 +23,8 @@ use crate::proxy::intercept::{
     self, InjectionHook, InterceptPredicate, Interception, RequestHook, UpstreamForwarder,
 };
 use crate::proxy::{self, ProxySettings, ProxyState};
+use crate::relay::credential::CredentialVerifier;
+use crate::relay::{self, Registry, RelayListener, RelaySettings};
 use crate::route::direct::{DirectDialer, SystemResolver};
 use crate::route::guard::Guard;
 use crate::store::{SledStore, Store, StoreKey};

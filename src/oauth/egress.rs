@@ -16,9 +16,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::either::Either;
 
-use crate::agent::relay::Registry;
 use crate::policy::watch::Policies;
 use crate::policy::{Decision, DenyReason, Host, Route};
+use crate::relay::Registry;
 use crate::route::direct::{DialError, DirectDialer};
 
 /// How long a finished provider connection may take to close cleanly before it is dropped.

@@ -66,7 +66,7 @@ impl OAuth {
         public_url: String,
         metrics: Arc<crate::metrics::Metrics>,
         consent_user_header: Option<HeaderName>,
-        agents: Option<Arc<crate::agent::relay::Registry>>,
+        agents: Option<Arc<crate::relay::Registry>>,
     ) -> Arc<OAuth> {
         let index = Arc::new(index::AppIndex::new(store.clone()));
         if let Err(e) = index.refresh().await {

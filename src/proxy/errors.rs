@@ -10,10 +10,10 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Map, Value};
 
 use super::ProxyBody;
-use crate::agent::registry::{AgentDialError, AgentFailure};
 use crate::identity::IdentityError;
 use crate::oauth::inject::{ConsentRequired, InjectError};
 use crate::policy::Decision;
+use crate::relay::{AgentDialError, AgentFailure};
 use crate::route::direct::DialError;
 
 /// Name this proxy uses in `Proxy-Status`.

@@ -30,8 +30,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::errors::ProxyError;
-use crate::agent::relay::{AgentDialError, AgentStream, Registry};
 use crate::policy::{normalize_host, Host};
+use crate::relay::{AgentDialError, AgentStream, Registry};
 use crate::route::direct::{DialError, DirectDialer};
 
 /// How long an idle pooled upstream connection is kept.

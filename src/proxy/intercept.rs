@@ -58,8 +58,8 @@ use crate::metrics::Metrics;
 use crate::policy::{normalize_host, Decision, Host, Route};
 use crate::tls::LeafCache;
 
-use super::connect::{Activity, Metered};
 use super::HYPER_BUF_MIN;
+use crate::io::{Activity, Metered};
 
 /// Decides, per `CONNECT`, whether to intercept besides the app domains of the caller's org
 /// (which always are): `(caller, host, port) -> bool`. Called after the policy allowed the
@@ -339,7 +339,7 @@ where
             Ok(()) => "closed".into(),
             Err(e) => e.to_string(),
         },
-        () = super::connect::idle_watchdog(activity, idle) => "idle timeout".into(),
+        () = crate::io::idle_watchdog(activity, idle) => "idle timeout".into(),
     }
 }
 

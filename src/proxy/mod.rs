@@ -5,7 +5,6 @@
 //! forward or tunnel → one log line. Failures at any phase become a synthetic response in
 //! [`errors`]; nothing else writes error responses.
 
-pub mod connect;
 pub mod errors;
 pub mod forward;
 pub mod intercept;
@@ -34,12 +33,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::agent::relay::{AgentStream, Registry};
 use crate::identity::{IdentityError, Verifier};
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::policy::watch::Policies;
 use crate::policy::{normalize_host, Decision, Host, Route};
+use crate::relay::{AgentStream, Registry};
 use crate::route::direct::DirectDialer;
 use errors::ProxyError;
 use forward::{AgentUpstream, Upstream};
@@ -264,9 +263,9 @@ async fn handle(
             spawn_tunnel(&state, on_upgrade, permit, log, move |client| async move {
                 match upstream {
                     // Socket to socket: zero-copy where the platform allows.
-                    Either::Left(tcp) => connect::tunnel(client, tcp, idle, up, down).await,
+                    Either::Left(tcp) => crate::io::tunnel(client, tcp, idle, up, down).await,
                     Either::Right(agent) => {
-                        connect::splice(TokioIo::new(client), agent, idle, up, down).await
+                        crate::io::splice(TokioIo::new(client), agent, idle, up, down).await
                     }
                 }
             });

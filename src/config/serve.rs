@@ -1,46 +1,37 @@
-//! Server settings: flags, `TOLLGATE_*` environment variables and an optional `tollgate.toml`,
-//! merged (flag/env > file > embedded default) and validated into a [`Config`].
+//! `tollgate serve` settings: flags, `TOLLGATE_*` environment variables and an optional
+//! `tollgate.toml`, merged (flag/env > file > embedded default) and validated into a
+//! [`Config`].
 //!
-//! Two steps, as in rathole: [`FileConfig`] is the raw, strict (`deny_unknown_fields`) file
-//! shape; [`ServeOverrides`] is what clap parsed; [`Config::resolve`] validates the merge and
-//! reports every problem at once.
+//! [`FileConfig`] is the raw, strict (`deny_unknown_fields`) file shape; [`ServeOverrides`] is
+//! what clap parsed; [`Config::resolve`] validates the merge and reports every problem at
+//! once.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::{
+    duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+};
 
 /// Default proxy listener (DESIGN: 127.0.0.1:3128).
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:3128";
 /// Default web listener (DESIGN: 127.0.0.1:8080).
 pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
-/// Connect timeout to an upstream (DESIGN default).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a complete request head (DESIGN default).
 pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time an upstream has to start its response once the request is sent. DESIGN is silent;
 /// 60 s is generous for APIs and keeps a silent upstream from pinning a connection forever.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
-/// A tunnel with no bytes either way for this long is closed (DESIGN default: 15 min).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Largest request head accepted (DESIGN default: 64 KiB).
 pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// Concurrent client connections before `503 overloaded` (DESIGN default).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long SIGTERM waits for in-flight requests (DESIGN default).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable key=value lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// The optional `tollgate.toml`. Every key mirrors a `serve` flag (dashes become underscores).
 #[derive(Debug, Default, Deserialize)]
@@ -273,7 +264,7 @@ impl Config {
             "relay-keepalive",
             over.relay_keepalive.as_ref(),
             file.relay_keepalive.as_ref(),
-            crate::agent::relay::DEFAULT_KEEPALIVE,
+            crate::relay::DEFAULT_KEEPALIVE,
             &mut errors,
         );
         let revoked_agents: Vec<String> = over
@@ -423,56 +414,6 @@ impl Config {
             upstream_ca_file,
             consent_user_header,
         })
-    }
-}
-
-/// Reads an optional TOML settings file; a file that cannot be read or parsed adds its
-/// `FILE:LINE: message` to `errors` and yields the defaults, so every problem is reported at
-/// once. Shared by `serve` and `agent run`.
-pub(crate) fn load_toml_or_default<T: serde::de::DeserializeOwned + Default>(
-    path: Option<&Path>,
-    errors: &mut Vec<String>,
-) -> T {
-    let Some(path) = path else {
-        return T::default();
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(format!("{}: {e}", path.display()));
-            return T::default();
-        }
-    };
-    toml::from_str(&text).unwrap_or_else(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(0);
-        errors.push(format!("{}:{line}: {}", path.display(), e.message()));
-        T::default()
-    })
-}
-
-/// A positive duration from the flag (or its variable), else the file, else `default`; an
-/// invalid one adds an error naming `--flag` and yields `default`.
-pub(crate) fn duration_setting(
-    flag: &str,
-    value: Option<&String>,
-    file: Option<&String>,
-    default: Duration,
-    errors: &mut Vec<String>,
-) -> Duration {
-    match value.or(file) {
-        None => default,
-        Some(s) => match humantime::parse_duration(s) {
-            Ok(x) if !x.is_zero() => x,
-            _ => {
-                errors.push(format!(
-                    "--{flag}: {s:?} is not a positive duration like 10s"
-                ));
-                default
-            }
-        },
     }
 }
 
