@@ -288,7 +288,7 @@ fn token_mint(
             path.display()
         )
     })?;
-    let token = tollgate::identity::mint(&key, org, user, roles, ttl);
+    let token = tollgate::identity::mint(&key, org, user, roles, ttl)?;
     println!("{token}");
     Ok(())
 }

@@ -16,12 +16,11 @@ use http::HeaderMap;
 
 use super::index::AppIndex;
 use super::token::{TokenClient, TokenError};
+use crate::clock::Clock;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::Host;
-use crate::store::{
-    App, Clock, ConsentTicket, Secret, Store, StoreError, TokenSet, TICKET_TTL_SECS,
-};
+use crate::store::{App, ConsentTicket, Secret, Store, StoreError, TokenSet, TICKET_TTL_SECS};
 
 /// A token is refreshed when less than this is left (or half its lifetime, if shorter).
 const REFRESH_MARGIN_SECS: u64 = 60;
@@ -102,7 +101,7 @@ pub struct Injector {
     /// Refresh outcomes.
     metrics: Arc<Metrics>,
     /// Expiry decisions.
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     /// In-flight refresh locks; `Weak` so finished flights free themselves.
     flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<()>>>>,
     /// Token sets already read and unsealed, so injecting a fresh token costs no store read.
@@ -117,7 +116,7 @@ impl Injector {
         tokens: Arc<TokenClient>,
         public_url: String,
         metrics: Arc<Metrics>,
-        clock: Arc<dyn Clock>,
+        clock: Clock,
     ) -> Self {
         Injector {
             index,
@@ -204,9 +203,10 @@ impl Injector {
             });
         }
         let stored = self.cached_or_read(&app, &caller.user).await?;
+        let now = self.clock_now()?;
         let token = match stored {
             None => return Err(self.consent_required(&app, &caller.user).await),
-            Some(t) if rejected.is_none() && self.is_fresh(&app, &t) => t,
+            Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => t,
             Some(_) => self.refresh(&app, &caller.user, rejected).await?,
         };
         set_bearer(headers, &token.access_token)?;
@@ -242,14 +242,19 @@ impl Injector {
     /// More than `min(60 s, lifetime/2)` left; an unknown lifetime is fresh. The margin exists
     /// only to refresh ahead of expiry, so a token that cannot be refreshed (no refresh token,
     /// or a webhook app without a refresh template) is fresh until it really expires.
-    fn is_fresh(&self, app: &App, t: &TokenSet) -> bool {
+    fn is_fresh(&self, app: &App, t: &TokenSet, now: u64) -> bool {
         let Some(expires_at) = t.expires_at else {
             return true;
         };
         let lifetime = expires_at.saturating_sub(t.obtained_at);
         let margin = REFRESH_MARGIN_SECS.min(lifetime / 2);
-        let left = expires_at.saturating_sub(self.clock.now());
+        let left = expires_at.saturating_sub(now);
         left > margin || (left > 0 && !self.can_refresh(app, t))
+    }
+
+    /// The clock, as a store-level failure (it fails only on a broken host clock).
+    fn clock_now(&self) -> Result<u64, StoreError> {
+        Ok(self.clock.now()?)
     }
 
     fn can_refresh(&self, app: &App, t: &TokenSet) -> bool {
@@ -285,7 +290,7 @@ impl Injector {
             return Err(self.consent_required(app, user).await);
         };
         let replaced = rejected.is_some_and(|r| *r != current.access_token);
-        if (rejected.is_none() || replaced) && self.is_fresh(app, &current) {
+        if (rejected.is_none() || replaced) && self.is_fresh(app, &current, self.clock_now()?) {
             return Ok(current);
         }
         let refresh_token = current
@@ -303,7 +308,7 @@ impl Injector {
         };
         match self.tokens.refresh(app, &refresh_token).await {
             Ok(grant) => {
-                let now = self.clock.now();
+                let now = self.clock_now()?;
                 let token = Arc::new(grant.into_token_set(app, user, now, Some(&current)));
                 // Only over the user's existing token: a reset, a delete, or an admin revoke
                 // of this user during the refresh wins (checked in the store's transaction).
@@ -332,7 +337,7 @@ impl Injector {
                 // Another replica may have rotated the refresh token meanwhile.
                 if let Some(now) = self.read(app, user).await? {
                     if now.refresh_token.as_ref() != Some(&refresh_token)
-                        && self.is_fresh(app, &now)
+                        && self.is_fresh(app, &now, self.clock_now()?)
                     {
                         return Ok(now);
                     }
@@ -401,7 +406,7 @@ impl Injector {
             &current.id,
             current.generation,
             current.incarnation,
-            self.clock.now() + TICKET_TTL_SECS,
+            self.clock_now()? + TICKET_TTL_SECS,
         )?;
         let consent_url = format!("{}/consent/{}", self.public_url, ticket.id);
         self.store.put_ticket(ticket).await?;

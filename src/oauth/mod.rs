@@ -34,6 +34,8 @@ pub struct OAuth {
     /// When set, the consent pages require this trusted header (set by the platform's login
     /// proxy) to equal the ticket's user.
     pub consent_user_header: Option<HeaderName>,
+    /// Expiry of tickets and pending authorizations, and when tokens were obtained.
+    pub clock: crate::clock::Clock,
 }
 
 impl OAuth {
@@ -68,6 +70,7 @@ impl OAuth {
         consent_user_header: Option<HeaderName>,
         agents: Option<Arc<crate::agent::relay::Registry>>,
     ) -> Arc<OAuth> {
+        let clock = crate::clock::Clock::system();
         let index = Arc::new(index::AppIndex::new(store.clone()));
         if let Err(e) = index.refresh().await {
             // Lookups retry the build; the proxy must still come up to serve everything else.
@@ -88,7 +91,7 @@ impl OAuth {
             tokens.clone(),
             public_url,
             metrics,
-            Arc::new(crate::store::SystemClock),
+            clock.clone(),
         ));
         Arc::new(OAuth {
             index,
@@ -96,6 +99,7 @@ impl OAuth {
             tokens,
             store,
             consent_user_header,
+            clock,
         })
     }
 }

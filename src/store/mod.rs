@@ -20,11 +20,9 @@ mod record;
 pub mod seal;
 mod sled_store;
 
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
+
+use crate::clock::ClockError;
 
 pub use model::{
     random_id, App, AuditEvent, Authorization, ClientAuth, ConsentTicket, Handshake,
@@ -51,61 +49,19 @@ pub enum StoreError {
         /// Why, in words for an operator.
         reason: String,
     },
-    /// The backend failed (disk, lock, random generator).
+    /// The backend failed (disk, lock, random generator, the host clock).
     #[error("store: {0}")]
     Io(String),
 }
 
+impl From<ClockError> for StoreError {
+    fn from(e: ClockError) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Source of the current time, so expiry can be tested without sleeping.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// Now, in seconds since the Unix epoch.
-    fn now(&self) -> u64;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        // A clock before 1970 is a broken host; treating it as the epoch keeps everything
-        // expired rather than panicking.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that only moves when told to: for tests of expiry, here and in other modules.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    /// A clock reading `now`.
-    pub fn new(now: u64) -> Self {
-        Self(AtomicU64::new(now))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, now: u64) {
-        self.0.store(now, Ordering::SeqCst);
-    }
-
-    /// Moves the time forward by `secs`.
-    pub fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// The persistent state of tollgate. Every method is one atomic operation; writes that a
 /// response depends on (app changes, token writes and deletes) are durable when the method

@@ -17,7 +17,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use sled::transaction::{
@@ -34,7 +33,8 @@ use super::record::{
     KeyCheckRecord, PendingRecord, TicketRecord, TokenKey, TokenRecord, KEY_CHECK_KEY,
 };
 use super::seal::StoreKey;
-use super::{Clock, Store, StoreError, StoreResult, SystemClock};
+use super::{Store, StoreError, StoreResult};
+use crate::clock::Clock;
 
 /// Tree names. Changing one orphans existing data, so they are fixed here.
 const TREE_APPS: &str = "apps";
@@ -66,7 +66,7 @@ pub struct SledStore {
     /// Seals and opens secrets.
     key: StoreKey,
     /// Expiry and timestamps; injectable for tests.
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     /// Where the database lives, for messages.
     path: PathBuf,
 }
@@ -150,15 +150,11 @@ impl SledStore {
     /// Fails with [`StoreError::Corrupt`] naming `meta/key-check` if the store was written
     /// under another key, and with [`StoreError::Io`] if another process holds it open.
     pub fn open(path: &Path, key: StoreKey) -> StoreResult<SledStore> {
-        Self::open_with_clock(path, key, Arc::new(SystemClock))
+        Self::open_with_clock(path, key, Clock::system())
     }
 
     /// Like [`SledStore::open`], with a clock for timestamps and expiry (tests).
-    pub fn open_with_clock(
-        path: &Path,
-        key: StoreKey,
-        clock: Arc<dyn Clock>,
-    ) -> StoreResult<SledStore> {
+    pub fn open_with_clock(path: &Path, key: StoreKey, clock: Clock) -> StoreResult<SledStore> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_CAPACITY_BYTES)
@@ -207,10 +203,6 @@ impl SledStore {
 
     async fn durable(&self) -> StoreResult<()> {
         self.db.flush_async().await.map(|_| ()).map_err(io)
-    }
-
-    fn now(&self) -> u64 {
-        self.clock.now()
     }
 
     /// The current (incarnation, generation) of an app.
@@ -310,7 +302,7 @@ impl SledStore {
     /// Removes tickets and pending authorizations that expired, or whose app no longer has
     /// their incarnation and generation; limited to one app when `only` is given.
     fn sweep_consents(&self, only: Option<(&str, &str)>) -> StoreResult<usize> {
-        let now = self.now();
+        let now = self.clock.now()?;
         let scope = |org: &str, app: &str, incarnation, generation, expires_at| {
             only.is_none_or(|o| o == (org, app))
                 && (now >= expires_at || self.is_stale(org, app, incarnation, generation))
@@ -368,7 +360,7 @@ impl SledStore {
         decode: impl Fn(&[u8]) -> StoreResult<R>,
         version: impl Fn(&R) -> (&str, &str, u64, u64, u64),
     ) -> StoreResult<Option<R>> {
-        let now = self.now();
+        let now = self.clock.now()?;
         (tree, &self.apps)
             .transaction(|(records, apps)| {
                 let Some(bytes) = records.remove(id.as_bytes())? else {
@@ -425,7 +417,7 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
 #[async_trait]
 impl Store for SledStore {
     async fn create_app(&self, app: App) -> StoreResult<App> {
-        let now = self.now();
+        let now = self.clock.now()?;
         let app = App {
             incarnation: random_u64()?,
             generation: 1,
@@ -474,7 +466,7 @@ impl Store for SledStore {
         // The secrets are sealed for this incarnation; the transaction below refuses the write
         // if the app was deleted and re-created meanwhile.
         let sealed = AppRecord::seal(&App { incarnation, ..app }, &self.key)?;
-        let now = self.now();
+        let now = self.clock.now()?;
         let rec = self
             .apps
             .transaction(|apps| {
@@ -507,7 +499,7 @@ impl Store for SledStore {
     }
 
     async fn set_app_enabled(&self, org: &str, id: &str, enabled: bool) -> StoreResult<App> {
-        let now = self.now();
+        let now = self.clock.now()?;
         let rec = self.modify_app(org, id, |rec| {
             rec.enabled = enabled;
             rec.updated_at = now;
@@ -517,7 +509,7 @@ impl Store for SledStore {
     }
 
     async fn reset_app(&self, org: &str, id: &str) -> StoreResult<App> {
-        let now = self.now();
+        let now = self.clock.now()?;
         let rec = self.modify_app(org, id, |rec| {
             rec.generation += 1;
             rec.updated_at = now;
@@ -647,7 +639,7 @@ impl Store for SledStore {
             return Ok(None);
         };
         let rec = TicketRecord::decode(id, &bytes)?;
-        if self.now() >= rec.expires_at
+        if self.clock.now()? >= rec.expires_at
             || self.current_version(&rec.org, &rec.app)? != Some((rec.incarnation, rec.generation))
         {
             return Ok(None);
@@ -685,7 +677,7 @@ impl Store for SledStore {
 
     async fn append_audit(&self, event: AuditEvent) -> StoreResult<AuditEvent> {
         let event = AuditEvent {
-            at: self.now(),
+            at: self.clock.now()?,
             seq: self.db.generate_id().map_err(io)?,
             ..event
         };
@@ -729,10 +721,11 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use super::*;
+    use crate::clock::ManualClock;
     use crate::store::model::{ClientAuth, Handshake, Secret};
-    use crate::store::ManualClock;
 
     const T0: u64 = 1_700_000_000;
 
@@ -744,13 +737,13 @@ mod tests {
         StoreKey::from_hex_text(&"b2".repeat(32)).unwrap()
     }
 
-    fn open(dir: &Path, clock: &Arc<ManualClock>) -> SledStore {
-        SledStore::open_with_clock(dir, key_a(), clock.clone()).unwrap()
+    fn open(dir: &Path, clock: &ManualClock) -> SledStore {
+        SledStore::open_with_clock(dir, key_a(), clock.clock()).unwrap()
     }
 
-    fn fresh() -> (tempfile::TempDir, Arc<ManualClock>, SledStore) {
+    fn fresh() -> (tempfile::TempDir, ManualClock, SledStore) {
         let tmp = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = ManualClock::new(T0);
         let store = open(&tmp.path().join("store"), &clock);
         (tmp, clock, store)
     }
@@ -1366,7 +1359,7 @@ mod tests {
     async fn secrets_never_reach_the_disk_in_plaintext() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = ManualClock::new(T0);
         let s = open(&dir, &clock);
         let a = s.create_app(app("acme", "github")).await.unwrap();
         assert!(s
@@ -1413,7 +1406,7 @@ mod tests {
     async fn reopen_keeps_everything() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = ManualClock::new(T0);
         let (a, t, tk, pd, ev) = {
             let s = open(&dir, &clock);
             let a = s.create_app(app("acme", "github")).await.unwrap();
@@ -1472,7 +1465,7 @@ mod tests {
     async fn wrong_key_is_refused_at_open() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = ManualClock::new(T0);
         {
             let s = open(&dir, &clock);
             s.create_app(app("acme", "github")).await.unwrap();

@@ -26,8 +26,7 @@ use serde_json::json;
 
 use super::WebState;
 use crate::store::{
-    random_id, App, AuditEvent, Clock, ConsentTicket, PendingAuthorization, Secret, SystemClock,
-    PENDING_TTL_SECS,
+    random_id, App, AuditEvent, ConsentTicket, PendingAuthorization, Secret, PENDING_TTL_SECS,
 };
 
 /// The only style on the pages; the CSP allows exactly this block (by hash).
@@ -281,7 +280,10 @@ async fn authorize(
     } else {
         None
     };
-    let now = SystemClock.now();
+    let now = match state.oauth.clock.now() {
+        Ok(now) => now,
+        Err(e) => return store_failed(e.into()),
+    };
     let pending = match PendingAuthorization::new(
         &ticket.org,
         &ticket.user,
@@ -418,7 +420,11 @@ async fn callback(
             );
         }
     };
-    let mut token = grant.into_token_set(&app, &pending.user, SystemClock.now(), None);
+    let now = match state.oauth.clock.now() {
+        Ok(now) => now,
+        Err(e) => return store_failed(e.into()),
+    };
+    let mut token = grant.into_token_set(&app, &pending.user, now, None);
     // Bound to the generation the consent started under: a reset since makes the write fail.
     token.generation = pending.generation;
     let scopes = token.scopes.clone();

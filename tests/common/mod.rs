@@ -163,6 +163,7 @@ impl Tollgate {
             &[],
             ttl,
         )
+        .expect("clock")
     }
 
     /// A token with the admin role.
@@ -175,6 +176,7 @@ impl Tollgate {
             &["admin".to_string()],
             Duration::from_secs(3600),
         )
+        .expect("clock")
     }
 
     /// Stops this instance (SIGKILL when `kill`, else SIGTERM and wait) and starts a new one
