@@ -48,6 +48,16 @@ const TREE_META: &str = "meta";
 /// holds a few records per user and app, and the proxy's memory belongs to connections.
 const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The file sled locks inside the store directory (sled 0.34's `Config::db_path`).
+const SLED_DB_FILE: &str = "db";
+
+/// How long [`SledStore::close`] waits for sled's I/O threads to let go of the database file;
+/// they finish within milliseconds, so reaching this means something else holds it.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often [`SledStore::close`] checks the lock.
+const CLOSE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The sled-backed store. Open it once per process and share it (`Arc<dyn Store>`): sled
 /// locks the directory, so a second open, in this process or another, fails.
 pub struct SledStore {
@@ -183,6 +193,39 @@ impl SledStore {
         }
         store.db.flush().map_err(io)?;
         Ok(store)
+    }
+
+    /// Makes every write durable and closes the store, returning once sled has released the
+    /// directory lock, so the directory can be opened again at once (a restart within one
+    /// process, tests).
+    ///
+    /// Dropping the last handle is not enough: sled's background I/O threads write buffers
+    /// out on their own and each such task holds the database file until it finishes, after
+    /// the flush that waited for it has returned. The lock lives as long as the file is open,
+    /// so an open right after a drop could find it still held ("store locked").
+    pub async fn close(self) -> StoreResult<()> {
+        self.durable().await?;
+        let db_file = self.path.join(SLED_DB_FILE);
+        drop(self);
+        let deadline = std::time::Instant::now() + CLOSE_TIMEOUT;
+        loop {
+            let file = std::fs::File::open(&db_file).map_err(|e| {
+                StoreError::Io(format!("closing the store {}: {e}", db_file.display()))
+            })?;
+            // Dropping `file` releases the probe's own lock.
+            match file.try_lock() {
+                Ok(()) => return Ok(()),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(CLOSE_POLL).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Io(format!(
+                        "closing the store {}: the lock was not released: {e}",
+                        db_file.display()
+                    )))
+                }
+            }
+        }
     }
 
     /// Verifies the key-check record, writing it on first open.
@@ -1429,7 +1472,7 @@ mod tests {
                 ))
                 .await
                 .unwrap();
-            s.flush().await.unwrap();
+            s.close().await.unwrap();
             (a, t, tk, pd, ev)
         };
         let s = open(&dir, &clock);
@@ -1469,6 +1512,7 @@ mod tests {
         {
             let s = open(&dir, &clock);
             s.create_app(app("acme", "github")).await.unwrap();
+            s.close().await.unwrap();
         }
         let (record, reason) = corrupt_record(SledStore::open(&dir, key_b()));
         assert_eq!(record, "meta/key-check");
