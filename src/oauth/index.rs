@@ -1,9 +1,10 @@
 //! Which outbound application a request's host belongs to, per organization.
 //!
-//! Built from [`Store::list_all_apps`] at start and rebuilt whenever the shared
-//! `apps_version` counter moves (the admin API calls `changed` after every app change). The check
-//! per request is one atomic load; the snapshot is an `Arc` swapped atomically, so lookups
-//! never wait for a rebuild except the first one after a change.
+//! Built from [`Store::list_all_apps`] at start and rebuilt after the store publishes an app
+//! change (or the index missed events): it follows the store's change events, so no write
+//! site invalidates it. The check per request is one atomic load (nothing published since the
+//! last look); the snapshot is an `Arc` swapped atomically, so lookups never wait for a
+//! rebuild except the first one after a change.
 //!
 //! Patterns are exact names or `*.suffix` (any depth below `suffix`, not `suffix` itself),
 //! like policy hosts; the most specific wins: exact, then the longest suffix. Each org has
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::policy::Host;
-use crate::store::{App, Store, StoreResult};
+use crate::store::{App, Changes, Seen, Store, StoreResult};
 
 /// Domain patterns (exact names and `*.suffix`) → value, answering "which entry covers this
 /// host name?" the way injection decides it: an exact name first, then the longest suffix.
@@ -82,8 +83,11 @@ struct Snapshot {
 pub struct AppIndex {
     /// Where apps come from.
     store: Arc<dyn Store>,
-    /// Bumped by the admin API on every app change (shared with `WebState`).
-    apps_version: Arc<AtomicU64>,
+    /// The store's change events; app changes move `apps_version`.
+    changes: Changes,
+    /// Bumped for every app change event (and missed events); a snapshot older than it is
+    /// rebuilt.
+    apps_version: AtomicU64,
     /// The current snapshot.
     snapshot: ArcSwap<Snapshot>,
     /// Serializes rebuilds, so a burst of requests after a change reads the store once.
@@ -91,17 +95,13 @@ pub struct AppIndex {
 }
 
 impl AppIndex {
-    /// Signals that an app was created, changed or deleted: the next lookup rebuilds.
-    pub fn changed(&self) {
-        self.apps_version.fetch_add(1, Ordering::Release);
-    }
-
-    /// An index over `store`, rebuilt after [`AppIndex::changed`]. Empty until
+    /// An index over `store`, rebuilt after the store publishes an app change. Empty until
     /// [`AppIndex::refresh`] or the first lookup.
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppIndex {
+            changes: store.subscribe(),
             store,
-            apps_version: Arc::default(),
+            apps_version: AtomicU64::new(0),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 // Never equal to a real version, so the first lookup builds.
                 version: u64::MAX,
@@ -119,6 +119,7 @@ impl AppIndex {
     }
 
     async fn rebuild_locked(&self) -> StoreResult<()> {
+        self.follow_changes();
         // Read the version first: a change that lands while we list is seen as a newer
         // version by the next lookup, which rebuilds again.
         let version = self.apps_version.load(Ordering::Acquire);
@@ -142,8 +143,22 @@ impl AppIndex {
         Ok(self.current().await?.apps.clone())
     }
 
+    /// Moves `apps_version` for every app change published since the last look.
+    fn follow_changes(&self) {
+        self.changes.catch_up(|seen| {
+            let app_changed = match seen {
+                Seen::Event(e) => e.change.is_app(),
+                Seen::Missed => true,
+            };
+            if app_changed {
+                self.apps_version.fetch_add(1, Ordering::AcqRel);
+            }
+        });
+    }
+
     /// The snapshot, rebuilt first if the apps changed since it was taken.
     async fn current(&self) -> StoreResult<Arc<Snapshot>> {
+        self.follow_changes();
         let wanted = self.apps_version.load(Ordering::Acquire);
         if self.snapshot.load().version != wanted {
             let _g = self.rebuild.lock().await;

@@ -20,7 +20,9 @@ use crate::clock::Clock;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::Host;
-use crate::store::{App, ConsentTicket, Secret, Store, StoreError, TokenSet, TICKET_TTL_SECS};
+use crate::store::{
+    App, Change, Changes, ConsentTicket, Secret, Seen, Store, StoreError, TokenSet, TICKET_TTL_SECS,
+};
 
 /// A token is refreshed when less than this is left (or half its lifetime, if shorter).
 const REFRESH_MARGIN_SECS: u64 = 60;
@@ -106,6 +108,8 @@ pub struct Injector {
     flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<()>>>>,
     /// Token sets already read and unsealed, so injecting a fresh token costs no store read.
     cache: TokenCache,
+    /// The store's change events, which evict what `cache` holds of a changed grant or app.
+    changes: Changes,
 }
 
 impl Injector {
@@ -120,6 +124,7 @@ impl Injector {
     ) -> Self {
         Injector {
             index,
+            changes: store.subscribe(),
             store,
             tokens,
             public_url,
@@ -130,11 +135,21 @@ impl Injector {
         }
     }
 
-    /// Drops the cached token set of `user` for the app: call it after changing the user's
-    /// token in the store from outside the injector (a new consent, an admin revoke). Reset,
-    /// delete and disable need no call: they change the app, which the index picks up.
-    pub fn forget(&self, org: &str, app: &str, user: &str) {
-        self.cache.remove(org, app, user);
+    /// Evicts from the token cache what the store's change events say changed: a grant
+    /// (consent, refresh, revoke) evicts that user's entry, an app change or delete the app's
+    /// entries, missed events everything.
+    fn follow_changes(&self) {
+        self.changes.catch_up(|seen| match seen {
+            Seen::Event(e) => match &e.change {
+                Change::GrantChanged { org, app, user }
+                | Change::GrantDeleted { org, app, user } => self.cache.remove(org, app, user),
+                Change::AppChanged { org, app } | Change::AppDeleted { org, app } => {
+                    self.cache.remove_app(org, app)
+                }
+                Change::AgentRevoked { .. } => {}
+            },
+            Seen::Missed => self.cache.clear(),
+        });
     }
 
     /// The app of the caller's org bound to `host`, if any.
@@ -218,6 +233,7 @@ impl Injector {
         app: &App,
         user: &str,
     ) -> Result<Option<Arc<TokenSet>>, StoreError> {
+        self.follow_changes();
         if let Some(t) = self.cache.get(app, user) {
             return Ok(Some(t));
         }
@@ -301,7 +317,6 @@ impl Injector {
             // Expired or rejected, and nothing to refresh with: the user must consent again.
             if rejected.is_some() {
                 self.store.delete_token(&app.org, &app.id, user).await?;
-                self.cache.remove(&app.org, &app.id, user);
             }
             self.metrics.count_refresh("no_refresh_token");
             return Err(self.consent_required(app, user).await);
@@ -347,7 +362,6 @@ impl Injector {
                     "refresh token rejected (invalid_grant): the user must consent again"
                 );
                 self.store.delete_token(&app.org, &app.id, user).await?;
-                self.cache.remove(&app.org, &app.id, user);
                 Err(self.consent_required(app, user).await)
             }
             Err(e) => Err(self.refresh_failed(app, user, e)),
@@ -436,12 +450,11 @@ type CacheMap = HashMap<String, HashMap<String, HashMap<String, Cached>>>;
 /// Unsealed token sets, so the hot path (a fresh token) reads no store and opens no AEAD.
 ///
 /// An entry is used only while the app (from the index) still has the incarnation and
-/// generation it was read under, so reset and delete need no invalidation. Changes to one
-/// user's token made elsewhere (consent, admin revoke) call [`Injector::forget`]. A read that
-/// raced with a forget must not re-insert what it read before the change: every removal bumps
-/// `epoch`, and an insert is dropped when the epoch moved since its read began.
-///
-/// Scope: one process. Replicas sharing a store would need change notifications.
+/// generation it was read under. Entries are evicted by the store's change events (see
+/// [`Injector::follow_changes`]), whoever wrote: this process or, with a shared store,
+/// another replica. A read that raced with an eviction must not re-insert what it read before
+/// the change: every removal bumps `epoch`, and an insert is dropped when the epoch moved
+/// since its read began.
 #[derive(Default)]
 struct TokenCache {
     /// The entries and how many there are.
@@ -489,6 +502,23 @@ impl TokenCache {
         if previous.is_none() {
             *len += 1;
         }
+    }
+
+    fn remove_app(&self, org: &str, app: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let (map, len) = &mut *inner;
+        if let Some(users) = map.get_mut(org).and_then(|apps| apps.remove(app)) {
+            *len -= users.len();
+        }
+    }
+
+    fn clear(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let (map, len) = &mut *inner;
+        map.clear();
+        *len = 0;
     }
 
     fn remove(&self, org: &str, app: &str, user: &str) {

@@ -10,11 +10,15 @@
 //! verifiers) are sealed with ChaCha20-Poly1305 under `data/keys/store.key`, with the
 //! record's key as associated data ([`seal`]). The stored JSON never holds plaintext.
 //!
+//! Caches of what the store holds (the app index, the injector's token cache) follow the
+//! store's [`changes`] instead of being invalidated by whoever wrote.
+//!
 //! Generations and incarnations: every token set, ticket and pending authorization records
 //! the app's `generation` (bumped by reset) and `incarnation` (random per creation). The store
 //! hands them out only while they match the app's current values, so a reset or a delete
 //! invalidates everything at once, and the stale records are then deleted.
 
+pub mod changes;
 pub mod model;
 mod record;
 pub mod seal;
@@ -24,6 +28,7 @@ use async_trait::async_trait;
 
 use crate::clock::ClockError;
 
+pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
 pub use model::{
     random_id, App, AuditEvent, Authorization, ClientAuth, ConsentTicket, Handshake,
     PendingAuthorization, Secret, TokenSet, PENDING_TTL_SECS, TICKET_TTL_SECS,
@@ -187,4 +192,11 @@ pub trait Store: Send + Sync {
 
     /// Makes every write so far durable.
     async fn flush(&self) -> StoreResult<()>;
+
+    // ----- change events -----
+
+    /// Follows the store's changes from now on: app changed or deleted, grant changed or
+    /// deleted, agent revoked ([`changes`]). Every write method publishes before it returns,
+    /// so caches that catch up before each use never serve what a returned write replaced.
+    fn subscribe(&self) -> Changes;
 }

@@ -24,6 +24,7 @@ use sled::transaction::{
 };
 use sled::{IVec, Tree};
 
+use super::changes::{Change, ChangeFeed, Changes};
 use super::model::{
     random_u64, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, TokenSet,
 };
@@ -79,6 +80,8 @@ pub struct SledStore {
     clock: Clock,
     /// Where the database lives, for messages.
     path: PathBuf,
+    /// Change events for caches, published after each write commits.
+    changes: ChangeFeed,
 }
 
 impl fmt::Debug for SledStore {
@@ -150,6 +153,11 @@ impl SledStore {
             .map_err(tx_error)?;
         if written {
             self.durable().await?;
+            self.changes.publish(Change::GrantChanged {
+                org: token.org.clone(),
+                app: token.app.clone(),
+                user: token.user.clone(),
+            });
         }
         Ok(written)
     }
@@ -182,6 +190,7 @@ impl SledStore {
             key,
             clock,
             path: path.to_path_buf(),
+            changes: ChangeFeed::default(),
         };
         store.check_key(&meta)?;
         let purged = store.purge_stale_now()?;
@@ -246,6 +255,14 @@ impl SledStore {
 
     async fn durable(&self) -> StoreResult<()> {
         self.db.flush_async().await.map(|_| ()).map_err(io)
+    }
+
+    /// Publishes that the app was created or changed.
+    fn app_changed(&self, org: &str, id: &str) {
+        self.changes.publish(Change::AppChanged {
+            org: org.to_owned(),
+            app: id.to_owned(),
+        });
     }
 
     /// The current (incarnation, generation) of an app.
@@ -481,6 +498,7 @@ impl Store for SledStore {
             })
             .map_err(tx_error)?;
         self.durable().await?;
+        self.app_changed(&app.org, &app.id);
         Ok(app)
     }
 
@@ -538,6 +556,7 @@ impl Store for SledStore {
             })
             .map_err(tx_error)?;
         self.durable().await?;
+        self.app_changed(&org, &id);
         rec.open(&self.key)
     }
 
@@ -548,6 +567,7 @@ impl Store for SledStore {
             rec.updated_at = now;
         })?;
         self.durable().await?;
+        self.app_changed(org, id);
         rec.open(&self.key)
     }
 
@@ -560,6 +580,7 @@ impl Store for SledStore {
         // The old generation is already unreachable; make the reset durable before the
         // clean-up so a crash in between leaves only garbage that `purge_stale` removes.
         self.durable().await?;
+        self.app_changed(org, id);
         let removed = self.sweep_app(org, id)?;
         tracing::debug!(org, app = id, removed, "store: app reset");
         self.durable().await?;
@@ -575,6 +596,10 @@ impl Store for SledStore {
             })
             .map_err(tx_error)?;
         self.durable().await?;
+        self.changes.publish(Change::AppDeleted {
+            org: org.to_owned(),
+            app: id.to_owned(),
+        });
         let removed = self.sweep_app(org, id)?;
         tracing::debug!(org, app = id, removed, "store: app deleted");
         self.durable().await?;
@@ -634,6 +659,11 @@ impl Store for SledStore {
             .map_err(tx_error)?;
         if removed {
             self.durable().await?;
+            self.changes.publish(Change::GrantDeleted {
+                org: org.to_owned(),
+                app: app.to_owned(),
+                user: user.to_owned(),
+            });
         }
         Ok(removed)
     }
@@ -758,6 +788,10 @@ impl Store for SledStore {
 
     async fn flush(&self) -> StoreResult<()> {
         self.durable().await
+    }
+
+    fn subscribe(&self) -> Changes {
+        self.changes.subscribe()
     }
 }
 

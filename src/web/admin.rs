@@ -476,7 +476,6 @@ async fn create_app(
         json!({"name": app.name, "domains": app.domains}),
     )
     .await;
-    state.apps_changed();
     let location = format!("/v1/apps/{}", app.id);
     let mut resp = (StatusCode::CREATED, Json(view(&state, &app).await?)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -541,7 +540,6 @@ async fn update_app(
         json!({"changed": changed}),
     )
     .await;
-    state.apps_changed();
     Ok(Json(view(&state, &app).await?))
 }
 
@@ -555,7 +553,6 @@ async fn delete_app(
     let tokens = state.oauth.store.list_tokens(&admin.org, &id).await?;
     state.oauth.store.delete_app(&admin.org, &id).await?;
     audit(&state, &admin, "app.delete", &id, json!({})).await;
-    state.apps_changed();
     state.oauth.revoke_in_background(app, tokens);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -574,7 +571,6 @@ async fn set_enabled(
         .await?;
     let action = if enabled { "app.enable" } else { "app.disable" };
     audit(&state, &admin, action, &id, json!({})).await;
-    state.apps_changed();
     Ok(Json(view(&state, &app).await?))
 }
 
@@ -610,7 +606,6 @@ async fn reset_app(
         json!({"generation": app.generation}),
     )
     .await;
-    state.apps_changed();
     state.oauth.revoke_in_background(app.clone(), tokens);
     Ok(Json(view(&state, &app).await?))
 }
@@ -648,7 +643,6 @@ async fn revoke_authorization(
         .store
         .delete_token(&admin.org, &id, &user)
         .await?;
-    state.oauth.injector.forget(&admin.org, &id, &user);
     if !deleted {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

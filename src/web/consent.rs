@@ -438,10 +438,7 @@ async fn callback(
                  Run your workflow again to start over.",
             )
         }
-        Ok(true) => state
-            .oauth
-            .injector
-            .forget(&app.org, &app.id, &pending.user),
+        Ok(true) => {}
     }
     let event = AuditEvent::new(
         &app.org,

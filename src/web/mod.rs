@@ -34,13 +34,6 @@ pub struct WebState {
     pub oauth: Arc<OAuth>,
 }
 
-impl WebState {
-    /// Signals that the set of apps or their configuration changed.
-    pub fn apps_changed(&self) {
-        self.oauth.index.changed();
-    }
-}
-
 /// The router.
 pub fn router(state: WebState) -> Router {
     Router::new()
