@@ -324,28 +324,38 @@ impl Injector {
         match self.tokens.refresh(app, &refresh_token).await {
             Ok(grant) => {
                 let now = self.clock_now()?;
-                let token = Arc::new(grant.into_token_set(app, user, now, Some(&current)));
-                // Only over the user's existing token: a reset, a delete, or an admin revoke
-                // of this user during the refresh wins (checked in the store's transaction).
+                let token = grant.into_token_set(app, user, now, Some(&current));
+                // A compare-and-swap on the version of the grant read above, under the app's
+                // incarnation and generation: whatever changed either during the refresh wins
+                // (checked in the store's transaction).
                 let epoch = self.cache.epoch();
-                if self
+                let stored = self
                     .store
-                    .replace_token_if_current((*token).clone(), app.incarnation)
-                    .await?
-                {
+                    .replace_token_if_current(token, app.incarnation)
+                    .await?;
+                if let Some(stored) = stored {
+                    let token = Arc::new(stored);
                     self.cache.put(epoch, app, token.clone());
                     self.metrics.count_refresh("success");
                     tracing::info!(org = %app.org, app = %app.id, user, "token refreshed");
-                    Ok(token)
-                } else {
-                    // Reset, deleted or revoked while we refreshed: that wins.
-                    self.metrics.count_refresh("superseded");
-                    tracing::info!(
-                        org = %app.org, app = %app.id, user,
-                        "refreshed token discarded: the app was reset or deleted, or the user's authorization revoked, meanwhile"
-                    );
-                    Err(self.consent_required(app, user).await)
+                    return Ok(token);
                 }
+                // Another writer won the compare-and-swap: a refresh elsewhere (use its
+                // token), or a reset, delete, revoke or new consent (that wins).
+                if let Some(winner) = self.read(app, user).await? {
+                    if winner.version != current.version
+                        && self.is_fresh(app, &winner, self.clock_now()?)
+                    {
+                        self.metrics.count_refresh("superseded");
+                        return Ok(winner);
+                    }
+                }
+                self.metrics.count_refresh("superseded");
+                tracing::info!(
+                    org = %app.org, app = %app.id, user,
+                    "refreshed token discarded: the app was reset or deleted, or the user's authorization revoked, meanwhile"
+                );
+                Err(self.consent_required(app, user).await)
             }
             Err(e) if e.provider_code() == Some("invalid_grant") => {
                 self.metrics.count_refresh("invalid_grant");
@@ -602,6 +612,7 @@ mod tests {
             app: "crm".into(),
             user: user.into(),
             generation: 1,
+            version: 1,
             access_token: Secret::new("t"),
             refresh_token: None,
             token_type: None,

@@ -108,6 +108,8 @@ impl Grant {
             app: app.id.clone(),
             user: user.to_string(),
             generation: app.generation,
+            // The version this grant replaces: the store's compare-and-swap for a refresh.
+            version: previous.map_or(0, |p| p.version),
             access_token: self.access_token,
             refresh_token: self
                 .refresh_token

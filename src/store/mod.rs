@@ -124,18 +124,23 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Option<TokenSet>>;
 
     /// Stores (or replaces) a token set, only if the app still exists with `incarnation` and
-    /// `token.generation`: a reset or delete that happened during a code exchange or refresh
-    /// wins. Returns whether it was written.
+    /// `token.generation`: a reset or delete that happened during a code exchange wins. The
+    /// store sets `version` one past the stored grant's (1 if none; `token.version` is
+    /// ignored), so a refresh that read the replaced grant fails. Returns whether it was
+    /// written.
     async fn put_token_if_current(&self, token: TokenSet, incarnation: u64) -> StoreResult<bool>;
 
-    /// [`Store::put_token_if_current`] for a refresh: writes only over an existing token set
-    /// of the user, in the same transaction, so an admin revoke (which deletes the user's
-    /// token without bumping the generation) that lands during the refresh also wins.
+    /// A refresh's write: a compare-and-swap on the grant's version. Writes only if the app
+    /// still exists with `incarnation` and `token.generation` (a reset during the refresh
+    /// wins) and the user's stored token set still has version `token.version` (an admin
+    /// revoke, a new consent or another replica's refresh during this one wins), in one
+    /// transaction; the stored version is one more. Returns the token set as stored, or
+    /// `None` if the write was refused: re-read to see what won.
     async fn replace_token_if_current(
         &self,
         token: TokenSet,
         incarnation: u64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<TokenSet>>;
 
     /// Deletes a user's token set of the app's current incarnation and generation. Returns
     /// whether there was one; [`StoreError::NotFound`] if the app does not exist.

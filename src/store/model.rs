@@ -212,6 +212,12 @@ pub struct TokenSet {
     pub user: String,
     /// App generation the tokens were obtained under; a reset makes them unreachable.
     pub generation: u64,
+    /// The grant's own version: the store sets it on every write (1 for a first consent, one
+    /// more for each later consent or refresh). A refresh passes the version it read and is
+    /// written only if that is still the stored one, so of two concurrent refreshes (two
+    /// replicas) one wins and the other re-reads. Separate from `generation`, which only an
+    /// app reset moves.
+    pub version: u64,
     /// Bearer token injected as `Authorization: Bearer ...`.
     pub access_token: Secret,
     /// Used to refresh the access token; `None` means re-consent when it expires.

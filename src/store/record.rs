@@ -471,6 +471,10 @@ pub(crate) struct TokenRecord {
     user: String,
     incarnation: u64,
     generation: u64,
+    /// The grant's version ([`TokenSet::version`]); records written before versions existed
+    /// read as 0.
+    #[serde(default)]
+    version: u64,
     /// Sealed with `["token", org, app, incarnation, generation, user, "access_token"]`.
     access_token: Sealed,
     /// Sealed like `access_token`, field `"refresh_token"`.
@@ -519,6 +523,7 @@ impl TokenRecord {
             user: t.user.clone(),
             incarnation,
             generation: t.generation,
+            version: t.version,
             access_token: key.seal_secret(&token_aad(&k, "access_token"), &t.access_token)?,
             refresh_token: t
                 .refresh_token
@@ -573,6 +578,7 @@ impl TokenRecord {
             app: k.app,
             user: k.user,
             generation: k.generation,
+            version: self.version,
             access_token,
             refresh_token,
             token_type: self.token_type,
@@ -580,6 +586,16 @@ impl TokenRecord {
             expires_at: self.expires_at,
             obtained_at: self.obtained_at,
         })
+    }
+
+    /// The grant's version.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Sets the grant's version (the store does, on every write).
+    pub(crate) fn set_version(&mut self, version: u64) {
+        self.version = version;
     }
 
     /// The listing view: no secret is opened.

@@ -118,15 +118,19 @@ fn app_version(org: &str, id: &str, bytes: Option<IVec>) -> StoreResult<Option<(
 }
 
 impl SledStore {
-    /// Writes `token` if the app still has `incarnation` and the token's generation (and,
-    /// with `replace_only`, the user still has a token set), all in one transaction.
+    /// Writes `token` if the app still has `incarnation` and the token's generation, in one
+    /// transaction, and sets its version: with `replace_only` (a refresh), only over the
+    /// user's stored token set of version `token.version`, which it moves one up; otherwise
+    /// (a consent) over whatever is stored, one past its version (1 if none). Returns the
+    /// token set as stored, or `None` if the write was refused.
     async fn write_token(
         &self,
-        token: TokenSet,
+        mut token: TokenSet,
         incarnation: u64,
         replace_only: bool,
-    ) -> StoreResult<bool> {
-        let bytes = encode(&TokenRecord::seal(&token, incarnation, &self.key)?)?;
+    ) -> StoreResult<Option<TokenSet>> {
+        let sealed = TokenRecord::seal(&token, incarnation, &self.key)?;
+        let tk = TokenRecord::key_of(&token, incarnation);
         let tkey = token_key(
             &token.org,
             &token.app,
@@ -142,24 +146,43 @@ impl SledStore {
                     Err(e) => return abort(e),
                 };
                 if current != Some((incarnation, token.generation)) {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                if replace_only && tokens.get(tkey.as_slice())?.is_none() {
-                    return Ok(false);
-                }
-                tokens.insert(tkey.as_slice(), bytes.as_slice())?;
-                Ok(true)
+                let stored = match tokens.get(tkey.as_slice())? {
+                    None => None,
+                    Some(bytes) => match TokenRecord::decode(&tk, &bytes) {
+                        Ok(rec) => Some(rec.version()),
+                        Err(e) if replace_only => return abort(e),
+                        // A consent replaces an unreadable grant.
+                        Err(_) => Some(0),
+                    },
+                };
+                let version = match (replace_only, stored) {
+                    (true, Some(v)) if v == token.version => v + 1,
+                    (true, _) => return Ok(None),
+                    (false, v) => v.map_or(1, |v| v + 1),
+                };
+                let mut rec = sealed.clone();
+                rec.set_version(version);
+                let bytes = match encode(&rec) {
+                    Ok(b) => b,
+                    Err(e) => return abort(e),
+                };
+                tokens.insert(tkey.as_slice(), bytes)?;
+                Ok(Some(version))
             })
             .map_err(tx_error)?;
-        if written {
-            self.durable().await?;
-            self.changes.publish(Change::GrantChanged {
-                org: token.org.clone(),
-                app: token.app.clone(),
-                user: token.user.clone(),
-            });
-        }
-        Ok(written)
+        let Some(version) = written else {
+            return Ok(None);
+        };
+        self.durable().await?;
+        self.changes.publish(Change::GrantChanged {
+            org: token.org.clone(),
+            app: token.app.clone(),
+            user: token.user.clone(),
+        });
+        token.version = version;
+        Ok(Some(token))
     }
 
     /// Opens (creating if needed) the store in directory `path`, sealing with `key`.
@@ -632,14 +655,14 @@ impl Store for SledStore {
     }
 
     async fn put_token_if_current(&self, token: TokenSet, incarnation: u64) -> StoreResult<bool> {
-        self.write_token(token, incarnation, false).await
+        Ok(self.write_token(token, incarnation, false).await?.is_some())
     }
 
     async fn replace_token_if_current(
         &self,
         token: TokenSet,
         incarnation: u64,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<TokenSet>> {
         self.write_token(token, incarnation, true).await
     }
 
@@ -865,6 +888,8 @@ mod tests {
             app: a.id.clone(),
             user: user.into(),
             generation: a.generation,
+            // What the store sets on a first consent.
+            version: 1,
             access_token: Secret::new(access),
             refresh_token: Some(Secret::new(format!("rt-{access}"))),
             token_type: Some("bearer".into()),
@@ -1068,10 +1093,11 @@ mod tests {
     async fn replace_writes_only_over_an_existing_token() {
         let (_tmp, _clock, s) = fresh();
         let a = s.create_app(app("acme", "github")).await.unwrap();
-        assert!(!s
+        assert!(s
             .replace_token_if_current(token(&a, "bob", "at-1"), a.incarnation)
             .await
-            .unwrap());
+            .unwrap()
+            .is_none());
         assert!(
             current(&s, &a, "bob").await.is_none(),
             "written over nothing"
@@ -1080,19 +1106,22 @@ mod tests {
             .put_token_if_current(token(&a, "bob", "at-1"), a.incarnation)
             .await
             .unwrap());
-        assert!(s
+        let stored = s
             .replace_token_if_current(token(&a, "bob", "at-2"), a.incarnation)
             .await
-            .unwrap());
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.version, 2);
         assert_eq!(
             current(&s, &a, "bob").await.unwrap().access_token.expose(),
             "at-2"
         );
         assert!(s.delete_token("acme", "github", "bob").await.unwrap());
-        assert!(!s
+        assert!(s
             .replace_token_if_current(token(&a, "bob", "at-3"), a.incarnation)
             .await
-            .unwrap());
+            .unwrap()
+            .is_none());
         assert!(current(&s, &a, "bob").await.is_none(), "revoke undone");
     }
 
@@ -1117,13 +1146,14 @@ mod tests {
         assert_eq!(current(&s, &a, "alice").await.unwrap(), no_refresh);
         assert_eq!(current(&s, &a, "carol").await, None);
 
-        // Replacing (a refresh) overwrites.
+        // A new consent overwrites, one version up.
         let mut refreshed = t.clone();
         refreshed.access_token = Secret::new("at-bob-2");
         assert!(s
             .put_token_if_current(refreshed.clone(), a.incarnation)
             .await
             .unwrap());
+        refreshed.version = 2;
         assert_eq!(current(&s, &a, "bob").await.unwrap(), refreshed);
 
         let auths = s.list_authorizations("acme", "github").await.unwrap();
