@@ -19,6 +19,8 @@
 //! invalidates everything at once, and the stale records are then deleted.
 
 pub mod changes;
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod model;
 mod record;
 pub mod seal;

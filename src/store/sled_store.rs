@@ -825,6 +825,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::store::contract;
     use crate::store::model::{ClientAuth, Handshake, Secret};
 
     const T0: u64 = 1_700_000_000;
@@ -946,6 +947,58 @@ mod tests {
         let mid = raw.len() / 2;
         raw[mid] ^= 0x01;
         *v = serde_json::Value::String(b64.encode(raw));
+    }
+
+    /// Raw record moves for the contract's sealing test.
+    struct SledTamper {
+        apps: Tree,
+        tokens: Tree,
+    }
+
+    impl contract::Tamper for SledTamper {
+        fn copy_app(&self, org: &str, from: &str, to: &str) {
+            let raw = self.apps.get(app_key(org, from)).unwrap().unwrap();
+            let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            v["id"] = to.into();
+            self.apps
+                .insert(app_key(org, to), serde_json::to_vec(&v).unwrap())
+                .unwrap();
+        }
+
+        fn copy_grant(&self, org: &str, app: &str, from_user: &str, to_user: &str) {
+            let (k, raw) = self
+                .tokens
+                .scan_prefix(token_app_prefix(org, app))
+                .map(Result::unwrap)
+                .find(|(k, _)| TokenKey::parse(k).unwrap().user == from_user)
+                .unwrap();
+            let tk = TokenKey::parse(&k).unwrap();
+            let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            v["user"] = to_user.into();
+            let to = token_key(org, app, tk.incarnation, tk.generation, to_user);
+            self.tokens
+                .insert(to, serde_json::to_vec(&v).unwrap())
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_the_store_contract() {
+        contract::run_all(|clock| {
+            let tmp = tempfile::tempdir().unwrap();
+            let store =
+                SledStore::open_with_clock(&tmp.path().join("store"), key_a(), clock).unwrap();
+            let tamper = SledTamper {
+                apps: store.apps.clone(),
+                tokens: store.tokens.clone(),
+            };
+            contract::Fixture {
+                store: Arc::new(store),
+                tamper: Box::new(tamper),
+                _guard: Box::new(tmp),
+            }
+        })
+        .await;
     }
 
     #[tokio::test]
