@@ -367,8 +367,27 @@ pub fn endpoint(url: &str) -> Result<(bool, Host, u16), String> {
         _ => return Err("must be an https URL".into()),
     };
     let host = normalize_host(auth.host()).map_err(|e| e.to_string())?;
-    let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let port = explicit_port(auth)?.unwrap_or(if tls { 443 } else { 80 });
     Ok((tls, host, port))
+}
+
+/// The port written in `auth`, if any. `http` reads a port it cannot hold in a `u16` as no
+/// port at all, which would silently turn `:99999` into the scheme's default; here a port of
+/// 0 or above 65535 is an error. An empty port (`host:`) means the default (RFC 3986 §3.2.3).
+fn explicit_port(auth: &http::uri::Authority) -> Result<Option<u16>, String> {
+    // `host()` keeps the brackets of an IPv6 literal, so what follows it is `:port` or nothing.
+    let written = auth
+        .as_str()
+        .get(auth.host().len()..)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or_default();
+    if written.is_empty() {
+        return Ok(None);
+    }
+    match written.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(format!("port {written} is out of range (1-65535)")),
+    }
 }
 
 /// Why `policy` does not (or no longer) let `org` reach the token endpoint at `host:port`.
@@ -493,6 +512,15 @@ route = "direct"
             ("authorize not a url", "authorize_url", |s| {
                 s.authorize_url = Some("not a url".into())
             }),
+            ("authorize port too big", "authorize_url", |s| {
+                s.authorize_url = Some("https://idp.example:99999/authorize".into())
+            }),
+            ("token port zero", "token_url", |s| {
+                s.token_url = Some("https://idp.example:0/token".into())
+            }),
+            ("revocation port too big", "revocation_url", |s| {
+                s.revocation_url = Some("https://idp.example:65536/revoke".into())
+            }),
             ("token url ftp", "token_url", |s| {
                 s.token_url = Some("ftp://idp.example/t".into())
             }),
@@ -544,6 +572,25 @@ route = "direct"
             let errs =
                 validate(&spec, "acme", &policies(), &BTreeMap::new(), false).expect_err(name);
             assert!(errs.contains_key(*field), "{name}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_ports_are_checked_not_defaulted() {
+        let port = |url: &str| endpoint(url).map(|(_, _, p)| p);
+        assert_eq!(port("https://idp.example/token"), Ok(443));
+        assert_eq!(port("http://127.0.0.1/token"), Ok(80));
+        assert_eq!(port("https://idp.example:8443/token"), Ok(8443));
+        assert_eq!(port("https://[::1]:65535/token"), Ok(65535));
+        assert_eq!(port("https://[::1]/token"), Ok(443));
+        for bad in [
+            "https://idp.example:0/token",
+            "https://idp.example:65536/token",
+            "https://idp.example:99999/token",
+            "http://[::1]:70000/token",
+        ] {
+            let e = port(bad).expect_err(bad);
+            assert!(e.contains("port"), "{bad}: {e}");
         }
     }
 

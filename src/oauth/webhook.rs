@@ -943,6 +943,9 @@ route = "agent:dc1"
             ("bad method", "webhook.token.method", "one of", |w| {
                 w.token.as_mut().unwrap().method = Some("DELETE".into())
             }),
+            ("port out of range", "webhook.token.url", "port", |w| {
+                w.token.as_mut().unwrap().url = Some("https://idp.corp.example:70000/t".into())
+            }),
             ("no url", "webhook.token.url", "required", |w| {
                 w.token.as_mut().unwrap().url = None
             }),
