@@ -391,8 +391,8 @@ impl Injector {
             })?;
         if !current.enabled {
             return Err(InjectError::Disabled {
-                app: current.id,
-                app_name: current.name,
+                app: current.config.id,
+                app_name: current.config.name,
             });
         }
         let ticket = ConsentTicket::new(
@@ -407,8 +407,8 @@ impl Injector {
         self.store.put_ticket(ticket).await?;
         Ok(ConsentRequired {
             org: current.org,
-            app: current.id,
-            app_name: current.name,
+            app: current.config.id,
+            app_name: current.config.name,
             consent_url,
             expires_in: TICKET_TTL_SECS,
         })
@@ -531,33 +531,15 @@ mod tests {
     use super::*;
 
     fn app(generation: u64) -> App {
-        App {
-            org: "acme".into(),
+        let config = crate::store::AppConfig {
             id: "crm".into(),
             name: "CRM".into(),
-            description: String::new(),
-            approval_prompt: String::new(),
-            authorize_url: String::new(),
-            token_url: None,
-            client_id: String::new(),
-            client_secret: None,
-            scopes: vec![],
-            access_token_ttl: None,
-            pkce: true,
-            egress_policy: String::new(),
-            domains: vec![],
-            upstream_tls: true,
-            client_auth: Default::default(),
-            authorize_params: Default::default(),
-            issuer: None,
-            revocation_url: None,
-            handshake: Default::default(),
-            webhook: None,
-            enabled: true,
+            ..Default::default()
+        };
+        App {
             generation,
             incarnation: 7,
-            created_at: 0,
-            updated_at: 0,
+            ..App::new("acme", config)
         }
     }
 

@@ -220,7 +220,7 @@ impl TokenClient {
             };
             let webhook = webhook_of(app)?;
             return self
-                .send_webhook(app, &webhook, &webhook.token, &inputs)
+                .send_webhook(app, webhook, &webhook.token, &inputs)
                 .await;
         }
         let client = self.client(app)?;
@@ -265,7 +265,7 @@ impl TokenClient {
                 code_verifier: None,
                 refresh_token: Some(refresh_token),
             };
-            return self.send_webhook(app, &webhook, template, &inputs).await;
+            return self.send_webhook(app, webhook, template, &inputs).await;
         }
         let client = self.client(app)?;
         let rt = RefreshToken::new(refresh_token.expose().to_string());
@@ -341,13 +341,11 @@ impl TokenClient {
     }
 }
 
-/// The app's stored webhook handshake.
-fn webhook_of(app: &App) -> Result<Webhook, TokenError> {
-    let stored = app
-        .webhook
+/// The app's webhook handshake.
+fn webhook_of(app: &App) -> Result<&Webhook, TokenError> {
+    app.webhook
         .as_ref()
-        .ok_or_else(|| TokenError::Config(format!("app {:?} has no webhook handshake", app.id)))?;
-    Webhook::from_stored(stored).map_err(TokenError::Config)
+        .ok_or_else(|| TokenError::Config(format!("app {:?} has no webhook handshake", app.id)))
 }
 
 /// An RFC 7009 §2.1 request: `token` and `token_type_hint` in a form body, the client
