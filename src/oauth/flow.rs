@@ -1,6 +1,8 @@
-//! The consent lifecycle, after the injector has issued a ticket on a `401
-//! authorization_required`: ticket → pending authorization → code exchange → token set.
+//! The consent lifecycle: ticket → pending authorization → code exchange → token set.
 //!
+//! - [`Tickets::issue`]: the injector, finding no usable token, issues a ticket (random,
+//!   single-use, 15 minutes, bound to the app's generation) and answers `401
+//!   authorization_required` with its consent URL ([`ConsentRequired`]);
 //! - [`ConsentFlow::ticket`]: what the consent page shows (the ticket, unconsumed, and its app);
 //! - [`ConsentFlow::authorize`]: consumes the ticket, stores a pending authorization (`state`,
 //!   PKCE verifier, redirect URI; single-use, 10 minutes) and returns the provider URL;
@@ -10,14 +12,102 @@
 //!
 //! Every failure is a [`FlowError`] that stores nothing; `web::consent` renders the pages.
 
-use crate::store::{
-    random_id, App, AuditEvent, Clock, ConsentTicket, PendingAuthorization, Secret, StoreError,
-    SystemClock, PENDING_TTL_SECS,
-};
+use std::sync::Arc;
+
 use serde_json::json;
+
+use crate::store::{
+    random_id, App, AuditEvent, Clock, ConsentTicket, PendingAuthorization, Secret, Store,
+    StoreError, SystemClock, PENDING_TTL_SECS, TICKET_TTL_SECS,
+};
 
 use super::token::TokenError;
 use super::OAuth;
+
+/// The body of a `401 authorization_required`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRequired {
+    /// The caller's org.
+    pub org: String,
+    /// App id.
+    pub app: String,
+    /// App name.
+    pub app_name: String,
+    /// `{public_url}/consent/{ticket}`.
+    pub consent_url: String,
+    /// Seconds the ticket is valid.
+    pub expires_in: u64,
+}
+
+/// Why no ticket was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum TicketError {
+    /// The app was deleted since the caller looked it up.
+    #[error("the application was deleted")]
+    Deleted,
+    /// The app is disabled: no consent can start.
+    #[error("app {app_name:?} is disabled")]
+    Disabled {
+        /// The app's display name.
+        app_name: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Issues consent tickets, the first step of the lifecycle.
+pub struct Tickets {
+    /// Where tickets are kept (and the app's current generation read).
+    store: Arc<dyn Store>,
+    /// Ticket expiry.
+    clock: Arc<dyn Clock>,
+    /// Base of consent URLs: `{public_url}/consent/{ticket}`.
+    public_url: String,
+}
+
+impl Tickets {
+    /// Tickets kept in `store`, with consent URLs under `public_url`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, public_url: String) -> Self {
+        Tickets {
+            store,
+            clock,
+            public_url,
+        }
+    }
+
+    /// Issues a ticket for `user` and `app` as it is stored now (a reset may have moved its
+    /// generation since the caller's snapshot).
+    pub async fn issue(&self, app: &App, user: &str) -> Result<ConsentRequired, TicketError> {
+        let current = self
+            .store
+            .get_app(&app.org, &app.id)
+            .await?
+            .ok_or(TicketError::Deleted)?;
+        if !current.enabled {
+            return Err(TicketError::Disabled {
+                app_name: current.config.name,
+            });
+        }
+        let ticket = ConsentTicket::new(
+            &current.org,
+            user,
+            &current.id,
+            current.generation,
+            current.incarnation,
+            self.clock.now() + TICKET_TTL_SECS,
+        )?;
+        let consent_url = format!("{}/consent/{}", self.public_url, ticket.id);
+        self.store.put_ticket(ticket).await?;
+        Ok(ConsentRequired {
+            org: current.org,
+            app: current.config.id,
+            app_name: current.config.name,
+            consent_url,
+            expires_in: TICKET_TTL_SECS,
+        })
+    }
+}
 
 /// Why a consent step cannot go on. None of them leaves anything stored.
 #[derive(Debug, thiserror::Error)]

@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 
+pub use super::flow::ConsentRequired;
+use super::flow::{TicketError, Tickets};
 use super::index::AppIndex;
 use super::token::{TokenClient, TokenError};
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::Host;
-use crate::store::{
-    App, Clock, ConsentTicket, Secret, Store, StoreError, TokenSet, TICKET_TTL_SECS,
-};
+use crate::store::{App, Clock, Secret, Store, StoreError, TokenSet};
 
 /// A token is refreshed when less than this is left (or half its lifetime, if shorter).
 const REFRESH_MARGIN_SECS: u64 = 60;
@@ -61,21 +61,6 @@ pub enum InjectError {
     Store(#[from] StoreError),
 }
 
-/// The body of a `401 authorization_required`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsentRequired {
-    /// The caller's org.
-    pub org: String,
-    /// App id.
-    pub app: String,
-    /// App name.
-    pub app_name: String,
-    /// `{public_url}/consent/{ticket}`.
-    pub consent_url: String,
-    /// Seconds the ticket is valid.
-    pub expires_in: u64,
-}
-
 /// A token was injected.
 #[derive(Debug, Clone)]
 pub struct Injected {
@@ -97,8 +82,8 @@ pub struct Injector {
     store: Arc<dyn Store>,
     /// Refresh calls.
     tokens: Arc<TokenClient>,
-    /// Base of consent URLs.
-    public_url: String,
+    /// Consent tickets, for answers that need the user's consent.
+    tickets: Tickets,
     /// Refresh outcomes.
     metrics: Arc<Metrics>,
     /// Expiry decisions.
@@ -120,10 +105,10 @@ impl Injector {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Injector {
+            tickets: Tickets::new(store.clone(), clock.clone(), public_url),
             index,
             store,
             tokens,
-            public_url,
             metrics,
             clock,
             flights: Mutex::new(HashMap::new()),
@@ -381,36 +366,16 @@ impl Injector {
     }
 
     async fn issue_ticket(&self, app: &App, user: &str) -> Result<ConsentRequired, InjectError> {
-        let current = self
-            .store
-            .get_app(&app.org, &app.id)
-            .await?
-            .ok_or_else(|| InjectError::RefreshFailed {
+        self.tickets.issue(app, user).await.map_err(|e| match e {
+            TicketError::Deleted => InjectError::RefreshFailed {
                 app: app.id.clone(),
                 reason: "the application was deleted".into(),
-            })?;
-        if !current.enabled {
-            return Err(InjectError::Disabled {
-                app: current.config.id,
-                app_name: current.config.name,
-            });
-        }
-        let ticket = ConsentTicket::new(
-            &current.org,
-            user,
-            &current.id,
-            current.generation,
-            current.incarnation,
-            self.clock.now() + TICKET_TTL_SECS,
-        )?;
-        let consent_url = format!("{}/consent/{}", self.public_url, ticket.id);
-        self.store.put_ticket(ticket).await?;
-        Ok(ConsentRequired {
-            org: current.org,
-            app: current.config.id,
-            app_name: current.config.name,
-            consent_url,
-            expires_in: TICKET_TTL_SECS,
+            },
+            TicketError::Disabled { app_name } => InjectError::Disabled {
+                app: app.id.clone(),
+                app_name,
+            },
+            TicketError::Store(e) => e.into(),
         })
     }
 }

@@ -791,7 +791,9 @@ mod tests {
     fn app_records_of_the_earlier_layout_still_open() {
         let key = StoreKey::from_hex_text(&"c3".repeat(32)).unwrap();
         let aad = |field| app_aad("acme", "legacy", 5, field);
-        let secret = key.seal_secret(&aad("client_secret"), &Secret::new("sk-1")).unwrap();
+        let secret = key
+            .seal_secret(&aad("client_secret"), &Secret::new("sk-1"))
+            .unwrap();
         let webhook = serde_json::json!({
             "token": {"method": "POST", "url": "https://idp.example/t",
                       "headers": {"X-Api-Key": "k-1"}, "json": {"c": "{authorization_code}"},
@@ -816,7 +818,10 @@ mod tests {
             .unwrap()
             .open(&key)
             .unwrap();
-        assert_eq!((app.generation, app.incarnation, app.updated_at), (2, 5, 11));
+        assert_eq!(
+            (app.generation, app.incarnation, app.updated_at),
+            (2, 5, 11)
+        );
         assert_eq!(app.client_secret.as_ref().unwrap().expose(), "sk-1");
         let headers = &app.webhook.as_ref().unwrap().token.headers;
         assert_eq!(headers["X-Api-Key"].as_ref().unwrap().expose(), "k-1");
