@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::endpoint::check_url;
-pub use super::endpoint::{endpoint, token_endpoint_problem};
+pub use super::endpoint::{endpoint, token_endpoint_problem, FieldErrors};
 use super::webhook;
 use crate::policy::{normalize_host, parse_host_pattern, Host, HostPattern, PolicySet};
 use crate::store::App;
@@ -29,9 +29,6 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
 
 /// Longest accepted free-text field (name, description, approval prompt).
 const MAX_TEXT: usize = 4096;
-
-/// Field name → what is wrong with it; every invalid field at once.
-pub type FieldErrors = BTreeMap<String, String>;
 
 /// Reads an admin's document (a JSON object: the admin API body, an `app apply` file) into a
 /// configuration. Each key is read on its own first, so every unknown or mistyped field is

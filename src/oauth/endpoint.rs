@@ -2,9 +2,13 @@
 //! parser for them ([`endpoint`]), used by app validation, `/readyz` problems and every
 //! provider call, and the check that an egress policy lets an org reach one.
 
-use super::app::FieldErrors;
+use std::collections::BTreeMap;
+
 use crate::policy::{normalize_host, Host, PolicySet};
 use crate::route::guard::classify;
+
+/// Field name → what is wrong with it: app validation reports every invalid field at once.
+pub type FieldErrors = BTreeMap<String, String>;
 
 /// An absolute `http`/`https` URL without user information → (uses TLS, host, port).
 /// The one parser for provider endpoints: app validation, `/readyz` problems and provider

@@ -21,7 +21,7 @@ use crate::store::{
     StoreError, SystemClock, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
 
-use super::token::TokenError;
+use super::grant::TokenError;
 use super::OAuth;
 
 /// The body of a `401 authorization_required`.

@@ -6,7 +6,8 @@
 //! - [`index`]: the per-org domain index;
 //! - [`inject`]: the injection decision, which also issues consent tickets;
 //! - [`token`]: the `oauth2`-crate client for authorization URLs, code exchange, refresh and
-//!   revocation, sent through tollgate's own egress ([`egress`]);
+//!   revocation, sent through tollgate's own egress ([`egress`]); what they yield is a
+//!   [`grant::Grant`];
 //! - [`webhook`]: the legacy webhook handshake's request templates.
 //!
 //! `web` translates HTTP into calls on [`OAuth`]; it does not touch the store.
@@ -16,6 +17,7 @@ pub mod app;
 pub mod egress;
 pub mod endpoint;
 pub mod flow;
+pub mod grant;
 pub mod index;
 pub mod inject;
 pub mod token;

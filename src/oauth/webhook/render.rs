@@ -6,7 +6,7 @@ use http::Method;
 use serde_json::Value;
 
 use super::{pieces, Outputs, Piece, Template};
-use crate::oauth::token::{seconds, Grant, TokenError};
+use crate::oauth::grant::{seconds, Grant, TokenError};
 use crate::store::Secret;
 
 /// What the placeholders of one exchange stand for.

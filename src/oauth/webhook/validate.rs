@@ -5,8 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::{pieces, Outputs, Piece, Step, Template, Webhook, PLACEHOLDERS};
-use crate::oauth::app::FieldErrors;
-use crate::oauth::endpoint::{check_url, token_endpoint_problem};
+use crate::oauth::endpoint::{check_url, token_endpoint_problem, FieldErrors};
 use crate::policy::PolicySet;
 
 /// Headers a template may not set: tollgate frames the request itself (length, encoding,
