@@ -30,12 +30,20 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
 /// Longest accepted free-text field (name, description, approval prompt).
 const MAX_TEXT: usize = 4096;
 
+/// Lists a document must state rather than leave to a default: `scopes: []` is a choice,
+/// silence is not; an app without `domains` is pointless.
+const STATED_LISTS: &[(&str, &str)] =
+    &[("scopes", "required (may be [])"), ("domains", "required")];
+
 /// Reads an admin's document (a JSON object: the admin API body, an `app apply` file) into a
 /// configuration. Each key is read on its own first, so every unknown or mistyped field is
-/// named, not only the first one serde meets.
+/// named, not only the first one serde meets. A field given as `null` is absent: it takes its
+/// default, or is reported as missing by [`validate`].
 pub fn parse(doc: &Map<String, Value>) -> Result<AppConfig, FieldErrors> {
+    let mut present = doc.clone();
+    present.retain(|_, v| !v.is_null());
     let mut errs = FieldErrors::new();
-    for (k, v) in doc {
+    for (k, v) in &present {
         let one = Map::from_iter([(k.clone(), v.clone())]);
         if let Err(e) = serde_json::from_value::<AppConfig>(Value::Object(one)) {
             // The key itself unknown: say so plainly. A nested problem (an unknown field
@@ -52,14 +60,13 @@ pub fn parse(doc: &Map<String, Value>) -> Result<AppConfig, FieldErrors> {
     if !errs.is_empty() {
         return Err(errs);
     }
-    serde_json::from_value(Value::Object(doc.clone())).map_err(|e| {
+    serde_json::from_value(Value::Object(present)).map_err(|e| {
         // Every key parsed alone, so this is not expected; still name something.
         FieldErrors::from([("body".to_string(), e.to_string())])
     })
 }
 
-/// A new app from a create document, validated. Besides what [`validate`] checks, the
-/// document must state `scopes` (an empty list is a choice; silence is not).
+/// A new app from a create document, validated.
 pub fn new_app(
     doc: &Map<String, Value>,
     org: &str,
@@ -67,14 +74,21 @@ pub fn new_app(
     taken_domains: &BTreeMap<String, String>,
 ) -> Result<AppConfig, FieldErrors> {
     let config = parse(doc)?;
-    let mut errs = FieldErrors::new();
-    if !doc.contains_key("scopes") {
-        errs.insert("scopes".into(), "required (may be [])".into());
-    }
-    if !doc.contains_key("domains") {
-        errs.insert("domains".into(), "required".into());
-    }
-    match validate(config, org, policies, taken_domains) {
+    let unstated = STATED_LISTS
+        .iter()
+        .filter(|(k, _)| doc.get(*k).is_none_or(Value::is_null));
+    with_errors(unstated, validate(config, org, policies, taken_domains))
+}
+
+/// `checked`, failed also by the `missing` fields.
+fn with_errors<'a>(
+    missing: impl Iterator<Item = &'a (&'a str, &'a str)>,
+    checked: Result<AppConfig, FieldErrors>,
+) -> Result<AppConfig, FieldErrors> {
+    let mut errs: FieldErrors = missing
+        .map(|(k, why)| (k.to_string(), why.to_string()))
+        .collect();
+    match checked {
         Ok(config) if errs.is_empty() => Ok(config),
         Ok(_) => Err(errs),
         Err(more) => {
@@ -88,7 +102,7 @@ pub fn new_app(
 ///
 /// - a field absent from `patch` keeps its stored value, and so does a `client_secret` or a
 ///   webhook header value sent as `null` (the API never shows them, so an admin can send back
-///   what `GET` showed);
+///   what `GET` showed); any other field sent as `null` takes its default (or is missing);
 /// - a PATCH that switches `handshake` drops what only the old handshake uses, unless it sends
 ///   that field itself: `token_url` when switching to `webhook`, the `webhook` templates when
 ///   switching to `standard`. Otherwise the stored value would make the switch fail
@@ -129,7 +143,13 @@ pub fn patched(
     if let Some(w) = &mut config.webhook {
         w.keep_headers_from(stored.webhook.as_ref());
     }
-    validate(config, &stored.org, policies, taken_domains)
+    let cleared = STATED_LISTS
+        .iter()
+        .filter(|(k, _)| patch.get(*k).is_some_and(Value::is_null));
+    with_errors(
+        cleared,
+        validate(config, &stored.org, policies, taken_domains),
+    )
 }
 
 /// Checks a configuration for `org` and returns it normalized: text trimmed, domains
@@ -585,6 +605,18 @@ route = "direct"
         assert!(errs["id"].contains("cannot be changed"), "{errs:?}");
         let errs = patch(&app, json!({"colour": "red"})).unwrap_err();
         assert_eq!(errs["colour"], "unknown field");
+        // Any other null is the default, or missing.
+        let mut doc = good();
+        doc["pkce"] = json!(false);
+        doc["description"] = json!("d");
+        let app = stored(&doc);
+        let v = patch(&app, json!({"pkce": null, "description": null})).unwrap();
+        assert!(v.pkce && v.description.is_empty());
+        let errs = patch(&app, json!({"scopes": null, "name": null})).unwrap_err();
+        assert!(
+            errs.contains_key("scopes") && errs["name"] == "required",
+            "{errs:?}"
+        );
 
         let hook = stored(&webhook_app());
         let mut shown = serde_json::to_value(&hook.config).unwrap()["webhook"].clone();
