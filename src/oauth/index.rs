@@ -195,33 +195,16 @@ mod tests {
     use super::*;
 
     fn app(org: &str, id: &str, domains: &[&str]) -> App {
-        App {
-            org: org.into(),
+        let config = crate::store::AppConfig {
             id: id.into(),
             name: id.into(),
-            description: String::new(),
-            approval_prompt: String::new(),
-            authorize_url: String::new(),
-            token_url: None,
-            client_id: String::new(),
-            client_secret: None,
-            scopes: vec![],
-            access_token_ttl: None,
-            pkce: true,
-            egress_policy: String::new(),
             domains: domains.iter().map(|s| s.to_string()).collect(),
-            upstream_tls: true,
-            client_auth: Default::default(),
-            authorize_params: Default::default(),
-            issuer: None,
-            revocation_url: None,
-            handshake: Default::default(),
-            webhook: None,
-            enabled: true,
+            ..Default::default()
+        };
+        App {
             generation: 1,
             incarnation: 1,
-            created_at: 0,
-            updated_at: 0,
+            ..App::new(org, config)
         }
     }
 

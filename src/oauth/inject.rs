@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 
+pub use super::flow::ConsentRequired;
+use super::flow::{TicketError, Tickets};
 use super::index::AppIndex;
 use super::token::{TokenClient, TokenError};
 use crate::clock::Clock;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::Host;
-use crate::store::{
-    App, Change, Changes, ConsentTicket, Secret, Seen, Store, StoreError, TokenSet, TICKET_TTL_SECS,
-};
+use crate::store::{App, Change, Changes, Secret, Seen, Store, StoreError, TokenSet};
 
 /// A token is refreshed when less than this is left (or half its lifetime, if shorter).
 const REFRESH_MARGIN_SECS: u64 = 60;
@@ -62,21 +62,6 @@ pub enum InjectError {
     Store(#[from] StoreError),
 }
 
-/// The body of a `401 authorization_required`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsentRequired {
-    /// The caller's org.
-    pub org: String,
-    /// App id.
-    pub app: String,
-    /// App name.
-    pub app_name: String,
-    /// `{public_url}/consent/{ticket}`.
-    pub consent_url: String,
-    /// Seconds the ticket is valid.
-    pub expires_in: u64,
-}
-
 /// A token was injected.
 #[derive(Debug, Clone)]
 pub struct Injected {
@@ -98,8 +83,8 @@ pub struct Injector {
     store: Arc<dyn Store>,
     /// Refresh calls.
     tokens: Arc<TokenClient>,
-    /// Base of consent URLs.
-    public_url: String,
+    /// Consent tickets, for answers that need the user's consent.
+    tickets: Tickets,
     /// Refresh outcomes.
     metrics: Arc<Metrics>,
     /// Expiry decisions.
@@ -123,11 +108,11 @@ impl Injector {
         clock: Clock,
     ) -> Self {
         Injector {
+            tickets: Tickets::new(store.clone(), clock.clone(), public_url),
             index,
             changes: store.subscribe(),
             store,
             tokens,
-            public_url,
             metrics,
             clock,
             flights: Mutex::new(HashMap::new()),
@@ -410,36 +395,16 @@ impl Injector {
     }
 
     async fn issue_ticket(&self, app: &App, user: &str) -> Result<ConsentRequired, InjectError> {
-        let current = self
-            .store
-            .get_app(&app.org, &app.id)
-            .await?
-            .ok_or_else(|| InjectError::RefreshFailed {
+        self.tickets.issue(app, user).await.map_err(|e| match e {
+            TicketError::Deleted => InjectError::RefreshFailed {
                 app: app.id.clone(),
                 reason: "the application was deleted".into(),
-            })?;
-        if !current.enabled {
-            return Err(InjectError::Disabled {
-                app: current.id,
-                app_name: current.name,
-            });
-        }
-        let ticket = ConsentTicket::new(
-            &current.org,
-            user,
-            &current.id,
-            current.generation,
-            current.incarnation,
-            self.clock_now()? + TICKET_TTL_SECS,
-        )?;
-        let consent_url = format!("{}/consent/{}", self.public_url, ticket.id);
-        self.store.put_ticket(ticket).await?;
-        Ok(ConsentRequired {
-            org: current.org,
-            app: current.id,
-            app_name: current.name,
-            consent_url,
-            expires_in: TICKET_TTL_SECS,
+            },
+            TicketError::Disabled { app_name } => InjectError::Disabled {
+                app: app.id.clone(),
+                app_name,
+            },
+            TicketError::Store(e) => e.into(),
         })
     }
 }
@@ -576,33 +541,15 @@ mod tests {
     use super::*;
 
     fn app(generation: u64) -> App {
-        App {
-            org: "acme".into(),
+        let config = crate::store::AppConfig {
             id: "crm".into(),
             name: "CRM".into(),
-            description: String::new(),
-            approval_prompt: String::new(),
-            authorize_url: String::new(),
-            token_url: None,
-            client_id: String::new(),
-            client_secret: None,
-            scopes: vec![],
-            access_token_ttl: None,
-            pkce: true,
-            egress_policy: String::new(),
-            domains: vec![],
-            upstream_tls: true,
-            client_auth: Default::default(),
-            authorize_params: Default::default(),
-            issuer: None,
-            revocation_url: None,
-            handshake: Default::default(),
-            webhook: None,
-            enabled: true,
+            ..Default::default()
+        };
+        App {
             generation,
             incarnation: 7,
-            created_at: 0,
-            updated_at: 0,
+            ..App::new("acme", config)
         }
     }
 

@@ -12,10 +12,8 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::model::{
-    App, AuditEvent, ClientAuth, ConsentTicket, Handshake, PendingAuthorization, Secret, TokenSet,
-};
-use super::{Change, Changes, Seen, Store, StoreError};
+use super::model::{App, AuditEvent, ConsentTicket, PendingAuthorization, Secret, TokenSet};
+use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, StoreError};
 use crate::clock::{Clock, ManualClock};
 
 /// The clock every contract test starts at.
@@ -71,8 +69,7 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.
 pub fn sample_app(org: &str, id: &str) -> App {
-    App {
-        org: org.into(),
+    let config = AppConfig {
         id: id.into(),
         name: "GitHub".into(),
         description: "Source hosting".into(),
@@ -83,21 +80,24 @@ pub fn sample_app(org: &str, id: &str) -> App {
         client_secret: Some(Secret::new("client-secret")),
         scopes: vec!["repo".into()],
         access_token_ttl: Some(3600),
-        pkce: true,
         egress_policy: "public-saas".into(),
         domains: vec![format!("{id}.example.com")],
-        upstream_tls: true,
         client_auth: ClientAuth::Post,
         authorize_params: BTreeMap::from([("prompt".into(), "consent".into())]),
-        issuer: None,
-        revocation_url: None,
         handshake: Handshake::Webhook,
-        webhook: Some(serde_json::json!({"token_request": {"headers": {"X-Key": "hook"}}})),
+        webhook: Some(
+            serde_json::from_value(serde_json::json!({"token": {"headers": {"X-Key": "hook"}}}))
+                .unwrap(),
+        ),
+        ..Default::default()
+    };
+    App {
         enabled: false,
         generation: 99,
         incarnation: 99,
         created_at: 1,
         updated_at: 1,
+        ..App::new(org, config)
     }
 }
 
@@ -175,8 +175,8 @@ async fn apps(f: Fixture) {
     );
 
     let mut edit = a.clone();
-    edit.name = "GitHub Enterprise".into();
-    edit.client_secret = None;
+    edit.config.name = "GitHub Enterprise".into();
+    edit.config.client_secret = None;
     edit.enabled = false;
     edit.generation = 42;
     let updated = s.update_app(edit).await.unwrap();

@@ -18,6 +18,7 @@
 //! hands them out only while they match the app's current values, so a reset or a delete
 //! invalidates everything at once, and the stale records are then deleted.
 
+pub mod app_config;
 pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -30,10 +31,11 @@ use async_trait::async_trait;
 
 use crate::clock::ClockError;
 
+pub use app_config::{AppConfig, ClientAuth, Handshake};
 pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
 pub use model::{
-    random_id, App, AuditEvent, Authorization, ClientAuth, ConsentTicket, Handshake,
-    PendingAuthorization, Secret, TokenSet, PENDING_TTL_SECS, TICKET_TTL_SECS,
+    random_id, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret,
+    TokenSet, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
 pub use seal::StoreKey;
 pub use sled_store::SledStore;

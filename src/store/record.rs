@@ -20,14 +20,14 @@
 //! | `audit` | `org ‖ seq` | [`AuditRecord`] |
 //! | `meta` | `key-check` | [`KeyCheckRecord`] |
 
-use std::collections::BTreeMap;
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use serde_json::{Map, Value};
+
+use super::app_config::{AppConfig, Webhook};
 use super::model::{
-    App, AuditEvent, Authorization, ClientAuth, ConsentTicket, Handshake, PendingAuthorization,
-    Secret, TokenSet,
+    App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret, TokenSet,
 };
 use super::seal::{push_len_prefixed, Aad, Sealed, StoreKey};
 use super::StoreError;
@@ -283,39 +283,28 @@ fn mismatch(name: &str) -> StoreError {
 // Apps
 // ---------------------------------------------------------------------------------------------
 
-/// Stored form of an [`App`].
+/// Stored form of an [`App`]: the lifecycle state, the two secrets sealed, and the rest of
+/// the configuration as [`AppConfig`] serializes it (secrets masked), flattened. This is the
+/// layout format version 1 has always had, so records written before `AppConfig` existed
+/// read unchanged.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct AppRecord {
     v: u32,
     pub(crate) org: String,
     pub(crate) id: String,
-    name: String,
-    description: String,
-    approval_prompt: String,
-    authorize_url: String,
-    token_url: Option<String>,
-    client_id: String,
     /// Sealed with `["app", org, id, incarnation, "client_secret"]`.
     client_secret: Option<Sealed>,
-    scopes: Vec<String>,
-    access_token_ttl: Option<u64>,
-    pkce: bool,
-    egress_policy: String,
-    domains: Vec<String>,
-    upstream_tls: bool,
-    client_auth: ClientAuth,
-    authorize_params: BTreeMap<String, String>,
-    issuer: Option<String>,
-    revocation_url: Option<String>,
-    handshake: Handshake,
-    /// The webhook JSON, sealed as a whole with `["app", org, id, incarnation, "webhook"]`.
+    /// The webhook handshake with its header values ([`Webhook::to_sealed_json`]), sealed as
+    /// a whole with `["app", org, id, incarnation, "webhook"]`.
     webhook: Option<Sealed>,
     pub(crate) enabled: bool,
     pub(crate) generation: u64,
     pub(crate) incarnation: u64,
     pub(crate) created_at: u64,
     pub(crate) updated_at: u64,
+    /// The other [`AppConfig`] fields; unknown ones are refused when the record is opened.
+    #[serde(flatten)]
+    config: Map<String, Value>,
 }
 
 fn app_aad(org: &str, id: &str, incarnation: u64, field: &str) -> Aad {
@@ -328,57 +317,52 @@ fn app_aad(org: &str, id: &str, incarnation: u64, field: &str) -> Aad {
     ])
 }
 
+/// Fields of [`AppRecord`] kept outside the flattened configuration.
+const APP_RECORD_OWN_FIELDS: &[&str] = &[
+    "v",
+    "org",
+    "id",
+    "client_secret",
+    "webhook",
+    "enabled",
+    "generation",
+    "incarnation",
+    "created_at",
+    "updated_at",
+];
+
 impl AppRecord {
     /// Seals `app` (its `incarnation` is part of the associated data).
     pub(crate) fn seal(app: &App, key: &StoreKey) -> Result<AppRecord, StoreError> {
+        let aad = |field| app_aad(&app.org, &app.id, app.incarnation, field);
         let client_secret = app
             .client_secret
             .as_ref()
-            .map(|s| {
-                key.seal_secret(
-                    &app_aad(&app.org, &app.id, app.incarnation, "client_secret"),
-                    s,
-                )
-            })
+            .map(|s| key.seal_secret(&aad("client_secret"), s))
             .transpose()?;
         let webhook = app
             .webhook
             .as_ref()
-            .map(|w| {
-                key.seal(
-                    &app_aad(&app.org, &app.id, app.incarnation, "webhook"),
-                    &encode(w)?,
-                )
-            })
+            .map(|w| key.seal(&aad("webhook"), &encode(&w.to_sealed_json())?))
             .transpose()?;
+        let Value::Object(mut config) = serde_json::to_value(&app.config)
+            .map_err(|e| StoreError::Io(format!("encoding an app: {e}")))?
+        else {
+            return Err(StoreError::Io("encoding an app: not an object".into()));
+        };
+        config.retain(|k, _| !APP_RECORD_OWN_FIELDS.contains(&k.as_str()));
         Ok(AppRecord {
             v: FORMAT_VERSION,
             org: app.org.clone(),
             id: app.id.clone(),
-            name: app.name.clone(),
-            description: app.description.clone(),
-            approval_prompt: app.approval_prompt.clone(),
-            authorize_url: app.authorize_url.clone(),
-            token_url: app.token_url.clone(),
-            client_id: app.client_id.clone(),
             client_secret,
-            scopes: app.scopes.clone(),
-            access_token_ttl: app.access_token_ttl,
-            pkce: app.pkce,
-            egress_policy: app.egress_policy.clone(),
-            domains: app.domains.clone(),
-            upstream_tls: app.upstream_tls,
-            client_auth: app.client_auth,
-            authorize_params: app.authorize_params.clone(),
-            issuer: app.issuer.clone(),
-            revocation_url: app.revocation_url.clone(),
-            handshake: app.handshake,
             webhook,
             enabled: app.enabled,
             generation: app.generation,
             incarnation: app.incarnation,
             created_at: app.created_at,
             updated_at: app.updated_at,
+            config,
         })
     }
 
@@ -395,59 +379,34 @@ impl AppRecord {
     /// Opens the secrets and returns the model.
     pub(crate) fn open(self, key: &StoreKey) -> Result<App, StoreError> {
         let name = app_name(&self.org, &self.id);
-        let client_secret = self
+        let corrupt = |reason: String| StoreError::Corrupt {
+            record: name.clone(),
+            reason,
+        };
+        let aad = |field| app_aad(&self.org, &self.id, self.incarnation, field);
+        let mut fields = self.config;
+        fields.insert("id".into(), Value::String(self.id.clone()));
+        let mut config: AppConfig = serde_json::from_value(Value::Object(fields))
+            .map_err(|e| corrupt(format!("configuration: {e}")))?;
+        config.client_secret = self
             .client_secret
             .as_ref()
-            .map(|s| {
-                open_secret(
-                    key,
-                    &name,
-                    &app_aad(&self.org, &self.id, self.incarnation, "client_secret"),
-                    s,
-                )
-            })
+            .map(|s| open_secret(key, &name, &aad("client_secret"), s))
             .transpose()?;
-        let webhook = self
+        config.webhook = self
             .webhook
             .as_ref()
             .map(|w| {
                 let plain = key
-                    .open(
-                        &app_aad(&self.org, &self.id, self.incarnation, "webhook"),
-                        w,
-                    )
-                    .map_err(|e| StoreError::Corrupt {
-                        record: name.clone(),
-                        reason: format!("webhook: {e}"),
-                    })?;
-                serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt {
-                    record: name.clone(),
-                    reason: "webhook: sealed value is not JSON".into(),
-                })
+                    .open(&aad("webhook"), w)
+                    .map_err(|e| corrupt(format!("webhook: {e}")))?;
+                serde_json::from_slice::<Webhook>(&plain)
+                    .map_err(|e| corrupt(format!("webhook: sealed value unreadable ({e})")))
             })
             .transpose()?;
         Ok(App {
             org: self.org,
-            id: self.id,
-            name: self.name,
-            description: self.description,
-            approval_prompt: self.approval_prompt,
-            authorize_url: self.authorize_url,
-            token_url: self.token_url,
-            client_id: self.client_id,
-            client_secret,
-            scopes: self.scopes,
-            access_token_ttl: self.access_token_ttl,
-            pkce: self.pkce,
-            egress_policy: self.egress_policy,
-            domains: self.domains,
-            upstream_tls: self.upstream_tls,
-            client_auth: self.client_auth,
-            authorize_params: self.authorize_params,
-            issuer: self.issuer,
-            revocation_url: self.revocation_url,
-            handshake: self.handshake,
-            webhook,
+            config,
             enabled: self.enabled,
             generation: self.generation,
             incarnation: self.incarnation,
@@ -841,6 +800,53 @@ impl KeyCheckRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record as the builds before `AppConfig` wrote it (every field flat, the webhook
+    /// sealed as one JSON value) still opens, secrets included.
+    #[test]
+    fn app_records_of_the_earlier_layout_still_open() {
+        let key = StoreKey::from_hex_text(&"c3".repeat(32)).unwrap();
+        let aad = |field| app_aad("acme", "legacy", 5, field);
+        let secret = key
+            .seal_secret(&aad("client_secret"), &Secret::new("sk-1"))
+            .unwrap();
+        let webhook = serde_json::json!({
+            "token": {"method": "POST", "url": "https://idp.example/t",
+                      "headers": {"X-Api-Key": "k-1"}, "json": {"c": "{authorization_code}"},
+                      "outputs": {"access_token": "/t", "scope": "/s"}}
+        });
+        let webhook = key
+            .seal(&aad("webhook"), &serde_json::to_vec(&webhook).unwrap())
+            .unwrap();
+        let old = serde_json::json!({
+            "v": 1, "org": "acme", "id": "legacy", "name": "Legacy", "description": "",
+            "approval_prompt": "Allow?", "authorize_url": "https://idp.example/a",
+            "token_url": null, "client_id": "c", "client_secret": secret,
+            "scopes": ["read"], "access_token_ttl": null, "pkce": true,
+            "egress_policy": "idp", "domains": ["api.example"], "upstream_tls": true,
+            "client_auth": "basic", "authorize_params": {}, "issuer": null,
+            "revocation_url": null, "handshake": "webhook", "webhook": webhook,
+            "enabled": true, "generation": 2, "incarnation": 5, "created_at": 10,
+            "updated_at": 11
+        });
+        let bytes = serde_json::to_vec(&old).unwrap();
+        let app = AppRecord::decode("acme", "legacy", &bytes)
+            .unwrap()
+            .open(&key)
+            .unwrap();
+        assert_eq!(
+            (app.generation, app.incarnation, app.updated_at),
+            (2, 5, 11)
+        );
+        assert_eq!(app.client_secret.as_ref().unwrap().expose(), "sk-1");
+        let headers = &app.webhook.as_ref().unwrap().token.headers;
+        assert_eq!(headers["X-Api-Key"].as_ref().unwrap().expose(), "k-1");
+        // Written back, it has the same layout: the same keys, nothing in the clear.
+        let again = serde_json::to_value(AppRecord::seal(&app, &key).unwrap()).unwrap();
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&again), keys(&old));
+        assert!(!again.to_string().contains("k-1"));
+    }
 
     #[test]
     fn token_keys_round_trip_and_prefixes_nest() {

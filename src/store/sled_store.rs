@@ -826,7 +826,8 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::store::contract;
-    use crate::store::model::{ClientAuth, Handshake, Secret};
+    use crate::store::model::Secret;
+    use crate::store::{AppConfig, ClientAuth, Handshake};
 
     const T0: u64 = 1_700_000_000;
 
@@ -850,8 +851,7 @@ mod tests {
     }
 
     fn app(org: &str, id: &str) -> App {
-        App {
-            org: org.into(),
+        let config = AppConfig {
             id: id.into(),
             name: "GitHub VISIBLE-NAME-789".into(),
             description: "Source hosting".into(),
@@ -862,24 +862,28 @@ mod tests {
             client_secret: Some(Secret::new("sk-PLAINTEXT-123")),
             scopes: vec!["repo".into(), "read:user".into()],
             access_token_ttl: Some(3600),
-            pkce: true,
             egress_policy: "public-saas".into(),
             domains: vec!["api.github.com".into()],
-            upstream_tls: true,
             client_auth: ClientAuth::Post,
             authorize_params: BTreeMap::from([("prompt".into(), "consent".into())]),
             issuer: Some("https://github.com".into()),
-            revocation_url: None,
             handshake: Handshake::Webhook,
-            webhook: Some(serde_json::json!({
-                "token_request": {"headers": {"X-Api-Key": "hook-PLAINTEXT-000"}}
-            })),
+            webhook: Some(
+                serde_json::from_value(serde_json::json!({
+                    "token": {"headers": {"X-Api-Key": "hook-PLAINTEXT-000"}}
+                }))
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
+        App {
             // Set by the store on create; these values must be ignored.
             enabled: false,
             generation: 99,
             incarnation: 99,
             created_at: 1,
             updated_at: 1,
+            ..App::new(org, config)
         }
     }
 
@@ -1018,8 +1022,8 @@ mod tests {
         assert_eq!(got.webhook, app("acme", "github").webhook);
         assert_eq!(s.get_app("acme", "gitlab").await.unwrap(), None);
         let mut no_secrets = app("acme", "plain");
-        no_secrets.client_secret = None;
-        no_secrets.webhook = None;
+        no_secrets.config.client_secret = None;
+        no_secrets.config.webhook = None;
         let created2 = s.create_app(no_secrets).await.unwrap();
         assert_eq!(s.get_app("acme", "plain").await.unwrap().unwrap(), created2);
     }
@@ -1042,7 +1046,7 @@ mod tests {
         let (_tmp, _clock, s) = fresh();
         let first = s.create_app(app("acme", "github")).await.unwrap();
         let mut again = app("acme", "github");
-        again.client_id = "other".into();
+        again.config.client_id = "other".into();
         assert_eq!(s.create_app(again).await.unwrap_err(), StoreError::Conflict);
         assert_eq!(s.get_app("acme", "github").await.unwrap().unwrap(), first);
         // Same id in another org is another app.
@@ -1087,9 +1091,9 @@ mod tests {
         s.reset_app("acme", "github").await.unwrap();
         clock.advance(10);
         let mut change = app("acme", "github");
-        change.name = "GitHub Enterprise".into();
-        change.client_secret = Some(Secret::new("sk-rotated"));
-        change.scopes = vec![];
+        change.config.name = "GitHub Enterprise".into();
+        change.config.client_secret = Some(Secret::new("sk-rotated"));
+        change.config.scopes = vec![];
         let updated = s.update_app(change).await.unwrap();
         assert_eq!(updated.name, "GitHub Enterprise");
         assert_eq!(
