@@ -71,23 +71,27 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
 pub fn sample_app(org: &str, id: &str) -> App {
     let config = AppConfig {
         id: id.into(),
-        name: "GitHub".into(),
+        // Markers: tests of a backend's files look for them (plaintext must not appear).
+        name: "GitHub VISIBLE-NAME-789".into(),
         description: "Source hosting".into(),
         approval_prompt: "Allow the runner to act for you?".into(),
         authorize_url: "https://github.com/login/oauth/authorize".into(),
         token_url: Some("https://github.com/login/oauth/access_token".into()),
         client_id: "Iv1.abc".into(),
-        client_secret: Some(Secret::new("client-secret")),
-        scopes: vec!["repo".into()],
+        client_secret: Some(Secret::new("sk-PLAINTEXT-123")),
+        scopes: vec!["repo".into(), "read:user".into()],
         access_token_ttl: Some(3600),
         egress_policy: "public-saas".into(),
         domains: vec![format!("{id}.example.com")],
         client_auth: ClientAuth::Post,
         authorize_params: BTreeMap::from([("prompt".into(), "consent".into())]),
+        issuer: Some("https://github.com".into()),
         handshake: Handshake::Webhook,
         webhook: Some(
-            serde_json::from_value(serde_json::json!({"token": {"headers": {"X-Key": "hook"}}}))
-                .unwrap(),
+            serde_json::from_value(serde_json::json!({
+                "token": {"headers": {"X-Api-Key": "hook-PLAINTEXT-000"}}
+            }))
+            .unwrap(),
         ),
         ..Default::default()
     };
@@ -102,7 +106,7 @@ pub fn sample_app(org: &str, id: &str) -> App {
 }
 
 /// A grant of `user` for `a`, as a consent would store it.
-fn grant(a: &App, user: &str, access: &str) -> TokenSet {
+pub fn grant(a: &App, user: &str, access: &str) -> TokenSet {
     TokenSet {
         org: a.org.clone(),
         app: a.id.clone(),
@@ -132,18 +136,20 @@ async fn put(s: &dyn Store, a: &App, user: &str, access: &str) -> TokenSet {
     current(s, a, user).await.unwrap()
 }
 
-fn ticket(a: &App, user: &str, expires_at: u64) -> ConsentTicket {
+/// A consent ticket of `user` for `a`.
+pub fn ticket(a: &App, user: &str, expires_at: u64) -> ConsentTicket {
     ConsentTicket::new(&a.org, user, &a.id, a.generation, a.incarnation, expires_at).unwrap()
 }
 
-fn pending(a: &App, user: &str, expires_at: u64) -> PendingAuthorization {
+/// A pending authorization of `user` for `a`, with a PKCE verifier.
+pub fn pending(a: &App, user: &str, expires_at: u64) -> PendingAuthorization {
     PendingAuthorization::new(
         &a.org,
         user,
         &a.id,
         a.generation,
         a.incarnation,
-        Some(Secret::new("pkce-verifier")),
+        Some(Secret::new("pkce-PLAINTEXT-777")),
         "https://tollgate.example/oauth/callback",
         expires_at,
     )

@@ -1,22 +1,18 @@
 //! Tests of the sled store: the store contract, then sled-specific behaviour by record kind.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::store::contract;
+use crate::store::contract::{self, pending, sample_app as app, ticket, T0};
 use crate::store::model::Secret;
 use crate::store::record::token_app_prefix;
-use crate::store::{AppConfig, ClientAuth, Handshake};
 
 mod apps;
 mod consents;
 mod disk;
 mod tokens;
-
-const T0: u64 = 1_700_000_000;
 
 fn key_a() -> StoreKey {
     StoreKey::from_hex_text(&"a1".repeat(32)).unwrap()
@@ -37,76 +33,12 @@ fn fresh() -> (tempfile::TempDir, ManualClock, SledStore) {
     (tmp, clock, store)
 }
 
-fn app(org: &str, id: &str) -> App {
-    let config = AppConfig {
-        id: id.into(),
-        name: "GitHub VISIBLE-NAME-789".into(),
-        description: "Source hosting".into(),
-        approval_prompt: "Allow the runner to act for you on GitHub?".into(),
-        authorize_url: "https://github.com/login/oauth/authorize".into(),
-        token_url: Some("https://github.com/login/oauth/access_token".into()),
-        client_id: "Iv1.abc".into(),
-        client_secret: Some(Secret::new("sk-PLAINTEXT-123")),
-        scopes: vec!["repo".into(), "read:user".into()],
-        access_token_ttl: Some(3600),
-        egress_policy: "public-saas".into(),
-        domains: vec!["api.github.com".into()],
-        client_auth: ClientAuth::Post,
-        authorize_params: BTreeMap::from([("prompt".into(), "consent".into())]),
-        issuer: Some("https://github.com".into()),
-        handshake: Handshake::Webhook,
-        webhook: Some(
-            serde_json::from_value(serde_json::json!({
-                "token": {"headers": {"X-Api-Key": "hook-PLAINTEXT-000"}}
-            }))
-            .unwrap(),
-        ),
-        ..Default::default()
-    };
-    App {
-        // Set by the store on create; these values must be ignored.
-        enabled: false,
-        generation: 99,
-        incarnation: 99,
-        created_at: 1,
-        updated_at: 1,
-        ..App::new(org, config)
-    }
-}
-
+/// A first consent's grant: the version is what the store sets.
 fn token(a: &App, user: &str, access: &str) -> TokenSet {
     TokenSet {
-        org: a.org.clone(),
-        app: a.id.clone(),
-        user: user.into(),
-        generation: a.generation,
-        // What the store sets on a first consent.
         version: 1,
-        access_token: Secret::new(access),
-        refresh_token: Some(Secret::new(format!("rt-{access}"))),
-        token_type: Some("bearer".into()),
-        scopes: vec!["repo".into()],
-        expires_at: Some(T0 + 3600),
-        obtained_at: T0,
+        ..contract::grant(a, user, access)
     }
-}
-
-fn ticket(a: &App, user: &str, expires_at: u64) -> ConsentTicket {
-    ConsentTicket::new(&a.org, user, &a.id, a.generation, a.incarnation, expires_at).unwrap()
-}
-
-fn pending(a: &App, user: &str, expires_at: u64) -> PendingAuthorization {
-    PendingAuthorization::new(
-        &a.org,
-        user,
-        &a.id,
-        a.generation,
-        a.incarnation,
-        Some(Secret::new("pkce-PLAINTEXT-777")),
-        "https://tollgate.example/oauth/callback",
-        expires_at,
-    )
-    .unwrap()
 }
 
 async fn current(s: &SledStore, a: &App, user: &str) -> Option<TokenSet> {
