@@ -249,4 +249,25 @@ mod tests {
             assert_eq!(id(org, host).as_deref(), want, "{name}");
         }
     }
+
+    /// The index follows the store's change events: no caller tells it about a change.
+    #[tokio::test]
+    async fn follows_app_changes_without_being_told() {
+        use crate::store::contract::sample_app;
+        let tmp = tempfile::tempdir().unwrap();
+        let key = crate::store::StoreKey::from_hex_text(&"a1".repeat(32)).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SledStore::open(&tmp.path().join("store"), key).unwrap());
+        let index = AppIndex::new(store.clone());
+        let host = Host::Name("crm.example.com".into());
+        assert!(index.lookup("acme", &host).await.unwrap().is_none());
+        store.create_app(sample_app("acme", "crm")).await.unwrap();
+        let found = index.lookup("acme", &host).await.unwrap().unwrap();
+        assert!(found.enabled);
+        store.set_app_enabled("acme", "crm", false).await.unwrap();
+        let found = index.lookup("acme", &host).await.unwrap().unwrap();
+        assert!(!found.enabled, "disable seen on the next lookup");
+        store.delete_app("acme", "crm").await.unwrap();
+        assert!(index.lookup("acme", &host).await.unwrap().is_none());
+    }
 }

@@ -570,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_hits_only_for_the_same_app_version_and_no_stale_insert_after_forget() {
+    fn cache_hits_only_for_the_same_app_version_and_no_stale_insert_after_an_eviction() {
         let cache = TokenCache::default();
         let v1 = app(1);
         cache.put(cache.epoch(), &v1, token("alice"));
@@ -578,7 +578,7 @@ mod tests {
         assert!(cache.get(&v1, "bob").is_none());
         // A reset (new generation) misses without any invalidation.
         assert!(cache.get(&app(2), "alice").is_none());
-        // A read that began before a forget must not re-insert what it read.
+        // A read that began before an eviction must not re-insert what it read.
         let seen = cache.epoch();
         cache.remove("acme", "crm", "alice");
         cache.put(seen, &v1, token("alice"));
@@ -586,6 +586,17 @@ mod tests {
         cache.put(cache.epoch(), &v1, token("alice"));
         assert!(cache.get(&v1, "alice").is_some());
         assert_eq!(cache.inner.read().unwrap().1, 1);
+        // An app change evicts the app's users; missed events evict everything.
+        cache.put(cache.epoch(), &v1, token("bob"));
+        cache.remove_app("acme", "crm");
+        assert!(cache.get(&v1, "alice").is_none() && cache.get(&v1, "bob").is_none());
+        assert_eq!(cache.inner.read().unwrap().1, 0);
+        cache.put(cache.epoch(), &v1, token("alice"));
+        let seen = cache.epoch();
+        cache.clear();
+        cache.put(seen, &v1, token("alice"));
+        assert!(cache.get(&v1, "alice").is_none());
+        assert_eq!(cache.inner.read().unwrap().1, 0);
     }
 
     #[test]
