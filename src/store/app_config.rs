@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::Error as _;
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::model::Secret;
@@ -74,6 +75,7 @@ pub struct AppConfig {
     /// Scopes requested on consent; empty means no `scope` parameter is sent.
     pub scopes: Vec<String>,
     /// Lifetime in seconds assumed when the provider returns no `expires_in`.
+    #[serde(deserialize_with = "positive_seconds")]
     pub access_token_ttl: Option<u64>,
     /// Whether to use S256 PKCE on the authorization code flow.
     pub pkce: bool,
@@ -276,6 +278,15 @@ impl fmt::Debug for Template {
             .field("json", &self.json.as_ref().map(|_| "..."))
             .field("outputs", &self.outputs)
             .finish()
+    }
+}
+
+/// A lifetime in seconds: a positive integer (or `null`), named as such when it is not.
+fn positive_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<i64>::deserialize(d) {
+        Ok(None) => Ok(None),
+        Ok(Some(n)) if n > 0 => Ok(Some(n as u64)),
+        _ => Err(D::Error::custom("must be a positive number of seconds")),
     }
 }
 
