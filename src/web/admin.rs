@@ -305,8 +305,8 @@ async fn revoke_authorization(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
 /// `GET /v1/audit` query.
+#[derive(Deserialize)]
 struct AuditQuery {
     /// Most events to return (default 100, at most [`MAX_AUDIT_LIMIT`]).
     limit: Option<usize>,
