@@ -227,7 +227,7 @@ pub fn validate(
         errs.insert("scopes".into(), format!("invalid scope {bad:?}"));
     }
     if config.access_token_ttl == Some(0) {
-        // Refused by the parser already; a value built in code is checked too.
+        // Negative values are read as 0.
         errs.insert(
             "access_token_ttl".into(),
             "must be a positive number of seconds".into(),
@@ -559,9 +559,12 @@ route = "direct"
             let errs = create(&doc, &policies("")).expect_err(name);
             assert!(errs.contains_key(*field), "{name}: {errs:?}");
         }
+        // A negative lifetime is named with the other invalid fields, not alone.
         let mut doc = good();
         doc["access_token_ttl"] = json!(-5);
+        doc["name"] = json!("");
         let errs = create(&doc, &policies("")).unwrap_err();
+        assert_eq!(errs["name"], "required");
         assert_eq!(
             errs["access_token_ttl"],
             "must be a positive number of seconds"

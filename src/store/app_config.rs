@@ -75,7 +75,7 @@ pub struct AppConfig {
     /// Scopes requested on consent; empty means no `scope` parameter is sent.
     pub scopes: Vec<String>,
     /// Lifetime in seconds assumed when the provider returns no `expires_in`.
-    #[serde(deserialize_with = "positive_seconds")]
+    #[serde(deserialize_with = "lifetime")]
     pub access_token_ttl: Option<u64>,
     /// Whether to use S256 PKCE on the authorization code flow.
     pub pkce: bool,
@@ -281,12 +281,12 @@ impl fmt::Debug for Template {
     }
 }
 
-/// A lifetime in seconds: a positive integer (or `null`), named as such when it is not.
-fn positive_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// A lifetime in seconds. Zero or less is read as 0, which validation refuses with the other
+/// invalid fields (a parse error would stop at this one).
+fn lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<i64>::deserialize(d) {
-        Ok(None) => Ok(None),
-        Ok(Some(n)) if n > 0 => Ok(Some(n as u64)),
-        _ => Err(D::Error::custom("must be a positive number of seconds")),
+        Ok(n) => Ok(n.map(|n| u64::try_from(n).unwrap_or(0))),
+        Err(_) => Err(D::Error::custom("must be a positive number of seconds")),
     }
 }
 
