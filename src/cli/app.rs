@@ -321,9 +321,13 @@ fn resolve_secret(field: &str, value: &mut Value, dir: &Path) -> anyhow::Result<
     Ok(())
 }
 
+/// A client of one server's admin API.
 struct Api {
+    /// The web listener's base URL, without a trailing `/`.
     base: String,
+    /// The admin caller token sent as `Authorization: Bearer`.
     token: String,
+    /// HTTP/1.1 over TCP or TLS (the web listener may sit behind a TLS proxy).
     client: Client<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Full<Bytes>,

@@ -227,6 +227,7 @@ pub fn validate(
         errs.insert("scopes".into(), format!("invalid scope {bad:?}"));
     }
     if config.access_token_ttl == Some(0) {
+        // Negative values are read as 0.
         errs.insert(
             "access_token_ttl".into(),
             "must be a positive number of seconds".into(),
@@ -520,6 +521,9 @@ route = "direct"
             ("ttl negative", "access_token_ttl", |d| {
                 d["access_token_ttl"] = json!(-5)
             }),
+            ("ttl not a number", "access_token_ttl", |d| {
+                d["access_token_ttl"] = json!("1h")
+            }),
             ("pkce mistyped", "pkce", |d| d["pkce"] = json!("yes")),
             ("unknown field", "scope", |d| d["scope"] = json!("repo")),
             ("policy unknown", "egress_policy", |d| {
@@ -555,6 +559,16 @@ route = "direct"
             let errs = create(&doc, &policies("")).expect_err(name);
             assert!(errs.contains_key(*field), "{name}: {errs:?}");
         }
+        // A negative lifetime is named with the other invalid fields, not alone.
+        let mut doc = good();
+        doc["access_token_ttl"] = json!(-5);
+        doc["name"] = json!("");
+        let errs = create(&doc, &policies("")).unwrap_err();
+        assert_eq!(errs["name"], "required");
+        assert_eq!(
+            errs["access_token_ttl"],
+            "must be a positive number of seconds"
+        );
     }
 
     #[test]

@@ -352,3 +352,45 @@ impl ConsentFlow<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AppConfig, ManualClock, SledStore, StoreKey};
+
+    #[tokio::test]
+    async fn tickets_follow_the_app_as_stored_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::from_hex_text(&"d4".repeat(32)).unwrap();
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open_with_clock(dir.path(), key, clock.clone()).unwrap());
+        let config = AppConfig {
+            id: "gh".into(),
+            name: "GitHub".into(),
+            ..Default::default()
+        };
+        let snapshot = store.create_app(App::new("acme", config)).await.unwrap();
+        let reset = store.reset_app("acme", "gh").await.unwrap();
+        let tickets = Tickets::new(store.clone(), clock, "https://tg.example".into());
+
+        // Issued for the stored generation, not the caller's older snapshot.
+        let c = tickets.issue(&snapshot, "alice").await.unwrap();
+        assert_eq!((c.org.as_str(), c.app.as_str()), ("acme", "gh"));
+        assert_eq!(c.expires_in, TICKET_TTL_SECS);
+        let id = c
+            .consent_url
+            .strip_prefix("https://tg.example/consent/")
+            .unwrap();
+        let ticket = store.get_ticket(id).await.unwrap().unwrap();
+        assert_eq!(ticket.generation, reset.generation);
+        assert_eq!(ticket.expires_at, 1_000 + TICKET_TTL_SECS);
+
+        store.set_app_enabled("acme", "gh", false).await.unwrap();
+        let e = tickets.issue(&snapshot, "alice").await.unwrap_err();
+        assert!(matches!(e, TicketError::Disabled { app_name } if app_name == "GitHub"));
+        store.delete_app("acme", "gh").await.unwrap();
+        let e = tickets.issue(&snapshot, "alice").await.unwrap_err();
+        assert!(matches!(e, TicketError::Deleted));
+    }
+}

@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::Error as _;
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::model::Secret;
@@ -74,6 +75,7 @@ pub struct AppConfig {
     /// Scopes requested on consent; empty means no `scope` parameter is sent.
     pub scopes: Vec<String>,
     /// Lifetime in seconds assumed when the provider returns no `expires_in`.
+    #[serde(deserialize_with = "lifetime")]
     pub access_token_ttl: Option<u64>,
     /// Whether to use S256 PKCE on the authorization code flow.
     pub pkce: bool,
@@ -276,6 +278,15 @@ impl fmt::Debug for Template {
             .field("json", &self.json.as_ref().map(|_| "..."))
             .field("outputs", &self.outputs)
             .finish()
+    }
+}
+
+/// A lifetime in seconds. Zero or less is read as 0, which validation refuses with the other
+/// invalid fields (a parse error would stop at this one).
+fn lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<i64>::deserialize(d) {
+        Ok(n) => Ok(n.map(|n| u64::try_from(n).unwrap_or(0))),
+        Err(_) => Err(D::Error::custom("must be a positive number of seconds")),
     }
 }
 

@@ -49,9 +49,13 @@ pub fn routes() -> Router<WebState> {
 /// An admin API error: status + `{"error": CODE, "message": ..., "fields"?: {...}}`.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     status: StatusCode,
+    /// Stable machine-readable code (`not_found`, `invalid_request`, ...) scripts match on.
     code: &'static str,
+    /// For people; never a secret.
     message: String,
+    /// With `invalid_request`: every invalid field and what is wrong with it.
     fields: Option<FieldErrors>,
 }
 
@@ -301,8 +305,10 @@ async fn revoke_authorization(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /v1/audit` query.
 #[derive(Deserialize)]
 struct AuditQuery {
+    /// Most events to return (default 100, at most [`MAX_AUDIT_LIMIT`]).
     limit: Option<usize>,
 }
 
