@@ -356,15 +356,16 @@ impl ConsentFlow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AppConfig, ManualClock, SledStore, StoreKey};
+    use crate::clock::ManualClock;
+    use crate::store::{AppConfig, SledStore, StoreKey};
 
     #[tokio::test]
     async fn tickets_follow_the_app_as_stored_now() {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::from_hex_text(&"d4".repeat(32)).unwrap();
-        let clock = Arc::new(ManualClock::new(1_000));
+        let clock = ManualClock::new(1_000);
         let store: Arc<dyn Store> =
-            Arc::new(SledStore::open_with_clock(dir.path(), key, clock.clone()).unwrap());
+            Arc::new(SledStore::open_with_clock(dir.path(), key, clock.clock()).unwrap());
         let config = AppConfig {
             id: "gh".into(),
             name: "GitHub".into(),
@@ -372,7 +373,7 @@ mod tests {
         };
         let snapshot = store.create_app(App::new("acme", config)).await.unwrap();
         let reset = store.reset_app("acme", "gh").await.unwrap();
-        let tickets = Tickets::new(store.clone(), clock, "https://tg.example".into());
+        let tickets = Tickets::new(store.clone(), clock.clock(), "https://tg.example".into());
 
         // Issued for the stored generation, not the caller's older snapshot.
         let c = tickets.issue(&snapshot, "alice").await.unwrap();
