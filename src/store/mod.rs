@@ -16,7 +16,10 @@
 //! Generations and incarnations: every token set, ticket and pending authorization records
 //! the app's `generation` (bumped by reset) and `incarnation` (random per creation). The store
 //! hands them out only while they match the app's current values, so a reset or a delete
-//! invalidates everything at once, and the stale records are then deleted.
+//! invalidates everything at once, and the stale records are then deleted. A token set also
+//! has its own `version`, moved by every write: a refresh is a compare-and-swap on it.
+//!
+//! Every backend passes the same contract suite (`contract`, generic over `dyn Store`).
 
 pub mod app_config;
 pub mod changes;
