@@ -18,7 +18,7 @@ fn key() -> IdentityKey {
 
 fn headers(key: &IdentityKey) -> (String, String, String) {
     let roles = ["admin".to_string()];
-    let token = mint(key, "acme", "alice", &roles, Duration::from_secs(3600));
+    let token = mint(key, "acme", "alice", &roles, Duration::from_secs(3600)).expect("clock");
     let bearer = format!("Bearer {token}");
     let basic = format!(
         "Basic {}",

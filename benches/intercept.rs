@@ -396,6 +396,7 @@ fn main() {
             &[],
             Duration::from_secs(24 * 3600),
         )
+        .expect("clock")
     );
     let leaves2 = leaves.clone();
     let shutdown = CancellationToken::new();

@@ -147,8 +147,8 @@ async fn main() -> Result<()> {
 
     let key = tollgate::identity::load_key_file(dir.path().join("data/keys/identity.key"))?;
     let hour = Duration::from_secs(3600);
-    let admin = tollgate::identity::mint(&key, "acme", "root", &["admin".into()], hour);
-    let runner = tollgate::identity::mint(&key, "acme", "alice", &[], hour);
+    let admin = tollgate::identity::mint(&key, "acme", "root", &["admin".into()], hour)?;
+    let runner = tollgate::identity::mint(&key, "acme", "alice", &[], hour)?;
 
     // 1. The admin registers the API as an outbound application.
     let app = json!({

@@ -33,6 +33,8 @@ async fn main() -> Result<()> {
         app: app.clone(),
         user: user.clone(),
         generation: stored.generation,
+        // Set by the store.
+        version: 0,
         access_token: Secret::new(token.clone()),
         refresh_token: None,
         token_type: Some("bearer".into()),

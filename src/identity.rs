@@ -15,15 +15,16 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::clock::{Clock, ClockError};
 
 /// Clock skew tolerated on `exp` (and `nbf`), in seconds: platforms mint on other hosts.
 pub const LEEWAY_SECS: u64 = 5;
@@ -88,6 +89,9 @@ pub enum IdentityError {
     /// Basic user part differs from the token's `sub`.
     #[error("user does not match token")]
     UserMismatch,
+    /// The host clock is unusable, so no expiry can be checked: refused, never assumed fresh.
+    #[error("the proxy's clock is unusable")]
+    Clock,
 }
 
 /// The HS256 signing key (`data/keys/identity.key`). `Debug` never prints it.
@@ -217,17 +221,23 @@ pub fn claims_problem(org: &str, user: &str, roles: &[String]) -> Option<String>
 }
 
 /// Mints a caller token (HS256) with `sub`, `org`, `iat`, `exp = now + ttl`, and `roles`
-/// (omitted when empty).
-pub fn mint(key: &IdentityKey, org: &str, user: &str, roles: &[String], ttl: Duration) -> String {
-    let now = system_now();
-    mint_at(
+/// (omitted when empty). Fails only when the system clock is unusable.
+pub fn mint(
+    key: &IdentityKey,
+    org: &str,
+    user: &str,
+    roles: &[String],
+    ttl: Duration,
+) -> Result<String, ClockError> {
+    let now = Clock::system().now()?;
+    Ok(mint_at(
         key,
         org,
         user,
         roles,
         now,
         now.saturating_add(ttl.as_secs()),
-    )
+    ))
 }
 
 /// Mints with explicit `iat` and `exp` (tests need tokens relative to a chosen clock).
@@ -255,31 +265,6 @@ fn mint_at(
         &EncodingKey::from_secret(&key.0),
     )
     .expect("HS256 encoding of string/integer claims cannot fail")
-}
-
-fn system_now() -> u64 {
-    // A clock before 1970 is a broken host. Fail closed: "the end of time" makes every token
-    // look expired rather than every token look fresh.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(u64::MAX)
-}
-
-/// Where "now" comes from. A hook so tests can move time without sleeping.
-#[derive(Clone)]
-enum Clock {
-    System,
-    Manual(Arc<AtomicU64>),
-}
-
-impl Clock {
-    fn now(&self) -> u64 {
-        match self {
-            Clock::System => system_now(),
-            Clock::Manual(t) => t.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// Verifies tokens and `Proxy-Authorization` values, caching successes so the hot path does
@@ -319,16 +304,12 @@ const TAG_TOKEN: u8 = b'T';
 impl Verifier {
     /// A verifier for tokens signed with `key`.
     pub fn new(key: IdentityKey) -> Self {
-        Self::with_clock(key, Clock::System)
+        Self::with_clock(key, Clock::system())
     }
 
-    /// A verifier whose clock reads `now` (Unix seconds) instead of the system time. A test
-    /// hook: it lets tests expire cached tokens without sleeping.
-    pub fn with_manual_clock(key: IdentityKey, now: Arc<AtomicU64>) -> Self {
-        Self::with_clock(key, Clock::Manual(now))
-    }
-
-    fn with_clock(key: IdentityKey, clock: Clock) -> Self {
+    /// A verifier reading `clock` for `exp` / `nbf` (tests expire cached tokens with a
+    /// [`crate::clock::ManualClock`] instead of sleeping).
+    pub fn with_clock(key: IdentityKey, clock: Clock) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry and not-before are checked against `clock` in `decode`, with the same `expired`
         // rule a cache hit applies in `check_exp`.
@@ -353,7 +334,7 @@ impl Verifier {
 
     /// Verifies a bare JWT.
     pub fn verify_token(&self, token: &str) -> Result<Arc<Caller>, IdentityError> {
-        let now = self.clock.now();
+        let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
         if let Some(caller) = self.cache.get(TAG_TOKEN, token.as_bytes()) {
             return check_exp(caller, now);
         }
@@ -373,7 +354,7 @@ impl Verifier {
     /// `Bearer <jwt>` or `Basic base64(user:<jwt>)`. Scheme names are case-insensitive. With
     /// Basic, the user part must be empty or equal to the token's `sub`.
     pub fn verify_header(&self, value: &[u8]) -> Result<Arc<Caller>, IdentityError> {
-        let now = self.clock.now();
+        let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
         if let Some(caller) = self.cache.get(TAG_HEADER, value) {
             return check_exp(caller, now);
         }
@@ -596,6 +577,7 @@ impl Hasher for PreHashed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     const NOW: u64 = 1_700_000_000;
@@ -604,9 +586,9 @@ mod tests {
         IdentityKey::from_bytes(KEY)
     }
 
-    fn verifier_at(now: u64) -> (Verifier, Arc<AtomicU64>) {
-        let clock = Arc::new(AtomicU64::new(now));
-        (Verifier::with_manual_clock(key(), clock.clone()), clock)
+    fn verifier_at(now: u64) -> (Verifier, ManualClock) {
+        let clock = ManualClock::new(now);
+        (Verifier::with_clock(key(), clock.clock()), clock)
     }
 
     fn token(org: &str, user: &str, roles: &[&str], exp: u64) -> String {
@@ -634,14 +616,15 @@ mod tests {
             "alice",
             &["admin".to_string()],
             Duration::from_secs(3600),
-        );
+        )
+        .unwrap();
         let v = Verifier::new(key());
         let c = v.verify_token(&tok).unwrap();
         assert_eq!(c.org, "acme");
         assert_eq!(c.user, "alice");
         assert_eq!(c.roles, vec!["admin".to_string()]);
         assert!(c.is_admin());
-        let now = system_now();
+        let now = Clock::system().now().unwrap();
         assert!(c.exp >= now + 3590 && c.exp <= now + 3600);
     }
 
@@ -971,7 +954,7 @@ mod tests {
         assert!(v.verify_header(h.as_bytes()).is_ok());
         assert!(v.verify_token(&tok).is_ok());
         assert_eq!(v.cached(), 2);
-        clock.store(NOW + 30 + LEEWAY_SECS + 1, Ordering::Relaxed);
+        clock.set(NOW + 30 + LEEWAY_SECS + 1);
         assert_eq!(v.verify_header(h.as_bytes()), Err(IdentityError::Expired));
         assert_eq!(v.verify_token(&tok), Err(IdentityError::Expired));
     }
@@ -1053,7 +1036,8 @@ mod tests {
             "alice",
             &[],
             Duration::from_secs(60),
-        );
+        )
+        .unwrap();
         assert!(v.verify_token(&tok).is_ok());
 
         std::fs::write(&path, "short\n").unwrap();

@@ -34,6 +34,7 @@ pub mod route;
 
 pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod explain;

@@ -80,10 +80,7 @@ fn example_apps_validate_against_the_shipped_policies() {
             continue;
         }
         let map = tollgate::cli::app::load_app_file(&path).unwrap();
-        let spec: tollgate::oauth::app::AppSpec =
-            serde_json::from_value(serde_json::Value::Object(map))
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let valid = tollgate::oauth::app::validate(&spec, "acme", &set, &Default::default(), false)
+        let valid = tollgate::oauth::app::new_app(&map, "acme", &set, &Default::default())
             .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
         if valid.handshake == tollgate::store::Handshake::Webhook {
             assert!(valid.webhook.is_some_and(|w| w.refresh.is_some()));

@@ -177,7 +177,8 @@ async fn missing_expired_forged_or_mismatched_identity_gets_407() {
     let uri = format!("http://{up}/");
     let other_key = tollgate::identity::IdentityKey::from_bytes(b"not-the-key");
     let forged =
-        tollgate::identity::mint(&other_key, "acme", "alice", &[], Duration::from_secs(600));
+        tollgate::identity::mint(&other_key, "acme", "alice", &[], Duration::from_secs(600))
+            .expect("clock");
     let expired = tg.expired_token("acme", "alice");
     let mismatched = format!(
         "Basic {}",

@@ -1,6 +1,7 @@
 //! `tollgate app ...`: the admin API from the shell. Human-readable tables by default,
 //! `--json` for scripts. Server and token come from `--server` / `--token` or
-//! `TOLLGATE_URL` / `TOLLGATE_TOKEN`.
+//! `TOLLGATE_URL` / `TOLLGATE_TOKEN`. App files (TOML or JSON) are read as the admin API's
+//! app document (`AppConfig`): the same fields, checked here before they are sent.
 
 use std::path::{Path, PathBuf};
 
@@ -134,6 +135,7 @@ pub async fn run(target: &Target, cmd: AppCommand) -> anyhow::Result<()> {
             if body.is_empty() {
                 bail!("nothing to update: give -f FILE and/or --set FIELD=VALUE");
             }
+            check_fields(&body)?;
             let app = api
                 .call(Method::PATCH, &app_path(&id, ""), Some(body))
                 .await?;
@@ -276,7 +278,22 @@ pub fn load_app_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
             resolve_secret(&format!("webhook.{step}.headers.{name}"), value, dir)?;
         }
     }
+    check_fields(&map).with_context(|| path.display().to_string())?;
     Ok(map)
+}
+
+/// Reads `doc` as an app configuration, the way the server will, so an unknown or mistyped
+/// field is reported before anything is sent. Whether the values are valid (policies,
+/// domains taken) only the server can say.
+fn check_fields(doc: &Map<String, Value>) -> anyhow::Result<()> {
+    let Err(fields) = crate::oauth::app::parse(doc) else {
+        return Ok(());
+    };
+    let mut msg = String::from("invalid fields:");
+    for (k, v) in fields {
+        msg.push_str(&format!("\n  {k}: {v}"));
+    }
+    Err(anyhow!(msg))
 }
 
 /// Replaces `{ env = "NAME" }` / `{ file = "PATH" }` (relative to the app file's directory)
@@ -304,9 +321,13 @@ fn resolve_secret(field: &str, value: &mut Value, dir: &Path) -> anyhow::Result<
     Ok(())
 }
 
+/// A client of one server's admin API.
 struct Api {
+    /// The web listener's base URL, without a trailing `/`.
     base: String,
+    /// The admin caller token sent as `Authorization: Bearer`.
     token: String,
+    /// HTTP/1.1 over TCP or TLS (the web listener may sit behind a TLS proxy).
     client: Client<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Full<Bytes>,

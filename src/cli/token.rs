@@ -41,7 +41,7 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
         bail!("{problem}");
     }
     let key = super::load_identity_key(&data)?;
-    let token = crate::identity::mint(&key, &org, &user, &roles, ttl);
+    let token = crate::identity::mint(&key, &org, &user, &roles, ttl)?;
     println!("{token}");
     Ok(())
 }

@@ -1,15 +1,20 @@
-//! Outbound application configuration as admins write it (admin API JSON, `app apply` TOML):
-//! the raw, strict input shape ([`AppSpec`], unknown fields rejected) and its validation,
-//! which names every invalid field at once.
+//! An outbound application's configuration ([`AppConfig`], one serde type for the admin API,
+//! `app apply` files, the CLI and the store): reading an admin's document into it, naming
+//! every unknown or mistyped field ([`parse`]); a PATCH merged over the stored app
+//! ([`patched`]); and validation, which names every invalid field at once and normalizes
+//! ([`validate`]). Also what is wrong with a saved app under the policies in force now
+//! ([`problems`]).
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use super::webhook::{self, Webhook, WebhookSpec};
+use super::endpoint::check_url;
+pub use super::endpoint::{endpoint, token_endpoint_problem, FieldErrors};
+use super::webhook;
 use crate::policy::{normalize_host, parse_host_pattern, Host, HostPattern, PolicySet};
-use crate::route::guard::classify;
-use crate::store::{ClientAuth, Handshake};
+use crate::store::App;
+pub use crate::store::{AppConfig, ClientAuth, Handshake};
 
 /// Parameters tollgate sets itself on the authorization request; admins may not override them.
 const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
@@ -25,155 +30,176 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
 /// Longest accepted free-text field (name, description, approval prompt).
 const MAX_TEXT: usize = 4096;
 
-/// An outbound application as submitted. Every field is optional here so that the same type
-/// serves create (where required fields are checked) and PATCH (merged over the stored app).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AppSpec {
-    /// Slug, unique in the org.
-    pub id: Option<String>,
-    /// Shown on the consent page and in listings.
-    pub name: Option<String>,
-    /// Shown on the consent page and in listings.
-    pub description: Option<String>,
-    /// Text shown on the consent page before the user goes to the provider.
-    pub approval_prompt: Option<String>,
-    /// Provider's authorization endpoint.
-    pub authorize_url: Option<String>,
-    /// Provider's token endpoint.
-    pub token_url: Option<String>,
-    /// OAuth client id.
-    pub client_id: Option<String>,
-    /// OAuth client secret; write-only.
-    pub client_secret: Option<String>,
-    /// Requested scopes; empty = no `scope` parameter.
-    pub scopes: Option<Vec<String>>,
-    /// Lifetime assumed when the provider sends no `expires_in`, seconds.
-    pub access_token_ttl: Option<i64>,
-    /// S256 PKCE (default true).
-    pub pkce: Option<bool>,
-    /// Policy whose rules and route token calls use.
-    pub egress_policy: Option<String>,
-    /// Host patterns whose requests get this app's token.
-    pub domains: Option<Vec<String>>,
-    /// TLS origination for plain-http requests to `domains` (default true).
-    pub upstream_tls: Option<bool>,
-    /// `basic` (default) or `post`.
-    pub client_auth: Option<ClientAuth>,
-    /// Extra query parameters on the authorization request.
-    pub authorize_params: Option<BTreeMap<String, String>>,
-    /// Expected `iss` on the callback (RFC 9207).
-    pub issuer: Option<String>,
-    /// RFC 7009 revocation endpoint.
-    pub revocation_url: Option<String>,
-    /// `standard` (default) or `webhook`.
-    pub handshake: Option<Handshake>,
-    /// Request templates of the webhook handshake; required with `handshake = "webhook"`.
-    pub webhook: Option<WebhookSpec>,
+/// Lists a document must state rather than leave to a default: `scopes: []` is a choice,
+/// silence is not; an app without `domains` is pointless.
+const STATED_LISTS: &[(&str, &str)] =
+    &[("scopes", "required (may be [])"), ("domains", "required")];
+
+/// Reads an admin's document (a JSON object: the admin API body, an `app apply` file) into a
+/// configuration. Each key is read on its own first, so every unknown or mistyped field is
+/// named, not only the first one serde meets. A field given as `null` is absent: it takes its
+/// default, or is reported as missing by [`validate`].
+pub fn parse(doc: &Map<String, Value>) -> Result<AppConfig, FieldErrors> {
+    let mut present = doc.clone();
+    present.retain(|_, v| !v.is_null());
+    let mut errs = FieldErrors::new();
+    for (k, v) in &present {
+        let one = Map::from_iter([(k.clone(), v.clone())]);
+        if let Err(e) = serde_json::from_value::<AppConfig>(Value::Object(one)) {
+            // The key itself unknown: say so plainly. A nested problem (an unknown field
+            // inside `webhook`, say) keeps serde's message, which names the inner field.
+            let msg = e.to_string();
+            let msg = if msg.starts_with(&format!("unknown field `{k}`")) {
+                "unknown field".to_string()
+            } else {
+                msg
+            };
+            errs.insert(k.clone(), msg);
+        }
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    serde_json::from_value(Value::Object(present)).map_err(|e| {
+        // Every key parsed alone, so this is not expected; still name something.
+        FieldErrors::from([("body".to_string(), e.to_string())])
+    })
 }
 
-/// A validated configuration, ready to store.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ValidApp {
-    /// Slug.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Display description.
-    pub description: String,
-    /// Consent text.
-    pub approval_prompt: String,
-    /// Authorization endpoint.
-    pub authorize_url: String,
-    /// Token endpoint; `None` for the webhook handshake.
-    pub token_url: Option<String>,
-    /// Client id.
-    pub client_id: String,
-    /// Client secret, when given (required on create).
-    pub client_secret: Option<String>,
-    /// Scopes.
-    pub scopes: Vec<String>,
-    /// Fallback lifetime.
-    pub access_token_ttl: Option<u64>,
-    /// PKCE on.
-    pub pkce: bool,
-    /// Egress policy name.
-    pub egress_policy: String,
-    /// Normalized domain patterns.
-    pub domains: Vec<String>,
-    /// TLS origination.
-    pub upstream_tls: bool,
-    /// Client authentication.
-    pub client_auth: ClientAuth,
-    /// Extra authorize parameters.
-    pub authorize_params: BTreeMap<String, String>,
-    /// Expected issuer.
-    pub issuer: Option<String>,
-    /// Revocation endpoint.
-    pub revocation_url: Option<String>,
-    /// Handshake kind.
-    pub handshake: Handshake,
-    /// The webhook handshake's templates (with `handshake = "webhook"` only).
-    pub webhook: Option<Webhook>,
-}
-
-/// Field name → what is wrong with it; every invalid field at once.
-pub type FieldErrors = BTreeMap<String, String>;
-
-/// Checks a complete spec for `org`. `policies` is the set in force (the egress policy must
-/// exist and allow the token endpoint); `taken_domains` are the patterns of the org's other
-/// apps, with the app that owns each; `secret_stored` says a client secret is already stored
-/// (an update that omits `client_secret` keeps it).
-pub fn validate(
-    spec: &AppSpec,
+/// A new app from a create document, validated.
+pub fn new_app(
+    doc: &Map<String, Value>,
     org: &str,
     policies: &PolicySet,
     taken_domains: &BTreeMap<String, String>,
-    secret_stored: bool,
-) -> Result<ValidApp, FieldErrors> {
-    let mut errs = FieldErrors::new();
-    let required = |name: &str, v: &Option<String>, errs: &mut FieldErrors| -> String {
-        match v.as_deref().map(str::trim) {
-            Some(s) if !s.is_empty() => {
-                if s.len() > MAX_TEXT {
-                    errs.insert(name.into(), format!("longer than {MAX_TEXT} characters"));
-                }
-                s.to_string()
-            }
-            _ => {
-                errs.insert(name.into(), "required".into());
-                String::new()
-            }
+) -> Result<AppConfig, FieldErrors> {
+    let config = parse(doc)?;
+    let unstated = STATED_LISTS
+        .iter()
+        .filter(|(k, _)| doc.get(*k).is_none_or(Value::is_null));
+    with_errors(unstated, validate(config, org, policies, taken_domains))
+}
+
+/// `checked`, failed also by the `missing` fields.
+fn with_errors<'a>(
+    missing: impl Iterator<Item = &'a (&'a str, &'a str)>,
+    checked: Result<AppConfig, FieldErrors>,
+) -> Result<AppConfig, FieldErrors> {
+    let mut errs: FieldErrors = missing
+        .map(|(k, why)| (k.to_string(), why.to_string()))
+        .collect();
+    match checked {
+        Ok(config) if errs.is_empty() => Ok(config),
+        Ok(_) => Err(errs),
+        Err(more) => {
+            errs.extend(more);
+            Err(errs)
         }
+    }
+}
+
+/// `stored` with the fields a PATCH document sets, validated (README "Updating an app"):
+///
+/// - a field absent from `patch` keeps its stored value, and so does a `client_secret` or a
+///   webhook header value sent as `null` (the API never shows them, so an admin can send back
+///   what `GET` showed); any other field sent as `null` takes its default (or is missing);
+/// - a PATCH that switches `handshake` drops what only the old handshake uses, unless it sends
+///   that field itself: `token_url` when switching to `webhook`, the `webhook` templates when
+///   switching to `standard`. Otherwise the stored value would make the switch fail
+///   validation and the admin would have to send an explicit `null`;
+/// - `id` cannot change.
+pub fn patched(
+    stored: &App,
+    patch: &Map<String, Value>,
+    policies: &PolicySet,
+    taken_domains: &BTreeMap<String, String>,
+) -> Result<AppConfig, FieldErrors> {
+    let changes = parse(patch)?;
+    if patch.contains_key("id") && changes.id != stored.id {
+        return Err(FieldErrors::from([(
+            "id".to_string(),
+            "cannot be changed; create a new app instead".to_string(),
+        )]));
+    }
+    // The stored configuration as the API shows it (secrets masked), with the patch on top.
+    let mut merged = match serde_json::to_value(&stored.config) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
     };
-    let id = required("id", &spec.id, &mut errs);
+    if patch.contains_key("handshake") && changes.handshake != stored.handshake {
+        let dropped = match changes.handshake {
+            Handshake::Webhook => "token_url",
+            Handshake::Standard => "webhook",
+        };
+        if !patch.contains_key(dropped) {
+            merged.remove(dropped);
+        }
+    }
+    merged.extend(patch.clone());
+    let mut config = parse(&merged)?;
+    if config.client_secret.is_none() {
+        config.client_secret = stored.client_secret.clone();
+    }
+    if let Some(w) = &mut config.webhook {
+        w.keep_headers_from(stored.webhook.as_ref());
+    }
+    let cleared = STATED_LISTS
+        .iter()
+        .filter(|(k, _)| patch.get(*k).is_some_and(Value::is_null));
+    with_errors(
+        cleared,
+        validate(config, &stored.org, policies, taken_domains),
+    )
+}
+
+/// Checks a configuration for `org` and returns it normalized: text trimmed, domains
+/// normalized and deduplicated, empty optional URLs dropped, webhook methods upper-case.
+/// `policies` is the set in force (the egress policy must exist and allow the token
+/// endpoint); `taken_domains` are the patterns of the org's other apps, with the app that
+/// owns each.
+pub fn validate(
+    config: AppConfig,
+    org: &str,
+    policies: &PolicySet,
+    taken_domains: &BTreeMap<String, String>,
+) -> Result<AppConfig, FieldErrors> {
+    let mut errs = FieldErrors::new();
+    let required = |name: &str, v: &str, errs: &mut FieldErrors| -> String {
+        let s = v.trim();
+        if s.is_empty() {
+            errs.insert(name.into(), "required".into());
+        } else if s.len() > MAX_TEXT {
+            errs.insert(name.into(), format!("longer than {MAX_TEXT} characters"));
+        }
+        s.to_string()
+    };
+    let id = required("id", &config.id, &mut errs);
     if !id.is_empty() && !is_slug(&id) {
         errs.insert(
             "id".into(),
             "must be a slug: lowercase letters, digits and '-', at most 63 characters".into(),
         );
     }
-    let name = required("name", &spec.name, &mut errs);
-    let approval_prompt = required("approval_prompt", &spec.approval_prompt, &mut errs);
-    let description = spec.description.clone().unwrap_or_default();
-    if description.len() > MAX_TEXT {
+    let name = required("name", &config.name, &mut errs);
+    let approval_prompt = required("approval_prompt", &config.approval_prompt, &mut errs);
+    if config.description.len() > MAX_TEXT {
         errs.insert(
             "description".into(),
             format!("longer than {MAX_TEXT} characters"),
         );
     }
-    let handshake = spec.handshake.unwrap_or_default();
-    let standard = handshake == Handshake::Standard;
-    let authorize_url = required("authorize_url", &spec.authorize_url, &mut errs);
+    let standard = config.handshake == Handshake::Standard;
+    let authorize_url = required("authorize_url", &config.authorize_url, &mut errs);
     check_url("authorize_url", &authorize_url, &mut errs);
+    let token_url = config.token_url.as_deref().unwrap_or_default();
     // The standard handshake talks to `token_url`; the webhook one sends its own templates,
     // and a `token_url` there would be silently unused, so it is refused.
     let (token_url, token_target) = if standard {
-        let url = required("token_url", &spec.token_url, &mut errs);
+        let url = required("token_url", token_url, &mut errs);
         let target = check_url("token_url", &url, &mut errs);
         (Some(url), target)
     } else {
-        if spec.token_url.as_deref().is_some_and(|u| !u.is_empty()) {
+        if !token_url.is_empty() {
             errs.insert(
                 "token_url".into(),
                 "not used by the webhook handshake (its requests are webhook.token and \
@@ -183,50 +209,32 @@ pub fn validate(
         }
         (None, None)
     };
-    let client_id = required("client_id", &spec.client_id, &mut errs);
-    let client_secret = match spec.client_secret.as_deref() {
-        Some("") => {
+    let client_id = required("client_id", &config.client_id, &mut errs);
+    match &config.client_secret {
+        Some(s) if s.expose().is_empty() => {
             errs.insert("client_secret".into(), "must not be empty".into());
-            None
         }
-        Some(s) => Some(s.to_string()),
-        None => {
-            if standard && !secret_stored {
-                errs.insert("client_secret".into(), "required".into());
-            }
-            None
+        None if standard => {
+            errs.insert("client_secret".into(), "required".into());
         }
-    };
-    let scopes = match &spec.scopes {
-        None => {
-            errs.insert("scopes".into(), "required (may be [])".into());
-            Vec::new()
-        }
-        Some(s) => {
-            if let Some(bad) = s.iter().find(|x| {
-                x.is_empty()
-                    || x.chars()
-                        .any(|c| c.is_whitespace() || c == '"' || c == '\\')
-            }) {
-                errs.insert("scopes".into(), format!("invalid scope {bad:?}"));
-            }
-            s.clone()
-        }
-    };
-    let access_token_ttl = match spec.access_token_ttl {
-        None => None,
-        Some(t) if t > 0 => Some(t as u64),
-        Some(_) => {
-            errs.insert(
-                "access_token_ttl".into(),
-                "must be a positive number of seconds".into(),
-            );
-            None
-        }
-    };
-    let pkce = spec.pkce.unwrap_or(true);
-    let egress_policy = required("egress_policy", &spec.egress_policy, &mut errs);
-    let webhook = match (&spec.webhook, standard) {
+        _ => {}
+    }
+    if let Some(bad) = config.scopes.iter().find(|x| {
+        x.is_empty()
+            || x.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    }) {
+        errs.insert("scopes".into(), format!("invalid scope {bad:?}"));
+    }
+    if config.access_token_ttl == Some(0) {
+        // Negative values are read as 0.
+        errs.insert(
+            "access_token_ttl".into(),
+            "must be a positive number of seconds".into(),
+        );
+    }
+    let egress_policy = required("egress_policy", &config.egress_policy, &mut errs);
+    let webhook = match (&config.webhook, standard) {
         (None, true) => None,
         (Some(_), true) => {
             errs.insert("webhook".into(), "only for handshake = \"webhook\"".into());
@@ -244,8 +252,8 @@ pub fn validate(
                 org,
                 app_policy: &egress_policy,
                 policies,
-                pkce,
-                has_secret: client_secret.is_some() || secret_stored,
+                pkce: config.pkce,
+                has_secret: config.client_secret.is_some(),
             };
             webhook::validate(w, &ctx, &mut errs)
         }
@@ -265,38 +273,31 @@ pub fn validate(
         }
     }
     let mut domains = Vec::new();
-    match &spec.domains {
-        None => {
-            errs.insert("domains".into(), "required".into());
-        }
-        Some(list) if list.is_empty() => {
-            errs.insert(
-                "domains".into(),
-                "at least one host pattern is required".into(),
-            );
-        }
-        Some(list) => {
-            for d in list {
-                match normalize_pattern(d) {
-                    Ok(p) => {
-                        if let Some(owner) = taken_domains.get(&p) {
-                            errs.insert(
-                                "domains".into(),
-                                format!("{p:?} already belongs to app {owner:?} in this org"),
-                            );
-                        } else if !domains.contains(&p) {
-                            domains.push(p);
-                        }
-                    }
-                    Err(e) => {
-                        errs.insert("domains".into(), e);
-                    }
+    if config.domains.is_empty() {
+        errs.insert(
+            "domains".into(),
+            "at least one host pattern is required".into(),
+        );
+    }
+    for d in &config.domains {
+        match normalize_pattern(d) {
+            Ok(p) => {
+                if let Some(owner) = taken_domains.get(&p) {
+                    errs.insert(
+                        "domains".into(),
+                        format!("{p:?} already belongs to app {owner:?} in this org"),
+                    );
+                } else if !domains.contains(&p) {
+                    domains.push(p);
                 }
+            }
+            Err(e) => {
+                errs.insert("domains".into(), e);
             }
         }
     }
-    let authorize_params = spec.authorize_params.clone().unwrap_or_default();
-    if let Some(k) = authorize_params
+    if let Some(k) = config
+        .authorize_params
         .keys()
         .find(|k| RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str()))
     {
@@ -305,41 +306,69 @@ pub fn validate(
             format!("{k:?} is set by tollgate and cannot be overridden"),
         );
     }
-    let issuer = spec.issuer.clone().filter(|s| !s.is_empty());
+    let issuer = config.issuer.clone().filter(|s| !s.is_empty());
     if let Some(i) = &issuer {
         if !(i.starts_with("https://") || i.starts_with("http://")) {
             errs.insert("issuer".into(), "must be an https URL (RFC 9207)".into());
         }
     }
-    let revocation_url = spec.revocation_url.clone().filter(|s| !s.is_empty());
+    let revocation_url = config.revocation_url.clone().filter(|s| !s.is_empty());
     if let Some(r) = &revocation_url {
         check_url("revocation_url", r, &mut errs);
     }
     if !errs.is_empty() {
         return Err(errs);
     }
-    Ok(ValidApp {
+    Ok(AppConfig {
         id,
         name,
-        description,
         approval_prompt,
         authorize_url,
         token_url,
         client_id,
-        client_secret,
-        scopes,
-        access_token_ttl,
-        pkce,
         egress_policy,
         domains,
-        upstream_tls: spec.upstream_tls.unwrap_or(true),
-        client_auth: spec.client_auth.unwrap_or_default(),
-        authorize_params,
         issuer,
         revocation_url,
-        handshake,
         webhook,
+        ..config
     })
+}
+
+/// Problems with a saved app's configuration against the policies in force now (a policy
+/// can disappear or change on reload after the app was saved): its token requests would be
+/// refused. Shown in app views and `/readyz`.
+pub fn problems(app: &App, policies: &PolicySet) -> Vec<String> {
+    let endpoint_problem = |what: &str, url: &str, policy: &str| match endpoint(url) {
+        Ok((_, host, port)) => token_endpoint_problem(policies, policy, &app.org, &host, port),
+        Err(e) => Some(format!("{what}: {e}")),
+    };
+    let mut problems = Vec::new();
+    if app.handshake == Handshake::Webhook {
+        match &app.webhook {
+            Some(w) => {
+                let policy = w.policy(&app.egress_policy);
+                for (step, t) in w.templates() {
+                    let what = format!("webhook.{}.url", step.name());
+                    problems.extend(endpoint_problem(&what, &t.url, policy));
+                }
+            }
+            None => problems.push("the webhook handshake is missing".into()),
+        }
+    } else {
+        problems.extend(match app.token_url.as_deref() {
+            Some(url) => endpoint_problem("token_url", url, &app.egress_policy),
+            None => Some("no token_url".into()),
+        });
+    }
+    if problems.is_empty() && policies.policy_route(&app.egress_policy).is_none() {
+        problems.push(format!("no policy named {:?} is loaded", app.egress_policy));
+    }
+    problems.dedup();
+    problems
+        .into_iter()
+        .map(|p| format!("{p}: token requests will be refused"))
+        .collect()
 }
 
 fn is_slug(s: &str) -> bool {
@@ -348,74 +377,6 @@ fn is_slug(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
-}
-
-/// An absolute `http`/`https` URL without user information → (uses TLS, host, port).
-/// The one parser for provider endpoints: app validation, `/readyz` problems and provider
-/// calls all read URLs through it.
-pub fn endpoint(url: &str) -> Result<(bool, Host, u16), String> {
-    let parsed: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    let (Some(scheme), Some(auth)) = (parsed.scheme_str(), parsed.authority()) else {
-        return Err(format!("{url:?} is not an absolute URL"));
-    };
-    if auth.as_str().contains('@') {
-        return Err("must not contain user information".into());
-    }
-    let tls = match scheme {
-        "https" => true,
-        "http" => false,
-        _ => return Err("must be an https URL".into()),
-    };
-    let host = normalize_host(auth.host()).map_err(|e| e.to_string())?;
-    let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    Ok((tls, host, port))
-}
-
-/// Why `policy` does not (or no longer) let `org` reach the token endpoint at `host:port`.
-pub fn token_endpoint_problem(
-    policies: &PolicySet,
-    policy: &str,
-    org: &str,
-    host: &Host,
-    port: u16,
-) -> Option<String> {
-    if policies.policy_route(policy).is_none() {
-        return Some(format!("no policy named {policy:?} is loaded"));
-    }
-    let d = policies.decide_in_policy(policy, org, host, port);
-    (!d.is_allowed()).then(|| {
-        format!(
-            "policy {policy:?} does not allow the token endpoint {host}:{port} for org {org:?} ({})",
-            d.reason()
-        )
-    })
-}
-
-/// `https://`, or `http://` only for loopback and private hosts (test and in-network servers).
-/// Returns the host and port when the URL is valid.
-pub(super) fn check_url(field: &str, url: &str, errs: &mut FieldErrors) -> Option<(Host, u16)> {
-    if url.is_empty() {
-        return None;
-    }
-    let (tls, host, port) = match endpoint(url) {
-        Ok(e) => e,
-        Err(e) => {
-            errs.insert(field.into(), e);
-            return None;
-        }
-    };
-    let local = match &host {
-        Host::Ip(ip) => classify(*ip).is_prohibited(),
-        Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
-    };
-    if !tls && !local {
-        errs.insert(
-            field.into(),
-            "must be https (http is accepted only for loopback and private addresses)".into(),
-        );
-        return None;
-    }
-    Some((host, port))
 }
 
 /// A domain pattern: an exact name or `*.suffix`, in the grammar of policy host patterns.
@@ -431,145 +392,205 @@ pub fn normalize_pattern(p: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
-    fn policies() -> PolicySet {
+    fn policies(extra_hosts: &str) -> PolicySet {
         PolicySet::from_sources(&[(
             "p.toml".into(),
-            r#"
+            format!(
+                r#"
 [[policy]]
 name = "idp"
 route = "direct"
   [[policy.allow]]
-  hosts = ["idp.example"]
+  hosts = ["idp.example"{extra_hosts}]
   ports = [443]
   [[policy.allow]]
   cidrs = ["127.0.0.1/32"]
   ports = [9000]
 "#
-            .into(),
+            ),
         )])
         .unwrap()
     }
 
-    fn good() -> AppSpec {
-        AppSpec {
-            id: Some("github".into()),
-            name: Some("GitHub".into()),
-            approval_prompt: Some("Allow?".into()),
-            authorize_url: Some("https://idp.example/authorize".into()),
-            token_url: Some("https://idp.example/token".into()),
-            client_id: Some("c".into()),
-            client_secret: Some("s".into()),
-            scopes: Some(vec![]),
-            egress_policy: Some("idp".into()),
-            domains: Some(vec!["API.GitHub.com.".into(), "*.github.example".into()]),
-            ..Default::default()
-        }
+    fn good() -> Value {
+        json!({
+            "id": "github",
+            "name": "GitHub",
+            "approval_prompt": "Allow?",
+            "authorize_url": "https://idp.example/authorize",
+            "token_url": "https://idp.example/token",
+            "client_id": "c",
+            "client_secret": "s",
+            "scopes": [],
+            "egress_policy": "idp",
+            "domains": ["API.GitHub.com.", "*.github.example"],
+        })
+    }
+
+    fn webhook_app() -> Value {
+        json!({
+            "id": "legacy", "name": "Legacy", "approval_prompt": "Allow?",
+            "authorize_url": "https://idp.example/authorize",
+            "client_id": "c", "scopes": [], "egress_policy": "idp",
+            "domains": ["api.example"], "handshake": "webhook",
+            "webhook": {
+                "token": {"url": "https://idp.example/token",
+                          "headers": {"X-Key": "k-1"},
+                          "json": {"code": "{authorization_code}"},
+                          "outputs": {"access_token": "/t", "scope": "/s"}},
+                "refresh": {"url": "https://refresh.example/r",
+                            "form": {"rt": "{refresh_token}"},
+                            "outputs": {"access_token": "/t", "scope": "/s"}}
+            }
+        })
+    }
+
+    fn create(doc: &Value, policies: &PolicySet) -> Result<AppConfig, FieldErrors> {
+        new_app(doc.as_object().unwrap(), "acme", policies, &BTreeMap::new())
+    }
+
+    fn stored(doc: &Value) -> App {
+        let both = policies(r#", "refresh.example""#);
+        App::new("acme", create(doc, &both).expect("valid"))
+    }
+
+    fn patch(app: &App, doc: Value) -> Result<AppConfig, FieldErrors> {
+        let both = policies(r#", "refresh.example""#);
+        patched(app, doc.as_object().unwrap(), &both, &BTreeMap::new())
     }
 
     #[test]
-    fn a_good_spec_validates_with_defaults_and_normalized_domains() {
-        let v = validate(&good(), "acme", &policies(), &BTreeMap::new(), false).unwrap();
+    fn a_good_document_validates_with_defaults_and_normalized_domains() {
+        let v = create(&good(), &policies("")).unwrap();
         assert_eq!(v.domains, ["api.github.com", "*.github.example"]);
         assert!(v.pkce && v.upstream_tls);
         assert_eq!(v.client_auth, ClientAuth::Basic);
         assert!(v.scopes.is_empty());
+        assert_eq!(v.client_secret.unwrap().expose(), "s");
     }
 
     #[test]
     fn each_invalid_field_is_named() {
-        type Edit = fn(&mut AppSpec);
+        type Edit = fn(&mut Value);
         let cases: &[(&str, &str, Edit)] = &[
-            ("id not a slug", "id", |s| s.id = Some("Bad Id".into())),
-            ("id missing", "id", |s| s.id = None),
-            ("name empty", "name", |s| s.name = Some(" ".into())),
-            ("prompt missing", "approval_prompt", |s| {
-                s.approval_prompt = None
+            ("id not a slug", "id", |d| d["id"] = json!("Bad Id")),
+            ("id missing", "id", |d| {
+                drop(d.as_object_mut().unwrap().remove("id"))
             }),
-            ("authorize http public", "authorize_url", |s| {
-                s.authorize_url = Some("http://idp.example/a".into())
+            ("name empty", "name", |d| d["name"] = json!(" ")),
+            ("prompt missing", "approval_prompt", |d| {
+                drop(d.as_object_mut().unwrap().remove("approval_prompt"))
             }),
-            ("authorize not a url", "authorize_url", |s| {
-                s.authorize_url = Some("not a url".into())
+            ("authorize http public", "authorize_url", |d| {
+                d["authorize_url"] = json!("http://idp.example/a")
             }),
-            ("token url ftp", "token_url", |s| {
-                s.token_url = Some("ftp://idp.example/t".into())
+            ("authorize not a url", "authorize_url", |d| {
+                d["authorize_url"] = json!("not a url")
             }),
-            ("secret empty", "client_secret", |s| {
-                s.client_secret = Some(String::new())
+            ("authorize port too big", "authorize_url", |d| {
+                d["authorize_url"] = json!("https://idp.example:99999/authorize")
             }),
-            ("secret missing", "client_secret", |s| {
-                s.client_secret = None
+            ("token port zero", "token_url", |d| {
+                d["token_url"] = json!("https://idp.example:0/token")
             }),
-            ("scopes missing", "scopes", |s| s.scopes = None),
-            ("scope with space", "scopes", |s| {
-                s.scopes = Some(vec!["a b".into()])
+            ("revocation port too big", "revocation_url", |d| {
+                d["revocation_url"] = json!("https://idp.example:65536/revoke")
             }),
-            ("ttl zero", "access_token_ttl", |s| {
-                s.access_token_ttl = Some(0)
+            ("token url ftp", "token_url", |d| {
+                d["token_url"] = json!("ftp://idp.example/t")
             }),
-            ("ttl negative", "access_token_ttl", |s| {
-                s.access_token_ttl = Some(-5)
+            ("secret empty", "client_secret", |d| {
+                d["client_secret"] = json!("")
             }),
-            ("policy unknown", "egress_policy", |s| {
-                s.egress_policy = Some("nope".into())
+            ("secret missing", "client_secret", |d| {
+                drop(d.as_object_mut().unwrap().remove("client_secret"))
             }),
-            ("token endpoint outside policy", "egress_policy", |s| {
-                s.token_url = Some("https://other.example/token".into())
+            ("scopes missing", "scopes", |d| {
+                drop(d.as_object_mut().unwrap().remove("scopes"))
             }),
-            ("domains empty", "domains", |s| s.domains = Some(vec![])),
-            ("domain star", "domains", |s| {
-                s.domains = Some(vec!["*".into()])
+            ("scope with space", "scopes", |d| {
+                d["scopes"] = json!(["a b"])
             }),
-            ("domain ip", "domains", |s| {
-                s.domains = Some(vec!["10.0.0.1".into()])
+            ("ttl zero", "access_token_ttl", |d| {
+                d["access_token_ttl"] = json!(0)
             }),
-            ("reserved authorize param", "authorize_params", |s| {
-                s.authorize_params = Some([("state".to_string(), "x".to_string())].into())
+            ("ttl negative", "access_token_ttl", |d| {
+                d["access_token_ttl"] = json!(-5)
             }),
-            ("webhook without templates", "webhook", |s| {
-                s.handshake = Some(Handshake::Webhook)
+            ("ttl not a number", "access_token_ttl", |d| {
+                d["access_token_ttl"] = json!("1h")
             }),
-            ("webhook with token_url", "token_url", |s| {
-                s.handshake = Some(Handshake::Webhook)
+            ("pkce mistyped", "pkce", |d| d["pkce"] = json!("yes")),
+            ("unknown field", "scope", |d| d["scope"] = json!("repo")),
+            ("policy unknown", "egress_policy", |d| {
+                d["egress_policy"] = json!("nope")
             }),
-            ("templates on a standard app", "webhook", |s| {
-                s.webhook = Some(WebhookSpec::default())
+            ("token endpoint outside policy", "egress_policy", |d| {
+                d["token_url"] = json!("https://other.example/token")
+            }),
+            ("domains empty", "domains", |d| d["domains"] = json!([])),
+            ("domains missing", "domains", |d| {
+                drop(d.as_object_mut().unwrap().remove("domains"))
+            }),
+            ("domain star", "domains", |d| d["domains"] = json!(["*"])),
+            ("domain ip", "domains", |d| {
+                d["domains"] = json!(["10.0.0.1"])
+            }),
+            ("reserved authorize param", "authorize_params", |d| {
+                d["authorize_params"] = json!({"state": "x"})
+            }),
+            ("webhook without templates", "webhook", |d| {
+                d["handshake"] = json!("webhook")
+            }),
+            ("webhook with token_url", "token_url", |d| {
+                d["handshake"] = json!("webhook")
+            }),
+            ("templates on a standard app", "webhook", |d| {
+                d["webhook"] = json!({})
             }),
         ];
         for (name, field, edit) in cases {
-            let mut spec = good();
-            edit(&mut spec);
-            let errs =
-                validate(&spec, "acme", &policies(), &BTreeMap::new(), false).expect_err(name);
+            let mut doc = good();
+            edit(&mut doc);
+            let errs = create(&doc, &policies("")).expect_err(name);
             assert!(errs.contains_key(*field), "{name}: {errs:?}");
         }
+        // A negative lifetime is named with the other invalid fields, not alone.
+        let mut doc = good();
+        doc["access_token_ttl"] = json!(-5);
+        doc["name"] = json!("");
+        let errs = create(&doc, &policies("")).unwrap_err();
+        assert_eq!(errs["name"], "required");
+        assert_eq!(
+            errs["access_token_ttl"],
+            "must be a positive number of seconds"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_named_at_the_top_level_and_inside_the_webhook() {
+        let doc = json!({"colour": "red", "webhook": {"token": {"body": {}}}});
+        let errs = parse(doc.as_object().unwrap()).unwrap_err();
+        assert_eq!(errs["colour"], "unknown field");
+        assert!(errs["webhook"].contains("`body`"), "{errs:?}");
     }
 
     #[test]
     fn a_webhook_app_needs_templates_instead_of_a_token_url_and_a_secret() {
-        let mut spec = good();
-        spec.handshake = Some(Handshake::Webhook);
-        spec.token_url = None;
-        spec.client_secret = None;
-        spec.webhook = Some(
-            serde_json::from_value(serde_json::json!({
-                "token": {
-                    "url": "https://idp.example/handshake",
-                    "json": {"code": "{authorization_code}", "secret": "{client_secret}"},
-                    "outputs": {"access_token": "/t", "scope": "/s"}
-                }
-            }))
-            .unwrap(),
-        );
-        // `{client_secret}` needs a secret: given now, or already stored.
-        let errs = validate(&spec, "acme", &policies(), &BTreeMap::new(), false).unwrap_err();
+        let mut doc = webhook_app();
+        doc["webhook"]["token"]["json"]["secret"] = json!("{client_secret}");
+        // `{client_secret}` needs a secret.
+        let errs = create(&doc, &policies(r#", "refresh.example""#)).unwrap_err();
         assert!(
             errs["webhook.token.json"].contains("client_secret"),
             "{errs:?}"
         );
-        let v = validate(&spec, "acme", &policies(), &BTreeMap::new(), true).unwrap();
+        doc["client_secret"] = json!("s");
+        let v = create(&doc, &policies(r#", "refresh.example""#)).unwrap();
         assert_eq!(v.token_url, None);
         let w = v.webhook.expect("templates kept");
         assert_eq!(w.policy(&v.egress_policy), "idp");
@@ -578,16 +599,85 @@ route = "direct"
 
     #[test]
     fn http_is_accepted_for_loopback_and_domains_are_exclusive_per_org() {
-        let mut spec = good();
-        spec.authorize_url = Some("http://127.0.0.1:9000/authorize".into());
-        spec.token_url = Some("http://127.0.0.1:9000/token".into());
-        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), false).is_ok());
+        let mut doc = good();
+        doc["authorize_url"] = json!("http://127.0.0.1:9000/authorize");
+        doc["token_url"] = json!("http://127.0.0.1:9000/token");
+        assert!(create(&doc, &policies("")).is_ok());
         let taken = BTreeMap::from([("api.github.com".to_string(), "other".to_string())]);
-        let errs = validate(&good(), "acme", &policies(), &taken, false).unwrap_err();
+        let errs = new_app(good().as_object().unwrap(), "acme", &policies(""), &taken).unwrap_err();
         assert!(errs["domains"].contains("other"));
-        // On update the secret may be omitted (the stored one is kept).
-        let mut spec = good();
-        spec.client_secret = None;
-        assert!(validate(&spec, "acme", &policies(), &BTreeMap::new(), true).is_ok());
+    }
+
+    #[test]
+    fn a_patch_keeps_what_it_does_not_send_and_what_it_sends_as_null() {
+        let app = stored(&good());
+        let v = patch(&app, json!({"name": "GitHub 2", "client_secret": null})).unwrap();
+        assert_eq!(v.name, "GitHub 2");
+        assert_eq!(v.client_secret.unwrap().expose(), "s");
+        assert_eq!(v.domains, app.domains);
+        let errs = patch(&app, json!({"id": "other"})).unwrap_err();
+        assert!(errs["id"].contains("cannot be changed"), "{errs:?}");
+        let errs = patch(&app, json!({"colour": "red"})).unwrap_err();
+        assert_eq!(errs["colour"], "unknown field");
+        // Any other null is the default, or missing.
+        let mut doc = good();
+        doc["pkce"] = json!(false);
+        doc["description"] = json!("d");
+        let app = stored(&doc);
+        let v = patch(&app, json!({"pkce": null, "description": null})).unwrap();
+        assert!(v.pkce && v.description.is_empty());
+        let errs = patch(&app, json!({"scopes": null, "name": null})).unwrap_err();
+        assert!(
+            errs.contains_key("scopes") && errs["name"] == "required",
+            "{errs:?}"
+        );
+
+        let hook = stored(&webhook_app());
+        let mut shown = serde_json::to_value(&hook.config).unwrap()["webhook"].clone();
+        assert_eq!(shown["token"]["headers"]["X-Key"], Value::Null);
+        shown["token"]["json"]["note"] = json!("patched");
+        let v = patch(&hook, json!({ "webhook": shown })).unwrap();
+        let token = &v.webhook.unwrap().token;
+        assert_eq!(token.headers["X-Key"].as_ref().unwrap().expose(), "k-1");
+        assert_eq!(token.json.as_ref().unwrap()["note"], "patched");
+    }
+
+    #[test]
+    fn switching_the_handshake_drops_the_old_handshakes_fields() {
+        let app = stored(&good());
+        let hook = webhook_app()["webhook"].clone();
+        let v = patch(&app, json!({"handshake": "webhook", "webhook": hook})).unwrap();
+        assert_eq!(v.token_url, None);
+        let back = App::new("acme", v);
+        let v = patch(
+            &back,
+            json!({"handshake": "standard", "token_url": "https://idp.example/token"}),
+        )
+        .unwrap();
+        assert!(v.webhook.is_none());
+        // Sent explicitly, the old field stays and is refused.
+        let errs = patch(
+            &back,
+            json!({"handshake": "standard", "token_url": "https://idp.example/token",
+                   "webhook": hook}),
+        )
+        .unwrap_err();
+        assert!(errs.contains_key("webhook"), "{errs:?}");
+    }
+
+    /// A webhook app is checked by its template URLs under the webhook's policy, not by a
+    /// token_url it does not have.
+    #[test]
+    fn problems_of_a_webhook_app_name_its_template_urls() {
+        let app = stored(&webhook_app());
+        assert!(app.token_url.is_none());
+        assert_eq!(
+            problems(&app, &policies(r#", "refresh.example""#)),
+            Vec::<String>::new()
+        );
+        // A reload drops the refresh host: the refresh request would be refused.
+        let problems = problems(&app, &policies(""));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("refresh.example:443"), "{problems:?}");
     }
 }

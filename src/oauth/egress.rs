@@ -136,7 +136,7 @@ impl Egress {
     ) -> Result<Response<Vec<u8>>, EgressError> {
         let uri = req.uri().clone();
         let bad = || EgressError::BadUrl(uri.to_string());
-        let (tls, host, port) = super::app::endpoint(&uri.to_string()).map_err(|_| bad())?;
+        let (tls, host, port) = super::endpoint::endpoint(&uri.to_string()).map_err(|_| bad())?;
         let auth = uri.authority().ok_or_else(bad)?;
         let decision = self
             .policies

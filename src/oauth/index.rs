@@ -1,9 +1,10 @@
 //! Which outbound application a request's host belongs to, per organization.
 //!
-//! Built from [`Store::list_all_apps`] at start and rebuilt whenever the shared
-//! `apps_version` counter moves (the admin API calls `changed` after every app change). The check
-//! per request is one atomic load; the snapshot is an `Arc` swapped atomically, so lookups
-//! never wait for a rebuild except the first one after a change.
+//! Built from [`Store::list_all_apps`] at start and rebuilt after the store publishes an app
+//! change (or the index missed events): it follows the store's change events, so no write
+//! site invalidates it. The check per request is one atomic load (nothing published since the
+//! last look); the snapshot is an `Arc` swapped atomically, so lookups never wait for a
+//! rebuild except the first one after a change.
 //!
 //! Patterns are exact names or `*.suffix` (any depth below `suffix`, not `suffix` itself),
 //! like policy hosts; the most specific wins: exact, then the longest suffix. Each org has
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::policy::Host;
-use crate::store::{App, Store, StoreResult};
+use crate::store::{App, Changes, Seen, Store, StoreResult};
 
 /// Domain patterns (exact names and `*.suffix`) → value, answering "which entry covers this
 /// host name?" the way injection decides it: an exact name first, then the longest suffix.
@@ -82,8 +83,11 @@ struct Snapshot {
 pub struct AppIndex {
     /// Where apps come from.
     store: Arc<dyn Store>,
-    /// Bumped by the admin API on every app change (shared with `WebState`).
-    apps_version: Arc<AtomicU64>,
+    /// The store's change events; app changes move `apps_version`.
+    changes: Changes,
+    /// Bumped for every app change event (and missed events); a snapshot older than it is
+    /// rebuilt.
+    apps_version: AtomicU64,
     /// The current snapshot.
     snapshot: ArcSwap<Snapshot>,
     /// Serializes rebuilds, so a burst of requests after a change reads the store once.
@@ -91,17 +95,13 @@ pub struct AppIndex {
 }
 
 impl AppIndex {
-    /// Signals that an app was created, changed or deleted: the next lookup rebuilds.
-    pub fn changed(&self) {
-        self.apps_version.fetch_add(1, Ordering::Release);
-    }
-
-    /// An index over `store`, rebuilt after [`AppIndex::changed`]. Empty until
+    /// An index over `store`, rebuilt after the store publishes an app change. Empty until
     /// [`AppIndex::refresh`] or the first lookup.
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppIndex {
+            changes: store.subscribe(),
             store,
-            apps_version: Arc::default(),
+            apps_version: AtomicU64::new(0),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 // Never equal to a real version, so the first lookup builds.
                 version: u64::MAX,
@@ -119,6 +119,7 @@ impl AppIndex {
     }
 
     async fn rebuild_locked(&self) -> StoreResult<()> {
+        self.follow_changes();
         // Read the version first: a change that lands while we list is seen as a newer
         // version by the next lookup, which rebuilds again.
         let version = self.apps_version.load(Ordering::Acquire);
@@ -142,8 +143,22 @@ impl AppIndex {
         Ok(self.current().await?.apps.clone())
     }
 
+    /// Moves `apps_version` for every app change published since the last look.
+    fn follow_changes(&self) {
+        self.changes.catch_up(|seen| {
+            let app_changed = match seen {
+                Seen::Event(e) => e.change.is_app(),
+                Seen::Missed => true,
+            };
+            if app_changed {
+                self.apps_version.fetch_add(1, Ordering::AcqRel);
+            }
+        });
+    }
+
     /// The snapshot, rebuilt first if the apps changed since it was taken.
     async fn current(&self) -> StoreResult<Arc<Snapshot>> {
+        self.follow_changes();
         let wanted = self.apps_version.load(Ordering::Acquire);
         if self.snapshot.load().version != wanted {
             let _g = self.rebuild.lock().await;
@@ -180,33 +195,16 @@ mod tests {
     use super::*;
 
     fn app(org: &str, id: &str, domains: &[&str]) -> App {
-        App {
-            org: org.into(),
+        let config = crate::store::AppConfig {
             id: id.into(),
             name: id.into(),
-            description: String::new(),
-            approval_prompt: String::new(),
-            authorize_url: String::new(),
-            token_url: None,
-            client_id: String::new(),
-            client_secret: None,
-            scopes: vec![],
-            access_token_ttl: None,
-            pkce: true,
-            egress_policy: String::new(),
             domains: domains.iter().map(|s| s.to_string()).collect(),
-            upstream_tls: true,
-            client_auth: Default::default(),
-            authorize_params: Default::default(),
-            issuer: None,
-            revocation_url: None,
-            handshake: Default::default(),
-            webhook: None,
-            enabled: true,
+            ..Default::default()
+        };
+        App {
             generation: 1,
             incarnation: 1,
-            created_at: 0,
-            updated_at: 0,
+            ..App::new(org, config)
         }
     }
 
@@ -250,5 +248,26 @@ mod tests {
         for (name, org, host, want) in cases {
             assert_eq!(id(org, host).as_deref(), want, "{name}");
         }
+    }
+
+    /// The index follows the store's change events: no caller tells it about a change.
+    #[tokio::test]
+    async fn follows_app_changes_without_being_told() {
+        use crate::store::contract::sample_app;
+        let tmp = tempfile::tempdir().unwrap();
+        let key = crate::store::StoreKey::from_hex_text(&"a1".repeat(32)).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SledStore::open(&tmp.path().join("store"), key).unwrap());
+        let index = AppIndex::new(store.clone());
+        let host = Host::Name("crm.example.com".into());
+        assert!(index.lookup("acme", &host).await.unwrap().is_none());
+        store.create_app(sample_app("acme", "crm")).await.unwrap();
+        let found = index.lookup("acme", &host).await.unwrap().unwrap();
+        assert!(found.enabled);
+        store.set_app_enabled("acme", "crm", false).await.unwrap();
+        let found = index.lookup("acme", &host).await.unwrap().unwrap();
+        assert!(!found.enabled, "disable seen on the next lookup");
+        store.delete_app("acme", "crm").await.unwrap();
+        assert!(index.lookup("acme", &host).await.unwrap().is_none());
     }
 }

@@ -14,14 +14,15 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 
+pub use super::flow::ConsentRequired;
+use super::flow::{TicketError, Tickets};
 use super::index::AppIndex;
 use super::token::{TokenClient, TokenError};
+use crate::clock::Clock;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::Host;
-use crate::store::{
-    App, Clock, ConsentTicket, Secret, Store, StoreError, TokenSet, TICKET_TTL_SECS,
-};
+use crate::store::{App, Change, Changes, Secret, Seen, Store, StoreError, TokenSet};
 
 /// A token is refreshed when less than this is left (or half its lifetime, if shorter).
 const REFRESH_MARGIN_SECS: u64 = 60;
@@ -61,21 +62,6 @@ pub enum InjectError {
     Store(#[from] StoreError),
 }
 
-/// The body of a `401 authorization_required`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsentRequired {
-    /// The caller's org.
-    pub org: String,
-    /// App id.
-    pub app: String,
-    /// App name.
-    pub app_name: String,
-    /// `{public_url}/consent/{ticket}`.
-    pub consent_url: String,
-    /// Seconds the ticket is valid.
-    pub expires_in: u64,
-}
-
 /// A token was injected.
 #[derive(Debug, Clone)]
 pub struct Injected {
@@ -97,16 +83,18 @@ pub struct Injector {
     store: Arc<dyn Store>,
     /// Refresh calls.
     tokens: Arc<TokenClient>,
-    /// Base of consent URLs.
-    public_url: String,
+    /// Consent tickets, for answers that need the user's consent.
+    tickets: Tickets,
     /// Refresh outcomes.
     metrics: Arc<Metrics>,
     /// Expiry decisions.
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     /// In-flight refresh locks; `Weak` so finished flights free themselves.
     flights: Mutex<HashMap<FlightKey, Weak<tokio::sync::Mutex<()>>>>,
     /// Token sets already read and unsealed, so injecting a fresh token costs no store read.
     cache: TokenCache,
+    /// The store's change events, which evict what `cache` holds of a changed grant or app.
+    changes: Changes,
 }
 
 impl Injector {
@@ -117,13 +105,14 @@ impl Injector {
         tokens: Arc<TokenClient>,
         public_url: String,
         metrics: Arc<Metrics>,
-        clock: Arc<dyn Clock>,
+        clock: Clock,
     ) -> Self {
         Injector {
+            tickets: Tickets::new(store.clone(), clock.clone(), public_url),
             index,
+            changes: store.subscribe(),
             store,
             tokens,
-            public_url,
             metrics,
             clock,
             flights: Mutex::new(HashMap::new()),
@@ -131,11 +120,21 @@ impl Injector {
         }
     }
 
-    /// Drops the cached token set of `user` for the app: call it after changing the user's
-    /// token in the store from outside the injector (a new consent, an admin revoke). Reset,
-    /// delete and disable need no call: they change the app, which the index picks up.
-    pub fn forget(&self, org: &str, app: &str, user: &str) {
-        self.cache.remove(org, app, user);
+    /// Evicts from the token cache what the store's change events say changed: a grant
+    /// (consent, refresh, revoke) evicts that user's entry, an app change or delete the app's
+    /// entries, missed events everything.
+    fn follow_changes(&self) {
+        self.changes.catch_up(|seen| match seen {
+            Seen::Event(e) => match &e.change {
+                Change::GrantChanged { org, app, user }
+                | Change::GrantDeleted { org, app, user } => self.cache.remove(org, app, user),
+                Change::AppChanged { org, app } | Change::AppDeleted { org, app } => {
+                    self.cache.remove_app(org, app)
+                }
+                Change::AgentRevoked { .. } => {}
+            },
+            Seen::Missed => self.cache.clear(),
+        });
     }
 
     /// The app of the caller's org bound to `host`, if any.
@@ -204,9 +203,10 @@ impl Injector {
             });
         }
         let stored = self.cached_or_read(&app, &caller.user).await?;
+        let now = self.clock_now()?;
         let token = match stored {
             None => return Err(self.consent_required(&app, &caller.user).await),
-            Some(t) if rejected.is_none() && self.is_fresh(&app, &t) => t,
+            Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => t,
             Some(_) => self.refresh(&app, &caller.user, rejected).await?,
         };
         set_bearer(headers, &token.access_token)?;
@@ -218,6 +218,7 @@ impl Injector {
         app: &App,
         user: &str,
     ) -> Result<Option<Arc<TokenSet>>, StoreError> {
+        self.follow_changes();
         if let Some(t) = self.cache.get(app, user) {
             return Ok(Some(t));
         }
@@ -242,14 +243,19 @@ impl Injector {
     /// More than `min(60 s, lifetime/2)` left; an unknown lifetime is fresh. The margin exists
     /// only to refresh ahead of expiry, so a token that cannot be refreshed (no refresh token,
     /// or a webhook app without a refresh template) is fresh until it really expires.
-    fn is_fresh(&self, app: &App, t: &TokenSet) -> bool {
+    fn is_fresh(&self, app: &App, t: &TokenSet, now: u64) -> bool {
         let Some(expires_at) = t.expires_at else {
             return true;
         };
         let lifetime = expires_at.saturating_sub(t.obtained_at);
         let margin = REFRESH_MARGIN_SECS.min(lifetime / 2);
-        let left = expires_at.saturating_sub(self.clock.now());
+        let left = expires_at.saturating_sub(now);
         left > margin || (left > 0 && !self.can_refresh(app, t))
+    }
+
+    /// The clock, as a store-level failure (it fails only on a broken host clock).
+    fn clock_now(&self) -> Result<u64, StoreError> {
+        Ok(self.clock.now()?)
     }
 
     fn can_refresh(&self, app: &App, t: &TokenSet) -> bool {
@@ -285,7 +291,7 @@ impl Injector {
             return Err(self.consent_required(app, user).await);
         };
         let replaced = rejected.is_some_and(|r| *r != current.access_token);
-        if (rejected.is_none() || replaced) && self.is_fresh(app, &current) {
+        if (rejected.is_none() || replaced) && self.is_fresh(app, &current, self.clock_now()?) {
             return Ok(current);
         }
         let refresh_token = current
@@ -296,43 +302,52 @@ impl Injector {
             // Expired or rejected, and nothing to refresh with: the user must consent again.
             if rejected.is_some() {
                 self.store.delete_token(&app.org, &app.id, user).await?;
-                self.cache.remove(&app.org, &app.id, user);
             }
             self.metrics.count_refresh("no_refresh_token");
             return Err(self.consent_required(app, user).await);
         };
         match self.tokens.refresh(app, &refresh_token).await {
             Ok(grant) => {
-                let now = self.clock.now();
-                let token = Arc::new(grant.into_token_set(app, user, now, Some(&current)));
-                // Only over the user's existing token: a reset, a delete, or an admin revoke
-                // of this user during the refresh wins (checked in the store's transaction).
+                let now = self.clock_now()?;
+                let token = grant.into_token_set(app, user, now, Some(&current));
+                // A compare-and-swap on the version of the grant read above, under the app's
+                // incarnation and generation: whatever changed either during the refresh wins
+                // (checked in the store's transaction).
                 let epoch = self.cache.epoch();
-                if self
+                let stored = self
                     .store
-                    .replace_token_if_current((*token).clone(), app.incarnation)
-                    .await?
-                {
+                    .replace_token_if_current(token, app.incarnation)
+                    .await?;
+                if let Some(stored) = stored {
+                    let token = Arc::new(stored);
                     self.cache.put(epoch, app, token.clone());
                     self.metrics.count_refresh("success");
                     tracing::info!(org = %app.org, app = %app.id, user, "token refreshed");
-                    Ok(token)
-                } else {
-                    // Reset, deleted or revoked while we refreshed: that wins.
-                    self.metrics.count_refresh("superseded");
-                    tracing::info!(
-                        org = %app.org, app = %app.id, user,
-                        "refreshed token discarded: the app was reset or deleted, or the user's authorization revoked, meanwhile"
-                    );
-                    Err(self.consent_required(app, user).await)
+                    return Ok(token);
                 }
+                // Another writer won the compare-and-swap: a refresh elsewhere (use its
+                // token), or a reset, delete, revoke or new consent (that wins).
+                if let Some(winner) = self.read(app, user).await? {
+                    if winner.version != current.version
+                        && self.is_fresh(app, &winner, self.clock_now()?)
+                    {
+                        self.metrics.count_refresh("superseded");
+                        return Ok(winner);
+                    }
+                }
+                self.metrics.count_refresh("superseded");
+                tracing::info!(
+                    org = %app.org, app = %app.id, user,
+                    "refreshed token discarded: the app was reset or deleted, or the user's authorization revoked, meanwhile"
+                );
+                Err(self.consent_required(app, user).await)
             }
             Err(e) if e.provider_code() == Some("invalid_grant") => {
                 self.metrics.count_refresh("invalid_grant");
                 // Another replica may have rotated the refresh token meanwhile.
                 if let Some(now) = self.read(app, user).await? {
                     if now.refresh_token.as_ref() != Some(&refresh_token)
-                        && self.is_fresh(app, &now)
+                        && self.is_fresh(app, &now, self.clock_now()?)
                     {
                         return Ok(now);
                     }
@@ -342,7 +357,6 @@ impl Injector {
                     "refresh token rejected (invalid_grant): the user must consent again"
                 );
                 self.store.delete_token(&app.org, &app.id, user).await?;
-                self.cache.remove(&app.org, &app.id, user);
                 Err(self.consent_required(app, user).await)
             }
             Err(e) => Err(self.refresh_failed(app, user, e)),
@@ -381,36 +395,16 @@ impl Injector {
     }
 
     async fn issue_ticket(&self, app: &App, user: &str) -> Result<ConsentRequired, InjectError> {
-        let current = self
-            .store
-            .get_app(&app.org, &app.id)
-            .await?
-            .ok_or_else(|| InjectError::RefreshFailed {
+        self.tickets.issue(app, user).await.map_err(|e| match e {
+            TicketError::Deleted => InjectError::RefreshFailed {
                 app: app.id.clone(),
                 reason: "the application was deleted".into(),
-            })?;
-        if !current.enabled {
-            return Err(InjectError::Disabled {
-                app: current.id,
-                app_name: current.name,
-            });
-        }
-        let ticket = ConsentTicket::new(
-            &current.org,
-            user,
-            &current.id,
-            current.generation,
-            current.incarnation,
-            self.clock.now() + TICKET_TTL_SECS,
-        )?;
-        let consent_url = format!("{}/consent/{}", self.public_url, ticket.id);
-        self.store.put_ticket(ticket).await?;
-        Ok(ConsentRequired {
-            org: current.org,
-            app: current.id,
-            app_name: current.name,
-            consent_url,
-            expires_in: TICKET_TTL_SECS,
+            },
+            TicketError::Disabled { app_name } => InjectError::Disabled {
+                app: app.id.clone(),
+                app_name,
+            },
+            TicketError::Store(e) => e.into(),
         })
     }
 }
@@ -431,12 +425,11 @@ type CacheMap = HashMap<String, HashMap<String, HashMap<String, Cached>>>;
 /// Unsealed token sets, so the hot path (a fresh token) reads no store and opens no AEAD.
 ///
 /// An entry is used only while the app (from the index) still has the incarnation and
-/// generation it was read under, so reset and delete need no invalidation. Changes to one
-/// user's token made elsewhere (consent, admin revoke) call [`Injector::forget`]. A read that
-/// raced with a forget must not re-insert what it read before the change: every removal bumps
-/// `epoch`, and an insert is dropped when the epoch moved since its read began.
-///
-/// Scope: one process. Replicas sharing a store would need change notifications.
+/// generation it was read under. Entries are evicted by the store's change events (see
+/// [`Injector::follow_changes`]), whoever wrote: this process or, with a shared store,
+/// another replica. A read that raced with an eviction must not re-insert what it read before
+/// the change: every removal bumps `epoch`, and an insert is dropped when the epoch moved
+/// since its read began.
 #[derive(Default)]
 struct TokenCache {
     /// The entries and how many there are.
@@ -486,6 +479,23 @@ impl TokenCache {
         }
     }
 
+    fn remove_app(&self, org: &str, app: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let (map, len) = &mut *inner;
+        if let Some(users) = map.get_mut(org).and_then(|apps| apps.remove(app)) {
+            *len -= users.len();
+        }
+    }
+
+    fn clear(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let (map, len) = &mut *inner;
+        map.clear();
+        *len = 0;
+    }
+
     fn remove(&self, org: &str, app: &str, user: &str) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -531,33 +541,15 @@ mod tests {
     use super::*;
 
     fn app(generation: u64) -> App {
-        App {
-            org: "acme".into(),
+        let config = crate::store::AppConfig {
             id: "crm".into(),
             name: "CRM".into(),
-            description: String::new(),
-            approval_prompt: String::new(),
-            authorize_url: String::new(),
-            token_url: None,
-            client_id: String::new(),
-            client_secret: None,
-            scopes: vec![],
-            access_token_ttl: None,
-            pkce: true,
-            egress_policy: String::new(),
-            domains: vec![],
-            upstream_tls: true,
-            client_auth: Default::default(),
-            authorize_params: Default::default(),
-            issuer: None,
-            revocation_url: None,
-            handshake: Default::default(),
-            webhook: None,
-            enabled: true,
+            ..Default::default()
+        };
+        App {
             generation,
             incarnation: 7,
-            created_at: 0,
-            updated_at: 0,
+            ..App::new("acme", config)
         }
     }
 
@@ -567,6 +559,7 @@ mod tests {
             app: "crm".into(),
             user: user.into(),
             generation: 1,
+            version: 1,
             access_token: Secret::new("t"),
             refresh_token: None,
             token_type: None,
@@ -577,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_hits_only_for_the_same_app_version_and_no_stale_insert_after_forget() {
+    fn cache_hits_only_for_the_same_app_version_and_no_stale_insert_after_an_eviction() {
         let cache = TokenCache::default();
         let v1 = app(1);
         cache.put(cache.epoch(), &v1, token("alice"));
@@ -585,7 +578,7 @@ mod tests {
         assert!(cache.get(&v1, "bob").is_none());
         // A reset (new generation) misses without any invalidation.
         assert!(cache.get(&app(2), "alice").is_none());
-        // A read that began before a forget must not re-insert what it read.
+        // A read that began before an eviction must not re-insert what it read.
         let seen = cache.epoch();
         cache.remove("acme", "crm", "alice");
         cache.put(seen, &v1, token("alice"));
@@ -593,6 +586,17 @@ mod tests {
         cache.put(cache.epoch(), &v1, token("alice"));
         assert!(cache.get(&v1, "alice").is_some());
         assert_eq!(cache.inner.read().unwrap().1, 1);
+        // An app change evicts the app's users; missed events evict everything.
+        cache.put(cache.epoch(), &v1, token("bob"));
+        cache.remove_app("acme", "crm");
+        assert!(cache.get(&v1, "alice").is_none() && cache.get(&v1, "bob").is_none());
+        assert_eq!(cache.inner.read().unwrap().1, 0);
+        cache.put(cache.epoch(), &v1, token("alice"));
+        let seen = cache.epoch();
+        cache.clear();
+        cache.put(seen, &v1, token("alice"));
+        assert!(cache.get(&v1, "alice").is_none());
+        assert_eq!(cache.inner.read().unwrap().1, 0);
     }
 
     #[test]

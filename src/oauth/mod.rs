@@ -1,12 +1,23 @@
-//! Outbound applications (OAuth 2.0 clients configured by an org's admins): their validated
-//! configuration ([`app`]), the per-org domain index ([`index`]), tollgate's own egress for
-//! provider calls ([`egress`]), the `oauth2`-crate client for authorization URLs, code
-//! exchange, refresh and revocation ([`token`]), the legacy webhook handshake's request
-//! templates ([`webhook`]), and the injection decision ([`inject`]).
-//! The consent pages that drive the flow live in `web::consent`.
+//! Outbound applications (OAuth 2.0 clients configured by an org's admins):
+//! - [`app`]: their configuration ([`app::AppConfig`]): parsing, PATCH, validation;
+//! - [`endpoint`]: the provider-URL parser and the policy check of a provider endpoint;
+//! - [`admin`]: the app lifecycle (create, update, enable, disable, reset, delete, revoke);
+//! - [`flow`]: the consent lifecycle (ticket → pending authorization → exchange → token set);
+//! - [`index`]: the per-org domain index;
+//! - [`inject`]: the injection decision, which also issues consent tickets;
+//! - [`token`]: the `oauth2`-crate client for authorization URLs, code exchange, refresh and
+//!   revocation, sent through tollgate's own egress ([`egress`]); what they yield is a
+//!   [`grant::Grant`];
+//! - [`webhook`]: the legacy webhook handshake's request templates.
+//!
+//! `web` translates HTTP into calls on [`OAuth`]; it does not touch the store.
 
+pub mod admin;
 pub mod app;
 pub mod egress;
+pub mod endpoint;
+pub mod flow;
+pub mod grant;
 pub mod index;
 pub mod inject;
 pub mod token;
@@ -16,7 +27,8 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use crate::store::{App, Store, TokenSet};
+use crate::policy::watch::Policies;
+use crate::store::Store;
 use index::AppIndex;
 use inject::Injector;
 use token::TokenClient;
@@ -31,25 +43,13 @@ pub struct OAuth {
     pub tokens: Arc<TokenClient>,
     /// Apps, tokens, tickets, pending authorizations.
     pub store: Arc<dyn Store>,
+    /// The policies in force: app validation and app problems are checked against them.
+    pub policies: Arc<Policies>,
     /// When set, the consent pages require this trusted header (set by the platform's login
     /// proxy) to equal the ticket's user.
     pub consent_user_header: Option<HeaderName>,
-}
-
-impl OAuth {
-    /// Revokes `tokens` at the app's provider in the background (RFC 7009, best effort);
-    /// nothing to do when the app has no `revocation_url`.
-    pub fn revoke_in_background(&self, app: App, tokens: Vec<TokenSet>) {
-        if app.revocation_url.is_none() || tokens.is_empty() {
-            return;
-        }
-        let client = self.tokens.clone();
-        tokio::spawn(async move {
-            for t in &tokens {
-                client.revoke(&app, t).await;
-            }
-        });
-    }
+    /// Expiry of tickets and pending authorizations, and when tokens were obtained.
+    pub clock: crate::clock::Clock,
 }
 
 impl OAuth {
@@ -59,7 +59,7 @@ impl OAuth {
     #[allow(clippy::too_many_arguments)] // one call site per binary; each is a distinct part
     pub async fn build(
         store: Arc<dyn Store>,
-        policies: Arc<crate::policy::watch::Policies>,
+        policies: Arc<Policies>,
         dialer: Arc<crate::route::direct::DirectDialer>,
         tls: Arc<rustls::ClientConfig>,
         timeout: std::time::Duration,
@@ -68,12 +68,13 @@ impl OAuth {
         consent_user_header: Option<HeaderName>,
         agents: Option<Arc<crate::relay::Registry>>,
     ) -> Arc<OAuth> {
+        let clock = crate::clock::Clock::system();
         let index = Arc::new(index::AppIndex::new(store.clone()));
         if let Err(e) = index.refresh().await {
             // Lookups retry the build; the proxy must still come up to serve everything else.
             tracing::error!(error = %e, "cannot read outbound applications from the store");
         }
-        let mut egress = egress::Egress::new(policies, dialer, tls, timeout);
+        let mut egress = egress::Egress::new(policies.clone(), dialer, tls, timeout);
         if let Some(agents) = agents {
             egress = egress.with_agents(agents);
         }
@@ -88,14 +89,16 @@ impl OAuth {
             tokens.clone(),
             public_url,
             metrics,
-            Arc::new(crate::store::SystemClock),
+            clock.clone(),
         ));
         Arc::new(OAuth {
             index,
             injector,
             tokens,
             store,
+            policies,
             consent_user_header,
+            clock,
         })
     }
 }

@@ -28,6 +28,7 @@ use oauth2::{
 use serde_json::{Map, Value};
 
 use super::egress::{Egress, EgressError};
+pub use super::grant::{seconds, Grant, TokenError};
 use super::webhook::{Inputs, Template, Webhook};
 use crate::store::{App, ClientAuth, Handshake, Secret, TokenSet};
 
@@ -39,89 +40,6 @@ type AppClient =
 /// endpoint for the crate to know.
 type AuthorizeClient =
     BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet>;
-
-/// What a token or refresh request can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    /// The provider answered with an OAuth error (`invalid_grant`, `invalid_client`, ...).
-    #[error("provider error {code}{}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Provider {
-        /// The `error` code.
-        code: String,
-        /// The `error_description`, if any.
-        description: Option<String>,
-    },
-    /// The provider could not be reached, or answered 5xx.
-    #[error("token endpoint unreachable: {0}")]
-    Transport(#[from] EgressError),
-    /// The response is not a token response (e.g. no `access_token`).
-    #[error("invalid token response: {0}")]
-    InvalidResponse(String),
-    /// The app's configuration cannot be turned into a client (bad URL).
-    #[error("app configuration: {0}")]
-    Config(String),
-}
-
-impl TokenError {
-    /// The OAuth error code, when the provider sent one.
-    pub fn provider_code(&self) -> Option<&str> {
-        match self {
-            TokenError::Provider { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}
-
-/// The useful part of a token response, normalized.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    /// The access token.
-    pub access_token: Secret,
-    /// A (possibly rotated) refresh token.
-    pub refresh_token: Option<Secret>,
-    /// `token_type`, lowercase; `bearer` when the provider sent none.
-    pub token_type: Option<String>,
-    /// Lifetime in seconds, when the provider said.
-    pub expires_in: Option<u64>,
-    /// Scopes granted, when the provider said.
-    pub scopes: Option<Vec<String>>,
-}
-
-impl Grant {
-    /// The token set to store after a code exchange (`previous` = `None`) or a refresh: a
-    /// missing `expires_in` falls back to the app's `access_token_ttl`, then to unknown; a
-    /// missing `scope` means the requested (or previously granted) scopes; a refresh that
-    /// returns no refresh token keeps the old one.
-    pub fn into_token_set(
-        self,
-        app: &App,
-        user: &str,
-        now: u64,
-        previous: Option<&TokenSet>,
-    ) -> TokenSet {
-        let scopes = self.scopes.unwrap_or_else(|| match previous {
-            Some(p) => p.scopes.clone(),
-            None => app.scopes.clone(),
-        });
-        TokenSet {
-            org: app.org.clone(),
-            app: app.id.clone(),
-            user: user.to_string(),
-            generation: app.generation,
-            access_token: self.access_token,
-            refresh_token: self
-                .refresh_token
-                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
-            token_type: self.token_type,
-            scopes,
-            expires_at: self
-                .expires_in
-                .or(app.access_token_ttl)
-                .map(|s| now.saturating_add(s)),
-            obtained_at: now,
-        }
-    }
-}
 
 /// Builds authorization URLs and talks to token and revocation endpoints.
 pub struct TokenClient {
@@ -220,7 +138,7 @@ impl TokenClient {
             };
             let webhook = webhook_of(app)?;
             return self
-                .send_webhook(app, &webhook, &webhook.token, &inputs)
+                .send_webhook(app, webhook, &webhook.token, &inputs)
                 .await;
         }
         let client = self.client(app)?;
@@ -265,7 +183,7 @@ impl TokenClient {
                 code_verifier: None,
                 refresh_token: Some(refresh_token),
             };
-            return self.send_webhook(app, &webhook, template, &inputs).await;
+            return self.send_webhook(app, webhook, template, &inputs).await;
         }
         let client = self.client(app)?;
         let rt = RefreshToken::new(refresh_token.expose().to_string());
@@ -341,13 +259,11 @@ impl TokenClient {
     }
 }
 
-/// The app's stored webhook handshake.
-fn webhook_of(app: &App) -> Result<Webhook, TokenError> {
-    let stored = app
-        .webhook
+/// The app's webhook handshake.
+fn webhook_of(app: &App) -> Result<&Webhook, TokenError> {
+    app.webhook
         .as_ref()
-        .ok_or_else(|| TokenError::Config(format!("app {:?} has no webhook handshake", app.id)))?;
-    Webhook::from_stored(stored).map_err(TokenError::Config)
+        .ok_or_else(|| TokenError::Config(format!("app {:?} has no webhook handshake", app.id)))
 }
 
 /// An RFC 7009 §2.1 request: `token` and `token_type_hint` in a form body, the client
@@ -514,22 +430,6 @@ fn normalize_token_fields(obj: &mut Map<String, Value>) {
     }
     if obj.get("scope").is_some_and(Value::is_null) {
         obj.remove("scope");
-    }
-}
-
-/// A non-negative number of seconds, as a JSON number or a numeric string (`"3600"`,
-/// `"3600.0"`); fractions are cut. Providers send both.
-pub fn seconds(v: &Value) -> Option<u64> {
-    let whole = |f: f64| (f.is_finite() && f >= 0.0).then_some(f as u64);
-    match v {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().and_then(whole)),
-        Value::String(s) => {
-            let s = s.trim();
-            s.parse::<u64>()
-                .ok()
-                .or_else(|| s.parse::<f64>().ok().and_then(whole))
-        }
-        _ => None,
     }
 }
 

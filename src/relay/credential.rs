@@ -12,11 +12,12 @@
 //! Credentials carry no expiry unless enrolled with a TTL: agents are long-lived services and
 //! are revoked by ID (`--revoked-agents`), not by waiting.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Clock, ClockError};
 use crate::identity::IdentityKey;
 use crate::policy::{is_id, MAX_ID_LEN};
 
@@ -48,6 +49,9 @@ pub enum CredentialError {
     /// The agent ID is listed in `--revoked-agents`.
     #[error("agent {0:?} is revoked")]
     Revoked(String),
+    /// The relay's clock is unusable, so `exp` cannot be checked: refused.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,13 +64,6 @@ struct Claims {
     jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exp: Option<u64>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(u64::MAX)
 }
 
 /// Mints a credential for agent `id`, valid for `ttl` (forever when `None`).
@@ -82,7 +79,7 @@ pub fn enroll(key: &IdentityKey, id: &str, ttl: Option<Duration>) -> Result<Stri
         .chars()
         .take(32)
         .collect();
-    let iat = now();
+    let iat = Clock::system().now().map_err(|e| e.to_string())?;
     let claims = Claims {
         agent: id.to_string(),
         aud: CREDENTIAL_AUD.to_string(),
@@ -137,8 +134,9 @@ impl CredentialVerifier {
         if !is_id(&c.agent) {
             return Err(CredentialError::Invalid);
         }
+        let now = Clock::system().now()?;
         if c.exp
-            .is_some_and(|exp| exp.saturating_add(LEEWAY_SECS) < now())
+            .is_some_and(|exp| exp.saturating_add(LEEWAY_SECS) < now)
         {
             return Err(CredentialError::Expired);
         }
@@ -169,7 +167,7 @@ mod tests {
 
     #[test]
     fn caller_token_is_not_an_agent_credential_and_vice_versa() {
-        let caller = mint(&key(), "acme", "alice", &[], Duration::from_secs(60));
+        let caller = mint(&key(), "acme", "alice", &[], Duration::from_secs(60)).unwrap();
         let v = CredentialVerifier::new(&key(), vec![]);
         assert_eq!(v.verify(&caller), Err(CredentialError::Invalid));
 

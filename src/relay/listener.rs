@@ -320,6 +320,7 @@ impl RelayConnTask {
                         CredentialError::Invalid => "invalid_credential",
                         CredentialError::Expired => "expired",
                         CredentialError::Revoked(_) => "revoked",
+                        CredentialError::Clock(_) => "clock_unusable",
                     };
                     refuse(code);
                     tracing::warn!(reason = code, error = %e, version = %hello.version,

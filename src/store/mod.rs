@@ -10,25 +10,35 @@
 //! verifiers) are sealed with ChaCha20-Poly1305 under `data/keys/store.key`, with the
 //! record's key as associated data ([`seal`]). The stored JSON never holds plaintext.
 //!
+//! Caches of what the store holds (the app index, the injector's token cache) follow the
+//! store's [`changes`] instead of being invalidated by whoever wrote.
+//!
 //! Generations and incarnations: every token set, ticket and pending authorization records
 //! the app's `generation` (bumped by reset) and `incarnation` (random per creation). The store
 //! hands them out only while they match the app's current values, so a reset or a delete
-//! invalidates everything at once, and the stale records are then deleted.
+//! invalidates everything at once, and the stale records are then deleted. A token set also
+//! has its own `version`, moved by every write: a refresh is a compare-and-swap on it.
+//!
+//! Every backend passes the same contract suite (`contract`, generic over `dyn Store`).
 
+pub mod app_config;
+pub mod changes;
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod model;
 mod record;
 pub mod seal;
 mod sled_store;
 
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
 
+use crate::clock::ClockError;
+
+pub use app_config::{AppConfig, ClientAuth, Handshake};
+pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
 pub use model::{
-    random_id, App, AuditEvent, Authorization, ClientAuth, ConsentTicket, Handshake,
-    PendingAuthorization, Secret, TokenSet, PENDING_TTL_SECS, TICKET_TTL_SECS,
+    random_id, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret,
+    TokenSet, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
@@ -51,61 +61,19 @@ pub enum StoreError {
         /// Why, in words for an operator.
         reason: String,
     },
-    /// The backend failed (disk, lock, random generator).
+    /// The backend failed (disk, lock, random generator, the host clock).
     #[error("store: {0}")]
     Io(String),
 }
 
+impl From<ClockError> for StoreError {
+    fn from(e: ClockError) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Source of the current time, so expiry can be tested without sleeping.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// Now, in seconds since the Unix epoch.
-    fn now(&self) -> u64;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        // A clock before 1970 is a broken host; treating it as the epoch keeps everything
-        // expired rather than panicking.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that only moves when told to: for tests of expiry, here and in other modules.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    /// A clock reading `now`.
-    pub fn new(now: u64) -> Self {
-        Self(AtomicU64::new(now))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, now: u64) {
-        self.0.store(now, Ordering::SeqCst);
-    }
-
-    /// Moves the time forward by `secs`.
-    pub fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// The persistent state of tollgate. Every method is one atomic operation; writes that a
 /// response depends on (app changes, token writes and deletes) are durable when the method
@@ -163,18 +131,23 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Option<TokenSet>>;
 
     /// Stores (or replaces) a token set, only if the app still exists with `incarnation` and
-    /// `token.generation`: a reset or delete that happened during a code exchange or refresh
-    /// wins. Returns whether it was written.
+    /// `token.generation`: a reset or delete that happened during a code exchange wins. The
+    /// store sets `version` one past the stored grant's (1 if none; `token.version` is
+    /// ignored), so a refresh that read the replaced grant fails. Returns whether it was
+    /// written.
     async fn put_token_if_current(&self, token: TokenSet, incarnation: u64) -> StoreResult<bool>;
 
-    /// [`Store::put_token_if_current`] for a refresh: writes only over an existing token set
-    /// of the user, in the same transaction, so an admin revoke (which deletes the user's
-    /// token without bumping the generation) that lands during the refresh also wins.
+    /// A refresh's write: a compare-and-swap on the grant's version. Writes only if the app
+    /// still exists with `incarnation` and `token.generation` (a reset during the refresh
+    /// wins) and the user's stored token set still has version `token.version` (an admin
+    /// revoke, a new consent or another replica's refresh during this one wins), in one
+    /// transaction; the stored version is one more. Returns the token set as stored, or
+    /// `None` if the write was refused: re-read to see what won.
     async fn replace_token_if_current(
         &self,
         token: TokenSet,
         incarnation: u64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<TokenSet>>;
 
     /// Deletes a user's token set of the app's current incarnation and generation. Returns
     /// whether there was one; [`StoreError::NotFound`] if the app does not exist.
@@ -231,4 +204,11 @@ pub trait Store: Send + Sync {
 
     /// Makes every write so far durable.
     async fn flush(&self) -> StoreResult<()>;
+
+    // ----- change events -----
+
+    /// Follows the store's changes from now on: app changed or deleted, grant changed or
+    /// deleted, agent revoked ([`changes`]). Every write method publishes before it returns,
+    /// so caches that catch up before each use never serve what a returned write replaced.
+    fn subscribe(&self) -> Changes;
 }

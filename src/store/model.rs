@@ -2,19 +2,19 @@
 //!
 //! These are the in-memory shapes. Records without secrets ([`ConsentTicket`], [`AuditEvent`],
 //! [`Authorization`]) derive serde directly. Records holding a [`Secret`] ([`App`],
-//! [`TokenSet`], [`PendingAuthorization`]) deliberately do not: a `Secret` has no serde
-//! implementation at all, so the only way such a record reaches bytes is through the sealing
+//! [`TokenSet`], [`PendingAuthorization`]) deliberately do not: a `Secret` cannot be
+//! serialized at all, so the only way such a record reaches bytes is through the sealing
 //! layer (`store::record`), which writes every secret as an AEAD-sealed blob bound to the
 //! record's key. Serializing a secret in plaintext by accident is a compile error, not a review
-//! finding.
+//! finding. (An app's configuration, [`AppConfig`], serializes with its secrets masked.)
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
+use super::app_config::AppConfig;
 use super::StoreError;
 
 /// How long a consent ticket is valid (DESIGN: "valid 15 minutes").
@@ -29,10 +29,12 @@ const RANDOM_ID_BYTES: usize = 32;
 
 /// A secret string: a client secret, access or refresh token, PKCE verifier.
 ///
-/// `Debug` and `Display` print `MASKED`, and there is intentionally no `Serialize` or
-/// `Deserialize`: the store seals secrets explicitly, and anything else that needs the value
-/// has to call [`Secret::expose`], which is easy to grep for.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` and `Display` print `MASKED`, and there is intentionally no `Serialize`: the store
+/// seals secrets explicitly, and anything else that needs the value has to call
+/// [`Secret::expose`], which is easy to grep for. `Deserialize` reads one from an admin's
+/// input (a client secret, a webhook header value), which cannot leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -72,79 +74,17 @@ impl fmt::Display for Secret {
     }
 }
 
-/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// HTTP Basic with the client id and secret (the RFC's default).
-    #[default]
-    Basic,
-    /// `client_id` and `client_secret` in the form body, for providers that reject Basic.
-    Post,
-}
-
-/// How the authorization code is exchanged for tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Handshake {
-    /// RFC 6749 token endpoint.
-    #[default]
-    Standard,
-    /// Legacy custom handshake described by request templates (`App::webhook`).
-    Webhook,
-}
-
-/// An outbound application: an OAuth 2.0 client configured by an org's admins. One per
-/// `(org, id)`.
+/// An outbound application: an OAuth 2.0 client configured by an org's admins, one per
+/// `(org, id)`. Its configuration, plus the state the store keeps about it.
 ///
-/// `Debug` masks the client secret and the webhook configuration.
-#[derive(Clone, PartialEq)]
+/// Reads of the configuration go through `Deref` (`app.domains`): an app *is* its
+/// configuration for everything but the lifecycle fields below.
+#[derive(Clone, Debug, PartialEq)]
 pub struct App {
     /// Organization that owns the app; apps of one org are never used for callers of another.
     pub org: String,
-    /// Slug, unique within the org; names the app in URLs, the CLI and the audit log.
-    pub id: String,
-    /// Human name shown on the consent page and in listings.
-    pub name: String,
-    /// Longer text shown on the consent page and in listings.
-    pub description: String,
-    /// Text shown on the consent page before the user is sent to the provider.
-    pub approval_prompt: String,
-    /// Provider's authorization endpoint, where the user's browser is redirected.
-    pub authorize_url: String,
-    /// Provider's token endpoint; `None` only for a webhook handshake, whose requests are
-    /// described in `webhook` instead.
-    pub token_url: Option<String>,
-    /// OAuth client id registered at the provider.
-    pub client_id: String,
-    /// OAuth client secret; write-only through the admin API, sealed at rest. `None` for
-    /// public clients (PKCE only).
-    pub client_secret: Option<Secret>,
-    /// Scopes requested on consent; empty means no `scope` parameter is sent.
-    pub scopes: Vec<String>,
-    /// Lifetime in seconds assumed when the provider returns no `expires_in`.
-    pub access_token_ttl: Option<u64>,
-    /// Whether to use S256 PKCE on the authorization code flow.
-    pub pkce: bool,
-    /// Egress policy whose route carries this app's token-endpoint calls.
-    pub egress_policy: String,
-    /// Host patterns whose requests get this app's token injected.
-    pub domains: Vec<String>,
-    /// For plain-http requests to `domains`, connect upstream over TLS (TLS origination).
-    pub upstream_tls: bool,
-    /// How the client authenticates at the token endpoint.
-    pub client_auth: ClientAuth,
-    /// Extra query parameters for the authorization request (e.g. `access_type=offline`).
-    pub authorize_params: BTreeMap<String, String>,
-    /// Expected `iss` on the callback (RFC 9207); unchecked when `None`.
-    pub issuer: Option<String>,
-    /// RFC 7009 endpoint used to revoke tokens best-effort on reset, delete and revoke.
-    pub revocation_url: Option<String>,
-    /// Standard token endpoint or the legacy webhook handshake.
-    pub handshake: Handshake,
-    /// Webhook handshake templates. Opaque to the store and treated as a secret as a whole
-    /// (it may carry secret header values): sealed at rest, masked in `Debug`.
-    pub webhook: Option<serde_json::Value>,
+    /// What the admins configured (`config.id` is the app id).
+    pub config: AppConfig,
     /// Disabled apps keep their tokens but inject nothing and start no consent.
     pub enabled: bool,
     /// Bumped by reset: tokens, tickets and pending consents carry the generation they were
@@ -159,45 +99,27 @@ pub struct App {
     pub updated_at: u64,
 }
 
-impl fmt::Debug for App {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("App")
-            .field("org", &self.org)
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("description", &self.description)
-            .field("approval_prompt", &self.approval_prompt)
-            .field("authorize_url", &self.authorize_url)
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("scopes", &self.scopes)
-            .field("access_token_ttl", &self.access_token_ttl)
-            .field("pkce", &self.pkce)
-            .field("egress_policy", &self.egress_policy)
-            .field("domains", &self.domains)
-            .field("upstream_tls", &self.upstream_tls)
-            .field("client_auth", &self.client_auth)
-            .field("authorize_params", &self.authorize_params)
-            .field("issuer", &self.issuer)
-            .field("revocation_url", &self.revocation_url)
-            .field("handshake", &self.handshake)
-            .field("webhook", &self.webhook.as_ref().map(|_| Masked))
-            .field("enabled", &self.enabled)
-            .field("generation", &self.generation)
-            .field("incarnation", &self.incarnation)
-            .field("created_at", &self.created_at)
-            .field("updated_at", &self.updated_at)
-            .finish()
+impl App {
+    /// A new app of `org`, enabled; the store sets the generation, incarnation and times
+    /// when it creates it.
+    pub fn new(org: impl Into<String>, config: AppConfig) -> App {
+        App {
+            org: org.into(),
+            config,
+            enabled: true,
+            generation: 0,
+            incarnation: 0,
+            created_at: 0,
+            updated_at: 0,
+        }
     }
 }
 
-/// Prints `MASKED` in `Debug` output.
-struct Masked;
+impl std::ops::Deref for App {
+    type Target = AppConfig;
 
-impl fmt::Debug for Masked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MASKED")
+    fn deref(&self) -> &AppConfig {
+        &self.config
     }
 }
 
@@ -212,6 +134,12 @@ pub struct TokenSet {
     pub user: String,
     /// App generation the tokens were obtained under; a reset makes them unreachable.
     pub generation: u64,
+    /// The grant's own version: the store sets it on every write (1 for a first consent, one
+    /// more for each later consent or refresh). A refresh passes the version it read and is
+    /// written only if that is still the stored one, so of two concurrent refreshes (two
+    /// replicas) one wins and the other re-reads. Separate from `generation`, which only an
+    /// app reset moves.
+    pub version: u64,
     /// Bearer token injected as `Authorization: Bearer ...`.
     pub access_token: Secret,
     /// Used to refresh the access token; `None` means re-consent when it expires.
@@ -409,40 +337,20 @@ mod tests {
     }
 
     #[test]
-    fn app_debug_masks_secret_and_webhook() {
-        let app = App {
-            org: "acme".into(),
-            id: "gh".into(),
-            name: "GitHub".into(),
-            description: String::new(),
-            approval_prompt: String::new(),
-            authorize_url: String::new(),
-            token_url: None,
-            client_id: "cid".into(),
-            client_secret: Some(Secret::new("sk-PLAIN")),
-            scopes: vec![],
-            access_token_ttl: None,
-            pkce: true,
-            egress_policy: "p".into(),
-            domains: vec![],
-            upstream_tls: true,
-            client_auth: ClientAuth::Basic,
-            authorize_params: BTreeMap::new(),
-            issuer: None,
-            revocation_url: None,
-            handshake: Handshake::Webhook,
-            webhook: Some(serde_json::json!({"headers": {"X-Key": "hook-PLAIN"}})),
-            enabled: true,
-            generation: 1,
-            incarnation: 7,
-            created_at: 0,
-            updated_at: 0,
-        };
+    fn app_debug_masks_secret_and_webhook_headers() {
+        let config: AppConfig = serde_json::from_value(serde_json::json!({
+            "id": "gh",
+            "client_secret": "sk-PLAIN",
+            "webhook": {"token": {"headers": {"X-Key": "hook-PLAIN"}}}
+        }))
+        .unwrap();
+        let app = App::new("acme", config);
         let dbg = format!("{app:?}");
         assert!(!dbg.contains("sk-PLAIN"), "{dbg}");
         assert!(!dbg.contains("hook-PLAIN"), "{dbg}");
         assert!(dbg.contains("client_secret: Some(MASKED)"), "{dbg}");
-        assert!(dbg.contains("webhook: Some(MASKED)"), "{dbg}");
+        assert!(dbg.contains("X-Key"), "{dbg}");
+        assert_eq!(app.id, "gh");
     }
 
     #[test]
@@ -454,21 +362,5 @@ mod tests {
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-    }
-
-    #[test]
-    fn enums_serialize_lowercase() {
-        assert_eq!(
-            serde_json::to_string(&ClientAuth::Post).unwrap(),
-            "\"post\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Handshake::Webhook).unwrap(),
-            "\"webhook\""
-        );
-        assert_eq!(
-            serde_json::from_str::<ClientAuth>("\"basic\"").unwrap(),
-            ClientAuth::Basic
-        );
     }
 }

@@ -1,12 +1,10 @@
-//! The consent flow a user runs once per application, in a browser, without JavaScript:
+//! The consent pages a user sees once per application, in a browser, without JavaScript.
+//! Each handler only translates HTTP; the steps themselves are `oauth::flow`:
 //!
 //! - `GET /consent/{ticket}`: what is being authorized (app, description, approval prompt,
 //!   org, user) and an Authorize button;
-//! - `POST /consent/{ticket}`: consumes the ticket, stores a pending authorization (`state`,
-//!   PKCE verifier, redirect URI; single-use, 10 minutes) and redirects (303) to the provider;
-//! - `GET /oauth/callback`: consumes the pending authorization (also on `error=`), checks
-//!   `iss` (RFC 9207), exchanges the code through tollgate's egress path and stores the
-//!   token set with the store's compare-and-swap, so a reset during the consent wins.
+//! - `POST /consent/{ticket}`: starts the authorization and redirects (303) to the provider;
+//! - `GET /oauth/callback`: completes it and says the user can return to their workflow.
 //!
 //! Every page is server-rendered with every dynamic value HTML-escaped, and is sent with
 //! `Cache-Control: no-store`, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` (the
@@ -22,13 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
-use serde_json::json;
 
 use super::WebState;
-use crate::store::{
-    random_id, App, AuditEvent, Clock, ConsentTicket, PendingAuthorization, Secret, SystemClock,
-    PENDING_TTL_SECS,
-};
+use crate::oauth::flow::{Callback, FlowError};
 
 /// The only style on the pages; the CSP allows exactly this block (by hash).
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;\
@@ -140,59 +134,110 @@ fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
     )
 }
 
-fn store_failed(e: crate::store::StoreError) -> Response {
-    tracing::error!(error = %e, "store failed in the consent flow");
-    error_page(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Something went wrong",
-        "tollgate could not read or write its store. Try again in a moment; if it persists, \
-         tell your administrators.",
-    )
-}
-
-fn link_unusable() -> Response {
-    error_page(
-        StatusCode::NOT_FOUND,
-        "This consent link cannot be used",
-        "The link is unknown, has expired (links are valid for 15 minutes), was already used, \
-         or the application was reset since. Run your workflow again to get a new link.",
-    )
-}
-
-/// With `--consent-user-header`, the trusted login header must name the ticket's user.
-fn check_user(state: &WebState, headers: &HeaderMap, ticket: &ConsentTicket) -> Option<Response> {
-    let name = state.oauth.consent_user_header.as_ref()?;
-    let who = headers.get(name).and_then(|v| v.to_str().ok());
-    if who == Some(ticket.user.as_str()) {
-        return None;
-    }
-    tracing::warn!(
-        org = %ticket.org, app = %ticket.app, ticket_user = %ticket.user,
-        signed_in = who.unwrap_or("-"),
-        "consent refused: the signed-in user is not the ticket's user"
-    );
-    Some(error_page(
-        StatusCode::FORBIDDEN,
-        "This consent link is for another user",
-        "Sign in as the user the link was issued for, or run your workflow again as yourself.",
-    ))
-}
-
-async fn load_app(state: &WebState, org: &str, id: &str) -> Result<App, Response> {
-    match state.oauth.store.get_app(org, id).await {
-        Err(e) => Err(store_failed(e)),
-        Ok(None) => Err(link_unusable()),
-        Ok(Some(app)) if !app.enabled => Err(error_page(
+/// The page for a consent step that cannot go on. Nothing was stored.
+fn refused(e: FlowError) -> Response {
+    let (status, title, detail) = match e {
+        FlowError::Store(e) => {
+            tracing::error!(error = %e, "store failed in the consent flow");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "tollgate could not read or write its store. Try again in a moment; if it \
+                 persists, tell your administrators."
+                    .to_string(),
+            )
+        }
+        FlowError::LinkUnusable => (
+            StatusCode::NOT_FOUND,
+            "This consent link cannot be used",
+            "The link is unknown, has expired (links are valid for 15 minutes), was already \
+             used, or the application was reset since. Run your workflow again to get a new \
+             link."
+                .to_string(),
+        ),
+        FlowError::WrongUser => (
+            StatusCode::FORBIDDEN,
+            "This consent link is for another user",
+            "Sign in as the user the link was issued for, or run your workflow again as \
+             yourself."
+                .to_string(),
+        ),
+        FlowError::Disabled { org, app_name } => (
             StatusCode::FORBIDDEN,
             "This application is disabled",
-            &format!(
-                "The administrators of {} have disabled {}. No new authorization can start \
-                 until they enable it again.",
-                app.org, app.name
+            format!(
+                "The administrators of {org} have disabled {app_name}. No new authorization \
+                 can start until they enable it again."
             ),
-        )),
-        Ok(Some(app)) => Ok(app),
-    }
+        ),
+        FlowError::AuthorizeUrl(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "This application is misconfigured",
+            "The authorization URL could not be built. Tell your administrators.".to_string(),
+        ),
+        FlowError::MissingState => (
+            StatusCode::BAD_REQUEST,
+            "Incomplete response from the provider",
+            "The provider sent you back without a state parameter. Start again from your \
+             workflow."
+                .to_string(),
+        ),
+        FlowError::PendingUnusable => (
+            StatusCode::BAD_REQUEST,
+            "This authorization cannot be completed",
+            "The authorization is unknown, has expired (10 minutes), was already completed, \
+             or the application was reset since. Run your workflow again to start over."
+                .to_string(),
+        ),
+        FlowError::Provider { error, description } => {
+            let said = match description {
+                Some(d) => format!("The provider answered {error}: {d}."),
+                None => format!("The provider answered {error}."),
+            };
+            let detail = format!("{said} Nothing was stored. Run your workflow again to retry.");
+            if error == "access_denied" {
+                (StatusCode::FORBIDDEN, "Access was not granted", detail)
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "The provider reported an error",
+                    detail,
+                )
+            }
+        }
+        FlowError::IssuerMismatch => (
+            StatusCode::BAD_REQUEST,
+            "Unexpected authorization server",
+            "The response did not come from the authorization server this application is \
+             configured for. Nothing was stored."
+                .to_string(),
+        ),
+        FlowError::MissingCode => (
+            StatusCode::BAD_REQUEST,
+            "Incomplete response from the provider",
+            "The provider sent you back without an authorization code. Nothing was stored."
+                .to_string(),
+        ),
+        FlowError::Exchange(e) => (
+            StatusCode::BAD_GATEWAY,
+            "The token exchange failed",
+            format!("{e}. Nothing was stored. Run your workflow again to retry."),
+        ),
+        FlowError::AppChanged => (
+            StatusCode::CONFLICT,
+            "The application changed during your authorization",
+            "It was reset or deleted while you were at the provider. Nothing was stored. Run \
+             your workflow again to start over."
+                .to_string(),
+        ),
+    };
+    error_page(status, title, &detail)
+}
+
+/// The platform's login header, when one is configured: who the browser is signed in as.
+fn signed_in<'h>(state: &WebState, headers: &'h HeaderMap) -> Option<&'h str> {
+    let name = state.oauth.consent_user_header.as_ref()?;
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 async fn show(
@@ -200,17 +245,10 @@ async fn show(
     Path(ticket_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let ticket = match state.oauth.store.get_ticket(&ticket_id).await {
-        Err(e) => return store_failed(e),
-        Ok(None) => return link_unusable(),
-        Ok(Some(t)) => t,
-    };
-    if let Some(refused) = check_user(&state, &headers, &ticket) {
-        return refused;
-    }
-    let app = match load_app(&state, &ticket.org, &ticket.app).await {
-        Ok(a) => a,
-        Err(page) => return page,
+    let who = signed_in(&state, &headers);
+    let (ticket, app) = match state.oauth.flow().ticket(&ticket_id, who).await {
+        Ok(found) => found,
+        Err(e) => return refused(e),
     };
     let provider = origin_of(&app.authorize_url).unwrap_or_default();
     let scopes = if app.scopes.is_empty() {
@@ -251,68 +289,11 @@ async fn authorize(
     Path(ticket_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let store = &state.oauth.store;
-    // Check the user before consuming, so a wrong browser does not burn the link.
-    if state.oauth.consent_user_header.is_some() {
-        match store.get_ticket(&ticket_id).await {
-            Err(e) => return store_failed(e),
-            Ok(None) => return link_unusable(),
-            Ok(Some(t)) => {
-                if let Some(refused) = check_user(&state, &headers, &t) {
-                    return refused;
-                }
-            }
-        }
-    }
-    let ticket = match store.take_ticket(&ticket_id).await {
-        Err(e) => return store_failed(e),
-        Ok(None) => return link_unusable(),
-        Ok(Some(t)) => t,
+    let who = signed_in(&state, &headers);
+    let url = match state.oauth.flow().authorize(&ticket_id, who).await {
+        Ok(url) => url,
+        Err(e) => return refused(e),
     };
-    let app = match load_app(&state, &ticket.org, &ticket.app).await {
-        Ok(a) => a,
-        Err(page) => return page,
-    };
-    let verifier = if app.pkce {
-        match random_id() {
-            Ok(v) => Some(Secret::new(v)),
-            Err(e) => return store_failed(e),
-        }
-    } else {
-        None
-    };
-    let now = SystemClock.now();
-    let pending = match PendingAuthorization::new(
-        &ticket.org,
-        &ticket.user,
-        &ticket.app,
-        ticket.generation,
-        ticket.incarnation,
-        verifier,
-        state.oauth.tokens.redirect_uri(),
-        now + PENDING_TTL_SECS,
-    ) {
-        Ok(p) => p,
-        Err(e) => return store_failed(e),
-    };
-    let url = match state.oauth.tokens.authorize_url(
-        &app,
-        &pending.state,
-        pending.pkce_verifier.as_ref(),
-    ) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!(org = %app.org, app = %app.id, error = %e, "cannot build the authorization URL");
-            return error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "This application is misconfigured",
-                "The authorization URL could not be built. Tell your administrators.",
-            );
-        }
-    };
-    if let Err(e) = store.put_pending(pending).await {
-        return store_failed(e);
-    }
     let Ok(location) = HeaderValue::from_str(&url) else {
         return error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -330,124 +311,19 @@ async fn callback(
     State(state): State<WebState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let store = &state.oauth.store;
-    let Some(state_param) = params.get("state") else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Incomplete response from the provider",
-            "The provider sent you back without a state parameter. Start again from your \
-             workflow.",
-        );
+    let param = |name: &str| params.get(name).map(String::as_str);
+    let params = Callback {
+        state: param("state"),
+        code: param("code"),
+        error: param("error"),
+        error_description: param("error_description"),
+        iss: param("iss"),
     };
-    let pending =
-        match store.take_pending(state_param).await {
-            Err(e) => return store_failed(e),
-            Ok(None) => return error_page(
-                StatusCode::BAD_REQUEST,
-                "This authorization cannot be completed",
-                "The authorization is unknown, has expired (10 minutes), was already completed, \
-                 or the application was reset since. Run your workflow again to start over.",
-            ),
-            Ok(Some(p)) => p,
-        };
-    if let Some(error) = params.get("error") {
-        let denied = error == "access_denied";
-        let detail = match params.get("error_description") {
-            Some(d) => format!("The provider answered {error}: {d}."),
-            None => format!("The provider answered {error}."),
-        };
-        tracing::info!(org = %pending.org, app = %pending.app, user = %pending.user, error = %error, "consent not granted");
-        return error_page(
-            if denied {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::BAD_REQUEST
-            },
-            if denied {
-                "Access was not granted"
-            } else {
-                "The provider reported an error"
-            },
-            &format!("{detail} Nothing was stored. Run your workflow again to retry."),
-        );
-    }
-    let app = match load_app(&state, &pending.org, &pending.app).await {
-        Ok(a) => a,
-        Err(page) => return page,
-    };
-    if let Some(expected) = &app.issuer {
-        if params.get("iss") != Some(expected) {
-            tracing::warn!(
-                org = %app.org, app = %app.id, expected = %expected,
-                got = params.get("iss").map(String::as_str).unwrap_or("-"),
-                "callback issuer mismatch (RFC 9207): possible mix-up attack"
-            );
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "Unexpected authorization server",
-                "The response did not come from the authorization server this application \
-                 is configured for. Nothing was stored.",
-            );
-        }
-    }
-    let Some(code) = params.get("code") else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Incomplete response from the provider",
-            "The provider sent you back without an authorization code. Nothing was stored.",
-        );
-    };
-    let grant = match state
-        .oauth
-        .tokens
-        .exchange_code(
-            &app,
-            code,
-            pending.pkce_verifier.as_ref(),
-            &pending.redirect_uri,
-        )
-        .await
-    {
+    let granted = match state.oauth.flow().callback(&params).await {
         Ok(g) => g,
-        Err(e) => {
-            tracing::warn!(org = %app.org, app = %app.id, user = %pending.user, error = %e, "code exchange failed");
-            return error_page(
-                StatusCode::BAD_GATEWAY,
-                "The token exchange failed",
-                &format!("{e}. Nothing was stored. Run your workflow again to retry."),
-            );
-        }
+        Err(e) => return refused(e),
     };
-    let mut token = grant.into_token_set(&app, &pending.user, SystemClock.now(), None);
-    // Bound to the generation the consent started under: a reset since makes the write fail.
-    token.generation = pending.generation;
-    let scopes = token.scopes.clone();
-    match store.put_token_if_current(token, pending.incarnation).await {
-        Err(e) => return store_failed(e),
-        Ok(false) => {
-            return error_page(
-                StatusCode::CONFLICT,
-                "The application changed during your authorization",
-                "It was reset or deleted while you were at the provider. Nothing was stored. \
-                 Run your workflow again to start over.",
-            )
-        }
-        Ok(true) => state
-            .oauth
-            .injector
-            .forget(&app.org, &app.id, &pending.user),
-    }
-    let event = AuditEvent::new(
-        &app.org,
-        &pending.user,
-        "authorization.grant",
-        &app.id,
-        json!({"scopes": scopes}),
-    );
-    if let Err(e) = store.append_audit(event).await {
-        tracing::error!(error = %e, "could not append an audit event");
-    }
-    tracing::info!(org = %app.org, app = %app.id, user = %pending.user, "authorization granted");
+    let app = &granted.app;
     page(
         StatusCode::OK,
         &format!("{} authorized", app.name),
@@ -456,7 +332,7 @@ async fn callback(
              close this window and return to your workflow: its requests to {name} now carry \
              your authorization.</p>",
             name = esc(&app.name),
-            user = esc(&pending.user),
+            user = esc(&granted.user),
             org = esc(&app.org),
         ),
         None,

@@ -29,16 +29,8 @@ pub struct WebState {
     pub metrics: Arc<Metrics>,
     /// Verifies admin caller tokens.
     pub verifier: Arc<Verifier>,
-    /// Apps and tokens (`oauth.store`), the app index, consent flow, token exchange and
-    /// revocation.
+    /// The app lifecycle, the consent flow and the app index.
     pub oauth: Arc<OAuth>,
-}
-
-impl WebState {
-    /// Signals that the set of apps or their configuration changed.
-    pub fn apps_changed(&self) {
-        self.oauth.index.changed();
-    }
 }
 
 /// The router.
@@ -85,7 +77,7 @@ async fn readyz(State(state): State<WebState>) -> Response {
     let store_ok = match state.oauth.index.apps().await {
         Ok(apps) => {
             for app in apps {
-                let problems = admin::app_problems(&app, &current);
+                let problems = crate::oauth::app::problems(&app, &current);
                 if !problems.is_empty() {
                     broken_apps.push(json!({"org": app.org, "id": app.id, "problems": problems}));
                 }

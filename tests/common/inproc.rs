@@ -46,7 +46,8 @@ impl Running {
             user,
             &[],
             Duration::from_secs(3600),
-        );
+        )
+        .expect("clock");
         format!("Bearer {token}")
     }
 

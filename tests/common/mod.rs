@@ -181,6 +181,7 @@ impl Tollgate {
             &[],
             ttl,
         )
+        .expect("clock")
     }
 
     /// A caller token that expired a minute ago, beyond the verifier's few seconds of leeway
@@ -211,6 +212,7 @@ impl Tollgate {
             &["admin".to_string()],
             Duration::from_secs(3600),
         )
+        .expect("clock")
     }
 
     /// Stops this instance (SIGKILL when `kill`, else SIGTERM and wait) and starts a new one

@@ -1,0 +1,71 @@
+//! The legacy webhook handshake (`handshake = "webhook"`, DESIGN "Legacy webhook handshake"):
+//! for providers whose token endpoint is not RFC 6749 (JSON request bodies, nested responses,
+//! extra API keys, `expires_in` as a string, an endpoint only reachable in a private network),
+//! admins describe the code exchange and the refresh as HTTP request templates.
+//!
+//! The templates are part of the app's configuration ([`Webhook`], in `store::app_config`:
+//! one type for input, views and storage; header values are write-only and sealed at rest).
+//! Here is what they mean:
+//! - [`validate`] (in `validate.rs`): every placeholder known and available, every URL allowed
+//!   by the egress policy, every pointer well formed;
+//! - [`Template::request`] renders a template into a request and [`Outputs::grant`] reads the
+//!   response through its JSON pointers (RFC 6901) (in `render.rs`).
+//!
+//! Templates use `{name}` placeholders in header values, form values and JSON string values
+//! at any depth; `{{` and `}}` are literal braces. Unknown placeholders, and placeholders
+//! that have no value in a template (`{refresh_token}` in the token request,
+//! `{code_verifier}` without PKCE, `{client_secret}` without a secret), are rejected when the
+//! app is saved, so a rendering failure at exchange time means the configuration changed
+//! underneath (e.g. the client secret was removed), not a typo.
+
+mod render;
+mod validate;
+
+pub use crate::store::app_config::{Outputs, Step, Template, Webhook};
+pub use render::Inputs;
+pub use validate::{validate, Context};
+
+/// Every placeholder a template may name.
+const PLACEHOLDERS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "redirect_uri",
+    "authorization_code",
+    "code_verifier",
+    "refresh_token",
+];
+
+/// One piece of a template string.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Splits a template string; `{{` and `}}` are literal braces.
+fn pieces(s: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(['{', '}']) {
+        if i > 0 {
+            out.push(Piece::Text(&rest[..i]));
+        }
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{{").or_else(|| tail.strip_prefix("}}")) {
+            out.push(Piece::Text(&tail[..1]));
+            rest = after;
+        } else if tail.starts_with('}') {
+            return Err("a lone '}' (write }} for a literal brace)".into());
+        } else {
+            let Some(end) = tail.find('}') else {
+                return Err("an unclosed '{' (write {{ for a literal brace)".into());
+            };
+            out.push(Piece::Placeholder(&tail[1..end]));
+            rest = &tail[end + 1..];
+        }
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
+    Ok(out)
+}

@@ -1,0 +1,367 @@
+//! [`AppConfig`]: an outbound application's configuration, the one shape that the admin API
+//! (create, PATCH, GET), `tollgate app apply` files, the CLI and the store all read and write.
+//!
+//! It lives with the store's records because the store keeps it (and seals its secrets);
+//! what it means to be valid is decided by `oauth::app`, and the webhook handshake's
+//! templates are checked and rendered by `oauth::webhook`.
+//!
+//! Serde is the whole interface, and it is masked by construction:
+//! - deserializing reads an admin's document: every field may be absent (validation names
+//!   what is missing, all at once) and unknown fields are refused;
+//! - serializing writes what the API shows: the client secret is skipped, and the values of
+//!   the webhook templates' headers are written as `null` (names visible, values never).
+//!   There is no way to serialize the secrets; the store seals them one by one
+//!   ([`AppConfig::client_secret`] and [`Webhook::to_sealed_json`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use super::model::Secret;
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (the RFC's default).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body, for providers that reject Basic.
+    Post,
+}
+
+/// How the authorization code is exchanged for tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Handshake {
+    /// RFC 6749 token endpoint.
+    #[default]
+    Standard,
+    /// Legacy custom handshake described by request templates ([`AppConfig::webhook`]).
+    Webhook,
+}
+
+/// An outbound application's configuration, as admins write it and as it is stored.
+///
+/// Absent fields take the defaults below; `oauth::app::validate` then checks every field and
+/// normalizes (trims, lowercases domains, drops empty optional URLs). A value that passed it
+/// is what the rest of tollgate uses. `Debug` masks the secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// Slug, unique within the org; names the app in URLs, the CLI and the audit log.
+    pub id: String,
+    /// Human name shown on the consent page and in listings.
+    pub name: String,
+    /// Longer text shown on the consent page and in listings.
+    pub description: String,
+    /// Text shown on the consent page before the user is sent to the provider.
+    pub approval_prompt: String,
+    /// Provider's authorization endpoint, where the user's browser is redirected.
+    pub authorize_url: String,
+    /// Provider's token endpoint; `None` only for a webhook handshake, whose requests are
+    /// described in `webhook` instead.
+    pub token_url: Option<String>,
+    /// OAuth client id registered at the provider.
+    pub client_id: String,
+    /// OAuth client secret: write-only (never serialized), sealed at rest. `None` for public
+    /// clients (PKCE only), and in a PATCH that keeps the stored one.
+    #[serde(skip_serializing)]
+    pub client_secret: Option<Secret>,
+    /// Scopes requested on consent; empty means no `scope` parameter is sent.
+    pub scopes: Vec<String>,
+    /// Lifetime in seconds assumed when the provider returns no `expires_in`.
+    #[serde(deserialize_with = "lifetime")]
+    pub access_token_ttl: Option<u64>,
+    /// Whether to use S256 PKCE on the authorization code flow.
+    pub pkce: bool,
+    /// Egress policy whose route carries this app's token-endpoint calls.
+    pub egress_policy: String,
+    /// Host patterns whose requests get this app's token injected.
+    pub domains: Vec<String>,
+    /// For plain-http requests to `domains`, connect upstream over TLS (TLS origination).
+    pub upstream_tls: bool,
+    /// How the client authenticates at the token endpoint.
+    pub client_auth: ClientAuth,
+    /// Extra query parameters for the authorization request (e.g. `access_type=offline`).
+    pub authorize_params: BTreeMap<String, String>,
+    /// Expected `iss` on the callback (RFC 9207); unchecked when `None`.
+    pub issuer: Option<String>,
+    /// RFC 7009 endpoint used to revoke tokens best-effort on reset, delete and revoke.
+    pub revocation_url: Option<String>,
+    /// Standard token endpoint or the legacy webhook handshake.
+    pub handshake: Handshake,
+    /// The webhook handshake's request templates (with `handshake = "webhook"` only).
+    pub webhook: Option<Webhook>,
+}
+
+impl Default for AppConfig {
+    /// What an absent field means: PKCE and TLS origination on, everything else empty.
+    fn default() -> Self {
+        AppConfig {
+            id: String::new(),
+            name: String::new(),
+            description: String::new(),
+            approval_prompt: String::new(),
+            authorize_url: String::new(),
+            token_url: None,
+            client_id: String::new(),
+            client_secret: None,
+            scopes: Vec::new(),
+            access_token_ttl: None,
+            pkce: true,
+            egress_policy: String::new(),
+            domains: Vec::new(),
+            upstream_tls: true,
+            client_auth: ClientAuth::default(),
+            authorize_params: BTreeMap::new(),
+            issuer: None,
+            revocation_url: None,
+            handshake: Handshake::default(),
+            webhook: None,
+        }
+    }
+}
+
+/// The legacy webhook handshake: the code exchange and the refresh as HTTP request templates.
+/// Sealed at rest as a whole (its header values are secrets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Policy whose rules and route the handshake requests use; the app's `egress_policy`
+    /// when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_policy: Option<String>,
+    /// The code exchange. Required: absent, it is the empty template, which validation
+    /// reports as missing.
+    #[serde(default)]
+    pub token: Template,
+    /// The refresh; without it users consent again when the token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Template>,
+}
+
+/// One request template. `Debug` shows header names only, and no body.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// `POST` (when empty), `PUT`, `PATCH` or `GET`; upper-case once validated.
+    #[serde(default)]
+    pub method: String,
+    /// Absolute URL; `https`, or `http` for loopback and private servers.
+    #[serde(default)]
+    pub url: String,
+    /// Extra headers (API keys...). The values are secrets: written as `null`, sealed at
+    /// rest. `None` appears only in a PATCH, where it keeps the stored value of the header
+    /// of that name; validation refuses one that nothing filled.
+    #[serde(default, serialize_with = "names_only")]
+    pub headers: BTreeMap<String, Option<Secret>>,
+    /// A form body (`application/x-www-form-urlencoded`); exclusive with `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<BTreeMap<String, String>>,
+    /// A JSON body; exclusive with `form`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// Where the results are in the response. Required: absent, it is empty, which
+    /// validation reports as missing.
+    #[serde(default)]
+    pub outputs: Outputs,
+}
+
+/// JSON pointers (RFC 6901) into a handshake response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    /// Pointer to the access token (a non-empty string). Required.
+    #[serde(default)]
+    pub access_token: String,
+    /// Pointer to the granted scopes: a space-separated string or a list. Required.
+    #[serde(default)]
+    pub scope: String,
+    /// Pointer to the refresh token; absent or `null` in a response = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Pointer to the lifetime in seconds (number or numeric string); absent or `null` in a
+    /// response = unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+/// Which of the two requests a template is; decides the placeholders it may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The code exchange.
+    Token,
+    /// The refresh.
+    Refresh,
+}
+
+impl Step {
+    /// `token` or `refresh`, as in the field names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Token => "token",
+            Step::Refresh => "refresh",
+        }
+    }
+}
+
+impl Webhook {
+    /// The policy the handshake requests are sent under.
+    pub fn policy<'a>(&'a self, app_policy: &'a str) -> &'a str {
+        self.egress_policy.as_deref().unwrap_or(app_policy)
+    }
+
+    /// Every template with its step.
+    pub fn templates(&self) -> impl Iterator<Item = (Step, &Template)> {
+        std::iter::once((Step::Token, &self.token))
+            .chain(self.refresh.as_ref().map(|t| (Step::Refresh, t)))
+    }
+
+    /// For a PATCH: header values sent as `null` take the stored value of the header with
+    /// the same name (case-insensitive) in the same template, so an admin can send back what
+    /// `GET` showed without knowing the secrets.
+    pub fn keep_headers_from(&mut self, stored: Option<&Webhook>) {
+        let pairs = [
+            (Some(&mut self.token), stored.map(|s| &s.token)),
+            (
+                self.refresh.as_mut(),
+                stored.and_then(|s| s.refresh.as_ref()),
+            ),
+        ];
+        for (new, old) in pairs {
+            let (Some(new), Some(old)) = (new, old) else {
+                continue;
+            };
+            for (name, value) in new.headers.iter_mut() {
+                if value.is_none() {
+                    *value = old
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .and_then(|(_, v)| v.clone());
+                }
+            }
+        }
+    }
+
+    /// The handshake as JSON with its header values: the plaintext the store seals, and
+    /// nothing else. [`Webhook`]'s own serialization masks them.
+    pub(crate) fn to_sealed_json(&self) -> Value {
+        // Plain strings, maps and JSON values: serializing cannot fail.
+        let mut json = serde_json::to_value(self).unwrap_or(Value::Null);
+        for (step, template) in self.templates() {
+            if let Some(Value::Object(headers)) =
+                json.get_mut(step.name()).and_then(|t| t.get_mut("headers"))
+            {
+                for (name, value) in &template.headers {
+                    let value = value.as_ref().map(|v| Value::from(v.expose()));
+                    headers.insert(name.clone(), value.unwrap_or(Value::Null));
+                }
+            }
+        }
+        json
+    }
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Template")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("form", &self.form.as_ref().map(|_| "..."))
+            .field("json", &self.json.as_ref().map(|_| "..."))
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+/// A lifetime in seconds. Zero or less is read as 0, which validation refuses with the other
+/// invalid fields (a parse error would stop at this one).
+fn lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<i64>::deserialize(d) {
+        Ok(n) => Ok(n.map(|n| u64::try_from(n).unwrap_or(0))),
+        Err(_) => Err(D::Error::custom("must be a positive number of seconds")),
+    }
+}
+
+/// Serializes a header map with every value `null`.
+fn names_only<S: Serializer>(
+    headers: &BTreeMap<String, Option<Secret>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(headers.len()))?;
+    for name in headers.keys() {
+        map.serialize_entry(name, &())?;
+    }
+    map.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AppConfig {
+        serde_json::from_value(serde_json::json!({
+            "id": "legacy",
+            "client_secret": "sk-PLAIN",
+            "handshake": "webhook",
+            "webhook": {"token": {
+                "url": "https://idp.example/t",
+                "headers": {"X-Key": "hook-PLAIN"},
+                "json": {"code": "{authorization_code}"},
+                "outputs": {"access_token": "/t", "scope": "/s"}
+            }}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn absent_fields_take_the_defaults_and_unknown_ones_are_refused() {
+        let c: AppConfig = serde_json::from_str(r#"{"id": "x"}"#).unwrap();
+        assert!(c.pkce && c.upstream_tls);
+        assert_eq!(c.handshake, Handshake::Standard);
+        let e = serde_json::from_str::<AppConfig>(r#"{"scope": "x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `scope`"), "{e}");
+    }
+
+    #[test]
+    fn serializing_masks_the_secrets_and_debug_too() {
+        let c = config();
+        let shown = serde_json::to_value(&c).unwrap();
+        assert!(shown.get("client_secret").is_none(), "{shown}");
+        assert_eq!(
+            shown["webhook"]["token"]["headers"],
+            serde_json::json!({"X-Key": null})
+        );
+        for text in [shown.to_string(), format!("{c:?}")] {
+            assert!(!text.contains("PLAIN"), "{text}");
+        }
+        // Only the sealing path sees the header value, and it reads back as it was.
+        let w = c.webhook.unwrap();
+        let sealed = w.to_sealed_json();
+        assert_eq!(sealed["token"]["headers"]["X-Key"], "hook-PLAIN");
+        assert_eq!(serde_json::from_value::<Webhook>(sealed).unwrap(), w);
+    }
+
+    #[test]
+    fn enums_serialize_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&ClientAuth::Post).unwrap(),
+            "\"post\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Handshake::Webhook).unwrap(),
+            "\"webhook\""
+        );
+        assert_eq!(
+            serde_json::from_str::<ClientAuth>("\"basic\"").unwrap(),
+            ClientAuth::Basic
+        );
+    }
+}
