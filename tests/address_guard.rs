@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::policy::normalize_host;
-use tollgate::route::direct::{DialError, DirectDialer, StaticResolver};
+use tollgate::route::direct::{DirectDialer, DirectError, StaticResolver};
 use tollgate::route::guard::Guard;
 
 const OWN: &str = "127.0.0.1:3128";
@@ -313,7 +313,7 @@ async fn address_guard_table() {
         let got = d.resolve_checked(&host, *port, *allow_private).await;
         match (expected, got) {
             (None, Ok(_)) => {}
-            (Some(frag), Err(DialError::Prohibited(p))) if p.reason.contains(frag) => {}
+            (Some(frag), Err(DirectError::Prohibited(p))) if p.reason.contains(frag) => {}
             (exp, got) => failures.push(format!("{name}: expected {exp:?}, got {got:?}")),
         }
     }

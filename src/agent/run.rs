@@ -47,7 +47,7 @@ use crate::config::{
     DEFAULT_IDLE_TIMEOUT,
 };
 use crate::policy::{normalize_host, Host};
-use crate::route::direct::{DialError, DirectDialer, SystemResolver};
+use crate::route::direct::{DirectDialer, DirectError, SystemResolver};
 use crate::route::guard::Guard;
 
 /// Relay connections kept by default.
@@ -745,17 +745,9 @@ async fn tunnel(
         }
         Err(Dial::Failed(e)) => {
             log.decision = "error";
-            let (status, code) = match &e {
-                DialError::Dns { .. } => (StatusCode::BAD_GATEWAY, "dns_error"),
-                DialError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "connection_timeout"),
-                DialError::Prohibited(_) | DialError::DeniedAddress { .. } => {
-                    (StatusCode::FORBIDDEN, "destination_ip_prohibited")
-                }
-                DialError::Refused(_) | DialError::Io { .. } => {
-                    (StatusCode::BAD_GATEWAY, "connection_refused")
-                }
-            };
-            return Ok(refuse(&mut log, status, code, e.to_string()));
+            // The classification the proxy reports for its own direct dials, so a failure
+            // reads the same on either route.
+            return Ok(refuse(&mut log, e.status(), e.code(), e.to_string()));
         }
     };
     log.decision = "allowed";
@@ -790,7 +782,7 @@ async fn tunnel(
 
 enum Dial {
     Refused(Refusal),
-    Failed(DialError),
+    Failed(DirectError),
 }
 
 /// Resolves once, checks every address against the allowlist (on top of the dialer's own
