@@ -115,7 +115,7 @@ fn bench(c: &mut Criterion) {
     let miss_ipv4 = (0u32..)
         .map(|i| normalize_host(&std::net::Ipv4Addr::from(i.wrapping_mul(0x9e37_79b9)).to_string()))
         .map(|h| h.expect("ip"))
-        .find(|h| !set.decide("acme", h, 443).allowed)
+        .find(|h| !set.decide("acme", h, 443).is_allowed())
         .expect("an uncovered address");
     for (what, host) in [
         ("exact", &exact_hit),
@@ -123,10 +123,13 @@ fn bench(c: &mut Criterion) {
         ("cidr", &cidr_hit),
     ] {
         let d = set.decide("acme", host, 443);
-        assert!(d.allowed, "{what} should hit: {host} {d:?}");
+        assert!(d.is_allowed(), "{what} should hit: {host} {d:?}");
     }
     for host in [&miss_name, &miss_ipv6] {
-        assert!(!set.decide("acme", host, 443).allowed, "{host} should miss");
+        assert!(
+            !set.decide("acme", host, 443).is_allowed(),
+            "{host} should miss"
+        );
     }
 
     let mut g = c.benchmark_group("decide");

@@ -74,7 +74,7 @@ pub fn run(
 
     // What the guard would do with the addresses as they resolve now.
     let mut addresses = Vec::new();
-    if d.allowed && resolve && d.route == Some(Route::Direct) {
+    if resolve && d.route() == Some(&Route::Direct) {
         let ips: Vec<std::net::IpAddr> = match &host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => {
@@ -92,7 +92,7 @@ pub fn run(
         let guard = Guard::default();
         for ip in ips {
             let refused = guard
-                .check(SocketAddr::new(ip, port), d.allow_private)
+                .check(SocketAddr::new(ip, port), d.allow_private())
                 .is_err();
             addresses.push(json!({
                 "address": ip.to_string(),
@@ -102,17 +102,17 @@ pub fn run(
         }
     }
     let guard_refuses = addresses.iter().any(|a| a["guard"] == "refused");
-    let allowed = d.allowed && !guard_refuses;
+    let allowed = d.is_allowed() && !guard_refuses;
     let out = json!({
         "org": org,
         "user": user,
         "target": format!("{host}:{port}"),
         "decision": if allowed { "allowed" } else { "denied" },
-        "reason": if guard_refuses { "address guard: resolves to a prohibited address" } else { d.reason },
-        "policy": d.policy.as_deref(),
-        "rule": d.rule.as_ref().map(|r| r.to_string()),
-        "route": d.route.as_ref().map(|r| r.to_string()),
-        "private_allowed": d.allow_private,
+        "reason": if guard_refuses { "address guard: resolves to a prohibited address" } else { d.reason() },
+        "policy": d.policy().map(|p| p.as_ref()),
+        "rule": d.rule().map(|r| r.to_string()),
+        "route": d.route().map(|r| r.to_string()),
+        "private_allowed": d.allow_private(),
         "app": match apps {
             None => serde_json::Value::Null,
             Some(list) => match app_for(list, &host) {

@@ -383,10 +383,10 @@ pub fn token_endpoint_problem(
         return Some(format!("no policy named {policy:?} is loaded"));
     }
     let d = policies.decide_in_policy(policy, org, host, port);
-    (!d.allowed).then(|| {
+    (!d.is_allowed()).then(|| {
         format!(
             "policy {policy:?} does not allow the token endpoint {host}:{port} for org {org:?} ({})",
-            d.reason
+            d.reason()
         )
     })
 }

@@ -90,49 +90,128 @@ impl fmt::Display for RuleRef {
     }
 }
 
-/// The answer to "may this caller reach this destination?" (smokescreen's decide()).
-#[derive(Clone, Debug)]
-pub struct Decision {
-    /// True when an allow rule won and no deny rule matched.
-    pub allowed: bool,
-    /// Short machine-friendly reason, e.g. "allowed", "deny rule", "no matching rule",
-    /// "port not allowed".
-    pub reason: &'static str,
-    /// Name of the policy whose rule won (None for deny rules and no-match).
-    pub policy: Option<Arc<str>>,
-    /// The rule that decided (the winning allow rule, or the matching deny rule).
-    pub rule: Option<RuleRef>,
-    /// Kind of the deciding rule.
-    pub rule_kind: Option<RuleKind>,
-    /// The route of the winning policy (None when denied).
-    pub route: Option<Route>,
-    /// The address guard may let private/loopback/... addresses through: the winning rule has
-    /// `private = true` or is a CIDR rule (its CIDR contains the literal target).
-    pub allow_private: bool,
+/// The answer to "may this caller reach this destination?" (smokescreen's decide()): allowed
+/// through a policy's rule and route, or denied for a reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// An allow rule of a policy visible to the caller won, and no `[[deny]]` rule matched.
+    Allow {
+        /// Name of the policy whose rule won: logged, and shown by `policy explain`.
+        policy: Arc<str>,
+        /// The winning `[[policy.allow]]` rule, logged as `file:line`.
+        rule: RuleRef,
+        /// How the rule matched (exact name, suffix or CIDR), for `policy explain` and tests.
+        kind: RuleKind,
+        /// How the destination is reached: the winning policy's route.
+        route: Route,
+        /// The address guard may let private/loopback/... addresses through: the winning rule
+        /// has `private = true` or is a CIDR rule (its CIDR contains the literal target).
+        allow_private: bool,
+    },
+    /// The destination is refused.
+    Deny {
+        /// Why: the access line's `reason` and the error body's.
+        reason: DenyReason,
+        /// The policy that refused, when one did (none refuses for the reasons of today:
+        /// `[[deny]]` rules belong to no policy).
+        policy: Option<Arc<str>>,
+        /// The rule that refused (the matching `[[deny]]` rule), when one did.
+        rule: Option<RuleRef>,
+    },
 }
 
-/// [`Decision::reason`] when an allow rule won.
-pub const REASON_ALLOWED: &str = "allowed";
-/// [`Decision::reason`] when a `[[deny]]` rule matched.
-pub const REASON_DENY_RULE: &str = "deny rule";
-/// [`Decision::reason`] when no allow rule of a visible policy matched the host.
-pub const REASON_NO_MATCH: &str = "no matching rule";
-/// [`Decision::reason`] when allow rules matched the host, but none of them the port.
-pub const REASON_PORT: &str = "port not allowed";
-/// [`Decision::reason`] from [`PolicySet::decide_in_policy`] when the policy does not exist.
-pub const REASON_UNKNOWN_POLICY: &str = "unknown policy";
+/// Why a [`Decision`] denies. A closed set of fixed codes, so the access line's `reason`
+/// field stays one of a few known strings; what the code is about (the rule, the policy)
+/// travels in the decision beside it. Finer rules add variants here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// A `[[deny]]` rule matched.
+    DenyRule,
+    /// No allow rule of a policy visible to the caller matched the host.
+    NoMatchingRule,
+    /// Allow rules matched the host, but none of them the port.
+    PortNotAllowed,
+    /// [`PolicySet::decide_in_policy`] was asked about a policy that does not exist.
+    UnknownPolicy,
+}
+
+impl DenyReason {
+    /// The reason as logged and returned in error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::DenyRule => "deny rule",
+            DenyReason::NoMatchingRule => "no matching rule",
+            DenyReason::PortNotAllowed => "port not allowed",
+            DenyReason::UnknownPolicy => "unknown policy",
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// [`Decision::reason`] of an allowed destination.
+const REASON_ALLOWED: &str = "allowed";
 
 impl Decision {
-    fn denied(reason: &'static str) -> Self {
-        Decision {
-            allowed: false,
+    /// A denial that no rule made (no match, wrong port, unknown policy).
+    pub(super) fn denied(reason: DenyReason) -> Self {
+        Decision::Deny {
             reason,
             policy: None,
             rule: None,
-            rule_kind: None,
-            route: None,
-            allow_private: false,
         }
+    }
+
+    /// Whether the destination may be reached.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The access line's `reason`: "allowed", or the [`DenyReason`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => REASON_ALLOWED,
+            Decision::Deny { reason, .. } => reason.as_str(),
+        }
+    }
+
+    /// The policy that allowed or refused, if any.
+    pub fn policy(&self) -> Option<&Arc<str>> {
+        match self {
+            Decision::Allow { policy, .. } => Some(policy),
+            Decision::Deny { policy, .. } => policy.as_ref(),
+        }
+    }
+
+    /// The rule that allowed or refused, if any.
+    pub fn rule(&self) -> Option<&RuleRef> {
+        match self {
+            Decision::Allow { rule, .. } => Some(rule),
+            Decision::Deny { rule, .. } => rule.as_ref(),
+        }
+    }
+
+    /// The route of an allowed destination.
+    pub fn route(&self) -> Option<&Route> {
+        match self {
+            Decision::Allow { route, .. } => Some(route),
+            Decision::Deny { .. } => None,
+        }
+    }
+
+    /// Whether the address guard lets private addresses through (false when denied).
+    pub fn allow_private(&self) -> bool {
+        matches!(
+            self,
+            Decision::Allow {
+                allow_private: true,
+                ..
+            }
+        )
     }
 }
 
@@ -572,7 +651,7 @@ impl PolicySet {
             Some(&index) => self.decide_among(Some(index), org, host, port),
             None => self
                 .deny_decision(host, port)
-                .unwrap_or_else(|| Decision::denied(REASON_UNKNOWN_POLICY)),
+                .unwrap_or_else(|| Decision::denied(DenyReason::UnknownPolicy)),
         }
     }
 
@@ -589,16 +668,10 @@ impl PolicySet {
     }
 
     fn deny_decision(&self, host: &Host, port: u16) -> Option<Decision> {
-        self.deny.find(host, |kind, id| {
-            let rule = &self.deny_rules[id as usize];
-            rule.ports
-                .as_ref()
-                .is_none_or(|p| p.contains(port))
-                .then(|| Decision {
-                    rule: Some(rule.at.clone()),
-                    rule_kind: Some(kind),
-                    ..Decision::denied(REASON_DENY_RULE)
-                })
+        self.denied_by(host, port).map(|rule| Decision::Deny {
+            reason: DenyReason::DenyRule,
+            policy: None,
+            rule: Some(rule.clone()),
         })
     }
 
@@ -623,17 +696,15 @@ impl PolicySet {
             Some((kind, rule, policy))
         });
         match winner {
-            Some((kind, rule, policy)) => Decision {
-                allowed: true,
-                reason: REASON_ALLOWED,
-                policy: Some(policy.name.clone()),
-                rule: Some(rule.at.clone()),
-                rule_kind: Some(kind),
-                route: Some(policy.route.clone()),
+            Some((kind, rule, policy)) => Decision::Allow {
+                policy: policy.name.clone(),
+                rule: rule.at.clone(),
+                kind,
+                route: policy.route.clone(),
                 allow_private: rule.private || kind == RuleKind::Cidr,
             },
-            None if port_refused => Decision::denied(REASON_PORT),
-            None => Decision::denied(REASON_NO_MATCH),
+            None if port_refused => Decision::denied(DenyReason::PortNotAllowed),
+            None => Decision::denied(DenyReason::NoMatchingRule),
         }
     }
 

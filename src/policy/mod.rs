@@ -17,10 +17,7 @@ pub mod watch;
 mod tests;
 
 pub use host::{normalize_host, Host, HostError, MAX_LABEL_LEN, MAX_NAME_LEN};
-pub use matcher::{
-    Decision, PolicyInfo, PolicySet, Route, RuleKind, RuleRef, REASON_ALLOWED, REASON_DENY_RULE,
-    REASON_NO_MATCH, REASON_PORT, REASON_UNKNOWN_POLICY,
-};
+pub use matcher::{Decision, DenyReason, PolicyInfo, PolicySet, Route, RuleKind, RuleRef};
 pub use model::{is_id, PolicyError, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};
 /// The policy files' host-pattern and CIDR grammar, shared with the agent's allowlist.
 pub(crate) use model::{parse_cidr, parse_host_pattern, HostPattern};

@@ -155,11 +155,11 @@ allow = [
         ("198.19.255.255", 443),
     ] {
         assert!(
-            s.decide("acme", &host(target), port).allowed,
+            s.decide("acme", &host(target), port).is_allowed(),
             "{target}:{port}"
         );
     }
-    assert!(!s.decide("acme", &host("192.0.2.2"), 443).allowed);
+    assert!(!s.decide("acme", &host("192.0.2.2"), 443).is_allowed());
 }
 
 #[test]
@@ -180,8 +180,8 @@ fn load_dir_reads_toml_files_in_name_order() {
     let names: Vec<&str> = s.policies().iter().map(|p| &*p.name).collect();
     assert_eq!(names, ["from-a", "from-b"]);
     let d = s.decide("acme", &host("same.example"), 443);
-    assert_eq!(d.policy.as_deref(), Some("from-a"));
-    assert_eq!(d.rule.unwrap().to_string(), "a.toml:6");
+    assert_eq!(d.policy().map(|p| &**p), Some("from-a"));
+    assert_eq!(d.rule().unwrap().to_string(), "a.toml:6");
 }
 
 #[test]
@@ -190,8 +190,8 @@ fn load_dir_edge_cases() {
     let empty = PolicySet::load_dir(dir.path()).unwrap();
     assert_eq!((empty.file_count(), empty.policy_count()), (0, 0));
     assert_eq!(
-        empty.decide("acme", &host("api.github.com"), 443).reason,
-        REASON_NO_MATCH
+        empty.decide("acme", &host("api.github.com"), 443),
+        Decision::denied(DenyReason::NoMatchingRule)
     );
 
     let missing = dir.path().join("missing");
@@ -350,8 +350,8 @@ enum Want {
         route: &'static str,
         private: bool,
     },
-    DenyRule(&'static str, RuleKind),
-    Denied(&'static str),
+    DenyRule(&'static str),
+    Denied(DenyReason),
 }
 
 fn allow(policy: &'static str, rule: &'static str, kind: RuleKind) -> Want {
@@ -365,7 +365,7 @@ fn allow(policy: &'static str, rule: &'static str, kind: RuleKind) -> Want {
 }
 
 fn check(case: &str, d: &Decision, want: &Want) {
-    match want {
+    let want = match want {
         Want::Allow {
             policy,
             rule: label,
@@ -373,45 +373,32 @@ fn check(case: &str, d: &Decision, want: &Want) {
             route,
             private,
         } => {
-            assert!(d.allowed, "{case}: denied: {d:?}");
-            assert_eq!(d.reason, REASON_ALLOWED, "{case}");
-            assert_eq!(d.policy.as_deref(), Some(*policy), "{case}");
-            assert_eq!(
-                d.rule.as_ref().map(ToString::to_string),
-                Some(rule(label)),
-                "{case}"
-            );
-            assert_eq!(d.rule_kind, Some(*kind), "{case}");
-            assert_eq!(
-                d.route.as_ref().map(ToString::to_string).as_deref(),
-                Some(*route),
-                "{case}"
-            );
-            assert_eq!(d.allow_private, *private, "{case}");
+            assert_eq!(d.reason(), "allowed", "{case}");
+            Decision::Allow {
+                policy: (*policy).into(),
+                rule: rule_ref(label),
+                kind: *kind,
+                route: model::parse_route(route).unwrap(),
+                allow_private: *private,
+            }
         }
-        Want::DenyRule(label, kind) => {
-            assert!(!d.allowed, "{case}: allowed: {d:?}");
-            assert_eq!(d.reason, REASON_DENY_RULE, "{case}");
-            assert_eq!(
-                d.rule.as_ref().map(ToString::to_string),
-                Some(rule(label)),
-                "{case}"
-            );
-            assert_eq!(d.rule_kind, Some(*kind), "{case}");
-            assert!(
-                d.policy.is_none() && d.route.is_none() && !d.allow_private,
-                "{case}"
-            );
-        }
-        Want::Denied(reason) => {
-            assert!(!d.allowed, "{case}: allowed: {d:?}");
-            assert_eq!(d.reason, *reason, "{case}");
-            assert!(
-                d.policy.is_none() && d.rule.is_none() && d.rule_kind.is_none(),
-                "{case}"
-            );
-            assert!(d.route.is_none() && !d.allow_private, "{case}");
-        }
+        Want::DenyRule(label) => Decision::Deny {
+            reason: DenyReason::DenyRule,
+            policy: None,
+            rule: Some(rule_ref(label)),
+        },
+        Want::Denied(reason) => Decision::denied(*reason),
+    };
+    assert_eq!(*d, want, "{case}");
+}
+
+/// The [`RuleRef`] of the rule labelled `label` in the fixtures.
+fn rule_ref(label: &str) -> RuleRef {
+    let at = rule(label);
+    let (file, line) = at.split_once(':').unwrap();
+    RuleRef {
+        file: file.into(),
+        line: line.parse().unwrap(),
     }
 }
 
@@ -483,14 +470,14 @@ fn decide_table() {
             "globex",
             "github.com",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "suffix needs a label boundary",
             "globex",
             "evilgithub.com",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "longer suffix wins",
@@ -561,14 +548,14 @@ fn decide_table() {
             "globex",
             "uploads.github.com",
             8080,
-            Want::Denied(REASON_PORT),
+            Want::Denied(DenyReason::PortNotAllowed),
         ),
         (
             "port not allowed",
             "globex",
             "api.github.com",
             22,
-            Want::Denied(REASON_PORT),
+            Want::Denied(DenyReason::PortNotAllowed),
         ),
         // Organizations.
         (
@@ -589,14 +576,14 @@ fn decide_table() {
             "globex",
             "git.corp.example",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "org-scoped port refusal is not leaked",
             "globex",
             "git.corp.example",
             22,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "org-scoped cidr",
@@ -616,7 +603,7 @@ fn decide_table() {
             "globex",
             "10.20.3.4",
             22,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         // CIDRs.
         (
@@ -666,7 +653,7 @@ fn decide_table() {
             "globex",
             "[2001:db9::5]",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "mapped ipv6 host matches ipv4 cidr",
@@ -694,14 +681,14 @@ fn decide_table() {
             "globex",
             "140.82.112.3",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "name never matches cidrs",
             "globex",
             "203.0.113.7.nip.io",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         // Deny rules come first.
         (
@@ -709,105 +696,105 @@ fn decide_table() {
             "globex",
             "ads.tracker.example",
             443,
-            Want::DenyRule("deny-main", SuffixHost),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny exact",
             "globex",
             "blocked.example",
             443,
-            Want::DenyRule("deny-main", ExactHost),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny cidr",
             "globex",
             "198.51.100.9",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny metadata",
             "acme",
             "169.254.169.254",
             80,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny metadata, decimal",
             "acme",
             "2852039166",
             80,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny loopback, decimal",
             "globex",
             "2130706433",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny loopback, hex",
             "globex",
             "0x7f.0.0.1",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny loopback, hex short",
             "globex",
             "0x7f.1",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny loopback, octal",
             "globex",
             "0177.0.0.1",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny loopback, short",
             "globex",
             "127.1",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny loopback, trailing dot",
             "globex",
             "127.0.0.1.",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny loopback, mapped ipv6",
             "globex",
             "[::ffff:7f00:1]",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny ipv6 ula",
             "globex",
             "[fd12::1]",
             443,
-            Want::DenyRule("deny-main", Cidr),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny every port by default",
             "globex",
             "blocked.example",
             1,
-            Want::DenyRule("deny-main", ExactHost),
+            Want::DenyRule("deny-main"),
         ),
         (
             "deny with ports: matching port",
             "globex",
             "smtp.example",
             25,
-            Want::DenyRule("deny-smtp", ExactHost),
+            Want::DenyRule("deny-smtp"),
         ),
         (
             "deny with ports: other port falls to allow",
@@ -822,14 +809,14 @@ fn decide_table() {
             "globex",
             "example.org",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "no rule for an ip",
             "globex",
             "192.0.3.1",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
     ];
     for (case, org, target, port, want) in &cases {
@@ -856,7 +843,7 @@ fn decide_in_policy_table() {
             "globex",
             "api.github.com",
             80,
-            Want::Denied(REASON_PORT),
+            Want::Denied(DenyReason::PortNotAllowed),
         ),
         (
             "other policies ignored",
@@ -864,7 +851,7 @@ fn decide_in_policy_table() {
             "globex",
             "uploads.github.com",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "deny rules still first",
@@ -872,7 +859,7 @@ fn decide_in_policy_table() {
             "globex",
             "ads.tracker.example",
             443,
-            Want::DenyRule("deny-main", SuffixHost),
+            Want::DenyRule("deny-main"),
         ),
         (
             "org scoping applies",
@@ -880,7 +867,7 @@ fn decide_in_policy_table() {
             "globex",
             "git.corp.example",
             443,
-            Want::Denied(REASON_NO_MATCH),
+            Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
             "org scoping, member",
@@ -902,7 +889,7 @@ fn decide_in_policy_table() {
             "globex",
             "api.github.com",
             443,
-            Want::Denied(REASON_UNKNOWN_POLICY),
+            Want::Denied(DenyReason::UnknownPolicy),
         ),
         (
             "unknown policy, deny first",
@@ -910,7 +897,7 @@ fn decide_in_policy_table() {
             "globex",
             "blocked.example",
             443,
-            Want::DenyRule("deny-main", ExactHost),
+            Want::DenyRule("deny-main"),
         ),
     ];
     for (case, policy, org, target, port, want) in &cases {
@@ -987,8 +974,8 @@ fn set_accessors() {
     let empty = PolicySet::empty();
     assert_eq!((empty.file_count(), empty.policy_count()), (0, 0));
     assert_eq!(
-        empty.decide("acme", &host("127.0.0.1"), 80).reason,
-        REASON_NO_MATCH
+        empty.decide("acme", &host("127.0.0.1"), 80),
+        Decision::denied(DenyReason::NoMatchingRule)
     );
 }
 
@@ -1008,9 +995,27 @@ route = "direct"
     )]);
     for target in ["1.2.3.4", "[2001:db8::1]", "255.255.255.255"] {
         let d = s.decide("acme", &host(target), 443);
-        assert!(d.allowed && d.rule_kind == Some(RuleKind::Cidr), "{target}");
+        assert!(
+            matches!(
+                d,
+                Decision::Allow {
+                    kind: RuleKind::Cidr,
+                    ..
+                }
+            ),
+            "{target}: {d:?}"
+        );
     }
     let deep = format!("{}example", "a.".repeat(120));
     let d = s.decide("acme", &host(&deep), 443);
-    assert_eq!(d.rule_kind, Some(RuleKind::SuffixHost));
+    assert!(
+        matches!(
+            d,
+            Decision::Allow {
+                kind: RuleKind::SuffixHost,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
 }

@@ -380,7 +380,7 @@ colour = "blue"
         assert_eq!(s.generation, 0);
         assert_eq!(s.last_errors.len(), 1);
         let host = crate::policy::normalize_host("one.example").unwrap();
-        assert!(!p.current().decide("acme", &host, 443).allowed);
+        assert!(!p.current().decide("acme", &host, 443).is_allowed());
     }
 
     #[test]

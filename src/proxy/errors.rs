@@ -26,7 +26,7 @@ pub enum ProxyError {
     #[error("proxy authentication required: {0}")]
     AuthRequired(IdentityError),
     /// Policy denied the destination.
-    #[error("destination denied: {}", .0.reason)]
+    #[error("destination denied: {}", .0.reason())]
     Denied(Box<Decision>),
     /// Dialing failed on either route: DNS, guard, deny rule on a resolved address, refused,
     /// timeout; no agent connected, or the agent refused or failed (its reason is passed on).
@@ -237,11 +237,11 @@ impl ProxyError {
                 "proxy authentication required ({e}): send a caller token as \
                  Proxy-Authorization: Bearer <token> or Basic user:<token>"
             ),
-            ProxyError::Denied(d) => match &d.rule {
-                Some(rule) if d.policy.is_none() => {
+            ProxyError::Denied(d) => match d.rule() {
+                Some(rule) if d.policy().is_none() => {
                     format!("destination denied by deny rule {rule}")
                 }
-                _ => format!("destination denied: {}", d.reason),
+                _ => format!("destination denied: {}", d.reason()),
             },
             other => other.to_string(),
         }
@@ -251,13 +251,13 @@ impl ProxyError {
     fn extra(&self, body: &mut Map<String, Value>) {
         match self {
             ProxyError::Denied(d) => {
-                if let Some(p) = &d.policy {
+                if let Some(p) = d.policy() {
                     body.insert("policy".into(), json!(p.as_ref()));
                 }
-                if let Some(r) = &d.rule {
+                if let Some(r) = d.rule() {
                     body.insert("rule".into(), json!(r.to_string()));
                 }
-                body.insert("reason".into(), json!(d.reason));
+                body.insert("reason".into(), json!(d.reason()));
             }
             ProxyError::Dial(DialError::Direct(DirectError::Prohibited(p))) => {
                 body.insert("address".into(), json!(p.addr.ip().to_string()));

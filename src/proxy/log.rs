@@ -96,11 +96,11 @@ impl RequestLog {
 
     /// Records the policy decision.
     pub fn set_decision(&mut self, d: &Decision) {
-        self.decision = if d.allowed { "allowed" } else { "denied" };
-        self.reason = Cow::Borrowed(d.reason);
-        self.policy = d.policy.clone();
-        self.rule = d.rule.clone();
-        self.route = d.route.clone();
+        self.decision = if d.is_allowed() { "allowed" } else { "denied" };
+        self.reason = Cow::Borrowed(d.reason());
+        self.policy = d.policy().cloned();
+        self.rule = d.rule().cloned();
+        self.route = d.route().cloned();
     }
 }
 
