@@ -414,7 +414,7 @@ fn main() {
             )
             .unwrap(),
         );
-        let agents = Arc::new(tollgate::agent::relay::Registry::new(
+        let agents = Arc::new(tollgate::relay::Registry::new(
             metrics.agents.clone(),
             Duration::from_secs(10),
         ));

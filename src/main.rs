@@ -59,7 +59,7 @@ enum AgentCommand {
         ttl: Option<std::time::Duration>,
     },
     /// Run an agent: dial out to tollgate's relay and open tunnels into this network.
-    Run(Box<tollgate::agent::run::RunArgs>),
+    Run(Box<tollgate::config::agent::AgentArgs>),
 }
 
 #[derive(Subcommand)]
@@ -306,13 +306,13 @@ fn agent_enroll(
         )
     })?;
     let credential =
-        tollgate::agent::credential::enroll(&key, id, ttl).map_err(anyhow::Error::msg)?;
+        tollgate::relay::credential::enroll(&key, id, ttl).map_err(anyhow::Error::msg)?;
     println!("{credential}");
     Ok(())
 }
 
-fn agent_run(args: &tollgate::agent::run::RunArgs) -> anyhow::Result<()> {
-    let config = match tollgate::agent::run::AgentConfig::resolve(args) {
+fn agent_run(args: &tollgate::config::agent::AgentArgs) -> anyhow::Result<()> {
+    let config = match tollgate::config::agent::resolve(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -320,7 +320,7 @@ fn agent_run(args: &tollgate::agent::run::RunArgs) -> anyhow::Result<()> {
         }
     };
     let _log = init_tracing(config.log_format, "info");
-    // Relay connections run on threads of their own (see `agent::run::run`); this runtime
+    // Relay connections run on threads of their own (see `agent::run`); this runtime
     // only waits for signals.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -329,7 +329,7 @@ fn agent_run(args: &tollgate::agent::run::RunArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(tollgate::server::cancel_on_signal(shutdown.clone()));
-        tollgate::agent::run::run(config, shutdown).await;
+        tollgate::agent::run(config, shutdown).await;
     });
     Ok(())
 }

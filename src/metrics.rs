@@ -41,7 +41,7 @@ pub struct Metrics {
     /// Token refreshes by outcome.
     pub token_refreshes: Family<RefreshLabels, Counter>,
     /// Agent relay: connections, tunnels, bytes, failures per agent.
-    pub agents: crate::agent::metrics::AgentMetrics,
+    pub agents: crate::relay::metrics::AgentMetrics,
 }
 
 impl Default for Metrics {
@@ -87,7 +87,7 @@ impl Metrics {
             "Access token refreshes by outcome",
             token_refreshes.clone(),
         );
-        let agents = crate::agent::metrics::AgentMetrics::register(&mut registry);
+        let agents = crate::relay::metrics::AgentMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,

@@ -11,8 +11,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::credential::CredentialVerifier;
-use crate::agent::relay::{self, Registry, RelayListener, RelaySettings};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
@@ -22,6 +20,8 @@ use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
 use crate::proxy::intercept::{self, InterceptPredicate};
 use crate::proxy::{self, ProxySettings, ProxyState};
+use crate::relay::credential::CredentialVerifier;
+use crate::relay::{self, Registry, RelayListener, RelaySettings};
 use crate::route::{DirectDialer, Guard, Router, SystemResolver};
 use crate::store::{SledStore, Store, StoreKey};
 use crate::tls::{Ca, LeafCache, TlsError, LEAF_CACHE_CAPACITY};

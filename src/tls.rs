@@ -593,12 +593,11 @@ pub fn upstream_client_config(extra_ca_file: Option<&Path>) -> Result<ClientConf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
-    fn generated_ca() -> (Arc<Ca>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let d = crate::datadir::DataDir::prepare(&dir.path().join("data")).unwrap();
-        (Arc::new(Ca::load(&d.ca_cert, &d.ca_key).unwrap()), dir)
+    fn generated_ca() -> Arc<Ca> {
+        let (cert, key) = generate_ca().unwrap();
+        let ca = Ca::from_pem(&cert, Path::new("ca.pem"), &key, Path::new("ca.key"));
+        Arc::new(ca.unwrap())
     }
 
     fn parse(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
@@ -606,12 +605,9 @@ mod tests {
     }
 
     #[test]
-    fn generated_ca_is_ecdsa_p256_with_a_private_key_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = crate::datadir::DataDir::prepare(&dir.path().join("data")).unwrap();
-        let mode = std::fs::metadata(&d.ca_key).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let pem = std::fs::read_to_string(&d.ca_cert).unwrap();
+    fn generated_ca_is_ecdsa_p256_with_a_private_key() {
+        // The key file's mode is the data directory's business (datadir's tests).
+        let (pem, key_pem) = generate_ca().unwrap();
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let cert = parse(&der);
         let spki = cert.public_key();
@@ -627,14 +623,13 @@ mod tests {
             .unwrap();
         assert_eq!(curve, x509_parser::oid_registry::OID_EC_P256);
         assert!(cert.basic_constraints().unwrap().unwrap().value.ca);
-        let key_pem = std::fs::read_to_string(&d.ca_key).unwrap();
         let key = KeyPair::from_pem(&key_pem).unwrap();
         assert_eq!(key.algorithm(), &rcgen::PKCS_ECDSA_P256_SHA256);
     }
 
     #[tokio::test]
     async fn leaves_have_the_host_as_san_short_validity_and_are_cached() {
-        let (ca, _dir) = generated_ca();
+        let ca = generated_ca();
         let cache = LeafCache::new(ca.clone(), 10).unwrap();
         let name = Host::Name("api.example.com".into());
         let now = SystemTime::now();
@@ -683,7 +678,7 @@ mod tests {
 
     #[tokio::test]
     async fn leaves_are_renewed_when_less_than_a_day_remains() {
-        let (ca, _dir) = generated_ca();
+        let ca = generated_ca();
         let cache = LeafCache::new(ca, 10).unwrap();
         let host = Host::Name("renew.example".into());
         let t0 = SystemTime::now();
@@ -699,7 +694,7 @@ mod tests {
 
     #[tokio::test]
     async fn cache_is_bounded_least_recently_used_first() {
-        let (ca, _dir) = generated_ca();
+        let ca = generated_ca();
         let cache = LeafCache::new(ca, 2).unwrap();
         let h = |n: &str| Host::Name(n.into());
         let now = SystemTime::now();
@@ -717,7 +712,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_for_one_host_mint_once() {
-        let (ca, _dir) = generated_ca();
+        let ca = generated_ca();
         let cache = Arc::new(LeafCache::new(ca, 10).unwrap());
         let host = Host::Name("busy.example".into());
         let tasks: Vec<_> = (0..32)

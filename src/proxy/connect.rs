@@ -1,709 +1,191 @@
-//! `CONNECT` tunnels: the policy decided and the dial succeeded before the client saw `200`;
-//! here the bytes are copied both ways until both sides are done (half-close is passed on:
-//! EOF from one side shuts down the write half of the other) or nothing moved for the idle
-//! timeout.
+//! `CONNECT host:port`: the listener adapter for tunnels. The pipeline's first phases run
+//! (identify → app → decide), then the route is dialed **before** the client sees `200`, so a
+//! refusal or a failed dial is the answer to the `CONNECT` itself:
 //!
-//! On Linux, when both sides are plain TCP sockets (the usual case), bytes move with
-//! `splice(2)` through a pipe and never enter user space: a user-space copy reads and writes
-//! every byte once more than the direct path, which on loopback costs about half of the
-//! throughput (BENCHMARKS.md). Elsewhere, or for other streams, [`splice`] copies through
-//! 64 KiB buffers.
+//! - a blind tunnel (the usual case) copies bytes both ways ([`crate::io`]);
+//! - a `CONNECT` to a host bound to an outbound application of the caller's org (or one the
+//!   embedder's predicate selects) is intercepted ([`super::intercept`]). On a direct route
+//!   the connection dialed here becomes that tunnel's [`Predialed`] connection; on an agent
+//!   route only the agent's presence is checked, and inner requests open pooled tunnels
+//!   through it as they come.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::Instant;
 
-use bytes::BytesMut;
-use hyper::upgrade::Upgraded;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::either::Either;
+use tracing::Instrument;
 
-/// Copy buffer per direction. 64 KiB keeps bulk transfers near loopback speed. It is held
-/// only while bytes are moving (see [`Direction`]), so idle tunnels cost a few hundred bytes
-/// here, not 128 KiB: with 1 000s of idle tunnels (keep-alive connections of API clients,
-/// agent tunnels) the buffers would otherwise dominate the proxy's memory.
-const TUNNEL_BUFFER: usize = 64 * 1024;
+use super::errors::{full, ProxyError};
+use super::intercept::{self, Intercepted};
+use super::log::RequestLog;
+use super::{pipeline, ProxyBody, ProxyState};
+use crate::policy::{normalize_host, Host, Route};
+use crate::route::{Connection, Predialed};
 
-/// Last time any byte moved on a tunnel, in milliseconds since the tunnel started.
-pub(super) struct Activity {
-    base: Instant,
-    last_ms: AtomicU64,
+/// What an accepted `CONNECT` turns into once every check passed.
+enum Opened {
+    /// A blind tunnel to the dialed connection.
+    Tunnel(Connection),
+    /// An intercepted tunnel.
+    Intercept(Box<Intercepted>),
 }
 
-impl Activity {
-    /// Activity starting now.
-    pub(super) fn new() -> Self {
-        Activity {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
+/// Answers one `CONNECT`: `200` and a tunnel task, or the error.
+pub(super) async fn handle(
+    state: &Arc<ProxyState>,
+    permit: Arc<OwnedSemaphorePermit>,
+    mut req: Request<Incoming>,
+    mut log: RequestLog,
+) -> Response<ProxyBody> {
+    let opened = match open(state, &req, &mut log).await {
+        Ok(o) => o,
+        Err(e) => {
+            log.record_error(&e);
+            return e.into_response();
         }
-    }
-
-    /// Records that bytes moved now.
-    pub(super) fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// A stream that records activity on every successful read or write (for the idle
-/// timeout) and counts the bytes read, and optionally those written, for the access line.
-/// Used for both sides of a copied tunnel and for the client side of an intercepted one.
-pub(super) struct Metered<S> {
-    pub(super) inner: S,
-    pub(super) activity: Arc<Activity>,
-    /// Bytes read from this side.
-    pub(super) read: Arc<AtomicU64>,
-    /// Bytes written to this side, when counted here (a copied tunnel counts each direction
-    /// as the other side's reads).
-    pub(super) written: Option<Arc<AtomicU64>>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
-            self.activity.touch();
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            if n > 0 {
-                self.activity.touch();
-                if let Some(w) = &self.written {
-                    w.fetch_add(n as u64, Ordering::Relaxed);
-                }
-            }
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Runs a tunnel between the upgraded client connection and the dialed `upstream`: zero-copy
-/// between the two sockets where possible (see the module docs), else [`splice`]. Arguments
-/// and result as for [`splice`].
-pub async fn tunnel(
-    client: Upgraded,
-    upstream: TcpStream,
-    idle: Duration,
-    up: Arc<AtomicU64>,
-    down: Arc<AtomicU64>,
-) -> String {
-    #[cfg(target_os = "linux")]
-    let client = match client.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            return zero_copy::splice_sockets(
-                parts.io.into_inner(),
-                parts.read_buf,
-                upstream,
-                idle,
-                up,
-                down,
-            )
-            .await
-        }
-        Err(client) => client,
     };
-    splice(TokioIo::new(client), upstream, idle, up, down).await
-}
-
-/// Waits until no byte moved for `idle`.
-pub(super) async fn idle_watchdog(activity: &Activity, idle: Duration) {
-    loop {
-        let deadline = activity.last() + idle;
-        if Instant::now() >= deadline {
-            return;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    match opened {
+        Opened::Tunnel(upstream) => {
+            let idle = state.settings.idle_timeout;
+            let (up, down) = (log.bytes_up.clone(), log.bytes_down.clone());
+            spawn_tunnel(state, on_upgrade, permit, log, move |client| async move {
+                match upstream {
+                    // Socket to socket: zero-copy where the platform allows.
+                    Either::Left(tcp) => crate::io::tunnel(client, tcp, idle, up, down).await,
+                    Either::Right(agent) => {
+                        crate::io::splice(TokioIo::new(client), agent, idle, up, down).await
+                    }
+                }
+            });
         }
-        tokio::time::sleep_until(deadline).await;
+        Opened::Intercept(i) => {
+            let (st, counts) = (state.clone(), intercept::Counts::of(&log));
+            spawn_tunnel(state, on_upgrade, permit, log, move |client| {
+                intercept::run(st, i, client, counts)
+            });
+        }
     }
+    Response::new(full(Bytes::new()))
 }
 
-/// Copies bytes between `client` and `upstream` until both directions finish, an error
-/// occurs, or no byte moved for `idle`. Bytes are added to `up` (client → upstream) and
-/// `down` as they move, so the counts are right however the tunnel ends. Returns why it
-/// ended: "closed", "idle timeout" or the I/O error.
-pub async fn splice<C, U>(
-    client: C,
-    upstream: U,
-    idle: Duration,
-    up: Arc<AtomicU64>,
-    down: Arc<AtomicU64>,
-) -> String
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    splice_with_buffer(client, upstream, idle, up, down, TUNNEL_BUFFER).await
-}
-
-/// [`splice`] with a chosen copy buffer size per direction (held only while bytes move).
-pub async fn splice_with_buffer<C, U>(
-    client: C,
-    upstream: U,
-    idle: Duration,
-    up: Arc<AtomicU64>,
-    down: Arc<AtomicU64>,
-    buffer: usize,
-) -> String
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let activity = Arc::new(Activity::new());
-    let mut client = Metered {
-        inner: client,
-        activity: activity.clone(),
-        read: up,
-        written: None,
+/// The pipeline's phases for a `CONNECT`, then the dial (and, when intercepting, the leaf
+/// certificate: minted before the `200`, so a failure is still an answer to the `CONNECT`).
+async fn open(
+    state: &ProxyState,
+    req: &Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Opened, ProxyError> {
+    pipeline::check_head(state, req)?;
+    let (host, port) = connect_target(req)?;
+    log.host = Some(host.to_string());
+    log.port = port;
+    let caller = pipeline::identify(state, req.headers(), log)?;
+    let app = pipeline::app(state, &caller, &host).await?;
+    let target = pipeline::decide(state, caller, host, port, log)?;
+    // Intercepted only where a token is needed: the host is bound to an app of the caller's
+    // org (a disabled app too, so its requests get `403 app_disabled` rather than slipping
+    // through a blind tunnel without the token the API expects).
+    let intercept =
+        app.is_some() || (state.intercept_when)(&target.caller, &target.host, target.port);
+    let started = Instant::now();
+    let conn = match &target.route {
+        Route::Agent(_) if intercept => {
+            state.router.require(&target.route)?;
+            None
+        }
+        route => Some(
+            state
+                .router
+                .connect(route, target.allow_private, &target.host, port)
+                .await?,
+        ),
     };
-    let mut upstream = Metered {
-        inner: upstream,
-        activity: activity.clone(),
-        read: down,
-        written: None,
-    };
-    let copy = copy_bidirectional(&mut client, &mut upstream, buffer);
-    tokio::select! {
-        r = copy => match r {
-            Ok(_) => "closed".into(),
-            Err(e) => e.to_string(),
-        },
-        () = idle_watchdog(&activity, idle) => "idle timeout".into(),
-    }
-}
-
-/// One direction of a tunnel: read into a buffer, write it all out, repeat; at EOF shut the
-/// writer down. Like tokio's `copy_bidirectional`, except that the buffer is allocated when a
-/// read is attempted and released whenever the reader has nothing to give (the write side
-/// being empty then), so an idle direction holds no buffer. Reads go into the buffer's
-/// uninitialized capacity (`poll_read_buf`), so a fresh buffer costs a `malloc`, not a
-/// 64 KiB `memset`.
-struct Direction {
-    /// Capacity of the buffer when one is allocated.
-    size: usize,
-    buf: Option<BytesMut>,
-    /// Bytes of `buf` already written.
-    pos: usize,
-    /// The reader reached EOF.
-    read_done: bool,
-    /// Bytes were written since the last flush.
-    need_flush: bool,
-    /// Total bytes written.
-    amt: u64,
-}
-
-impl Direction {
-    fn new(size: usize) -> Self {
-        Direction {
-            size,
-            buf: None,
-            pos: 0,
-            read_done: false,
-            need_flush: false,
-            amt: 0,
-        }
-    }
-
-    fn pending(&self) -> usize {
-        self.buf.as_ref().map_or(0, |b| b.len() - self.pos)
-    }
-
-    fn poll_copy<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut reader: Pin<&mut R>,
-        mut writer: Pin<&mut W>,
-    ) -> Poll<io::Result<u64>>
-    where
-        R: AsyncRead + ?Sized,
-        W: AsyncWrite + ?Sized,
-    {
-        loop {
-            if self.pending() == 0 && !self.read_done {
-                let size = self.size;
-                let buf = self
-                    .buf
-                    .get_or_insert_with(|| BytesMut::with_capacity(size));
-                buf.clear();
-                self.pos = 0;
-                match tokio_util::io::poll_read_buf(reader.as_mut(), cx, buf) {
-                    Poll::Pending => {
-                        // Nothing to read and nothing buffered: give the memory back, and
-                        // make sure what was written reaches the other side.
-                        self.buf = None;
-                        if self.need_flush {
-                            ready!(writer.as_mut().poll_flush(cx))?;
-                            self.need_flush = false;
-                        }
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(0)) => {
-                        self.read_done = true;
-                        self.buf = None;
-                    }
-                    Poll::Ready(Ok(_)) => {}
+    state
+        .metrics
+        .upstream_latency
+        .observe(started.elapsed().as_secs_f64());
+    match conn {
+        Some(conn) if !intercept => Ok(Opened::Tunnel(conn)),
+        conn => {
+            let tls = state
+                .leaves
+                .server_config(&target.host)
+                .await
+                .map_err(|e| {
+                    ProxyError::Internal(format!("leaf certificate for {}: {e}", target.host))
+                })?;
+            let predialed = match conn {
+                Some(Either::Left(tcp)) => {
+                    Some(Arc::new(Predialed::new(target.host.clone(), port, tcp)))
                 }
-            }
-            while self.pending() > 0 {
-                let Some(buf) = self.buf.as_ref() else { break };
-                let n = ready!(writer.as_mut().poll_write(cx, &buf[self.pos..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "write zero bytes into the tunnel",
-                    )));
-                }
-                self.pos += n;
-                self.amt += n as u64;
-                self.need_flush = true;
-            }
-            if self.read_done {
-                ready!(writer.as_mut().poll_flush(cx))?;
-                ready!(writer.as_mut().poll_shutdown(cx))?;
-                return Poll::Ready(Ok(self.amt));
-            }
-        }
-    }
-}
-
-/// Copies both ways until both directions reached EOF (each EOF shuts down the other side's
-/// write half) or one fails. Returns the bytes copied (a → b, b → a).
-async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B, buffer: usize) -> io::Result<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    let mut a_to_b = Direction::new(buffer);
-    let mut b_to_a = Direction::new(buffer);
-    let mut done_ab = None;
-    let mut done_ba = None;
-    std::future::poll_fn(|cx| {
-        if done_ab.is_none() {
-            if let Poll::Ready(r) = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b)) {
-                done_ab = Some(r?);
-            }
-        }
-        if done_ba.is_none() {
-            if let Poll::Ready(r) = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a)) {
-                done_ba = Some(r?);
-            }
-        }
-        match (done_ab, done_ba) {
-            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-#[cfg(target_os = "linux")]
-mod zero_copy {
-    //! `splice(2)` between two TCP sockets through a pipe, driven by tokio's readiness events.
-
-    use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bytes::Bytes;
-    use tokio::io::{AsyncWriteExt, Interest};
-    use tokio::net::TcpStream;
-
-    use super::{idle_watchdog, Activity};
-
-    /// Pipe capacity asked for (the default is 64 KiB): fewer system calls per byte. If the
-    /// kernel refuses (pipe-max-size), the default is used.
-    const PIPE_SIZE: usize = 1024 * 1024;
-
-    /// A pipe; both ends close on drop.
-    struct Pipe {
-        read: OwnedFd,
-        write: OwnedFd,
-        /// Its capacity: the most one splice into it can move.
-        size: usize,
-    }
-
-    fn pipe() -> io::Result<Pipe> {
-        let mut fds: [libc::c_int; 2] = [-1, -1];
-        // SAFETY: pipe2 writes two new descriptors into the array when it returns 0.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned by nothing else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ returns the new size or -1.
-        let size = unsafe {
-            libc::fcntl(
-                write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_SIZE as libc::c_int,
-            )
-        };
-        let size = usize::try_from(size).unwrap_or(64 * 1024);
-        Ok(Pipe { read, write, size })
-    }
-
-    /// One non-blocking splice(2) call.
-    fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-        // SAFETY: a system call on descriptors we hold open; null offsets mean "current
-        // position", the only valid choice for sockets and pipes.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
-    }
-
-    /// Moves bytes from `src` to `dst` until `src` reaches EOF, then shuts down `dst`'s write
-    /// side (passing the half-close on).
-    ///
-    /// Reading into the pipe and writing out of it are interleaved, not done in turns: while
-    /// `dst` is slow to take bytes, `src` keeps being read as long as the pipe has room, so the
-    /// sender's window stays open. A splice into a pipe that still holds bytes can fail with
-    /// EAGAIN because the *pipe* is full (its slots hold partial pages), which says nothing
-    /// about the socket; so that case waits for the pipe to drain instead of clearing the
-    /// socket's readiness, and only a splice into an empty pipe goes through `try_io`.
-    async fn one_way(
-        src: &TcpStream,
-        dst: &TcpStream,
-        moved: &AtomicU64,
-        activity: &Activity,
-    ) -> io::Result<()> {
-        let pipe = pipe()?;
-        // Bytes in the pipe; whether the last fill attempt found the pipe full; EOF seen.
-        let (mut buffered, mut pipe_full, mut eof) = (0usize, false, false);
-        loop {
-            if eof && buffered == 0 {
-                // SAFETY: shutdown(2) on a socket we hold open; an error (peer gone) is moot.
-                unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
-                return Ok(());
-            }
-            let can_fill = !eof && !pipe_full && buffered < pipe.size;
-            let can_drain = buffered > 0;
-            tokio::select! {
-                biased;
-                r = dst.writable(), if can_drain => {
-                    r?;
-                    match dst.try_io(Interest::WRITABLE, || {
-                        splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), buffered)
-                    }) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(m) => {
-                            buffered -= m.min(buffered);
-                            pipe_full = false;
-                            activity.touch();
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                r = src.readable(), if can_fill => {
-                    r?;
-                    let room = pipe.size - buffered;
-                    let result = if buffered == 0 {
-                        // Empty pipe: EAGAIN can only mean the socket has nothing to read.
-                        src.try_io(Interest::READABLE, || {
-                            splice(src.as_raw_fd(), pipe.write.as_raw_fd(), room)
-                        })
-                    } else {
-                        match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), room) {
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                // Pipe full, or the socket empty: wait for a drain either way;
-                                // an empty pipe then asks the socket through `try_io`.
-                                pipe_full = true;
-                                continue;
-                            }
-                            other => other,
-                        }
-                    };
-                    match result {
-                        Ok(0) => eof = true,
-                        Ok(n) => {
-                            buffered += n;
-                            moved.fetch_add(n as u64, Ordering::Relaxed);
-                            activity.touch();
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`super::splice`] for two TCP sockets. `early` holds bytes the client sent right after
-    /// its `CONNECT` head (already read by hyper); they go upstream first.
-    pub(super) async fn splice_sockets(
-        client: TcpStream,
-        early: Bytes,
-        mut upstream: TcpStream,
-        idle: Duration,
-        up: Arc<AtomicU64>,
-        down: Arc<AtomicU64>,
-    ) -> String {
-        let activity = Activity::new();
-        if !early.is_empty() {
-            if let Err(e) = upstream.write_all(&early).await {
-                return e.to_string();
-            }
-            up.fetch_add(early.len() as u64, Ordering::Relaxed);
-        }
-        let both = async {
-            tokio::try_join!(
-                one_way(&client, &upstream, &up, &activity),
-                one_way(&upstream, &client, &down, &activity),
-            )
-        };
-        tokio::select! {
-            r = both => match r {
-                Ok(_) => "closed".into(),
-                Err(e) => e.to_string(),
-            },
-            () = idle_watchdog(&activity, idle) => "idle timeout".into(),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use tokio::io::AsyncReadExt;
-        use tokio::net::TcpListener;
-
-        async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
-            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let (b, _) = l.accept().await.unwrap();
-            (a, b)
-        }
-
-        #[tokio::test]
-        async fn sockets_are_spliced_with_half_close_early_bytes_and_counts() {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let (mut client_app, client_proxy) = pair(&l).await;
-            let (upstream_proxy, mut upstream_app) = pair(&l).await;
-            let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-            let t = tokio::spawn(splice_sockets(
-                client_proxy,
-                Bytes::from_static(b"early:"),
-                upstream_proxy,
-                Duration::from_secs(60),
-                up.clone(),
-                down.clone(),
-            ));
-            let big = vec![7u8; 3 * 1024 * 1024 + 5];
-            client_app.write_all(b"hello").await.unwrap();
-            client_app.shutdown().await.unwrap();
-            let mut got = Vec::new();
-            upstream_app.read_to_end(&mut got).await.unwrap();
-            assert_eq!(
-                got, b"early:hello",
-                "upstream sees EOF after the client half-closed"
-            );
-            upstream_app.write_all(&big).await.unwrap();
-            upstream_app.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            client_app.read_to_end(&mut back).await.unwrap();
-            assert!(back == big, "{} bytes back", back.len());
-            assert_eq!(t.await.unwrap(), "closed");
-            assert_eq!(up.load(Ordering::Relaxed), 11);
-            assert_eq!(down.load(Ordering::Relaxed), big.len() as u64);
-        }
-
-        /// A reader much slower than the writer: the pipe fills (EAGAIN from a splice into a
-        /// non-empty pipe) and drains many times; every byte arrives, in order, both ways at
-        /// once.
-        #[tokio::test]
-        async fn a_slow_reader_gets_every_byte_in_order_while_the_pipe_fills() {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let (client_app, client_proxy) = pair(&l).await;
-            let (upstream_proxy, upstream_app) = pair(&l).await;
-            let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-            let t = tokio::spawn(splice_sockets(
-                client_proxy,
-                Bytes::new(),
-                upstream_proxy,
-                Duration::from_secs(60),
-                up.clone(),
-                down.clone(),
-            ));
-            let len = 24 * 1024 * 1024;
-            let pattern = |i: usize| (i % 251) as u8;
-            let data: Vec<u8> = (0..len).map(pattern).collect();
-            // Each side writes everything and reads everything, reading in small pieces
-            // with a yield in between, so both pipes fill up while the other side writes.
-            let side = |mut s: TcpStream, data: Vec<u8>| async move {
-                let (mut r, mut w) = s.split();
-                let write = async {
-                    w.write_all(&data).await.unwrap();
-                    w.shutdown().await.unwrap();
-                };
-                let read = async {
-                    let mut got = Vec::with_capacity(data.len());
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        let n = r.read(&mut buf).await.unwrap();
-                        if n == 0 {
-                            break got;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                        tokio::task::yield_now().await;
-                    }
-                };
-                let ((), got) = tokio::join!(write, read);
-                got
+                _ => None,
             };
-            let (from_upstream, from_client) = tokio::join!(
-                side(client_app, data.clone()),
-                side(upstream_app, data.clone())
-            );
-            assert!(
-                from_upstream == data,
-                "client got {} bytes",
-                from_upstream.len()
-            );
-            assert!(
-                from_client == data,
-                "upstream got {} bytes",
-                from_client.len()
-            );
-            assert_eq!(t.await.unwrap(), "closed");
-            assert_eq!(up.load(Ordering::Relaxed), len as u64);
-            assert_eq!(down.load(Ordering::Relaxed), len as u64);
+            Ok(Opened::Intercept(Box::new(Intercepted::new(
+                target, tls, predialed,
+            )?)))
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// The `CONNECT` target: `host:port` with a port in 1-65535 (else `400`).
+fn connect_target<B>(req: &Request<B>) -> Result<(Host, u16), ProxyError> {
+    let auth = req
+        .uri()
+        .authority()
+        .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
+    // `port_u16` is `None` both without a port and with one above 65535.
+    let port = match auth.port_u16() {
+        Some(p) if p != 0 => p,
+        _ => {
+            return Err(ProxyError::BadRequest(format!(
+                "CONNECT target {auth} needs a port in 1-65535"
+            )))
+        }
+    };
+    let host = normalize_host(auth.host()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    Ok((host, port))
+}
 
-    #[tokio::test]
-    async fn half_close_is_passed_on_and_bytes_counted() {
-        let (client_app, client_proxy) = tokio::io::duplex(1024);
-        let (upstream_proxy, upstream_app) = tokio::io::duplex(1024);
-        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let t = tokio::spawn(splice(
-            client_proxy,
-            upstream_proxy,
-            Duration::from_secs(60),
-            up.clone(),
-            down.clone(),
-        ));
-        let (mut cr, mut cw) = tokio::io::split(client_app);
-        let (mut ur, mut uw) = tokio::io::split(upstream_app);
-        cw.write_all(b"hello").await.unwrap();
-        cw.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        ur.read_to_end(&mut got).await.unwrap();
-        assert_eq!(
-            got, b"hello",
-            "upstream sees EOF after the client half-closed"
-        );
-        // The other direction still works after the half-close.
-        uw.write_all(b"world!").await.unwrap();
-        uw.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        cr.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"world!");
-        let end = t.await.unwrap();
-        assert_eq!(end, "closed");
-        assert_eq!(
-            (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed)),
-            (5, 6)
-        );
-    }
-
-    #[tokio::test]
-    async fn bulk_both_ways_through_small_pipes_arrives_intact() {
-        // Small pipes make every read and write partial and often pending, which exercises
-        // releasing and re-allocating the copy buffers.
-        let (client_app, client_proxy) = tokio::io::duplex(1000);
-        let (upstream_proxy, upstream_app) = tokio::io::duplex(777);
-        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let t = tokio::spawn(splice(
-            client_proxy,
-            upstream_proxy,
-            Duration::from_secs(60),
-            up.clone(),
-            down.clone(),
-        ));
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        let (mut cr, mut cw) = tokio::io::split(client_app);
-        let (mut ur, mut uw) = tokio::io::split(upstream_app);
-        let (d1, d2) = (data.clone(), data.clone());
-        let w1 = tokio::spawn(async move {
-            cw.write_all(&d1).await.unwrap();
-            cw.shutdown().await.unwrap();
-        });
-        let w2 = tokio::spawn(async move {
-            uw.write_all(&d2).await.unwrap();
-            uw.shutdown().await.unwrap();
-        });
-        let (mut at_up, mut at_client) = (Vec::new(), Vec::new());
-        let (r1, r2) = tokio::join!(ur.read_to_end(&mut at_up), cr.read_to_end(&mut at_client));
-        r1.unwrap();
-        r2.unwrap();
-        w1.await.unwrap();
-        w2.await.unwrap();
-        assert!(at_up == data && at_client == data);
-        assert_eq!(t.await.unwrap(), "closed");
-        assert_eq!(up.load(Ordering::Relaxed), data.len() as u64);
-        assert_eq!(down.load(Ordering::Relaxed), data.len() as u64);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_tunnel_is_closed() {
-        let (_client_app, client_proxy) = tokio::io::duplex(1024);
-        let (upstream_proxy, _upstream_app) = tokio::io::duplex(1024);
-        let end = splice(
-            client_proxy,
-            upstream_proxy,
-            Duration::from_secs(900),
-            Arc::default(),
-            Arc::default(),
-        )
-        .await;
-        assert_eq!(end, "idle timeout");
-    }
+/// Answers a `CONNECT` with 200 and, once hyper hands over the client connection, runs the
+/// tunnel `body` on the tunnel tracker: the connection-limit `permit` is held and the tunnel
+/// counted in `open_tunnels` for its whole life, and the access line (`log`) is written when
+/// it ends, with how it ended.
+fn spawn_tunnel<P, F, Fut>(
+    state: &ProxyState,
+    on_upgrade: OnUpgrade,
+    permit: P,
+    mut log: RequestLog,
+    body: F,
+) where
+    P: Send + 'static,
+    F: FnOnce(hyper::upgrade::Upgraded) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    log.status = 200;
+    let metrics = state.metrics.clone();
+    state.tunnels.spawn(
+        async move {
+            let _permit = permit;
+            let client = match on_upgrade.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT upgrade failed");
+                    return;
+                }
+            };
+            metrics.open_tunnels.inc();
+            let end = body(client).await;
+            metrics.open_tunnels.dec();
+            tracing::debug!(end = %end, "tunnel closed");
+            drop(log);
+        }
+        .in_current_span(),
+    );
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod agent;
+
 /// Default proxy listener (DESIGN: 127.0.0.1:3128).
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:3128";
 /// Default web listener (DESIGN: 127.0.0.1:8080).
@@ -31,16 +33,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long SIGTERM waits for in-flight requests (DESIGN default).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Log line format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable key=value lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 /// The optional `tollgate.toml`. Every key mirrors a `serve` flag (dashes become underscores).
 #[derive(Debug, Default, Deserialize)]
@@ -273,7 +266,7 @@ impl Config {
             "relay-keepalive",
             over.relay_keepalive.as_ref(),
             file.relay_keepalive.as_ref(),
-            crate::agent::relay::DEFAULT_KEEPALIVE,
+            crate::relay::DEFAULT_KEEPALIVE,
             &mut errors,
         );
         let revoked_agents: Vec<String> = over

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::credential::{CredentialError, CredentialVerifier};
 use super::handshake::{self, Hello, Welcome};
 use super::metrics::AuthLabels;
-pub use super::registry::{AgentDialError, AgentFailure, AgentStream, Registry};
+use super::registry::Registry;
 use crate::policy::{normalize_host, Host};
 use crate::tls::Ca;
 

@@ -15,28 +15,23 @@
 //! This retry is safe: the destination never saw a byte of the failed attempt.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::client::conn::http2::SendRequest;
-use hyper::upgrade::Upgraded;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{AgentLabel, AgentMetrics, BytesLabels};
+use super::stream::{AgentStream, Lease};
 
 /// Largest error body read from an agent's refusal.
 const MAX_REFUSAL_BODY: usize = 4 * 1024;
@@ -133,19 +128,19 @@ impl AgentDialError {
 
 /// Per-connection metric handles, looked up once at registration so the data path only
 /// touches atomics.
-struct ConnMetrics {
-    open_tunnels: Gauge,
-    tunnels: Counter,
-    up: Counter,
-    down: Counter,
+pub(super) struct ConnMetrics {
+    pub(super) open_tunnels: Gauge,
+    pub(super) tunnels: Counter,
+    pub(super) up: Counter,
+    pub(super) down: Counter,
 }
 
 /// One authenticated relay connection.
 pub struct RelayConn {
     /// Registry-unique, to tell connections apart in logs and retries.
-    id: u64,
+    pub(super) id: u64,
     /// Agent ID from the credential.
-    agent: Arc<str>,
+    pub(super) agent: Arc<str>,
     /// The agent process's random instance ID.
     instance: String,
     /// Which of the instance's connections.
@@ -155,13 +150,13 @@ pub struct RelayConn {
     /// HTTP/2 handle; cloned per tunnel.
     send: SendRequest<Empty<Bytes>>,
     /// Open tunnels (and dials in progress): the load measure for picking.
-    in_flight: AtomicUsize,
+    pub(super) in_flight: AtomicUsize,
     /// Set aside: no new tunnels (the agent failed to answer, or a newer connection of the
     /// same instance and slot replaced it). Closed once its last tunnel ends.
-    closing: AtomicBool,
+    pub(super) closing: AtomicBool,
     /// Cancelled to make the relay task drop the connection.
-    stop: CancellationToken,
-    metrics: ConnMetrics,
+    pub(super) stop: CancellationToken,
+    pub(super) metrics: ConnMetrics,
 }
 
 impl RelayConn {
@@ -469,10 +464,7 @@ impl Registry {
                     failed(AgentFailure::Relay, format!("tunnel setup failed: {e}"))
                 })?;
                 lease.conn.metrics.tunnels.inc();
-                return Ok(AgentStream {
-                    io: TokioIo::new(upgraded),
-                    lease,
-                });
+                return Ok(AgentStream::new(TokioIo::new(upgraded), lease));
             }
             let body = tokio::time::timeout(
                 REFUSAL_BODY_TIMEOUT,
@@ -496,96 +488,6 @@ impl Registry {
                 .unwrap_or_else(|| format!("agent answered {status}"));
             return Err(failed(kind, message));
         }
-    }
-}
-
-/// A tunnel's claim on its relay connection: counts as in flight until dropped.
-struct Lease {
-    conn: Arc<RelayConn>,
-}
-
-impl Lease {
-    fn new(conn: Arc<RelayConn>) -> Self {
-        conn.in_flight.fetch_add(1, Ordering::SeqCst);
-        conn.metrics.open_tunnels.inc();
-        Lease { conn }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.conn.metrics.open_tunnels.dec();
-        let left = self.conn.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
-        if left == 0 && self.conn.closing.load(Ordering::SeqCst) {
-            self.conn.stop.cancel();
-        }
-    }
-}
-
-/// A tunnel through an agent: bytes written go to the destination, bytes read come from it.
-/// Counts bytes into the agent's metrics and keeps the connection's load count until dropped.
-pub struct AgentStream {
-    io: TokioIo<Upgraded>,
-    lease: Lease,
-}
-
-impl std::fmt::Debug for AgentStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentStream")
-            .field("agent", &self.lease.conn.agent)
-            .field("conn", &self.lease.conn.id)
-            .finish()
-    }
-}
-
-impl AgentStream {
-    /// The agent ID this tunnel goes through.
-    pub fn agent(&self) -> &str {
-        &self.lease.conn.agent
-    }
-}
-
-impl AsyncRead for AgentStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.lease.conn.metrics.down.inc_by(n as u64);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for AgentStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.lease.conn.metrics.up.inc_by(n as u64);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl Connection for AgentStream {
-    fn connected(&self) -> Connected {
-        Connected::new()
     }
 }
 

@@ -1,0 +1,36 @@
+//! The agent relay, server side (in `tollgate serve`): egress into private networks through
+//! agents that dial out.
+//!
+//! Policies with `route = "agent:ID"` reach hosts inside a private network where an agent
+//! ([`crate::agent`], `tollgate agent run`, the same binary) runs. The agent opens no inbound
+//! port: it dials the relay listener over TLS, authenticates with a credential from
+//! `tollgate agent enroll`, and the connection is turned around — tollgate becomes the HTTP/2
+//! client, the agent the server — so that tollgate can open tunnels *into* the network as
+//! HTTP/2 `CONNECT host:port` streams.
+//!
+//! - [`credential`]: minting and verifying agent credentials (never interchangeable with
+//!   caller tokens);
+//! - [`handshake`]: the first frames on a relay connection (credential in, verdict out),
+//!   spoken by both sides;
+//! - [`listener`]: the TLS listener, authentication and the HTTP/2 turnaround;
+//! - [`registry`]: connected agents, least-loaded choice, and [`Registry::dial`], the
+//!   dialer the proxy (tunnels, forwarded requests) and the OAuth token calls use;
+//! - [`stream`]: a tunnel through an agent as a byte stream;
+//! - [`metrics`]: connections, tunnels, bytes and failures per agent.
+//!
+//! The agent process uses [`handshake`] and the HTTP/2 window constants below, and nothing
+//! here uses the agent.
+
+pub mod credential;
+pub mod handshake;
+pub mod listener;
+pub mod metrics;
+pub mod registry;
+pub mod stream;
+
+pub use listener::{
+    certificate_names, run, RelayError, RelayListener, RelaySettings, CONNECTION_WINDOW,
+    DEFAULT_KEEPALIVE, MAX_FRAME_SIZE, MAX_TUNNELS_PER_CONNECTION, SOCKET_BUFFER, STREAM_WINDOW,
+};
+pub use registry::{AgentDialError, AgentFailure, Registry};
+pub use stream::AgentStream;
