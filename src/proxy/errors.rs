@@ -455,6 +455,58 @@ mod tests {
         assert_eq!(v["expires_in"], 900);
     }
 
+    /// One mapping on every route: a guard refusal is `destination_ip_prohibited`, a deny
+    /// match `destination_denied`, whether the proxy dialed or an agent did.
+    #[test]
+    fn guard_refusals_and_deny_matches_read_the_same_on_every_route() {
+        let addr: std::net::SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let prohibited = crate::route::Guard::default()
+            .check(addr, false)
+            .unwrap_err();
+        let agent = |kind| {
+            ProxyError::from(AgentDialError::Failed {
+                agent: "onprem".into(),
+                kind,
+                message: "refused".into(),
+            })
+        };
+        let cases = [
+            (
+                ProxyError::from(DirectError::Prohibited(prohibited)),
+                "destination_ip_prohibited",
+                "destination_ip_prohibited",
+            ),
+            (
+                agent(AgentFailure::Prohibited),
+                "destination_ip_prohibited",
+                "destination_ip_prohibited",
+            ),
+            (
+                ProxyError::from(DirectError::DeniedAddress {
+                    addr,
+                    rule: "10-test.toml:3".into(),
+                }),
+                "destination_denied",
+                "http_request_denied",
+            ),
+            (
+                agent(AgentFailure::Denied),
+                "destination_denied",
+                "http_request_denied",
+            ),
+        ];
+        for (e, code, status_type) in cases {
+            assert_eq!(e.code(), code, "{e:?}");
+            assert_eq!(e.status(), StatusCode::FORBIDDEN, "{e:?}");
+            let r = e.into_response();
+            let ps = r.headers()["proxy-status"].to_str().unwrap().to_string();
+            assert!(
+                ps.starts_with(&format!("tollgate; error={status_type};")),
+                "{ps}"
+            );
+        }
+    }
+
     #[test]
     fn interception_errors_have_their_codes() {
         let r = ProxyError::Misdirected("x".into()).into_response();

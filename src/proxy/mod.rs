@@ -1,16 +1,16 @@
 //! The proxy listener: HTTP/1.1 forward proxy for absolute-form requests and `CONNECT`.
 //!
 //! The listener adapters parse what arrives and hand it to the one request
-//! [`pipeline`] (identify → decide → app → inject → send through the
+//! pipeline (`pipeline`: identify → decide → app → inject → send through the
 //! [`Router`] → replay → access log):
 //! - [`forward`]: absolute-form `http://` requests, with TLS origination for app domains;
-//! - [`connect`]: `CONNECT` tunnels, blind or intercepted;
+//! - `connect`: `CONNECT` tunnels, blind or intercepted;
 //! - [`intercept`]: TLS termination and the inner requests of intercepted tunnels.
 //!
 //! Failures at any phase become a synthetic response in [`errors`]; nothing else writes
 //! error responses.
 
-pub mod connect;
+mod connect;
 pub mod errors;
 pub mod forward;
 pub mod intercept;
