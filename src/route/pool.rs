@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -68,6 +69,9 @@ pub struct Predialed {
     port: u16,
     /// The connection and when it was dialed; taken at most once.
     slot: Mutex<Option<(TcpStream, Instant)>>,
+    /// Set once the slot is empty, so later requests of the tunnel skip the offer (and its
+    /// lock) altogether.
+    spent: AtomicBool,
 }
 
 impl Predialed {
@@ -77,6 +81,25 @@ impl Predialed {
             host,
             port,
             slot: Mutex::new(Some((stream, Instant::now()))),
+            spent: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether there is still a connection to offer.
+    fn available(&self) -> bool {
+        !self.spent.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection if it is too old to be used, so a tunnel whose requests found
+    /// pooled connections does not hold it open for its whole life.
+    fn release_if_stale(&self) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= PREDIALED_MAX_AGE)
+        {
+            *slot = None;
+            self.spent.store(true, Ordering::Relaxed);
         }
     }
 
@@ -87,6 +110,7 @@ impl Predialed {
             return None;
         }
         let (stream, at) = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        self.spent.store(true, Ordering::Relaxed);
         if at.elapsed() >= PREDIALED_MAX_AGE {
             return None;
         }
@@ -194,8 +218,12 @@ impl Pools {
         };
         let sent = client.request(req);
         let sent = async {
-            match predialed {
-                Some(p) => PREDIALED.scope(p.clone(), sent).await,
+            match predialed.filter(|p| p.available()) {
+                Some(p) => {
+                    let sent = PREDIALED.scope(p.clone(), sent).await;
+                    p.release_if_stale();
+                    sent
+                }
                 None => sent.await,
             }
         };
@@ -387,8 +415,10 @@ mod tests {
         let (_server, _) = l.accept().await.unwrap();
         let p = Predialed::new(host.clone(), addr.port(), s);
         assert!(p.take(&host, addr.port() + 1).is_none(), "other target");
+        assert!(p.available());
         assert!(p.take(&host, addr.port()).is_some());
         assert!(p.take(&host, addr.port()).is_none(), "given out once");
+        assert!(!p.available());
         // The server closes it: once the FIN is readable, the connection is not handed out.
         let s = TcpStream::connect(addr).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
