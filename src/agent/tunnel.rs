@@ -112,16 +112,12 @@ pub(super) async fn tunnel(
             "the agent only opens CONNECT tunnels".into(),
         ));
     }
-    let Some((raw_host, port)) = req
-        .uri()
-        .authority()
-        .and_then(|a| a.port_u16().map(|p| (a.host().to_string(), p)))
-    else {
+    let Some((raw_host, port)) = connect_target(req.uri()) else {
         return Ok(refuse(
             &mut log,
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "CONNECT needs host:port".into(),
+            "CONNECT needs host:port with a port from 1 to 65535".into(),
         ));
     };
     log.host = raw_host.clone();
@@ -193,6 +189,15 @@ pub(super) async fn tunnel(
     Ok(Response::new(http_body_util::Empty::new().boxed()))
 }
 
+/// The `host:port` of a `CONNECT`, or `None` when the port is missing or not in 1..=65535
+/// (never a default: the relay is answered 400).
+fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
+    let authority = uri.authority()?;
+    // `port_u16` is `None` for a port that is not a u16 (above 65535); 0 is refused here.
+    let port = authority.port_u16().filter(|&p| p != 0)?;
+    Some((authority.host().to_string(), port))
+}
+
 enum Dial {
     Refused(Refusal),
     Failed(DirectError),
@@ -225,4 +230,32 @@ async fn dial(
         .connect_until(host, port, &addrs, deadline)
         .await
         .map_err(Dial::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_targets_need_a_port_from_1_to_65535() {
+        let target = |authority: &str| {
+            let uri: http::Uri = authority.parse().unwrap();
+            connect_target(&uri)
+        };
+        let cases = [
+            ("name and port", "db.corp:5432", Some(("db.corp", 5432))),
+            ("highest port", "db.corp:65535", Some(("db.corp", 65535))),
+            ("IPv6", "[::1]:443", Some(("[::1]", 443))),
+            ("no port", "db.corp", None),
+            ("port 0", "db.corp:0", None),
+            ("port 65536", "db.corp:65536", None),
+            ("port 99999", "db.corp:99999", None),
+            ("empty port", "db.corp:", None),
+        ];
+        for (name, authority, want) in cases {
+            let got = target(authority);
+            let got = got.as_ref().map(|(h, p)| (h.as_str(), *p));
+            assert_eq!(got, want, "{name}: {authority}");
+        }
+    }
 }

@@ -228,13 +228,20 @@ fn parse_relay_url(s: &str) -> Result<(String, u16, ServerName<'static>), String
             "{s:?} must be an https:// URL (the relay speaks TLS)"
         ));
     }
-    let host = uri
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    // `port_u16` is `None` both without a port (then 443) and with one above 65535.
+    let port = match authority.port_u16() {
+        None if authority.as_str().ends_with(authority.host()) => 443,
+        Some(p) if p != 0 => p,
+        _ => return Err(format!("{s:?}: the port must be from 1 to 65535")),
+    };
+    let host = authority
         .host()
-        .ok_or_else(|| format!("{s:?} has no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = uri.port_u16().unwrap_or(443);
     let server_name = match host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.clone())
@@ -289,6 +296,14 @@ mod tests {
         assert!(matches!(n, ServerName::IpAddress(_)));
         assert!(parse_relay_url("http://relay.example").is_err());
         assert!(parse_relay_url("relay.example:443").is_err());
+        for bad in [
+            "https://relay.example:0",
+            "https://relay.example:65536",
+            "https://[::1]:99999",
+        ] {
+            let err = parse_relay_url(bad).unwrap_err();
+            assert!(err.contains("1 to 65535"), "{bad}: {err}");
+        }
     }
 
     #[test]

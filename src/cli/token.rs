@@ -1,0 +1,47 @@
+//! `tollgate token`: caller tokens, minted offline with the data directory's identity key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+
+/// `tollgate token` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Mint a caller token offline with the data directory's identity key.
+    Mint {
+        /// Data directory holding keys/identity.key.
+        #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
+        data: PathBuf,
+        /// Organization (`org` claim).
+        #[arg(long)]
+        org: String,
+        /// User (`sub` claim).
+        #[arg(long)]
+        user: String,
+        /// Role to grant (repeatable); `admin` may manage the org's outbound applications.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+/// Runs a `token` subcommand; the token goes to stdout.
+pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Mint {
+        data,
+        org,
+        user,
+        roles,
+        ttl,
+    } = cmd;
+    if let Some(problem) = crate::identity::claims_problem(&org, &user, &roles) {
+        bail!("{problem}");
+    }
+    let key = super::load_identity_key(&data)?;
+    let token = crate::identity::mint(&key, &org, &user, &roles, ttl);
+    println!("{token}");
+    Ok(())
+}

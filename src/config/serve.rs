@@ -1,0 +1,564 @@
+//! `tollgate serve` settings: flags, `TOLLGATE_*` environment variables and an optional
+//! `tollgate.toml`, merged (flag/env > file > embedded default) and validated into a
+//! [`Config`].
+//!
+//! [`FileConfig`] is the raw, strict (`deny_unknown_fields`) file shape; [`ServeOverrides`] is
+//! what clap parsed; [`Config::resolve`] validates the merge and reports every problem at
+//! once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+};
+
+/// Default proxy listener (DESIGN: 127.0.0.1:3128).
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:3128";
+/// Default web listener (DESIGN: 127.0.0.1:8080).
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
+/// Time a client has to send a complete request head (DESIGN default).
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time an upstream has to start its response once the request is sent. DESIGN is silent;
+/// 60 s is generous for APIs and keeps a silent upstream from pinning a connection forever.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request head accepted (DESIGN default: 64 KiB).
+pub const DEFAULT_MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// Concurrent client connections before `503 overloaded` (DESIGN default).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long SIGTERM waits for in-flight requests (DESIGN default).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The optional `tollgate.toml`. Every key mirrors a `serve` flag (dashes become underscores).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `--data`.
+    pub data: Option<PathBuf>,
+    /// `--policies`.
+    pub policies: Option<PathBuf>,
+    /// `--proxy-listen`.
+    pub proxy_listen: Option<String>,
+    /// `--web-listen`.
+    pub web_listen: Option<String>,
+    /// `--relay-listen`.
+    pub relay_listen: Option<String>,
+    /// `--relay-cert`.
+    pub relay_cert: Option<PathBuf>,
+    /// `--relay-key`.
+    pub relay_key: Option<PathBuf>,
+    /// `--relay-keepalive`.
+    pub relay_keepalive: Option<String>,
+    /// `--revoked-agents`, as a list.
+    pub revoked_agents: Option<Vec<String>>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--connect-timeout`, e.g. "10s".
+    pub connect_timeout: Option<String>,
+    /// `--upstream-timeout`.
+    pub upstream_timeout: Option<String>,
+    /// `--request-head-timeout`.
+    pub request_head_timeout: Option<String>,
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<String>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--max-request-head` (bytes).
+    pub max_request_head: Option<usize>,
+    /// `--shutdown-grace`.
+    pub shutdown_grace: Option<String>,
+    /// `--upstream-ca-file`.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// `--consent-user-header`.
+    pub consent_user_header: Option<String>,
+    /// `--ca-cert`.
+    pub ca_cert: Option<PathBuf>,
+    /// `--ca-key`.
+    pub ca_key: Option<PathBuf>,
+}
+
+/// What the `serve` command line (and its environment variables) said; `None` = not given.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeOverrides {
+    /// Optional settings file (TOML; keys as the flags, with underscores).
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: keys, CA, store. Created (mode 0700) on first start.
+    #[arg(long, env = "TOLLGATE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Directory of policy files (`*.toml`), watched for changes.
+    #[arg(long, env = "TOLLGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Proxy listener address [default: 127.0.0.1:3128].
+    #[arg(long, env = "TOLLGATE_PROXY_LISTEN")]
+    pub proxy_listen: Option<String>,
+    /// Web listener (consent, admin API, health, metrics) [default: 127.0.0.1:8080].
+    #[arg(long, env = "TOLLGATE_WEB_LISTEN")]
+    pub web_listen: Option<String>,
+    /// Relay listener for agents (off unless given).
+    #[arg(long, env = "TOLLGATE_RELAY_LISTEN")]
+    pub relay_listen: Option<String>,
+    /// Relay TLS certificate chain (PEM) [default: minted from the tollgate CA at start].
+    #[arg(long, env = "TOLLGATE_RELAY_CERT", requires = "relay_key")]
+    pub relay_cert: Option<PathBuf>,
+    /// Private key (PEM) of --relay-cert.
+    #[arg(long, env = "TOLLGATE_RELAY_KEY", requires = "relay_cert")]
+    pub relay_key: Option<PathBuf>,
+    /// HTTP/2 ping interval (and ping timeout) on agent connections [default: 10s].
+    #[arg(long, env = "TOLLGATE_RELAY_KEEPALIVE")]
+    pub relay_keepalive: Option<String>,
+    /// Agent IDs refused at the relay (comma-separated).
+    #[arg(long, env = "TOLLGATE_REVOKED_AGENTS", value_delimiter = ',')]
+    pub revoked_agents: Option<Vec<String>>,
+    /// Public base URL of the web listener, used in consent URLs [default: http://WEB_LISTEN].
+    #[arg(long, env = "TOLLGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Upstream connect timeout [default: 10s].
+    #[arg(long, env = "TOLLGATE_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<String>,
+    /// Time an upstream has to begin its response [default: 60s].
+    #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT")]
+    pub upstream_timeout: Option<String>,
+    /// Time a client has to send its request head [default: 30s].
+    #[arg(long, env = "TOLLGATE_REQUEST_HEAD_TIMEOUT")]
+    pub request_head_timeout: Option<String>,
+    /// Idle tunnel timeout [default: 15m].
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Maximum concurrent client connections [default: 10000].
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Maximum request head size in bytes [default: 65536].
+    #[arg(long, env = "TOLLGATE_MAX_REQUEST_HEAD")]
+    pub max_request_head: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests [default: 30s].
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS that tollgate originates and for
+    /// provider endpoints, besides the built-in roots.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Trusted header (set by the platform's login proxy) that must equal the consent
+    /// ticket's user on the consent pages.
+    #[arg(long, env = "TOLLGATE_CONSENT_USER_HEADER")]
+    pub consent_user_header: Option<String>,
+    /// Interception CA certificate (PEM) to use instead of the generated `DATA/ca/ca.pem`;
+    /// needs --ca-key.
+    #[arg(long, env = "TOLLGATE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Private key (PKCS#8 PEM) of --ca-cert.
+    #[arg(long, env = "TOLLGATE_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where keys, the CA and the store live.
+    pub data_dir: PathBuf,
+    /// Where admins keep policy files.
+    pub policies_dir: PathBuf,
+    /// Proxy listener.
+    pub proxy_listen: SocketAddr,
+    /// Web listener.
+    pub web_listen: SocketAddr,
+    /// Relay listener, when enabled.
+    pub relay_listen: Option<SocketAddr>,
+    /// Relay certificate chain and key files, instead of a certificate from the CA.
+    pub relay_cert: Option<(PathBuf, PathBuf)>,
+    /// HTTP/2 keep-alive on relay connections.
+    pub relay_keepalive: Duration,
+    /// Agent IDs refused at the relay.
+    pub revoked_agents: Vec<String>,
+    /// Base URL users reach the web listener at (no trailing slash); `None` = derive from the
+    /// bound web address once it is known (so `127.0.0.1:0` works in tests).
+    pub public_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream response-head timeout.
+    pub upstream_timeout: Duration,
+    /// Client request-head timeout.
+    pub request_head_timeout: Duration,
+    /// Idle tunnel timeout.
+    pub idle_timeout: Duration,
+    /// Concurrent client connection limit.
+    pub max_connections: usize,
+    /// Request head size limit.
+    pub max_request_head: usize,
+    /// Operator-supplied interception CA (certificate, key); `None` = the generated one.
+    pub ca: Option<(PathBuf, PathBuf)>,
+    /// Drain period on SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Extra upstream CA certificates (PEM file).
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Trusted login header the consent pages compare with the ticket's user.
+    pub consent_user_header: Option<http::HeaderName>,
+}
+
+/// Every problem found while resolving the settings.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Merges flags/env over the optional file over the defaults, and validates.
+    pub fn resolve(over: &ServeOverrides) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let file: FileConfig = load_toml_or_default(over.config.as_deref(), &mut errors);
+        let addr = |flag: &str,
+                    v: Option<&String>,
+                    f: Option<&String>,
+                    d: &str,
+                    errs: &mut Vec<String>| {
+            let s = v.or(f).map(String::as_str).unwrap_or(d);
+            s.parse::<SocketAddr>()
+                .map_err(|_| {
+                    errs.push(format!(
+                        "--{flag}: {s:?} is not an address like 127.0.0.1:3128"
+                    ))
+                })
+                .ok()
+        };
+        let dur = duration_setting;
+        let proxy_listen = addr(
+            "proxy-listen",
+            over.proxy_listen.as_ref(),
+            file.proxy_listen.as_ref(),
+            DEFAULT_PROXY_LISTEN,
+            &mut errors,
+        );
+        let web_listen = addr(
+            "web-listen",
+            over.web_listen.as_ref(),
+            file.web_listen.as_ref(),
+            DEFAULT_WEB_LISTEN,
+            &mut errors,
+        );
+        let relay_listen = match over.relay_listen.as_ref().or(file.relay_listen.as_ref()) {
+            None => None,
+            Some(s) => addr("relay-listen", Some(s), None, "", &mut errors),
+        };
+        let relay_cert = match (
+            over.relay_cert.clone().or(file.relay_cert.clone()),
+            over.relay_key.clone().or(file.relay_key.clone()),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                errors.push("--relay-cert and --relay-key go together".into());
+                None
+            }
+        };
+        let relay_keepalive = dur(
+            "relay-keepalive",
+            over.relay_keepalive.as_ref(),
+            file.relay_keepalive.as_ref(),
+            crate::relay::DEFAULT_KEEPALIVE,
+            &mut errors,
+        );
+        let revoked_agents: Vec<String> = over
+            .revoked_agents
+            .clone()
+            .or(file.revoked_agents.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for id in &revoked_agents {
+            if !crate::policy::is_id(id) {
+                errors.push(format!("--revoked-agents: {id:?} is not an agent ID"));
+            }
+        }
+        let public_url = over.public_url.clone().or(file.public_url.clone());
+        if let Some(u) = &public_url {
+            if let Err(e) = validate_public_url(u) {
+                errors.push(format!("--public-url: {e}"));
+            }
+        }
+        let connect_timeout = dur(
+            "connect-timeout",
+            over.connect_timeout.as_ref(),
+            file.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            &mut errors,
+        );
+        let upstream_timeout = dur(
+            "upstream-timeout",
+            over.upstream_timeout.as_ref(),
+            file.upstream_timeout.as_ref(),
+            DEFAULT_UPSTREAM_TIMEOUT,
+            &mut errors,
+        );
+        let request_head_timeout = dur(
+            "request-head-timeout",
+            over.request_head_timeout.as_ref(),
+            file.request_head_timeout.as_ref(),
+            DEFAULT_REQUEST_HEAD_TIMEOUT,
+            &mut errors,
+        );
+        let idle_timeout = dur(
+            "idle-timeout",
+            over.idle_timeout.as_ref(),
+            file.idle_timeout.as_ref(),
+            DEFAULT_IDLE_TIMEOUT,
+            &mut errors,
+        );
+        let shutdown_grace = dur(
+            "shutdown-grace",
+            over.shutdown_grace.as_ref(),
+            file.shutdown_grace.as_ref(),
+            DEFAULT_SHUTDOWN_GRACE,
+            &mut errors,
+        );
+        let max_connections = over
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            errors.push("--max-connections must be at least 1".into());
+        }
+        let max_request_head = over
+            .max_request_head
+            .or(file.max_request_head)
+            .unwrap_or(DEFAULT_MAX_REQUEST_HEAD);
+        // hyper refuses read buffers below 8 KiB.
+        if max_request_head < 8192 {
+            errors.push("--max-request-head must be at least 8192 bytes".into());
+        }
+        let upstream_ca_file = over
+            .upstream_ca_file
+            .clone()
+            .or(file.upstream_ca_file.clone());
+        if let Some(p) = &upstream_ca_file {
+            if !p.is_file() {
+                errors.push(format!(
+                    "--upstream-ca-file: {} is not a readable file",
+                    p.display()
+                ));
+            }
+        }
+        let consent_user_header = match over
+            .consent_user_header
+            .as_ref()
+            .or(file.consent_user_header.as_ref())
+        {
+            None => None,
+            Some(name) => match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    errors.push(format!(
+                        "--consent-user-header: {name:?} is not a header name"
+                    ));
+                    None
+                }
+            },
+        };
+        let ca = match (
+            over.ca_cert.clone().or(file.ca_cert),
+            over.ca_key.clone().or(file.ca_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                errors.push("--ca-cert needs --ca-key (give both or neither)".into());
+                None
+            }
+            (None, Some(_)) => {
+                errors.push("--ca-key needs --ca-cert (give both or neither)".into());
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        // The unwraps below cannot fail: every `None` above pushed an error and returned.
+        Ok(Config {
+            data_dir: over
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            policies_dir: over
+                .policies
+                .clone()
+                .or(file.policies)
+                .unwrap_or_else(|| PathBuf::from("policies")),
+            proxy_listen: proxy_listen.expect("checked above"),
+            web_listen: web_listen.expect("checked above"),
+            relay_listen,
+            relay_cert,
+            relay_keepalive,
+            revoked_agents,
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
+            log_format: over.log_format.or(file.log_format).unwrap_or_default(),
+            connect_timeout,
+            upstream_timeout,
+            request_head_timeout,
+            idle_timeout,
+            max_connections,
+            max_request_head,
+            shutdown_grace,
+            ca,
+            upstream_ca_file,
+            consent_user_header,
+        })
+    }
+}
+
+fn validate_public_url(u: &str) -> Result<(), String> {
+    let uri: http::Uri = u.parse().map_err(|_| format!("{u:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.authority().is_some() => Ok(()),
+        _ => Err(format!("{u:?} must be an http:// or https:// URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_design() {
+        let c = Config::resolve(&ServeOverrides::default()).unwrap();
+        assert_eq!(c.proxy_listen.to_string(), "127.0.0.1:3128");
+        assert_eq!(c.web_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.relay_listen, None);
+        assert_eq!(c.relay_keepalive, Duration::from_secs(10));
+        assert!(c.revoked_agents.is_empty());
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.policies_dir, PathBuf::from("policies"));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_request_head, 65_536);
+    }
+
+    #[test]
+    fn flags_override_file_and_all_errors_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &path,
+            "proxy_listen = \"127.0.0.1:9999\"\nweb_listen = \"127.0.0.1:9998\"\nidle_timeout = \"5m\"\n",
+        )
+        .unwrap();
+        let over = ServeOverrides {
+            config: Some(path.clone()),
+            proxy_listen: Some("127.0.0.1:7777".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&over).unwrap();
+        assert_eq!(c.proxy_listen.to_string(), "127.0.0.1:7777");
+        assert_eq!(c.web_listen.to_string(), "127.0.0.1:9998");
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+
+        let bad = ServeOverrides {
+            proxy_listen: Some("nope".into()),
+            connect_timeout: Some("ten".into()),
+            public_url: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&bad).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn oauth_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "consent_user_header = \"X-Forwarded-User\"\nupstream_ca_file = {:?}\n",
+                ca.display().to_string()
+            ),
+        )
+        .unwrap();
+        let over = ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::resolve(&over).unwrap();
+        assert_eq!(c.consent_user_header.unwrap().as_str(), "x-forwarded-user");
+        assert_eq!(c.upstream_ca_file.as_deref(), Some(ca.as_path()));
+        let bad = ServeOverrides {
+            consent_user_header: Some("not a header".into()),
+            upstream_ca_file: Some(dir.path().join("missing.pem")),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(&bad).unwrap_err().0.len(), 2);
+    }
+
+    #[test]
+    fn ca_cert_and_key_come_together() {
+        let half = ServeOverrides {
+            ca_cert: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&half).unwrap_err().to_string();
+        assert!(err.contains("--ca-cert needs --ca-key"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, "ca_cert = \"c.pem\"\nca_key = \"c.key\"\n").unwrap();
+        let c = Config::resolve(&ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.ca, Some(("c.pem".into(), "c.key".into())));
+    }
+
+    #[test]
+    fn relay_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &path,
+            "relay_listen = \"127.0.0.1:0\"\nrevoked_agents = [\"old-1\", \"old-2\"]\nrelay_keepalive = \"2s\"\n",
+        )
+        .unwrap();
+        let over = ServeOverrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&over).unwrap();
+        assert_eq!(c.revoked_agents, ["old-1", "old-2"]);
+        assert_eq!(c.relay_keepalive, Duration::from_secs(2));
+        let over = ServeOverrides {
+            config: Some(path),
+            revoked_agents: Some(vec!["x".into(), "Not An Id".into()]),
+            relay_cert: Some("cert.pem".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&over).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error_with_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, "data = \"d\"\nproxy_lisen = \"x\"\n").unwrap();
+        let over = ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::resolve(&over).unwrap_err().to_string();
+        assert!(err.contains(":2:"), "{err}");
+        assert!(err.contains("proxy_lisen"), "{err}");
+    }
+}
