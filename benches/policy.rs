@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench policy -- --warm-up-time 1 --measurement-time 3`
 //!
-//! Also measured, to back the choices in `src/policy/matcher.rs`: host normalization (it runs
+//! Also measured, to back the choices in `src/policy/index.rs`: host normalization (it runs
 //! before every decision), loading the whole set, and globset answering the same suffix
 //! question the matcher answers with hash probes.
 

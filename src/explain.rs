@@ -1,45 +1,84 @@
 //! `tollgate policy explain`: the decision the proxy would make for a caller of an org, with
 //! the policy, rule (file:line), route, and what the address guard would say about the
-//! addresses the name resolves to now.
+//! addresses the name resolves to now. The outbound application that would inject is found
+//! in its own step, from the apps the caller passes in: it is not part of the decision.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::str::FromStr;
 
-use anyhow::{anyhow, bail, Context};
-use serde_json::json;
+use anyhow::{anyhow, Context};
+use serde_json::{json, Value};
 
 use crate::oauth::index::DomainTable;
-use crate::policy::{normalize_host, Host, PolicySet, Route};
+use crate::policy::{normalize_host, parse_port, Decision, Host, PolicySet, Route};
 use crate::route::guard::{classify, Guard};
 
+/// The TARGET of `policy explain`: a URL (`http://host[:port]/...`, `https://host`) or
+/// `host:port`. It parses as the command line is read, so a malformed one (a port of 0 or
+/// above 65535 included) is a usage error.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The destination host, normalized as the proxy normalizes request hosts.
+    pub host: Host,
+    /// The port as written, or the scheme's default.
+    pub port: u16,
+}
+
+/// Why a TARGET cannot be explained.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TargetError(String);
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(target: &str) -> Result<Self, TargetError> {
+        parse_target(target).map(|(host, port)| Target { host, port })
+    }
+}
+
 /// Parses a target given as a URL (`http://host[:port]/...`, `https://host`) or `host:port`.
-pub fn parse_target(target: &str) -> anyhow::Result<(Host, u16)> {
+pub fn parse_target(target: &str) -> Result<(Host, u16), TargetError> {
+    let fail = |m: String| TargetError(m);
     let (authority, default_port) = if let Some((scheme, rest)) = target.split_once("://") {
         let port = match scheme.to_ascii_lowercase().as_str() {
             "http" => 80,
             "https" => 443,
-            other => bail!("unsupported scheme {other:?} (use http, https or host:port)"),
+            other => {
+                return Err(fail(format!(
+                    "unsupported scheme {other:?} (use http, https or host:port)"
+                )))
+            }
         };
         let auth = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let auth = auth.rsplit('@').next().unwrap_or(auth);
-        (auth.to_string(), Some(port))
+        (auth.rsplit('@').next().unwrap_or(auth), Some(port))
     } else {
-        (target.to_string(), None)
+        (target.rsplit('@').next().unwrap_or(target), None)
     };
     let auth: http::uri::Authority = authority
         .parse()
-        .map_err(|_| anyhow!("{target:?} is not a URL or host:port"))?;
-    let port = auth
-        .port_u16()
-        .or(default_port)
-        .ok_or_else(|| anyhow!("{target:?} needs a port (host:port) or a URL scheme"))?;
-    let host = normalize_host(auth.host())?;
+        .map_err(|_| fail(format!("{target:?} is not a URL or host:port")))?;
+    // The port as written: `Authority::port` reads one above 65535 as no port at all.
+    let written = authority
+        .strip_prefix(auth.host())
+        .and_then(|rest| rest.strip_prefix(':'))
+        .filter(|p| !p.is_empty());
+    let port = match written {
+        Some(p) => parse_port(p).map_err(|e| fail(e.to_string()))?,
+        None => default_port.ok_or_else(|| {
+            fail(format!(
+                "{target:?} needs a port (host:port) or a URL scheme"
+            ))
+        })?,
+    };
+    let host = normalize_host(auth.host()).map_err(|e| fail(e.to_string()))?;
     Ok((host, port))
 }
 
 /// The app (as listed by the admin API) whose `domains` cover `host`, decided as injection
 /// decides it ([`DomainTable`]).
-pub fn app_for<'a>(apps: &'a [serde_json::Value], host: &Host) -> Option<&'a serde_json::Value> {
+pub fn app_for<'a>(apps: &'a [Value], host: &Host) -> Option<&'a Value> {
     let Host::Name(name) = host else {
         return None;
     };
@@ -60,47 +99,22 @@ pub fn run(
     dir: &Path,
     org: &str,
     user: Option<&str>,
-    target: &str,
+    target: &Target,
     as_json: bool,
     resolve: bool,
-    apps: Option<&[serde_json::Value]>,
+    apps: Option<&[Value]>,
 ) -> anyhow::Result<bool> {
     let set = PolicySet::load_dir(dir).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow!("policies are invalid:\n{}", lines.join("\n"))
     })?;
-    let (host, port) = parse_target(target)?;
-    let d = set.decide(org, &host, port);
-
-    // What the guard would do with the addresses as they resolve now.
-    let mut addresses = Vec::new();
-    if resolve && d.route() == Some(&Route::Direct) {
-        let ips: Vec<std::net::IpAddr> = match &host {
-            Host::Ip(ip) => vec![*ip],
-            Host::Name(name) => {
-                use std::net::ToSocketAddrs;
-                match (name.as_str(), port).to_socket_addrs() {
-                    Ok(a) => a.map(|s| s.ip()).collect(),
-                    Err(e) => {
-                        addresses.push(json!({"error": format!("does not resolve: {e}")}));
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        // The proxy's own guard (offline, it knows no listener addresses).
-        let guard = Guard::default();
-        for ip in ips {
-            let refused = guard
-                .check(SocketAddr::new(ip, port), d.allow_private())
-                .is_err();
-            addresses.push(json!({
-                "address": ip.to_string(),
-                "class": classify(ip).as_str(),
-                "guard": if refused { "refused" } else { "ok" },
-            }));
-        }
-    }
+    let Target { host, port } = target;
+    let d = set.decide(org, host, *port);
+    let addresses = if resolve {
+        guard_addresses(target, &d)
+    } else {
+        Vec::new()
+    };
     let guard_refuses = addresses.iter().any(|a| a["guard"] == "refused");
     let allowed = d.is_allowed() && !guard_refuses;
     let out = json!({
@@ -113,13 +127,7 @@ pub fn run(
         "rule": d.rule().map(|r| r.to_string()),
         "route": d.route().map(|r| r.to_string()),
         "private_allowed": d.allow_private(),
-        "app": match apps {
-            None => serde_json::Value::Null,
-            Some(list) => match app_for(list, &host) {
-                None => json!({"id": null}),
-                Some(a) => json!({"id": a["id"], "name": a["name"], "enabled": a["enabled"]}),
-            },
-        },
+        "app": apps.map_or(Value::Null, |list| app_json(list, host)),
         "addresses": addresses,
     });
     if as_json {
@@ -127,11 +135,66 @@ pub fn run(
             "{}",
             serde_json::to_string_pretty(&out).context("encoding")?
         );
-        return Ok(allowed);
+    } else {
+        print_text(&out, org, user, apps.is_some());
     }
+    Ok(allowed)
+}
+
+/// What the guard would do with the addresses `target` resolves to now, when the decision
+/// routes it directly (an agent resolves on its side; a denial dials nothing).
+fn guard_addresses(target: &Target, d: &Decision) -> Vec<Value> {
+    let Decision::Allow {
+        route: Route::Direct,
+        allow_private,
+        ..
+    } = d
+    else {
+        return Vec::new();
+    };
+    let port = target.port;
+    let mut addresses = Vec::new();
+    let ips: Vec<std::net::IpAddr> = match &target.host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(name) => {
+            use std::net::ToSocketAddrs;
+            match (name.as_str(), port).to_socket_addrs() {
+                Ok(a) => a.map(|s| s.ip()).collect(),
+                Err(e) => {
+                    addresses.push(json!({"error": format!("does not resolve: {e}")}));
+                    Vec::new()
+                }
+            }
+        }
+    };
+    // The proxy's own guard (offline, it knows no listener addresses).
+    let guard = Guard::default();
+    for ip in ips {
+        let refused = guard
+            .check(SocketAddr::new(ip, port), *allow_private)
+            .is_err();
+        addresses.push(json!({
+            "address": ip.to_string(),
+            "class": classify(ip).as_str(),
+            "guard": if refused { "refused" } else { "ok" },
+        }));
+    }
+    addresses
+}
+
+/// The `app` field: the app of `apps` that would inject for `host`, or `{"id": null}`.
+fn app_json(apps: &[Value], host: &Host) -> Value {
+    match app_for(apps, host) {
+        None => json!({"id": null}),
+        Some(a) => json!({"id": a["id"], "name": a["name"], "enabled": a["enabled"]}),
+    }
+}
+
+/// The text form of `out`; `apps_known` when the admin API was asked about the apps.
+fn print_text(out: &Value, org: &str, user: Option<&str>, apps_known: bool) {
     let s = |k: &str| match &out[k] {
-        serde_json::Value::String(v) => v.clone(),
-        serde_json::Value::Bool(b) => b.to_string(),
+        Value::String(v) => v.clone(),
+        Value::Bool(b) => b.to_string(),
         _ => "-".into(),
     };
     println!("target:   {}", s("target"));
@@ -145,20 +208,26 @@ pub fn run(
     println!("rule:     {}", s("rule"));
     println!("route:    {}", s("route"));
     println!("private:  {}", s("private_allowed"));
-    match (&out["app"], apps) {
-        (_, None) => println!(
+    let a = &out["app"];
+    if !apps_known {
+        println!(
             "app:      unknown (give --server/--token or TOLLGATE_URL/TOLLGATE_TOKEN with an admin token of the org to see which app injects)"
-        ),
-        (a, Some(_)) if a["id"].is_null() => {
-            println!("app:      none (no outbound application of {org} covers this host)")
-        }
-        (a, Some(_)) => println!(
+        );
+    } else if a["id"].is_null() {
+        println!("app:      none (no outbound application of {org} covers this host)");
+    } else {
+        let disabled = a["enabled"] == false;
+        println!(
             "app:      {} ({}){}: its token is injected{}",
             a["id"].as_str().unwrap_or_default(),
             a["name"].as_str().unwrap_or_default(),
-            if a["enabled"] == false { ", disabled" } else { "" },
-            if a["enabled"] == false { " nowhere: requests get 403 app_disabled" } else { "" }
-        ),
+            if disabled { ", disabled" } else { "" },
+            if disabled {
+                " nowhere: requests get 403 app_disabled"
+            } else {
+                ""
+            }
+        );
     }
     for a in out["addresses"].as_array().into_iter().flatten() {
         match a.get("error") {
@@ -171,7 +240,6 @@ pub fn run(
             ),
         }
     }
-    Ok(allowed)
 }
 
 #[cfg(test)]
@@ -211,5 +279,26 @@ mod tests {
         }
         assert!(parse_target("api.github.com").is_err());
         assert!(parse_target("ftp://x").is_err());
+    }
+
+    #[test]
+    fn targets_with_a_port_out_of_range_are_refused() {
+        for input in [
+            "http://example.com:99999/",
+            "https://example.com:65536",
+            "http://example.com:0/",
+            "example.com:0",
+            "example.com:99999",
+            "[::1]:70000",
+            "http://example.com:18446744073709551616/",
+        ] {
+            let err = match parse_target(input) {
+                Ok((h, p)) => panic!("{input}: accepted as {h}:{p}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("ports are 1-65535"), "{input}: {err}");
+        }
+        let (_, port) = parse_target("http://example.com:65535/").unwrap();
+        assert_eq!(port, 65535);
     }
 }

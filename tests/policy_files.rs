@@ -93,3 +93,22 @@ fn example_apps_validate_against_the_shipped_policies() {
     }
     assert!(checked > 0, "no example app file checked");
 }
+
+/// `policy explain` with a port of 0 or above 65535 is a usage error (exit code 2) naming
+/// the port, never a decision about some other port.
+#[test]
+fn policy_explain_refuses_a_port_out_of_range() {
+    for target in ["http://example.com:99999/", "example.com:0"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["policy", "explain", "--no-resolve", "--org", "acme", target])
+            .arg("--policies")
+            .arg(shipped())
+            .env_remove("TOLLGATE_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target}: {stderr}");
+        assert!(stderr.contains("ports are 1-65535"), "{target}: {stderr}");
+        assert!(out.stdout.is_empty(), "{target}: printed a decision");
+    }
+}

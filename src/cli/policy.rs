@@ -37,7 +37,7 @@ pub enum PolicyCommand {
         #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// A URL (http://host/path, https://host) or host:port.
-        target: String,
+        target: crate::explain::Target,
     },
 }
 

@@ -212,6 +212,28 @@ fn parse_ipv4_number(part: &str) -> Option<u64> {
         .filter(|&v| v <= u64::from(u32::MAX))
 }
 
+/// A port as written after the colon of a request target, `CONNECT` authority or URL: decimal
+/// digits naming 1-65535. Port 0, a number above 65535 and anything else are refused, never
+/// read as a default port.
+pub fn parse_port(port: &str) -> Result<u16, PortError> {
+    port.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| port.parse::<u16>().ok())
+        .flatten()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| PortError {
+            port: truncate(port),
+        })
+}
+
+/// Why a port is not acceptable (see [`parse_port`]).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid port {port:?}: ports are 1-65535")]
+pub struct PortError {
+    /// The port as given (truncated for display).
+    pub port: String,
+}
+
 fn truncate(s: &str) -> String {
     if s.len() <= MAX_ECHO_LEN {
         return s.to_owned();
@@ -386,6 +408,30 @@ mod tests {
         for input in ["api.github.com", "127.0.0.1", "[2001:db8::1]"] {
             let h = normalize_host(input).unwrap();
             assert_eq!(normalize_host(&h.to_string()).unwrap(), h, "{input}");
+        }
+    }
+
+    #[test]
+    fn ports_are_1_to_65535_in_decimal() {
+        for (input, want) in [("1", 1), ("80", 80), ("0443", 443), ("65535", 65535)] {
+            assert_eq!(parse_port(input).unwrap(), want, "{input}");
+        }
+        for input in [
+            "0",
+            "65536",
+            "99999",
+            "",
+            "+80",
+            "-1",
+            "8o",
+            " 80",
+            "18446744073709551616",
+        ] {
+            let err = parse_port(input).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid port {input:?}: ports are 1-65535")
+            );
         }
     }
 }

@@ -21,8 +21,8 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use super::matcher::{read_dir_files, DirFiles};
-use super::PolicySet;
+use super::compile::PolicySet;
+use super::files::{read_dir_files, DirFiles};
 
 /// How long to wait after a directory event for the rest of its burst before reloading. Well
 /// under the 2 s DESIGN.md allows for an edit to take effect.

@@ -1,0 +1,28 @@
+//! Tests of parsing, loading and matching across the policy modules (host normalization and
+//! the watcher have their own, next to the code), split by topic.
+
+mod decide;
+mod load;
+mod matching;
+mod parse;
+mod set;
+
+use super::*;
+
+pub(super) fn sources(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+pub(super) fn set(files: &[(&str, &str)]) -> PolicySet {
+    match PolicySet::from_sources(&sources(files)) {
+        Ok(set) => set,
+        Err(errors) => panic!("fixture does not load: {errors:#?}"),
+    }
+}
+
+pub(super) fn host(s: &str) -> Host {
+    normalize_host(s).unwrap_or_else(|e| panic!("{e}"))
+}
