@@ -94,8 +94,11 @@ impl Intercepted {
 
 /// Per-tunnel context for the inner requests.
 struct Tunnel {
+    /// What every inner request's pipeline needs.
     state: Arc<ProxyState>,
+    /// The client, for the inner requests' access lines.
     peer: SocketAddr,
+    /// The `CONNECT`'s target, decision and pre-dialed connection.
     intercepted: Intercepted,
 }
 
@@ -139,8 +142,11 @@ pub(super) async fn run(
 /// What the `CONNECT`'s access line needs from an intercepted tunnel: its raw byte counts
 /// (the line itself is written by the tunnel's owner when the tunnel ends).
 pub(super) struct Counts {
+    /// Raw bytes from the client.
     up: Arc<AtomicU64>,
+    /// Raw bytes to the client.
     down: Arc<AtomicU64>,
+    /// The client.
     peer: SocketAddr,
 }
 

@@ -328,6 +328,7 @@ fn uri_port(uri: &Uri) -> Result<u16, DirectError> {
 /// address).
 #[derive(Clone)]
 struct DirectConnector {
+    /// Resolves once, guards, dials a checked address.
     dialer: Arc<DirectDialer>,
     /// As the policy decided for the pool this connector serves.
     allow_private: bool,
@@ -373,7 +374,9 @@ impl tower_service::Service<Uri> for DirectConnector {
 /// hyper-util connector that opens a tunnel through one agent.
 #[derive(Clone)]
 struct AgentConnector {
+    /// Connected agents.
     registry: Arc<Registry>,
+    /// The agent this connector's pool goes through (one pool per agent).
     agent: Arc<str>,
 }
 
