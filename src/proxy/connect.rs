@@ -1,5 +1,5 @@
 //! `CONNECT host:port`: the listener adapter for tunnels. The pipeline's first phases run
-//! (identify → app → decide), then the route is dialed **before** the client sees `200`, so a
+//! (identify → decide → app), then the route is dialed **before** the client sees `200`, so a
 //! refusal or a failed dial is the answer to the `CONNECT` itself:
 //!
 //! - a blind tunnel (the usual case) copies bytes both ways ([`crate::io`]);
@@ -75,7 +75,7 @@ pub(super) async fn handle(
     Response::new(full(Bytes::new()))
 }
 
-/// The pipeline's phases for a `CONNECT`, then the dial (and, when intercepting, the leaf
+/// The pipeline's first phases for a `CONNECT`, then the dial (and, when intercepting, the leaf
 /// certificate: minted before the `200`, so a failure is still an answer to the `CONNECT`).
 async fn open(
     state: &ProxyState,
@@ -87,8 +87,8 @@ async fn open(
     log.host = Some(host.to_string());
     log.port = port;
     let caller = pipeline::identify(state, req.headers(), log)?;
-    let app = pipeline::app(state, &caller, &host).await?;
     let target = pipeline::decide(state, caller, host, port, log)?;
+    let app = pipeline::app(state, &target.caller, &target.host).await?;
     // Intercepted only where a token is needed: the host is bound to an app of the caller's
     // org (a disabled app too, so its requests get `403 app_disabled` rather than slipping
     // through a blind tunnel without the token the API expects).

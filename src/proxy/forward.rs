@@ -1,5 +1,5 @@
 //! Absolute-form `http://` requests (`HTTP_PROXY`): the listener adapter that parses the
-//! target, runs the [pipeline](super::pipeline) (identify → app → decide → exchange →
+//! target, runs the pipeline (`super::pipeline`: identify → app → decide → exchange →
 //! respond) and prepares the request for the upstream: `Host` from the target, hop-by-hop
 //! headers removed, and for an outbound application's domains, TLS origination (the request
 //! is pointed at `https://`, unless the app has `upstream_tls = false`).

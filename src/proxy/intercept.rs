@@ -1,6 +1,6 @@
 //! HTTPS interception ("TLS MITM") for the `CONNECT`s that need it, and only those: the
 //! listener adapter that terminates TLS and hands each inner request to the
-//! [pipeline](super::pipeline).
+//! pipeline (`super::pipeline`).
 //!
 //! A `CONNECT` is intercepted when the host belongs to an outbound application of the
 //! caller's org, or when the embedder's [`InterceptPredicate`] says so (default: never; tests
