@@ -22,6 +22,13 @@
 //! 6. For the `CONNECT`s that must be seen (token injection), `proxy::intercept` terminates
 //!    TLS with a per-host leaf from [`tls`] and forwards each inner request over verified TLS,
 //!    directly or through the agent; every other `CONNECT` stays a blind tunnel.
+//!
+//! Around the request path: [`relay`] is the server side of agents (registry, handshake,
+//! relay listener) and [`agent`] the agent process (`tollgate agent run`); both pump bytes
+//! with [`io`], as the proxy's tunnels do, and neither uses `proxy`. [`config`] turns flags,
+//! environment and files into validated settings for `serve` and `agent run`; [`cli`] holds
+//! the subcommands `main` calls; [`server`] binds the listeners; [`tls`] holds the CA and
+//! certificates, [`datadir`] the keys on disk.
 
 pub mod identity;
 pub mod policy;

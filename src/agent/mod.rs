@@ -5,7 +5,7 @@
 //!
 //! - [`connection`]: one relay connection — dial, TLS, handshake, the HTTP/2 server, and
 //!   redialing with full-jitter exponential backoff (1 s base, 30 s cap);
-//! - [`tunnel`]: each `CONNECT host:port` stream is one tunnel. The agent checks its
+//! - `tunnel`: each `CONNECT host:port` stream is one tunnel. The agent checks its
 //!   [`Allowlist`], resolves the name once, checks every address, dials only a checked one,
 //!   and answers 200 only after the dial succeeded (400, 403, 502 or 504 with a JSON reason
 //!   otherwise). Then bytes flow through [`crate::io`], with HTTP/2 flow control bounding

@@ -32,15 +32,25 @@ type TunnelBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The per-tunnel log line (`tollgate::agent::tunnel`), emitted when dropped.
 struct TunnelLog {
+    /// For `duration_ms`.
     start: Instant,
+    /// The target as asked, then normalized.
     host: String,
+    /// The target port.
     port: u16,
+    /// `allowed`, `denied` or `error`.
     decision: &'static str,
+    /// Why it was refused, or how it ended.
     reason: String,
+    /// The allowlist entry that matched (`by address` for CIDR-only matches).
     rule: String,
+    /// The address dialed, once connected.
     addr: Option<SocketAddr>,
+    /// The status answered to the relay.
     status: u16,
+    /// Bytes from tollgate to the destination, counted as they move.
     up: Arc<AtomicU64>,
+    /// Bytes back.
     down: Arc<AtomicU64>,
 }
 

@@ -75,16 +75,27 @@ pub struct AgentArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    /// `--relay`.
     relay: Option<String>,
+    /// `--id`.
     id: Option<String>,
+    /// `--credential-file`.
     credential_file: Option<PathBuf>,
+    /// `--ca-file`.
     ca_file: Option<PathBuf>,
+    /// `--allow`, as a list (the flag replaces it).
     allow: Option<Vec<String>>,
+    /// `--connections`.
     connections: Option<u32>,
+    /// `--connect-timeout`, e.g. "10s".
     connect_timeout: Option<String>,
+    /// `--keepalive`.
     keepalive: Option<String>,
+    /// `--drain-timeout`.
     drain_timeout: Option<String>,
+    /// `--idle-timeout`.
     idle_timeout: Option<String>,
+    /// `--log-format`.
     log_format: Option<LogFormat>,
 }
 
