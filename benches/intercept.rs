@@ -33,16 +33,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use tollgate::identity::{IdentityKey, Verifier};
 use tollgate::metrics::Metrics;
 use tollgate::policy::watch::Policies;
 use tollgate::policy::Host;
-use tollgate::proxy::forward::Upstream;
-use tollgate::proxy::intercept::{Interception, UpstreamForwarder};
 use tollgate::proxy::{self, ProxySettings, ProxyState};
-use tollgate::route::{DirectDialer, Guard, Resolve};
+use tollgate::route::{DirectDialer, Guard, Resolve, Router};
 use tollgate::tls::{Ca, LeafCache};
 
 const POLICY: &str = r#"
@@ -410,12 +407,6 @@ fn main() {
             Duration::from_secs(10),
         ));
         let tls = tollgate::tls::upstream_client_config(Some(&ca_file)).unwrap();
-        let upstream = Arc::new(Upstream::new(
-            dialer.clone(),
-            Duration::from_secs(60),
-            tls.clone(),
-        ));
-        let handler = Arc::new(UpstreamForwarder::new(upstream.clone(), metrics.clone()));
         let policies = Policies::load(dir.path().join("policies"));
         let store: Arc<dyn tollgate::store::Store> = Arc::new(
             tollgate::store::SledStore::open(
@@ -424,52 +415,50 @@ fn main() {
             )
             .unwrap(),
         );
+        let agents = Arc::new(tollgate::relay::Registry::new(
+            metrics.agents.clone(),
+            Duration::from_secs(10),
+        ));
+        let router = Arc::new(Router::new(
+            dialer,
+            agents,
+            Duration::from_secs(60),
+            tls.clone(),
+        ));
         let oauth = tollgate::oauth::OAuth::build(
             store,
             policies.clone(),
-            dialer.clone(),
+            router.clone(),
             Arc::new(tls.clone()),
             Duration::from_secs(60),
             "http://127.0.0.1:1".into(),
             metrics.clone(),
             None,
-            None,
         )
         .await;
-        let agents = Arc::new(tollgate::relay::Registry::new(
-            metrics.agents.clone(),
-            Duration::from_secs(10),
-        ));
-        let state = Arc::new(ProxyState {
-            agent_upstream: Arc::new(tollgate::proxy::forward::AgentUpstream::new(
-                agents.clone(),
-                Duration::from_secs(60),
-                tls.clone(),
-            )),
-            agents,
-            oauth,
-            policies,
-            verifier: Arc::new(Verifier::new(IdentityKey::from_bytes(identity.as_bytes()))),
-            dialer: dialer.clone(),
-            upstream,
-            metrics,
-            settings: ProxySettings {
-                idle_timeout: Duration::from_secs(900),
-                request_head_timeout: Duration::from_secs(30),
-                max_request_head: 64 * 1024,
-                max_connections: 10_000,
-                shutdown_grace: Duration::from_secs(1),
-            },
-            tunnels: TaskTracker::new(),
-            intercept: Arc::new(Interception {
-                // Everything but blind.bench.test and the bulk source is intercepted.
-                predicate: Arc::new(|_, host: &Host, _| {
-                    !matches!(host, Host::Name(n) if n == "blind.bench.test" || n == "bulk.bench.test")
-                }),
-                leaves: leaves2,
-                handler,
-            }),
-        });
+        let settings = ProxySettings {
+            idle_timeout: Duration::from_secs(900),
+            request_head_timeout: Duration::from_secs(30),
+            max_request_head: 64 * 1024,
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let verifier = Arc::new(Verifier::new(IdentityKey::from_bytes(identity.as_bytes())));
+        let state = Arc::new(
+            ProxyState::new(
+                policies,
+                verifier,
+                router,
+                oauth.injector.clone(),
+                leaves2,
+                metrics,
+                settings,
+            )
+            // Everything but blind.bench.test and the bulk source is intercepted.
+            .intercept_when(Arc::new(|_, host: &Host, _| {
+                !matches!(host, Host::Name(n) if n == "blind.bench.test" || n == "bulk.bench.test")
+            })),
+        );
         tokio::spawn(proxy::run(listener, state, shutdown.clone()));
         proxy
     });

@@ -6,16 +6,18 @@
 //! 1. [`identity`] turns `Proxy-Authorization` into a [`identity::Caller`] (org + user).
 //! 2. [`policy`] decides, from the admin-edited TOML files, whether the destination is allowed
 //!    for that caller's org and by which route.
-//! 3. [`route`] dials the destination: directly, behind the address guard that classifies every
-//!    resolved address before it is dialed; or [`agent`] opens a tunnel through an agent
-//!    inside a private network (`route = "agent:ID"`).
+//! 3. [`route`]'s `Router`, the one dial point, reaches the destination: directly, behind the
+//!    address guard that classifies every resolved address before it is dialed; or through a
+//!    tunnel of an agent inside a private network ([`relay`], `route = "agent:ID"`). It owns
+//!    the pooled upstream connections.
 //! 4. [`oauth`] injects the user's bearer token when the host belongs to an outbound
 //!    application of the caller's org (refreshing it, or answering `401` with a consent URL);
 //!    tokens come from the provider's RFC 6749 token endpoint or, for legacy providers, from
 //!    request templates (`oauth::webhook`). [`web`] serves the consent pages and the OAuth
 //!    callback, and the admin API.
-//! 5. `proxy` forwards the request (absolute-form) or splices a `CONNECT` tunnel, logs one
-//!    decision line, and turns every failure into a synthetic response with `Proxy-Status`.
+//! 5. `proxy` runs these steps as one pipeline (`proxy::pipeline`) for absolute-form requests
+//!    and intercepted ones, or splices a `CONNECT` tunnel; it logs one decision line per
+//!    request and turns every failure into a synthetic response with `Proxy-Status`.
 //!    An upstream `401 invalid_token` on an injected request gets one refresh and one replay.
 //! 6. For the `CONNECT`s that must be seen (token injection), `proxy::intercept` terminates
 //!    TLS with a per-host leaf from [`tls`] and forwards each inner request over verified TLS,

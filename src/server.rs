@@ -18,15 +18,11 @@ use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
-use crate::proxy::forward::{AgentUpstream, Upstream};
-use crate::proxy::intercept::{
-    self, InjectionHook, InterceptPredicate, Interception, RequestHook, UpstreamForwarder,
-};
+use crate::proxy::intercept::{self, InterceptPredicate};
 use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::relay::credential::CredentialVerifier;
 use crate::relay::{self, Registry, RelayListener, RelaySettings};
-use crate::route::direct::{DirectDialer, SystemResolver};
-use crate::route::guard::Guard;
+use crate::route::{DirectDialer, Guard, Router, SystemResolver};
 use crate::store::{SledStore, Store, StoreKey};
 use crate::tls::{Ca, LeafCache, TlsError, LEAF_CACHE_CAPACITY};
 use crate::web::{self, WebState};
@@ -79,8 +75,6 @@ pub struct Server {
     upstream_tls: rustls::ClientConfig,
     /// Which `CONNECT`s are intercepted (default: none).
     intercept_predicate: InterceptPredicate,
-    /// Called on every intercepted request by the default inner handler.
-    request_hook: Option<Arc<dyn RequestHook>>,
     /// Where the proxy listener is bound.
     pub proxy_addr: SocketAddr,
     /// Where the web listener is bound.
@@ -163,7 +157,6 @@ impl Server {
             leaves,
             upstream_tls,
             intercept_predicate: intercept::never(),
-            request_hook: None,
             proxy_addr,
             web_addr,
             public_url,
@@ -174,12 +167,6 @@ impl Server {
     /// instead of tunnelling them blindly.
     pub fn intercept_when(&mut self, predicate: InterceptPredicate) -> &mut Self {
         self.intercept_predicate = predicate;
-        self
-    }
-
-    /// Calls `hook` on every intercepted request before it is forwarded (token injection).
-    pub fn with_request_hook(&mut self, hook: Arc<dyn RequestHook>) -> &mut Self {
-        self.request_hook = Some(hook);
         self
     }
 
@@ -258,52 +245,34 @@ impl Server {
         let mut http1_tls = self.upstream_tls.clone();
         http1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let upstream_tls = Arc::new(http1_tls);
-        let oauth = self.oauth(&agents, &dialer, &upstream_tls, &metrics).await;
-        // Inside intercepted tunnels, the same injection step as for plain http.
-        let hook = self
-            .request_hook
-            .clone()
-            .unwrap_or_else(|| Arc::new(InjectionHook(oauth.injector.clone())));
-        // Direct routes, for plain-http forwarding and intercepted tunnels alike. (Provider
-        // calls above keep their HTTP/1.1-only configuration; these offer h2 as well.)
-        let upstream = Arc::new(Upstream::new(
-            dialer.clone(),
-            self.config.upstream_timeout,
-            self.upstream_tls.clone(),
-        ));
-        let agent_upstream = Arc::new(AgentUpstream::new(
+        // The one dial point: tunnels, forwarded and intercepted requests (pools offering h2)
+        // and provider calls (which bring their HTTP/1.1-only TLS configuration).
+        let router = Arc::new(Router::new(
+            dialer,
             agents.clone(),
             self.config.upstream_timeout,
             self.upstream_tls.clone(),
         ));
-        let handler = Arc::new(
-            UpstreamForwarder::new(upstream.clone(), metrics.clone())
-                .with_hook(Some(hook))
-                .with_agents(agent_upstream.clone()),
+        let oauth = self.oauth(&router, &upstream_tls, &metrics).await;
+        let settings = ProxySettings {
+            idle_timeout: self.config.idle_timeout,
+            request_head_timeout: self.config.request_head_timeout,
+            max_request_head: self.config.max_request_head,
+            max_connections: self.config.max_connections,
+            shutdown_grace: self.config.shutdown_grace,
+        };
+        let state = Arc::new(
+            ProxyState::new(
+                self.policies.clone(),
+                verifier.clone(),
+                router,
+                oauth.injector.clone(),
+                self.leaves.clone(),
+                metrics.clone(),
+                settings,
+            )
+            .intercept_when(self.intercept_predicate.clone()),
         );
-        let state = Arc::new(ProxyState {
-            policies: self.policies.clone(),
-            verifier: verifier.clone(),
-            dialer: dialer.clone(),
-            upstream,
-            agent_upstream: agent_upstream.clone(),
-            agents: agents.clone(),
-            metrics: metrics.clone(),
-            settings: ProxySettings {
-                idle_timeout: self.config.idle_timeout,
-                request_head_timeout: self.config.request_head_timeout,
-                max_request_head: self.config.max_request_head,
-                max_connections: self.config.max_connections,
-                shutdown_grace: self.config.shutdown_grace,
-            },
-            tunnels: TaskTracker::new(),
-            oauth: oauth.clone(),
-            intercept: Arc::new(Interception {
-                predicate: self.intercept_predicate.clone(),
-                leaves: self.leaves.clone(),
-                handler,
-            }),
-        });
         let tasks = TaskTracker::new();
         tasks.spawn(watch::watch(
             self.policies.clone(),
@@ -356,21 +325,19 @@ impl Server {
     /// path, and the injector.
     async fn oauth(
         &self,
-        agents: &Arc<Registry>,
-        dialer: &Arc<DirectDialer>,
+        router: &Arc<Router>,
         tls: &Arc<rustls::ClientConfig>,
         metrics: &Arc<Metrics>,
     ) -> Arc<OAuth> {
         OAuth::build(
             self.store.clone(),
             self.policies.clone(),
-            dialer.clone(),
+            router.clone(),
             tls.clone(),
             self.config.upstream_timeout,
             self.public_url.clone(),
             metrics.clone(),
             self.config.consent_user_header.clone(),
-            Some(agents.clone()),
         )
         .await
     }

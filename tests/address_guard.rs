@@ -5,7 +5,7 @@ mod common;
 
 use common::guard::dialer;
 use tollgate::policy::normalize_host;
-use tollgate::route::direct::DialError;
+use tollgate::route::direct::DirectError;
 
 /// (case name, target host as written, port, allow_private, expected: Some(reason fragment)
 /// when refused by the guard, None when the guard lets it through).
@@ -291,7 +291,7 @@ async fn address_guard_table() {
         let got = d.resolve_checked(&host, *port, *allow_private).await;
         match (expected, got) {
             (None, Ok(_)) => {}
-            (Some(frag), Err(DialError::Prohibited(p))) if p.reason.contains(frag) => {}
+            (Some(frag), Err(DirectError::Prohibited(p))) if p.reason.contains(frag) => {}
             (exp, got) => failures.push(format!("{name}: expected {exp:?}, got {got:?}")),
         }
     }

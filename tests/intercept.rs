@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::inproc::*;
@@ -15,14 +15,12 @@ use common::tls::*;
 use common::{assert_proxy_error, proxy_connect};
 use tollgate::identity::Caller;
 use tollgate::policy::Host;
-use tollgate::proxy::errors::ProxyError;
-use tollgate::proxy::intercept::{HookOutcome, InterceptTarget, RequestHook};
 
 #[tokio::test]
 async fn http1_and_http2_inside_an_intercepted_tunnel_reach_the_upstream() {
     let up_ca = test_ca(UPSTREAM_CA_CN);
     let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always(), None).await;
+    let tg = start(&up_ca, always()).await;
     let ca = tg.exported_ca();
     let auth = tg.auth("acme", "alice");
     let target = format!("localhost:{}", up.addr.port());
@@ -94,7 +92,7 @@ async fn http1_and_http2_inside_an_intercepted_tunnel_reach_the_upstream() {
 async fn leaf_cache_is_reused_and_ip_literals_get_an_ip_san() {
     let up_ca = test_ca(UPSTREAM_CA_CN);
     let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always(), None).await;
+    let tg = start(&up_ca, always()).await;
     let ca = tg.exported_ca();
     let auth = tg.auth("acme", "alice");
     let by_name = format!("localhost:{}", up.addr.port());
@@ -139,7 +137,7 @@ async fn leaf_cache_is_reused_and_ip_literals_get_an_ip_san() {
 async fn host_mismatch_is_421_and_the_connection_stays_usable() {
     let up_ca = test_ca(UPSTREAM_CA_CN);
     let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always(), None).await;
+    let tg = start(&up_ca, always()).await;
     let ca = tg.exported_ca();
     let auth = tg.auth("acme", "alice");
     let target = format!("localhost:{}", up.addr.port());
@@ -207,7 +205,6 @@ async fn connect_not_selected_is_a_blind_tunnel_with_the_upstream_certificate() 
     let tg = start(
         &up_ca,
         Arc::new(move |_: &Caller, _: &Host, p: u16| p != port),
-        None,
     )
     .await;
     let auth = tg.auth("acme", "alice");
@@ -249,7 +246,7 @@ async fn untrusted_upstream_certificate_is_502_tls_certificate_error() {
     let trusted = test_ca(UPSTREAM_CA_CN);
     let rogue = test_ca("rogue CA");
     let up = tls_upstream(&rogue).await;
-    let tg = start(&trusted, always(), None).await;
+    let tg = start(&trusted, always()).await;
     let ca = tg.exported_ca();
     let auth = tg.auth("acme", "alice");
     let target = format!("localhost:{}", up.addr.port());
@@ -277,7 +274,7 @@ async fn untrusted_upstream_certificate_is_502_tls_certificate_error() {
 #[tokio::test]
 async fn intercepted_connect_dials_first_and_the_guard_applies() {
     let up_ca = test_ca(UPSTREAM_CA_CN);
-    let tg = start(&up_ca, always(), None).await;
+    let tg = start(&up_ca, always()).await;
     let acme = tg.auth("acme", "alice");
     // Nothing listens: the CONNECT itself fails, before any TLS.
     let closed = common::closed_port();
@@ -302,53 +299,14 @@ async fn intercepted_connect_dials_first_and_the_guard_applies() {
     assert_eq!(tg.leaves.mints(), 0);
 }
 
-/// Records what it saw; injects a token; refuses `/refuse`.
-#[derive(Default)]
-struct TestHook {
-    seen: Mutex<Vec<String>>,
-}
-
-#[async_trait::async_trait]
-impl RequestHook for TestHook {
-    async fn on_request(
-        &self,
-        caller: &Arc<Caller>,
-        target: &InterceptTarget,
-        parts: &mut http::request::Parts,
-    ) -> Result<HookOutcome, ProxyError> {
-        self.seen.lock().unwrap().push(format!(
-            "{}/{} {} {} {} auth={:?}",
-            caller.org,
-            caller.user,
-            target.authority,
-            parts.method,
-            parts.uri,
-            parts.headers.get("authorization")
-        ));
-        if parts.uri.path() == "/refuse" {
-            return Err(ProxyError::BadRequest("the hook refused".into()));
-        }
-        parts.headers.insert(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_static("Bearer injected-token"),
-        );
-        Ok(HookOutcome {
-            injected: true,
-            app: Some("test-app".into()),
-            ..Default::default()
-        })
-    }
-}
-
 #[tokio::test]
-async fn the_hook_sees_and_modifies_inner_requests_and_the_log_says_injected() {
+async fn inner_requests_are_rewritten_and_logged_one_line_each_then_the_connect() {
     let log = access_log();
     let up_ca = test_ca(UPSTREAM_CA_CN);
     let up = tls_upstream(&up_ca).await;
-    let hook = Arc::new(TestHook::default());
-    let tg = start(&up_ca, always(), Some(hook.clone())).await;
+    let tg = start(&up_ca, always()).await;
     let ca = tg.exported_ca();
-    let auth = tg.auth("acme", "hook-user");
+    let auth = tg.auth("acme", "inner-user");
     let target = format!("localhost:{}", up.addr.port());
     let tls = connect_tls(tg.proxy, &target, &auth, &ca, "localhost", &[b"http/1.1"])
         .await
@@ -365,49 +323,36 @@ async fn the_hook_sees_and_modifies_inner_requests_and_the_log_says_injected() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let echo = r.json();
+    assert_eq!(echo["uri"], format!("https://{target}/api?x=1"));
     assert_eq!(
-        echo["headers"]["authorization"], "Bearer injected-token",
-        "the hook's header replaced the client's"
+        echo["headers"]["authorization"], "Bearer client-own",
+        "no app is bound to the host: the client's own header passes"
     );
     let r = read(
-        send.send_request(get("/refuse", &[("host", &target)]))
+        send.send_request(get("/other", &[("host", "elsewhere.example")]))
             .await
             .unwrap(),
     )
     .await;
-    let body = assert_proxy_error(&r, 400, "bad_request");
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .contains("the hook refused"));
-    let seen = hook.seen.lock().unwrap().clone();
-    assert_eq!(
-        seen,
-        vec![
-            format!(
-                "acme/hook-user {target} GET https://{target}/api?x=1 auth=Some(\"Bearer client-own\")"
-            ),
-            format!("acme/hook-user {target} GET https://{target}/refuse auth=None"),
-        ]
-    );
+    assert_proxy_error(&r, 421, "misdirected_request");
     drop(send);
 
     // One access line per inner request, then the CONNECT's when the tunnel closes.
     common::wait_until(Duration::from_secs(10), async || {
-        log_lines(&log, "hook-user")
+        log_lines(&log, "inner-user")
             .iter()
             .any(|l| l["method"] == "CONNECT")
     })
     .await;
-    let lines = log_lines(&log, "hook-user");
+    let lines = log_lines(&log, "inner-user");
     let inner: Vec<_> = lines.iter().filter(|l| l["method"] == "GET").collect();
     assert_eq!(inner.len(), 2, "{lines:?}");
     assert_eq!(inner[0]["status"], 200);
-    assert_eq!(inner[0]["injected"], true);
-    assert_eq!(inner[0]["app"], "test-app");
+    assert_eq!(inner[0]["injected"], false);
+    assert_eq!(inner[0]["app"], "-");
     assert_eq!(inner[0]["host"], "localhost");
     assert!(inner[0]["bytes_down"].as_u64().unwrap() > 0);
-    assert_eq!(inner[1]["status"], 400);
+    assert_eq!(inner[1]["status"], 421);
     assert_eq!(inner[1]["injected"], false);
     let connect: Vec<_> = lines.iter().filter(|l| l["method"] == "CONNECT").collect();
     assert_eq!(connect.len(), 1, "{lines:?}");
@@ -423,7 +368,7 @@ async fn real_curl_through_an_intercepted_tunnel() {
     }
     let up_ca = test_ca(UPSTREAM_CA_CN);
     let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always(), None).await;
+    let tg = start(&up_ca, always()).await;
     let ca_path = tg.dir.path().join("exported-ca.pem");
     std::fs::write(&ca_path, tg.exported_ca()).unwrap();
     let token = tg
@@ -471,7 +416,7 @@ async fn an_operator_supplied_ca_signs_the_leaves() {
     let files = tempfile::tempdir().unwrap();
     let (cert, key) = write_ca(files.path(), "operator", &operator);
     let (c, k) = (cert.clone(), key.clone());
-    let tg = start_with(&up_ca, always(), None, move |o| {
+    let tg = start_with(&up_ca, always(), move |o| {
         o.ca_cert = Some(c);
         o.ca_key = Some(k);
     })

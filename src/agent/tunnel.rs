@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::allow::{Refusal, TargetMatch};
 use super::AgentState;
 use crate::policy::{normalize_host, Host};
-use crate::route::direct::DialError;
+use crate::route::direct::DirectError;
 
 /// Copy buffer per tunnel direction, held only while bytes move. Larger than the proxy's
 /// (64 KiB): each read becomes one HTTP/2 frame towards tollgate (frames up to
@@ -164,17 +164,9 @@ pub(super) async fn tunnel(
         }
         Err(Dial::Failed(e)) => {
             log.decision = "error";
-            let (status, code) = match &e {
-                DialError::Dns { .. } => (StatusCode::BAD_GATEWAY, "dns_error"),
-                DialError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "connection_timeout"),
-                DialError::Prohibited(_) | DialError::DeniedAddress { .. } => {
-                    (StatusCode::FORBIDDEN, "destination_ip_prohibited")
-                }
-                DialError::Refused(_) | DialError::Io { .. } => {
-                    (StatusCode::BAD_GATEWAY, "connection_refused")
-                }
-            };
-            return Ok(refuse(&mut log, status, code, e.to_string()));
+            // The classification the proxy reports for its own direct dials, so a failure
+            // reads the same on either route.
+            return Ok(refuse(&mut log, e.status(), e.code(), e.to_string()));
         }
     };
     log.decision = "allowed";
@@ -218,7 +210,7 @@ fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
 
 enum Dial {
     Refused(Refusal),
-    Failed(DialError),
+    Failed(DirectError),
 }
 
 /// Resolves once, checks every address against the allowlist (on top of the dialer's own

@@ -1,7 +1,8 @@
 //! tollgate's own outbound HTTP calls to OAuth providers (token, refresh, revocation), sent
 //! the way a caller's request would be: the URL must be allowed by the app's `egress_policy`
 //! (`PolicySet::decide_in_policy`, deny rules first), the destination is dialed through the
-//! [`DirectDialer`] (resolve once, address guard, dial the checked address), TLS is verified
+//! [`Router`] on the policy's route (direct: resolve once, address guard, dial the checked
+//! address; agent: through the relay), TLS is verified
 //! against the upstream roots, no redirect is ever followed, and nothing here passes through
 //! token injection. One request per connection: these calls are rare and short.
 
@@ -14,12 +15,10 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::either::Either;
 
 use crate::policy::watch::Policies;
-use crate::policy::{Decision, DenyReason, Host, Route};
-use crate::relay::Registry;
-use crate::route::direct::{DialError, DirectDialer};
+use crate::policy::{Decision, DenyReason, Host};
+use crate::route::{DialError, Router};
 
 /// How long a finished provider connection may take to close cleanly before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,18 +43,8 @@ pub enum EgressError {
         /// The decision's reason.
         reason: DenyReason,
     },
-    /// The policy routes through an agent and none is connected.
-    #[error("egress policy routes through agent {0:?}, which is not connected")]
-    AgentUnavailable(String),
-    /// The agent could not open the tunnel (its allowlist, DNS or the dial failed there).
-    #[error("through agent {agent:?}: {detail}")]
-    Agent {
-        /// The agent ID.
-        agent: String,
-        /// What the agent or the relay reported.
-        detail: String,
-    },
-    /// Resolution, the address guard, or the connection failed.
+    /// The route could not be dialed: resolution, the address guard or the connection
+    /// failed, or the agent is not connected or could not open the tunnel.
     #[error(transparent)]
     Dial(#[from] DialError),
     /// The TLS handshake failed (certificate not trusted, wrong name, ...).
@@ -81,37 +70,28 @@ pub enum EgressError {
 pub struct Egress {
     /// The live policy set; every call is decided against the app's `egress_policy`.
     policies: Arc<Policies>,
-    /// Resolves once, checks every address, dials a checked one.
-    dialer: Arc<DirectDialer>,
+    /// Dials the policy's route (direct behind the address guard, or through an agent).
+    router: Arc<Router>,
     /// Roots for `https://` provider endpoints (webpki roots plus `--upstream-ca-file`).
     tls: Arc<rustls::ClientConfig>,
     /// Budget for one whole call (dial, TLS, request, response body).
     timeout: Duration,
-    /// Connected agents, for policies with `route = "agent:ID"`; `None` = no relay.
-    agents: Option<Arc<Registry>>,
 }
 
 impl Egress {
-    /// An egress path over `dialer`, deciding with `policies`.
+    /// An egress path dialing through `router`, deciding with `policies`.
     pub fn new(
         policies: Arc<Policies>,
-        dialer: Arc<DirectDialer>,
+        router: Arc<Router>,
         tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Self {
         Egress {
             policies,
-            dialer,
+            router,
             tls,
             timeout,
-            agents: None,
         }
-    }
-
-    /// Token and revocation calls of apps whose policy routes through an agent go through it.
-    pub fn with_agents(mut self, agents: Arc<Registry>) -> Self {
-        self.agents = Some(agents);
-        self
     }
 
     /// Sends `req` (absolute URI) under `policy` for a caller of `org` and returns the whole
@@ -158,25 +138,10 @@ impl Egress {
         };
         // Direct: resolve once, guard, dial. Agent: the agent resolves and applies its own
         // allowlist, as for every other use of an agent route.
-        let stream = match route {
-            Route::Direct => {
-                let (tcp, _addr) = self.dialer.dial(&host, port, allow_private).await?;
-                Either::Left(tcp)
-            }
-            Route::Agent(id) => {
-                let Some(agents) = &self.agents else {
-                    return Err(EgressError::AgentUnavailable(id.to_string()));
-                };
-                let tunnel = agents
-                    .dial(&id, &host.to_string(), port)
-                    .await
-                    .map_err(|e| EgressError::Agent {
-                        agent: id.to_string(),
-                        detail: e.to_string(),
-                    })?;
-                Either::Right(tunnel)
-            }
-        };
+        let stream = self
+            .router
+            .connect(&route, allow_private, &host, port)
+            .await?;
         let (mut parts, body) = req.into_parts();
         // Origin-form on the wire; Host from the URL, never from the caller.
         let path = parts

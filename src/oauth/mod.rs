@@ -60,13 +60,12 @@ impl OAuth {
     pub async fn build(
         store: Arc<dyn Store>,
         policies: Arc<Policies>,
-        dialer: Arc<crate::route::direct::DirectDialer>,
+        router: Arc<crate::route::Router>,
         tls: Arc<rustls::ClientConfig>,
         timeout: std::time::Duration,
         public_url: String,
         metrics: Arc<crate::metrics::Metrics>,
         consent_user_header: Option<HeaderName>,
-        agents: Option<Arc<crate::relay::Registry>>,
     ) -> Arc<OAuth> {
         let clock = crate::clock::Clock::system();
         let index = Arc::new(index::AppIndex::new(store.clone()));
@@ -74,11 +73,7 @@ impl OAuth {
             // Lookups retry the build; the proxy must still come up to serve everything else.
             tracing::error!(error = %e, "cannot read outbound applications from the store");
         }
-        let mut egress = egress::Egress::new(policies.clone(), dialer, tls, timeout);
-        if let Some(agents) = agents {
-            egress = egress.with_agents(agents);
-        }
-        let egress = Arc::new(egress);
+        let egress = Arc::new(egress::Egress::new(policies.clone(), router, tls, timeout));
         let tokens = Arc::new(token::TokenClient::new(
             egress,
             format!("{public_url}/oauth/callback"),

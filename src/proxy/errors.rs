@@ -14,7 +14,7 @@ use crate::identity::IdentityError;
 use crate::oauth::inject::{ConsentRequired, InjectError};
 use crate::policy::Decision;
 use crate::relay::{AgentDialError, AgentFailure};
-use crate::route::direct::DialError;
+use crate::route::{DialError, DirectError, SendError};
 
 /// Name this proxy uses in `Proxy-Status`.
 pub const PROXY_NAME: &str = "tollgate";
@@ -28,15 +28,10 @@ pub enum ProxyError {
     /// Policy denied the destination.
     #[error("destination denied: {}", .0.reason())]
     Denied(Box<Decision>),
-    /// Dialing failed (DNS, guard, refused, timeout).
+    /// Dialing failed on either route: DNS, guard, deny rule on a resolved address, refused,
+    /// timeout; no agent connected, or the agent refused or failed (its reason is passed on).
     #[error(transparent)]
     Dial(#[from] DialError),
-    /// No agent connected for an agent route.
-    #[error("no agent {0:?} is connected")]
-    AgentUnavailable(String),
-    /// The agent refused or failed to open the tunnel (its reason is passed on).
-    #[error(transparent)]
-    Agent(AgentDialError),
     /// The upstream accepted the connection but did not answer in time.
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
@@ -105,24 +100,78 @@ impl From<InjectError> for ProxyError {
     }
 }
 
+impl From<SendError> for ProxyError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Dial(d) => ProxyError::Dial(d),
+            SendError::Tls {
+                certificate,
+                detail,
+            } => ProxyError::UpstreamTls {
+                certificate,
+                detail,
+            },
+            SendError::Timeout(t) => ProxyError::UpstreamTimeout(t),
+            SendError::Upstream(detail) => ProxyError::Upstream(detail),
+        }
+    }
+}
+
+impl From<DirectError> for ProxyError {
+    fn from(e: DirectError) -> Self {
+        ProxyError::Dial(e.into())
+    }
+}
+
+impl From<AgentDialError> for ProxyError {
+    fn from(e: AgentDialError) -> Self {
+        ProxyError::Dial(e.into())
+    }
+}
+
+/// The status of an agent's failure to open a tunnel.
+fn agent_status(e: &AgentDialError) -> StatusCode {
+    match e {
+        AgentDialError::Failed {
+            kind: AgentFailure::Denied | AgentFailure::Prohibited,
+            ..
+        } => StatusCode::FORBIDDEN,
+        AgentDialError::Failed {
+            kind: AgentFailure::Timeout,
+            ..
+        } => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The error code of a dial failure: the direct side's own classification, or the agent's.
+fn dial_code(e: &DialError) -> &'static str {
+    match e {
+        DialError::Direct(e) => e.code(),
+        DialError::Agent(e) => e.code(),
+    }
+}
+
+/// The RFC 9209 error type of an error code shared by direct and agent dial failures.
+fn dial_status_type(code: &str) -> &'static str {
+    match code {
+        "destination_denied" => "http_request_denied",
+        "destination_ip_prohibited" => "destination_ip_prohibited",
+        "dns_error" => "dns_error",
+        "connection_refused" => "connection_refused",
+        "connection_timeout" => "connection_timeout",
+        _ => "destination_unavailable",
+    }
+}
+
 impl ProxyError {
     /// The JSON `error` code (DESIGN "Errors from the proxy itself").
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::AuthRequired(_) => "proxy_auth_required",
-            ProxyError::Denied(_) | ProxyError::Dial(DialError::DeniedAddress { .. }) => {
-                "destination_denied"
-            }
-            ProxyError::Dial(DialError::Prohibited(_)) => "destination_ip_prohibited",
-            ProxyError::Dial(DialError::Dns { .. }) => "dns_error",
-            ProxyError::Dial(DialError::Refused(_)) | ProxyError::Dial(DialError::Io { .. }) => {
-                "connection_refused"
-            }
-            ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
-                "connection_timeout"
-            }
-            ProxyError::AgentUnavailable(_) => "agent_unavailable",
-            ProxyError::Agent(e) => e.code(),
+            ProxyError::Denied(_) => "destination_denied",
+            ProxyError::Dial(e) => dial_code(e),
+            ProxyError::UpstreamTimeout(_) => "connection_timeout",
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::HeadTooLarge(_) => "request_head_too_large",
@@ -143,27 +192,11 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            ProxyError::Denied(_)
-            | ProxyError::Dial(DialError::Prohibited(_))
-            | ProxyError::Dial(DialError::DeniedAddress { .. }) => StatusCode::FORBIDDEN,
-            ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            ProxyError::Agent(e) => match e {
-                AgentDialError::Failed {
-                    kind: AgentFailure::Denied | AgentFailure::Prohibited,
-                    ..
-                } => StatusCode::FORBIDDEN,
-                AgentDialError::Failed {
-                    kind: AgentFailure::Timeout,
-                    ..
-                } => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
-            },
-            ProxyError::Dial(_)
-            | ProxyError::AgentUnavailable(_)
-            | ProxyError::Upstream(_)
-            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::Dial(DialError::Direct(e)) => e.status(),
+            ProxyError::Dial(DialError::Agent(e)) => agent_status(e),
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -178,27 +211,9 @@ impl ProxyError {
     /// The RFC 9209 error type for `Proxy-Status`.
     fn proxy_status_type(&self) -> &'static str {
         match self {
-            ProxyError::AuthRequired(_)
-            | ProxyError::Denied(_)
-            | ProxyError::Dial(DialError::DeniedAddress { .. }) => "http_request_denied",
-            ProxyError::Dial(DialError::Prohibited(_)) => "destination_ip_prohibited",
-            ProxyError::Dial(DialError::Dns { .. }) => "dns_error",
-            ProxyError::Dial(DialError::Refused(_)) | ProxyError::Dial(DialError::Io { .. }) => {
-                "connection_refused"
-            }
-            ProxyError::Dial(DialError::Timeout(_)) | ProxyError::UpstreamTimeout(_) => {
-                "connection_timeout"
-            }
-            ProxyError::AgentUnavailable(_) => "destination_unavailable",
-            ProxyError::Agent(AgentDialError::Failed { kind, .. }) => match kind {
-                AgentFailure::Denied => "http_request_denied",
-                AgentFailure::Prohibited => "destination_ip_prohibited",
-                AgentFailure::Dns => "dns_error",
-                AgentFailure::Refused => "connection_refused",
-                AgentFailure::Timeout => "connection_timeout",
-                AgentFailure::Relay => "destination_unavailable",
-            },
-            ProxyError::Agent(AgentDialError::Unavailable { .. }) => "destination_unavailable",
+            ProxyError::AuthRequired(_) | ProxyError::Denied(_) => "http_request_denied",
+            ProxyError::Dial(e) => dial_status_type(dial_code(e)),
+            ProxyError::UpstreamTimeout(_) => "connection_timeout",
             ProxyError::Upstream(_) => "connection_terminated",
             ProxyError::BadRequest(_) => "http_request_error",
             ProxyError::HeadTooLarge(_) => "http_request_error",
@@ -244,18 +259,15 @@ impl ProxyError {
                 }
                 body.insert("reason".into(), json!(d.reason()));
             }
-            ProxyError::Dial(DialError::Prohibited(p)) => {
+            ProxyError::Dial(DialError::Direct(DirectError::Prohibited(p))) => {
                 body.insert("address".into(), json!(p.addr.ip().to_string()));
                 body.insert("reason".into(), json!(p.reason));
             }
-            ProxyError::Dial(DialError::DeniedAddress { addr, rule }) => {
+            ProxyError::Dial(DialError::Direct(DirectError::DeniedAddress { addr, rule })) => {
                 body.insert("address".into(), json!(addr.ip().to_string()));
                 body.insert("rule".into(), json!(rule));
             }
-            ProxyError::AgentUnavailable(id) => {
-                body.insert("agent".into(), json!(id));
-            }
-            ProxyError::Agent(e) => {
+            ProxyError::Dial(DialError::Agent(e)) => {
                 body.insert("agent".into(), json!(e.agent()));
                 if let AgentDialError::Failed { message, .. } = e {
                     body.insert("reason".into(), json!(message));
@@ -300,15 +312,6 @@ impl ProxyError {
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
-    }
-}
-
-impl From<AgentDialError> for ProxyError {
-    fn from(e: AgentDialError) -> Self {
-        match e {
-            AgentDialError::Unavailable { agent } => ProxyError::AgentUnavailable(agent),
-            other => ProxyError::Agent(other),
-        }
     }
 }
 
@@ -386,8 +389,10 @@ mod tests {
             ProxyError::AuthRequired(IdentityError::Missing),
             ProxyError::BadRequest("x".into()),
             ProxyError::Overloaded,
-            ProxyError::AgentUnavailable("onprem".into()),
-            ProxyError::Agent(AgentDialError::Failed {
+            ProxyError::from(AgentDialError::Unavailable {
+                agent: "onprem".into(),
+            }),
+            ProxyError::from(AgentDialError::Failed {
                 agent: "onprem".into(),
                 kind: AgentFailure::Denied,
                 message: "not in the agent's allowlist".into(),
@@ -448,6 +453,58 @@ mod tests {
         assert_eq!(v["app_name"], "GitHub");
         assert_eq!(v["consent_url"], "https://tollgate.example/consent/t");
         assert_eq!(v["expires_in"], 900);
+    }
+
+    /// One mapping on every route: a guard refusal is `destination_ip_prohibited`, a deny
+    /// match `destination_denied`, whether the proxy dialed or an agent did.
+    #[test]
+    fn guard_refusals_and_deny_matches_read_the_same_on_every_route() {
+        let addr: std::net::SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let prohibited = crate::route::Guard::default()
+            .check(addr, false)
+            .unwrap_err();
+        let agent = |kind| {
+            ProxyError::from(AgentDialError::Failed {
+                agent: "onprem".into(),
+                kind,
+                message: "refused".into(),
+            })
+        };
+        let cases = [
+            (
+                ProxyError::from(DirectError::Prohibited(prohibited)),
+                "destination_ip_prohibited",
+                "destination_ip_prohibited",
+            ),
+            (
+                agent(AgentFailure::Prohibited),
+                "destination_ip_prohibited",
+                "destination_ip_prohibited",
+            ),
+            (
+                ProxyError::from(DirectError::DeniedAddress {
+                    addr,
+                    rule: "10-test.toml:3".into(),
+                }),
+                "destination_denied",
+                "http_request_denied",
+            ),
+            (
+                agent(AgentFailure::Denied),
+                "destination_denied",
+                "http_request_denied",
+            ),
+        ];
+        for (e, code, status_type) in cases {
+            assert_eq!(e.code(), code, "{e:?}");
+            assert_eq!(e.status(), StatusCode::FORBIDDEN, "{e:?}");
+            let r = e.into_response();
+            let ps = r.headers()["proxy-status"].to_str().unwrap().to_string();
+            assert!(
+                ps.starts_with(&format!("tollgate; error={status_type};")),
+                "{ps}"
+            );
+        }
     }
 
     #[test]

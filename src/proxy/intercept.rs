@@ -1,65 +1,56 @@
-//! HTTPS interception ("TLS MITM") for the `CONNECT`s that need it, and only those.
+//! HTTPS interception ("TLS MITM") for the `CONNECT`s that need it, and only those: the
+//! listener adapter that terminates TLS and hands each inner request to the
+//! pipeline (`super::pipeline`).
 //!
 //! A `CONNECT` is intercepted when the host belongs to an outbound application of the
-//! caller's org (decided in `proxy_request`), or when [`Interception::predicate`] says so
-//! (default: never; tests and embedders set it). An intercepted `CONNECT` goes through the
-//! same phases as a tunnel — policy, route, dial on direct routes (the address guard applies)
-//! — and only then gets its `200`. After that:
+//! caller's org, or when the embedder's [`InterceptPredicate`] says so (default: never; tests
+//! set it). It goes through the same phases as a tunnel — identify, decide, dial on direct
+//! routes (the address guard applies) — and only then gets its `200` (see `super::connect`).
+//! After that:
 //!
-//! 1. TLS is accepted with a leaf for the `CONNECT` host from the [`LeafCache`] (ALPN `h2`,
-//!    `http/1.1`);
+//! 1. TLS is accepted with a leaf for the `CONNECT` host from the [`LeafCache`]
+//!    (ALPN `h2`, `http/1.1`);
 //! 2. inner requests are served with hyper-util's `auto` server (HTTP/1.1 and HTTP/2);
 //! 3. each inner request must name the `CONNECT` target in `Host` / `:authority` (default
 //!    port 443), else `421 misdirected_request`; it is rewritten to an absolute
-//!    `https://host[:port]/...` URI and handed to the [`InnerHandler`];
-//! 4. each inner request gets its own access log line (method, host, status, bytes,
-//!    `injected`); the `CONNECT` line follows when the tunnel closes, with the raw bytes.
+//!    `https://host[:port]/...` URI;
+//! 4. then it runs the pipeline's app → exchange → respond phases under the `CONNECT`'s
+//!    decision: token injection, the [`Router`](crate::route::Router)'s pooled clients (the
+//!    same ones plain-http forwarding uses, so connections are shared), upstream TLS verified
+//!    against the webpki roots plus `--upstream-ca-file` (`502 tls_certificate_error` when it
+//!    fails), HTTP/2 when the upstream offers it;
+//! 5. each inner request gets its own access line; the `CONNECT` line follows when the
+//!    tunnel closes, with the raw bytes.
 //!
-//! The default handler, [`UpstreamForwarder`], calls the optional [`RequestHook`] (where token
-//! injection plugs in) and forwards over TLS through the pooled clients of plain-http
-//! forwarding ([`Upstream`]), whose connector is the proxy's guarded dialer (or, on agent
-//! routes, through the agent with TLS end to end): the address guard and the policy's `allow_private` hold for
-//! every upstream connection; SNI is the target host; HTTP/2 is used when the upstream offers
-//! it; certificates are verified against the webpki roots plus `--upstream-ca-file`, and a
-//! failed verification is `502 tls_certificate_error`.
+//! The connection dialed before the `200` is not wasted: it travels with the tunnel as its
+//! [`Predialed`] connection, which the first request needing a new upstream connection uses
+//! if that happens within [`PREDIALED_MAX_AGE`](crate::route::PREDIALED_MAX_AGE).
 //!
-//! The connection dialed before the `200` is not wasted: it is handed to the forwarder
-//! ([`InnerHandler::adopt_upstream`]), whose connector uses it for the next new upstream
-//! connection to that target if that happens within
-//! [`HANDOFF_MAX_AGE`](super::forward::HANDOFF_MAX_AGE).
+//! [`LeafCache`]: crate::tls::LeafCache
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, HOST, TE};
 use http::uri::Authority;
 use http::{Method, Request, Response, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
-use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::errors::ProxyError;
-use super::forward::{
-    clean_response, https_authority, https_uri, strip_hop_by_hop, AgentUpstream, Upstream,
-    UpstreamBody,
-};
-use super::log::{CountingBody, RequestLog};
-use super::replay::{send_replayable, Reinject};
-use super::{ProxyBody, ProxyState};
+use super::forward::{https_authority, https_uri, strip_hop_by_hop};
+use super::log::RequestLog;
+use super::pipeline::{self, Target};
+use super::{ProxyBody, ProxyState, HYPER_BUF_MIN};
 use crate::identity::Caller;
-use crate::metrics::Metrics;
-use crate::policy::{normalize_host, Decision, Host, Route};
-use crate::tls::LeafCache;
-
-use super::HYPER_BUF_MIN;
 use crate::io::{Activity, Metered};
+use crate::policy::{normalize_host, Host};
+use crate::route::{port_or_default, Predialed};
 
 /// Decides, per `CONNECT`, whether to intercept besides the app domains of the caller's org
 /// (which always are): `(caller, host, port) -> bool`. Called after the policy allowed the
@@ -71,177 +62,55 @@ pub fn never() -> InterceptPredicate {
     Arc::new(|_, _, _| false)
 }
 
-/// The `CONNECT` target of an intercepted tunnel, as the policy allowed it.
-#[derive(Debug)]
-pub struct InterceptTarget {
-    /// Normalized host.
-    pub host: Host,
-    /// Port.
-    pub port: u16,
+/// What the `CONNECT` hands over to an intercepted tunnel.
+pub(super) struct Intercepted {
+    /// The server configuration presenting the target's leaf.
+    tls: Arc<ServerConfig>,
+    /// The `CONNECT`'s caller, target and decision, shared by every inner request.
+    target: Target,
     /// `host`, plus `:port` unless 443: the authority of the rewritten inner requests.
-    pub authority: Authority,
-    /// The policy decision for the `CONNECT` (route, `allow_private`, policy and rule).
-    pub decision: Decision,
+    authority: Authority,
+    /// The connection dialed before the `200` (direct routes), for the first new upstream
+    /// connection; `None` on agent routes, whose inner requests open pooled tunnels through
+    /// the agent as they come.
+    predialed: Option<Arc<Predialed>>,
 }
 
-impl InterceptTarget {
-    /// A target for `host:port` under `decision`.
-    pub fn new(host: Host, port: u16, decision: Decision) -> Result<Self, ProxyError> {
-        Ok(InterceptTarget {
-            authority: https_authority(&host, port)?,
-            host,
-            port,
-            decision,
+impl Intercepted {
+    /// The tunnel for `target`, presenting `tls`.
+    pub(super) fn new(
+        target: Target,
+        tls: Arc<ServerConfig>,
+        predialed: Option<Arc<Predialed>>,
+    ) -> Result<Self, ProxyError> {
+        Ok(Intercepted {
+            authority: https_authority(&target.host, target.port)?,
+            tls,
+            target,
+            predialed,
         })
     }
 }
 
-/// The token injection step of outbound applications, as a [`RequestHook`]: the same step
-/// plain-http forwarding runs (authorization_required, refresh, app_disabled, and the refresh
-/// and replay after an upstream `401 invalid_token`).
-pub struct InjectionHook(pub Arc<crate::oauth::inject::Injector>);
-
-#[async_trait::async_trait]
-impl RequestHook for InjectionHook {
-    async fn on_request(
-        &self,
-        caller: &Arc<Caller>,
-        target: &InterceptTarget,
-        parts: &mut http::request::Parts,
-    ) -> Result<HookOutcome, ProxyError> {
-        match self
-            .0
-            .apply(caller, &target.host, &mut parts.headers)
-            .await?
-        {
-            None => Ok(HookOutcome::default()),
-            Some(injected) => Ok(HookOutcome {
-                injected: true,
-                app: Some(injected.app.id.clone()),
-                reauthorize: Some(Reinject {
-                    injector: self.0.clone(),
-                    caller: caller.clone(),
-                    injected,
-                }),
-            }),
-        }
-    }
-}
-
-/// What a [`RequestHook`] did to a request it let through.
-#[derive(Default)]
-pub struct HookOutcome {
-    /// A token was injected (shown as `injected` in the access log).
-    pub injected: bool,
-    /// The outbound application involved (shown as `app`).
-    pub app: Option<String>,
-    /// When the hook set credentials the upstream may reject (`401 invalid_token`): how to
-    /// get fresh ones, for one replay of the request.
-    pub reauthorize: Option<Reinject>,
-}
-
-impl std::fmt::Debug for HookOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HookOutcome")
-            .field("injected", &self.injected)
-            .field("app", &self.app)
-            .field("reauthorize", &self.reauthorize.is_some())
-            .finish()
-    }
-}
-
-/// Called on every inner request before the default handler forwards it: may change the
-/// request (e.g. set `Authorization`) or answer instead by returning the error to send
-/// (e.g. `401 authorization_required`), which [`super::errors`] turns into the response.
-///
-/// Wiring token injection is one line: `server.with_request_hook(Arc::new(inject_step))`.
-#[async_trait::async_trait]
-pub trait RequestHook: Send + Sync {
-    /// Inspects and possibly modifies `parts` (absolute `https://` URI, no `Host` header,
-    /// hop-by-hop headers already removed).
-    async fn on_request(
-        &self,
-        caller: &Arc<Caller>,
-        target: &InterceptTarget,
-        parts: &mut http::request::Parts,
-    ) -> Result<HookOutcome, ProxyError>;
-}
-
-/// Serves the inner requests of intercepted tunnels. Requests arrive checked (they target the
-/// `CONNECT` host) and rewritten to an absolute `https://` URI without a `Host` header.
-#[async_trait::async_trait]
-pub trait InnerHandler: Send + Sync {
-    /// Answers one inner request. `log` is the request's access-log context: set `injected`
-    /// and `app` there, and count request body bytes into `log.bytes_up` (response bytes
-    /// are counted by the caller). An error becomes the proxy's own response.
-    async fn handle(
-        &self,
-        caller: &Arc<Caller>,
-        target: &InterceptTarget,
-        req: Request<Incoming>,
-        log: &mut RequestLog,
-    ) -> Result<Response<ProxyBody>, ProxyError>;
-
-    /// Receives the connection dialed (guard checked) before the `CONNECT` was answered,
-    /// once the client's TLS handshake succeeded. The default drops it.
-    fn adopt_upstream(&self, target: &InterceptTarget, stream: TcpStream) {
-        let _ = (target, stream);
-    }
-}
-
-/// Everything interception needs, shared by all connections.
-pub struct Interception {
-    /// Which `CONNECT`s to intercept.
-    pub predicate: InterceptPredicate,
-    /// Leaf certificates per host.
-    pub leaves: Arc<LeafCache>,
-    /// What answers inner requests.
-    pub handler: Arc<dyn InnerHandler>,
-}
-
-impl std::fmt::Debug for Interception {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Interception")
-            .field("leaves", &self.leaves)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What `proxy_request` hands over when a `CONNECT` is intercepted.
-pub struct Intercepted {
-    /// The connection dialed to the target before the `200`; `None` on agent routes, whose
-    /// inner requests open (pooled) tunnels through the agent as they come.
-    pub upstream: Option<TcpStream>,
-    /// The server configuration presenting the target's leaf.
-    pub tls: Arc<ServerConfig>,
-    /// The target.
-    pub target: Arc<InterceptTarget>,
-    /// The caller who sent the `CONNECT`.
-    pub caller: Arc<Caller>,
-}
-
 /// Per-tunnel context for the inner requests.
 struct Tunnel {
+    /// What every inner request's pipeline needs.
     state: Arc<ProxyState>,
+    /// The client, for the inner requests' access lines.
     peer: SocketAddr,
-    caller: Arc<Caller>,
-    target: Arc<InterceptTarget>,
+    /// The `CONNECT`'s target, decision and pre-dialed connection.
+    intercepted: Intercepted,
 }
 
-/// Runs an intercepted tunnel to its end: TLS accept, inner requests, idle timeout. `log` is
-/// the `CONNECT`'s line, emitted when the tunnel closes with the raw bytes both ways.
-pub(crate) async fn run(
+/// Runs an intercepted tunnel to its end: TLS accept, inner requests, idle timeout. `counts`
+/// are the `CONNECT` line's, which its owner writes when the tunnel closes, with the raw
+/// bytes both ways.
+pub(super) async fn run(
     state: Arc<ProxyState>,
     i: Box<Intercepted>,
     client: Upgraded,
     counts: Counts,
 ) -> String {
-    let Intercepted {
-        upstream,
-        tls,
-        target,
-        caller,
-    } = *i;
     let activity = Arc::new(Activity::new());
     let io = Metered {
         inner: TokioIo::new(client),
@@ -250,47 +119,40 @@ pub(crate) async fn run(
         written: Some(counts.down),
     };
     let settings = &state.settings;
-    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(io);
-    let end = match tokio::time::timeout(settings.request_head_timeout, accept).await {
+    let accept = tokio_rustls::TlsAcceptor::from(i.tls.clone()).accept(io);
+    match tokio::time::timeout(settings.request_head_timeout, accept).await {
         Err(_) => "client TLS handshake timed out".to_string(),
         Ok(Err(e)) => {
             // The usual cause is a client that does not trust the tollgate CA.
-            tracing::info!(host = %target.host, error = %e,
+            tracing::info!(host = %i.target.host, error = %e,
                 "intercepted client TLS handshake failed (does the client trust the tollgate CA?)");
             "client TLS handshake failed".to_string()
         }
         Ok(Ok(stream)) => {
-            if let Some(upstream) = upstream {
-                state.intercept.handler.adopt_upstream(&target, upstream);
-            }
-            serve_inner(
-                &state,
-                stream,
-                Tunnel {
-                    state: state.clone(),
-                    peer: counts.peer,
-                    caller,
-                    target,
-                },
-                &activity,
-            )
-            .await
+            let tunnel = Tunnel {
+                state: state.clone(),
+                peer: counts.peer,
+                intercepted: *i,
+            };
+            serve_inner(&state, stream, tunnel, &activity).await
         }
-    };
-    end
+    }
 }
 
 /// What the `CONNECT`'s access line needs from an intercepted tunnel: its raw byte counts
 /// (the line itself is written by the tunnel's owner when the tunnel ends).
-pub(crate) struct Counts {
+pub(super) struct Counts {
+    /// Raw bytes from the client.
     up: Arc<AtomicU64>,
+    /// Raw bytes to the client.
     down: Arc<AtomicU64>,
+    /// The client.
     peer: SocketAddr,
 }
 
 impl Counts {
     /// The counters of `log`.
-    pub(crate) fn of(log: &RequestLog) -> Counts {
+    pub(super) fn of(log: &RequestLog) -> Counts {
         Counts {
             up: log.bytes_up.clone(),
             down: log.bytes_down.clone(),
@@ -343,45 +205,37 @@ where
     }
 }
 
-/// One inner request: check the target, rewrite, hand to the handler, log.
+/// One inner request: check the target and rewrite, then the pipeline's app → exchange →
+/// respond phases under the `CONNECT`'s decision.
 async fn inner_request(tunnel: &Tunnel, req: Request<Incoming>) -> Response<ProxyBody> {
     let state = &tunnel.state;
-    let target = &tunnel.target;
+    let i = &tunnel.intercepted;
+    let target = &i.target;
     let mut log = RequestLog::new(state.metrics.clone(), tunnel.peer, req.method().clone());
     log.host = Some(target.host.to_string());
     log.port = target.port;
-    log.caller = Some(tunnel.caller.clone());
+    log.caller = Some(target.caller.clone());
     log.set_decision(&target.decision);
-    let result = match check_and_rewrite(req, target) {
-        Ok(req) => {
-            state
-                .intercept
-                .handler
-                .handle(&tunnel.caller, target, req, &mut log)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(resp) => {
-            log.status = resp.status().as_u16();
-            let down = log.bytes_down.clone();
-            resp.map(|body| CountingBody::new(body, down, Some(log)).boxed())
-        }
-        Err(e) => {
-            log.record_error(&e);
-            // Dropping `log` here emits the line: the error body is complete in memory.
-            e.into_response()
-        }
+    let result = async {
+        let mut req = check_and_rewrite(req, &target.host, target.port, &i.authority)?;
+        strip_hop_by_hop_keeping_te_trailers(req.headers_mut());
+        // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
+        *req.version_mut() = Version::HTTP_11;
+        let app = pipeline::app(state, &target.caller, &target.host).await?;
+        pipeline::exchange(state, target, app, req, &mut log, i.predialed.as_ref()).await
     }
+    .await;
+    pipeline::respond(result, log)
 }
 
 /// Checks that `req` targets the `CONNECT` host and port (default 443), then rewrites it to
 /// an absolute `https://` URI with the target's authority and no `Host` header (the upstream
 /// client derives `Host` / `:authority` from the URI).
-pub fn check_and_rewrite<B>(
+fn check_and_rewrite<B>(
     mut req: Request<B>,
-    target: &InterceptTarget,
+    host: &Host,
+    port: u16,
+    authority: &Authority,
 ) -> Result<Request<B>, ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest(
@@ -404,14 +258,13 @@ pub fn check_and_rewrite<B>(
     for auth in [from_uri, from_host].into_iter().flatten() {
         // The usual case, the authority exactly as the target writes it (compared without
         // case), needs no normalization.
-        if auth == target.authority {
+        if auth == *authority {
             continue;
         }
-        let (host, port) = inner_target(&auth)?;
-        if host != target.host || port != target.port {
+        let (named, named_port) = inner_target(&auth)?;
+        if named != *host || named_port != port {
             return Err(ProxyError::Misdirected(format!(
-                "this connection is for {}:{}; the request is for {host}:{port}",
-                target.host, target.port
+                "this connection is for {host}:{port}; the request is for {named}:{named_port}"
             )));
         }
     }
@@ -424,12 +277,13 @@ pub fn check_and_rewrite<B>(
             "asterisk-form requests are not forwarded".into(),
         ));
     }
-    *req.uri_mut() = https_uri(target.authority.clone(), req.uri().path_and_query())?;
+    *req.uri_mut() = https_uri(authority.clone(), req.uri().path_and_query())?;
     req.headers_mut().remove(HOST);
     Ok(req)
 }
 
-/// The normalized host and port (default 443) an inner request names.
+/// The normalized host and port (default 443; `400` for 0 or above 65535) an inner request
+/// names.
 fn inner_target(auth: &Authority) -> Result<(Host, u16), ProxyError> {
     if auth.as_str().contains('@') {
         return Err(ProxyError::BadRequest(
@@ -437,105 +291,10 @@ fn inner_target(auth: &Authority) -> Result<(Host, u16), ProxyError> {
         ));
     }
     let host = normalize_host(auth.host()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-    Ok((host, auth.port_u16().unwrap_or(443)))
-}
-
-/// The default [`InnerHandler`]: runs the [`RequestHook`], if any, then forwards upstream over
-/// verified TLS: pooled through the guarded dialer on direct routes, through the agent on
-/// agent routes.
-pub struct UpstreamForwarder {
-    /// Direct routes: the same pooled clients plain-http forwarding uses.
-    upstream: Arc<Upstream>,
-    /// Where token injection plugs in.
-    hook: Option<Arc<dyn RequestHook>>,
-    /// For the upstream latency histogram.
-    metrics: Arc<Metrics>,
-    /// Tunnels whose policy routes through an agent send their inner requests through it
-    /// (TLS end to end, verified here); `None` = no agent routes.
-    agents: Option<Arc<AgentUpstream>>,
-}
-
-impl UpstreamForwarder {
-    /// A forwarder sending direct-route requests through `upstream`.
-    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
-        UpstreamForwarder {
-            upstream,
-            hook: None,
-            metrics,
-            agents: None,
-        }
-    }
-
-    /// Sends the inner requests of agent-routed tunnels through `agents`.
-    pub fn with_agents(mut self, agents: Arc<AgentUpstream>) -> Self {
-        self.agents = Some(agents);
-        self
-    }
-
-    /// Calls `hook` on every request before forwarding it.
-    pub fn with_hook(mut self, hook: Option<Arc<dyn RequestHook>>) -> Self {
-        self.hook = hook;
-        self
-    }
-}
-
-#[async_trait::async_trait]
-impl InnerHandler for UpstreamForwarder {
-    async fn handle(
-        &self,
-        caller: &Arc<Caller>,
-        target: &InterceptTarget,
-        req: Request<Incoming>,
-        log: &mut RequestLog,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop_keeping_te_trailers(&mut parts.headers);
-        let mut reauthorize = None;
-        if let Some(hook) = &self.hook {
-            let outcome = hook.on_request(caller, target, &mut parts).await?;
-            log.injected = outcome.injected;
-            log.app = outcome.app;
-            reauthorize = outcome.reauthorize;
-        }
-        // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
-        parts.version = Version::HTTP_11;
-        let agent = match target.decision.route() {
-            Some(Route::Agent(id)) => Some(id),
-            _ => None,
-        };
-        let allow_private = target.decision.allow_private();
-        let send = |req: Request<UpstreamBody>| async move {
-            let started = Instant::now();
-            let resp = match (agent, &self.agents) {
-                (Some(id), Some(agents)) => agents.send(id, req).await?,
-                (Some(id), None) => return Err(ProxyError::AgentUnavailable(id.to_string())),
-                (None, _) => self.upstream.send(req, allow_private).await?,
-            };
-            self.metrics
-                .upstream_latency
-                .observe(started.elapsed().as_secs_f64());
-            Ok(resp)
-        };
-        let mut resp = send_replayable(
-            parts,
-            body,
-            reauthorize.as_ref(),
-            log.bytes_up.clone(),
-            send,
-        )
-        .await?;
-        clean_response(&mut resp);
-        Ok(resp.map(|b| b.boxed()))
-    }
-
-    fn adopt_upstream(&self, target: &InterceptTarget, stream: TcpStream) {
-        self.upstream.adopt(
-            &target.host,
-            target.port,
-            target.decision.allow_private(),
-            stream,
-        );
-    }
+    let port = port_or_default(auth, 443).map_err(|_| {
+        ProxyError::BadRequest(format!("invalid port in {auth}: ports are 1-65535"))
+    })?;
+    Ok((host, port))
 }
 
 /// Like [`strip_hop_by_hop`], but keeps `TE: trailers`, which HTTP/2 allows and gRPC needs.
@@ -553,20 +312,18 @@ fn strip_hop_by_hop_keeping_te_trailers(headers: &mut http::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Decision, RuleKind, RuleRef};
 
-    fn target(host: &str, port: u16) -> InterceptTarget {
-        let decision = Decision::Allow {
-            policy: "test".into(),
-            rule: RuleRef {
-                file: "test.toml".into(),
-                line: 1,
-            },
-            kind: RuleKind::ExactHost,
-            route: Route::Direct,
-            allow_private: false,
-        };
-        InterceptTarget::new(normalize_host(host).unwrap(), port, decision).unwrap()
+    /// The `CONNECT` target: host, port and the authority of rewritten requests.
+    struct T(Host, u16, Authority);
+
+    fn target(host: &str, port: u16) -> T {
+        let host = normalize_host(host).unwrap();
+        let authority = https_authority(&host, port).unwrap();
+        T(host, port, authority)
+    }
+
+    fn check_and_rewrite<B>(req: Request<B>, t: &T) -> Result<Request<B>, ProxyError> {
+        super::check_and_rewrite(req, &t.0, t.1, &t.2)
     }
 
     fn req(uri: &str, host: Option<&str>) -> Request<()> {
@@ -645,6 +402,19 @@ mod tests {
                 Err("bad_request"),
             ),
             ("asterisk", "*", Some("api.example.com"), Err("bad_request")),
+            (
+                "port above 65535",
+                "/",
+                Some("api.example.com:99999"),
+                Err("bad_request"),
+            ),
+            ("port 0", "/", Some("api.example.com:0"), Err("bad_request")),
+            (
+                "h2 authority port above 65535",
+                "https://api.example.com:70000/",
+                None,
+                Err("bad_request"),
+            ),
         ];
         for (name, uri, host, want) in cases {
             let got = check_and_rewrite(req(uri, *host), &t);

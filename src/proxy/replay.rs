@@ -17,10 +17,10 @@ use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::{Body, Frame, Incoming};
 
 use super::errors::{full, ProxyError};
-use super::forward::UpstreamBody;
 use super::log::CountingBody;
 use crate::identity::Caller;
 use crate::oauth::inject::{rejects_token, Injected, Injector};
+use crate::route::UpstreamBody;
 
 /// Request bodies up to this size are buffered so they can be replayed once after a forced
 /// refresh (DESIGN: "for bodies under 64 KiB"); larger ones are streamed and not replayed.

@@ -101,7 +101,7 @@ impl Resolve for StaticResolver {
 /// Why a direct dial failed. Maps 1:1 to proxy error codes. `Clone` (the I/O error is
 /// shared) so an error found inside a client library's error chain can be reported as is.
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum DialError {
+pub enum DirectError {
     /// Name did not resolve (`dns_error`).
     #[error("DNS lookup failed for {host}: {detail}")]
     Dns {
@@ -136,6 +136,35 @@ pub enum DialError {
         /// The error.
         source: Arc<std::io::Error>,
     },
+}
+
+impl DirectError {
+    /// The error code this failure is reported with, by the proxy and by an agent alike
+    /// (DESIGN "Errors from the proxy itself"): a guard refusal is
+    /// `destination_ip_prohibited`; a resolved address inside a `[[deny]]` CIDR is a deny
+    /// match, `destination_denied`, like every other deny match.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DirectError::Dns { .. } => "dns_error",
+            DirectError::Prohibited(_) => "destination_ip_prohibited",
+            DirectError::DeniedAddress { .. } => "destination_denied",
+            DirectError::Refused(_) | DirectError::Io { .. } => "connection_refused",
+            DirectError::Timeout(_) => "connection_timeout",
+        }
+    }
+
+    /// The HTTP status that goes with [`code`](Self::code).
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            DirectError::Prohibited(_) | DirectError::DeniedAddress { .. } => {
+                http::StatusCode::FORBIDDEN
+            }
+            DirectError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            DirectError::Dns { .. } | DirectError::Refused(_) | DirectError::Io { .. } => {
+                http::StatusCode::BAD_GATEWAY
+            }
+        }
+    }
 }
 
 /// The shortest slice of the remaining time an attempt gets when several addresses share the
@@ -187,14 +216,14 @@ impl DirectDialer {
     /// Dials `host:port`. Returns the stream and the address actually connected to.
     ///
     /// An IP host is not resolved. A name is resolved once; if any answer is prohibited (see
-    /// [`Guard::check`]) the whole destination is refused with [`DialError::Prohibited`]
+    /// [`Guard::check`]) the whole destination is refused with [`DirectError::Prohibited`]
     /// before any connection is attempted. The stream has `TCP_NODELAY` set.
     pub async fn dial(
         &self,
         host: &Host,
         port: u16,
         allow_private: bool,
-    ) -> Result<(TcpStream, SocketAddr), DialError> {
+    ) -> Result<(TcpStream, SocketAddr), DirectError> {
         let deadline = Instant::now() + self.connect_timeout;
         let addrs = self
             .resolve_checked_until(host, port, allow_private, deadline)
@@ -211,7 +240,7 @@ impl DirectDialer {
         host: &Host,
         port: u16,
         allow_private: bool,
-    ) -> Result<Vec<SocketAddr>, DialError> {
+    ) -> Result<Vec<SocketAddr>, DirectError> {
         let deadline = Instant::now() + self.connect_timeout;
         self.resolve_checked_until(host, port, allow_private, deadline)
             .await
@@ -225,11 +254,11 @@ impl DirectDialer {
         port: u16,
         allow_private: bool,
         deadline: Instant,
-    ) -> Result<Vec<SocketAddr>, DialError> {
+    ) -> Result<Vec<SocketAddr>, DirectError> {
         let ips = match host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => {
-                let dns = |detail: String| DialError::Dns {
+                let dns = |detail: String| DirectError::Dns {
                     host: name.clone(),
                     detail,
                 };
@@ -255,7 +284,7 @@ impl DirectDialer {
         if let (Host::Name(_), Some(check)) = (host, &self.deny_check) {
             for addr in &addrs {
                 if let Some(rule) = check(*addr) {
-                    return Err(DialError::DeniedAddress { addr: *addr, rule });
+                    return Err(DirectError::DeniedAddress { addr: *addr, rule });
                 }
             }
         }
@@ -273,7 +302,7 @@ impl DirectDialer {
         port: u16,
         addrs: &[SocketAddr],
         deadline: Instant,
-    ) -> Result<(TcpStream, SocketAddr), DialError> {
+    ) -> Result<(TcpStream, SocketAddr), DirectError> {
         let target = || format!("{host}:{port}");
         let mut refused = None;
         let mut timed_out = false;
@@ -294,7 +323,7 @@ impl DirectDialer {
             };
             match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
-                    stream.set_nodelay(true).map_err(|source| DialError::Io {
+                    stream.set_nodelay(true).map_err(|source| DirectError::Io {
                         addr: addr.to_string(),
                         source: Arc::new(source),
                     })?;
@@ -311,18 +340,18 @@ impl DirectDialer {
             }
         }
         Err(if let Some(addr) = refused {
-            DialError::Refused(addr)
+            DirectError::Refused(addr)
         } else if timed_out {
-            DialError::Timeout(target())
+            DirectError::Timeout(target())
         } else if let Some((addr, source)) = other {
-            DialError::Io {
+            DirectError::Io {
                 addr: addr.to_string(),
                 source: Arc::new(source),
             }
         } else {
             // Unreachable in practice (resolution never yields an empty list), but an empty
             // list is answered as a DNS failure rather than a panic.
-            DialError::Dns {
+            DirectError::Dns {
                 host: host.to_string(),
                 detail: "no addresses".into(),
             }
@@ -345,6 +374,43 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// One classification for every side that reports a direct dial failure (the proxy, the
+    /// agent): a guard refusal is `destination_ip_prohibited`, a deny match
+    /// `destination_denied`.
+    #[test]
+    fn every_direct_error_has_one_code_and_status() {
+        let addr: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let prohibited = Guard::default().check(addr, false).unwrap_err();
+        let cases: Vec<(DirectError, &str, u16)> = vec![
+            (
+                DirectError::Dns {
+                    host: "x".into(),
+                    detail: "nx".into(),
+                },
+                "dns_error",
+                502,
+            ),
+            (prohibited.into(), "destination_ip_prohibited", 403),
+            (
+                DirectError::DeniedAddress {
+                    addr,
+                    rule: "deny.toml:1".into(),
+                },
+                "destination_denied",
+                403,
+            ),
+            (DirectError::Refused(addr), "connection_refused", 502),
+            (
+                DirectError::Timeout("x:1".into()),
+                "connection_timeout",
+                504,
+            ),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!((e.code(), e.status().as_u16()), (code, status), "{e:?}");
+        }
+    }
+
     fn dialer(resolver: impl Resolve, guard: Guard) -> DirectDialer {
         DirectDialer::new(Arc::new(resolver), guard, Duration::from_secs(5))
     }
@@ -362,9 +428,11 @@ mod tests {
         a.port()
     }
 
-    fn prohibited_reason(r: Result<impl std::fmt::Debug, DialError>) -> (SocketAddr, &'static str) {
+    fn prohibited_reason(
+        r: Result<impl std::fmt::Debug, DirectError>,
+    ) -> (SocketAddr, &'static str) {
         match r {
-            Err(DialError::Prohibited(p)) => (p.addr, p.reason),
+            Err(DirectError::Prohibited(p)) => (p.addr, p.reason),
             other => panic!("expected Prohibited, got {other:?}"),
         }
     }
@@ -464,7 +532,7 @@ mod tests {
         let port = closed_port().await;
         let d = dialer(StaticResolver::new(), Guard::default());
         match d.dial(&Host::Ip(LOCALHOST), port, true).await {
-            Err(DialError::Refused(a)) => assert_eq!(a, SocketAddr::new(LOCALHOST, port)),
+            Err(DirectError::Refused(a)) => assert_eq!(a, SocketAddr::new(LOCALHOST, port)),
             other => panic!("expected Refused, got {other:?}"),
         }
     }
@@ -515,7 +583,7 @@ mod tests {
     async fn unknown_name_is_dns_error() {
         let d = dialer(StaticResolver::new(), Guard::default());
         match d.dial(&Host::Name("nowhere.test".into()), 443, false).await {
-            Err(DialError::Dns { host, .. }) => assert_eq!(host, "nowhere.test"),
+            Err(DirectError::Dns { host, .. }) => assert_eq!(host, "nowhere.test"),
             other => panic!("expected Dns, got {other:?}"),
         }
         let d = dialer(
@@ -523,7 +591,7 @@ mod tests {
             Guard::default(),
         );
         match d.dial(&Host::Name("empty.test".into()), 443, false).await {
-            Err(DialError::Dns { detail, .. }) => assert_eq!(detail, "no addresses"),
+            Err(DirectError::Dns { detail, .. }) => assert_eq!(detail, "no addresses"),
             other => panic!("expected Dns, got {other:?}"),
         }
     }
@@ -546,7 +614,7 @@ mod tests {
         loop {
             match d.dial(&Host::Ip(LOCALHOST), addr.port(), true).await {
                 Ok((s, _)) => fillers.push(s),
-                Err(DialError::Timeout(target)) => {
+                Err(DirectError::Timeout(target)) => {
                     assert_eq!(target, format!("127.0.0.1:{}", addr.port()));
                     break;
                 }
@@ -610,7 +678,7 @@ mod tests {
             Duration::from_millis(50),
         );
         match d.dial(&Host::Name("hang.test".into()), 443, false).await {
-            Err(DialError::Dns { detail, .. }) => assert_eq!(detail, "lookup timed out"),
+            Err(DirectError::Dns { detail, .. }) => assert_eq!(detail, "lookup timed out"),
             other => panic!("expected Dns timeout, got {other:?}"),
         }
     }

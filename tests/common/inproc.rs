@@ -1,6 +1,6 @@
 //! tollgate in-process, for what the binary cannot be told from outside: the library's
 //! `Server` on 127.0.0.1:0 with interception forced by a predicate and an optional request
-//! hook, its leaf cache inspected, and the access log captured.
+//! predicate, its leaf cache inspected, and the access log captured.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate::config::{Config, ServeOverrides};
 use tollgate::identity::Caller;
 use tollgate::policy::Host;
-use tollgate::proxy::intercept::{InterceptPredicate, RequestHook};
+use tollgate::proxy::intercept::InterceptPredicate;
 use tollgate::server::Server;
 use tollgate::tls::LeafCache;
 
@@ -68,20 +68,15 @@ impl Running {
 }
 
 /// Starts tollgate trusting `upstream_ca` (as `--upstream-ca-file`), intercepting the
-/// CONNECTs `predicate` selects, with an optional request hook.
-pub async fn start(
-    upstream_ca: &TestCa,
-    predicate: InterceptPredicate,
-    hook: Option<Arc<dyn RequestHook>>,
-) -> Running {
-    start_with(upstream_ca, predicate, hook, |_| {}).await
+/// CONNECTs `predicate` selects.
+pub async fn start(upstream_ca: &TestCa, predicate: InterceptPredicate) -> Running {
+    start_with(upstream_ca, predicate, |_| {}).await
 }
 
 /// [`start`], with the overrides adjusted by `adjust`.
 pub async fn start_with(
     upstream_ca: &TestCa,
     predicate: InterceptPredicate,
-    hook: Option<Arc<dyn RequestHook>>,
     adjust: impl FnOnce(&mut ServeOverrides),
 ) -> Running {
     let dir = tempfile::tempdir().unwrap();
@@ -101,9 +96,6 @@ pub async fn start_with(
     adjust(&mut over);
     let mut server = Server::bind(Config::resolve(&over).unwrap()).await.unwrap();
     server.intercept_when(predicate);
-    if let Some(hook) = hook {
-        server.with_request_hook(hook);
-    }
     let proxy = server.proxy_addr;
     let leaves = server.leaf_cache();
     let shutdown = CancellationToken::new();
