@@ -31,6 +31,12 @@ fn token(org: &str, user: &str, roles: &[&str], exp: u64) -> String {
     mint_at(&key(), org, user, &roles, NOW - 10, exp)
 }
 
+/// A verifier at [`NOW`] and a token of alice (org acme, no roles) valid for a minute.
+fn alice() -> (Verifier, String) {
+    let (v, _) = verifier_at(NOW);
+    (v, token("acme", "alice", &[], NOW + 60))
+}
+
 fn basic(user_and_token: &str) -> Vec<u8> {
     format!(
         "Basic {}",
@@ -75,8 +81,7 @@ fn roles_are_optional() {
 
 #[test]
 fn bearer_any_case_and_spacing() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         for sep in [" ", "   "] {
             let h = format!("{scheme}{sep}{tok}");
@@ -88,8 +93,7 @@ fn bearer_any_case_and_spacing() {
 
 #[test]
 fn basic_with_matching_user() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     let c = v.verify_header(&basic(&format!("alice:{tok}"))).unwrap();
     assert_eq!(c.user, "alice");
     // Scheme is case-insensitive for Basic too.
@@ -100,8 +104,7 @@ fn basic_with_matching_user() {
 
 #[test]
 fn basic_unpadded_base64_is_accepted() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     let h = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!("alice:{tok}"))
@@ -111,8 +114,7 @@ fn basic_unpadded_base64_is_accepted() {
 
 #[test]
 fn basic_user_mismatch() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     assert_eq!(
         v.verify_header(&basic(&format!("mallory:{tok}"))),
         Err(IdentityError::UserMismatch)
@@ -126,8 +128,7 @@ fn basic_user_mismatch() {
 
 #[test]
 fn basic_empty_user_takes_sub() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     let c = v.verify_header(&basic(&format!(":{tok}"))).unwrap();
     assert_eq!(c.user, "alice");
 }
@@ -315,8 +316,7 @@ fn invalid_claims() {
 #[test]
 fn malformed_headers() {
     use IdentityError::{Invalid, Malformed, Missing};
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     let basic_raw = |raw: &[u8]| {
         let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
         format!("Basic {encoded}").into_bytes()
@@ -354,16 +354,14 @@ fn malformed_headers() {
 
 #[test]
 fn surrounding_whitespace_tolerated() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     let h = format!("  Bearer {tok} \t");
     assert_eq!(v.verify_header(h.as_bytes()).unwrap().user, "alice");
 }
 
 #[test]
 fn cache_hit_returns_same_arc() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     let h = format!("Bearer {tok}");
     let a = v.verify_header(h.as_bytes()).unwrap();
     let b = v.verify_header(h.as_bytes()).unwrap();
@@ -395,8 +393,7 @@ fn cached_then_expired_is_refused() {
 
 #[test]
 fn concurrent_verification_shares_one_entry() {
-    let (v, _) = verifier_at(NOW);
-    let tok = token("acme", "alice", &[], NOW + 60);
+    let (v, tok) = alice();
     let h = format!("Bearer {tok}");
     std::thread::scope(|s| {
         for _ in 0..4 {
