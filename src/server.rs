@@ -112,25 +112,15 @@ impl Server {
             &data.root.join("store"),
             StoreKey::load(&data.store_key)?,
         )?);
+        // The listener and the address it got (the port, when asked for port 0).
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
+            let bound = TcpListener::bind(addr)
                 .await
-                .map_err(|source| ServeError::Bind { addr, source })
+                .and_then(|l| Ok((l.local_addr()?, l)));
+            bound.map_err(|source| ServeError::Bind { addr, source })
         };
-        let proxy_listener = bind(config.proxy_listen).await?;
-        let web_listener = bind(config.web_listen).await?;
-        let proxy_addr = proxy_listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind {
-                addr: config.proxy_listen,
-                source,
-            })?;
-        let web_addr = web_listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind {
-                addr: config.web_listen,
-                source,
-            })?;
+        let (proxy_addr, proxy_listener) = bind(config.proxy_listen).await?;
+        let (web_addr, web_listener) = bind(config.web_listen).await?;
         let public_url = config
             .public_url
             .clone()

@@ -335,17 +335,15 @@ mod tests {
     #[test]
     fn config_file_and_flags_merge() {
         let dir = tempfile::tempdir().unwrap();
-        let cred = dir.path().join("cred");
-        std::fs::write(&cred, "token\n").unwrap();
-        let cfg = dir.path().join("agent.toml");
-        std::fs::write(
-            &cfg,
-            format!(
+        let cred = crate::config::write_test_file(dir.path(), "cred", "token\n");
+        let cfg = crate::config::write_test_file(
+            dir.path(),
+            "agent.toml",
+            &format!(
                 "relay = \"https://127.0.0.1:9443\"\nid = \"onprem-1\"\ncredential_file = {:?}\nallow = [\"*.corp\", \"10.0.0.0/8\"]\nconnections = 3\n",
                 cred.display().to_string()
             ),
-        )
-        .unwrap();
+        );
         let args = AgentArgs {
             config: Some(cfg.clone()),
             connections: Some(4),

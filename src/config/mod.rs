@@ -76,3 +76,15 @@ pub(crate) fn duration_setting(
         },
     }
 }
+
+/// Writes `contents` to `name` in `dir` and returns its path (config tests' files).
+#[cfg(test)]
+pub(crate) fn write_test_file(
+    dir: &std::path::Path,
+    name: &str,
+    contents: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}

@@ -448,12 +448,11 @@ mod tests {
     #[test]
     fn flags_override_file_and_all_errors_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tollgate.toml");
-        std::fs::write(
-            &path,
+        let path = crate::config::write_test_file(
+            dir.path(),
+            "tollgate.toml",
             "proxy_listen = \"127.0.0.1:9999\"\nweb_listen = \"127.0.0.1:9998\"\nidle_timeout = \"5m\"\n",
-        )
-        .unwrap();
+        );
         let over = ServeOverrides {
             config: Some(path.clone()),
             proxy_listen: Some("127.0.0.1:7777".into()),
@@ -477,17 +476,15 @@ mod tests {
     #[test]
     fn oauth_settings_from_file_and_flags() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "x").unwrap();
-        let path = dir.path().join("tollgate.toml");
-        std::fs::write(
-            &path,
-            format!(
+        let ca = crate::config::write_test_file(dir.path(), "ca.pem", "x");
+        let path = crate::config::write_test_file(
+            dir.path(),
+            "tollgate.toml",
+            &format!(
                 "consent_user_header = \"X-Forwarded-User\"\nupstream_ca_file = {:?}\n",
                 ca.display().to_string()
             ),
-        )
-        .unwrap();
+        );
         let over = ServeOverrides {
             config: Some(path),
             ..Default::default()
@@ -512,8 +509,11 @@ mod tests {
         let err = Config::resolve(&half).unwrap_err().to_string();
         assert!(err.contains("--ca-cert needs --ca-key"), "{err}");
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tollgate.toml");
-        std::fs::write(&path, "ca_cert = \"c.pem\"\nca_key = \"c.key\"\n").unwrap();
+        let path = crate::config::write_test_file(
+            dir.path(),
+            "tollgate.toml",
+            "ca_cert = \"c.pem\"\nca_key = \"c.key\"\n",
+        );
         let c = Config::resolve(&ServeOverrides {
             config: Some(path),
             ..Default::default()
@@ -525,12 +525,11 @@ mod tests {
     #[test]
     fn relay_settings_from_file_and_flags() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tollgate.toml");
-        std::fs::write(
-            &path,
+        let path = crate::config::write_test_file(
+            dir.path(),
+            "tollgate.toml",
             "relay_listen = \"127.0.0.1:0\"\nrevoked_agents = [\"old-1\", \"old-2\"]\nrelay_keepalive = \"2s\"\n",
-        )
-        .unwrap();
+        );
         let over = ServeOverrides {
             config: Some(path.clone()),
             ..Default::default()
@@ -551,8 +550,11 @@ mod tests {
     #[test]
     fn unknown_file_key_is_an_error_with_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tollgate.toml");
-        std::fs::write(&path, "data = \"d\"\nproxy_lisen = \"x\"\n").unwrap();
+        let path = crate::config::write_test_file(
+            dir.path(),
+            "tollgate.toml",
+            "data = \"d\"\nproxy_lisen = \"x\"\n",
+        );
         let over = ServeOverrides {
             config: Some(path),
             ..Default::default()

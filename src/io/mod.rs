@@ -55,20 +55,32 @@ impl Activity {
     }
 }
 
-/// A stream that records activity on every successful read or write (for the idle
-/// timeout) and counts the bytes read, and optionally those written, for the access line.
-/// Used for both sides of a copied tunnel and for the client side of an intercepted one.
-pub struct Metered<S> {
-    pub(super) inner: S,
-    pub(super) activity: Arc<Activity>,
-    /// Bytes read from this side.
-    pub(super) read: Arc<AtomicU64>,
-    /// Bytes written to this side, when counted here (a copied tunnel counts each direction
-    /// as the other side's reads).
-    pub(super) written: Option<Arc<AtomicU64>>,
+/// Where a [`Counted`] stream reports the bytes it moves.
+pub trait ByteCounter {
+    /// `n` (more than 0) bytes were read from the stream.
+    fn read(&self, n: u64);
+    /// `n` (more than 0) bytes were written to the stream.
+    fn written(&self, n: u64);
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+/// A stream that reports every byte read from or written to it to its counter: the tunnels'
+/// [`Metered`] sides and the relay's agent streams.
+pub struct Counted<S, C> {
+    /// The stream.
+    pub(crate) inner: S,
+    /// Where the bytes moved are reported.
+    pub(crate) counter: C,
+}
+
+impl<S, C: std::fmt::Debug> std::fmt::Debug for Counted<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted")
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + Unpin, C: ByteCounter + Unpin> AsyncRead for Counted<S, C> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -78,14 +90,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
-            self.activity.touch();
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            self.counter.read(n as u64);
         }
         r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+impl<S: AsyncWrite + Unpin, C: ByteCounter + Unpin> AsyncWrite for Counted<S, C> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -94,10 +105,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                self.activity.touch();
-                if let Some(w) = &self.written {
-                    w.fetch_add(n as u64, Ordering::Relaxed);
-                }
+                self.counter.written(n as u64);
             }
         }
         r
@@ -111,6 +119,36 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// A tunnel side's counts: activity on every successful read or write (for the idle
+/// timeout), the bytes read, and optionally those written, for the access line.
+pub struct Meter {
+    /// Touched on every byte moved, for the idle timeout.
+    pub(crate) activity: Arc<Activity>,
+    /// Bytes read from this side.
+    pub(crate) read: Arc<AtomicU64>,
+    /// Bytes written to this side, when counted here (a copied tunnel counts each direction
+    /// as the other side's reads).
+    pub(crate) written: Option<Arc<AtomicU64>>,
+}
+
+impl ByteCounter for Meter {
+    fn read(&self, n: u64) {
+        self.activity.touch();
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn written(&self, n: u64) {
+        self.activity.touch();
+        if let Some(w) = &self.written {
+            w.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A stream that records activity and counts bytes ([`Meter`]). Used for both sides of a
+/// copied tunnel and for the client side of an intercepted one.
+pub type Metered<S> = Counted<S, Meter>;
 
 /// Runs a tunnel between the upgraded client connection and the dialed `upstream`: zero-copy
 /// between the two sockets where possible (see the module docs), else [`splice`]. Arguments
@@ -185,15 +223,19 @@ where
     let activity = Arc::new(Activity::new());
     let mut client = Metered {
         inner: client,
-        activity: activity.clone(),
-        read: up,
-        written: None,
+        counter: Meter {
+            activity: activity.clone(),
+            read: up,
+            written: None,
+        },
     };
     let mut upstream = Metered {
         inner: upstream,
-        activity: activity.clone(),
-        read: down,
-        written: None,
+        counter: Meter {
+            activity: activity.clone(),
+            read: down,
+            written: None,
+        },
     };
     let copy = copy_bidirectional(&mut client, &mut upstream, buffer);
     tokio::select! {
@@ -336,12 +378,22 @@ mod zero_copy;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::JoinHandle;
 
-    #[tokio::test]
-    async fn half_close_is_passed_on_and_bytes_counted() {
-        let (client_app, client_proxy) = tokio::io::duplex(1024);
-        let (upstream_proxy, upstream_app) = tokio::io::duplex(1024);
+    /// A running [`splice`] between two in-memory pipes, and the test's ends of them.
+    struct Spliced {
+        client_app: DuplexStream,
+        upstream_app: DuplexStream,
+        up: Arc<AtomicU64>,
+        down: Arc<AtomicU64>,
+        t: JoinHandle<String>,
+    }
+
+    /// Splices a client pipe of `client_cap` bytes to an upstream pipe of `upstream_cap`.
+    fn spawn_splice(client_cap: usize, upstream_cap: usize) -> Spliced {
+        let (client_app, client_proxy) = tokio::io::duplex(client_cap);
+        let (upstream_proxy, upstream_app) = tokio::io::duplex(upstream_cap);
         let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let t = tokio::spawn(splice(
             client_proxy,
@@ -350,6 +402,24 @@ mod tests {
             up.clone(),
             down.clone(),
         ));
+        Spliced {
+            client_app,
+            upstream_app,
+            up,
+            down,
+            t,
+        }
+    }
+
+    #[tokio::test]
+    async fn half_close_is_passed_on_and_bytes_counted() {
+        let Spliced {
+            client_app,
+            upstream_app,
+            up,
+            down,
+            t,
+        } = spawn_splice(1024, 1024);
         let (mut cr, mut cw) = tokio::io::split(client_app);
         let (mut ur, mut uw) = tokio::io::split(upstream_app);
         cw.write_all(b"hello").await.unwrap();
@@ -378,16 +448,13 @@ mod tests {
     async fn bulk_both_ways_through_small_pipes_arrives_intact() {
         // Small pipes make every read and write partial and often pending, which exercises
         // releasing and re-allocating the copy buffers.
-        let (client_app, client_proxy) = tokio::io::duplex(1000);
-        let (upstream_proxy, upstream_app) = tokio::io::duplex(777);
-        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let t = tokio::spawn(splice(
-            client_proxy,
-            upstream_proxy,
-            Duration::from_secs(60),
-            up.clone(),
-            down.clone(),
-        ));
+        let Spliced {
+            client_app,
+            upstream_app,
+            up,
+            down,
+            t,
+        } = spawn_splice(1000, 777);
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         let (mut cr, mut cw) = tokio::io::split(client_app);
         let (mut ur, mut uw) = tokio::io::split(upstream_app);

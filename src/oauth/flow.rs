@@ -91,11 +91,8 @@ impl Tickets {
             });
         }
         let ticket = ConsentTicket::new(
-            &current.org,
+            &current,
             user,
-            &current.id,
-            current.generation,
-            current.incarnation,
             self.clock.now().map_err(StoreError::from)? + TICKET_TTL_SECS,
         )?;
         let consent_url = format!("{}/consent/{}", self.public_url, ticket.id);
@@ -236,11 +233,7 @@ impl ConsentFlow<'_> {
             false => None,
         };
         let pending = PendingAuthorization::new(
-            &ticket.org,
-            &ticket.user,
-            &ticket.app,
-            ticket.generation,
-            ticket.incarnation,
+            &ticket,
             verifier,
             self.oauth.tokens.redirect_uri(),
             self.oauth.clock.now().map_err(StoreError::from)? + PENDING_TTL_SECS,

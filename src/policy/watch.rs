@@ -293,26 +293,16 @@ mod tests {
     use std::fs;
     use std::time::Instant;
 
-    const ONE: &str = r#"
-[[policy]]
-name = "one"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["one.example"]
-"#;
-    const TWO: &str = r#"
-[[policy]]
-name = "one"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["one.example"]
+    use crate::policy::tests::allow_policy;
 
-[[policy]]
-name = "two"
-route = "agent:edge-1"
-  [[policy.allow]]
-  hosts = ["two.example"]
-"#;
+    fn one() -> String {
+        allow_policy("one", "direct", &["one.example"])
+    }
+
+    fn two() -> String {
+        one() + &allow_policy("two", "agent:edge-1", &["two.example"])
+    }
+
     const BAD: &str = r#"
 [[policy]]
 name = "one"
@@ -338,7 +328,7 @@ colour = "blue"
     #[test]
     fn reload_swaps_good_edits_and_keeps_the_last_good_set() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a.toml"), ONE).unwrap();
+        fs::write(dir.path().join("a.toml"), one()).unwrap();
         let p = Policies::load(dir.path().to_owned());
         let first = p.current();
         assert_eq!(first.policy_count(), 1);
@@ -346,7 +336,7 @@ colour = "blue"
         assert!(s.ever_loaded && s.last_errors.is_empty());
         assert_eq!(s.generation, 1);
 
-        fs::write(dir.path().join("a.toml"), TWO).unwrap();
+        fs::write(dir.path().join("a.toml"), two()).unwrap();
         p.reload().unwrap();
         assert_eq!(p.current().policy_count(), 2);
         assert_eq!(p.status().generation, 2);
@@ -366,7 +356,7 @@ colour = "blue"
         assert_eq!(s.generation, 2);
         assert_eq!(s.last_errors, errors);
 
-        fs::write(dir.path().join("a.toml"), ONE).unwrap();
+        fs::write(dir.path().join("a.toml"), one()).unwrap();
         p.reload().unwrap();
         assert_eq!(p.current().policy_count(), 1);
         assert!(p.status().last_errors.is_empty());
@@ -399,7 +389,7 @@ colour = "blue"
     #[test]
     fn unchanged_files_are_not_reloaded_by_events() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a.toml"), ONE).unwrap();
+        fs::write(dir.path().join("a.toml"), one()).unwrap();
         let p = Policies::load(dir.path().to_owned());
         p.reload_with(Mode::IfChanged).unwrap();
         assert_eq!(
@@ -413,7 +403,7 @@ colour = "blue"
         assert!(p.reload_with(Mode::IfChanged).is_err());
         assert_eq!(p.status().generation, 1);
         // An explicit reload always rebuilds.
-        fs::write(dir.path().join("a.toml"), ONE).unwrap();
+        fs::write(dir.path().join("a.toml"), one()).unwrap();
         p.reload().unwrap();
         p.reload().unwrap();
         assert_eq!(p.status().generation, 3);
@@ -422,7 +412,7 @@ colour = "blue"
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watcher_applies_edits_within_two_seconds() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a.toml"), ONE).unwrap();
+        fs::write(dir.path().join("a.toml"), one()).unwrap();
         let p = Policies::load(dir.path().to_owned());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(watch(p.clone(), async {
@@ -434,7 +424,7 @@ colour = "blue"
         .await;
 
         // A new file, written through a rename like an editor would.
-        write_via_rename(dir.path(), "b.toml", &TWO.replace("\"one\"", "\"three\""));
+        write_via_rename(dir.path(), "b.toml", &two().replace("\"one\"", "\"three\""));
         eventually("the new file to apply", RELOAD_DEADLINE, || {
             p.current().policy_count() == 3
         })
@@ -449,7 +439,7 @@ colour = "blue"
         assert_eq!(p.current().policy_count(), 3);
 
         // An in-place edit (no rename) that fixes it.
-        fs::write(dir.path().join("a.toml"), ONE).unwrap();
+        fs::write(dir.path().join("a.toml"), one()).unwrap();
         eventually("the fix to apply", RELOAD_DEADLINE, || {
             p.status().last_errors.is_empty()
         })

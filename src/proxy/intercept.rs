@@ -48,7 +48,7 @@ use super::log::RequestLog;
 use super::pipeline::{self, Target};
 use super::{ProxyBody, ProxyState, HYPER_BUF_MIN};
 use crate::identity::Caller;
-use crate::io::{Activity, Metered};
+use crate::io::{Activity, Meter, Metered};
 use crate::policy::{normalize_host, Host};
 use crate::route::{port_or_default, Predialed};
 
@@ -114,9 +114,11 @@ pub(super) async fn run(
     let activity = Arc::new(Activity::new());
     let io = Metered {
         inner: TokioIo::new(client),
-        activity: activity.clone(),
-        read: counts.up,
-        written: Some(counts.down),
+        counter: Meter {
+            activity: activity.clone(),
+            read: counts.up,
+            written: Some(counts.down),
+        },
     };
     let settings = &state.settings;
     let accept = tokio_rustls::TlsAcceptor::from(i.tls.clone()).accept(io);

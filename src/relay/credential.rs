@@ -205,35 +205,24 @@ mod tests {
         for (name, cred, want) in cases {
             assert_eq!(v.verify(&cred), Err(want), "{name}");
         }
-        // Expired: exp in the past (minted by hand with a wrong `typ` too, to check order).
-        let mut header = Header::new(Algorithm::HS256);
-        header.typ = Some(CREDENTIAL_TYP.into());
-        let expired = jsonwebtoken::encode(
-            &header,
-            &Claims {
+        // Minted by hand: a chosen `typ` and `exp`.
+        let hand_minted = |typ: &str, exp: Option<u64>| {
+            let mut header = Header::new(Algorithm::HS256);
+            header.typ = Some(typ.into());
+            let claims = Claims {
                 agent: "a".into(),
                 aud: CREDENTIAL_AUD.into(),
                 iat: 1,
                 jti: "x".into(),
-                exp: Some(2),
-            },
-            &EncodingKey::from_secret(key().secret()),
-        )
-        .unwrap();
+                exp,
+            };
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(key().secret()))
+                .unwrap()
+        };
+        // Expired: exp in the past.
+        let expired = hand_minted(CREDENTIAL_TYP, Some(2));
         assert_eq!(v.verify(&expired), Err(CredentialError::Expired));
-        header.typ = Some("JWT".into());
-        let wrong_typ = jsonwebtoken::encode(
-            &header,
-            &Claims {
-                agent: "a".into(),
-                aud: CREDENTIAL_AUD.into(),
-                iat: 1,
-                jti: "x".into(),
-                exp: None,
-            },
-            &EncodingKey::from_secret(key().secret()),
-        )
-        .unwrap();
+        let wrong_typ = hand_minted("JWT", None);
         assert_eq!(v.verify(&wrong_typ), Err(CredentialError::Invalid));
     }
 

@@ -1,21 +1,18 @@
 //! A tunnel through an agent as a byte stream ([`AgentStream`]), and the lease that counts
 //! it as open on its relay connection until it is dropped (the registry's load measure).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::registry::RelayConn;
+use crate::io::{ByteCounter, Counted};
 
 /// A tunnel's claim on its relay connection: counts as in flight until dropped.
-pub(super) struct Lease {
+pub struct Lease {
     /// The connection the tunnel runs on.
     pub(super) conn: Arc<RelayConn>,
 }
@@ -38,71 +35,43 @@ impl Drop for Lease {
     }
 }
 
-/// A tunnel through an agent: bytes written go to the destination, bytes read come from it.
-/// Counts bytes into the agent's metrics and keeps the connection's load count until dropped.
-pub struct AgentStream {
-    /// The upgraded `CONNECT` stream.
-    io: TokioIo<Upgraded>,
-    /// Keeps the tunnel counted on its connection.
-    lease: Lease,
-}
-
-impl std::fmt::Debug for AgentStream {
+impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentStream")
-            .field("agent", &self.lease.conn.agent)
-            .field("conn", &self.lease.conn.id)
+        f.debug_struct("Lease")
+            .field("agent", &self.conn.agent)
+            .field("conn", &self.conn.id)
             .finish()
     }
 }
 
+/// Bytes read come from the destination (down), bytes written go to it (up).
+impl ByteCounter for Lease {
+    fn read(&self, n: u64) {
+        self.conn.metrics.down.inc_by(n);
+    }
+
+    fn written(&self, n: u64) {
+        self.conn.metrics.up.inc_by(n);
+    }
+}
+
+/// A tunnel through an agent: bytes written go to the destination, bytes read come from it.
+/// Counts bytes into the agent's metrics and keeps the connection's load count (its
+/// [`Lease`]) until dropped.
+pub type AgentStream = Counted<TokioIo<Upgraded>, Lease>;
+
 impl AgentStream {
     /// A tunnel that was just answered 200 on `lease`'s connection.
     pub(super) fn new(io: TokioIo<Upgraded>, lease: Lease) -> Self {
-        AgentStream { io, lease }
+        Counted {
+            inner: io,
+            counter: lease,
+        }
     }
 
     /// The agent ID this tunnel goes through.
     pub fn agent(&self) -> &str {
-        &self.lease.conn.agent
-    }
-}
-
-impl AsyncRead for AgentStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.lease.conn.metrics.down.inc_by(n as u64);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for AgentStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.lease.conn.metrics.up.inc_by(n as u64);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        &self.counter.conn.agent
     }
 }
 

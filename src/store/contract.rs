@@ -138,17 +138,13 @@ async fn put(s: &dyn Store, a: &App, user: &str, access: &str) -> TokenSet {
 
 /// A consent ticket of `user` for `a`.
 pub fn ticket(a: &App, user: &str, expires_at: u64) -> ConsentTicket {
-    ConsentTicket::new(&a.org, user, &a.id, a.generation, a.incarnation, expires_at).unwrap()
+    ConsentTicket::new(a, user, expires_at).unwrap()
 }
 
 /// A pending authorization of `user` for `a`, with a PKCE verifier.
 pub fn pending(a: &App, user: &str, expires_at: u64) -> PendingAuthorization {
     PendingAuthorization::new(
-        &a.org,
-        user,
-        &a.id,
-        a.generation,
-        a.incarnation,
+        &ticket(a, user, expires_at),
         Some(Secret::new("pkce-PLAINTEXT-777")),
         "https://tollgate.example/oauth/callback",
         expires_at,

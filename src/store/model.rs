@@ -177,22 +177,16 @@ pub struct ConsentTicket {
 }
 
 impl ConsentTicket {
-    /// A new ticket with a fresh random id.
-    pub fn new(
-        org: impl Into<String>,
-        user: impl Into<String>,
-        app: impl Into<String>,
-        generation: u64,
-        incarnation: u64,
-        expires_at: u64,
-    ) -> Result<Self, StoreError> {
+    /// A new ticket with a fresh random id: `user`'s consent to `app` as it is now (its
+    /// generation and incarnation).
+    pub fn new(app: &App, user: impl Into<String>, expires_at: u64) -> Result<Self, StoreError> {
         Ok(Self {
             id: random_id()?,
-            org: org.into(),
+            org: app.org.clone(),
             user: user.into(),
-            app: app.into(),
-            generation,
-            incarnation,
+            app: app.config.id.clone(),
+            generation: app.generation,
+            incarnation: app.incarnation,
             expires_at,
         })
     }
@@ -224,25 +218,21 @@ pub struct PendingAuthorization {
 }
 
 impl PendingAuthorization {
-    /// A new pending authorization with a fresh random `state`.
-    #[allow(clippy::too_many_arguments)] // mirrors the record's fields one to one
+    /// A new pending authorization with a fresh random `state`, for what `ticket` was issued
+    /// for (user, app, and the app's generation and incarnation at issue).
     pub fn new(
-        org: impl Into<String>,
-        user: impl Into<String>,
-        app: impl Into<String>,
-        generation: u64,
-        incarnation: u64,
+        ticket: &ConsentTicket,
         pkce_verifier: Option<Secret>,
         redirect_uri: impl Into<String>,
         expires_at: u64,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             state: random_id()?,
-            org: org.into(),
-            user: user.into(),
-            app: app.into(),
-            generation,
-            incarnation,
+            org: ticket.org.clone(),
+            user: ticket.user.clone(),
+            app: ticket.app.clone(),
+            generation: ticket.generation,
+            incarnation: ticket.incarnation,
             pkce_verifier,
             redirect_uri: redirect_uri.into(),
             expires_at,

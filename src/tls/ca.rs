@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -17,10 +17,11 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::RootCertStore;
 
 use super::{invalid, provider, TlsError, LEAF_BACKDATE, LEAF_VALIDITY, MAX_COMMON_NAME};
+use crate::clock::Clock;
 use crate::policy::Host;
 
 /// Generates a self-signed ECDSA P-256 CA. Returns (certificate PEM, private key PEM).
-pub fn generate_ca() -> Result<(String, String), rcgen::Error> {
+pub fn generate_ca() -> Result<(String, String), TlsError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
@@ -33,7 +34,7 @@ pub fn generate_ca() -> Result<(String, String), rcgen::Error> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = time::OffsetDateTime::now_utc();
+    let now = time::OffsetDateTime::from(Clock::system().now_time()?);
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(3650);
     let cert = params.self_signed(&key)?;
@@ -48,6 +49,8 @@ pub struct Ca {
     cert_der: CertificateDer<'static>,
     /// Where the certificate was read from (shown in the banner).
     pub cert_path: PathBuf,
+    /// Validity of the certificates it signs starts now by this clock.
+    clock: Clock,
 }
 
 impl fmt::Debug for Ca {
@@ -88,7 +91,8 @@ impl Ca {
     ) -> Result<Ca, TlsError> {
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| invalid(cert_path, format!("no PEM certificate found ({e})")))?;
-        let check_host = check_ca_certificate(&cert_der, cert_path)?;
+        let clock = Clock::system();
+        let check_host = check_ca_certificate(&cert_der, cert_path, clock.now()?)?;
         if key_pem.contains("-----BEGIN EC PRIVATE KEY-----")
             || key_pem.contains("-----BEGIN RSA PRIVATE KEY-----")
         {
@@ -120,6 +124,7 @@ impl Ca {
             issuer,
             cert_der,
             cert_path: cert_path.to_path_buf(),
+            clock,
         };
         ca.self_check(check_host)?;
         Ok(ca)
@@ -134,17 +139,13 @@ impl Ca {
     /// clients would reject (e.g. a subject rcgen cannot copy byte for byte) fails at start,
     /// not per request. With no host (a CA constrained to IP ranges only), only the mint runs.
     fn self_check(&self, host: Option<String>) -> Result<(), TlsError> {
+        let now = self.clock.now_time()?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let Some(host) = host else {
-            mint_leaf(
-                self,
-                &key,
-                &Host::Name(SELF_CHECK_HOST.into()),
-                SystemTime::now(),
-            )?;
+            mint_leaf(self, &key, &Host::Name(SELF_CHECK_HOST.into()), now)?;
             return Ok(());
         };
-        let der = mint_leaf(self, &key, &Host::Name(host.clone()), SystemTime::now())?;
+        let der = mint_leaf(self, &key, &Host::Name(host.clone()), now)?;
         let mut roots = RootCertStore::empty();
         roots.add(self.cert_der.clone())?;
         let verifier =
@@ -154,7 +155,7 @@ impl Ca {
         let name =
             ServerName::try_from(host).map_err(|e| invalid(&self.cert_path, e.to_string()))?;
         verifier
-            .verify_server_cert(&der, &[], &name, &[], UnixTime::now())
+            .verify_server_cert(&der, &[], &name, &[], unix_time(now))
             .map_err(|e| {
                 invalid(
                     &self.cert_path,
@@ -165,6 +166,11 @@ impl Ca {
     }
 }
 
+/// `now` in rustls' form, for verifying as a client would at that time.
+fn unix_time(now: SystemTime) -> UnixTime {
+    UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
 /// The name the start-up self-check mints a leaf for.
 const SELF_CHECK_HOST: &str = "tollgate-self-check.invalid";
 
@@ -172,7 +178,11 @@ const SELF_CHECK_HOST: &str = "tollgate-self-check.invalid";
 /// validity; and what rcgen cannot copy (multi-valued RDNs). Returns the host name the
 /// self-check may use: one inside the first permitted DNS subtree of a name-constrained CA,
 /// none when the constraints permit IP ranges only.
-fn check_ca_certificate(der: &CertificateDer<'_>, path: &Path) -> Result<Option<String>, TlsError> {
+fn check_ca_certificate(
+    der: &CertificateDer<'_>,
+    path: &Path,
+    now: u64,
+) -> Result<Option<String>, TlsError> {
     let (_, x509) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| invalid(path, format!("not an X.509 certificate ({e})")))?;
     match x509.basic_constraints() {
@@ -192,8 +202,7 @@ fn check_ca_certificate(der: &CertificateDer<'_>, path: &Path) -> Result<Option<
         Ok(_) => {}
         Err(e) => return Err(invalid(path, format!("bad keyUsage ({e})"))),
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if x509.validity().not_after.timestamp() <= now {
+    if x509.validity().not_after.timestamp() <= i64::try_from(now).unwrap_or(i64::MAX) {
         return Err(invalid(path, "the CA certificate has expired"));
     }
     if x509.subject().iter().any(|rdn| rdn.iter().count() != 1) {
@@ -301,7 +310,7 @@ impl Ca {
         validity: Duration,
     ) -> Result<(CertificateDer<'static>, Vec<u8>), TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let cert = sign_server_cert(self, &key, hosts, validity, SystemTime::now())?;
+        let cert = sign_server_cert(self, &key, hosts, validity, self.clock.now_time()?)?;
         Ok((cert, key.serialize_der()))
     }
 }

@@ -17,6 +17,7 @@ use rustls::ServerConfig;
 
 use super::ca::mint_leaf;
 use super::{provider, Ca, TlsError, ALPN, LEAF_RENEW_BEFORE, LEAF_VALIDITY, SESSION_CACHE_SIZE};
+use crate::clock::Clock;
 use crate::policy::Host;
 
 /// A minted leaf and the server configuration that presents it.
@@ -86,6 +87,8 @@ pub struct LeafCache {
     slots: Mutex<lru::LruCache<Host, Arc<Slot>>>,
     /// Leaves minted so far (for metrics and tests).
     mints: AtomicU64,
+    /// The time leaves are minted at and checked for renewal against.
+    clock: Clock,
 }
 
 impl fmt::Debug for LeafCache {
@@ -113,6 +116,7 @@ impl LeafCache {
             provider,
             slots: Mutex::new(lru::LruCache::new(capacity)),
             mints: AtomicU64::new(0),
+            clock: Clock::system(),
         })
     }
 
@@ -138,7 +142,8 @@ impl LeafCache {
 
     /// The server configuration presenting `host`'s leaf (minted or renewed as needed).
     pub async fn server_config(&self, host: &Host) -> Result<Arc<ServerConfig>, TlsError> {
-        Ok(self.leaf_at(host, SystemTime::now()).await?.config.clone())
+        let now = self.clock.now_time()?;
+        Ok(self.leaf_at(host, now).await?.config.clone())
     }
 
     /// `host`'s leaf as of `now` (a parameter so renewal can be tested without waiting a week).
@@ -208,7 +213,7 @@ mod tests {
         let ca = generated_ca();
         let cache = LeafCache::new(ca.clone(), 10).unwrap();
         let name = Host::Name("api.example.com".into());
-        let now = SystemTime::now();
+        let now = Clock::system().now_time().unwrap();
         let leaf = cache.leaf_at(&name, now).await.unwrap();
         let cert = parse(&leaf.cert);
         let san = cert.subject_alternative_name().unwrap().unwrap();
@@ -257,7 +262,7 @@ mod tests {
         let ca = generated_ca();
         let cache = LeafCache::new(ca, 10).unwrap();
         let host = Host::Name("renew.example".into());
-        let t0 = SystemTime::now();
+        let t0 = Clock::system().now_time().unwrap();
         let first = cache.leaf_at(&host, t0).await.unwrap();
         let day = Duration::from_secs(86_400);
         let kept = cache.leaf_at(&host, t0 + 5 * day).await.unwrap();
@@ -273,7 +278,7 @@ mod tests {
         let ca = generated_ca();
         let cache = LeafCache::new(ca, 2).unwrap();
         let h = |n: &str| Host::Name(n.into());
-        let now = SystemTime::now();
+        let now = Clock::system().now_time().unwrap();
         cache.leaf_at(&h("a.test"), now).await.unwrap();
         cache.leaf_at(&h("b.test"), now).await.unwrap();
         cache.leaf_at(&h("a.test"), now).await.unwrap(); // a is now the most recent

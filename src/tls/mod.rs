@@ -74,6 +74,9 @@ pub enum TlsError {
     /// The system random generator failed.
     #[error("system random generator failed")]
     Random,
+    /// The host clock is unusable, so no validity period can be set.
+    #[error(transparent)]
+    Clock(#[from] crate::clock::ClockError),
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> TlsError {

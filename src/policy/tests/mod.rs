@@ -23,6 +23,14 @@ pub(super) fn set(files: &[(&str, &str)]) -> PolicySet {
     }
 }
 
+/// A policy file with one policy of one allow rule: `name`, `route` and `hosts`, starting with
+/// an empty line so its `[[policy]]` is on line 2 and `hosts` on line 6.
+pub(super) fn allow_policy(name: &str, route: &str, hosts: &[&str]) -> String {
+    format!(
+        "\n[[policy]]\nname = {name:?}\nroute = {route:?}\n  [[policy.allow]]\n  hosts = {hosts:?}\n"
+    )
+}
+
 pub(super) fn host(s: &str) -> Host {
     normalize_host(s).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -61,27 +61,14 @@ fn invalid_fixtures_report_file_line_and_message() {
 
 #[test]
 fn errors_of_every_file_are_reported_at_once() {
-    let good = r#"
-[[policy]]
-name = "shared"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["api.github.com"]
-"#;
+    let good = allow_policy("shared", "direct", &["api.github.com"]);
     let syntax = "[[policy]]\nname = \"broken\nroute = \"direct\"\n";
-    let semantic = r#"
-[[policy]]
-name = "shared"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["*"]
-[[deny]]
-cidrs = ["300.0.0.0/8"]
-"#;
+    let semantic =
+        allow_policy("shared", "direct", &["*"]) + "[[deny]]\ncidrs = [\"300.0.0.0/8\"]\n";
     let errors = PolicySet::from_sources(&sources(&[
-        ("10-good.toml", good),
+        ("10-good.toml", &good),
         ("20-syntax.toml", syntax),
-        ("30-semantic.toml", semantic),
+        ("30-semantic.toml", &semantic),
     ]))
     .unwrap_err();
     let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();

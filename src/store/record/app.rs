@@ -8,7 +8,7 @@ use super::super::app_config::{AppConfig, Webhook};
 use super::super::model::App;
 use super::super::seal::{Aad, Sealed, StoreKey};
 use super::super::StoreError;
-use super::{app_name, decode, encode, mismatch, open_secret, FORMAT_VERSION};
+use super::{app_name, decode_keyed, encode, open_secret, FORMAT_VERSION};
 
 /// Stored form of an [`App`]: the lifecycle state, the two secrets sealed, and the rest of
 /// the configuration as [`AppConfig`] serializes it (secrets masked), flattened. This is the
@@ -95,12 +95,9 @@ impl AppRecord {
 
     /// Decodes the `apps` value stored under `(org, id)` without opening secrets.
     pub(crate) fn decode(org: &str, id: &str, bytes: &[u8]) -> Result<AppRecord, StoreError> {
-        let name = app_name(org, id);
-        let rec: AppRecord = decode(&name, bytes)?;
-        if rec.org != org || rec.id != id {
-            return Err(mismatch(&name));
-        }
-        Ok(rec)
+        decode_keyed(&app_name(org, id), bytes, |rec: &AppRecord| {
+            rec.org == org && rec.id == id
+        })
     }
 
     /// Opens the secrets and returns the model.

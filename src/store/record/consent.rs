@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::super::model::{ConsentTicket, PendingAuthorization};
 use super::super::seal::{Aad, Sealed, StoreKey};
 use super::super::StoreError;
-use super::{decode, mismatch, open_secret, pending_name, ticket_name, FORMAT_VERSION};
+use super::{decode_keyed, open_secret, pending_name, ticket_name, FORMAT_VERSION};
 
 /// Stored form of a [`ConsentTicket`] (no secrets).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,12 +38,7 @@ impl TicketRecord {
 
     /// Decodes the `tickets` value stored under `id`.
     pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<TicketRecord, StoreError> {
-        let name = ticket_name(id);
-        let rec: TicketRecord = decode(&name, bytes)?;
-        if rec.id != id {
-            return Err(mismatch(&name));
-        }
-        Ok(rec)
+        decode_keyed(&ticket_name(id), bytes, |rec: &TicketRecord| rec.id == id)
     }
 
     /// The model.
@@ -107,12 +102,9 @@ impl PendingRecord {
 
     /// Decodes the `pending` value stored under `state` without opening secrets.
     pub(crate) fn decode(state: &str, bytes: &[u8]) -> Result<PendingRecord, StoreError> {
-        let name = pending_name(state);
-        let rec: PendingRecord = decode(&name, bytes)?;
-        if rec.state != state {
-            return Err(mismatch(&name));
-        }
-        Ok(rec)
+        decode_keyed(&pending_name(state), bytes, |rec: &PendingRecord| {
+            rec.state == state
+        })
     }
 
     /// Opens the secret and returns the model.

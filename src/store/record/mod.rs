@@ -277,6 +277,21 @@ fn open_secret(
 }
 
 /// The record's fields do not match the key it is stored under: moved or hand-edited.
+/// [`decode`], then `matches_key`: a record whose own fields name another key than the one it
+/// is stored under is corrupt.
+pub(crate) fn decode_keyed<T: DeserializeOwned>(
+    name: &str,
+    bytes: &[u8],
+    matches_key: impl FnOnce(&T) -> bool,
+) -> Result<T, StoreError> {
+    let rec: T = decode(name, bytes)?;
+    if matches_key(&rec) {
+        Ok(rec)
+    } else {
+        Err(mismatch(name))
+    }
+}
+
 fn mismatch(name: &str) -> StoreError {
     StoreError::Corrupt {
         record: name.to_owned(),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::super::model::{Authorization, TokenSet};
 use super::super::seal::{Aad, Sealed, StoreKey};
 use super::super::StoreError;
-use super::{decode, mismatch, open_secret, TokenKey, FORMAT_VERSION};
+use super::{decode_keyed, open_secret, TokenKey, FORMAT_VERSION};
 
 /// Stored form of a [`TokenSet`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,17 +86,13 @@ impl TokenRecord {
 
     /// Decodes the `tokens` value stored under `k` without opening secrets.
     pub(crate) fn decode(k: &TokenKey, bytes: &[u8]) -> Result<TokenRecord, StoreError> {
-        let name = k.name();
-        let rec: TokenRecord = decode(&name, bytes)?;
-        if rec.org != k.org
-            || rec.app != k.app
-            || rec.user != k.user
-            || rec.incarnation != k.incarnation
-            || rec.generation != k.generation
-        {
-            return Err(mismatch(&name));
-        }
-        Ok(rec)
+        decode_keyed(&k.name(), bytes, |rec: &TokenRecord| {
+            rec.org == k.org
+                && rec.app == k.app
+                && rec.user == k.user
+                && rec.incarnation == k.incarnation
+                && rec.generation == k.generation
+        })
     }
 
     /// Opens the secrets and returns the model.

@@ -113,10 +113,7 @@ async fn update_replaces_config_and_keeps_state() {
 async fn enable_disable_keeps_tokens() {
     let (_tmp, _clock, s) = fresh();
     let a = s.create_app(app("acme", "github")).await.unwrap();
-    assert!(s
-        .put_token_if_current(token(&a, "alice", "at-1"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &a, "alice", "at-1").await);
     let off = s.set_app_enabled("acme", "github", false).await.unwrap();
     assert!(!off.enabled);
     assert_eq!(off.generation, a.generation);
@@ -145,10 +142,7 @@ async fn enable_disable_keeps_tokens() {
 async fn orgs_are_isolated() {
     let (_tmp, _clock, s) = fresh();
     let a = s.create_app(app("acme", "github")).await.unwrap();
-    assert!(s
-        .put_token_if_current(token(&a, "alice", "at-acme"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &a, "alice", "at-acme").await);
     assert_eq!(s.get_app("globex", "github").await.unwrap(), None);
     assert!(s.list_apps("globex").await.unwrap().is_empty());
     assert_eq!(

@@ -60,10 +60,7 @@ async fn purge_removes_expired_and_orphaned_records() {
     s.put_ticket(keep.clone()).await.unwrap();
     s.put_ticket(expire.clone()).await.unwrap();
     s.put_pending(pending(&a, "bob", T0 + 10)).await.unwrap();
-    assert!(s
-        .put_token_if_current(token(&a, "alice", "at"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &a, "alice", "at").await);
     // A token left behind by a reset whose clean-up never ran (crash in between).
     let leftover = TokenRecord::seal(&token(&a, "old", "at-old"), a.incarnation, &s.key).unwrap();
     s.tokens

@@ -10,10 +10,7 @@ async fn secrets_never_reach_the_disk_in_plaintext() {
     let clock = ManualClock::new(T0);
     let s = open(&dir, &clock);
     let a = s.create_app(app("acme", "github")).await.unwrap();
-    assert!(s
-        .put_token_if_current(token(&a, "alice", "at-PLAINTEXT-456"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &a, "alice", "at-PLAINTEXT-456").await);
     s.put_pending(pending(&a, "alice", T0 + 600)).await.unwrap();
     s.flush().await.unwrap();
 
@@ -167,10 +164,7 @@ async fn current_result(s: &SledStore, a: &App, user: &str) -> StoreResult<Optio
 async fn tampered_records_are_corrupt_and_named() {
     let (_tmp, _clock, s) = fresh();
     let a = s.create_app(app("acme", "github")).await.unwrap();
-    assert!(s
-        .put_token_if_current(token(&a, "alice", "at"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &a, "alice", "at").await);
     let akey = app_key("acme", "github");
     let tkey = token_key("acme", "github", a.incarnation, a.generation, "alice");
 

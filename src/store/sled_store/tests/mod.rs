@@ -41,6 +41,13 @@ fn token(a: &App, user: &str, access: &str) -> TokenSet {
     }
 }
 
+/// Stores `user`'s token set (access token `access`) for `a`; true when `a` was still current.
+async fn put_token(s: &SledStore, a: &App, user: &str, access: &str) -> bool {
+    s.put_token_if_current(token(a, user, access), a.incarnation)
+        .await
+        .unwrap()
+}
+
 async fn current(s: &SledStore, a: &App, user: &str) -> Option<TokenSet> {
     s.get_token(&a.org, &a.id, a.incarnation, a.generation, user)
         .await

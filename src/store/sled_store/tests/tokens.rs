@@ -18,10 +18,7 @@ async fn replace_writes_only_over_an_existing_token() {
         current(&s, &a, "bob").await.is_none(),
         "written over nothing"
     );
-    assert!(s
-        .put_token_if_current(token(&a, "bob", "at-1"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &a, "bob", "at-1").await);
     let stored = s
         .replace_token_if_current(token(&a, "bob", "at-2"), a.incarnation)
         .await
@@ -129,15 +126,9 @@ async fn reset_bumps_generation_and_deletes_tokens_and_consents() {
     let a = s.create_app(app("acme", "github")).await.unwrap();
     let other = s.create_app(app("acme", "other")).await.unwrap();
     for user in ["alice", "bob"] {
-        assert!(s
-            .put_token_if_current(token(&a, user, "at-old"), a.incarnation)
-            .await
-            .unwrap());
+        assert!(put_token(&s, &a, user, "at-old").await);
     }
-    assert!(s
-        .put_token_if_current(token(&other, "alice", "at-other"), other.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &other, "alice", "at-other").await);
     let tk = ticket(&a, "alice", T0 + 900);
     let pd = pending(&a, "alice", T0 + 600);
     let other_tk = ticket(&other, "alice", T0 + 900);
@@ -171,16 +162,10 @@ async fn reset_bumps_generation_and_deletes_tokens_and_consents() {
     assert_eq!(s.get_ticket(&other_tk.id).await.unwrap(), Some(other_tk));
 
     // A refresh that started before the reset loses.
-    assert!(!s
-        .put_token_if_current(token(&a, "alice", "at-late"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(!put_token(&s, &a, "alice", "at-late").await);
     assert_eq!(current(&s, &a, "alice").await, None);
     // A consent under the new generation works.
-    assert!(s
-        .put_token_if_current(token(&r, "alice", "at-new"), r.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &r, "alice", "at-new").await);
     assert_eq!(
         current(&s, &r, "alice")
             .await
@@ -199,10 +184,7 @@ async fn reset_bumps_generation_and_deletes_tokens_and_consents() {
 async fn delete_then_recreate_never_exposes_old_tokens() {
     let (_tmp, _clock, s) = fresh();
     let a = s.create_app(app("acme", "github")).await.unwrap();
-    assert!(s
-        .put_token_if_current(token(&a, "alice", "at-old"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(put_token(&s, &a, "alice", "at-old").await);
     let tk = ticket(&a, "alice", T0 + 900);
     s.put_ticket(tk.clone()).await.unwrap();
     s.delete_app("acme", "github").await.unwrap();
@@ -228,10 +210,7 @@ async fn delete_then_recreate_never_exposes_old_tokens() {
     );
     assert_eq!(s.take_ticket(&tk.id).await.unwrap(), None);
     // A token exchange started against the deleted app cannot land in the new one.
-    assert!(!s
-        .put_token_if_current(token(&a, "alice", "at-late"), a.incarnation)
-        .await
-        .unwrap());
+    assert!(!put_token(&s, &a, "alice", "at-late").await);
     assert_eq!(current(&s, &b, "alice").await, None);
 }
 

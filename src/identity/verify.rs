@@ -1,0 +1,183 @@
+//! The [`Verifier`]: signature and claims checks for caller tokens, with the cache of
+//! successes in front of them.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Deserializer};
+
+use super::cache::Cache;
+use super::header::{self, Credentials};
+use super::{valid_name, Caller, IdentityError, IdentityKey};
+use super::{CACHE_CAPACITY, LEEWAY_SECS, MAX_HEADER_LEN, MAX_ROLES};
+use crate::clock::Clock;
+
+/// The claims tollgate reads. Unknown claims are ignored (platforms may add their own).
+#[derive(Deserialize)]
+struct TokenClaims {
+    sub: String,
+    org: String,
+    #[serde(deserialize_with = "numeric_date")]
+    exp: u64,
+    #[serde(default, deserialize_with = "opt_numeric_date")]
+    nbf: Option<u64>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+}
+
+/// JWT NumericDate: a JSON number, possibly with a fraction (RFC 7519 §2). Fractions are
+/// truncated; negative or non-finite values are rejected.
+fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 {
+        // Truncation is the intent: NumericDate fractions are sub-second precision.
+        Ok(v as u64)
+    } else {
+        Err(serde::de::Error::custom("NumericDate out of range"))
+    }
+}
+
+fn opt_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "numeric_date")] u64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
+
+/// are cached: forged or expired tokens always take the slow path.
+pub struct Verifier {
+    /// HMAC key, prepared once.
+    key: DecodingKey,
+    /// HS256 only; `exp` required (checked by us against `clock`, so cached and fresh
+    /// verifications use the same rule).
+    validation: Validation,
+    /// Verified callers, keyed by header (or token) bytes.
+    cache: Cache,
+    /// Source of the current time for `exp` / `nbf`.
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("cached", &self.cached())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cache namespaces: a bare token and a header value are different inputs even if their bytes
+/// happened to be equal.
+pub(super) const TAG_HEADER: u8 = b'H';
+pub(super) const TAG_TOKEN: u8 = b'T';
+
+impl Verifier {
+    /// A verifier for tokens signed with `key`.
+    pub fn new(key: IdentityKey) -> Self {
+        Self::with_clock(key, Clock::system())
+    }
+
+    /// A verifier reading `clock` for `exp` / `nbf` (tests expire cached tokens with a
+    /// [`crate::clock::ManualClock`] instead of sleeping).
+    pub fn with_clock(key: IdentityKey, clock: Clock) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry and not-before are checked against `clock` in `decode`, with the same `expired`
+        // rule a cache hit applies in `check_exp`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp"]);
+        // validate_aud stays on with no audience configured: a token carrying `aud` was minted
+        // for some other service and is refused.
+        Self {
+            key: DecodingKey::from_secret(&key.0),
+            validation,
+            cache: Cache::new(CACHE_CAPACITY),
+            clock,
+        }
+    }
+
+    /// Number of cached verifications (for metrics and tests).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Verifies a bare JWT.
+    pub fn verify_token(&self, token: &str) -> Result<Arc<Caller>, IdentityError> {
+        let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
+        if let Some(caller) = self.cache.get(TAG_TOKEN, token.as_bytes()) {
+            return check_exp(caller, now);
+        }
+        if token.is_empty() {
+            return Err(IdentityError::Missing);
+        }
+        if token.len() > MAX_HEADER_LEN {
+            return Err(IdentityError::Malformed);
+        }
+        let caller = Arc::new(self.decode(token, now)?);
+        self.cache
+            .insert(TAG_TOKEN, token.as_bytes(), caller.clone(), now);
+        Ok(caller)
+    }
+
+    /// Verifies a `Proxy-Authorization` (or `Authorization`) header value:
+    /// `Bearer <jwt>` or `Basic base64(user:<jwt>)`. Scheme names are case-insensitive. With
+    /// Basic, the user part must be empty or equal to the token's `sub`.
+    pub fn verify_header(&self, value: &[u8]) -> Result<Arc<Caller>, IdentityError> {
+        let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
+        if let Some(caller) = self.cache.get(TAG_HEADER, value) {
+            return check_exp(caller, now);
+        }
+        let caller = Arc::new(self.verify_header_uncached(value, now)?);
+        self.cache.insert(TAG_HEADER, value, caller.clone(), now);
+        Ok(caller)
+    }
+
+    fn verify_header_uncached(&self, value: &[u8], now: u64) -> Result<Caller, IdentityError> {
+        let Credentials { token, user } = header::parse(value)?;
+        let caller = self.decode(&token, now)?;
+        if user.is_some_and(|user| user != caller.user) {
+            return Err(IdentityError::UserMismatch);
+        }
+        Ok(caller)
+    }
+
+    /// Full verification: signature (HS256 only), claims, then times.
+    fn decode(&self, token: &str, now: u64) -> Result<Caller, IdentityError> {
+        let data = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
+            .map_err(|_| IdentityError::Invalid)?;
+        let c = data.claims;
+        if !valid_name(&c.sub) || !valid_name(&c.org) {
+            return Err(IdentityError::Invalid);
+        }
+        let roles = c.roles.unwrap_or_default();
+        if roles.len() > MAX_ROLES || !roles.iter().all(|r| valid_name(r)) {
+            return Err(IdentityError::Invalid);
+        }
+        if c.nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+        {
+            return Err(IdentityError::Invalid);
+        }
+        if expired(c.exp, now) {
+            return Err(IdentityError::Expired);
+        }
+        Ok(Caller {
+            org: c.org,
+            user: c.sub,
+            roles,
+            exp: c.exp,
+        })
+    }
+}
+
+/// True when `exp` (with [`LEEWAY_SECS`]) has passed at `now`.
+pub(super) fn expired(exp: u64, now: u64) -> bool {
+    exp.saturating_add(LEEWAY_SECS) < now
+}
+
+fn check_exp(caller: Arc<Caller>, now: u64) -> Result<Arc<Caller>, IdentityError> {
+    if expired(caller.exp, now) {
+        Err(IdentityError::Expired)
+    } else {
+        Ok(caller)
+    }
+}
