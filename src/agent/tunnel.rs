@@ -203,8 +203,7 @@ pub(super) async fn tunnel(
 /// (never a default: the relay is answered 400).
 fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
     let authority = uri.authority()?;
-    // `port_u16` is `None` for a port that is not a u16 (above 65535); 0 is refused here.
-    let port = authority.port_u16().filter(|&p| p != 0)?;
+    let port = crate::policy::authority_port(authority.as_str()).ok()??;
     Some((authority.host().to_string(), port))
 }
 

@@ -242,12 +242,9 @@ fn parse_relay_url(s: &str) -> Result<(String, u16, ServerName<'static>), String
     let authority = uri
         .authority()
         .ok_or_else(|| format!("{s:?} has no host"))?;
-    // `port_u16` is `None` both without a port (then 443) and with one above 65535.
-    let port = match authority.port_u16() {
-        None if authority.as_str().ends_with(authority.host()) => 443,
-        Some(p) if p != 0 => p,
-        _ => return Err(format!("{s:?}: the port must be from 1 to 65535")),
-    };
+    let port = crate::policy::authority_port(authority.as_str())
+        .map_err(|_| format!("{s:?}: the port must be from 1 to 65535"))?
+        .unwrap_or(443);
     let host = authority
         .host()
         .trim_start_matches('[')

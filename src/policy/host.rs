@@ -212,6 +212,21 @@ fn parse_ipv4_number(part: &str) -> Option<u64> {
         .filter(|&v| v <= u64::from(u32::MAX))
 }
 
+/// The port written in an authority (`[user@]host[:port]`, as in a request target, a `CONNECT`
+/// line or a URL): `None` when none is written, or an empty one (`host:`, which RFC 3986
+/// §3.2.3 allows). The `http` crate reads a port it cannot hold in a `u16` as no port at all,
+/// which would silently send `host:99999` to a default port; this reads the text itself and
+/// refuses what [`parse_port`] refuses. The one port reader for authorities.
+pub fn authority_port(authority: &str) -> Result<Option<u16>, PortError> {
+    // After the user information and an IPv6 literal's brackets, a ':' starts the port.
+    let rest = authority.rsplit_once('@').map_or(authority, |(_, r)| r);
+    let rest = rest.rsplit_once(']').map_or(rest, |(_, r)| r);
+    match rest.rsplit_once(':') {
+        None | Some((_, "")) => Ok(None),
+        Some((_, port)) => parse_port(port).map(Some),
+    }
+}
+
 /// A port as written after the colon of a request target, `CONNECT` authority or URL: decimal
 /// digits naming 1-65535. Port 0, a number above 65535 and anything else are refused, never
 /// read as a default port.
@@ -432,6 +447,28 @@ mod tests {
                 err.to_string(),
                 format!("invalid port {input:?}: ports are 1-65535")
             );
+        }
+    }
+
+    #[test]
+    fn authority_ports_are_read_from_the_text() {
+        let cases: &[(&str, &str, Option<u16>)] = &[
+            ("none", "example.com", Some(80)),
+            ("explicit", "example.com:8080", Some(8080)),
+            ("empty", "example.com:", Some(80)),
+            ("max", "example.com:65535", Some(65535)),
+            ("above max", "example.com:99999", None),
+            ("zero", "example.com:0", None),
+            ("ipv6 none", "[::1]", Some(80)),
+            ("ipv6", "[::1]:8443", Some(8443)),
+            ("ipv6 above max", "[::1]:65536", None),
+            ("userinfo", "u:p@example.com", Some(80)),
+            ("userinfo and port", "u:p@example.com:81", Some(81)),
+        ];
+        for (name, text, want) in cases {
+            let auth: http::uri::Authority = text.parse().unwrap();
+            let read = authority_port(auth.as_str()).map(|p| p.unwrap_or(80)).ok();
+            assert_eq!(read, *want, "{name}");
         }
     }
 }

@@ -26,7 +26,8 @@ mod tests;
 pub use compile::{PolicyInfo, PolicySet};
 pub use decide::{Decision, DenyReason};
 pub use host::{
-    normalize_host, parse_port, Host, HostError, PortError, MAX_LABEL_LEN, MAX_NAME_LEN,
+    authority_port, normalize_host, parse_port, Host, HostError, PortError, MAX_LABEL_LEN,
+    MAX_NAME_LEN,
 };
 pub use index::RuleKind;
 /// The policy files' host-pattern and CIDR grammar, shared with the agent's allowlist.

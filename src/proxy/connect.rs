@@ -25,7 +25,7 @@ use super::errors::{full, ProxyError};
 use super::intercept::{self, Intercepted};
 use super::log::RequestLog;
 use super::{pipeline, ProxyBody, ProxyState};
-use crate::policy::{normalize_host, Host, Route};
+use crate::policy::{authority_port, normalize_host, Host, Route};
 use crate::route::{Connection, Predialed};
 
 /// What an accepted `CONNECT` turns into once every check passed.
@@ -140,9 +140,8 @@ fn connect_target<B>(req: &Request<B>) -> Result<(Host, u16), ProxyError> {
         .uri()
         .authority()
         .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
-    // `port_u16` is `None` both without a port and with one above 65535.
-    let port = match auth.port_u16() {
-        Some(p) if p != 0 => p,
+    let port = match authority_port(auth.as_str()) {
+        Ok(Some(p)) => p,
         _ => {
             return Err(ProxyError::BadRequest(format!(
                 "CONNECT target {auth} needs a port in 1-65535"

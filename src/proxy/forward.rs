@@ -12,8 +12,7 @@ use hyper::body::Incoming;
 use super::errors::ProxyError;
 use super::log::RequestLog;
 use super::{pipeline, ProxyBody, ProxyState};
-use crate::policy::{normalize_host, Host};
-use crate::route::port_or_default;
+use crate::policy::{authority_port, normalize_host, Host};
 
 /// Answers one absolute-form request.
 pub(super) async fn handle(
@@ -67,11 +66,13 @@ fn target_of<B>(req: &Request<B>) -> Result<(Host, u16, Authority), ProxyError> 
             }
             let host =
                 normalize_host(auth.host()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            let port = port_or_default(auth, 80).map_err(|_| {
-                ProxyError::BadRequest(format!(
-                    "invalid port in the request target {auth}: ports are 1-65535"
-                ))
-            })?;
+            let port = authority_port(auth.as_str())
+                .map_err(|_| {
+                    ProxyError::BadRequest(format!(
+                        "invalid port in the request target {auth}: ports are 1-65535"
+                    ))
+                })?
+                .unwrap_or(80);
             Ok((host, port, auth.clone()))
         }
         (Some("https"), Some(_)) => Err(ProxyError::BadRequest(

@@ -49,8 +49,8 @@ use super::pipeline::{self, Target};
 use super::{ProxyBody, ProxyState, HYPER_BUF_MIN};
 use crate::identity::Caller;
 use crate::io::{Activity, Meter, Metered};
-use crate::policy::{normalize_host, Host};
-use crate::route::{port_or_default, Predialed};
+use crate::policy::{authority_port, normalize_host, Host};
+use crate::route::Predialed;
 
 /// Decides, per `CONNECT`, whether to intercept besides the app domains of the caller's org
 /// (which always are): `(caller, host, port) -> bool`. Called after the policy allowed the
@@ -293,9 +293,9 @@ fn inner_target(auth: &Authority) -> Result<(Host, u16), ProxyError> {
         ));
     }
     let host = normalize_host(auth.host()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-    let port = port_or_default(auth, 443).map_err(|_| {
-        ProxyError::BadRequest(format!("invalid port in {auth}: ports are 1-65535"))
-    })?;
+    let port = authority_port(auth.as_str())
+        .map_err(|_| ProxyError::BadRequest(format!("invalid port in {auth}: ports are 1-65535")))?
+        .unwrap_or(443);
     Ok((host, port))
 }
 

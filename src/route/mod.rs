@@ -17,7 +17,6 @@ mod pool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
@@ -109,28 +108,6 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
     }
 }
 
-/// A port written as 0, above 65535 or not as digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid port")]
-pub struct InvalidPort;
-
-/// The port `auth` names, or `default` when it names none (or an empty one, which RFC 3986
-/// allows). `http` reads an out-of-range port as no port at all, which would silently send
-/// `host:99999` to the default port; this reads the text itself.
-pub fn port_or_default(auth: &Authority, default: u16) -> Result<u16, InvalidPort> {
-    let text = auth.as_str();
-    // After the user information and an IPv6 literal's brackets, a ':' starts the port.
-    let rest = text.rsplit_once('@').map_or(text, |(_, r)| r);
-    let rest = rest.rsplit_once(']').map_or(rest, |(_, r)| r);
-    match rest.rsplit_once(':') {
-        None | Some((_, "")) => Ok(default),
-        Some((_, digits)) => match digits.parse::<u16>() {
-            Ok(0) | Err(_) => Err(InvalidPort),
-            Ok(p) => Ok(p),
-        },
-    }
-}
-
 /// A raw connection to a destination: a socket on direct routes, a tunnel through an agent.
 pub type Connection = Either<TcpStream, AgentStream>;
 
@@ -216,28 +193,3 @@ impl Router {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_read_from_the_text() {
-        let cases: &[(&str, &str, Result<u16, InvalidPort>)] = &[
-            ("none", "example.com", Ok(80)),
-            ("explicit", "example.com:8080", Ok(8080)),
-            ("empty", "example.com:", Ok(80)),
-            ("max", "example.com:65535", Ok(65535)),
-            ("above max", "example.com:99999", Err(InvalidPort)),
-            ("zero", "example.com:0", Err(InvalidPort)),
-            ("ipv6 none", "[::1]", Ok(80)),
-            ("ipv6", "[::1]:8443", Ok(8443)),
-            ("ipv6 above max", "[::1]:65536", Err(InvalidPort)),
-            ("userinfo", "u:p@example.com", Ok(80)),
-            ("userinfo and port", "u:p@example.com:81", Ok(81)),
-        ];
-        for (name, text, want) in cases {
-            let auth: Authority = text.parse().unwrap();
-            assert_eq!(port_or_default(&auth, 80), *want, "{name}");
-        }
-    }
-}

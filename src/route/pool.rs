@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::direct::{DirectDialer, DirectError};
-use super::{port_or_default, DialError, SendError};
+use super::{DialError, SendError};
 use crate::policy::{normalize_host, Host};
 use crate::relay::{AgentDialError, AgentStream, Registry};
 
@@ -320,7 +320,9 @@ fn uri_port(uri: &Uri) -> Result<u16, DirectError> {
         detail: "invalid port".into(),
     };
     let auth = uri.authority().ok_or_else(bad)?;
-    port_or_default(auth, default).map_err(|_| bad())
+    Ok(crate::policy::authority_port(auth.as_str())
+        .map_err(|_| bad())?
+        .unwrap_or(default))
 }
 
 /// The direct pools' connector: the request's pre-dialed connection if it has one for the
