@@ -47,9 +47,9 @@ pub(crate) struct Target {
     pub(crate) route: Route,
     /// Whether the address guard lets private addresses through for this destination.
     pub(crate) allow_private: bool,
-    /// The decision, shared by every inner request of an intercepted tunnel (for their
-    /// access lines) without copying it.
-    pub(crate) decision: Arc<Decision>,
+    /// The decision, for the access lines of an intercepted tunnel's inner requests (the
+    /// tunnel owns its `Target`, so they share it without another allocation).
+    pub(crate) decision: Decision,
 }
 
 /// Phase 1: the caller, from `Proxy-Authorization` (missing, expired or forged → `407`).
@@ -90,7 +90,7 @@ pub(crate) fn decide(
             caller,
             host,
             port,
-            decision: Arc::new(decision),
+            decision,
         }),
         Decision::Deny { .. } => Err(ProxyError::Denied(Box::new(decision))),
     }
