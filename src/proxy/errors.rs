@@ -28,16 +28,12 @@ pub enum ProxyError {
     /// Policy denied the destination.
     #[error("destination denied: {}", .0.reason())]
     Denied(Box<Decision>),
-    /// Dialing failed on either route: DNS, guard, deny rule on a resolved address, refused,
-    /// timeout; no agent connected, or the agent refused or failed (its reason is passed on).
+    /// Reaching the upstream failed on either route: the dial (DNS, guard, deny rule on a
+    /// resolved address, refused, timeout; no agent connected, or the agent refused or failed,
+    /// its reason passed on), the upstream's TLS handshake, no response head in time, or a
+    /// broken connection. Tunnels' dial errors arrive as `SendError::Dial`.
     #[error(transparent)]
-    Dial(#[from] DialError),
-    /// The upstream accepted the connection but did not answer in time.
-    #[error("upstream did not answer within {0:?}")]
-    UpstreamTimeout(std::time::Duration),
-    /// The upstream connection failed after it was established.
-    #[error("upstream connection failed: {0}")]
-    Upstream(String),
+    Upstream(#[from] SendError),
     /// The request cannot be proxied as sent.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -50,15 +46,6 @@ pub enum ProxyError {
     /// A request inside an intercepted tunnel names another host than the `CONNECT` did.
     #[error("misdirected request: {0}")]
     Misdirected(String),
-    /// The TLS handshake with the upstream failed; `certificate` when its certificate did not
-    /// verify (untrusted issuer, wrong name, expired).
-    #[error("upstream TLS failed: {detail}")]
-    UpstreamTls {
-        /// True for a certificate verification failure.
-        certificate: bool,
-        /// What rustls reported.
-        detail: String,
-    },
     /// The outbound application bound to the host is disabled.
     #[error("outbound application {app:?} is disabled by its administrators")]
     AppDisabled {
@@ -100,32 +87,21 @@ impl From<InjectError> for ProxyError {
     }
 }
 
-impl From<SendError> for ProxyError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::Dial(d) => ProxyError::Dial(d),
-            SendError::Tls {
-                certificate,
-                detail,
-            } => ProxyError::UpstreamTls {
-                certificate,
-                detail,
-            },
-            SendError::Timeout(t) => ProxyError::UpstreamTimeout(t),
-            SendError::Upstream(detail) => ProxyError::Upstream(detail),
-        }
+impl From<DialError> for ProxyError {
+    fn from(e: DialError) -> Self {
+        ProxyError::Upstream(SendError::Dial(e))
     }
 }
 
 impl From<DirectError> for ProxyError {
     fn from(e: DirectError) -> Self {
-        ProxyError::Dial(e.into())
+        ProxyError::from(DialError::from(e))
     }
 }
 
 impl From<AgentDialError> for ProxyError {
     fn from(e: AgentDialError) -> Self {
-        ProxyError::Dial(e.into())
+        ProxyError::from(DialError::from(e))
     }
 }
 
@@ -170,9 +146,13 @@ impl ProxyError {
         match self {
             ProxyError::AuthRequired(_) => "proxy_auth_required",
             ProxyError::Denied(_) => "destination_denied",
-            ProxyError::Dial(e) => dial_code(e),
-            ProxyError::UpstreamTimeout(_) => "connection_timeout",
-            ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::Upstream(SendError::Dial(e)) => dial_code(e),
+            ProxyError::Upstream(SendError::Timeout(_)) => "connection_timeout",
+            ProxyError::Upstream(SendError::Upstream(_)) => "upstream_error",
+            ProxyError::Upstream(SendError::Tls {
+                certificate: true, ..
+            }) => "tls_certificate_error",
+            ProxyError::Upstream(SendError::Tls { .. }) => "tls_protocol_error",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::HeadTooLarge(_) => "request_head_too_large",
             ProxyError::Overloaded => "overloaded",
@@ -180,10 +160,6 @@ impl ProxyError {
             ProxyError::AuthorizationRequired(_) => "authorization_required",
             ProxyError::TokenRefreshFailed { .. } => "token_refresh_failed",
             ProxyError::Misdirected(_) => "misdirected_request",
-            ProxyError::UpstreamTls {
-                certificate: true, ..
-            } => "tls_certificate_error",
-            ProxyError::UpstreamTls { .. } => "tls_protocol_error",
             ProxyError::Internal(_) => "internal_error",
         }
     }
@@ -193,10 +169,10 @@ impl ProxyError {
         match self {
             ProxyError::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
-            ProxyError::Dial(DialError::Direct(e)) => e.status(),
-            ProxyError::Dial(DialError::Agent(e)) => agent_status(e),
-            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream(_) | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(SendError::Dial(DialError::Direct(e))) => e.status(),
+            ProxyError::Upstream(SendError::Dial(DialError::Agent(e))) => agent_status(e),
+            ProxyError::Upstream(SendError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -212,9 +188,13 @@ impl ProxyError {
     fn proxy_status_type(&self) -> &'static str {
         match self {
             ProxyError::AuthRequired(_) | ProxyError::Denied(_) => "http_request_denied",
-            ProxyError::Dial(e) => dial_status_type(dial_code(e)),
-            ProxyError::UpstreamTimeout(_) => "connection_timeout",
-            ProxyError::Upstream(_) => "connection_terminated",
+            ProxyError::Upstream(SendError::Dial(e)) => dial_status_type(dial_code(e)),
+            ProxyError::Upstream(SendError::Timeout(_)) => "connection_timeout",
+            ProxyError::Upstream(SendError::Upstream(_)) => "connection_terminated",
+            ProxyError::Upstream(SendError::Tls {
+                certificate: true, ..
+            }) => "tls_certificate_error",
+            ProxyError::Upstream(SendError::Tls { .. }) => "tls_protocol_error",
             ProxyError::BadRequest(_) => "http_request_error",
             ProxyError::HeadTooLarge(_) => "http_request_error",
             ProxyError::Overloaded | ProxyError::Internal(_) => "proxy_internal_error",
@@ -223,10 +203,6 @@ impl ProxyError {
             }
             ProxyError::TokenRefreshFailed { .. } => "proxy_internal_error",
             ProxyError::Misdirected(_) => "http_request_error",
-            ProxyError::UpstreamTls {
-                certificate: true, ..
-            } => "tls_certificate_error",
-            ProxyError::UpstreamTls { .. } => "tls_protocol_error",
         }
     }
 
@@ -259,15 +235,19 @@ impl ProxyError {
                 }
                 body.insert("reason".into(), json!(d.reason()));
             }
-            ProxyError::Dial(DialError::Direct(DirectError::Prohibited(p))) => {
+            ProxyError::Upstream(SendError::Dial(DialError::Direct(DirectError::Prohibited(
+                p,
+            )))) => {
                 body.insert("address".into(), json!(p.addr.ip().to_string()));
                 body.insert("reason".into(), json!(p.reason));
             }
-            ProxyError::Dial(DialError::Direct(DirectError::DeniedAddress { addr, rule })) => {
+            ProxyError::Upstream(SendError::Dial(DialError::Direct(
+                DirectError::DeniedAddress { addr, rule },
+            ))) => {
                 body.insert("address".into(), json!(addr.ip().to_string()));
                 body.insert("rule".into(), json!(rule));
             }
-            ProxyError::Dial(DialError::Agent(e)) => {
+            ProxyError::Upstream(SendError::Dial(DialError::Agent(e))) => {
                 body.insert("agent".into(), json!(e.agent()));
                 if let AgentDialError::Failed { message, .. } = e {
                     body.insert("reason".into(), json!(message));
@@ -397,8 +377,8 @@ mod tests {
                 kind: AgentFailure::Denied,
                 message: "not in the agent's allowlist".into(),
             }),
-            ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
-            ProxyError::Upstream("reset".into()),
+            ProxyError::from(SendError::Timeout(std::time::Duration::from_secs(1))),
+            ProxyError::from(SendError::Upstream("reset".into())),
             ProxyError::AppDisabled {
                 app: "crm".into(),
                 app_name: "CRM".into(),
@@ -408,10 +388,10 @@ mod tests {
                 reason: "provider answered HTTP 503".into(),
             },
             ProxyError::Misdirected("other.example".into()),
-            ProxyError::UpstreamTls {
+            ProxyError::from(SendError::Tls {
                 certificate: true,
                 detail: "UnknownIssuer".into(),
-            },
+            }),
             ProxyError::Internal("x".into()),
         ];
         for e in cases {
@@ -511,20 +491,20 @@ mod tests {
     fn interception_errors_have_their_codes() {
         let r = ProxyError::Misdirected("x".into()).into_response();
         assert_eq!(r.status(), 421);
-        let r = ProxyError::UpstreamTls {
+        let r = ProxyError::from(SendError::Tls {
             certificate: true,
             detail: "invalid peer certificate: UnknownIssuer".into(),
-        }
+        })
         .into_response();
         assert_eq!(r.status(), 502);
         assert!(r.headers()["proxy-status"]
             .to_str()
             .unwrap()
             .starts_with("tollgate; error=tls_certificate_error; details="));
-        let e = ProxyError::UpstreamTls {
+        let e = ProxyError::from(SendError::Tls {
             certificate: false,
             detail: "alert".into(),
-        };
+        });
         assert_eq!(e.code(), "tls_protocol_error");
     }
 }
