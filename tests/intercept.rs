@@ -196,6 +196,40 @@ async fn host_mismatch_is_421_and_the_connection_stays_usable() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// An inner request whose Host names port 0 or one above 65535 is `400 bad_request`, not a
+/// request to 443 (it used to read as the tunnel's default), and the connection stays usable.
+#[tokio::test]
+async fn inner_host_port_out_of_range_is_400_bad_request() {
+    let up_ca = test_ca(UPSTREAM_CA_CN);
+    let up = tls_upstream(&up_ca).await;
+    let tg = start(&up_ca, always()).await;
+    let ca = tg.exported_ca();
+    let auth = tg.auth("acme", "alice");
+    let target = format!("localhost:{}", up.addr.port());
+
+    let tls = connect_tls(tg.proxy, &target, &auth, &ca, "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut send = h1(tls).await;
+    for host in ["localhost:0", "localhost:99999", "localhost:65536"] {
+        let r = read(
+            send.send_request(get("/", &[("host", host)]))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_proxy_error(&r, 400, "bad_request");
+    }
+    let r = read(
+        send.send_request(get("/fine", &[("host", &target)]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn connect_not_selected_is_a_blind_tunnel_with_the_upstream_certificate() {
     let up_ca = test_ca(UPSTREAM_CA_CN);
