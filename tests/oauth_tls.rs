@@ -274,14 +274,7 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     assert_eq!(body["error"], "misdirected_request");
 
     // The admins disable the app: inside TLS the same request now gets 403 app_disabled.
-    let r = web_request(
-        env.tg.web,
-        "POST",
-        "/v1/apps/crm/disable",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env.admin_call("POST", "/v1/apps/crm/disable", None).await;
     assert_eq!(r.status, 200);
     let tls = intercepted_tls(&env, port, b"h2").await;
     let (mut send, conn) = hyper::client::conn::http2::handshake(

@@ -137,15 +137,15 @@ impl Env {
         assert_eq!(r.status, 200, "{}", r.text());
     }
 
+    /// A request to the admin API as acme's admin.
+    pub async fn admin_call(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        web_request(self.tg.web, method, path, Some(&self.admin), body).await
+    }
+
     pub async fn authorizations(&self, app: &str) -> Vec<Value> {
-        let r = web_request(
-            self.tg.web,
-            "GET",
-            &format!("/v1/apps/{app}/authorizations"),
-            Some(&self.admin),
-            None,
-        )
-        .await;
+        let r = self
+            .admin_call("GET", &format!("/v1/apps/{app}/authorizations"), None)
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["authorizations"].as_array().unwrap().clone()
     }
