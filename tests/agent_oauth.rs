@@ -129,10 +129,7 @@ async fn consent_through(tg: &Tollgate, auth: &str, api: &str) {
 #[tokio::test]
 async fn https_through_an_agent_is_originated_and_intercepted_with_injection() {
     use http_body_util::{BodyExt, Full};
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let (tg, relay) = start_tollgate(&["--upstream-ca-file", path_str(&ca_file)]);
     let agent = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
     assert!(

@@ -65,10 +65,7 @@ async fn connect_to_another_orgs_app_domain_is_a_blind_tunnel() {
 
 #[tokio::test]
 async fn tls_origination_to_app_domains_with_test_ca() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |spec, _| {
         spec["upstream_tls"] = json!(true);
     })
@@ -107,12 +104,9 @@ async fn tls_origination_to_app_domains_with_test_ca() {
 /// `:authority` and `Host` naming the same authority.
 #[tokio::test]
 async fn originated_and_intercepted_requests_share_an_http2_upstream_connection() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let mut server = (*server).clone();
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |spec, _| {
         spec["upstream_tls"] = json!(true);
     })
@@ -175,10 +169,7 @@ async fn intercepted_tls(
 
 #[tokio::test]
 async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
     let tls_api = env.p.serve_api_tls(server).await;
     let port = tls_api.port();
@@ -297,10 +288,7 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
 
 #[tokio::test]
 async fn intercepted_invalid_token_refreshes_and_replays_once() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
     // Unknown lifetime: only the upstream can say the token is dead.
     env.p.with(|s| s.access_ttl = None);
