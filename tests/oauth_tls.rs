@@ -167,6 +167,22 @@ async fn intercepted_tls(
     common::intercepted_tls(&env.tg, &pa, port, alpn).await
 }
 
+/// `GET /records` in origin-form with `Host: host` and the client's Authorization, on a new
+/// intercepted HTTP/1.1 tunnel to `localhost:port` as acme/alice.
+async fn records_over_h1(env: &Env, port: u16, host: &str) -> Resp {
+    let tls = intercepted_tls(env, port, b"http/1.1").await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/records")
+        .header("host", host)
+        .header("authorization", CLIENT_AUTH)
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    read_response(send.send_request(req).await.unwrap()).await
+}
+
 #[tokio::test]
 async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
@@ -181,42 +197,22 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     };
 
     // Before consent: authorization_required answered inside the TLS tunnel (HTTP/1.1).
-    let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut r1 = req();
-    *r1.uri_mut() = "/records".parse().unwrap();
-    r1.headers_mut()
-        .insert("host", format!("localhost:{port}").parse().unwrap());
-    let resp = send.send_request(r1).await.unwrap();
-    assert_eq!(resp.status(), 401);
-    assert!(resp.headers()["proxy-status"]
-        .to_str()
+    let r = records_over_h1(&env, port, &format!("localhost:{port}")).await;
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("proxy-status")
         .unwrap()
         .contains("error=http_request_denied"));
-    let body: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body = r.json();
     assert_eq!(body["error"], "authorization_required");
     assert!(body["consent_url"].as_str().unwrap().contains("/consent/"));
 
     env.consent("acme", "alice").await;
 
     // After consent, HTTP/1.1 inside: the token replaces the client's Authorization.
-    let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut r1 = req();
-    *r1.uri_mut() = "/records".parse().unwrap();
-    r1.headers_mut()
-        .insert("host", format!("localhost:{port}").parse().unwrap());
-    let resp = send.send_request(r1).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let v: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let r = records_over_h1(&env, port, &format!("localhost:{port}")).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
     assert!(
         v["authorization"]
             .as_str()
@@ -248,20 +244,9 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     );
 
     // An inner request naming another host than the CONNECT: 421, nothing forwarded.
-    let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut wrong = req();
-    *wrong.uri_mut() = "/records".parse().unwrap();
-    wrong
-        .headers_mut()
-        .insert("host", "elsewhere.example".parse().unwrap());
-    let resp = send.send_request(wrong).await.unwrap();
-    assert_eq!(resp.status(), 421);
-    let body: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let r = records_over_h1(&env, port, "elsewhere.example").await;
+    assert_eq!(r.status, 421);
+    let body = r.json();
     assert_eq!(body["error"], "misdirected_request");
 
     // The admins disable the app: inside TLS the same request now gets 403 app_disabled.
