@@ -4,9 +4,9 @@
 mod common;
 
 use common::oauth::*;
+use common::tls::{h1, h2};
 use common::*;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 /// A CONNECT to an app's domain is intercepted only for callers of the app's org; for another
@@ -45,10 +45,7 @@ async fn connect_to_another_orgs_app_domain_is_a_blind_tunnel() {
         )
         .await
         .expect("the upstream's own certificate, not a tollgate leaf");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1(tls).await;
     let req = hyper::Request::get("/records")
         .header("host", format!("localhost:{port}"))
         .header("authorization", CLIENT_AUTH)
@@ -133,10 +130,7 @@ async fn originated_and_intercepted_requests_share_an_http2_upstream_connection(
     }
 
     let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1(tls).await;
     let req = hyper::Request::get("/records")
         .header("host", authority.as_str())
         .body(Full::new(bytes::Bytes::new()))
@@ -171,10 +165,7 @@ async fn intercepted_tls(
 /// intercepted HTTP/1.1 tunnel to `localhost:port` as acme/alice.
 async fn records_over_h1(env: &Env, port: u16, host: &str) -> Resp {
     let tls = intercepted_tls(env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1(tls).await;
     let req = hyper::Request::get("/records")
         .header("host", host)
         .header("authorization", CLIENT_AUTH)
@@ -224,13 +215,7 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     // HTTP/2 inside.
     let tls = intercepted_tls(&env, port, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(tls).await;
     let resp = send.send_request(req()).await.unwrap();
     assert_eq!(resp.status(), 200);
     let v: Value =
@@ -253,13 +238,7 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     let r = env.admin_call("POST", "/v1/apps/crm/disable", None).await;
     assert_eq!(r.status, 200);
     let tls = intercepted_tls(&env, port, b"h2").await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(tls).await;
     let resp = send.send_request(req()).await.unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.headers()["proxy-status"]
@@ -285,13 +264,7 @@ async fn intercepted_invalid_token_refreshes_and_replays_once() {
     let api_before = env.p.with(|s| s.api_calls);
 
     let tls = intercepted_tls(&env, port, b"h2").await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(tls).await;
     let req = hyper::Request::post(format!("https://localhost:{port}/records"))
         .body(Full::new(bytes::Bytes::from_static(b"small body")))
         .unwrap();
