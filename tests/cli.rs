@@ -96,20 +96,13 @@ fn policy_explain_prints_the_decision() {
 #[test]
 fn token_mint_cli_makes_a_usable_token() {
     let tg = Tollgate::start(POLICY, &[]);
-    let out = tollgate(&[
-        "token",
-        "mint",
-        "--data",
-        path_str(&tg.data),
-        "--org",
-        "acme",
-        "--user",
-        "bob",
-        "--role",
-        "admin",
-        "--ttl",
-        "10m",
-    ]);
+    let mint = |role: &str, extra: &[&str]| {
+        let mut args = vec!["token", "mint", "--data", path_str(&tg.data)];
+        args.extend(["--org", "acme", "--user", "bob", "--role", role]);
+        args.extend_from_slice(extra);
+        tollgate(&args)
+    };
+    let out = mint("admin", &["--ttl", "10m"]);
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let key = std::fs::read_to_string(tg.data.join("keys/identity.key")).unwrap();
@@ -121,18 +114,7 @@ fn token_mint_cli_makes_a_usable_token() {
     assert!(caller.is_admin());
     assert!(caller.exp > 0);
     // A claim the verifier would refuse is refused at mint time, not printed.
-    let out = tollgate(&[
-        "token",
-        "mint",
-        "--data",
-        path_str(&tg.data),
-        "--org",
-        "acme",
-        "--user",
-        "bob",
-        "--role",
-        "",
-    ]);
+    let out = mint("", &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
