@@ -235,10 +235,7 @@ async fn token_calls_follow_the_apps_egress_policy() {
     // allowed. The code exchange must not reach the provider.
     env.tg
         .write_policy("10-test.toml", common::policies::LOCAL_BY_NAME);
-    let reloaded = wait_until(DEADLINE, async || {
-        web_get(env.tg.web, "/readyz").await.json()["policies"]["generation"] == 2
-    })
-    .await;
+    let reloaded = wait_until(DEADLINE, async || env.tg.policy_generation().await == 2).await;
     assert!(reloaded, "policy not reloaded");
     let (back, callback) = split(&at_idp.header("location").unwrap());
     let r = http(back, "GET", &callback, &[]).await;

@@ -56,15 +56,10 @@ async fn hot_reload_good_and_bad_edits() {
     assert_eq!(web_get(tg.web, "/readyz").await.json()["status"], "ready");
 
     // SIGHUP forces a reload too, with no file changed: a new generation of the same set.
-    let generation = || async {
-        web_get(tg.web, "/readyz").await.json()["policies"]["generation"]
-            .as_u64()
-            .unwrap()
-    };
-    let before = generation().await;
+    let before = tg.policy_generation().await;
     tg.signal(libc::SIGHUP);
     let ok = wait_until(Duration::from_secs(10), async || {
-        generation().await > before
+        tg.policy_generation().await > before
     })
     .await;
     assert!(ok, "SIGHUP did not reload:\n{}", tg.logs());
