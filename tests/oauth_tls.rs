@@ -287,3 +287,22 @@ async fn intercepted_invalid_token_refreshes_and_replays_once() {
         "one send, one replay"
     );
 }
+
+/// The real binary: an inner request in an intercepted tunnel whose Host names port 0 or one
+/// above 65535 is `400 bad_request` (it used to be read as 443), before any app or upstream.
+#[tokio::test]
+async fn intercepted_inner_host_port_out_of_range_is_400_bad_request() {
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
+    let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
+    let port = env.p.serve_api_tls(server).await.port();
+    let api_before = env.p.with(|s| s.api_calls);
+    for host in ["localhost:0", "localhost:99999", "localhost:65536"] {
+        let r = records_over_h1(&env, port, host).await;
+        assert_proxy_error(&r, 400, "bad_request");
+    }
+    assert_eq!(
+        env.p.with(|s| s.api_calls),
+        api_before,
+        "an upstream was reached"
+    );
+}
