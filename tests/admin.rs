@@ -189,6 +189,28 @@ async fn invalid_input_names_every_bad_field() {
     assert_eq!(ids, ["one", "two"]);
 }
 
+/// A URL port of 0 or above 65535 is a validation error naming the field, never read as the
+/// scheme's default port.
+#[tokio::test]
+async fn token_url_port_out_of_range_is_400_naming_the_field() {
+    let tg = Tollgate::start(POLICY, &[]);
+    let admin = tg.admin_token("acme", "root");
+    for url in [
+        "https://idp.example:99999/token",
+        "https://idp.example:0/token",
+    ] {
+        let mut app = github("ports");
+        app["token_url"] = json!(url);
+        let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&app)).await;
+        assert_eq!(r.status, 400, "{url}: {}", r.text());
+        let body = r.json();
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        assert!(body["fields"].get("token_url").is_some(), "{url}: {body}");
+    }
+    let r = web_request(tg.web, "GET", "/v1/apps", Some(&admin), None).await;
+    assert_eq!(r.json()["apps"], json!([]), "{}", r.text());
+}
+
 #[tokio::test]
 async fn orgs_are_isolated() {
     let tg = Tollgate::start(POLICY, &[]);

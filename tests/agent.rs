@@ -138,6 +138,46 @@ async fn agent_refusals_are_passed_on_with_proxy_status() {
     assert_eq!(denied, 1.0);
 }
 
+/// One refusal mapping on every route, the agent's included: a `[[deny]]` match on an
+/// agent-routed policy is `403 destination_denied` (decided by tollgate, the agent never dials),
+/// and a guard refusal at the agent is `destination_ip_prohibited` (see
+/// `agent_refusals_are_passed_on_with_proxy_status`).
+#[tokio::test]
+async fn a_deny_rule_on_an_agent_route_is_destination_denied() {
+    let up = echo_upstream().await;
+    let (tg, _relay, _agent) = setup(&[]).await;
+    let auth = tg.bearer("acme", "alice");
+    let denied = format!("127.0.0.99:{}", up.port());
+
+    let (r, tunnel) = proxy_connect(tg.proxy, &denied, &[("proxy-authorization", &auth)]).await;
+    assert!(tunnel.is_none());
+    assert_proxy_error(&r, 403, "destination_denied");
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{denied}/"),
+        &[("proxy-authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_proxy_error(&r, 403, "destination_denied");
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains("error=http_request_denied"));
+
+    // The allowed neighbour still goes through the agent.
+    let r = proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://{up}/"),
+        &[("proxy-authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[tokio::test]
 async fn no_agent_connected_is_502_agent_unavailable_at_once() {
     let up = echo_upstream().await;

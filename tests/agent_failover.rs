@@ -16,14 +16,7 @@ async fn agent_killed_mid_stream_fails_the_tunnel_and_nothing_leaks() {
     let echo = tcp_echo().await;
     let (tg, _relay, mut agent) = setup(&[]).await;
     let auth = tg.bearer("acme", "alice");
-    let (r, tunnel) = proxy_connect(
-        tg.proxy,
-        &echo.to_string(),
-        &[("proxy-authorization", &auth)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let mut t = tunnel.unwrap();
+    let mut t = tunnel_to(&tg, &echo.to_string(), &auth).await;
     t.write_all(b"before").await.unwrap();
     let mut b = [0u8; 6];
     t.read_exact(&mut b).await.unwrap();
@@ -55,14 +48,7 @@ async fn frozen_agent_is_dropped_within_the_keepalive_deadline() {
     let echo = tcp_echo().await;
     let (tg, _relay, agent) = setup(&[]).await;
     let auth = tg.bearer("acme", "alice");
-    let (r, tunnel) = proxy_connect(
-        tg.proxy,
-        &echo.to_string(),
-        &[("proxy-authorization", &auth)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let mut t = tunnel.unwrap();
+    let mut t = tunnel_to(&tg, &echo.to_string(), &auth).await;
     t.write_all(b"hi").await.unwrap();
     let mut b = [0u8; 2];
     t.read_exact(&mut b).await.unwrap();
@@ -225,14 +211,7 @@ async fn a_draining_agent_finishes_open_tunnels_while_new_ones_go_to_another_age
     let auth = tg.bearer("acme", "alice");
 
     // Only A is connected: this tunnel goes through A.
-    let (r, tunnel) = proxy_connect(
-        tg.proxy,
-        &echo.to_string(),
-        &[("proxy-authorization", &auth)],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut tunnel = tunnel.unwrap();
+    let mut tunnel = tunnel_to(&tg, &echo.to_string(), &auth).await;
     echo_on(&mut tunnel, b"before SIGTERM").await.unwrap();
 
     // B shares A's ID.
@@ -366,13 +345,7 @@ async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
     let (tg_rss, agent_rss) = (rss_kib(tg.child.id()), rss_kib(agent.child.id()));
 
     // Tunnel A: the upstream sends without end, the client never reads.
-    let (r, stalled) = proxy_connect(
-        tg.proxy,
-        &hose.to_string(),
-        &[("proxy-authorization", &auth)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    let stalled = tunnel_to(&tg, &hose.to_string(), &auth).await;
     // Measure once the stalled tunnel is full: back-pressure has reached the upstream, whose
     // writes then block (its byte count stops moving).
     let mut last = (0, Instant::now());
@@ -395,14 +368,7 @@ async fn a_slow_reader_does_not_stall_other_tunnels_and_memory_stays_bounded() {
 
     // Tunnel B on the same relay connection moves 32 MiB meanwhile.
     let started = Instant::now();
-    let (r, fast) = proxy_connect(
-        tg.proxy,
-        &hose.to_string(),
-        &[("proxy-authorization", &auth)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let mut fast = fast.unwrap();
+    let mut fast = tunnel_to(&tg, &hose.to_string(), &auth).await;
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0usize;
     while got < 32 << 20 {

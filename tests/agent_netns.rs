@@ -88,14 +88,7 @@ async fn cut_wire_drops_tunnels_within_the_keepalive_deadline_and_the_agent_come
     let upstream = serve_private(t.listen_in_private()).await;
     let (tg, agent) = start(&t, "1s").await;
     let auth = tg.bearer("acme", "alice");
-    let (r, tunnel) = proxy_connect(
-        tg.proxy,
-        &upstream.to_string(),
-        &[("proxy-authorization", &auth)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let mut tunnel = tunnel.unwrap();
+    let mut tunnel = tunnel_to(&tg, &upstream.to_string(), &auth).await;
 
     // Packets now vanish: no FIN, no RST. Only HTTP/2 pings can tell (1 s + 1 s).
     t.cut().unwrap();

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::agent::*;
+use common::tls::{h1, h2};
 use common::*;
 
 /// `http://host:port/path?query` → (address, origin-form path).
@@ -129,10 +130,7 @@ async fn consent_through(tg: &Tollgate, auth: &str, api: &str) {
 #[tokio::test]
 async fn https_through_an_agent_is_originated_and_intercepted_with_injection() {
     use http_body_util::{BodyExt, Full};
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let (tg, relay) = start_tollgate(&["--upstream-ca-file", path_str(&ca_file)]);
     let agent = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
     assert!(
@@ -170,23 +168,13 @@ async fn https_through_an_agent_is_originated_and_intercepted_with_injection() {
     for alpn in [&b"http/1.1"[..], b"h2"] {
         let tls = intercepted_tls(&tg, &auth, tls_api, alpn).await;
         let resp = if alpn == b"h2" {
-            let (mut send, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(tls),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
+            let mut send = h2(tls).await;
             let req = hyper::Request::get(format!("https://localhost:{tls_api}/records"))
                 .body(Full::new(bytes::Bytes::new()))
                 .unwrap();
             send.send_request(req).await.unwrap()
         } else {
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
+            let mut send = h1(tls).await;
             let req = hyper::Request::get("/records")
                 .header("host", format!("localhost:{tls_api}"))
                 .body(Full::new(bytes::Bytes::new()))

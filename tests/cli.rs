@@ -2,19 +2,21 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::policies::{loopback_deny_line as deny_line, LOOPBACK as POLICY};
 use common::*;
+
+/// Runs the tollgate binary with `args` and waits for it.
+fn tollgate(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
 
 #[test]
 fn policy_check_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.toml"), POLICY).unwrap();
-    let out = Command::new(bin())
-        .args(["policy", "check", "--policies", path_str(dir.path())])
-        .output()
-        .unwrap();
+    let out = tollgate(&["policy", "check", "--policies", path_str(dir.path())]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -27,10 +29,7 @@ fn policy_check_exit_codes() {
         "[[policy]]\nname = \"Bad Name\"\nroute = \"direct\"\n[[policy.allow]]\nhosts = [\"*\"]\n",
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["policy", "check", "--policies", path_str(dir.path())])
-        .output()
-        .unwrap();
+    let out = tollgate(&["policy", "check", "--policies", path_str(dir.path())]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let located: Vec<&str> = err.lines().filter(|l| l.starts_with("b.toml:")).collect();
@@ -38,10 +37,7 @@ fn policy_check_exit_codes() {
     assert!(err.contains("b.toml:2:"), "{err}");
     assert!(err.contains("b.toml:5:"), "{err}");
 
-    let out = Command::new(bin())
-        .args(["policy", "check", "--bogus"])
-        .output()
-        .unwrap();
+    let out = tollgate(&["policy", "check", "--bogus"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -50,18 +46,15 @@ fn policy_explain_prints_the_decision() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("10-test.toml"), POLICY).unwrap();
     let explain = |org: &str, target: &str| {
-        let out = Command::new(bin())
-            .args([
-                "policy",
-                "explain",
-                "--policies",
-                path_str(dir.path()),
-                "--org",
-                org,
-                target,
-            ])
-            .output()
-            .unwrap();
+        let out = tollgate(&[
+            "policy",
+            "explain",
+            "--policies",
+            path_str(dir.path()),
+            "--org",
+            org,
+            target,
+        ]);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -103,23 +96,13 @@ fn policy_explain_prints_the_decision() {
 #[test]
 fn token_mint_cli_makes_a_usable_token() {
     let tg = Tollgate::start(POLICY, &[]);
-    let out = Command::new(bin())
-        .args([
-            "token",
-            "mint",
-            "--data",
-            path_str(&tg.data),
-            "--org",
-            "acme",
-            "--user",
-            "bob",
-            "--role",
-            "admin",
-            "--ttl",
-            "10m",
-        ])
-        .output()
-        .unwrap();
+    let mint = |role: &str, extra: &[&str]| {
+        let mut args = vec!["token", "mint", "--data", path_str(&tg.data)];
+        args.extend(["--org", "acme", "--user", "bob", "--role", role]);
+        args.extend_from_slice(extra);
+        tollgate(&args)
+    };
+    let out = mint("admin", &["--ttl", "10m"]);
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let key = std::fs::read_to_string(tg.data.join("keys/identity.key")).unwrap();
@@ -131,25 +114,18 @@ fn token_mint_cli_makes_a_usable_token() {
     assert!(caller.is_admin());
     assert!(caller.exp > 0);
     // A claim the verifier would refuse is refused at mint time, not printed.
-    let out = Command::new(bin())
-        .args(["token", "mint", "--data", path_str(&tg.data)])
-        .args(["--org", "acme", "--user", "bob", "--role", ""])
-        .output()
-        .unwrap();
+    let out = mint("", &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
 
-    let out = Command::new(bin())
-        .args(["ca", "export", "--data", path_str(&tg.data)])
-        .output()
-        .unwrap();
+    let out = tollgate(&["ca", "export", "--data", path_str(&tg.data)]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("-----BEGIN CERTIFICATE-----"));
 }
 
 #[test]
 fn help_lists_every_command() {
-    let out = Command::new(bin()).arg("help").output().unwrap();
+    let out = tollgate(&["help"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     for cmd in ["serve", "policy", "token", "ca", "app", "agent"] {

@@ -147,31 +147,16 @@ async fn host_mismatch_is_421_and_the_connection_stays_usable() {
         .unwrap();
     let mut send = h1(tls).await;
     let other = format!("other.example:{}", up.addr.port());
-    let r = read(
-        send.send_request(get("/", &[("host", &other)]))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = get_host(&mut send, "/", &other).await;
     let body = assert_proxy_error(&r, 421, "misdirected_request");
     assert!(
         body["message"].as_str().unwrap().contains("other.example"),
         "{body}"
     );
     // Same host, other port.
-    let r = read(
-        send.send_request(get("/", &[("host", "localhost")]))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = get_host(&mut send, "/", "localhost").await;
     assert_proxy_error(&r, 421, "misdirected_request");
-    let r = read(
-        send.send_request(get("/fine", &[("host", &target)]))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = get_host(&mut send, "/fine", &target).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.connections.load(Ordering::SeqCst), 1);
 
@@ -194,6 +179,30 @@ async fn host_mismatch_is_421_and_the_connection_stays_usable() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// An inner request whose Host names port 0 or one above 65535 is `400 bad_request`, not a
+/// request to 443 (it used to read as the tunnel's default), and the connection stays usable.
+#[tokio::test]
+async fn inner_host_port_out_of_range_is_400_bad_request() {
+    let up_ca = test_ca(UPSTREAM_CA_CN);
+    let up = tls_upstream(&up_ca).await;
+    let tg = start(&up_ca, always()).await;
+    let ca = tg.exported_ca();
+    let auth = tg.auth("acme", "alice");
+    let target = format!("localhost:{}", up.addr.port());
+
+    let tls = connect_tls(tg.proxy, &target, &auth, &ca, "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut send = h1(tls).await;
+    for host in ["localhost:0", "localhost:99999", "localhost:65536"] {
+        let r = get_host(&mut send, "/", host).await;
+        assert_proxy_error(&r, 400, "bad_request");
+    }
+    let r = get_host(&mut send, "/fine", &target).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -328,12 +337,7 @@ async fn inner_requests_are_rewritten_and_logged_one_line_each_then_the_connect(
         echo["headers"]["authorization"], "Bearer client-own",
         "no app is bound to the host: the client's own header passes"
     );
-    let r = read(
-        send.send_request(get("/other", &[("host", "elsewhere.example")]))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = get_host(&mut send, "/other", "elsewhere.example").await;
     assert_proxy_error(&r, 421, "misdirected_request");
     drop(send);
 
@@ -504,4 +508,18 @@ fn serve_refuses_half_or_bad_operator_ca_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not belong to the certificate"), "{err}");
+}
+
+/// `GET path` with `Host: host` on an HTTP/1.1 sender inside a tunnel, read whole.
+async fn get_host(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    path: &str,
+    host: &str,
+) -> common::Resp {
+    read(
+        send.send_request(get(path, &[("host", host)]))
+            .await
+            .unwrap(),
+    )
+    .await
 }

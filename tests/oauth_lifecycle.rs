@@ -14,14 +14,7 @@ use serde_json::json;
 async fn reset_invalidates_tickets_and_consents_in_progress() {
     let env = setup(&[], |_, _| {}).await;
     let reset = || async {
-        let r = web_request(
-            env.tg.web,
-            "POST",
-            "/v1/apps/crm/reset",
-            Some(&env.admin),
-            None,
-        )
-        .await;
+        let r = env.admin_call("POST", "/v1/apps/crm/reset", None).await;
         assert_eq!(r.status, 200, "{}", r.text());
     };
     let ticket = env.consent_url("acme", "alice").await;
@@ -80,14 +73,7 @@ async fn reset_during_refresh_wins() {
         wait_until(DEADLINE, async || env.p.refresh_calls() == 1).await,
         "refresh never started"
     );
-    let r = web_request(
-        env.tg.web,
-        "POST",
-        "/v1/apps/crm/reset",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env.admin_call("POST", "/v1/apps/crm/reset", None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     env.p.release();
     let r = in_flight.await.unwrap();
@@ -117,14 +103,7 @@ async fn disabled_app_refuses_injection_and_consent() {
     let env = setup(&[], |_, _| {}).await;
     env.consent("acme", "alice").await;
     let bob_url = env.consent_url("acme", "bob").await;
-    let r = web_request(
-        env.tg.web,
-        "POST",
-        "/v1/apps/crm/disable",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env.admin_call("POST", "/v1/apps/crm/disable", None).await;
     assert_eq!(r.status, 200);
     let r = env.call("acme", "alice").await;
     assert_eq!(r.status, 403, "{}", r.text());
@@ -143,14 +122,7 @@ async fn disabled_app_refuses_injection_and_consent() {
     assert_eq!(post.status, 403);
     assert!(post.header("location").is_none());
     // Enabled again: the kept token is used.
-    let r = web_request(
-        env.tg.web,
-        "POST",
-        "/v1/apps/crm/enable",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env.admin_call("POST", "/v1/apps/crm/enable", None).await;
     assert_eq!(r.status, 200);
     let r = env.call("acme", "alice").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -175,14 +147,9 @@ async fn revoke_reset_delete_take_effect_and_revoke_at_provider() {
     };
 
     // Revoke one user's authorization.
-    let r = web_request(
-        env.tg.web,
-        "DELETE",
-        "/v1/apps/crm/authorizations/ann",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env
+        .admin_call("DELETE", "/v1/apps/crm/authorizations/ann", None)
+        .await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(env.call("acme", "ann").await.status, 401);
     assert!(
@@ -192,14 +159,7 @@ async fn revoke_reset_delete_take_effect_and_revoke_at_provider() {
     assert_eq!(env.call("acme", "ben").await.status, 200);
 
     // Reset: every user.
-    let r = web_request(
-        env.tg.web,
-        "POST",
-        "/v1/apps/crm/reset",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env.admin_call("POST", "/v1/apps/crm/reset", None).await;
     assert_eq!(r.status, 200);
     let r = env.call("acme", "ben").await;
     assert_eq!(r.status, 401);
@@ -218,21 +178,16 @@ async fn revoke_reset_delete_take_effect_and_revoke_at_provider() {
     let r = env.call("acme", "cid").await;
     assert_eq!(r.status, 200);
     let cid_new = bearer_of(&r).trim_start_matches("Bearer ").to_string();
-    let r = web_request(env.tg.web, "DELETE", "/v1/apps/crm", Some(&env.admin), None).await;
+    let r = env.admin_call("DELETE", "/v1/apps/crm", None).await;
     assert_eq!(r.status, 204);
     let r = env.call("acme", "cid").await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(bearer_of(&r), CLIENT_AUTH, "token injected after delete");
     assert!(revoked(cid_new).await, "token not revoked on delete");
     // Irreversible: the same app created again starts with no authorizations.
-    let r = web_request(
-        env.tg.web,
-        "POST",
-        "/v1/apps",
-        Some(&env.admin),
-        Some(&app_spec(&env.p)),
-    )
-    .await;
+    let r = env
+        .admin_call("POST", "/v1/apps", Some(&app_spec(&env.p)))
+        .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(env.authorizations("crm").await.is_empty());
     let r = env.call("acme", "cid").await;
@@ -262,14 +217,7 @@ async fn cross_org_isolation() {
     let r = env.call("acme", "alice").await;
     assert_eq!(r.status, 200);
     // An acme admin cannot see globex's app.
-    let r = web_request(
-        env.tg.web,
-        "GET",
-        "/v1/apps/crm-globex",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env.admin_call("GET", "/v1/apps/crm-globex", None).await;
     assert_eq!(r.status, 404);
 }
 
@@ -287,10 +235,7 @@ async fn token_calls_follow_the_apps_egress_policy() {
     // allowed. The code exchange must not reach the provider.
     env.tg
         .write_policy("10-test.toml", common::policies::LOCAL_BY_NAME);
-    let reloaded = wait_until(DEADLINE, async || {
-        web_get(env.tg.web, "/readyz").await.json()["policies"]["generation"] == 2
-    })
-    .await;
+    let reloaded = wait_until(DEADLINE, async || env.tg.policy_generation().await == 2).await;
     assert!(reloaded, "policy not reloaded");
     let (back, callback) = split(&at_idp.header("location").unwrap());
     let r = http(back, "GET", &callback, &[]).await;

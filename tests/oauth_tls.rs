@@ -4,9 +4,9 @@
 mod common;
 
 use common::oauth::*;
+use common::tls::{h1, h2};
 use common::*;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 /// A CONNECT to an app's domain is intercepted only for callers of the app's org; for another
@@ -45,10 +45,7 @@ async fn connect_to_another_orgs_app_domain_is_a_blind_tunnel() {
         )
         .await
         .expect("the upstream's own certificate, not a tollgate leaf");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1(tls).await;
     let req = hyper::Request::get("/records")
         .header("host", format!("localhost:{port}"))
         .header("authorization", CLIENT_AUTH)
@@ -65,10 +62,7 @@ async fn connect_to_another_orgs_app_domain_is_a_blind_tunnel() {
 
 #[tokio::test]
 async fn tls_origination_to_app_domains_with_test_ca() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |spec, _| {
         spec["upstream_tls"] = json!(true);
     })
@@ -107,12 +101,9 @@ async fn tls_origination_to_app_domains_with_test_ca() {
 /// `:authority` and `Host` naming the same authority.
 #[tokio::test]
 async fn originated_and_intercepted_requests_share_an_http2_upstream_connection() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let mut server = (*server).clone();
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |spec, _| {
         spec["upstream_tls"] = json!(true);
     })
@@ -139,10 +130,7 @@ async fn originated_and_intercepted_requests_share_an_http2_upstream_connection(
     }
 
     let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1(tls).await;
     let req = hyper::Request::get("/records")
         .header("host", authority.as_str())
         .body(Full::new(bytes::Bytes::new()))
@@ -173,12 +161,22 @@ async fn intercepted_tls(
     common::intercepted_tls(&env.tg, &pa, port, alpn).await
 }
 
+/// `GET /records` in origin-form with `Host: host` and the client's Authorization, on a new
+/// intercepted HTTP/1.1 tunnel to `localhost:port` as acme/alice.
+async fn records_over_h1(env: &Env, port: u16, host: &str) -> Resp {
+    let tls = intercepted_tls(env, port, b"http/1.1").await;
+    let mut send = h1(tls).await;
+    let req = hyper::Request::get("/records")
+        .header("host", host)
+        .header("authorization", CLIENT_AUTH)
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    read_response(send.send_request(req).await.unwrap()).await
+}
+
 #[tokio::test]
 async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
     let tls_api = env.p.serve_api_tls(server).await;
     let port = tls_api.port();
@@ -190,42 +188,22 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     };
 
     // Before consent: authorization_required answered inside the TLS tunnel (HTTP/1.1).
-    let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut r1 = req();
-    *r1.uri_mut() = "/records".parse().unwrap();
-    r1.headers_mut()
-        .insert("host", format!("localhost:{port}").parse().unwrap());
-    let resp = send.send_request(r1).await.unwrap();
-    assert_eq!(resp.status(), 401);
-    assert!(resp.headers()["proxy-status"]
-        .to_str()
+    let r = records_over_h1(&env, port, &format!("localhost:{port}")).await;
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("proxy-status")
         .unwrap()
         .contains("error=http_request_denied"));
-    let body: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body = r.json();
     assert_eq!(body["error"], "authorization_required");
     assert!(body["consent_url"].as_str().unwrap().contains("/consent/"));
 
     env.consent("acme", "alice").await;
 
     // After consent, HTTP/1.1 inside: the token replaces the client's Authorization.
-    let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut r1 = req();
-    *r1.uri_mut() = "/records".parse().unwrap();
-    r1.headers_mut()
-        .insert("host", format!("localhost:{port}").parse().unwrap());
-    let resp = send.send_request(r1).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let v: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let r = records_over_h1(&env, port, &format!("localhost:{port}")).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
     assert!(
         v["authorization"]
             .as_str()
@@ -237,13 +215,7 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     // HTTP/2 inside.
     let tls = intercepted_tls(&env, port, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(tls).await;
     let resp = send.send_request(req()).await.unwrap();
     assert_eq!(resp.status(), 200);
     let v: Value =
@@ -257,40 +229,16 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
     );
 
     // An inner request naming another host than the CONNECT: 421, nothing forwarded.
-    let tls = intercepted_tls(&env, port, b"http/1.1").await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut wrong = req();
-    *wrong.uri_mut() = "/records".parse().unwrap();
-    wrong
-        .headers_mut()
-        .insert("host", "elsewhere.example".parse().unwrap());
-    let resp = send.send_request(wrong).await.unwrap();
-    assert_eq!(resp.status(), 421);
-    let body: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let r = records_over_h1(&env, port, "elsewhere.example").await;
+    assert_eq!(r.status, 421);
+    let body = r.json();
     assert_eq!(body["error"], "misdirected_request");
 
     // The admins disable the app: inside TLS the same request now gets 403 app_disabled.
-    let r = web_request(
-        env.tg.web,
-        "POST",
-        "/v1/apps/crm/disable",
-        Some(&env.admin),
-        None,
-    )
-    .await;
+    let r = env.admin_call("POST", "/v1/apps/crm/disable", None).await;
     assert_eq!(r.status, 200);
     let tls = intercepted_tls(&env, port, b"h2").await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(tls).await;
     let resp = send.send_request(req()).await.unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.headers()["proxy-status"]
@@ -304,10 +252,7 @@ async fn connect_to_an_app_domain_is_intercepted_and_injected_over_h1_and_h2() {
 
 #[tokio::test]
 async fn intercepted_invalid_token_refreshes_and_replays_once() {
-    let (ca_pem, server) = common::provider::test_ca_and_server();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let ca_file = ca_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
     let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
     // Unknown lifetime: only the upstream can say the token is dead.
     env.p.with(|s| s.access_ttl = None);
@@ -319,13 +264,7 @@ async fn intercepted_invalid_token_refreshes_and_replays_once() {
     let api_before = env.p.with(|s| s.api_calls);
 
     let tls = intercepted_tls(&env, port, b"h2").await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(tls).await;
     let req = hyper::Request::post(format!("https://localhost:{port}/records"))
         .body(Full::new(bytes::Bytes::from_static(b"small body")))
         .unwrap();
@@ -346,5 +285,24 @@ async fn intercepted_invalid_token_refreshes_and_replays_once() {
         env.p.with(|s| s.api_calls) - api_before,
         2,
         "one send, one replay"
+    );
+}
+
+/// The real binary: an inner request in an intercepted tunnel whose Host names port 0 or one
+/// above 65535 is `400 bad_request` (it used to be read as 443), before any app or upstream.
+#[tokio::test]
+async fn intercepted_inner_host_port_out_of_range_is_400_bad_request() {
+    let (_ca_dir, ca_file, server) = common::provider::test_ca_file();
+    let env = setup(&["--upstream-ca-file", path_str(&ca_file)], |_, _| {}).await;
+    let port = env.p.serve_api_tls(server).await.port();
+    let api_before = env.p.with(|s| s.api_calls);
+    for host in ["localhost:0", "localhost:99999", "localhost:65536"] {
+        let r = records_over_h1(&env, port, host).await;
+        assert_proxy_error(&r, 400, "bad_request");
+    }
+    assert_eq!(
+        env.p.with(|s| s.api_calls),
+        api_before,
+        "an upstream was reached"
     );
 }

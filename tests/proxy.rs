@@ -415,39 +415,30 @@ async fn real_curl_through_the_proxy_and_a_connect_tunnel() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
 }
 
-/// Sends `head` (a request head without the auth header) with the caller's
-/// `Proxy-Authorization` on a raw socket and returns the status and the body.
-async fn raw_request(tg: &Tollgate, head: &str, auth: &str) -> (u16, serde_json::Value) {
-    let mut s = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
-    let req = format!("{head}\r\nProxy-Authorization: {auth}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or_default())
-}
-
 /// A port of 0 or above 65535 is `400 bad_request`, never silently another port (it used to
 /// read as 80 in an absolute-form URI).
 #[tokio::test]
 async fn ports_out_of_range_are_bad_requests() {
     let tg = Tollgate::start(POLICY, &[]);
     let a = auth(&tg, "acme");
-    for head in [
-        "GET http://127.0.0.1:99999/ HTTP/1.1\r\nHost: 127.0.0.1:99999",
-        "GET http://localhost:65536/ HTTP/1.1\r\nHost: localhost:65536",
-        "GET http://127.0.0.1:0/ HTTP/1.1\r\nHost: 127.0.0.1:0",
-        "CONNECT 127.0.0.1:0 HTTP/1.1\r\nHost: 127.0.0.1:0",
-        "CONNECT localhost:99999 HTTP/1.1\r\nHost: localhost:99999",
+    let h = [("proxy-authorization", a.as_str())];
+    for uri in [
+        "http://127.0.0.1:99999/",
+        "http://localhost:65536/",
+        "http://127.0.0.1:0/",
     ] {
-        let (status, body) = raw_request(&tg, head, &a).await;
-        assert_eq!(status, 400, "{head}: {body}");
-        assert_eq!(body["error"], "bad_request", "{head}: {body}");
+        let r = proxy_request(tg.proxy, "GET", uri, &h, "").await;
+        assert_eq!(r.status, 400, "GET {uri}: {}", r.text());
+        assert_eq!(r.json()["error"], "bad_request", "GET {uri}: {}", r.text());
+    }
+    for target in ["127.0.0.1:0", "localhost:99999"] {
+        let (r, _) = proxy_connect(tg.proxy, target, &h).await;
+        assert_eq!(r.status, 400, "CONNECT {target}: {}", r.text());
+        assert_eq!(
+            r.json()["error"],
+            "bad_request",
+            "CONNECT {target}: {}",
+            r.text()
+        );
     }
 }

@@ -26,13 +26,7 @@ async fn hot_reload_good_and_bad_edits() {
         &POLICY.replace("127.0.0.0/8", "127.0.0.0/32"),
     );
     let started = std::time::Instant::now();
-    let applied = wait_until(Duration::from_secs(10), async || {
-        proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "")
-            .await
-            .status
-            == 403
-    })
-    .await;
+    let applied = status_becomes(&tg, &uri, &a, 403).await;
     assert!(applied, "valid edit not applied within 10 s");
     eprintln!("reload applied after {:?}", started.elapsed());
 
@@ -57,26 +51,15 @@ async fn hot_reload_good_and_bad_edits() {
     // Fixing it (and restoring the original) applies again.
     std::fs::remove_file(tg.policies.join("20-broken.toml")).unwrap();
     tg.write_policy("10-test.toml", POLICY);
-    let back = wait_until(Duration::from_secs(10), async || {
-        proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &a)], "")
-            .await
-            .status
-            == 200
-    })
-    .await;
+    let back = status_becomes(&tg, &uri, &a, 200).await;
     assert!(back);
     assert_eq!(web_get(tg.web, "/readyz").await.json()["status"], "ready");
 
     // SIGHUP forces a reload too, with no file changed: a new generation of the same set.
-    let generation = || async {
-        web_get(tg.web, "/readyz").await.json()["policies"]["generation"]
-            .as_u64()
-            .unwrap()
-    };
-    let before = generation().await;
+    let before = tg.policy_generation().await;
     tg.signal(libc::SIGHUP);
     let ok = wait_until(Duration::from_secs(10), async || {
-        generation().await > before
+        tg.policy_generation().await > before
     })
     .await;
     assert!(ok, "SIGHUP did not reload:\n{}", tg.logs());
@@ -350,4 +333,15 @@ async fn settings_from_config_file_and_env_idle_tunnels_dns_errors_and_empty_bas
     })
     .await;
     assert!(json, "{}", tg.logs());
+}
+
+/// Polls `uri` through the proxy as `auth` until it answers `status`, for 10 s at most.
+async fn status_becomes(tg: &Tollgate, uri: &str, auth: &str, status: u16) -> bool {
+    wait_until(Duration::from_secs(10), async || {
+        proxy_request(tg.proxy, "GET", uri, &[("proxy-authorization", auth)], "")
+            .await
+            .status
+            == status
+    })
+    .await
 }

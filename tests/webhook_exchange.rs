@@ -250,10 +250,7 @@ async fn a_policy_that_no_longer_allows_the_endpoint_stops_the_exchange() {
     // longer allowed; the API (by name) still is.
     env.tg
         .write_policy("10-test.toml", common::policies::LOCAL_BY_NAME);
-    let reloaded = wait_until(DEADLINE, async || {
-        web_get(env.tg.web, "/readyz").await.json()["policies"]["generation"] == 2
-    })
-    .await;
+    let reloaded = wait_until(DEADLINE, async || env.tg.policy_generation().await == 2).await;
     assert!(reloaded, "policy not reloaded");
     let (back, callback) = common::consent::split(&at_idp.header("location").unwrap());
     let r = web_request(back, "GET", &callback, None, None).await;

@@ -249,6 +249,17 @@ pub async fn echo_through(
     echo_on(&mut t, msg).await
 }
 
+/// `CONNECT target` through tollgate as `auth`; asserts 200 and returns the open tunnel.
+pub async fn tunnel_to(
+    tg: &Tollgate,
+    target: &str,
+    auth: &str,
+) -> TokioIo<hyper::upgrade::Upgraded> {
+    let (r, tunnel) = proxy_connect(tg.proxy, target, &[("proxy-authorization", auth)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    tunnel.unwrap()
+}
+
 /// Writes `msg` on an open tunnel to an echo server and reads it back.
 pub async fn echo_on<S: AsyncRead + AsyncWrite + Unpin>(
     t: &mut S,

@@ -254,6 +254,13 @@ impl Tollgate {
     }
 
     /// Replaces the test policy file.
+    /// The policy set's generation on `/readyz` (one more per applied reload).
+    pub async fn policy_generation(&self) -> u64 {
+        web_get(self.web, "/readyz").await.json()["policies"]["generation"]
+            .as_u64()
+            .unwrap()
+    }
+
     pub fn write_policy(&self, name: &str, text: &str) {
         let tmp = self.policies.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).unwrap();

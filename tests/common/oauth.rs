@@ -43,14 +43,26 @@ pub struct Env {
 }
 
 pub async fn setup(flags: &[&str], tweak: impl FnOnce(&mut Value, &Provider)) -> Env {
+    let (tg, p, admin) = start_with_app(flags, app_spec, tweak).await;
+    Env { tg, p, admin }
+}
+
+/// A provider, tollgate under [`POLICY`] with `flags`, acme's admin token, and acme's app
+/// `spec(provider)` (after `tweak`) created through the admin API. Shared by the OAuth and the
+/// webhook harnesses.
+pub async fn start_with_app(
+    flags: &[&str],
+    spec: fn(&Provider) -> Value,
+    tweak: impl FnOnce(&mut Value, &Provider),
+) -> (Tollgate, Provider, String) {
     let p = Provider::start().await;
     let tg = Tollgate::start(POLICY, flags);
     let admin = tg.admin_token("acme", "root");
-    let mut spec = app_spec(&p);
+    let mut spec = spec(&p);
     tweak(&mut spec, &p);
     let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    Env { tg, p, admin }
+    (tg, p, admin)
 }
 
 /// One request to `addr` (origin-form) with headers.
@@ -137,15 +149,15 @@ impl Env {
         assert_eq!(r.status, 200, "{}", r.text());
     }
 
+    /// A request to the admin API as acme's admin.
+    pub async fn admin_call(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        web_request(self.tg.web, method, path, Some(&self.admin), body).await
+    }
+
     pub async fn authorizations(&self, app: &str) -> Vec<Value> {
-        let r = web_request(
-            self.tg.web,
-            "GET",
-            &format!("/v1/apps/{app}/authorizations"),
-            Some(&self.admin),
-            None,
-        )
-        .await;
+        let r = self
+            .admin_call("GET", &format!("/v1/apps/{app}/authorizations"), None)
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["authorizations"].as_array().unwrap().clone()
     }

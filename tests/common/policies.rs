@@ -89,7 +89,8 @@ route = "direct"
   private = true
 "#;
 
-/// acme reaches loopback (by address and as `localhost`) through agent `onprem-1` only.
+/// acme reaches loopback (by address and as `localhost`) through agent `onprem-1` only;
+/// `127.0.0.99` is denied to everyone, before any agent is asked.
 pub const AGENT_LOOPBACK: &str = r#"
 [[policy]]
 name = "onprem"
@@ -103,4 +104,7 @@ route = "agent:onprem-1"
   [[policy.allow]]
   hosts = ["localhost"]
   ports = ["1024-65535"]
+
+[[deny]]
+cidrs = ["127.0.0.99/32"]
 "#;

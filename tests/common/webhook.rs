@@ -2,12 +2,11 @@
 //! provider's legacy endpoints (`/handshake/token`, `/handshake/refresh`) and an app `crm` whose
 //! handshake is `webhook`, and what a runner and a browser do with them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::consent::{browse, Browsed};
-use super::policies::LOCAL as POLICY;
 use super::provider::Provider;
 use super::*;
 
@@ -72,26 +71,13 @@ pub struct Env {
 }
 
 pub async fn setup(tweak: impl FnOnce(&mut Value, &Provider)) -> Env {
-    let p = Provider::start().await;
-    let tg = Tollgate::start(POLICY, &[]);
-    let admin = tg.admin_token("acme", "root");
-    let mut spec = app_spec(&p);
-    tweak(&mut spec, &p);
-    let r = web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&spec)).await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    let (tg, p, admin) = super::oauth::start_with_app(&[], app_spec, tweak).await;
     Env { tg, p, admin }
 }
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-pub fn bearer_of(r: &Resp) -> String {
-    r.json()["authorization"].as_str().unwrap_or("").to_string()
-}
+// Not every test binary that builds this module calls both.
+#[allow(unused_imports)]
+pub use super::oauth::{bearer_of, now};
 
 /// The single access token the provider has issued and not revoked.
 pub fn only_access_token(p: &Provider) -> String {

@@ -592,6 +592,20 @@ fn json(status: u16, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// [`test_ca_and_server`] with the CA written to a file for `--upstream-ca-file`:
+/// (the directory holding it, to keep alive; the file; the server config for the leaf).
+pub fn test_ca_file() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<rustls::ServerConfig>,
+) {
+    let (ca_pem, server) = test_ca_and_server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("test-ca.pem");
+    std::fs::write(&file, ca_pem).unwrap();
+    (dir, file, server)
+}
+
 /// A test CA and a `localhost` leaf it signed: (CA PEM, server config for the leaf).
 pub fn test_ca_and_server() -> (String, Arc<rustls::ServerConfig>) {
     test_ca_and_server_for(&["localhost"])
