@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::policy::{normalize_host, Host, PolicySet};
 use crate::route::guard::classify;
+use crate::route::port_or_default;
 
 /// Field name → what is wrong with it: app validation reports every invalid field at once.
 pub type FieldErrors = BTreeMap<String, String>;
@@ -27,27 +28,10 @@ pub fn endpoint(url: &str) -> Result<(bool, Host, u16), String> {
         _ => return Err("must be an https URL".into()),
     };
     let host = normalize_host(auth.host()).map_err(|e| e.to_string())?;
-    let port = explicit_port(auth)?.unwrap_or(if tls { 443 } else { 80 });
+    // Not `auth.port()`: `http` reads a port it cannot hold in a `u16` as no port at all.
+    let port = port_or_default(auth, if tls { 443 } else { 80 })
+        .map_err(|_| "invalid port: ports are 1-65535".to_string())?;
     Ok((tls, host, port))
-}
-
-/// The port written in `auth`, if any. `http` reads a port it cannot hold in a `u16` as no
-/// port at all, which would silently turn `:99999` into the scheme's default; here a port of
-/// 0 or above 65535 is an error. An empty port (`host:`) means the default (RFC 3986 §3.2.3).
-fn explicit_port(auth: &http::uri::Authority) -> Result<Option<u16>, String> {
-    // `host()` keeps the brackets of an IPv6 literal, so what follows it is `:port` or nothing.
-    let written = auth
-        .as_str()
-        .get(auth.host().len()..)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .unwrap_or_default();
-    if written.is_empty() {
-        return Ok(None);
-    }
-    match written.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(Some(p)),
-        _ => Err(format!("port {written} is out of range (1-65535)")),
-    }
 }
 
 /// Why `policy` does not (or no longer) let `org` reach the token endpoint at `host:port`.
