@@ -146,20 +146,6 @@ impl Injector {
         Ok(self.index.lookup(&caller.org, host).await?)
     }
 
-    /// Looks up the app for `host` and injects its token into `headers`; `Ok(None)` when no
-    /// app of the caller's org is bound to `host` (headers untouched).
-    pub async fn apply(
-        &self,
-        caller: &Caller,
-        host: &Host,
-        headers: &mut HeaderMap,
-    ) -> Result<Option<Injected>, InjectError> {
-        match self.lookup(caller, host).await? {
-            None => Ok(None),
-            Some(app) => self.inject(caller, app, headers).await.map(Some),
-        }
-    }
-
     /// Injects `app`'s token for the caller into `headers` (replacing any `Authorization`),
     /// refreshing it first when it is stale.
     pub async fn inject(
