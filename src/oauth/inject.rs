@@ -16,8 +16,9 @@ use http::HeaderMap;
 
 pub use super::flow::ConsentRequired;
 use super::flow::{TicketError, Tickets};
+use super::grant::TokenError;
 use super::index::AppIndex;
-use super::token::{TokenClient, TokenError};
+use super::token::TokenClient;
 use crate::clock::Clock;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
