@@ -275,7 +275,6 @@ impl Server {
         tasks.spawn(web::run(
             self.web_listener,
             WebState {
-                policies: self.policies.clone(),
                 metrics,
                 verifier,
                 oauth,

@@ -213,13 +213,13 @@ impl AppAdmin<'_> {
     pub async fn revoke(&self, id: &str, user: &str) -> AdminResult<()> {
         let org = &self.admin.org;
         let app = self.get(id).await?;
+        // This user's token set only: listing the app's tokens would unseal every user's.
         let tokens: Vec<TokenSet> = self
             .oauth
             .store
-            .list_tokens(org, id)
+            .get_token(org, id, app.incarnation, app.generation, user)
             .await?
             .into_iter()
-            .filter(|t| t.user == user)
             .collect();
         let deleted = self.oauth.store.delete_token(org, id, user).await?;
         if !deleted {

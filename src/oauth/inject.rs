@@ -16,8 +16,9 @@ use http::HeaderMap;
 
 pub use super::flow::ConsentRequired;
 use super::flow::{TicketError, Tickets};
+use super::grant::TokenError;
 use super::index::AppIndex;
-use super::token::{TokenClient, TokenError};
+use super::token::TokenClient;
 use crate::clock::Clock;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
@@ -144,20 +145,6 @@ impl Injector {
         host: &Host,
     ) -> Result<Option<Arc<App>>, InjectError> {
         Ok(self.index.lookup(&caller.org, host).await?)
-    }
-
-    /// Looks up the app for `host` and injects its token into `headers`; `Ok(None)` when no
-    /// app of the caller's org is bound to `host` (headers untouched).
-    pub async fn apply(
-        &self,
-        caller: &Caller,
-        host: &Host,
-        headers: &mut HeaderMap,
-    ) -> Result<Option<Injected>, InjectError> {
-        match self.lookup(caller, host).await? {
-            None => Ok(None),
-            Some(app) => self.inject(caller, app, headers).await.map(Some),
-        }
     }
 
     /// Injects `app`'s token for the caller into `headers` (replacing any `Authorization`),

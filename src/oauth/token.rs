@@ -28,7 +28,7 @@ use oauth2::{
 use serde_json::{Map, Value};
 
 use super::egress::{Egress, EgressError};
-pub use super::grant::{seconds, Grant, TokenError};
+use super::grant::{seconds, Grant, TokenError};
 use super::webhook::{Inputs, Template, Webhook};
 use crate::store::{App, ClientAuth, Handshake, Secret, TokenSet};
 

@@ -18,18 +18,16 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::Verifier;
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
-use crate::policy::watch::Policies;
 
 /// What the web handlers share.
 #[derive(Clone)]
 pub struct WebState {
-    /// The live policy set and its load status, for `/readyz`.
-    pub policies: Arc<Policies>,
     /// Metrics, for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Verifies admin caller tokens.
     pub verifier: Arc<Verifier>,
-    /// The app lifecycle, the consent flow and the app index.
+    /// The app lifecycle, the consent flow, the app index, and the live policy set with its
+    /// load status (`oauth.policies`, also read by `/readyz`).
     pub oauth: Arc<OAuth>,
 }
 
@@ -63,8 +61,8 @@ async fn healthz() -> Json<serde_json::Value> {
 /// proxy serving the last good set, so it stays ready (taking it out of rotation would turn
 /// a typo into an outage) but reports `degraded` with the errors.
 async fn readyz(State(state): State<WebState>) -> Response {
-    let status = state.policies.status();
-    let current = state.policies.current();
+    let status = state.oauth.policies.status();
+    let current = state.oauth.policies.current();
     let policies = json!({
         "loaded": status.ever_loaded,
         "policies": current.policy_count(),

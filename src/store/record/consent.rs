@@ -7,18 +7,63 @@ use super::super::seal::{Aad, Sealed, StoreKey};
 use super::super::StoreError;
 use super::{decode_keyed, open_secret, pending_name, ticket_name, FORMAT_VERSION};
 
+/// What a ticket or pending authorization is bound to: usable until `expires_at`, and only
+/// while its app still has this incarnation and generation.
+pub(crate) struct Binding<'a> {
+    /// The app's org.
+    pub(crate) org: &'a str,
+    /// The app's id.
+    pub(crate) app: &'a str,
+    /// The app's incarnation at issue.
+    pub(crate) incarnation: u64,
+    /// The app's generation at issue.
+    pub(crate) generation: u64,
+    /// Expiry, Unix seconds.
+    pub(crate) expires_at: u64,
+}
+
+/// A stored ticket or pending authorization: the store checks and sweeps both alike.
+pub(crate) trait ConsentRecord {
+    /// What the record is bound to.
+    fn binding(&self) -> Binding<'_>;
+}
+
+impl ConsentRecord for TicketRecord {
+    fn binding(&self) -> Binding<'_> {
+        Binding {
+            org: &self.org,
+            app: &self.app,
+            incarnation: self.incarnation,
+            generation: self.generation,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+impl ConsentRecord for PendingRecord {
+    fn binding(&self) -> Binding<'_> {
+        Binding {
+            org: &self.org,
+            app: &self.app,
+            incarnation: self.incarnation,
+            generation: self.generation,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
 /// Stored form of a [`ConsentTicket`] (no secrets).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TicketRecord {
     v: u32,
     id: String,
-    pub(crate) org: String,
+    org: String,
     user: String,
-    pub(crate) app: String,
-    pub(crate) generation: u64,
-    pub(crate) incarnation: u64,
-    pub(crate) expires_at: u64,
+    app: String,
+    generation: u64,
+    incarnation: u64,
+    expires_at: u64,
 }
 
 impl TicketRecord {
@@ -61,15 +106,15 @@ impl TicketRecord {
 pub(crate) struct PendingRecord {
     v: u32,
     state: String,
-    pub(crate) org: String,
+    org: String,
     user: String,
-    pub(crate) app: String,
-    pub(crate) generation: u64,
-    pub(crate) incarnation: u64,
+    app: String,
+    generation: u64,
+    incarnation: u64,
     /// Sealed with `["pending", state, "pkce_verifier"]`.
     pkce_verifier: Option<Sealed>,
     redirect_uri: String,
-    pub(crate) expires_at: u64,
+    expires_at: u64,
 }
 
 fn pending_aad(state: &str, field: &str) -> Aad {

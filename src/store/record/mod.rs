@@ -47,7 +47,7 @@ mod token;
 
 pub(crate) use app::AppRecord;
 pub(crate) use audit::AuditRecord;
-pub(crate) use consent::{PendingRecord, TicketRecord};
+pub(crate) use consent::{Binding, ConsentRecord, PendingRecord, TicketRecord};
 pub(crate) use token::TokenRecord;
 
 // ---------------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ use super::model::{
 };
 use super::record::{
     app_key, app_org_prefix, audit_key, audit_name, audit_org_prefix, decode, encode,
-    parse_app_key, token_gen_prefix, token_key, AppRecord, AuditRecord, PendingRecord,
-    TicketRecord, TokenKey, TokenRecord,
+    parse_app_key, token_gen_prefix, token_key, AppRecord, AuditRecord, ConsentRecord,
+    PendingRecord, TicketRecord, TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
 use super::{Store, StoreError, StoreResult};
@@ -498,8 +498,9 @@ impl Store for SledStore {
             return Ok(None);
         };
         let rec = TicketRecord::decode(id, &bytes)?;
-        if self.clock.now()? >= rec.expires_at
-            || self.current_version(&rec.org, &rec.app)? != Some((rec.incarnation, rec.generation))
+        let b = rec.binding();
+        if self.clock.now()? >= b.expires_at
+            || self.current_version(b.org, b.app)? != Some((b.incarnation, b.generation))
         {
             return Ok(None);
         }
@@ -507,12 +508,7 @@ impl Store for SledStore {
     }
 
     async fn take_ticket(&self, id: &str) -> StoreResult<Option<ConsentTicket>> {
-        let taken = self.take_consent(
-            &self.tickets,
-            id,
-            |b| TicketRecord::decode(id, b),
-            |r| (&r.org, &r.app, r.incarnation, r.generation, r.expires_at),
-        )?;
+        let taken = self.take_consent(&self.tickets, id, |b| TicketRecord::decode(id, b))?;
         Ok(taken.map(TicketRecord::into_ticket))
     }
 
@@ -525,12 +521,7 @@ impl Store for SledStore {
     }
 
     async fn take_pending(&self, state: &str) -> StoreResult<Option<PendingAuthorization>> {
-        let taken = self.take_consent(
-            &self.pending,
-            state,
-            |b| PendingRecord::decode(state, b),
-            |r| (&r.org, &r.app, r.incarnation, r.generation, r.expires_at),
-        )?;
+        let taken = self.take_consent(&self.pending, state, |b| PendingRecord::decode(state, b))?;
         taken.map(|r| r.open(&self.key)).transpose()
     }
 

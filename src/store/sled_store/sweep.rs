@@ -4,7 +4,9 @@
 use sled::transaction::Transactional;
 use sled::{IVec, Tree};
 
-use super::super::record::{app_key, token_app_prefix, PendingRecord, TicketRecord, TokenKey};
+use super::super::record::{
+    app_key, token_app_prefix, Binding, ConsentRecord, PendingRecord, TicketRecord, TokenKey,
+};
 use super::super::{StoreError, StoreResult};
 use super::{abort, app_version, io, tx_error, SledStore, TREE_TOKENS};
 
@@ -43,17 +45,15 @@ impl SledStore {
     /// their incarnation and generation; limited to one app when `only` is given.
     fn sweep_consents(&self, only: Option<(&str, &str)>) -> StoreResult<usize> {
         let now = self.clock.now()?;
-        let scope = |org: &str, app: &str, incarnation, generation, expires_at| {
-            only.is_none_or(|o| o == (org, app))
-                && (now >= expires_at || self.is_stale(org, app, incarnation, generation))
+        let scope = |b: Binding<'_>| {
+            only.is_none_or(|o| o == (b.org, b.app))
+                && (now >= b.expires_at || self.is_stale(b.org, b.app, b.incarnation, b.generation))
         };
         let mut removed = self.sweep_tree(&self.tickets, "ticket", |id, v| {
-            TicketRecord::decode(id, v)
-                .map(|r| scope(&r.org, &r.app, r.incarnation, r.generation, r.expires_at))
+            TicketRecord::decode(id, v).map(|r| scope(r.binding()))
         })?;
         removed += self.sweep_tree(&self.pending, "pending authorization", |state, v| {
-            PendingRecord::decode(state, v)
-                .map(|r| scope(&r.org, &r.app, r.incarnation, r.generation, r.expires_at))
+            PendingRecord::decode(state, v).map(|r| scope(r.binding()))
         })?;
         Ok(removed)
     }
@@ -93,12 +93,11 @@ impl SledStore {
     /// Removes a consent record (ticket or pending) atomically with checking it, returning
     /// its decoded form only if it is unexpired and its app is still at the same incarnation
     /// and generation. A stale or expired record is removed all the same.
-    pub(super) fn take_consent<R>(
+    pub(super) fn take_consent<R: ConsentRecord>(
         &self,
         tree: &Tree,
         id: &str,
         decode: impl Fn(&[u8]) -> StoreResult<R>,
-        version: impl Fn(&R) -> (&str, &str, u64, u64, u64),
     ) -> StoreResult<Option<R>> {
         let now = self.clock.now()?;
         (tree, &self.apps)
@@ -110,15 +109,16 @@ impl SledStore {
                     Ok(rec) => rec,
                     Err(e) => return abort(e),
                 };
-                let (org, app, inc, generation, expires_at) = version(&rec);
-                if now >= expires_at {
+                let b = rec.binding();
+                if now >= b.expires_at {
                     return Ok(None);
                 }
-                let current = match app_version(org, app, apps.get(app_key(org, app))?) {
+                let current = match app_version(b.org, b.app, apps.get(app_key(b.org, b.app))?) {
                     Ok(current) => current,
                     Err(e) => return abort(e),
                 };
-                Ok((current == Some((inc, generation))).then_some(rec))
+                let usable = current == Some((b.incarnation, b.generation));
+                Ok(usable.then_some(rec))
             })
             .map_err(tx_error)
     }
