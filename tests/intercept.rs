@@ -16,14 +16,43 @@ use common::{assert_proxy_error, proxy_connect};
 use tollgate::identity::Caller;
 use tollgate::policy::Host;
 
-#[tokio::test]
-async fn http1_and_http2_inside_an_intercepted_tunnel_reach_the_upstream() {
+/// Everything most tests start from.
+struct Intercepting {
+    /// A TLS upstream whose CA tollgate trusts (`--upstream-ca-file`).
+    up: Upstream,
+    /// tollgate intercepting every `CONNECT`.
+    tg: Running,
+    /// tollgate's CA, which the client must trust.
+    ca: String,
+    /// The caller's `Proxy-Authorization` (org acme).
+    auth: String,
+    /// The upstream as `localhost:PORT`.
+    target: String,
+}
+
+/// An intercepting tollgate in front of a trusted TLS upstream, for `user` of org acme.
+async fn intercepting(user: &str) -> Intercepting {
     let up_ca = test_ca(UPSTREAM_CA_CN);
     let up = tls_upstream(&up_ca).await;
     let tg = start(&up_ca, always()).await;
-    let ca = tg.exported_ca();
-    let auth = tg.auth("acme", "alice");
-    let target = format!("localhost:{}", up.addr.port());
+    Intercepting {
+        ca: tg.exported_ca(),
+        auth: tg.auth("acme", user),
+        target: format!("localhost:{}", up.addr.port()),
+        up,
+        tg,
+    }
+}
+
+#[tokio::test]
+async fn http1_and_http2_inside_an_intercepted_tunnel_reach_the_upstream() {
+    let Intercepting {
+        up,
+        tg,
+        ca,
+        auth,
+        target,
+    } = intercepting("alice").await;
 
     // HTTP/1.1 inside.
     let tls = connect_tls(tg.proxy, &target, &auth, &ca, "localhost", &[b"http/1.1"])
@@ -90,12 +119,13 @@ async fn http1_and_http2_inside_an_intercepted_tunnel_reach_the_upstream() {
 
 #[tokio::test]
 async fn leaf_cache_is_reused_and_ip_literals_get_an_ip_san() {
-    let up_ca = test_ca(UPSTREAM_CA_CN);
-    let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always()).await;
-    let ca = tg.exported_ca();
-    let auth = tg.auth("acme", "alice");
-    let by_name = format!("localhost:{}", up.addr.port());
+    let Intercepting {
+        up,
+        tg,
+        ca,
+        auth,
+        target: by_name,
+    } = intercepting("alice").await;
     for _ in 0..3 {
         let tls = connect_tls(tg.proxy, &by_name, &auth, &ca, "localhost", &[b"http/1.1"])
             .await
@@ -135,12 +165,13 @@ async fn leaf_cache_is_reused_and_ip_literals_get_an_ip_san() {
 
 #[tokio::test]
 async fn host_mismatch_is_421_and_the_connection_stays_usable() {
-    let up_ca = test_ca(UPSTREAM_CA_CN);
-    let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always()).await;
-    let ca = tg.exported_ca();
-    let auth = tg.auth("acme", "alice");
-    let target = format!("localhost:{}", up.addr.port());
+    let Intercepting {
+        up,
+        tg,
+        ca,
+        auth,
+        target,
+    } = intercepting("alice").await;
 
     let tls = connect_tls(tg.proxy, &target, &auth, &ca, "localhost", &[b"http/1.1"])
         .await
@@ -185,12 +216,13 @@ async fn host_mismatch_is_421_and_the_connection_stays_usable() {
 /// request to 443 (it used to read as the tunnel's default), and the connection stays usable.
 #[tokio::test]
 async fn inner_host_port_out_of_range_is_400_bad_request() {
-    let up_ca = test_ca(UPSTREAM_CA_CN);
-    let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always()).await;
-    let ca = tg.exported_ca();
-    let auth = tg.auth("acme", "alice");
-    let target = format!("localhost:{}", up.addr.port());
+    let Intercepting {
+        up,
+        tg,
+        ca,
+        auth,
+        target,
+    } = intercepting("alice").await;
 
     let tls = connect_tls(tg.proxy, &target, &auth, &ca, "localhost", &[b"http/1.1"])
         .await
@@ -311,12 +343,13 @@ async fn intercepted_connect_dials_first_and_the_guard_applies() {
 #[tokio::test]
 async fn inner_requests_are_rewritten_and_logged_one_line_each_then_the_connect() {
     let log = access_log();
-    let up_ca = test_ca(UPSTREAM_CA_CN);
-    let up = tls_upstream(&up_ca).await;
-    let tg = start(&up_ca, always()).await;
-    let ca = tg.exported_ca();
-    let auth = tg.auth("acme", "inner-user");
-    let target = format!("localhost:{}", up.addr.port());
+    let Intercepting {
+        up: _up,
+        tg,
+        ca,
+        auth,
+        target,
+    } = intercepting("inner-user").await;
     let tls = connect_tls(tg.proxy, &target, &auth, &ca, "localhost", &[b"http/1.1"])
         .await
         .unwrap();
