@@ -234,10 +234,11 @@ fn refused(e: FlowError) -> Response {
     error_page(status, title, &detail)
 }
 
-/// The platform's login header, when one is configured: who the browser is signed in as.
-fn signed_in<'h>(state: &WebState, headers: &'h HeaderMap) -> Option<&'h str> {
-    let name = state.oauth.consent_user_header.as_ref()?;
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// The signed-in user's name, when a login is configured (what `oauth::flow` checks).
+fn signed_in(state: &WebState, headers: &HeaderMap) -> Option<String> {
+    super::login::visitor(state, headers)
+        .user()
+        .map(str::to_string)
 }
 
 async fn show(
@@ -246,7 +247,7 @@ async fn show(
     headers: HeaderMap,
 ) -> Response {
     let who = signed_in(&state, &headers);
-    let (ticket, app) = match state.oauth.flow().ticket(&ticket_id, who).await {
+    let (ticket, app) = match state.oauth.flow().ticket(&ticket_id, who.as_deref()).await {
         Ok(found) => found,
         Err(e) => return refused(e),
     };
@@ -290,7 +291,12 @@ async fn authorize(
     headers: HeaderMap,
 ) -> Response {
     let who = signed_in(&state, &headers);
-    let url = match state.oauth.flow().authorize(&ticket_id, who).await {
+    let url = match state
+        .oauth
+        .flow()
+        .authorize(&ticket_id, who.as_deref())
+        .await
+    {
         Ok(url) => url,
         Err(e) => return refused(e),
     };

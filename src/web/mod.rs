@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod consent;
+pub mod login;
 
 use std::sync::Arc;
 
