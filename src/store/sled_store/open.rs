@@ -1,5 +1,6 @@
 //! Opening and closing the sled store: sled's configuration, the key check that refuses a
-//! store written under another key, the clean-up pass at start, and a close that returns
+//! store written under another key, the schema migrations (`migrate`), the clean-up pass at
+//! start, and a close that returns
 //! only once sled has let go of the directory lock.
 
 use std::path::Path;
@@ -61,6 +62,7 @@ impl SledStore {
             changes: ChangeFeed::default(),
         };
         store.check_key(&meta)?;
+        store.migrate()?;
         let purged = store.purge_stale_now()?;
         if purged > 0 {
             tracing::info!(
