@@ -53,7 +53,11 @@ async fn data_dir_and_store_are_private_and_loosened_modes_are_fixed_at_start() 
     let store = tg.data.join("store");
     assert!(store.is_dir(), "the store lives in data/store");
     let files = modes(&tg.data).iter().filter(|(_, _, d)| !d).count();
-    assert!(files >= 5, "keys, CA and sled's files: {:?}", modes(&tg.data));
+    assert!(
+        files >= 5,
+        "keys, CA and sled's files: {:?}",
+        modes(&tg.data)
+    );
     assert_eq!(not_private(&tg.data), Vec::<String>::new());
 
     // Loosened by hand (or by an older build): fixed at the next start, and logged.
@@ -64,9 +68,12 @@ async fn data_dir_and_store_are_private_and_loosened_modes_are_fixed_at_start() 
     chmod(&sled_conf, 0o666);
     let tg = tg.restart(false, &[]);
     assert_eq!(not_private(&tg.data), Vec::<String>::new());
-    let logs = tg.logs();
-    assert!(logs.contains("tightened permissions"), "{logs}");
-    assert!(logs.contains("identity.key"), "{logs}");
+    let logged = wait_until(Duration::from_secs(5), async || {
+        let logs = tg.logs();
+        logs.contains("tightened permissions") && logs.contains("identity.key")
+    })
+    .await;
+    assert!(logged, "{}", tg.logs());
 }
 
 /// `LOOPBACK` plus a deny of `localhost` (the intercepted tests' upstream).
@@ -108,12 +115,22 @@ async fn intercepted(
 async fn an_expired_caller_token_is_refused_inside_an_intercepted_tunnel() {
     let (_tg, _up, mut send, target) =
         intercepted(|tg| tg.auth_ttl("acme", "alice", Duration::from_secs(1))).await;
-    let first = read(send.send_request(get("/", &[("host", &target)])).await.unwrap()).await;
+    let first = read(
+        send.send_request(get("/", &[("host", &target)]))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(first.status, 200, "{}", first.text());
     // The token expires after 1 s, plus the verifier's 5 s of leeway.
     let mut last: Option<Resp> = None;
     let refused = wait_until(Duration::from_secs(15), async || {
-        let r = read(send.send_request(get("/", &[("host", &target)])).await.unwrap()).await;
+        let r = read(
+            send.send_request(get("/", &[("host", &target)]))
+                .await
+                .unwrap(),
+        )
+        .await;
         let done = r.status != 200;
         last = Some(r);
         done
@@ -129,12 +146,22 @@ async fn an_expired_caller_token_is_refused_inside_an_intercepted_tunnel() {
 #[tokio::test]
 async fn a_policy_reload_that_denies_applies_to_the_next_inner_request() {
     let (tg, _up, mut send, target) = intercepted(|tg| tg.auth("acme", "alice")).await;
-    let first = read(send.send_request(get("/", &[("host", &target)])).await.unwrap()).await;
+    let first = read(
+        send.send_request(get("/", &[("host", &target)]))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(first.status, 200, "{}", first.text());
     tg.write_policy(&loopback_denying_localhost());
     let mut last: Option<Resp> = None;
     let denied = wait_until(Duration::from_secs(5), async || {
-        let r = read(send.send_request(get("/", &[("host", &target)])).await.unwrap()).await;
+        let r = read(
+            send.send_request(get("/", &[("host", &target)]))
+                .await
+                .unwrap(),
+        )
+        .await;
         let done = r.status != 200;
         last = Some(r);
         done
@@ -159,7 +186,10 @@ async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S
 async fn a_blind_tunnel_the_new_policy_denies_is_closed_and_logged_as_policy_revoked() {
     let tg = Tollgate::start(LOOPBACK, &["--log-format", "json"]);
     let auth = tg.bearer("acme", "alice");
-    let (revoked_up, kept_up) = (tcp_echo_at("127.0.0.1").await, tcp_echo_at("127.0.0.2").await);
+    let (revoked_up, kept_up) = (
+        tcp_echo_at("127.0.0.1").await,
+        tcp_echo_at("127.0.0.2").await,
+    );
     let open = |up: std::net::SocketAddr| {
         let auth = auth.clone();
         async move {
@@ -187,7 +217,10 @@ async fn a_blind_tunnel_the_new_policy_denies_is_closed_and_logged_as_policy_rev
         "the tunnel was not closed within 5 s of the edit: {read:?}"
     );
     assert!(edited.elapsed() < Duration::from_secs(5));
-    assert!(tg.policy_generation().await > generation, "the edit was loaded");
+    assert!(
+        tg.policy_generation().await > generation,
+        "the edit was loaded"
+    );
 
     // The tunnel whose destination is still allowed is untouched.
     echo(&mut kept, b"after").await;
