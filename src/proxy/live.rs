@@ -129,3 +129,97 @@ impl Revocation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+    use crate::policy::normalize_host;
+
+    fn policy(route: &str, private: bool) -> String {
+        format!(
+            "[[policy]]\nname = \"p\"\nroute = {route:?}\n  [[policy.allow]]\n  \
+             hosts = [\"api.example\", \"other.example\"]\n  private = {private}\n"
+        )
+    }
+
+    /// A tunnel to api.example:443 opened under the set in force.
+    fn watch(policies: &Arc<Policies>) -> Revocation {
+        let caller = Arc::new(Caller {
+            org: "acme".into(),
+            user: "alice".into(),
+            roles: Vec::new(),
+            exp: u64::MAX,
+        });
+        let host = normalize_host("api.example").unwrap();
+        let Decision::Allow {
+            route,
+            allow_private,
+            ..
+        } = policies.current().decide("acme", &host, 443)
+        else {
+            panic!("the first set allows the tunnel");
+        };
+        Revocation {
+            reloads: policies.subscribe(),
+            policies: policies.clone(),
+            caller,
+            host,
+            port: 443,
+            route,
+            allow_private,
+            generation: policies.generation(),
+        }
+    }
+
+    #[test]
+    fn a_tunnel_is_revoked_by_a_reload_that_denies_reroutes_or_withdraws_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        let reload = |p: &Policies, text: &str| {
+            std::fs::write(&file, text).unwrap();
+            p.reload().unwrap();
+        };
+        for (case, next, revoked) in [
+            ("same set", policy("direct", true), false),
+            ("private widened", policy("direct", true), false),
+            ("rerouted", policy("agent:edge-1", true), true),
+            ("private withdrawn", policy("direct", false), true),
+            (
+                "denied",
+                policy("direct", true) + "[[deny]]\nhosts = [\"api.example\"]\n",
+                true,
+            ),
+        ] {
+            let first = if case == "private widened" {
+                policy("direct", false)
+            } else {
+                policy("direct", true)
+            };
+            std::fs::write(&file, &first).unwrap();
+            let policies = Policies::load(dir.path().to_owned());
+            let w = watch(&policies);
+            reload(&policies, &next);
+            let got = w.revoked().now_or_never();
+            assert_eq!(got.is_some(), revoked, "{case}: {got:?}");
+            if let Some(d) = got {
+                assert!(case != "denied" || !d.is_allowed(), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reload_between_the_decision_and_the_subscription_is_not_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, policy("direct", true)).unwrap();
+        let policies = Policies::load(dir.path().to_owned());
+        let mut w = watch(&policies);
+        std::fs::write(&file, policy("agent:edge-1", true)).unwrap();
+        policies.reload().unwrap();
+        // Subscribed only now: the receiver has seen the reload; only the generation tells.
+        w.reloads = policies.subscribe();
+        assert!(w.revoked().now_or_never().is_some());
+    }
+}
