@@ -6,6 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -241,4 +242,95 @@ async fn a_blind_tunnel_the_new_policy_denies_is_closed_and_logged_as_policy_rev
     assert_eq!(line["reason"], "policy_revoked", "{line}");
     assert_eq!(line["status"], 200, "{line}");
     assert!(line["bytes_up"].as_u64().unwrap() >= 6, "{line}");
+}
+
+/// A TCP server on 127.0.0.2 that keeps every byte it receives and answers `400`.
+async fn capturing_endpoint() -> (std::net::SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // A request head and a small form body arrive within a moment.
+                while let Ok(Ok(n @ 1..)) =
+                    tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await
+                {
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Rewrites acme's app `crm` in a stopped tollgate's store, as someone who can write the
+/// store's files (or a database column) but not read the store key could.
+fn tamper_app(store: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let db = sled::Config::new().path(store).open().unwrap();
+    let apps = db.open_tree("apps").unwrap();
+    let (key, mut rec) = apps
+        .iter()
+        .map(Result::unwrap)
+        .map(|(k, v)| (k, serde_json::from_slice::<serde_json::Value>(&v).unwrap()))
+        .find(|(_, v)| v["id"] == "crm")
+        .expect("the app record");
+    edit(&mut rec);
+    apps.insert(key, serde_json::to_vec(&rec).unwrap()).unwrap();
+    db.flush().unwrap();
+    drop((apps, db));
+    // sled's threads let go of the lock a moment after the last handle is dropped.
+    let file = store.join("db");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::File::open(&file).unwrap().try_lock().is_err() {
+        assert!(Instant::now() < deadline, "the store stayed locked");
+        std::thread::yield_now();
+    }
+}
+
+/// Before: the client secret was sealed bound to (org, app, incarnation) only, while the
+/// token endpoint beside it is stored in the clear: pointing `token_url` at another host in
+/// the stored record made tollgate send the secret there at the next code exchange.
+#[tokio::test]
+async fn a_token_url_moved_to_another_host_at_rest_does_not_receive_the_client_secret() {
+    let env = common::oauth::setup(&[], |_, _| {}).await;
+    let common::oauth::Env { mut tg, p, admin } = env;
+    let (evil, seen) = capturing_endpoint().await;
+    tg.signal(libc::SIGTERM);
+    let _ = tg.child.wait();
+    let dir = std::mem::replace(&mut tg.dir, tempfile::tempdir().unwrap());
+    drop(tg);
+    tamper_app(&dir.path().join("data/store"), |rec| {
+        rec["token_url"] = format!("http://{evil}/token").into();
+    });
+    let env = common::oauth::Env {
+        tg: Tollgate::start_in(dir, &[]),
+        p,
+        admin,
+    };
+
+    let r = env.call("acme", "alice").await;
+    if r.status == 401 {
+        // The app still opened: walk the consent, whose code exchange carries the secret.
+        let url = r.json()["consent_url"].as_str().unwrap().to_string();
+        let _ = env.complete(&url, &[]).await;
+    } else {
+        // The app no longer opens: it is refused, not used without its secret.
+        assert!(r.status >= 500, "{} {}", r.status, r.text());
+    }
+    let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let basic = common::base64_encode("client-1:sk-CLIENT-SECRET");
+    assert!(
+        !seen.contains("sk-CLIENT-SECRET") && !seen.contains(&basic),
+        "the client secret reached the other host:\n{seen}"
+    );
+    // The admin sees the app as unreadable rather than as configured.
+    let got = env.admin_call("GET", "/v1/apps/crm", None).await;
+    assert_ne!(got.status, 200, "{}", got.text());
 }
