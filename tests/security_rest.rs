@@ -82,16 +82,37 @@ fn loopback_denying_localhost() -> String {
     format!("{LOOPBACK}\n[[deny]]\nhosts = [\"localhost\"]\n")
 }
 
-/// An intercepting tollgate in front of a TLS echo upstream; a sender inside a tunnel opened
-/// with `auth(tg)`.
-async fn intercepted(
-    auth: impl FnOnce(&Running) -> String,
-) -> (
-    Running,
-    Upstream,
-    hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-    String,
-) {
+/// An HTTP/1.1 sender inside an intercepted tunnel, and the tunnel's target.
+struct Inner {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    target: String,
+}
+
+impl Inner {
+    /// `GET /` inside the tunnel.
+    async fn get(&mut self) -> Resp {
+        let req = get("/", &[("host", &self.target)]);
+        read(self.send.send_request(req).await.unwrap()).await
+    }
+
+    /// Repeats `GET /` until the answer is not 200 or `deadline` passes; that answer (or the
+    /// last 200) and whether it came in time.
+    async fn until_refused(&mut self, deadline: Duration) -> (bool, Resp) {
+        let mut last: Option<Resp> = None;
+        let refused = wait_until(deadline, async || {
+            let r = self.get().await;
+            let done = r.status != 200;
+            last = Some(r);
+            done
+        })
+        .await;
+        (refused, last.unwrap())
+    }
+}
+
+/// An intercepting tollgate in front of a TLS echo upstream, and a sender inside a tunnel
+/// opened with `auth(tg)` whose first request got through.
+async fn intercepted(auth: impl FnOnce(&Running) -> String) -> (Running, Upstream, Inner) {
     let up_ca = test_ca(UPSTREAM_CA_CN);
     let up = tls_upstream(&up_ca).await;
     let tg = start(&up_ca, always()).await;
@@ -106,38 +127,23 @@ async fn intercepted(
     )
     .await
     .unwrap();
-    let send = h1(tls).await;
-    (tg, up, send, target)
+    let mut inner = Inner {
+        send: h1(tls).await,
+        target,
+    };
+    let first = inner.get().await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    (tg, up, inner)
 }
 
 /// Before: the caller identified at `CONNECT` stayed valid for the tunnel's life; inner
 /// requests kept getting the upstream's 200 long after the token expired.
 #[tokio::test]
 async fn an_expired_caller_token_is_refused_inside_an_intercepted_tunnel() {
-    let (_tg, _up, mut send, target) =
+    let (_tg, _up, mut inner) =
         intercepted(|tg| tg.auth_ttl("acme", "alice", Duration::from_secs(1))).await;
-    let first = read(
-        send.send_request(get("/", &[("host", &target)]))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(first.status, 200, "{}", first.text());
     // The token expires after 1 s, plus the verifier's 5 s of leeway.
-    let mut last: Option<Resp> = None;
-    let refused = wait_until(Duration::from_secs(15), async || {
-        let r = read(
-            send.send_request(get("/", &[("host", &target)]))
-                .await
-                .unwrap(),
-        )
-        .await;
-        let done = r.status != 200;
-        last = Some(r);
-        done
-    })
-    .await;
-    let r = last.unwrap();
+    let (refused, r) = inner.until_refused(Duration::from_secs(15)).await;
     assert!(refused, "still {} after expiry: {}", r.status, r.text());
     assert_proxy_error(&r, 407, "proxy_auth_required");
 }
@@ -146,29 +152,9 @@ async fn an_expired_caller_token_is_refused_inside_an_intercepted_tunnel() {
 /// under the old set; a destination denied by the new set stayed reachable through it.
 #[tokio::test]
 async fn a_policy_reload_that_denies_applies_to_the_next_inner_request() {
-    let (tg, _up, mut send, target) = intercepted(|tg| tg.auth("acme", "alice")).await;
-    let first = read(
-        send.send_request(get("/", &[("host", &target)]))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(first.status, 200, "{}", first.text());
+    let (tg, _up, mut inner) = intercepted(|tg| tg.auth("acme", "alice")).await;
     tg.write_policy(&loopback_denying_localhost());
-    let mut last: Option<Resp> = None;
-    let denied = wait_until(Duration::from_secs(5), async || {
-        let r = read(
-            send.send_request(get("/", &[("host", &target)]))
-                .await
-                .unwrap(),
-        )
-        .await;
-        let done = r.status != 200;
-        last = Some(r);
-        done
-    })
-    .await;
-    let r = last.unwrap();
+    let (denied, r) = inner.until_refused(Duration::from_secs(5)).await;
     assert!(denied, "still {} after the reload: {}", r.status, r.text());
     assert_proxy_error(&r, 403, "destination_denied");
 }
