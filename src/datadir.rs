@@ -140,9 +140,9 @@ pub struct Fixed {
 }
 
 /// Sets every directory under `root` (itself included) to 0700 and every file to 0600, and
-/// returns what it changed. Symbolic links are neither followed nor changed (a link in the
-/// data directory is the operator's doing; its target is theirs to protect); other special
-/// files are left alone. Failing to change a mode is an error: tollgate does not run on a
+/// returns what it changed. Symbolic links below `root` are neither followed nor changed (a
+/// link in the data directory is the operator's doing; its target is theirs to protect);
+/// `root` itself is followed when it is one. Other special files are left alone. Failing to change a mode is an error: tollgate does not run on a
 /// data directory it cannot make private.
 pub fn make_private(root: &Path) -> Result<Vec<Fixed>, DataDirError> {
     let io = |path: &Path| {
@@ -152,7 +152,12 @@ pub fn make_private(root: &Path) -> Result<Vec<Fixed>, DataDirError> {
     let mut fixed = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+        let meta = if path == root {
+            fs::metadata(&path)
+        } else {
+            fs::symlink_metadata(&path)
+        }
+        .map_err(io(&path))?;
         let want = if meta.is_dir() {
             DIR_MODE
         } else if meta.is_file() {
@@ -293,5 +298,13 @@ mod tests {
         );
         assert_eq!(mode(&outside), 0o644, "a symlink's target is not touched");
         assert_eq!(make_private(&root).unwrap(), Vec::<Fixed>::new());
+
+        // A data directory reached through a link is walked all the same.
+        let via = tmp.path().join("via");
+        std::os::unix::fs::symlink(&root, &via).unwrap();
+        set(&store.join("db"), 0o640);
+        let fixed = make_private(&via).unwrap();
+        assert_eq!(fixed.len(), 1, "{fixed:?}");
+        assert_eq!(mode(&store.join("db")), 0o600);
     }
 }
