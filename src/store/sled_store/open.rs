@@ -33,10 +33,10 @@ const CLOSE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 impl SledStore {
     /// Opens (creating if needed) the store in directory `path`, sealing with `key`.
     ///
-    /// Blocking (recovery, the schema migrations, a clean-up pass and a flush): call it at
-    /// startup, before serving. Fails with [`StoreError::Corrupt`] naming `meta/key-check` if
-    /// the store was written under another key, or `meta/schema-version` if a newer build
-    /// migrated it, and with [`StoreError::Io`] if another process holds it open.
+    /// Blocking (recovery, migrations, a clean-up pass and a flush): call it at startup,
+    /// before serving.
+    /// Fails with [`StoreError::Corrupt`] naming `meta/key-check` if the store was written
+    /// under another key, and with [`StoreError::Io`] if another process holds it open.
     pub fn open(path: &Path, key: StoreKey) -> StoreResult<SledStore> {
         Self::open_with_clock(path, key, Clock::system())
     }
