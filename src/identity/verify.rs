@@ -169,6 +169,20 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Whether `caller`, verified earlier, is still within its token's lifetime (this
+    /// verifier's clock and leeway): for what outlives the request that presented the token,
+    /// such as the inner requests of an intercepted tunnel.
+    pub fn check_expiry(&self, caller: &Caller) -> Result<(), IdentityError> {
+        let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
+        if expired(caller.exp, now) {
+            Err(IdentityError::Expired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// True when `exp` (with [`LEEWAY_SECS`]) has passed at `now`.
 pub(super) fn expired(exp: u64, now: u64) -> bool {
     exp.saturating_add(LEEWAY_SECS) < now

@@ -37,6 +37,7 @@ use super::seal::StoreKey;
 use super::{Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
+mod migrate;
 mod open;
 mod sweep;
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Opening and closing the sled store: sled's configuration, the key check that refuses a
-//! store written under another key, the clean-up pass at start, and a close that returns
+//! store written under another key, the schema migrations (`migrate`), the clean-up pass at
+//! start, and a close that returns
 //! only once sled has let go of the directory lock.
 
 use std::path::Path;
@@ -32,7 +33,8 @@ const CLOSE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 impl SledStore {
     /// Opens (creating if needed) the store in directory `path`, sealing with `key`.
     ///
-    /// Blocking (recovery, a clean-up pass and a flush): call it at startup, before serving.
+    /// Blocking (recovery, migrations, a clean-up pass and a flush): call it at startup,
+    /// before serving.
     /// Fails with [`StoreError::Corrupt`] naming `meta/key-check` if the store was written
     /// under another key, and with [`StoreError::Io`] if another process holds it open.
     pub fn open(path: &Path, key: StoreKey) -> StoreResult<SledStore> {
@@ -61,6 +63,7 @@ impl SledStore {
             changes: ChangeFeed::default(),
         };
         store.check_key(&meta)?;
+        store.migrate()?;
         let purged = store.purge_stale_now()?;
         if purged > 0 {
             tracing::info!(
