@@ -2,11 +2,14 @@
 //! unchanged (sled now, PostgreSQL next). It covers every [`Store`] method: app lifecycle,
 //! grants and their compare-and-swap on `version`, expiry (through the injected clock, no
 //! sleeps), single-use consumption of tickets and pending authorizations under concurrency,
-//! sealing with associated data, audit, clean-up and change events.
+//! one live ticket per (org, user, app) repeated until used, lookups by hash (no plaintext
+//! ticket id or state in storage), sealing with associated data, audit, clean-up and change
+//! events.
 //!
 //! A backend runs it with [`run_all`], handing a factory that opens an empty store reading
-//! the given clock, plus a [`Tamper`] for the one thing the trait cannot do: move a stored
-//! record to another key, as someone with write access to the database could.
+//! the given clock, plus a [`Tamper`] for what the trait cannot do: move a stored record to
+//! another key, as someone with write access to the database could, and look at the raw
+//! storage.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -30,6 +33,10 @@ pub trait Tamper: Send + Sync {
     fn copy_app(&self, org: &str, from: &str, to: &str);
     /// Copies the current grant of `from_user` for `(org, app)` to `to_user`.
     fn copy_grant(&self, org: &str, app: &str, from_user: &str, to_user: &str);
+    /// Whether any stored key or value, in any table, contains `needle`.
+    fn raw_contains(&self, needle: &[u8]) -> bool;
+    /// How many consent tickets and pending authorizations are stored, live or not.
+    fn consent_records(&self) -> (usize, usize);
 }
 
 /// An empty store of one backend, and what must live as long as it.
@@ -65,6 +72,10 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     purge_removes_expired_and_orphaned(f, clock).await;
     sealed_values_are_bound_to_their_key(fresh().0).await;
     change_events(fresh().0).await;
+    let (f, clock) = fresh();
+    one_live_ticket_per_user_and_app(f, clock).await;
+    concurrent_issues_agree_on_one_ticket(fresh().0).await;
+    consent_ids_are_stored_only_hashed_or_sealed(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.
@@ -147,6 +158,7 @@ pub fn pending(a: &App, user: &str, expires_at: u64) -> PendingAuthorization {
         &ticket(a, user, expires_at),
         Some(Secret::new("pkce-PLAINTEXT-777")),
         "https://tollgate.example/oauth/callback",
+        [7; super::BROWSER_TAG_LEN],
         expires_at,
     )
     .unwrap()
@@ -388,7 +400,7 @@ async fn tickets_expire_and_are_single_use(f: Fixture, clock: ManualClock) {
     let s = &*f.store;
     let a = s.create_app(sample_app("acme", "github")).await.unwrap();
     let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     assert_eq!(s.get_ticket(&t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(s.get_ticket("unknown").await.unwrap(), None);
     assert_eq!(s.take_ticket(&t.id).await.unwrap(), Some(t.clone()));
@@ -396,7 +408,7 @@ async fn tickets_expire_and_are_single_use(f: Fixture, clock: ManualClock) {
     assert_eq!(s.get_ticket(&t.id).await.unwrap(), None);
 
     let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     clock.set(T0 + 899);
     assert_eq!(s.get_ticket(&t.id).await.unwrap(), Some(t.clone()));
     clock.set(T0 + 900);
@@ -429,7 +441,7 @@ async fn one_of_many_takers_wins(f: Fixture) {
     let s = f.store.clone();
     let a = s.create_app(sample_app("acme", "github")).await.unwrap();
     let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     let p = pending(&a, "alice", T0 + 600);
     s.put_pending(p.clone()).await.unwrap();
     let tickets: Vec<_> = (0..RACERS)
@@ -461,7 +473,7 @@ async fn reset_and_delete_invalidate_everything(f: Fixture) {
     let a = s.create_app(sample_app("acme", "github")).await.unwrap();
     put(s, &a, "alice", "at").await;
     let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     let p = pending(&a, "alice", T0 + 600);
     s.put_pending(p.clone()).await.unwrap();
     let r = s.reset_app("acme", "github").await.unwrap();
@@ -474,7 +486,7 @@ async fn reset_and_delete_invalidate_everything(f: Fixture) {
 
     put(s, &r, "alice", "at-2").await;
     let t = ticket(&r, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     s.delete_app("acme", "github").await.unwrap();
     let again = s.create_app(sample_app("acme", "github")).await.unwrap();
     assert_eq!(again.generation, r.generation - 1, "generation starts over");
@@ -508,8 +520,8 @@ async fn purge_removes_expired_and_orphaned(f: Fixture, clock: ManualClock) {
     let a = s.create_app(sample_app("acme", "github")).await.unwrap();
     put(s, &a, "alice", "at").await;
     let keep = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(keep.clone()).await.unwrap();
-    s.put_ticket(ticket(&a, "bob", T0 + 10)).await.unwrap();
+    s.issue_ticket(keep.clone()).await.unwrap();
+    s.issue_ticket(ticket(&a, "bob", T0 + 10)).await.unwrap();
     s.put_pending(pending(&a, "bob", T0 + 10)).await.unwrap();
     assert_eq!(s.purge_stale().await.unwrap(), 0);
     clock.set(T0 + 10);
@@ -596,7 +608,7 @@ async fn change_events(f: Fixture) {
     );
 
     // Consent records are not cached by anyone: no events.
-    s.put_ticket(ticket(&a, "bob", T0 + 900)).await.unwrap();
+    s.issue_ticket(ticket(&a, "bob", T0 + 900)).await.unwrap();
     s.put_pending(pending(&a, "bob", T0 + 600)).await.unwrap();
     assert!(!changes.pending());
 
@@ -626,4 +638,113 @@ async fn change_events(f: Fixture) {
     assert_eq!(drain(&late, &mut late_seqs), vec![app("crm")]);
     assert_eq!(drain(&changes, &mut seqs), vec![app("crm")]);
     assert_eq!(late_seqs.last(), seqs.last());
+}
+
+/// Issues `t`, asserting that it was stored (no live ticket of its owner to repeat).
+async fn issue_new(s: &dyn Store, t: &ConsentTicket) {
+    assert_eq!(&s.issue_ticket(t.clone()).await.unwrap(), t, "a new ticket");
+}
+
+async fn one_live_ticket_per_user_and_app(f: Fixture, clock: ManualClock) {
+    let s = &*f.store;
+    let a = s.create_app(sample_app("acme", "github")).await.unwrap();
+    let t = ticket(&a, "alice", T0 + 900);
+    issue_new(s, &t).await;
+    // Every later issue for (acme, alice, github) repeats it, expiry unchanged.
+    clock.set(T0 + 100);
+    for _ in 0..50 {
+        let again = s
+            .issue_ticket(ticket(&a, "alice", T0 + 1000))
+            .await
+            .unwrap();
+        assert_eq!(again, t, "the live ticket is repeated");
+    }
+    assert_eq!(f.tamper.consent_records(), (1, 0), "one ticket stored");
+    // Other users and other apps have their own.
+    let bob = ticket(&a, "bob", T0 + 1000);
+    issue_new(s, &bob).await;
+    let b = s.create_app(sample_app("acme", "crm")).await.unwrap();
+    issue_new(s, &ticket(&b, "alice", T0 + 1000)).await;
+    let g = s.create_app(sample_app("globex", "github")).await.unwrap();
+    issue_new(s, &ticket(&g, "alice", T0 + 1000)).await;
+    assert_eq!(f.tamper.consent_records(), (4, 0));
+
+    // Expired: replaced, and the old id is gone.
+    clock.set(T0 + 900);
+    let next = ticket(&a, "alice", T0 + 1800);
+    issue_new(s, &next).await;
+    assert_eq!(s.get_ticket(&t.id).await.unwrap(), None);
+    assert_eq!(s.take_ticket(&t.id).await.unwrap(), None);
+    assert_eq!(f.tamper.consent_records(), (4, 0), "replaced, not added");
+
+    // Used: the next issue stores a new one.
+    assert_eq!(s.take_ticket(&next.id).await.unwrap(), Some(next.clone()));
+    let after_use = ticket(&a, "alice", T0 + 1800);
+    issue_new(s, &after_use).await;
+
+    // A new generation replaces the old one (a reset sweeps it; an issue for the new
+    // generation replaces one the sweep has not reached).
+    let r = s.reset_app("acme", "github").await.unwrap();
+    let fresh = ticket(&r, "alice", T0 + 1800);
+    issue_new(s, &fresh).await;
+    assert_eq!(s.get_ticket(&after_use.id).await.unwrap(), None);
+    assert_eq!(s.get_ticket(&fresh.id).await.unwrap(), Some(fresh.clone()));
+    let mut old_gen = ticket(&r, "alice", T0 + 1800);
+    old_gen.generation = r.generation - 1;
+    let replaced = s.issue_ticket(old_gen.clone()).await.unwrap();
+    assert_eq!(
+        replaced, old_gen,
+        "a ticket of another generation is not repeated"
+    );
+    assert_eq!(
+        s.get_ticket(&fresh.id).await.unwrap(),
+        None,
+        "at most one per owner"
+    );
+    assert_eq!(
+        s.get_ticket(&old_gen.id).await.unwrap(),
+        None,
+        "stale generation"
+    );
+}
+
+async fn concurrent_issues_agree_on_one_ticket(f: Fixture) {
+    let s = f.store.clone();
+    let a = s.create_app(sample_app("acme", "github")).await.unwrap();
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (s, t) = (s.clone(), ticket(&a, "alice", T0 + 900));
+            tokio::spawn(async move { s.issue_ticket(t).await.unwrap() })
+        })
+        .collect();
+    let mut issued = Vec::new();
+    for t in tasks {
+        issued.push(t.await.unwrap());
+    }
+    assert!(issued.windows(2).all(|w| w[0] == w[1]), "{issued:?}");
+    assert_eq!(f.tamper.consent_records(), (1, 0));
+}
+
+async fn consent_ids_are_stored_only_hashed_or_sealed(f: Fixture) {
+    let s = &*f.store;
+    let a = s.create_app(sample_app("acme", "github")).await.unwrap();
+    let t = ticket(&a, "alice-VISIBLE-USER", T0 + 900);
+    issue_new(s, &t).await;
+    let p = pending(&a, "bob-VISIBLE-USER", T0 + 600);
+    s.put_pending(p.clone()).await.unwrap();
+    assert!(
+        f.tamper.raw_contains(b"alice-VISIBLE-USER"),
+        "the raw scan reads the stored records"
+    );
+    assert!(f.tamper.raw_contains(b"bob-VISIBLE-USER"));
+    for (what, plain) in [("ticket id", &t.id), ("state", &p.state)] {
+        assert!(
+            !f.tamper.raw_contains(plain.as_bytes()),
+            "{what} stored in the clear"
+        );
+    }
+    assert!(!f.tamper.raw_contains(b"pkce-PLAINTEXT-777"));
+    // Looked up by the plaintext all the same.
+    assert_eq!(s.get_ticket(&t.id).await.unwrap(), Some(t.clone()));
+    assert_eq!(s.take_pending(&p.state).await.unwrap(), Some(p));
 }
