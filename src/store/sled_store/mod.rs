@@ -40,7 +40,7 @@ use super::{Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
 mod consent;
-mod migrate_consent;
+mod migrate;
 mod open;
 mod sweep;
 use sweep::off_runtime;

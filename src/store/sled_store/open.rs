@@ -1,5 +1,6 @@
 //! Opening and closing the sled store: sled's configuration, the key check that refuses a
-//! store written under another key, the clean-up pass at start, and a close that returns
+//! store written under another key, the schema migrations (`migrate`), the clean-up pass at
+//! start, and a close that returns
 //! only once sled has let go of the directory lock.
 
 use std::path::Path;
@@ -10,7 +11,6 @@ use super::super::changes::ChangeFeed;
 use super::super::record::{encode, KeyCheckRecord, KEY_CHECK_KEY};
 use super::super::seal::StoreKey;
 use super::super::{StoreError, StoreResult};
-use super::migrate_consent::migrate_legacy_consents;
 use super::{
     io, SledStore, TREE_APPS, TREE_AUDIT, TREE_META, TREE_PENDING, TREE_TICKETS,
     TREE_TICKET_OWNERS, TREE_TOKENS,
@@ -65,13 +65,7 @@ impl SledStore {
             changes: ChangeFeed::default(),
         };
         store.check_key(&meta)?;
-        migrate_legacy_consents(
-            &store.db,
-            &store.tickets,
-            &store.ticket_owners,
-            &store.key,
-            store.clock.now()?,
-        )?;
+        store.migrate()?;
         // Before anything is served, so inline is fine here.
         let purged = store.sweeper().purge()?;
         if purged > 0 {

@@ -1,28 +1,44 @@
-//! Consent records written before tickets and `state` were kept by hash: the trees `tickets`
-//! (keyed by the plaintext ticket id) and `pending` (keyed by the plaintext state).
+//! Migration step 2: consent records written before tickets and `state` were kept by hash,
+//! in the trees `tickets` (keyed by the plaintext ticket id) and `pending` (keyed by the
+//! plaintext state).
 //!
 //! Live tickets are rewritten into `consent_tickets` / `consent_owners` (the newest per
 //! (org, app, user)), so a consent URL handed out before the upgrade keeps working. Pending
 //! authorizations cannot be rewritten: they carry no browser binding, so no callback could
 //! ever complete them; they are dropped, with a logged count (their users click Authorize
 //! again). Both old trees are then dropped, so the plaintext ids and states leave the store.
-//! Running it again finds nothing to do.
+//! Resumable: a re-run after a crash skips owners already written, and once the old trees
+//! are dropped finds nothing to do.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use sled::Tree;
 
-use super::super::model::ConsentTicket;
-use super::super::record::{encode, lookup_hash, ticket_owner_key, Kind, TicketRecord};
-use super::super::seal::StoreKey;
-use super::super::StoreResult;
-use super::io;
+use super::super::super::model::ConsentTicket;
+use super::super::super::record::{encode, lookup_hash, ticket_owner_key, Kind, TicketRecord};
+use super::super::super::seal::StoreKey;
+use super::super::super::StoreResult;
+use super::super::{io, SledStore};
+use super::Progress;
 
 /// The old ticket tree.
-pub(super) const LEGACY_TICKETS: &str = "tickets";
+const LEGACY_TICKETS: &str = "tickets";
 /// The old pending tree.
-pub(super) const LEGACY_PENDING: &str = "pending";
+const LEGACY_PENDING: &str = "pending";
+
+/// The step: moves the old consent trees of `s` into its hashed trees and drops them.
+pub(in super::super) fn apply(s: &SledStore, progress: &mut Progress) -> StoreResult<()> {
+    migrate_legacy_consents(
+        &s.db,
+        &s.tickets,
+        &s.ticket_owners,
+        &s.key,
+        s.clock.now()?,
+        progress,
+    )
+    .map(|_| ())
+}
 
 /// A ticket as the builds before hashed keys stored it.
 #[derive(Deserialize)]
@@ -47,24 +63,26 @@ struct LegacyTicket {
 
 /// What [`migrate_legacy_consents`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Migrated {
+struct Migrated {
     /// Live tickets rewritten under their hash.
-    pub(crate) tickets: usize,
+    tickets: usize,
     /// Old tickets dropped: expired, unreadable, or superseded by a newer one of the same
     /// (org, app, user).
-    pub(crate) tickets_dropped: usize,
+    tickets_dropped: usize,
     /// Old pending authorizations dropped.
-    pub(crate) pending_dropped: usize,
+    pending_dropped: usize,
 }
 
 /// Moves the old consent trees of `db` into `tickets` / `owners` (sealing ids under `key`)
-/// and drops them. `now` decides which tickets are still live.
-pub(crate) fn migrate_legacy_consents(
+/// and drops them. `now` decides which tickets are still live; every old record counts as
+/// changed in `progress`.
+fn migrate_legacy_consents(
     db: &sled::Db,
     tickets: &Tree,
     owners: &Tree,
     key: &StoreKey,
     now: u64,
+    progress: &mut Progress,
 ) -> StoreResult<Migrated> {
     let names = db.tree_names();
     let has = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
@@ -74,6 +92,7 @@ pub(crate) fn migrate_legacy_consents(
         let mut newest: HashMap<Vec<u8>, ConsentTicket> = HashMap::new();
         for item in old.iter() {
             let (k, v) = item.map_err(io)?;
+            progress.record(true);
             let Some(t) = serde_json::from_slice::<LegacyTicket>(&v)
                 .ok()
                 .filter(|t| t.v == 1 && t.id.as_bytes() == &k[..] && now < t.expires_at)
@@ -120,6 +139,9 @@ pub(crate) fn migrate_legacy_consents(
     }
     if has(LEGACY_PENDING) {
         done.pending_dropped = db.open_tree(LEGACY_PENDING).map_err(io)?.len();
+        for _ in 0..done.pending_dropped {
+            progress.record(true);
+        }
         db.drop_tree(LEGACY_PENDING).map_err(io)?;
     }
     if done != Migrated::default() {
