@@ -15,8 +15,9 @@
 //! |---|---|---|
 //! | `apps` | `org ‖ id` | [`AppRecord`] |
 //! | `tokens` | `org ‖ app ‖ incarnation ‖ generation ‖ user` | [`TokenRecord`] |
-//! | `tickets` | ticket id | [`TicketRecord`] |
-//! | `pending` | state | [`PendingRecord`] |
+//! | `consent_tickets` | SHA-256 of the ticket id ([`lookup_hash`]) | [`TicketRecord`] (id sealed) |
+//! | `consent_owners` | `org ‖ app ‖ user` | the lookup hash of its one live ticket |
+//! | `consent_pending` | SHA-256 of the state ([`lookup_hash`]) | [`PendingRecord`] |
 //! | `audit` | `org ‖ seq` | [`AuditRecord`] |
 //! | `meta` | `key-check` | [`KeyCheckRecord`] |
 
@@ -36,10 +37,6 @@ pub(crate) const KEY_CHECK_KEY: &[u8] = b"key-check";
 /// What the key-check record seals; any fixed text works, it only has to open.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"tollgate store key check";
 
-/// How many characters of a ticket id or `state` appear in error messages: enough to find
-/// the record, too few to use it.
-const ID_PREFIX_IN_NAMES: usize = 8;
-
 mod app;
 mod audit;
 mod consent;
@@ -49,7 +46,9 @@ mod token;
 pub(crate) use app::legacy_app_json;
 pub(crate) use app::AppRecord;
 pub(crate) use audit::AuditRecord;
-pub(crate) use consent::{Binding, ConsentRecord, PendingRecord, TicketRecord};
+pub(crate) use consent::{
+    lookup_hash, ticket_owner_key, Binding, Bound, ConsentRecord, Kind, PendingRecord, TicketRecord,
+};
 pub(crate) use token::TokenRecord;
 
 // ---------------------------------------------------------------------------------------------
@@ -197,16 +196,6 @@ pub(crate) fn token_name(
     format!("token/{org}/{app}/{incarnation}/{generation}/{user}")
 }
 
-/// Name of a ticket record in errors (id shortened: it is a bearer capability).
-pub(crate) fn ticket_name(id: &str) -> String {
-    format!("ticket/{}", short(id))
-}
-
-/// Name of a pending authorization in errors (state shortened).
-pub(crate) fn pending_name(state: &str) -> String {
-    format!("pending/{}", short(state))
-}
-
 /// Name of an audit record in errors.
 pub(crate) fn audit_name(key: &[u8]) -> String {
     let mut rest = key;
@@ -214,14 +203,6 @@ pub(crate) fn audit_name(key: &[u8]) -> String {
         (Some(org), Some(seq)) => format!("audit/{org}/{seq}"),
         _ => "audit/<unparsable key>".into(),
     }
-}
-
-fn short(id: &str) -> String {
-    let mut s: String = id.chars().take(ID_PREFIX_IN_NAMES).collect();
-    if s.len() < id.len() {
-        s.push('…');
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,6 +334,7 @@ impl KeyCheckRecord {
 mod tests {
     use serde_json::Value;
 
+    use super::consent::consent_name;
     use super::*;
 
     /// A record as the builds before `AppConfig` wrote it (every field flat, the webhook
@@ -452,10 +434,13 @@ mod tests {
     }
 
     #[test]
-    fn ticket_names_do_not_reveal_the_whole_id() {
+    fn consent_records_are_keyed_by_a_hash_of_the_id() {
         let id = "abcdefghijklmnopqrstuvwxyz";
-        let n = ticket_name(id);
-        assert!(n.starts_with("ticket/abcdefgh"));
-        assert!(!n.contains(id));
+        let h = lookup_hash(Kind::Ticket, id);
+        assert_ne!(h, lookup_hash(Kind::Pending, id), "kinds are separated");
+        assert_eq!(h, lookup_hash(Kind::Ticket, id));
+        let n = consent_name(Kind::Ticket, &h);
+        assert!(n.starts_with("ticket/"), "{n}");
+        assert!(!n.contains("abcd"), "{n}");
     }
 }

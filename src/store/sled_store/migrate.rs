@@ -27,6 +27,7 @@ use super::super::{StoreError, StoreResult};
 use super::{io, tx_error, SledStore, TREE_META};
 
 mod app_secret_endpoint;
+mod consent_hashed_keys;
 
 /// Key of the schema version in the `meta` tree.
 pub(super) const SCHEMA_VERSION_KEY: &[u8] = b"schema-version";
@@ -47,11 +48,18 @@ pub(super) struct Migration {
 
 /// The steps of this build, in order. Append only; never reorder or remove one (a store
 /// records how many it has run).
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "re-seal app client secrets bound to their endpoint hosts",
-    apply: app_secret_endpoint::apply,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "re-seal app client secrets bound to their endpoint hosts",
+        apply: app_secret_endpoint::apply,
+    },
+    Migration {
+        version: 2,
+        name: "consent tickets and pending authorizations keyed by hash",
+        apply: consent_hashed_keys::apply,
+    },
+];
 
 /// A step's progress: records seen and changed, logged as it goes.
 pub(super) struct Progress {

@@ -12,7 +12,8 @@ use super::super::record::{encode, KeyCheckRecord, KEY_CHECK_KEY};
 use super::super::seal::StoreKey;
 use super::super::{StoreError, StoreResult};
 use super::{
-    io, SledStore, TREE_APPS, TREE_AUDIT, TREE_META, TREE_PENDING, TREE_TICKETS, TREE_TOKENS,
+    io, SledStore, TREE_APPS, TREE_AUDIT, TREE_META, TREE_PENDING, TREE_TICKETS,
+    TREE_TICKET_OWNERS, TREE_TOKENS,
 };
 use crate::clock::Clock;
 
@@ -54,6 +55,7 @@ impl SledStore {
             apps: tree(TREE_APPS)?,
             tokens: tree(TREE_TOKENS)?,
             tickets: tree(TREE_TICKETS)?,
+            ticket_owners: tree(TREE_TICKET_OWNERS)?,
             pending: tree(TREE_PENDING)?,
             audit: tree(TREE_AUDIT)?,
             db,
@@ -64,7 +66,8 @@ impl SledStore {
         };
         store.check_key(&meta)?;
         store.migrate()?;
-        let purged = store.purge_stale_now()?;
+        // Before anything is served, so inline is fine here.
+        let purged = store.sweeper().purge()?;
         if purged > 0 {
             tracing::info!(
                 purged,
