@@ -31,6 +31,24 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Why, in words for the caller (`502 token_refresh_failed`): the kind of failure and
+    /// the provider's OAuth error code or HTTP status, never the token endpoint, its host or
+    /// the route to it (those are the org admins' and operators' to see, in the log).
+    pub fn caller_reason(&self) -> String {
+        match self {
+            TokenError::Provider { code, .. } => format!("the provider answered {code}"),
+            TokenError::Transport(EgressError::ServerError(status)) => {
+                format!("the provider answered HTTP {status}")
+            }
+            TokenError::Transport(EgressError::Timeout(_)) => {
+                "the provider did not answer in time".into()
+            }
+            TokenError::Transport(_) => "the provider could not be reached".into(),
+            TokenError::InvalidResponse(_) => "the provider's token response is invalid".into(),
+            TokenError::Config(_) => "the application's configuration is invalid".into(),
+        }
+    }
+
     /// The OAuth error code, when the provider sent one.
     pub fn provider_code(&self) -> Option<&str> {
         match self {

@@ -305,7 +305,7 @@ impl RelayConnTask {
                     return None;
                 }
             };
-            match self.verifier.verify(&hello.credential) {
+            match self.verifier.check(&hello.credential) {
                 Ok(agent) => {
                     let welcome = Welcome {
                         ok: true,
@@ -336,9 +336,10 @@ impl RelayConnTask {
             }
         })
         .await;
-        let Ok(Some((tls, agent, hello))) = authenticated else {
+        let Ok(Some((tls, verified, hello))) = authenticated else {
             return;
         };
+        let (agent, issued_at_ns) = (verified.agent, verified.issued_at_ns);
         drop(permit);
 
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -358,9 +359,14 @@ impl RelayConnTask {
                 return;
             }
         };
-        let relay_conn =
-            self.registry
-                .register(&agent, hello.instance.clone(), hello.slot, peer, send);
+        let relay_conn = self.registry.register(
+            &agent,
+            hello.instance.clone(),
+            hello.slot,
+            peer,
+            issued_at_ns,
+            send,
+        );
         tracing::info!(agent, instance = %hello.instance, slot = hello.slot,
             conn = relay_conn.id(), version = %hello.version, "agent connected");
         let stopped = relay_conn.stopped();

@@ -9,7 +9,9 @@
 //! HTTP/2 `CONNECT host:port` streams.
 //!
 //! - [`credential`]: minting and verifying agent credentials (never interchangeable with
-//!   caller tokens);
+//!   caller tokens), and which are revoked;
+//! - [`control`]: operators' view of agents: those connected here, and revocations kept in
+//!   the store, followed through its change events;
 //! - [`handshake`]: the first frames on a relay connection (credential in, verdict out),
 //!   spoken by both sides;
 //! - [`listener`]: the TLS listener, authentication and the HTTP/2 turnaround;
@@ -21,6 +23,7 @@
 //! The agent process uses [`handshake`] and the HTTP/2 window constants below, and nothing
 //! here uses the agent.
 
+pub mod control;
 pub mod credential;
 pub mod handshake;
 pub mod listener;
@@ -28,6 +31,7 @@ pub mod metrics;
 pub mod registry;
 pub mod stream;
 
+pub use control::{AgentControl, ConnectedAgent};
 pub use listener::{
     certificate_names, run, RelayError, RelayListener, RelaySettings, CONNECTION_WINDOW,
     DEFAULT_KEEPALIVE, MAX_FRAME_SIZE, MAX_TUNNELS_PER_CONNECTION, SOCKET_BUFFER, STREAM_WINDOW,

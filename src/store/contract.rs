@@ -65,6 +65,9 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     purge_removes_expired_and_orphaned(f, clock).await;
     sealed_values_are_bound_to_their_key(fresh().0).await;
     change_events(fresh().0).await;
+    super::contract_surfaces::an_endpoint_move_starts_a_new_generation(fresh().0).await;
+    let (f, clock) = fresh();
+    super::contract_surfaces::agent_revocations(f, clock).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

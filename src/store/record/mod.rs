@@ -19,6 +19,7 @@
 //! | `pending` | state | [`PendingRecord`] |
 //! | `audit` | `org ‖ seq` | [`AuditRecord`] |
 //! | `meta` | `key-check` | [`KeyCheckRecord`] |
+//! | `agent_revocations` | agent ID | [`agent::AgentRevocationRecord`] |
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,7 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"tollgate store key check";
 /// the record, too few to use it.
 const ID_PREFIX_IN_NAMES: usize = 8;
 
+pub(crate) mod agent;
 mod app;
 mod audit;
 mod consent;
