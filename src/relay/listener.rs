@@ -27,6 +27,7 @@ use super::credential::{CredentialError, CredentialVerifier};
 use super::handshake::{self, Hello, Welcome};
 use super::metrics::AuthLabels;
 use super::registry::Registry;
+use super::severable::Severable;
 use crate::policy::{normalize_host, Host};
 use crate::tls::Ca;
 
@@ -341,6 +342,11 @@ impl RelayConnTask {
         };
         let (agent, issued_at_ns) = (verified.agent, verified.issued_at_ns);
         drop(permit);
+        // Cut when this task ends: hyper keeps the HTTP/2 connection (and its tunnels) alive
+        // on a task of its own otherwise.
+        let cut = CancellationToken::new();
+        let _cut_on_exit = cut.clone().drop_guard();
+        let tls = Severable::new(tls, cut);
 
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -375,7 +381,7 @@ impl RelayConnTask {
                 Ok(()) => "closed by the agent".to_string(),
                 Err(e) => e.to_string(),
             },
-            () = stopped.cancelled() => "replaced or set aside".to_string(),
+            () = stopped.cancelled() => "replaced, set aside or revoked".to_string(),
             () = self.stop.cancelled() => "relay shutting down".to_string(),
         };
         self.registry.unregister(&relay_conn);

@@ -18,6 +18,7 @@
 //! - [`registry`]: connected agents, least-loaded choice, and [`Registry::dial`], the
 //!   dialer the proxy (tunnels, forwarded requests) and the OAuth token calls use;
 //! - [`stream`]: a tunnel through an agent as a byte stream;
+//! - [`severable`]: a relay connection's stream that a revocation can cut, tunnels and all;
 //! - [`metrics`]: connections, tunnels, bytes and failures per agent.
 //!
 //! The agent process uses [`handshake`] and the HTTP/2 window constants below, and nothing
@@ -29,6 +30,7 @@ pub mod handshake;
 pub mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod severable;
 pub mod stream;
 
 pub use control::{AgentControl, ConnectedAgent};
