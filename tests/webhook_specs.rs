@@ -274,7 +274,10 @@ async fn patch_with_null_header_values_keeps_the_stored_ones() {
     let shown = env.app().await;
     // Body values are write-only (issue 13): the patched one is shown masked, and the
     // provider sees it below.
-    assert!(shown["webhook"]["token"]["json"]["note"].is_null(), "{shown}");
+    assert!(
+        shown["webhook"]["token"]["json"]["note"].is_null(),
+        "{shown}"
+    );
     assert!(
         header_entry(&shown["webhook"]["token"]["headers"], "x-api-key")
             .is_some_and(Value::is_null)

@@ -182,3 +182,29 @@ impl AgentControl {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::metrics::AgentMetrics;
+
+    #[tokio::test]
+    async fn a_revocation_closes_only_connections_made_with_older_credentials() {
+        let r = Registry::new(AgentMetrics::default(), Duration::from_secs(5));
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let conn = super::super::registry::tests::agent_conn;
+        let old = r.register("a", "one".into(), 0, peer, 10, conn().await);
+        let new = r.register("a", "two".into(), 0, peer, 30, conn().await);
+        let other = r.register("b", "three".into(), 0, peer, 10, conn().await);
+        let listed = r.connected();
+        let ids: Vec<(&str, &str)> = listed
+            .iter()
+            .map(|a| (a.id.as_str(), a.instance.as_str()))
+            .collect();
+        assert_eq!(ids, [("a", "one"), ("a", "two"), ("b", "three")]);
+        assert_eq!(r.close_revoked("a", 20), 1);
+        assert!(old.stopped().is_cancelled());
+        assert!(!new.stopped().is_cancelled() && !other.stopped().is_cancelled());
+        assert_eq!(r.connected().len(), 2, "a closing connection is not listed");
+    }
+}

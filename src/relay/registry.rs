@@ -502,7 +502,7 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::convert::Infallible;
 
@@ -514,7 +514,7 @@ mod tests {
 
     /// An in-memory agent: an HTTP/2 server that refuses `denied.test` with the agent's JSON
     /// answer and echoes every other tunnel.
-    async fn agent_conn() -> SendRequest<Empty<Bytes>> {
+    pub(in crate::relay) async fn agent_conn() -> SendRequest<Empty<Bytes>> {
         let (tollgate_end, agent_end) = tokio::io::duplex(1 << 20);
         let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
             if req.uri().host() == Some("denied.test") {

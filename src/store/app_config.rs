@@ -412,7 +412,11 @@ mod tests {
             "webhook": {"token": {
                 "url": "https://idp.example/t",
                 "headers": {"X-Key": "hook-PLAIN"},
-                "json": {"code": "{authorization_code}"},
+                "json": {"code": "{authorization_code}", "key": ["json-PLAIN"]},
+                "outputs": {"access_token": "/t", "scope": "/s"}
+            }, "refresh": {
+                "url": "https://idp.example/r",
+                "form": {"rt": "{refresh_token}", "key": "form-PLAIN"},
                 "outputs": {"access_token": "/t", "scope": "/s"}
             }}
         }))
@@ -437,6 +441,15 @@ mod tests {
             shown["webhook"]["token"]["headers"],
             serde_json::json!({"X-Key": null})
         );
+        // Body values too: names and shape visible, values never.
+        assert_eq!(
+            shown["webhook"]["token"]["json"],
+            serde_json::json!({"code": null, "key": [null]})
+        );
+        assert_eq!(
+            shown["webhook"]["refresh"]["form"],
+            serde_json::json!({"rt": null, "key": null})
+        );
         for text in [shown.to_string(), format!("{c:?}")] {
             assert!(!text.contains("PLAIN"), "{text}");
         }
@@ -444,7 +457,23 @@ mod tests {
         let w = c.webhook.unwrap();
         let sealed = w.to_sealed_json();
         assert_eq!(sealed["token"]["headers"]["X-Key"], "hook-PLAIN");
+        assert_eq!(sealed["token"]["json"]["key"][0], "json-PLAIN");
+        assert_eq!(sealed["refresh"]["form"]["key"], "form-PLAIN");
         assert_eq!(serde_json::from_value::<Webhook>(sealed).unwrap(), w);
+    }
+
+    /// A masked view sent back gets the stored values, unless its URL moved elsewhere; a
+    /// form value left masked reads as the marker validation refuses.
+    #[test]
+    fn a_masked_view_sent_back_gets_the_stored_values() {
+        let w = config().webhook.unwrap();
+        let mut view = serde_json::to_value(&w).unwrap();
+        view["refresh"]["url"] = "https://elsewhere.example/r".into();
+        w.restore_masked(&mut view, |a, b| a == b);
+        let back: Webhook = serde_json::from_value(view).unwrap();
+        assert_eq!(back.token, w.token);
+        let form = back.refresh.unwrap().form.unwrap();
+        assert_eq!(form["key"], MASKED_FORM_VALUE);
     }
 
     #[test]

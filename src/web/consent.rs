@@ -218,11 +218,18 @@ fn refused(e: FlowError) -> Response {
             "The provider sent you back without an authorization code. Nothing was stored."
                 .to_string(),
         ),
-        FlowError::Exchange(e) => (
-            StatusCode::BAD_GATEWAY,
-            "The token exchange failed",
-            format!("{e}. Nothing was stored. Run your workflow again to retry."),
-        ),
+        FlowError::Exchange(e) => {
+            // The detail (which names the token endpoint) is in the server log.
+            let mut why = e.caller_reason();
+            if let Some(first) = why.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            (
+                StatusCode::BAD_GATEWAY,
+                "The token exchange failed",
+                format!("{why}. Nothing was stored. Run your workflow again to retry."),
+            )
+        }
         FlowError::AppChanged => (
             StatusCode::CONFLICT,
             "The application changed during your authorization",
