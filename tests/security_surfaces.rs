@@ -302,6 +302,12 @@ fn agent_credentials_expire_in_90_days_by_default() {
     );
 }
 
+/// Waits until the relay has refused a credential as revoked.
+async fn refused_as_revoked(tg: &Tollgate) -> bool {
+    let series = "tollgate_agent_auth_failures_total{reason=\"revoked\"}";
+    wait_until(DEADLINE, async || agents::metric(tg, series).await >= 1.0).await
+}
+
 fn revoke(tg: &Tollgate, id: &str, token: &str) -> std::process::Output {
     Command::new(bin())
         .args(["agent", "revoke", id, "--server"])
@@ -345,15 +351,7 @@ async fn agent_revoke_closes_connections_and_refuses_old_credentials() {
         "connections still up 5 s after the revocation"
     );
     // The agent keeps redialing with its old credential and is refused.
-    let refused = wait_until(DEADLINE, async || {
-        agents::metric(
-            &tg,
-            "tollgate_agent_auth_failures_total{reason=\"revoked\"}",
-        )
-        .await
-            >= 1.0
-    })
-    .await;
+    let refused = refused_as_revoked(&tg).await;
     assert!(refused, "{}", tg.logs());
     assert_eq!(
         agents::metric(&tg, "tollgate_agent_connections{agent=\"onprem-1\"}").await,
@@ -403,14 +401,6 @@ async fn agent_revocation_survives_a_restart() {
         &["127.0.0.0/8"],
         &["--keepalive", KEEPALIVE],
     );
-    let refused = wait_until(DEADLINE, async || {
-        agents::metric(
-            &tg,
-            "tollgate_agent_auth_failures_total{reason=\"revoked\"}",
-        )
-        .await
-            >= 1.0
-    })
-    .await;
+    let refused = refused_as_revoked(&tg).await;
     assert!(refused, "{}\n{}", tg.logs(), agent.logs());
 }

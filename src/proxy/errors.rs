@@ -256,10 +256,11 @@ impl ProxyError {
                 body.insert("address".into(), json!(addr.ip().to_string()));
                 body.insert("rule".into(), json!(rule));
             }
-            ProxyError::Upstream(SendError::Dial(DialError::Agent(e))) => {
-                if let AgentDialError::Failed { message, .. } = e {
-                    body.insert("reason".into(), json!(message));
-                }
+            ProxyError::Upstream(SendError::Dial(DialError::Agent(AgentDialError::Failed {
+                message,
+                ..
+            }))) => {
+                body.insert("reason".into(), json!(message));
             }
             ProxyError::AppDisabled { app, app_name } => {
                 body.insert("app".into(), json!(app));

@@ -3,7 +3,7 @@
 //! published). Part of the suite in `contract`, which runs them for every backend.
 
 use super::contract::{grant, pending, sample_app, ticket, Fixture, T0};
-use super::{Change, Seen};
+use super::{Change, Changes, Seen};
 use crate::clock::ManualClock;
 
 /// `update_app_new_generation` is an update and a reset in one: the new configuration, the
@@ -52,14 +52,8 @@ pub(super) async fn an_endpoint_move_starts_a_new_generation(f: Fixture) {
     );
     assert_eq!(s.get_ticket(&t.id).await.unwrap(), None);
     assert_eq!(s.take_pending(&p.state).await.unwrap(), None);
-    let mut seen = Vec::new();
-    changes.catch_up(|e| {
-        if let Seen::Event(e) = e {
-            seen.push(e.change.clone());
-        }
-    });
     assert_eq!(
-        seen,
+        published(&changes),
         vec![Change::AppChanged {
             org: "acme".into(),
             app: "github".into()
@@ -83,14 +77,8 @@ pub(super) async fn agent_revocations(f: Fixture, clock: ManualClock) {
     let first = s.revoke_agent("onprem-1").await.unwrap();
     assert_eq!(first.agent, "onprem-1");
     assert_eq!(first.revoked_at_ns, T0 * 1_000_000_000);
-    let mut seen = Vec::new();
-    changes.catch_up(|e| {
-        if let Seen::Event(e) = e {
-            seen.push(e.change.clone());
-        }
-    });
     assert_eq!(
-        seen,
+        published(&changes),
         vec![Change::AgentRevoked {
             agent: "onprem-1".into()
         }]
@@ -115,4 +103,15 @@ pub(super) async fn agent_revocations(f: Fixture, clock: ManualClock) {
     all.sort_by(|a, b| a.agent.cmp(&b.agent));
     let agents: Vec<&str> = all.iter().map(|r| r.agent.as_str()).collect();
     assert_eq!(agents, ["edge-2", "onprem-1"]);
+}
+
+/// The changes published since the last call.
+fn published(changes: &Changes) -> Vec<Change> {
+    let mut seen = Vec::new();
+    changes.catch_up(|e| {
+        if let Seen::Event(e) = e {
+            seen.push(e.change.clone());
+        }
+    });
+    seen
 }

@@ -178,7 +178,10 @@ pub async fn run_metrics(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
-                () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
             }
             drop(permit);
         });
