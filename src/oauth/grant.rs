@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::egress::EgressError;
+use crate::route::DialError;
 use crate::store::{App, Secret, TokenSet};
 
 /// What a token or refresh request can fail with.
@@ -31,21 +32,29 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// Why, in words for the caller (`502 token_refresh_failed`): the kind of failure and
-    /// the provider's OAuth error code or HTTP status, never the token endpoint, its host or
-    /// the route to it (those are the org admins' and operators' to see, in the log).
+    /// Why, in words for the caller (`502 token_refresh_failed`) and the consent page: what
+    /// the provider answered, or what kind of transport failure it was, never the token
+    /// endpoint, its host or address, the egress policy or the agent (those are the org
+    /// admins' and operators' to see, in the server log).
     pub fn caller_reason(&self) -> String {
+        let transport = |why: &str| format!("token endpoint unreachable: {why}");
         match self {
-            TokenError::Provider { code, .. } => format!("the provider answered {code}"),
-            TokenError::Transport(EgressError::ServerError(status)) => {
-                format!("the provider answered HTTP {status}")
-            }
-            TokenError::Transport(EgressError::Timeout(_)) => {
-                "the provider did not answer in time".into()
-            }
-            TokenError::Transport(_) => "the provider could not be reached".into(),
-            TokenError::InvalidResponse(_) => "the provider's token response is invalid".into(),
+            // What the provider itself said, and where in its answer: no endpoint in these.
+            TokenError::Provider { .. } | TokenError::InvalidResponse(_) => self.to_string(),
             TokenError::Config(_) => "the application's configuration is invalid".into(),
+            TokenError::Transport(e) => match e {
+                EgressError::ServerError(_) | EgressError::Timeout(_) => transport(&e.to_string()),
+                EgressError::Denied { .. } => {
+                    transport("the app's egress policy does not allow it")
+                }
+                EgressError::Dial(d) => transport(match d {
+                    DialError::Direct(d) => d.code(),
+                    DialError::Agent(a) => a.code(),
+                }),
+                EgressError::Tls { .. } => transport("the TLS handshake failed"),
+                EgressError::Http(_) => transport("the HTTP exchange failed"),
+                EgressError::BadUrl(_) => transport("invalid URL"),
+            },
         }
     }
 

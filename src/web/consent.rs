@@ -220,14 +220,13 @@ fn refused(e: FlowError) -> Response {
         ),
         FlowError::Exchange(e) => {
             // The detail (which names the token endpoint) is in the server log.
-            let mut why = e.caller_reason();
-            if let Some(first) = why.get_mut(0..1) {
-                first.make_ascii_uppercase();
-            }
             (
                 StatusCode::BAD_GATEWAY,
                 "The token exchange failed",
-                format!("{why}. Nothing was stored. Run your workflow again to retry."),
+                format!(
+                    "Why: {}. Nothing was stored. Run your workflow again to retry.",
+                    e.caller_reason()
+                ),
             )
         }
         FlowError::AppChanged => (
