@@ -19,7 +19,6 @@
 //! | `pending` | state | [`PendingRecord`] |
 //! | `audit` | `org ‖ seq` | [`AuditRecord`] |
 //! | `meta` | `key-check` | [`KeyCheckRecord`] |
-//! | `agent_revocations` | agent ID | [`agent::AgentRevocationRecord`] |
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -41,7 +40,6 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"tollgate store key check";
 /// the record, too few to use it.
 const ID_PREFIX_IN_NAMES: usize = 8;
 
-pub(crate) mod agent;
 mod app;
 mod audit;
 mod consent;
@@ -348,6 +346,9 @@ impl KeyCheckRecord {
         Ok(())
     }
 }
+
+/// Agent revocations (tree `agent_revocations`, key: the agent ID), unsealed: no secret.
+pub(crate) mod agent;
 
 #[cfg(test)]
 mod tests {

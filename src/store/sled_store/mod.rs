@@ -37,9 +37,10 @@ use super::seal::StoreKey;
 use super::{AgentRevocation, Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
-mod agents;
 mod open;
 mod sweep;
+// Agent revocations (issue 13, "surfaces").
+mod agents;
 #[cfg(test)]
 mod tests;
 
