@@ -104,8 +104,9 @@ for p in $UP $TG $RL; do wait_port "$p"; done
   2>"$WORK/agent.log" &
 AGENT_PID=$!
 PIDS+=($AGENT_PID)
+OPERATOR=$("$TOLLGATE" token mint --data "$WORK/data" --org ops --user bench --role operator --ttl 1h)
 for _ in $(seq 1 100); do
-  curl -s "http://127.0.0.1:$TW/metrics" | grep -q 'tollgate_agent_connections{agent="bench"} 2' && break
+  curl -s -H "Authorization: Bearer $OPERATOR" "http://127.0.0.1:$TW/metrics" | grep -q 'tollgate_agent_connections{agent="bench"} 2' && break
   sleep 0.1
 done
 DIRECT=$("$TOLLGATE" token mint --data "$WORK/data" --org direct --user bench --ttl 1h)

@@ -40,6 +40,19 @@ impl Clock {
         }
     }
 
+    /// Now, in nanoseconds since the Unix epoch (a manual clock reads whole seconds): for
+    /// "issued up to this moment" comparisons, where a second is too coarse (an agent
+    /// enrolled right after a revocation must not fall in the revoked second).
+    pub fn now_nanos(&self) -> Result<u64, ClockError> {
+        match &self.manual {
+            Some(secs) => Ok(secs.load(Ordering::SeqCst).saturating_mul(1_000_000_000)),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .map_err(|_| ClockError),
+        }
+    }
+
     /// Now as a [`SystemTime`] (whole seconds), for APIs that take one.
     pub fn now_time(&self) -> Result<SystemTime, ClockError> {
         Ok(UNIX_EPOCH + Duration::from_secs(self.now()?))

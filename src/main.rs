@@ -40,7 +40,7 @@ enum Command {
         #[command(subcommand)]
         command: app::AppCommand,
     },
-    /// Private-network agents: enroll one, or run one.
+    /// Private-network agents: enroll one, revoke one, or run one.
     #[command(subcommand)]
     Agent(AgentCommand),
 }
@@ -62,6 +62,10 @@ fn main() -> ExitCode {
         }
         Command::Agent(AgentCommand::Enroll { data, id, ttl }) => {
             tollgate::cli::agent::enroll(&data, &id, ttl)
+        }
+        Command::Agent(AgentCommand::Revoke { id, target }) => {
+            let _log = init_tracing(LogFormat::Text, "warn");
+            block_on(tollgate::cli::agent::revoke(&target, &id))
         }
         Command::Token(cmd) => tollgate::cli::token::run(cmd),
         Command::Ca(cmd) => tollgate::cli::ca::run(cmd),

@@ -20,8 +20,8 @@ use crate::policy::watch::{self, Policies};
 use crate::policy::Host;
 use crate::proxy::intercept::{self, InterceptPredicate};
 use crate::proxy::{self, ProxySettings, ProxyState};
-use crate::relay::credential::CredentialVerifier;
-use crate::relay::{self, Registry, RelayListener, RelaySettings};
+use crate::relay::credential::{CredentialVerifier, Revocations};
+use crate::relay::{self, AgentControl, Registry, RelayListener, RelaySettings};
 use crate::route::{DirectDialer, Guard, Router, SystemResolver};
 use crate::store::{SledStore, Store, StoreKey};
 use crate::tls::{Ca, LeafCache, TlsError, LEAF_CACHE_CAPACITY};
@@ -83,6 +83,10 @@ pub struct Server {
     pub relay_addr: Option<SocketAddr>,
     /// Base URL of the web listener.
     pub public_url: String,
+    /// The metrics listener (`--metrics-listen`), when enabled.
+    metrics_listener: Option<TcpListener>,
+    /// Where the metrics listener is bound, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -135,7 +139,16 @@ impl Server {
                 Some(RelayListener::bind(addr, leaves.ca(), &public_url, cert).await?)
             }
         };
+        let (metrics_addr, metrics_listener) = match config.metrics_listen {
+            Some(addr) => {
+                let (a, l) = bind(addr).await?;
+                (Some(a), Some(l))
+            }
+            None => (None, None),
+        };
         Ok(Server {
+            metrics_listener,
+            metrics_addr,
             config,
             data,
             proxy_listener,
@@ -198,6 +211,11 @@ impl Server {
                 relay.addr
             ));
         }
+        if let Some(addr) = self.metrics_addr {
+            lines.push(format!(
+                "tollgate: metrics listening on {addr} (no auth: for an internal scrape network)"
+            ));
+        }
         lines.push(format!("tollgate: web listening on {}", self.public_url));
         lines
     }
@@ -208,9 +226,10 @@ impl Server {
             path: self.data.identity_key.clone(),
             source,
         })?;
-        let credentials = Arc::new(CredentialVerifier::new(
+        let revocations = Arc::new(Revocations::new(self.config.revoked_agents.clone()));
+        let credentials = Arc::new(CredentialVerifier::with_revocations(
             &key,
-            self.config.revoked_agents.clone(),
+            revocations.clone(),
         ));
         let verifier = Arc::new(Verifier::new(key));
         let metrics = Arc::new(Metrics::new());
@@ -244,6 +263,15 @@ impl Server {
             self.upstream_tls.clone(),
         ));
         let oauth = self.oauth(&router, &upstream_tls, &metrics).await;
+        // Revocations from the store apply before the relay accepts an agent, and follow
+        // the store's changes from then on.
+        let agent_control = Arc::new(AgentControl::new(
+            self.store.clone(),
+            revocations,
+            agents.clone(),
+        ));
+        let revocation_changes = self.store.subscribe();
+        agent_control.load().await?;
         let settings = ProxySettings {
             idle_timeout: self.config.idle_timeout,
             request_head_timeout: self.config.request_head_timeout,
@@ -272,12 +300,25 @@ impl Server {
             oauth.store.clone(),
             shutdown.clone().cancelled_owned(),
         ));
+        tasks.spawn(
+            agent_control
+                .clone()
+                .follow(revocation_changes, shutdown.clone()),
+        );
+        if let Some(listener) = self.metrics_listener {
+            tasks.spawn(web::health::run_metrics(
+                listener,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(web::run(
             self.web_listener,
             WebState {
                 metrics,
                 verifier,
                 oauth,
+                agents: agent_control,
             },
             shutdown.clone(),
         ));

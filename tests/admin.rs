@@ -432,17 +432,17 @@ async fn an_app_whose_policy_disappears_is_reported() {
         Some(&github("github")),
     )
     .await;
-    assert_eq!(web_get(tg.web, "/readyz").await.json()["status"], "ready");
+    assert_eq!(tg.operator_get("/readyz").await.json()["status"], "ready");
     tg.write_policy(
         "10-test.toml",
         &POLICY.replace("name = \"idp\"", "name = \"idp-renamed\""),
     );
     let seen = wait_until(std::time::Duration::from_secs(3), async || {
-        web_get(tg.web, "/readyz").await.json()["status"] == "degraded"
+        tg.operator_get("/readyz").await.json()["status"] == "degraded"
     })
     .await;
     assert!(seen, "broken app not reported on /readyz");
-    let ready = web_get(tg.web, "/readyz").await.json();
+    let ready = tg.operator_get("/readyz").await.json();
     assert_eq!(ready["apps"][0]["id"], "github");
     let app = web_request(tg.web, "GET", "/v1/apps/github", Some(&admin), None)
         .await

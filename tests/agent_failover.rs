@@ -40,7 +40,7 @@ async fn agent_killed_mid_stream_fails_the_tunnel_and_nothing_leaks() {
             && metric(&tg, "tollgate_client_connections").await == 0.0
     })
     .await;
-    assert!(clean, "{}", web_get(tg.web, "/metrics").await.text());
+    assert!(clean, "{}", tg.operator_get("/metrics").await.text());
 }
 
 #[tokio::test]
@@ -68,7 +68,7 @@ async fn frozen_agent_is_dropped_within_the_keepalive_deadline() {
             && metric(&tg, "tollgate_agent_connections{agent=\"onprem-1\"}").await == 0.0
     })
     .await;
-    assert!(clean, "{}", web_get(tg.web, "/metrics").await.text());
+    assert!(clean, "{}", tg.operator_get("/metrics").await.text());
     let logged = wait_until(Duration::from_secs(5), async || {
         tg.logs().contains("agent disconnected")
     })

@@ -106,7 +106,7 @@ async fn cut_wire_drops_tunnels_within_the_keepalive_deadline_and_the_agent_come
             && metric(&tg, "tollgate_open_tunnels").await == 0.0
     })
     .await;
-    assert!(clean, "{}", web_get(tg.web, "/metrics").await.text());
+    assert!(clean, "{}", tg.operator_get("/metrics").await.text());
 
     t.mend().unwrap();
     assert!(

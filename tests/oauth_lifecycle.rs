@@ -243,6 +243,8 @@ async fn token_calls_follow_the_apps_egress_policy() {
     let r = browser.get(back, &callback).await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("does not allow"), "{}", r.text());
+    // Said without naming the token endpoint: that is in the server log.
+    assert!(!r.text().contains(&env.p.addr.to_string()), "{}", r.text());
     assert_eq!(env.p.with(|s| s.code_calls), 0, "token endpoint reached");
     assert!(env.authorizations("crm").await.is_empty());
 }

@@ -36,12 +36,12 @@ async fn hot_reload_good_and_bad_edits() {
         "[[policy]]\nname = \"x\"\nroute = \"direct\"\nbogus = 1\n",
     );
     let reported = wait_until(Duration::from_secs(10), async || {
-        let r = web_get(tg.web, "/readyz").await;
+        let r = tg.operator_get("/readyz").await;
         r.json()["status"] == "degraded"
     })
     .await;
     assert!(reported, "broken edit not reported on /readyz");
-    let ready = web_get(tg.web, "/readyz").await;
+    let ready = tg.operator_get("/readyz").await;
     assert_eq!(ready.status, 200);
     let errors = ready.json()["policies"]["errors"].to_string();
     assert!(errors.contains("20-broken.toml:4"), "{errors}");
@@ -53,7 +53,7 @@ async fn hot_reload_good_and_bad_edits() {
     tg.write_policy("10-test.toml", POLICY);
     let back = status_becomes(&tg, &uri, &a, 200).await;
     assert!(back);
-    assert_eq!(web_get(tg.web, "/readyz").await.json()["status"], "ready");
+    assert_eq!(tg.operator_get("/readyz").await.json()["status"], "ready");
 
     // SIGHUP forces a reload too, with no file changed: a new generation of the same set.
     let before = tg.policy_generation().await;
@@ -77,7 +77,7 @@ async fn hot_reload_good_and_bad_edits() {
 async fn without_a_valid_policy_set_everything_is_denied() {
     let up = echo_upstream().await;
     let tg = Tollgate::start("[[policy]]\nbogus = 1\n", &[]);
-    let ready = web_get(tg.web, "/readyz").await;
+    let ready = tg.operator_get("/readyz").await;
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert_eq!(ready.json()["status"], "not_ready");
     let a = auth(&tg, "acme");
@@ -97,7 +97,7 @@ async fn health_ready_and_metrics() {
     let up = echo_upstream().await;
     let tg = Tollgate::start(POLICY, &[]);
     assert_eq!(web_get(tg.web, "/healthz").await.status, 200);
-    let ready = web_get(tg.web, "/readyz").await;
+    let ready = tg.operator_get("/readyz").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["policies"]["policies"], 3);
     let a = auth(&tg, "acme");
@@ -117,7 +117,7 @@ async fn health_ready_and_metrics() {
         "",
     )
     .await;
-    let m = web_get(tg.web, "/metrics").await.text();
+    let m = tg.operator_get("/metrics").await.text();
     assert!(
         m.contains("tollgate_requests_total{decision=\"allowed\",status=\"200\"} 1"),
         "{m}"

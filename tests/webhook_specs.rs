@@ -33,13 +33,19 @@ async fn patch_switches_the_handshake_both_ways() {
     );
     assert_eq!(env.p.hook_token_calls(), 0);
 
-    // Back to webhook, sending the templates as GET showed them (header values null cannot
-    // be kept: the standard app stores none, so the key is sent again).
-    let mut hook = hook;
-    hook["token"]["headers"] = json!({"X-Api-Key": API_KEY, "X-Client": "{client_id}"});
-    hook["refresh"]["headers"] = json!({"X-Api-Key": API_KEY});
+    // Back to webhook. GET showed the templates with every value masked, and the standard
+    // app keeps none of them, so they are sent again in full; the request URLs are new
+    // endpoints, so the client secret comes with them (issue 13: `secret_required`).
+    assert!(hook["token"]["json"]["client"].is_null(), "{hook}");
+    let hook = common::webhook::app_spec(&env.p)["webhook"].clone();
     let r = env
-        .patch(&json!({"handshake": "webhook", "webhook": hook}))
+        .patch(&json!({"handshake": "webhook", "webhook": hook.clone()}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "secret_required");
+    let r = env
+        .patch(&json!({"handshake": "webhook", "webhook": hook,
+                       "client_secret": "sk-CLIENT-SECRET"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["token_url"], Value::Null);
@@ -266,7 +272,12 @@ async fn patch_with_null_header_values_keeps_the_stored_ones() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!r.text().contains(API_KEY));
     let shown = env.app().await;
-    assert_eq!(shown["webhook"]["token"]["json"]["note"], "patched");
+    // Body values are write-only (issue 13): the patched one is shown masked, and the
+    // provider sees it below.
+    assert!(
+        shown["webhook"]["token"]["json"]["note"].is_null(),
+        "{shown}"
+    );
     assert!(
         header_entry(&shown["webhook"]["token"]["headers"], "x-api-key")
             .is_some_and(Value::is_null)

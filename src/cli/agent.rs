@@ -1,5 +1,5 @@
-//! `tollgate agent`: enroll an agent (offline, on the tollgate side), or run one (inside the
-//! private network).
+//! `tollgate agent`: enroll an agent (offline, on the tollgate side), revoke one (through the
+//! API, as an operator), or run one (inside the private network).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,19 +20,48 @@ pub enum AgentCommand {
         /// Agent ID, as in `route = "agent:ID"`.
         #[arg(long)]
         id: String,
-        /// Lifetime, e.g. 365d [default: no expiry; revoke with --revoked-agents].
-        #[arg(long, value_parser = humantime::parse_duration)]
-        ttl: Option<Duration>,
+        /// Lifetime, e.g. 30d or 365d; enroll again before it ends. Revoke earlier with
+        /// `tollgate agent revoke`.
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Refuse every credential issued so far for an agent ID and close its connections
+    /// (operator token; enroll the agent again to bring it back).
+    Revoke {
+        /// Agent ID.
+        id: String,
+        #[command(flatten)]
+        target: super::app::Target,
     },
     /// Run an agent: dial out to tollgate's relay and open tunnels into this network.
     Run(Box<AgentArgs>),
 }
 
 /// `agent enroll`: prints the credential on stdout.
-pub fn enroll(data: &std::path::Path, id: &str, ttl: Option<Duration>) -> anyhow::Result<()> {
+pub fn enroll(data: &std::path::Path, id: &str, ttl: Duration) -> anyhow::Result<()> {
     let key = super::load_identity_key(data)?;
-    let credential = crate::relay::credential::enroll(&key, id, ttl).map_err(anyhow::Error::msg)?;
+    let credential =
+        crate::relay::credential::enroll(&key, id, Some(ttl)).map_err(anyhow::Error::msg)?;
     println!("{credential}");
+    Ok(())
+}
+
+/// `agent revoke`: `POST /v1/agents/{id}/revoke` with an operator token.
+pub async fn revoke(target: &super::app::Target, id: &str) -> anyhow::Result<()> {
+    if let Some(problem) = crate::relay::credential::agent_id_problem(id) {
+        anyhow::bail!("{problem}");
+    }
+    let api = super::app::Api::new(target)?;
+    let path = format!("/v1/agents/{id}/revoke");
+    let out = api.call(http::Method::POST, &path, None).await?;
+    if target.json {
+        println!("{out}");
+    } else {
+        println!(
+            "revoked agent {id}: credentials issued so far are refused and its connections \
+             closed; enroll it again to bring it back"
+        );
+    }
     Ok(())
 }
 

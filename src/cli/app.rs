@@ -322,7 +322,7 @@ fn resolve_secret(field: &str, value: &mut Value, dir: &Path) -> anyhow::Result<
 }
 
 /// A client of one server's admin API.
-struct Api {
+pub(crate) struct Api {
     /// The web listener's base URL, without a trailing `/`.
     base: String,
     /// The admin caller token sent as `Authorization: Bearer`.
@@ -335,12 +335,12 @@ struct Api {
 }
 
 impl Api {
-    fn new(target: &Target) -> anyhow::Result<Api> {
+    pub(crate) fn new(target: &Target) -> anyhow::Result<Api> {
         let token = target
             .token
             .clone()
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow!("no admin token: pass --token or set TOLLGATE_TOKEN (mint one with `tollgate token mint --role admin`)"))?;
+            .ok_or_else(|| anyhow!("no token: pass --token or set TOLLGATE_TOKEN (mint one with `tollgate token mint --role admin`, or `--role operator` for `agent revoke`)"))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -388,7 +388,7 @@ impl Api {
         Ok((status, value))
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,

@@ -19,7 +19,9 @@ pub enum TokenCommand {
         /// User (`sub` claim).
         #[arg(long)]
         user: String,
-        /// Role to grant (repeatable); `admin` may manage the org's outbound applications.
+        /// Role to grant (repeatable): `admin` may manage the org's outbound applications;
+        /// `operator` may read the deployment's health (`/metrics`, `/readyz` detail,
+        /// `GET /v1/agents`) and revoke agents.
         #[arg(long = "role")]
         roles: Vec<String>,
         /// Lifetime, e.g. 1h, 30m, 7d.

@@ -81,6 +81,8 @@ pub struct FileConfig {
     pub ca_cert: Option<PathBuf>,
     /// `--ca-key`.
     pub ca_key: Option<PathBuf>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -158,6 +160,11 @@ pub struct ServeOverrides {
     /// Private key (PKCS#8 PEM) of --ca-cert.
     #[arg(long, env = "TOLLGATE_CA_KEY")]
     pub ca_key: Option<PathBuf>,
+    /// Listener serving /metrics without auth, for an internal scrape network (its labels
+    /// name apps and agents) [default: off; /metrics on the web listener needs an operator
+    /// token].
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Validated server settings.
@@ -204,6 +211,8 @@ pub struct Config {
     pub upstream_ca_file: Option<PathBuf>,
     /// Trusted login header the consent pages compare with the ticket's user.
     pub consent_user_header: Option<http::HeaderName>,
+    /// Metrics listener (`/metrics` without auth), when enabled.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Every problem found while resolving the settings.
@@ -380,6 +389,14 @@ impl Config {
                 None
             }
         };
+        let metrics_listen = match over
+            .metrics_listen
+            .as_ref()
+            .or(file.metrics_listen.as_ref())
+        {
+            None => None,
+            Some(s) => addr("metrics-listen", Some(s), None, "", &mut errors),
+        };
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -413,6 +430,7 @@ impl Config {
             ca,
             upstream_ca_file,
             consent_user_header,
+            metrics_listen,
         })
     }
 }

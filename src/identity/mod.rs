@@ -52,7 +52,8 @@ pub struct Caller {
     pub org: String,
     /// User (`sub` claim).
     pub user: String,
-    /// Roles (`roles` claim); `admin` may manage its org's outbound applications.
+    /// Roles (`roles` claim); `admin` may manage its org's outbound applications,
+    /// `operator` may read the deployment's health and revoke agents.
     pub roles: Vec<String>,
     /// Expiry, seconds since the Unix epoch (`exp` claim).
     pub exp: u64,
@@ -62,6 +63,13 @@ impl Caller {
     /// True when the caller holds the `admin` role.
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == "admin")
+    }
+
+    /// True when the caller holds the `operator` role: the whole deployment's health
+    /// (`/metrics`, `/readyz` detail, `GET /v1/agents`) and `tollgate agent revoke`, but no
+    /// org's applications.
+    pub fn is_operator(&self) -> bool {
+        self.roles.iter().any(|r| r == "operator")
     }
 }
 

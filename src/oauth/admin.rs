@@ -31,6 +31,13 @@ pub enum AdminError {
         /// The user.
         user: String,
     },
+    /// The update moves provider endpoints (named) to another host without sending the
+    /// client secret: the stored one must not follow them there.
+    #[error(
+        "changing the host of {} needs client_secret in the same request",
+        .0.join(", ")
+    )]
+    SecretRequired(Vec<String>),
     /// The configuration is invalid; every bad field is named.
     #[error("invalid fields: {}", .0.keys().cloned().collect::<Vec<_>>().join(", "))]
     Invalid(FieldErrors),
@@ -50,7 +57,7 @@ pub struct AppView<'a> {
     pub client_secret_set: bool,
     /// Disabled apps keep their tokens but inject nothing.
     pub enabled: bool,
-    /// Bumped by every reset.
+    /// Bumped by every reset and every move of a provider endpoint to another host.
     pub generation: u64,
     /// The redirect URI to register at the provider (the same for every app).
     pub redirect_uri: &'a str,
@@ -143,6 +150,12 @@ impl AppAdmin<'_> {
     }
 
     /// Changes the fields `patch` sets ([`app::patched`] has the rules).
+    ///
+    /// An update that moves a provider endpoint (`authorize_url`, `token_url`,
+    /// `revocation_url`, a webhook request URL) to another host must send `client_secret`
+    /// too ([`AdminError::SecretRequired`]) when the app has one, and starts a new generation
+    /// in the same write: the users' tokens belong to the old provider and are dropped (and
+    /// revoked there), so no stored refresh token is ever sent to the new host.
     pub async fn update(&self, id: &str, patch: &Map<String, Value>) -> AdminResult<App> {
         // Unknown and mistyped fields are reported before the app is looked up.
         app::parse(patch).map_err(AdminError::Invalid)?;
@@ -150,15 +163,33 @@ impl AppAdmin<'_> {
         let taken = self.taken_domains(Some(id)).await?;
         let config = app::patched(&stored, patch, &self.oauth.policies.current(), &taken)
             .map_err(AdminError::Invalid)?;
-        let app = self
-            .oauth
-            .store
-            .update_app(App { config, ..stored })
-            .await?;
+        let moved = moved_endpoints(&stored.config, &config);
+        let secret_sent = patch.get("client_secret").is_some_and(|v| !v.is_null());
+        if !moved.is_empty() && stored.client_secret.is_some() && !secret_sent {
+            return Err(AdminError::SecretRequired(moved));
+        }
+        let (app, dropped) = if moved.is_empty() {
+            let app = App { config, ..stored };
+            (self.oauth.store.update_app(app).await?, Vec::new())
+        } else {
+            // Read before the move: afterwards the old generation's tokens are gone.
+            let tokens = self.oauth.store.list_tokens(&self.admin.org, id).await?;
+            let next = App {
+                config,
+                ..stored.clone()
+            };
+            let app = self.oauth.store.update_app_new_generation(next).await?;
+            self.revoke_in_background(stored, tokens);
+            (app, moved)
+        };
         // Field names only: values (the secret above all) never go to the audit log.
         let changed: Vec<&String> = patch.keys().collect();
-        self.audit("app.update", id, json!({ "changed": changed }))
-            .await;
+        let mut detail = json!({ "changed": changed });
+        if !dropped.is_empty() {
+            detail["moved"] = json!(dropped);
+            detail["generation"] = json!(app.generation);
+        }
+        self.audit("app.update", id, detail).await;
         Ok(app)
     }
 
@@ -274,4 +305,48 @@ impl AppAdmin<'_> {
             }
         });
     }
+}
+
+/// The provider endpoints of `new` that reach another server (scheme, host, port) than in
+/// `old`, by field name. An endpoint added where there was none counts (tokens would be sent
+/// there); one removed does not.
+pub fn moved_endpoints(old: &AppConfig, new: &AppConfig) -> Vec<String> {
+    let moved = |was: Option<&str>, now: Option<&str>| match (was, now) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => !app::same_origin(a, b),
+    };
+    let mut out = Vec::new();
+    let fields = [
+        (
+            "authorize_url",
+            Some(old.authorize_url.as_str()),
+            Some(new.authorize_url.as_str()),
+        ),
+        (
+            "token_url",
+            old.token_url.as_deref(),
+            new.token_url.as_deref(),
+        ),
+        (
+            "revocation_url",
+            old.revocation_url.as_deref(),
+            new.revocation_url.as_deref(),
+        ),
+    ];
+    for (name, was, now) in fields {
+        if moved(was, now) {
+            out.push(name.to_string());
+        }
+    }
+    let old_hook = old.webhook.as_ref();
+    for (step, t) in new.webhook.iter().flat_map(|w| w.templates()) {
+        let was = old_hook
+            .and_then(|w| w.templates().find(|(s, _)| *s == step))
+            .map(|(_, t)| t.url.as_str());
+        if moved(was, Some(&t.url)) {
+            out.push(format!("webhook.{}.url", step.name()));
+        }
+    }
+    out
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::endpoint::check_url;
-pub use super::endpoint::{endpoint, token_endpoint_problem, FieldErrors};
+pub use super::endpoint::{endpoint, same_origin, token_endpoint_problem, FieldErrors};
 use super::webhook;
 use crate::policy::{normalize_host, parse_host_pattern, Host, HostPattern, PolicySet};
 use crate::store::App;
@@ -101,8 +101,9 @@ fn with_errors<'a>(
 /// `stored` with the fields a PATCH document sets, validated (README "Updating an app"):
 ///
 /// - a field absent from `patch` keeps its stored value, and so does a `client_secret` or a
-///   webhook header value sent as `null` (the API never shows them, so an admin can send back
-///   what `GET` showed); any other field sent as `null` takes its default (or is missing);
+///   webhook header, form or JSON body value sent as `null` (the API never shows them, so an
+///   admin can send back what `GET` showed; not when the template's URL moved to another
+///   origin); any other field sent as `null` takes its default (or is missing);
 /// - a PATCH that switches `handshake` drops what only the old handshake uses, unless it sends
 ///   that field itself: `token_url` when switching to `webhook`, the `webhook` templates when
 ///   switching to `standard`. Otherwise the stored value would make the switch fail
@@ -136,12 +137,12 @@ pub fn patched(
         }
     }
     merged.extend(patch.clone());
+    if let (Some(w), Some(view)) = (&stored.webhook, merged.get_mut("webhook")) {
+        w.restore_masked(view, same_origin);
+    }
     let mut config = parse(&merged)?;
     if config.client_secret.is_none() {
         config.client_secret = stored.client_secret.clone();
-    }
-    if let Some(w) = &mut config.webhook {
-        w.keep_headers_from(stored.webhook.as_ref());
     }
     let cleared = STATED_LISTS
         .iter()
@@ -636,7 +637,7 @@ route = "direct"
         let mut shown = serde_json::to_value(&hook.config).unwrap()["webhook"].clone();
         assert_eq!(shown["token"]["headers"]["X-Key"], Value::Null);
         shown["token"]["json"]["note"] = json!("patched");
-        let v = patch(&hook, json!({ "webhook": shown })).unwrap();
+        let v = patch(&hook, json!({ "webhook": shown })).unwrap_or_else(|e| panic!("{e:?}"));
         let token = &v.webhook.unwrap().token;
         assert_eq!(token.headers["X-Key"].as_ref().unwrap().expose(), "k-1");
         assert_eq!(token.json.as_ref().unwrap()["note"], "patched");

@@ -33,6 +33,12 @@ pub fn endpoint(url: &str) -> Result<(bool, Host, u16), String> {
     Ok((tls, host, port))
 }
 
+/// Whether two endpoint URLs reach the same server: scheme, host and port (an unparsable
+/// URL is the same as nothing).
+pub fn same_origin(a: &str, b: &str) -> bool {
+    matches!((endpoint(a), endpoint(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// Why `policy` does not (or no longer) let `org` reach the token endpoint at `host:port`.
 pub fn token_endpoint_problem(
     policies: &PolicySet,

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::egress::EgressError;
+use crate::route::DialError;
 use crate::store::{App, Secret, TokenSet};
 
 /// What a token or refresh request can fail with.
@@ -31,6 +32,32 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Why, in words for the caller (`502 token_refresh_failed`) and the consent page: what
+    /// the provider answered, or what kind of transport failure it was, never the token
+    /// endpoint, its host or address, the egress policy or the agent (those are the org
+    /// admins' and operators' to see, in the server log).
+    pub fn caller_reason(&self) -> String {
+        let transport = |why: &str| format!("token endpoint unreachable: {why}");
+        match self {
+            // What the provider itself said, and where in its answer: no endpoint in these.
+            TokenError::Provider { .. } | TokenError::InvalidResponse(_) => self.to_string(),
+            TokenError::Config(_) => "the application's configuration is invalid".into(),
+            TokenError::Transport(e) => match e {
+                EgressError::ServerError(_) | EgressError::Timeout(_) => transport(&e.to_string()),
+                EgressError::Denied { .. } => {
+                    transport("the app's egress policy does not allow it")
+                }
+                EgressError::Dial(d) => transport(match d {
+                    DialError::Direct(d) => d.code(),
+                    DialError::Agent(a) => a.code(),
+                }),
+                EgressError::Tls { .. } => transport("the TLS handshake failed"),
+                EgressError::Http(_) => transport("the HTTP exchange failed"),
+                EgressError::BadUrl(_) => transport("invalid URL"),
+            },
+        }
+    }
+
     /// The OAuth error code, when the provider sent one.
     pub fn provider_code(&self) -> Option<&str> {
         match self {

@@ -363,7 +363,7 @@ impl Injector {
             _ => {
                 self.metrics.count_refresh("error");
                 tracing::warn!(org = %app.org, app = %app.id, user, error = %e, "token refresh failed");
-                e.to_string()
+                e.caller_reason()
             }
         };
         InjectError::RefreshFailed {

@@ -219,6 +219,15 @@ impl ProxyError {
                 }
                 _ => format!("destination denied: {}", d.reason()),
             },
+            // The agent's ID is for operators (the access log has it), not for callers.
+            ProxyError::Upstream(SendError::Dial(DialError::Agent(e))) => match e {
+                AgentDialError::Unavailable { .. } => {
+                    "no agent serving this destination's route is connected".to_string()
+                }
+                AgentDialError::Failed { message, .. } => {
+                    format!("the agent could not open the tunnel: {message}")
+                }
+            },
             other => other.to_string(),
         }
     }
@@ -247,11 +256,11 @@ impl ProxyError {
                 body.insert("address".into(), json!(addr.ip().to_string()));
                 body.insert("rule".into(), json!(rule));
             }
-            ProxyError::Upstream(SendError::Dial(DialError::Agent(e))) => {
-                body.insert("agent".into(), json!(e.agent()));
-                if let AgentDialError::Failed { message, .. } = e {
-                    body.insert("reason".into(), json!(message));
-                }
+            ProxyError::Upstream(SendError::Dial(DialError::Agent(AgentDialError::Failed {
+                message,
+                ..
+            }))) => {
+                body.insert("reason".into(), json!(message));
             }
             ProxyError::AppDisabled { app, app_name } => {
                 body.insert("app".into(), json!(app));
@@ -398,6 +407,8 @@ mod tests {
             let r = e.into_response();
             assert_eq!(r.status(), e.status());
             assert!(r.headers().contains_key("proxy-status"), "{e:?}");
+            // Agent IDs are for operators, not callers.
+            assert!(!format!("{:?}", r.headers()).contains("onprem"), "{e:?}");
             assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         }
         let r = ProxyError::AuthRequired(IdentityError::Expired).into_response();

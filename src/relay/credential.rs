@@ -9,9 +9,15 @@
 //!   carries an audience, and this verifier requires this one;
 //! - the claims are `agent` (the ID) with no `sub` or `org`, which caller tokens require.
 //!
-//! Credentials carry no expiry unless enrolled with a TTL: agents are long-lived services and
-//! are revoked by ID (`--revoked-agents`), not by waiting.
+//! Credentials expire (`agent enroll --ttl`, 90 days by default) and are revoked by ID:
+//! `--revoked-agents` refuses every credential of an ID for as long as it is listed, and
+//! `tollgate agent revoke` ([`Revocations`], kept in the store) refuses every credential of
+//! an ID issued up to the revocation, so that enrolling the agent again brings it back. The
+//! issue time is compared in nanoseconds (`iat_ns`), so an enrolment right after a
+//! revocation is not caught by it.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -37,6 +43,9 @@ pub fn agent_id_problem(id: &str) -> Option<String> {
 /// Clock skew tolerated on `exp`, in seconds.
 const LEEWAY_SECS: u64 = 5;
 
+/// Nanoseconds per second, for credentials minted before `iat_ns` existed.
+const NANOS: u64 = 1_000_000_000;
+
 /// Why a credential was refused. Carries no part of the credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
@@ -46,7 +55,8 @@ pub enum CredentialError {
     /// The credential's `exp` has passed.
     #[error("agent credential expired")]
     Expired,
-    /// The agent ID is listed in `--revoked-agents`.
+    /// The agent ID is listed in `--revoked-agents`, or the credential was issued before
+    /// `tollgate agent revoke` revoked the ID.
     #[error("agent {0:?} is revoked")]
     Revoked(String),
     /// The relay's clock is unusable, so `exp` cannot be checked: refused.
@@ -60,6 +70,10 @@ struct Claims {
     agent: String,
     aud: String,
     iat: u64,
+    /// The issue time in nanoseconds, compared with revocations. Absent from credentials of
+    /// older builds, which count as issued at the start of their `iat` second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat_ns: Option<u64>,
     /// Random, so two enrollments of one ID differ (and can be told apart in audits).
     jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,11 +93,13 @@ pub fn enroll(key: &IdentityKey, id: &str, ttl: Option<Duration>) -> Result<Stri
         .chars()
         .take(32)
         .collect();
-    let iat = Clock::system().now().map_err(|e| e.to_string())?;
+    let iat_ns = Clock::system().now_nanos().map_err(|e| e.to_string())?;
+    let iat = iat_ns / NANOS;
     let claims = Claims {
         agent: id.to_string(),
         aud: CREDENTIAL_AUD.to_string(),
         iat,
+        iat_ns: Some(iat_ns),
         jti,
         exp: ttl.map(|t| iat.saturating_add(t.as_secs())),
     };
@@ -93,17 +109,66 @@ pub fn enroll(key: &IdentityKey, id: &str, ttl: Option<Duration>) -> Result<Stri
         .map_err(|e| e.to_string())
 }
 
-/// Verifies agent credentials against the identity key and the revocation list.
+/// Which agent credentials are revoked: IDs listed in the configuration, and the ID → time
+/// revocations of `tollgate agent revoke`, which the relay loads from the store and follows.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    /// `--revoked-agents`: every credential of these IDs, whenever issued.
+    configured: Vec<String>,
+    /// Agent ID → every credential issued at or before this time (ns) is refused.
+    revoked_at: RwLock<HashMap<String, u64>>,
+}
+
+impl Revocations {
+    /// The configured list (`--revoked-agents`), with no revocation from the store yet.
+    pub fn new(configured: Vec<String>) -> Self {
+        Revocations {
+            configured,
+            revoked_at: RwLock::default(),
+        }
+    }
+
+    /// Refuses the credentials of `agent` issued at or before `at_ns` (a later time than one
+    /// already known wins; an earlier one changes nothing).
+    pub fn revoke(&self, agent: &str, at_ns: u64) {
+        // A poisoned lock only means a panic elsewhere; the map itself is intact.
+        let mut map = self.revoked_at.write().unwrap_or_else(|p| p.into_inner());
+        let t = map.entry(agent.to_string()).or_insert(at_ns);
+        *t = (*t).max(at_ns);
+    }
+
+    /// Whether a credential of `agent` issued at `issued_at_ns` is refused.
+    pub fn refuses(&self, agent: &str, issued_at_ns: u64) -> bool {
+        if self.configured.iter().any(|a| a == agent) {
+            return true;
+        }
+        let map = self.revoked_at.read().unwrap_or_else(|p| p.into_inner());
+        map.get(agent).is_some_and(|at| issued_at_ns <= *at)
+    }
+}
+
+/// A credential that passed [`CredentialVerifier::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The agent ID it was issued to.
+    pub agent: String,
+    /// When it was issued, in nanoseconds since the Unix epoch: a revocation closes the
+    /// connections made with credentials issued up to its own time.
+    pub issued_at_ns: u64,
+}
+
+/// Verifies agent credentials against the identity key and the revocations.
 pub struct CredentialVerifier {
     key: DecodingKey,
     validation: Validation,
-    revoked: Vec<String>,
+    /// Shared with whoever records revocations at run time (`relay::revocation`).
+    revocations: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for CredentialVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialVerifier")
-            .field("revoked", &self.revoked)
+            .field("revocations", &self.revocations)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +176,12 @@ impl std::fmt::Debug for CredentialVerifier {
 impl CredentialVerifier {
     /// A verifier for credentials signed with `key`; IDs in `revoked` are refused.
     pub fn new(key: &IdentityKey, revoked: Vec<String>) -> Self {
+        Self::with_revocations(key, Arc::new(Revocations::new(revoked)))
+    }
+
+    /// A verifier for credentials signed with `key`, refusing what `revocations` refuses
+    /// (which may change while it is in use).
+    pub fn with_revocations(key: &IdentityKey, revocations: Arc<Revocations>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[CREDENTIAL_AUD]);
         validation.set_required_spec_claims(&["aud"]);
@@ -119,12 +190,22 @@ impl CredentialVerifier {
         CredentialVerifier {
             key: DecodingKey::from_secret(key.secret()),
             validation,
-            revoked,
+            revocations,
         }
+    }
+
+    /// The revocations this verifier applies.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     /// The agent ID the credential was issued to.
     pub fn verify(&self, credential: &str) -> Result<String, CredentialError> {
+        self.check(credential).map(|v| v.agent)
+    }
+
+    /// The agent ID the credential was issued to, and when.
+    pub fn check(&self, credential: &str) -> Result<Verified, CredentialError> {
         let data = jsonwebtoken::decode::<Claims>(credential.trim(), &self.key, &self.validation)
             .map_err(|_| CredentialError::Invalid)?;
         if data.header.typ.as_deref() != Some(CREDENTIAL_TYP) {
@@ -140,10 +221,14 @@ impl CredentialVerifier {
         {
             return Err(CredentialError::Expired);
         }
-        if self.revoked.contains(&c.agent) {
+        let issued_at_ns = c.iat_ns.unwrap_or(c.iat.saturating_mul(NANOS));
+        if self.revocations.refuses(&c.agent, issued_at_ns) {
             return Err(CredentialError::Revoked(c.agent));
         }
-        Ok(c.agent)
+        Ok(Verified {
+            agent: c.agent,
+            issued_at_ns,
+        })
     }
 }
 
@@ -213,6 +298,7 @@ mod tests {
                 agent: "a".into(),
                 aud: CREDENTIAL_AUD.into(),
                 iat: 1,
+                iat_ns: None,
                 jti: "x".into(),
                 exp,
             };
@@ -224,6 +310,27 @@ mod tests {
         assert_eq!(v.verify(&expired), Err(CredentialError::Expired));
         let wrong_typ = hand_minted("JWT", None);
         assert_eq!(v.verify(&wrong_typ), Err(CredentialError::Invalid));
+    }
+
+    /// A revocation refuses what was issued up to it, to the nanosecond: a credential
+    /// enrolled right after it is accepted.
+    #[test]
+    fn a_revocation_refuses_credentials_issued_up_to_it() {
+        let v = CredentialVerifier::new(&key(), vec![]);
+        let old = enroll(&key(), "onprem-1", None).unwrap();
+        let issued = v.check(&old).unwrap().issued_at_ns;
+        v.revocations().revoke("onprem-1", issued);
+        assert_eq!(
+            v.check(&old),
+            Err(CredentialError::Revoked("onprem-1".into()))
+        );
+        let fresh = enroll(&key(), "onprem-1", None).unwrap();
+        let checked = v.check(&fresh).unwrap();
+        assert!(checked.issued_at_ns > issued);
+        // Another agent is untouched; an earlier revocation does not undo a later one.
+        assert!(v.check(&enroll(&key(), "other", None).unwrap()).is_ok());
+        v.revocations().revoke("onprem-1", 1);
+        assert!(v.check(&old).is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::credential::{CredentialError, CredentialVerifier};
 use super::handshake::{self, Hello, Welcome};
 use super::metrics::AuthLabels;
 use super::registry::Registry;
+use super::severable::Severable;
 use crate::policy::{normalize_host, Host};
 use crate::tls::Ca;
 
@@ -305,7 +306,7 @@ impl RelayConnTask {
                     return None;
                 }
             };
-            match self.verifier.verify(&hello.credential) {
+            match self.verifier.check(&hello.credential) {
                 Ok(agent) => {
                     let welcome = Welcome {
                         ok: true,
@@ -336,10 +337,16 @@ impl RelayConnTask {
             }
         })
         .await;
-        let Ok(Some((tls, agent, hello))) = authenticated else {
+        let Ok(Some((tls, verified, hello))) = authenticated else {
             return;
         };
+        let (agent, issued_at_ns) = (verified.agent, verified.issued_at_ns);
         drop(permit);
+        // Cut when this task ends: hyper keeps the HTTP/2 connection (and its tunnels) alive
+        // on a task of its own otherwise.
+        let cut = CancellationToken::new();
+        let _cut_on_exit = cut.clone().drop_guard();
+        let tls = Severable::new(tls, cut);
 
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -358,9 +365,14 @@ impl RelayConnTask {
                 return;
             }
         };
-        let relay_conn =
-            self.registry
-                .register(&agent, hello.instance.clone(), hello.slot, peer, send);
+        let relay_conn = self.registry.register(
+            &agent,
+            hello.instance.clone(),
+            hello.slot,
+            peer,
+            issued_at_ns,
+            send,
+        );
         tracing::info!(agent, instance = %hello.instance, slot = hello.slot,
             conn = relay_conn.id(), version = %hello.version, "agent connected");
         let stopped = relay_conn.stopped();
@@ -369,7 +381,7 @@ impl RelayConnTask {
                 Ok(()) => "closed by the agent".to_string(),
                 Err(e) => e.to_string(),
             },
-            () = stopped.cancelled() => "replaced or set aside".to_string(),
+            () = stopped.cancelled() => "replaced, set aside or revoked".to_string(),
             () = self.stop.cancelled() => "relay shutting down".to_string(),
         };
         self.registry.unregister(&relay_conn);

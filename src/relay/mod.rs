@@ -9,25 +9,31 @@
 //! HTTP/2 `CONNECT host:port` streams.
 //!
 //! - [`credential`]: minting and verifying agent credentials (never interchangeable with
-//!   caller tokens);
+//!   caller tokens), and which are revoked;
+//! - [`control`]: operators' view of agents: those connected here, and revocations kept in
+//!   the store, followed through its change events;
 //! - [`handshake`]: the first frames on a relay connection (credential in, verdict out),
 //!   spoken by both sides;
 //! - [`listener`]: the TLS listener, authentication and the HTTP/2 turnaround;
 //! - [`registry`]: connected agents, least-loaded choice, and [`Registry::dial`], the
 //!   dialer the proxy (tunnels, forwarded requests) and the OAuth token calls use;
 //! - [`stream`]: a tunnel through an agent as a byte stream;
+//! - [`severable`]: a relay connection's stream that a revocation can cut, tunnels and all;
 //! - [`metrics`]: connections, tunnels, bytes and failures per agent.
 //!
 //! The agent process uses [`handshake`] and the HTTP/2 window constants below, and nothing
 //! here uses the agent.
 
+pub mod control;
 pub mod credential;
 pub mod handshake;
 pub mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod severable;
 pub mod stream;
 
+pub use control::{AgentControl, ConnectedAgent};
 pub use listener::{
     certificate_names, run, RelayError, RelayListener, RelaySettings, CONNECTION_WINDOW,
     DEFAULT_KEEPALIVE, MAX_FRAME_SIZE, MAX_TUNNELS_PER_CONNECTION, SOCKET_BUFFER, STREAM_WINDOW,

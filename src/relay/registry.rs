@@ -142,11 +142,16 @@ pub struct RelayConn {
     /// Agent ID from the credential.
     pub(super) agent: Arc<str>,
     /// The agent process's random instance ID.
-    instance: String,
+    pub(super) instance: String,
     /// Which of the instance's connections.
     slot: u32,
     /// Where the agent connected from.
     peer: SocketAddr,
+    /// When the credential it authenticated with was issued (ns since the Unix epoch): a
+    /// revocation closes the connections whose credential it covers, not newer ones.
+    pub(super) issued_at_ns: u64,
+    /// When it was registered, Unix seconds (`GET /v1/agents`).
+    pub(super) connected_at: u64,
     /// HTTP/2 handle; cloned per tunnel.
     send: SendRequest<Empty<Bytes>>,
     /// Open tunnels (and dials in progress): the load measure for picking.
@@ -183,7 +188,7 @@ impl RelayConn {
         }
     }
 
-    fn usable(&self) -> bool {
+    pub(super) fn usable(&self) -> bool {
         !self.closing.load(Ordering::Relaxed) && !self.send.is_closed()
     }
 }
@@ -243,21 +248,23 @@ impl Registry {
         &self.metrics
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Arc<RelayConn>>>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Arc<RelayConn>>>> {
         // A panic while holding the lock leaves the map consistent (every mutation is one
         // std call), so keep using it.
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds an authenticated connection. A connection of the same agent instance and slot
-    /// that is still registered is stale (the agent would not have redialed otherwise): it is
-    /// set aside and closed once its tunnels end.
+    /// Adds an authenticated connection, made with a credential issued at `issued_at_ns`. A
+    /// connection of the same agent instance and slot that is still registered is stale (the
+    /// agent would not have redialed otherwise): it is set aside and closed once its tunnels
+    /// end.
     pub fn register(
         &self,
         agent: &str,
         instance: String,
         slot: u32,
         peer: SocketAddr,
+        issued_at_ns: u64,
         send: SendRequest<Empty<Bytes>>,
     ) -> Arc<RelayConn> {
         let label = AgentLabel {
@@ -289,6 +296,9 @@ impl Registry {
             instance,
             slot,
             peer,
+            issued_at_ns,
+            // A clock before 1970 only blurs this display value.
+            connected_at: crate::clock::Clock::system().now().unwrap_or(0),
             send,
             in_flight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -492,7 +502,7 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::convert::Infallible;
 
@@ -504,7 +514,7 @@ mod tests {
 
     /// An in-memory agent: an HTTP/2 server that refuses `denied.test` with the agent's JSON
     /// answer and echoes every other tunnel.
-    async fn agent_conn() -> SendRequest<Empty<Bytes>> {
+    pub(in crate::relay) async fn agent_conn() -> SendRequest<Empty<Bytes>> {
         let (tollgate_end, agent_end) = tokio::io::duplex(1 << 20);
         let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
             if req.uri().host() == Some("denied.test") {
@@ -542,8 +552,8 @@ mod tests {
     #[tokio::test]
     async fn tunnels_spread_by_load_refusals_pass_through_stale_connections_are_replaced() {
         let r = Registry::new(AgentMetrics::default(), Duration::from_secs(5));
-        let first = r.register("a", "one".into(), 0, peer(), agent_conn().await);
-        let second = r.register("a", "two".into(), 0, peer(), agent_conn().await);
+        let first = r.register("a", "one".into(), 0, peer(), 1, agent_conn().await);
+        let second = r.register("a", "two".into(), 0, peer(), 1, agent_conn().await);
         assert_eq!(r.connections("a"), 2);
 
         // Least in flight: four open tunnels end up two per connection.
@@ -571,7 +581,7 @@ mod tests {
 
         // Instance "one" reconnects slot 0: its old connection takes no new tunnels and is
         // closed once its own tunnels end.
-        let replacement = r.register("a", "one".into(), 0, peer(), agent_conn().await);
+        let replacement = r.register("a", "one".into(), 0, peer(), 1, agent_conn().await);
         assert_eq!(r.connections("a"), 2);
         assert!(!first.stopped().is_cancelled(), "tunnels still open on it");
         for _ in 0..3 {

@@ -9,9 +9,12 @@
 //! - deserializing reads an admin's document: every field may be absent (validation names
 //!   what is missing, all at once) and unknown fields are refused;
 //! - serializing writes what the API shows: the client secret is skipped, and the values of
-//!   the webhook templates' headers are written as `null` (names visible, values never).
-//!   There is no way to serialize the secrets; the store seals them one by one
-//!   ([`AppConfig::client_secret`] and [`Webhook::to_sealed_json`]).
+//!   the webhook templates' headers, form fields and JSON body are written as `null` (names
+//!   and the body's shape visible, values never: they hold API keys as often as
+//!   placeholders). There is no way to serialize the secrets; the store seals them one by one
+//!   ([`AppConfig::client_secret`] and [`Webhook::to_sealed_json`]);
+//! - a PATCH that sends a masked view back gets the stored values in place of its `null`s
+//!   ([`Webhook::restore_masked`]), unless the template now points somewhere else.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -160,11 +163,22 @@ pub struct Template {
     /// of that name; validation refuses one that nothing filled.
     #[serde(default, serialize_with = "names_only")]
     pub headers: BTreeMap<String, Option<Secret>>,
-    /// A form body (`application/x-www-form-urlencoded`); exclusive with `json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A form body (`application/x-www-form-urlencoded`); exclusive with `json`. The values
+    /// are write-only: written as `null`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "form_names_only",
+        deserialize_with = "form_values"
+    )]
     pub form: Option<BTreeMap<String, String>>,
-    /// A JSON body; exclusive with `form`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A JSON body; exclusive with `form`. Write-only: its shape is shown (object keys,
+    /// array lengths) with every value `null`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "json_shape_only"
+    )]
     pub json: Option<Value>,
     /// Where the results are in the response. Required: absent, it is empty, which
     /// validation reports as missing.
@@ -222,28 +236,36 @@ impl Webhook {
             .chain(self.refresh.as_ref().map(|t| (Step::Refresh, t)))
     }
 
-    /// For a PATCH: header values sent as `null` take the stored value of the header with
-    /// the same name (case-insensitive) in the same template, so an admin can send back what
-    /// `GET` showed without knowing the secrets.
-    pub fn keep_headers_from(&mut self, stored: Option<&Webhook>) {
-        let pairs = [
-            (Some(&mut self.token), stored.map(|s| &s.token)),
-            (
-                self.refresh.as_mut(),
-                stored.and_then(|s| s.refresh.as_ref()),
-            ),
-        ];
-        for (new, old) in pairs {
-            let (Some(new), Some(old)) = (new, old) else {
+    /// For a PATCH: in `view` (the `webhook` of the merged document, JSON), every `null`
+    /// where `self` (the stored handshake) has a value takes the stored value: header values
+    /// (names compared case-insensitively), form values and JSON body values. So an admin
+    /// can send back what `GET` showed without knowing the secrets. A template whose URL
+    /// `same_target` says points elsewhere now gets nothing back: its secrets must be sent
+    /// again, or they would follow the URL to the new host.
+    pub fn restore_masked(&self, view: &mut Value, same_target: impl Fn(&str, &str) -> bool) {
+        let plain = self.to_sealed_json();
+        for (step, stored) in self.templates() {
+            let Some(Value::Object(t)) = view.get_mut(step.name()) else {
                 continue;
             };
-            for (name, value) in new.headers.iter_mut() {
-                if value.is_none() {
-                    *value = old
+            let url = t.get("url").and_then(Value::as_str).unwrap_or_default();
+            if !same_target(url, &stored.url) {
+                continue;
+            }
+            if let Some(Value::Object(headers)) = t.get_mut("headers") {
+                for (name, value) in headers.iter_mut() {
+                    let old = stored
                         .headers
                         .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                        .and_then(|(_, v)| v.clone());
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name));
+                    if let (true, Some((_, Some(secret)))) = (value.is_null(), old) {
+                        *value = Value::from(secret.expose());
+                    }
+                }
+            }
+            for body in ["form", "json"] {
+                if let (Some(new), Some(old)) = (t.get_mut(body), plain[step.name()].get(body)) {
+                    fill_nulls(new, old);
                 }
             }
         }
@@ -255,13 +277,23 @@ impl Webhook {
         // Plain strings, maps and JSON values: serializing cannot fail.
         let mut json = serde_json::to_value(self).unwrap_or(Value::Null);
         for (step, template) in self.templates() {
-            if let Some(Value::Object(headers)) =
-                json.get_mut(step.name()).and_then(|t| t.get_mut("headers"))
-            {
+            let Some(Value::Object(t)) = json.get_mut(step.name()) else {
+                continue;
+            };
+            if let Some(Value::Object(headers)) = t.get_mut("headers") {
                 for (name, value) in &template.headers {
                     let value = value.as_ref().map(|v| Value::from(v.expose()));
                     headers.insert(name.clone(), value.unwrap_or(Value::Null));
                 }
+            }
+            if let Some(form) = &template.form {
+                let form = form
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())));
+                t.insert("form".into(), Value::Object(form.collect()));
+            }
+            if let Some(body) = &template.json {
+                t.insert("json".into(), body.clone());
             }
         }
         json
@@ -290,6 +322,72 @@ fn lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
+/// Every `null` in `new` where `old` has a value at the same place takes that value.
+fn fill_nulls(new: &mut Value, old: &Value) {
+    match (new, old) {
+        (new @ Value::Null, old) => *new = old.clone(),
+        (Value::Object(n), Value::Object(o)) => {
+            for (k, v) in n.iter_mut() {
+                if let Some(ov) = o.get(k) {
+                    fill_nulls(v, ov);
+                }
+            }
+        }
+        (Value::Array(n), Value::Array(o)) => {
+            for (v, ov) in n.iter_mut().zip(o) {
+                fill_nulls(v, ov);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A JSON value's shape: objects and arrays kept, every other value `null`.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        _ => Value::Null,
+    }
+}
+
+/// What a form value sent as `null` (masked) reads as until a PATCH fills it with the stored
+/// value; validation refuses one left over. A NUL byte, which no form value needs.
+pub const MASKED_FORM_VALUE: &str = "\0";
+
+/// Reads a form whose values may be `null` (a masked view sent back) as
+/// [`MASKED_FORM_VALUE`].
+fn form_values<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let form = Option::<BTreeMap<String, Option<String>>>::deserialize(d)?;
+    Ok(form.map(|f| {
+        f.into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_else(|| MASKED_FORM_VALUE.to_string())))
+            .collect()
+    }))
+}
+
+/// Serializes a JSON body as its [`shape`].
+fn json_shape_only<S: Serializer>(json: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    json.as_ref().map(shape).serialize(s)
+}
+
+/// Serializes a form with every value `null`.
+fn form_names_only<S: Serializer>(
+    form: &Option<BTreeMap<String, String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let Some(form) = form else {
+        return s.serialize_none();
+    };
+    let mut map = s.serialize_map(Some(form.len()))?;
+    for name in form.keys() {
+        map.serialize_entry(name, &())?;
+    }
+    map.end()
+}
+
 /// Serializes a header map with every value `null`.
 fn names_only<S: Serializer>(
     headers: &BTreeMap<String, Option<Secret>>,
@@ -314,7 +412,11 @@ mod tests {
             "webhook": {"token": {
                 "url": "https://idp.example/t",
                 "headers": {"X-Key": "hook-PLAIN"},
-                "json": {"code": "{authorization_code}"},
+                "json": {"code": "{authorization_code}", "key": ["json-PLAIN"]},
+                "outputs": {"access_token": "/t", "scope": "/s"}
+            }, "refresh": {
+                "url": "https://idp.example/r",
+                "form": {"rt": "{refresh_token}", "key": "form-PLAIN"},
                 "outputs": {"access_token": "/t", "scope": "/s"}
             }}
         }))
@@ -339,6 +441,15 @@ mod tests {
             shown["webhook"]["token"]["headers"],
             serde_json::json!({"X-Key": null})
         );
+        // Body values too: names and shape visible, values never.
+        assert_eq!(
+            shown["webhook"]["token"]["json"],
+            serde_json::json!({"code": null, "key": [null]})
+        );
+        assert_eq!(
+            shown["webhook"]["refresh"]["form"],
+            serde_json::json!({"rt": null, "key": null})
+        );
         for text in [shown.to_string(), format!("{c:?}")] {
             assert!(!text.contains("PLAIN"), "{text}");
         }
@@ -346,7 +457,23 @@ mod tests {
         let w = c.webhook.unwrap();
         let sealed = w.to_sealed_json();
         assert_eq!(sealed["token"]["headers"]["X-Key"], "hook-PLAIN");
+        assert_eq!(sealed["token"]["json"]["key"][0], "json-PLAIN");
+        assert_eq!(sealed["refresh"]["form"]["key"], "form-PLAIN");
         assert_eq!(serde_json::from_value::<Webhook>(sealed).unwrap(), w);
+    }
+
+    /// A masked view sent back gets the stored values, unless its URL moved elsewhere; a
+    /// form value left masked reads as the marker validation refuses.
+    #[test]
+    fn a_masked_view_sent_back_gets_the_stored_values() {
+        let w = config().webhook.unwrap();
+        let mut view = serde_json::to_value(&w).unwrap();
+        view["refresh"]["url"] = "https://elsewhere.example/r".into();
+        w.restore_masked(&mut view, |a, b| a == b);
+        let back: Webhook = serde_json::from_value(view).unwrap();
+        assert_eq!(back.token, w.token);
+        let form = back.refresh.unwrap().form.unwrap();
+        assert_eq!(form["key"], MASKED_FORM_VALUE);
     }
 
     #[test]

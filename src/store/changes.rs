@@ -60,9 +60,10 @@ pub enum Change {
         /// The user the grant acted for.
         user: String,
     },
-    /// An agent's credentials were revoked. No store method publishes it yet: revocations
-    /// come from the configuration (`--revoked-agents`); the store-backed `agent revoke`
-    /// will publish it so the relay drops the agent's connections.
+    /// An agent's credentials were revoked (`tollgate agent revoke`, [`Store::revoke_agent`]):
+    /// the relay reads the revocation and drops the agent's connections.
+    ///
+    /// [`Store::revoke_agent`]: super::Store::revoke_agent
     AgentRevoked {
         /// The agent ID.
         agent: String,

@@ -20,6 +20,7 @@ use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, Stor
 use crate::clock::{Clock, ManualClock};
 
 mod consents;
+mod surfaces;
 
 /// The clock every contract test starts at.
 pub const T0: u64 = 1_700_000_000;
@@ -78,6 +79,9 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     consents::one_live_ticket_per_user_and_app(f, clock).await;
     consents::concurrent_issues_agree_on_one_ticket(fresh().0).await;
     consents::consent_ids_are_stored_only_hashed_or_sealed(fresh().0).await;
+    surfaces::an_endpoint_move_starts_a_new_generation(fresh().0).await;
+    let (f, clock) = fresh();
+    surfaces::agent_revocations(f, clock).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

@@ -40,6 +40,7 @@ pub use model::{
     random_id, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret,
     TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
+pub use record::agent::AgentRevocation;
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
 
@@ -222,4 +223,24 @@ pub trait Store: Send + Sync {
     /// deleted, agent revoked ([`changes`]). Every write method publishes before it returns,
     /// so caches that catch up before each use never serve what a returned write replaced.
     fn subscribe(&self) -> Changes;
+
+    // ----- endpoint moves and agent revocations -----
+
+    /// [`Store::update_app`] for a change that moves one of the app's provider endpoints to
+    /// another host: in the same atomic write the generation is bumped, as by
+    /// [`Store::reset_app`], so no stored token (the refresh tokens above all) can ever be
+    /// sent to the new host. The stale records are then deleted. Read the tokens first with
+    /// [`Store::list_tokens`] if they are to be revoked at the old provider.
+    async fn update_app_new_generation(&self, app: App) -> StoreResult<App>;
+
+    /// Revokes every credential of agent `agent` issued up to now (the store's clock, in
+    /// nanoseconds; never earlier than a previous revocation of the same agent), durably,
+    /// and publishes [`Change::AgentRevoked`]. Returns the revocation as stored.
+    async fn revoke_agent(&self, agent: &str) -> StoreResult<AgentRevocation>;
+
+    /// The revocation of one agent, if it was ever revoked.
+    async fn get_agent_revocation(&self, agent: &str) -> StoreResult<Option<AgentRevocation>>;
+
+    /// Every agent revocation, by agent ID.
+    async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>>;
 }

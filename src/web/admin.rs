@@ -60,7 +60,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -89,6 +89,9 @@ impl From<AdminError> for ApiError {
             }
             AdminError::Exists(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
             AdminError::Invalid(fields) => Self::invalid(fields),
+            AdminError::SecretRequired(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "secret_required", message)
+            }
             AdminError::Store(e) => e.into(),
         }
     }
@@ -131,34 +134,55 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// A verified caller holding the `admin` role.
 pub struct Admin(pub Arc<Caller>);
+
+/// A verified caller holding the `operator` role.
+pub struct Operator(pub Arc<Caller>);
+
+/// The caller of `Authorization: Bearer`, if it holds `role` (`401`/`403` otherwise).
+fn caller_with(
+    parts: &Parts,
+    state: &WebState,
+    role: &str,
+    holds: fn(&Caller) -> bool,
+) -> ApiResult<Arc<Caller>> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("send a caller token with the {role} role as Authorization: Bearer <token>"),
+        ));
+    };
+    let caller = state
+        .verifier
+        .verify_header(value.as_bytes())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+    if !holds(&caller) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token lacks the {role} role"),
+        ));
+    }
+    Ok(caller)
+}
 
 impl FromRequestParts<WebState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> ApiResult<Self> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send an admin caller token as Authorization: Bearer <token>",
-            ));
-        };
-        let caller = state
-            .verifier
-            .verify_header(value.as_bytes())
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
-        if !caller.is_admin() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this token lacks the admin role",
-            ));
-        }
-        Ok(Admin(caller))
+        caller_with(parts, state, "admin", Caller::is_admin).map(Admin)
+    }
+}
+
+impl FromRequestParts<WebState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> ApiResult<Self> {
+        caller_with(parts, state, "operator", Caller::is_operator).map(Operator)
     }
 }
 

@@ -331,7 +331,11 @@ fn refused(e: FlowError, json: bool) -> Response {
             StatusCode::BAD_GATEWAY,
             "token_exchange_failed",
             "The token exchange failed",
-            format!("{e}. Nothing was stored. Run your workflow again to retry."),
+            // The detail (which names the token endpoint) is in the server log.
+            format!(
+                "Why: {}. Nothing was stored. Run your workflow again to retry.",
+                e.caller_reason()
+            ),
         ),
         FlowError::AppChanged => (
             StatusCode::CONFLICT,

@@ -1,16 +1,17 @@
-//! The web listener (axum): health, readiness, metrics, the admin API (`/v1/...`), and the
-//! consent pages with the OAuth callback.
+//! The web listener (axum): health, readiness and metrics (`health`), the admin API
+//! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), and the consent
+//! pages with the OAuth callback.
 
 pub mod admin;
+pub mod agents;
 pub mod consent;
+pub mod health;
 pub mod login;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::Verifier;
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
+use crate::relay::AgentControl;
 
 /// What the web handlers share.
 #[derive(Clone)]
@@ -30,15 +32,16 @@ pub struct WebState {
     /// The app lifecycle, the consent flow, the app index, and the live policy set with its
     /// load status (`oauth.policies`, also read by `/readyz`).
     pub oauth: Arc<OAuth>,
+    /// Connected agents and their revocation, for operators (`/v1/agents`).
+    pub agents: Arc<AgentControl>,
 }
 
 /// The router.
 pub fn router(state: WebState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(health::routes())
         .merge(admin::routes())
+        .merge(agents::routes())
         .merge(consent::routes())
         .fallback(not_found)
         .with_state(state)
@@ -54,71 +57,8 @@ pub async fn run(listener: TcpListener, state: WebState, shutdown: CancellationT
     }
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
-/// Ready when a valid policy set is in force. A broken edit after a good load leaves the
-/// proxy serving the last good set, so it stays ready (taking it out of rotation would turn
-/// a typo into an outage) but reports `degraded` with the errors.
-async fn readyz(State(state): State<WebState>) -> Response {
-    let status = state.oauth.policies.status();
-    let current = state.oauth.policies.current();
-    let policies = json!({
-        "loaded": status.ever_loaded,
-        "policies": current.policy_count(),
-        "files": current.file_count(),
-        "generation": status.generation,
-        "errors": status.last_errors,
-    });
-    let mut broken_apps = Vec::new();
-    // From the in-memory index: the store is read only when apps changed since the last probe.
-    let store_ok = match state.oauth.index.apps().await {
-        Ok(apps) => {
-            for app in apps {
-                let problems = crate::oauth::app::problems(&app, &current);
-                if !problems.is_empty() {
-                    broken_apps.push(json!({"org": app.org, "id": app.id, "problems": problems}));
-                }
-            }
-            true
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "store unreadable in /readyz");
-            false
-        }
-    };
-    let (code, word) = if !status.ever_loaded || !store_ok {
-        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
-    } else if !status.last_errors.is_empty() || !broken_apps.is_empty() {
-        (StatusCode::OK, "degraded")
-    } else {
-        (StatusCode::OK, "ready")
-    };
-    (
-        code,
-        Json(json!({
-            "status": word,
-            "policies": policies,
-            "store": if store_ok { "open" } else { "error" },
-            "apps": broken_apps,
-        })),
-    )
-        .into_response()
-}
-
-async fn metrics(State(state): State<WebState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn not_found() -> Response {
+/// `404 not_found` with a JSON body, for every unknown path.
+pub(crate) async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"error": "not_found", "message": "no such endpoint"})),

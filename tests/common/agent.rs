@@ -161,7 +161,7 @@ pub fn enroll(tg: &Tollgate, id: &str) -> String {
 
 /// The value of a metric line (exact name with labels), or 0 when absent.
 pub async fn metric(tg: &Tollgate, series: &str) -> f64 {
-    let text = web_get(tg.web, "/metrics").await.text();
+    let text = tg.operator_get("/metrics").await.text();
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())

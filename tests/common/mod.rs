@@ -204,15 +204,31 @@ impl Tollgate {
 
     /// A token with the admin role.
     pub fn admin_token(&self, org: &str, user: &str) -> String {
+        self.role_token(org, user, "admin")
+    }
+
+    /// A token with one role (`admin`, `operator`).
+    pub fn role_token(&self, org: &str, user: &str, role: &str) -> String {
         let key = std::fs::read_to_string(self.data.join("keys/identity.key")).unwrap();
         tollgate::identity::mint(
             &tollgate::identity::IdentityKey::from_bytes(key.trim().as_bytes()),
             org,
             user,
-            &["admin".to_string()],
+            &[role.to_string()],
             Duration::from_secs(3600),
         )
         .expect("clock")
+    }
+
+    /// A token with the operator role (the deployment's health: `/metrics`, `/readyz`
+    /// detail, `/v1/agents`).
+    pub fn operator_token(&self) -> String {
+        self.role_token("ops", "operator", "operator")
+    }
+
+    /// A GET to the web listener as the operator.
+    pub async fn operator_get(&self, path: &str) -> Resp {
+        web_request(self.web, "GET", path, Some(&self.operator_token()), None).await
     }
 
     /// Stops this instance (SIGKILL when `kill`, else SIGTERM and wait) and starts a new one
@@ -256,7 +272,7 @@ impl Tollgate {
     /// Replaces the test policy file.
     /// The policy set's generation on `/readyz` (one more per applied reload).
     pub async fn policy_generation(&self) -> u64 {
-        web_get(self.web, "/readyz").await.json()["policies"]["generation"]
+        self.operator_get("/readyz").await.json()["policies"]["generation"]
             .as_u64()
             .unwrap()
     }

@@ -188,7 +188,7 @@ impl Env {
     }
 
     pub async fn metrics(&self) -> String {
-        web_get(self.tg.web, "/metrics").await.text()
+        self.tg.operator_get("/metrics").await.text()
     }
 
     pub fn assert_no_secrets_logged(&self) {

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{pieces, Outputs, Piece, Step, Template, Webhook, PLACEHOLDERS};
 use crate::oauth::endpoint::{check_url, token_endpoint_problem, FieldErrors};
 use crate::policy::PolicySet;
+use crate::store::app_config::MASKED_FORM_VALUE;
 
 /// Headers a template may not set: tollgate frames the request itself (length, encoding,
 /// connection management, `Host` from the URL), and proxy headers make no sense on a request
@@ -170,6 +171,15 @@ fn validate_template(
         errs.insert(field("method"), "a GET request has no body".into());
     }
     for (k, v) in t.form.iter().flatten() {
+        if v == MASKED_FORM_VALUE {
+            errs.insert(
+                field("form"),
+                format!(
+                    "{k:?} has no value (null keeps the stored value while the URL stays on \
+                     the same server, and none is kept here)"
+                ),
+            );
+        }
         check(v, k, errs, "form");
     }
     if let Some(json) = &t.json {
@@ -507,14 +517,18 @@ route = "agent:dc1"
     #[test]
     fn null_headers_keep_the_stored_value_case_insensitively() {
         let stored = good();
-        let mut patch = good();
-        let t = &mut patch.token;
-        t.headers.clear();
-        t.headers.insert("x-api-key".into(), None);
-        t.headers.insert("X-New".into(), None);
-        patch.keep_headers_from(Some(&stored));
+        let mut view = serde_json::to_value(&stored).unwrap();
+        view["token"]["headers"] = serde_json::json!({"x-api-key": null, "X-New": null});
+        let mut moved = view.clone();
+        stored.restore_masked(&mut view, |a, b| a == b);
+        let patch: Webhook = serde_json::from_value(view).unwrap();
         let h = &patch.token.headers;
         assert_eq!(h["x-api-key"].as_ref().map(Secret::expose), Some("k-1"));
         assert_eq!(h["X-New"], None);
+        // A template sent to another server gets no stored secret back.
+        moved["token"]["url"] = serde_json::json!("https://elsewhere.example/t");
+        stored.restore_masked(&mut moved, |a, b| a == b);
+        let patch: Webhook = serde_json::from_value(moved).unwrap();
+        assert_eq!(patch.token.headers["x-api-key"], None);
     }
 }

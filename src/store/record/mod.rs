@@ -330,6 +330,9 @@ impl KeyCheckRecord {
     }
 }
 
+/// Agent revocations (tree `agent_revocations`, key: the agent ID), unsealed: no secret.
+pub(crate) mod agent;
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;

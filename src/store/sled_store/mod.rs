@@ -36,7 +36,7 @@ use super::record::{
     TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
-use super::{Store, StoreError, StoreResult};
+use super::{AgentRevocation, Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
 mod consent;
@@ -44,6 +44,7 @@ mod migrate;
 mod open;
 mod sweep;
 use sweep::off_runtime;
+mod agents;
 #[cfg(test)]
 mod tests;
 
@@ -259,6 +260,55 @@ impl SledStore {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out.into_iter().map(|(_, r)| r).collect())
     }
+
+    /// `update_app`, and with `new_generation` also the generation bump of an endpoint move
+    /// in the same transaction, then the clean-up a reset does.
+    async fn write_config(&self, app: App, new_generation: bool) -> StoreResult<App> {
+        let (org, id) = (app.org.clone(), app.id.clone());
+        let current = self.apps.get(app_key(&org, &id)).map_err(io)?;
+        let Some((incarnation, _)) = app_version(&org, &id, current)? else {
+            return Err(StoreError::NotFound);
+        };
+        // The secrets are sealed for this incarnation; the transaction below refuses the write
+        // if the app was deleted and re-created meanwhile.
+        let sealed = AppRecord::seal(&App { incarnation, ..app }, &self.key)?;
+        let now = self.clock.now()?;
+        let rec = self
+            .apps
+            .transaction(|apps| {
+                let key = app_key(&org, &id);
+                let Some(bytes) = apps.get(&key)? else {
+                    return abort(StoreError::NotFound);
+                };
+                let cur = match AppRecord::decode(&org, &id, &bytes) {
+                    Ok(cur) => cur,
+                    Err(e) => return abort(e),
+                };
+                if cur.incarnation != incarnation {
+                    return abort(StoreError::NotFound);
+                }
+                let mut rec = sealed.clone();
+                rec.enabled = cur.enabled;
+                rec.generation = cur.generation + u64::from(new_generation);
+                rec.created_at = cur.created_at;
+                rec.updated_at = now;
+                let bytes = match encode(&rec) {
+                    Ok(b) => b,
+                    Err(e) => return abort(e),
+                };
+                apps.insert(key, bytes)?;
+                Ok(rec)
+            })
+            .map_err(tx_error)?;
+        self.durable().await?;
+        self.app_changed(&org, &id);
+        if new_generation {
+            let removed = self.sweep_app(&org, &id).await?;
+            tracing::debug!(org, app = id, removed, "store: app endpoint moved");
+            self.durable().await?;
+        }
+        rec.open(&self.key)
+    }
 }
 
 fn unparsable_key(tree: &str) -> StoreError {
@@ -313,45 +363,7 @@ impl Store for SledStore {
     }
 
     async fn update_app(&self, app: App) -> StoreResult<App> {
-        let (org, id) = (app.org.clone(), app.id.clone());
-        let current = self.apps.get(app_key(&org, &id)).map_err(io)?;
-        let Some((incarnation, _)) = app_version(&org, &id, current)? else {
-            return Err(StoreError::NotFound);
-        };
-        // The secrets are sealed for this incarnation; the transaction below refuses the write
-        // if the app was deleted and re-created meanwhile.
-        let sealed = AppRecord::seal(&App { incarnation, ..app }, &self.key)?;
-        let now = self.clock.now()?;
-        let rec = self
-            .apps
-            .transaction(|apps| {
-                let key = app_key(&org, &id);
-                let Some(bytes) = apps.get(&key)? else {
-                    return abort(StoreError::NotFound);
-                };
-                let cur = match AppRecord::decode(&org, &id, &bytes) {
-                    Ok(cur) => cur,
-                    Err(e) => return abort(e),
-                };
-                if cur.incarnation != incarnation {
-                    return abort(StoreError::NotFound);
-                }
-                let mut rec = sealed.clone();
-                rec.enabled = cur.enabled;
-                rec.generation = cur.generation;
-                rec.created_at = cur.created_at;
-                rec.updated_at = now;
-                let bytes = match encode(&rec) {
-                    Ok(b) => b,
-                    Err(e) => return abort(e),
-                };
-                apps.insert(key, bytes)?;
-                Ok(rec)
-            })
-            .map_err(tx_error)?;
-        self.durable().await?;
-        self.app_changed(&org, &id);
-        rec.open(&self.key)
+        self.write_config(app, false).await
     }
 
     async fn set_app_enabled(&self, org: &str, id: &str, enabled: bool) -> StoreResult<App> {
@@ -563,5 +575,23 @@ impl Store for SledStore {
 
     fn subscribe(&self) -> Changes {
         self.changes.subscribe()
+    }
+
+    // ----- endpoint moves and agent revocations (agents.rs) -----
+
+    async fn update_app_new_generation(&self, app: App) -> StoreResult<App> {
+        self.write_config(app, true).await
+    }
+
+    async fn revoke_agent(&self, agent: &str) -> StoreResult<AgentRevocation> {
+        self.revoke_agent_now(agent).await
+    }
+
+    async fn get_agent_revocation(&self, agent: &str) -> StoreResult<Option<AgentRevocation>> {
+        self.agent_revocation(agent)
+    }
+
+    async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>> {
+        self.agent_revocations()
     }
 }

@@ -1,0 +1,189 @@
+//! Health surfaces: `/healthz` (alive), `/readyz` (`{"ready": bool}` for anyone; the detail,
+//! which names orgs' apps and their token endpoints, for operators), and `/metrics`
+//! (Prometheus text, whose labels name agents: an operator token on the web listener, or
+//! no auth on the separate `--metrics-listen` listener meant for an internal scrape network).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::admin::Operator;
+use super::WebState;
+use crate::metrics::Metrics;
+
+/// Connections the metrics listener serves at once; a scraper needs one or two.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// Time a scraper has to send its request head on the metrics listener.
+const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `/healthz`, `/readyz` and `/metrics` on the web listener.
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// An operator when the request carries a valid operator token; anyone else, including a
+/// request with a bad token (probes send none), is `None`.
+struct MaybeOperator(bool);
+
+impl FromRequestParts<WebState> for MaybeOperator {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &WebState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeOperator(
+            Operator::from_request_parts(parts, state).await.is_ok(),
+        ))
+    }
+}
+
+/// Ready when a valid policy set is in force and the store answers. A broken edit after a
+/// good load leaves the proxy serving the last good set, so it stays ready (taking it out of
+/// rotation would turn a typo into an outage); operators see `degraded` with the errors and
+/// the apps whose token requests would be refused.
+async fn readyz(State(state): State<WebState>, MaybeOperator(operator): MaybeOperator) -> Response {
+    let status = state.oauth.policies.status();
+    let current = state.oauth.policies.current();
+    let mut broken_apps = Vec::new();
+    // From the in-memory index: the store is read only when apps changed since the last probe.
+    let store_ok = match state.oauth.index.apps().await {
+        Ok(apps) => {
+            for app in apps {
+                let problems = crate::oauth::app::problems(&app, &current);
+                if !problems.is_empty() {
+                    broken_apps.push(json!({"org": app.org, "id": app.id, "problems": problems}));
+                }
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store unreadable in /readyz");
+            false
+        }
+    };
+    let ready = status.ever_loaded && store_ok;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !operator {
+        return (code, Json(json!({ "ready": ready }))).into_response();
+    }
+    let word = if !ready {
+        "not_ready"
+    } else if !status.last_errors.is_empty() || !broken_apps.is_empty() {
+        "degraded"
+    } else {
+        "ready"
+    };
+    let policies = json!({
+        "loaded": status.ever_loaded,
+        "policies": current.policy_count(),
+        "files": current.file_count(),
+        "generation": status.generation,
+        "errors": status.last_errors,
+    });
+    let body = json!({
+        "ready": ready,
+        "status": word,
+        "policies": policies,
+        "store": if store_ok { "open" } else { "error" },
+        "apps": broken_apps,
+    });
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<WebState>, _: Operator) -> Response {
+    exposition(&state.metrics)
+}
+
+fn exposition(metrics: &Metrics) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// The metrics listener's router: `/metrics` without auth, nothing else.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { exposition(&m) }),
+        )
+        .fallback(super::not_found)
+        .with_state(metrics)
+}
+
+/// Serves [`metrics_router`] on `listener` (`--metrics-listen`) until `shutdown`: HTTP/1.1,
+/// at most [`METRICS_MAX_CONNECTIONS`] at once, [`METRICS_HEADER_TIMEOUT`] for a request head.
+pub async fn run_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(metrics_router(metrics));
+    let permits = Arc::new(Semaphore::new(METRICS_MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = service.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(METRICS_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            }
+            drop(permit);
+        });
+    }
+}
