@@ -21,7 +21,7 @@ pub(super) async fn an_endpoint_move_starts_a_new_generation(f: Fixture) {
     assert_eq!(s.count_authorizations("acme", "github").await.unwrap(), 1);
 
     let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     let p = pending(&a, "alice", T0 + 600);
     s.put_pending(p.clone()).await.unwrap();
     let changes = s.subscribe();
