@@ -101,12 +101,38 @@ impl Cache {
         );
     }
 
+    /// Approximate bytes the entries hold: keys, callers and per-entry overhead.
+    pub(super) fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let map = s.read().unwrap_or_else(|p| p.into_inner());
+                map.values()
+                    .map(|e| e.key.len() + entry_overhead(&e.caller))
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     pub(super) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
     }
+}
+
+/// What an entry costs besides its key: the map slot and the caller with its strings.
+fn entry_overhead(caller: &Caller) -> usize {
+    std::mem::size_of::<(u64, Entry)>()
+        + std::mem::size_of::<Caller>()
+        + caller.org.len()
+        + caller.user.len()
+        + caller
+            .roles
+            .iter()
+            .map(|r| r.len() + std::mem::size_of::<String>())
+            .sum::<usize>()
 }
 
 /// Hasher for keys that already are a keyed hash: passes the `u64` through.

@@ -100,6 +100,11 @@ impl Verifier {
         self.cache.len()
     }
 
+    /// Approximate memory held by the cache, in bytes (for tests and metrics).
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
     /// Verifies a bare JWT.
     pub fn verify_token(&self, token: &str) -> Result<Arc<Caller>, IdentityError> {
         let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
