@@ -279,6 +279,12 @@ impl Server {
                 verifier,
                 oauth,
             },
+            web::listener::WebSettings {
+                header_timeout: self.config.limits.web_header_timeout,
+                idle_timeout: self.config.limits.web_idle_timeout,
+                max_connections: self.config.limits.web_max_connections,
+                shutdown_grace: self.config.shutdown_grace,
+            },
             shutdown.clone(),
         ));
         // Agent connections outlive the proxy's drain (tunnels through them are finishing) and
@@ -287,7 +293,7 @@ impl Server {
         if let Some(listener) = self.relay {
             let settings = RelaySettings {
                 keepalive: self.config.relay_keepalive,
-                handshake_timeout: self.config.request_head_timeout,
+                handshake_timeout: self.config.limits.relay_handshake_timeout,
             };
             tasks.spawn(relay::run(
                 listener,

@@ -37,7 +37,7 @@ pub struct Activity {
 
 impl Activity {
     /// Activity starting now.
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),

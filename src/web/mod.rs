@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod consent;
+pub mod listener;
 pub mod login;
 
 use std::sync::Arc;
@@ -44,14 +45,15 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Serves the router on `listener` until `shutdown`.
-pub async fn run(listener: TcpListener, state: WebState, shutdown: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "web listener failed");
-    }
+/// Serves the router on `listener` until `shutdown`, within `settings`' limits (see
+/// [`listener`]: header and idle timeouts, connection cap, the peer in `ConnectInfo`).
+pub async fn run(
+    listener: TcpListener,
+    state: WebState,
+    settings: listener::WebSettings,
+    shutdown: CancellationToken,
+) {
+    listener::serve(listener, router(state), settings, shutdown).await;
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,0 +1,205 @@
+//! The web listener's connections: hyper's HTTP/1.1 server under the axum [`Router`], with the
+//! limits `axum::serve` lacks (issue 13). Per connection:
+//! - a permit of `--web-max-connections`; beyond it the connection gets `503 overloaded`
+//!   (`Proxy-Status` + JSON) and is closed, by at most [`MAX_REFUSALS`] short tasks at once;
+//! - `--web-header-timeout` for each request head, which hyper also applies while a keep-alive
+//!   connection waits for its next request (so an idle connection closes after it);
+//! - `--web-idle-timeout`: no byte moving either way (a stalled body, a client that stopped
+//!   reading) closes the connection;
+//! - the peer address as `axum::extract::ConnectInfo<SocketAddr>` in every request's
+//!   extensions (the sign-in checks `--trusted-proxies` against it).
+//!
+//! Shutdown stops accepting, lets requests in flight finish (keep-alive off) for up to the
+//! grace period, then drops what is left.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+use crate::io::{idle_watchdog, Activity, Counted, Meter};
+
+/// Connections over the cap being answered `503` at once. Each refusal lives at most
+/// [`REFUSAL_TIME`]; beyond this many the connection is closed without an answer, so a flood
+/// cannot make the listener spawn unbounded work.
+pub const MAX_REFUSALS: usize = 64;
+
+/// How long a refused connection is kept to write the `503` and read what the client sent
+/// (closing with unread bytes would reset the connection and lose the answer).
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// Limits of the web listener.
+#[derive(Clone, Debug)]
+pub struct WebSettings {
+    /// Time for a request head, and for the next one on an idle keep-alive connection.
+    pub header_timeout: Duration,
+    /// A connection with no byte moving either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent connections; beyond, `503 overloaded`.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown`, then drains for the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: WebSettings,
+    shutdown: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "web accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            match refusals.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    tokio::spawn(async move {
+                        refuse_overloaded(stream).await;
+                        drop(slot);
+                    });
+                }
+                // Dropping closes it: no task, no answer.
+                Err(_) => drop(stream),
+            }
+            continue;
+        };
+        let conn = serve_connection(stream, peer, app.clone(), &settings, shutdown.clone());
+        connections.spawn(async move {
+            conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(settings.shutdown_grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("web listener: shutdown grace period over with requests in flight");
+    }
+}
+
+/// One connection: HTTP/1.1 with the header timeout, the idle watchdog and the peer address.
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    settings: &WebSettings,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let metered = Counted {
+        inner: stream,
+        counter: Meter {
+            activity: activity.clone(),
+            read: Arc::new(AtomicU64::new(0)),
+            written: None,
+        },
+    };
+    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().call(req)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(metered), service);
+    let idle = settings.idle_timeout;
+    async move {
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = idle_watchdog(&activity, idle) => {
+                tracing::debug!(%peer, "web connection idle: closed");
+                return;
+            }
+            () = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = idle_watchdog(&activity, idle) => return,
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "web connection ended with an error");
+        }
+    }
+}
+
+/// The `503 overloaded` a connection over the cap gets, as raw bytes (no HTTP server runs on
+/// it): `Proxy-Status` and a JSON body, as every error tollgate generates.
+pub fn overloaded_response() -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": "overloaded",
+        "message": "too many connections to the web listener; retry later",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nProxy-Status: tollgate; error=proxy_internal_error; \
+         details=\"web connection limit reached\"\r\nContent-Type: application/json\r\n\
+         Cache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{}",
+        body.len(),
+        body
+    )
+    .into_bytes()
+}
+
+/// Answers a connection over the cap and closes it within [`REFUSAL_TIME`].
+async fn refuse_overloaded(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(REFUSAL_TIME, async {
+        stream.write_all(&overloaded_response()).await?;
+        stream.shutdown().await?;
+        // Read until the client closes, so that closing does not reset the connection
+        // before the client has read the answer.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overloaded_answer_is_a_proxy_error() {
+        let raw = String::from_utf8(overloaded_response()).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains("Proxy-Status: tollgate; error="));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "overloaded");
+    }
+}
