@@ -174,15 +174,28 @@ pub fn overloaded_response() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers a connection over the cap and closes it within [`REFUSAL_TIME`].
+/// Answers a connection over the cap and closes it within [`REFUSAL_TIME`]: reads the request
+/// head first (a client still writing its request may not read an early answer), then writes
+/// the `503`, then reads until the client closes (closing with unread bytes would reset the
+/// connection before the client has read the answer).
 async fn refuse_overloaded(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(REFUSAL_TIME, async {
+    let mut head = [0u8; 4096];
+    let _ = tokio::time::timeout(REFUSAL_TIME / 2, async {
+        let mut seen = 0;
+        while seen < head.len() && !head[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut head[seen..]).await?;
+            if n == 0 {
+                break;
+            }
+            seen += n;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    let _ = tokio::time::timeout(REFUSAL_TIME / 2, async {
         stream.write_all(&overloaded_response()).await?;
         stream.shutdown().await?;
-        // Read until the client closes, so that closing does not reset the connection
-        // before the client has read the answer.
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
+        while stream.read(&mut head).await? > 0 {}
         Ok::<_, std::io::Error>(())
     })
     .await;
@@ -201,5 +214,35 @@ mod tests {
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "overloaded");
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_peer_address() {
+        async fn peer(ConnectInfo(addr): ConnectInfo<SocketAddr>) -> String {
+            addr.to_string()
+        }
+        let app = Router::new().route("/", axum::routing::get(peer));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = WebSettings {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 4,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, settings, stop.clone()));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let me = client.local_addr().unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        client.read_to_string(&mut raw).await.unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(raw.ends_with(&me.to_string()), "{raw}");
+        stop.cancel();
+        server.await.unwrap();
     }
 }
