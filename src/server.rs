@@ -88,6 +88,13 @@ pub struct Server {
 impl Server {
     /// Prepares the data dir, loads policies and binds the listeners.
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
+        crate::fdlimit::raise_and_check(
+            config.max_connections
+                + config.limits.web_max_connections
+                + config
+                    .relay_listen
+                    .map_or(0, |_| relay::listener::MAX_PENDING_HANDSHAKES),
+        );
         let data = DataDir::prepare(&config.data_dir)?;
         if !config.policies_dir.exists() {
             std::fs::create_dir_all(&config.policies_dir).map_err(|source| {

@@ -46,7 +46,7 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Connections may sit in TLS or authentication at once; beyond, new ones wait in the
 /// accept queue. Keeps a flood of half-open handshakes from taking unbounded memory.
-const MAX_PENDING_HANDSHAKES: usize = 256;
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Of those, how many one source (an IPv4 address, an IPv6 /64) may hold; its connections
 /// beyond are closed at once. Why 16: an agent opens 2 connections by default and at most a
