@@ -257,6 +257,8 @@ impl Server {
             max_request_head: self.config.max_request_head,
             max_connections: self.config.max_connections,
             shutdown_grace: self.config.shutdown_grace,
+            body_timeout: self.config.limits.body_timeout,
+            max_connections_per_caller: self.config.limits.max_connections_per_caller,
         };
         let state = Arc::new(
             ProxyState::new(
