@@ -5,8 +5,8 @@
 //! the same key) and verified by a [`Verifier`] on every request. Verification is the first
 //! thing the proxy does for each request, so successes are cached keyed by the token's SHA-256
 //! (every header form of one token is one entry): a warm hit is the header split, one SHA-256,
-//! one shard read lock, one digest comparison and an `exp` check — no JSON, no HMAC. The `exp` check on a hit is what keeps a cached token from
-//! outliving its expiry.
+//! one shard read lock, one digest comparison and an `exp` check — no JSON, no HMAC. The `exp`
+//! check on a hit is what keeps a cached token from outliving its expiry.
 //!
 //! Nothing here ever logs a token or puts one in an error: [`IdentityError`] carries no data and
 //! [`IdentityKey`]'s `Debug` is masked.
