@@ -40,6 +40,8 @@ pub fn raise() -> std::io::Result<FileLimit> {
             lim.rlim_cur = target;
         }
     }
+    // `rlim_t` is not 64 bits on every platform.
+    #[allow(clippy::unnecessary_cast)]
     Ok(FileLimit {
         soft: lim.rlim_cur as u64,
         hard: lim.rlim_max as u64,
