@@ -271,6 +271,24 @@ async fn a_stalled_buffered_body_gets_408() {
     assert_eq!(v["error"], "body_timeout", "{v}");
 }
 
+/// Every upper/lower case spelling of `word`.
+fn case_variants(word: &str) -> Vec<String> {
+    (0..1u32 << word.len())
+        .map(|case| {
+            word.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if case >> i & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn identity_cache_holds_one_entry_per_token_not_per_header_variant() {
     use base64::Engine;
@@ -293,18 +311,7 @@ fn identity_cache_holds_one_entry_per_token_not_per_header_variant() {
     assert!(token.len() > 5000, "{}", token.len());
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut variants = Vec::new();
-    for case in 0..64u32 {
-        let scheme: String = "bearer"
-            .chars()
-            .enumerate()
-            .map(|(i, c)| {
-                if case >> i & 1 == 1 {
-                    c.to_ascii_uppercase()
-                } else {
-                    c
-                }
-            })
-            .collect();
+    for scheme in case_variants("bearer") {
         for spaces in 1..8 {
             for trailing in 0..4 {
                 variants.push(format!(
@@ -315,18 +322,7 @@ fn identity_cache_holds_one_entry_per_token_not_per_header_variant() {
             }
         }
     }
-    for case in 0..32u32 {
-        let scheme: String = "basic"
-            .chars()
-            .enumerate()
-            .map(|(i, c)| {
-                if case >> i & 1 == 1 {
-                    c.to_ascii_uppercase()
-                } else {
-                    c
-                }
-            })
-            .collect();
+    for scheme in case_variants("basic") {
         for user in ["", "alice"] {
             let creds = b64.encode(format!("{user}:{token}"));
             for spaces in 1..4 {

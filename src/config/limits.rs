@@ -83,57 +83,41 @@ impl Default for Limits {
 impl Limits {
     /// Flags over the file over the defaults; problems are added to `errors`.
     pub fn resolve(over: &LimitsOverrides, file: &FileConfig, errors: &mut Vec<String>) -> Self {
-        let dur = duration_setting;
-        let count =
-            |flag: &str, v: Option<usize>, f: Option<usize>, d: usize, errs: &mut Vec<_>| {
-                let n = v.or(f).unwrap_or(d);
+        // The setting named `$key` (flag `--$key` with dashes): a positive duration.
+        macro_rules! duration {
+            ($key:ident, $default:expr) => {
+                duration_setting(
+                    &stringify!($key).replace('_', "-"),
+                    over.$key.as_ref(),
+                    file.$key.as_ref(),
+                    $default,
+                    errors,
+                )
+            };
+        }
+        // The setting named `$key`: a count of at least 1.
+        macro_rules! count {
+            ($key:ident, $default:expr) => {{
+                let n = over.$key.or(file.$key).unwrap_or($default);
                 if n == 0 {
-                    errs.push(format!("--{flag} must be at least 1"));
+                    let flag = stringify!($key).replace('_', "-");
+                    errors.push(format!("--{flag} must be at least 1"));
                 }
                 n
-            };
+            }};
+        }
         Limits {
-            web_header_timeout: dur(
-                "web-header-timeout",
-                over.web_header_timeout.as_ref(),
-                file.web_header_timeout.as_ref(),
-                DEFAULT_WEB_HEADER_TIMEOUT,
-                errors,
+            web_header_timeout: duration!(web_header_timeout, DEFAULT_WEB_HEADER_TIMEOUT),
+            web_idle_timeout: duration!(web_idle_timeout, DEFAULT_WEB_IDLE_TIMEOUT),
+            web_max_connections: count!(web_max_connections, DEFAULT_WEB_MAX_CONNECTIONS),
+            relay_handshake_timeout: duration!(
+                relay_handshake_timeout,
+                DEFAULT_RELAY_HANDSHAKE_TIMEOUT
             ),
-            web_idle_timeout: dur(
-                "web-idle-timeout",
-                over.web_idle_timeout.as_ref(),
-                file.web_idle_timeout.as_ref(),
-                DEFAULT_WEB_IDLE_TIMEOUT,
-                errors,
-            ),
-            web_max_connections: count(
-                "web-max-connections",
-                over.web_max_connections,
-                file.web_max_connections,
-                DEFAULT_WEB_MAX_CONNECTIONS,
-                errors,
-            ),
-            relay_handshake_timeout: dur(
-                "relay-handshake-timeout",
-                over.relay_handshake_timeout.as_ref(),
-                file.relay_handshake_timeout.as_ref(),
-                DEFAULT_RELAY_HANDSHAKE_TIMEOUT,
-                errors,
-            ),
-            body_timeout: dur(
-                "body-timeout",
-                over.body_timeout.as_ref(),
-                file.body_timeout.as_ref(),
-                DEFAULT_BODY_TIMEOUT,
-                errors,
-            ),
-            max_connections_per_caller: count(
-                "max-connections-per-caller",
-                over.max_connections_per_caller,
-                file.max_connections_per_caller,
-                DEFAULT_MAX_CONNECTIONS_PER_CALLER,
-                errors,
+            body_timeout: duration!(body_timeout, DEFAULT_BODY_TIMEOUT),
+            max_connections_per_caller: count!(
+                max_connections_per_caller,
+                DEFAULT_MAX_CONNECTIONS_PER_CALLER
             ),
         }
     }

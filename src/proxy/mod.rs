@@ -145,15 +145,7 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::io::accept(&listener, "proxy") => accepted,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             state.metrics.overloaded.inc();

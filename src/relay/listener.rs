@@ -245,14 +245,7 @@ pub async fn run(
         };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = relay.listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::io::accept(&relay.listener, "relay") => accepted,
         };
         let Some(source) = sources.try_enter(peer.ip()) else {
             registry

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::io::{idle_watchdog, Activity, Counted, Meter};
+use crate::io::{accept, idle_watchdog, Activity, Counted, Meter};
 
 /// Connections over the cap being answered `503` at once. Each refusal lives at most
 /// [`REFUSAL_TIME`]; beyond this many the connection is closed without an answer, so a flood
@@ -67,15 +67,7 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "web accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, "web") => accepted,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             match refusals.clone().try_acquire_owned() {
