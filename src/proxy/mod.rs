@@ -31,8 +31,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -140,6 +139,7 @@ impl ProxyState {
 /// accepting, lets in-flight requests and tunnels finish for up to `shutdown_grace`.
 pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(state.settings.max_connections));
+    let refusals = crate::io::refuse::Refusals::new(errors::overloaded_raw_response());
     // Client connections, so the drain can wait for them.
     let connections = TaskTracker::new();
     loop {
@@ -149,7 +149,7 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             state.metrics.overloaded.inc();
-            tokio::spawn(refuse_overloaded(stream));
+            refusals.refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -213,15 +213,6 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
             "closing tunnels still open after the grace period"
         );
     }
-}
-
-/// Answers a connection over the limit with `503 overloaded` and closes it.
-async fn refuse_overloaded(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = stream.write_all(&errors::overloaded_raw_response()).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
 }
 
 /// One request on a client connection: `CONNECT` or absolute-form.

@@ -1,7 +1,7 @@
 //! The web listener's connections: hyper's HTTP/1.1 server under the axum [`Router`], with the
 //! limits `axum::serve` lacks (issue 13). Per connection:
 //! - a permit of `--web-max-connections`; beyond it the connection gets `503 overloaded`
-//!   (`Proxy-Status` + JSON) and is closed, by at most [`MAX_REFUSALS`] short tasks at once;
+//!   (`Proxy-Status` + JSON) and is closed, in bounded work ([`crate::io::refuse`]);
 //! - `--web-header-timeout` for each request head, which hyper also applies while a keep-alive
 //!   connection waits for its next request (so an idle connection closes after it);
 //! - `--web-idle-timeout`: no byte moving either way (a stalled body, a client that stopped
@@ -23,23 +23,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::io::refuse::Refusals;
 use crate::io::{accept, idle_watchdog, Activity, Counted, Meter};
-
-/// Connections over the cap being answered `503` at once. Each refusal lives at most
-/// [`REFUSAL_TIME`]; beyond this many the connection is closed without an answer, so a flood
-/// cannot make the listener spawn unbounded work.
-pub const MAX_REFUSALS: usize = 64;
-
-/// How long a refused connection is kept to write the `503` and read what the client sent
-/// (closing with unread bytes would reset the connection and lose the answer).
-const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
 /// Limits of the web listener.
 #[derive(Clone, Debug)]
@@ -62,7 +53,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let refusals = Refusals::new(overloaded_response());
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -70,16 +61,7 @@ pub async fn serve(
             accepted = accept(&listener, "web") => accepted,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            match refusals.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    tokio::spawn(async move {
-                        refuse_overloaded(stream).await;
-                        drop(slot);
-                    });
-                }
-                // Dropping closes it: no task, no answer.
-                Err(_) => drop(stream),
-            }
+            refusals.refuse(stream);
             continue;
         };
         let conn = serve_connection(stream, peer, app.clone(), &settings, shutdown.clone());
@@ -166,36 +148,10 @@ pub fn overloaded_response() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers a connection over the cap and closes it within [`REFUSAL_TIME`]: reads the request
-/// head first (a client still writing its request may not read an early answer), then writes
-/// the `503`, then reads until the client closes (closing with unread bytes would reset the
-/// connection before the client has read the answer).
-async fn refuse_overloaded(mut stream: TcpStream) {
-    let mut head = [0u8; 4096];
-    let _ = tokio::time::timeout(REFUSAL_TIME / 2, async {
-        let mut seen = 0;
-        while seen < head.len() && !head[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut head[seen..]).await?;
-            if n == 0 {
-                break;
-            }
-            seen += n;
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-    let _ = tokio::time::timeout(REFUSAL_TIME / 2, async {
-        stream.write_all(&overloaded_response()).await?;
-        stream.shutdown().await?;
-        while stream.read(&mut head).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn overloaded_answer_is_a_proxy_error() {
