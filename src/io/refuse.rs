@@ -23,6 +23,19 @@ const REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// may not read an early answer, and one that sends nothing gets the answer after this.
 const HEAD_WAIT: Duration = Duration::from_millis(200);
 
+/// A raw `503 Service Unavailable` closing the connection, with `proxy_status` as its
+/// `Proxy-Status` and `body` (JSON) as its body: the answer of a connection over a cap, on
+/// which no HTTP server runs.
+pub fn raw_503(proxy_status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nProxy-Status: {proxy_status}\r\n\
+         Content-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: {}\r\n\
+         Connection: close\r\nRetry-After: 1\r\n\r\n{body}",
+        body.len(),
+    )
+    .into_bytes()
+}
+
 /// The refusals of one listener.
 pub struct Refusals {
     /// One permit per refusal in progress.

@@ -359,14 +359,7 @@ pub fn overloaded_raw_response() -> Vec<u8> {
     let err = ProxyError::Overloaded;
     let body = json!({"error": err.code(), "message": err.message()}).to_string();
     let status = proxy_status(err.proxy_status_type(), &err.message());
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nProxy-Status: {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{}",
-        status.to_str().unwrap_or("tollgate"),
-        body.len(),
-        body
-    )
-    .into_bytes()
+    crate::io::refuse::raw_503(status.to_str().unwrap_or("tollgate"), &body)
 }
 
 #[cfg(test)]
