@@ -442,6 +442,8 @@ fn main() {
             max_request_head: 64 * 1024,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(30),
+            max_connections_per_caller: 256,
         };
         let verifier = Arc::new(Verifier::new(IdentityKey::from_bytes(identity.as_bytes())));
         let state = Arc::new(

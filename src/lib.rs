@@ -40,6 +40,7 @@ pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod explain;
+pub mod fdlimit;
 pub mod io;
 pub mod logging;
 pub mod metrics;

@@ -92,6 +92,13 @@ pub struct Server {
 impl Server {
     /// Prepares the data dir, loads policies and binds the listeners.
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
+        crate::fdlimit::raise_and_check(
+            config.max_connections
+                + config.limits.web_max_connections
+                + config
+                    .relay_listen
+                    .map_or(0, |_| relay::listener::MAX_PENDING_HANDSHAKES),
+        );
         let data = DataDir::prepare(&config.data_dir)?;
         if !config.policies_dir.exists() {
             std::fs::create_dir_all(&config.policies_dir).map_err(|source| {
@@ -278,6 +285,8 @@ impl Server {
             max_request_head: self.config.max_request_head,
             max_connections: self.config.max_connections,
             shutdown_grace: self.config.shutdown_grace,
+            body_timeout: self.config.limits.body_timeout,
+            max_connections_per_caller: self.config.limits.max_connections_per_caller,
         };
         let state = Arc::new(
             ProxyState::new(
@@ -320,6 +329,12 @@ impl Server {
                 oauth,
                 agents: agent_control,
             },
+            web::listener::WebSettings {
+                header_timeout: self.config.limits.web_header_timeout,
+                idle_timeout: self.config.limits.web_idle_timeout,
+                max_connections: self.config.limits.web_max_connections,
+                shutdown_grace: self.config.shutdown_grace,
+            },
             shutdown.clone(),
         ));
         // Agent connections outlive the proxy's drain (tunnels through them are finishing) and
@@ -328,7 +343,7 @@ impl Server {
         if let Some(listener) = self.relay {
             let settings = RelaySettings {
                 keepalive: self.config.relay_keepalive,
-                handshake_timeout: self.config.request_head_timeout,
+                handshake_timeout: self.config.limits.relay_handshake_timeout,
             };
             tasks.spawn(relay::run(
                 listener,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::limits::{Limits, LimitsOverrides};
 use super::{
     duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -81,6 +82,18 @@ pub struct FileConfig {
     pub ca_cert: Option<PathBuf>,
     /// `--ca-key`.
     pub ca_key: Option<PathBuf>,
+    /// `--web-header-timeout`.
+    pub web_header_timeout: Option<String>,
+    /// `--web-idle-timeout`.
+    pub web_idle_timeout: Option<String>,
+    /// `--web-max-connections`.
+    pub web_max_connections: Option<usize>,
+    /// `--relay-handshake-timeout`.
+    pub relay_handshake_timeout: Option<String>,
+    /// `--body-timeout`.
+    pub body_timeout: Option<String>,
+    /// `--max-connections-per-caller`.
+    pub max_connections_per_caller: Option<usize>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<String>,
 }
@@ -160,6 +173,9 @@ pub struct ServeOverrides {
     /// Private key (PKCS#8 PEM) of --ca-cert.
     #[arg(long, env = "TOLLGATE_CA_KEY")]
     pub ca_key: Option<PathBuf>,
+    /// Listener limits (web, relay, proxy bodies and per-caller connections).
+    #[command(flatten)]
+    pub limits: LimitsOverrides,
     /// Listener serving /metrics without auth, for an internal scrape network (its labels
     /// name apps and agents) [default: off; /metrics on the web listener needs an operator
     /// token].
@@ -211,6 +227,8 @@ pub struct Config {
     pub upstream_ca_file: Option<PathBuf>,
     /// Trusted login header the consent pages compare with the ticket's user.
     pub consent_user_header: Option<http::HeaderName>,
+    /// Listener limits (web, relay handshake, proxy bodies and per-caller connections).
+    pub limits: Limits,
     /// Metrics listener (`/metrics` without auth), when enabled.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -374,6 +392,7 @@ impl Config {
                 }
             },
         };
+        let limits = Limits::resolve(&over.limits, &file, &mut errors);
         let ca = match (
             over.ca_cert.clone().or(file.ca_cert),
             over.ca_key.clone().or(file.ca_key),
@@ -430,6 +449,7 @@ impl Config {
             ca,
             upstream_ca_file,
             consent_user_header,
+            limits,
             metrics_listen,
         })
     }

@@ -3,10 +3,10 @@
 //!
 //! Tokens are minted offline with the identity key (`tollgate token mint`, or a platform holding
 //! the same key) and verified by a [`Verifier`] on every request. Verification is the first
-//! thing the proxy does for each request, so successes are cached keyed by the exact header
-//! bytes: a warm hit is one hash, one shard read lock, one byte comparison and an `exp` check —
-//! no base64, no JSON, no HMAC. The `exp` check on a hit is what keeps a cached token from
-//! outliving its expiry.
+//! thing the proxy does for each request, so successes are cached keyed by the token's SHA-256
+//! (every header form of one token is one entry): a warm hit is the header split, one SHA-256,
+//! one shard read lock, one digest comparison and an `exp` check — no JSON, no HMAC. The `exp`
+//! check on a hit is what keeps a cached token from outliving its expiry.
 //!
 //! Nothing here ever logs a token or puts one in an error: [`IdentityError`] carries no data and
 //! [`IdentityKey`]'s `Debug` is masked.
@@ -37,8 +37,8 @@ pub const MAX_ROLES: usize = 32;
 /// the limit keeps a hostile client from filling the cache with megabyte keys.
 pub const MAX_HEADER_LEN: usize = 8 * 1024;
 
-/// Verified callers kept in the cache (headers and bare tokens together). At a few hundred bytes
-/// per entry this bounds the cache to tens of MiB.
+/// Verified tokens kept in the cache. The cache is also bounded in bytes (32 MiB), which only
+/// tokens with unusually large claims reach first.
 pub const CACHE_CAPACITY: usize = 100_000;
 
 /// Shortest identity key accepted from a key file: RFC 7518 §3.2 asks for a key at least as

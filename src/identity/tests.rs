@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::cache::{Cache, CACHE_SHARDS};
 use super::mint::mint_at;
-use super::verify::TAG_TOKEN;
 use super::*;
 use crate::clock::{Clock, ManualClock};
 
@@ -369,8 +368,9 @@ fn cache_hit_returns_same_arc() {
     let c = v.verify_token(&tok).unwrap();
     let d = v.verify_token(&tok).unwrap();
     assert!(Arc::ptr_eq(&c, &d));
-    // Header and bare token are separate entries.
-    assert_eq!(v.cached(), 2);
+    // The cache is keyed by the token: header and bare token are one entry.
+    assert!(Arc::ptr_eq(&a, &c));
+    assert_eq!(v.cached(), 1);
     // A header whose bytes equal the token is not a hit on the token's entry.
     assert_eq!(
         v.verify_header(tok.as_bytes()),
@@ -385,7 +385,7 @@ fn cached_then_expired_is_refused() {
     let h = format!("Bearer {tok}");
     assert!(v.verify_header(h.as_bytes()).is_ok());
     assert!(v.verify_token(&tok).is_ok());
-    assert_eq!(v.cached(), 2);
+    assert_eq!(v.cached(), 1);
     clock.set(NOW + 30 + LEEWAY_SECS + 1);
     assert_eq!(v.verify_header(h.as_bytes()), Err(IdentityError::Expired));
     assert_eq!(v.verify_token(&tok), Err(IdentityError::Expired));
@@ -409,7 +409,7 @@ fn concurrent_verification_shares_one_entry() {
 
 #[test]
 fn cache_is_bounded() {
-    let cache = Cache::new(64);
+    let cache = Cache::new(64, usize::MAX);
     let cap = cache.shard_capacity;
     let caller = |exp| {
         Arc::new(Caller {
@@ -420,19 +420,19 @@ fn cache_is_bounded() {
         })
     };
     for i in 0..10_000u32 {
-        cache.insert(TAG_TOKEN, &i.to_be_bytes(), caller(NOW + 60), NOW);
+        cache.insert(&i.to_be_bytes(), caller(NOW + 60), NOW);
         assert!(cache.len() <= cap * CACHE_SHARDS);
     }
     // The last insert is always present.
-    assert!(cache.get(TAG_TOKEN, &9_999u32.to_be_bytes()).is_some());
+    assert!(cache.get(&9_999u32.to_be_bytes()).is_some());
     // Expired entries are swept before anything live is evicted.
-    let cache = Cache::new(CACHE_SHARDS * 8);
+    let cache = Cache::new(CACHE_SHARDS * 8, usize::MAX);
     for i in 0..(CACHE_SHARDS * 8 * 4) as u32 {
-        cache.insert(TAG_TOKEN, &i.to_be_bytes(), caller(NOW - 60), NOW);
+        cache.insert(&i.to_be_bytes(), caller(NOW - 60), NOW);
     }
     let live = b"live";
-    cache.insert(TAG_TOKEN, live, caller(NOW + 60), NOW);
-    assert!(cache.get(TAG_TOKEN, live).is_some());
+    cache.insert(live, caller(NOW + 60), NOW);
+    assert!(cache.get(live).is_some());
 }
 
 #[test]

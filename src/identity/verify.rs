@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer};
 
-use super::cache::Cache;
+use super::cache::{Cache, CACHE_MAX_BYTES};
 use super::header::{self, Credentials};
 use super::{valid_name, Caller, IdentityError, IdentityKey};
 use super::{CACHE_CAPACITY, LEEWAY_SECS, MAX_HEADER_LEN, MAX_ROLES};
@@ -50,7 +50,8 @@ pub struct Verifier {
     /// HS256 only; `exp` required (checked by us against `clock`, so cached and fresh
     /// verifications use the same rule).
     validation: Validation,
-    /// Verified callers, keyed by header (or token) bytes.
+    /// Verified callers, keyed by the token's SHA-256 (every header form of a token is one
+    /// entry), bounded in entries and bytes.
     cache: Cache,
     /// Source of the current time for `exp` / `nbf`.
     clock: Clock,
@@ -63,11 +64,6 @@ impl std::fmt::Debug for Verifier {
             .finish_non_exhaustive()
     }
 }
-
-/// Cache namespaces: a bare token and a header value are different inputs even if their bytes
-/// happened to be equal.
-pub(super) const TAG_HEADER: u8 = b'H';
-pub(super) const TAG_TOKEN: u8 = b'T';
 
 impl Verifier {
     /// A verifier for tokens signed with `key`.
@@ -90,7 +86,7 @@ impl Verifier {
         Self {
             key: DecodingKey::from_secret(&key.0),
             validation,
-            cache: Cache::new(CACHE_CAPACITY),
+            cache: Cache::new(CACHE_CAPACITY, CACHE_MAX_BYTES),
             clock,
         }
     }
@@ -100,43 +96,45 @@ impl Verifier {
         self.cache.len()
     }
 
+    /// Approximate memory held by the cache, in bytes (for tests and metrics).
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
     /// Verifies a bare JWT.
     pub fn verify_token(&self, token: &str) -> Result<Arc<Caller>, IdentityError> {
         let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
-        if let Some(caller) = self.cache.get(TAG_TOKEN, token.as_bytes()) {
-            return check_exp(caller, now);
-        }
         if token.is_empty() {
             return Err(IdentityError::Missing);
         }
         if token.len() > MAX_HEADER_LEN {
             return Err(IdentityError::Malformed);
         }
-        let caller = Arc::new(self.decode(token, now)?);
-        self.cache
-            .insert(TAG_TOKEN, token.as_bytes(), caller.clone(), now);
-        Ok(caller)
+        self.verify_cached(token, now)
     }
 
     /// Verifies a `Proxy-Authorization` (or `Authorization`) header value:
     /// `Bearer <jwt>` or `Basic base64(user:<jwt>)`. Scheme names are case-insensitive. With
-    /// Basic, the user part must be empty or equal to the token's `sub`.
+    /// Basic, the user part must be empty or equal to the token's `sub` (checked on every
+    /// call: the cache knows the token, not the header it came in).
     pub fn verify_header(&self, value: &[u8]) -> Result<Arc<Caller>, IdentityError> {
         let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
-        if let Some(caller) = self.cache.get(TAG_HEADER, value) {
-            return check_exp(caller, now);
-        }
-        let caller = Arc::new(self.verify_header_uncached(value, now)?);
-        self.cache.insert(TAG_HEADER, value, caller.clone(), now);
-        Ok(caller)
-    }
-
-    fn verify_header_uncached(&self, value: &[u8], now: u64) -> Result<Caller, IdentityError> {
         let Credentials { token, user } = header::parse(value)?;
-        let caller = self.decode(&token, now)?;
+        let caller = self.verify_cached(&token, now)?;
         if user.is_some_and(|user| user != caller.user) {
             return Err(IdentityError::UserMismatch);
         }
+        Ok(caller)
+    }
+
+    /// The caller `token` verifies as: from the cache (with the expiry checked again), or
+    /// fully verified and then cached.
+    fn verify_cached(&self, token: &str, now: u64) -> Result<Arc<Caller>, IdentityError> {
+        if let Some(caller) = self.cache.get(token.as_bytes()) {
+            return check_exp(caller, now);
+        }
+        let caller = Arc::new(self.decode(token, now)?);
+        self.cache.insert(token.as_bytes(), caller.clone(), now);
         Ok(caller)
     }
 

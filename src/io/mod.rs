@@ -10,6 +10,7 @@
 //! 64 KiB buffers.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub struct Activity {
 
 impl Activity {
     /// Activity starting now.
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -176,6 +177,21 @@ pub async fn tunnel(
         Err(client) => client,
     };
     splice(TokioIo::new(client), upstream, idle, up, down).await
+}
+
+/// The next connection on `listener`. A failed accept (usually EMFILE: out of file
+/// descriptors) is logged and retried after a short pause instead of spinning. Shared by the
+/// proxy, web and relay listeners.
+pub async fn accept(listener: &tokio::net::TcpListener, name: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, listener = name, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Waits until no byte moved for `idle`.
@@ -372,6 +388,7 @@ where
     .await
 }
 
+pub mod refuse;
 #[cfg(target_os = "linux")]
 mod zero_copy;
 

@@ -19,7 +19,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::either::Either;
 use tracing::Instrument;
 
@@ -42,7 +41,7 @@ enum Opened {
 /// Answers one `CONNECT`: `200` and a tunnel task, or the error.
 pub(super) async fn handle(
     state: &Arc<ProxyState>,
-    permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<super::callers::ConnPermit>,
     mut req: Request<Incoming>,
     mut log: RequestLog,
 ) -> Response<ProxyBody> {

@@ -69,6 +69,12 @@ pub enum ProxyError {
     /// server log only, never to the client.
     #[error("internal error")]
     Internal(String),
+    /// The caller already holds its limit of live connections (the limit).
+    #[error("too many connections for this caller (limit {0})")]
+    CallerOverloaded(usize),
+    /// The client did not send a buffered request body within the body timeout.
+    #[error("the request body did not arrive within {}s", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
 }
 
 impl From<InjectError> for ProxyError {
@@ -161,6 +167,8 @@ impl ProxyError {
             ProxyError::TokenRefreshFailed { .. } => "token_refresh_failed",
             ProxyError::Misdirected(_) => "misdirected_request",
             ProxyError::Internal(_) => "internal_error",
+            ProxyError::CallerOverloaded(_) => "overloaded",
+            ProxyError::BodyTimeout(_) => "body_timeout",
         }
     }
 
@@ -181,6 +189,8 @@ impl ProxyError {
             ProxyError::TokenRefreshFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::CallerOverloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -203,6 +213,8 @@ impl ProxyError {
             }
             ProxyError::TokenRefreshFailed { .. } => "proxy_internal_error",
             ProxyError::Misdirected(_) => "http_request_error",
+            ProxyError::CallerOverloaded(_) => "proxy_internal_error",
+            ProxyError::BodyTimeout(_) => "http_request_error",
         }
     }
 
@@ -276,6 +288,10 @@ impl ProxyError {
             ProxyError::TokenRefreshFailed { app, .. } => {
                 body.insert("app".into(), json!(app));
             }
+            ProxyError::CallerOverloaded(limit) => {
+                body.insert("reason".into(), json!("per_caller_connection_limit"));
+                body.insert("limit".into(), json!(limit));
+            }
             _ => {}
         }
     }
@@ -296,7 +312,10 @@ impl ProxyError {
                 HeaderValue::from_static("Basic realm=\"tollgate\""),
             );
         }
-        if let ProxyError::Overloaded = self {
+        if let ProxyError::Overloaded
+        | ProxyError::CallerOverloaded(_)
+        | ProxyError::BodyTimeout(_) = self
+        {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -349,14 +368,7 @@ pub fn overloaded_raw_response() -> Vec<u8> {
     let err = ProxyError::Overloaded;
     let body = json!({"error": err.code(), "message": err.message()}).to_string();
     let status = proxy_status(err.proxy_status_type(), &err.message());
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nProxy-Status: {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{}",
-        status.to_str().unwrap_or("tollgate"),
-        body.len(),
-        body
-    )
-    .into_bytes()
+    crate::io::refuse::raw_503(status.to_str().unwrap_or("tollgate"), &body)
 }
 
 #[cfg(test)]
@@ -402,6 +414,8 @@ mod tests {
                 detail: "UnknownIssuer".into(),
             }),
             ProxyError::Internal("x".into()),
+            ProxyError::CallerOverloaded(256),
+            ProxyError::BodyTimeout(std::time::Duration::from_secs(30)),
         ];
         for e in cases {
             let r = e.into_response();

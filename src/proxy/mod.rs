@@ -10,6 +10,7 @@
 //! Failures at any phase become a synthetic response in [`errors`]; nothing else writes
 //! error responses.
 
+pub mod callers;
 mod connect;
 pub mod errors;
 pub mod forward;
@@ -31,9 +32,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -44,6 +44,8 @@ use crate::oauth::inject::Injector;
 use crate::policy::watch::Policies;
 use crate::route::Router;
 use crate::tls::LeafCache;
+use callers::{CallerConnections, ConnPermit};
+use errors::ProxyError;
 use intercept::InterceptPredicate;
 use log::RequestLog;
 
@@ -69,6 +71,10 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests and tunnels.
     pub shutdown_grace: Duration,
+    /// Time a client has to send a request body the proxy buffers (a replayable body).
+    pub body_timeout: Duration,
+    /// Live connections per caller (org, user) before `503 overloaded`.
+    pub max_connections_per_caller: usize,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -91,6 +97,8 @@ pub struct ProxyState {
     settings: ProxySettings,
     /// Open tunnels, so shutdown can wait for them.
     tunnels: TaskTracker,
+    /// Live connections per caller, for `max_connections_per_caller`.
+    callers: CallerConnections,
 }
 
 impl ProxyState {
@@ -115,6 +123,7 @@ impl ProxyState {
             leaves,
             intercept_when: intercept::never(),
             metrics,
+            callers: CallerConnections::new(settings.max_connections_per_caller),
             settings,
             tunnels: TaskTracker::new(),
         }
@@ -131,28 +140,21 @@ impl ProxyState {
 /// accepting, lets in-flight requests and tunnels finish for up to `shutdown_grace`.
 pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(state.settings.max_connections));
+    let refusals = crate::io::refuse::Refusals::new(errors::overloaded_raw_response());
     // Client connections, so the drain can wait for them.
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::io::accept(&listener, "proxy") => accepted,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             state.metrics.overloaded.inc();
-            tokio::spawn(refuse_overloaded(stream));
+            refusals.refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let permit = Arc::new(permit);
+        let permit = Arc::new(ConnPermit::new(permit));
         let conn_state = state.clone();
         let service = service_fn(move |req| handle(conn_state.clone(), peer, permit.clone(), req));
         let conn = http1::Builder::new()
@@ -214,26 +216,47 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
     }
 }
 
-/// Answers a connection over the limit with `503 overloaded` and closes it.
-async fn refuse_overloaded(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = stream.write_all(&errors::overloaded_raw_response()).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
-}
-
 /// One request on a client connection: `CONNECT` or absolute-form.
 async fn handle(
     state: Arc<ProxyState>,
     peer: SocketAddr,
-    permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<ConnPermit>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let log = RequestLog::new(state.metrics.clone(), peer, req.method().clone());
+    let mut log = RequestLog::new(state.metrics.clone(), peer, req.method().clone());
+    if !permit.counted() {
+        if let Err(e) = count_caller(&state, &permit, &req, &mut log) {
+            log.record_error(&e);
+            return Ok(e.into_response());
+        }
+    }
     Ok(if req.method() == Method::CONNECT {
         connect::handle(&state, permit, req, log).await
     } else {
         forward::handle(&state, req, log).await
     })
+}
+
+/// Counts the connection for the caller its first identified request names
+/// (`--max-connections-per-caller`); over the limit, `503 overloaded`. A request without a
+/// valid caller token is left to the pipeline, which answers `407`. The verification is the
+/// pipeline's own (cached), so the pipeline's repeat of it is a cache hit.
+fn count_caller<B>(
+    state: &ProxyState,
+    permit: &ConnPermit,
+    req: &Request<B>,
+    log: &mut RequestLog,
+) -> Result<(), ProxyError> {
+    let Some(value) = req.headers().get(http::header::PROXY_AUTHORIZATION) else {
+        return Ok(());
+    };
+    let Ok(caller) = state.verifier.verify_header(value.as_bytes()) else {
+        return Ok(());
+    };
+    if permit.count_for(&state.callers, &caller) {
+        return Ok(());
+    }
+    state.metrics.overloaded.inc();
+    log.caller = Some(caller);
+    Err(ProxyError::CallerOverloaded(state.callers.limit()))
 }

@@ -148,7 +148,8 @@ pub(crate) async fn exchange(
             .await;
         Ok::<_, ProxyError>(sent?)
     };
-    let resp = send_replayable(parts, body, reauth.as_ref(), log.bytes_up.clone(), send).await?;
+    let (up, body_timeout) = (log.bytes_up.clone(), state.settings.body_timeout);
+    let resp = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await?;
     state
         .metrics
         .upstream_latency

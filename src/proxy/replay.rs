@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -59,12 +60,15 @@ enum Buffered {
 /// Sends `parts` + `body` with `send`, counting request body bytes into `counter`. With
 /// `reauth`, a token rejection (`401 invalid_token`) gets fresh credentials and, when the body
 /// was small enough to keep, one replay; a large body is not replayed, but the refresh still
-/// happens so the client's own retry works.
+/// happens so the client's own retry works. The part of the body buffered must arrive within
+/// `body_timeout` (`408 body_timeout` otherwise), so a client that stops sending mid-body
+/// does not hold the connection.
 pub async fn send_replayable<S, Fut>(
     parts: Parts,
     body: Incoming,
     reauth: Option<&Reinject>,
     counter: Arc<AtomicU64>,
+    body_timeout: Duration,
     send: S,
 ) -> Result<Response<Incoming>, ProxyError>
 where
@@ -75,7 +79,10 @@ where
         let body = CountingBody::new(body, counter, None).boxed();
         return send(Request::from_parts(parts, body)).await;
     };
-    match buffer(body, MAX_REPLAY_BODY, counter).await? {
+    let buffered = tokio::time::timeout(body_timeout, buffer(body, MAX_REPLAY_BODY, counter))
+        .await
+        .map_err(|_| ProxyError::BodyTimeout(body_timeout))??;
+    match buffered {
         Buffered::Streaming(body) => {
             let resp = send(Request::from_parts(parts, body)).await?;
             if rejects_token(resp.status(), resp.headers()) {

@@ -8,9 +8,10 @@
 //! as `CONNECT` streams. HTTP/2 keep-alive pings drop a connection whose agent stopped
 //! answering within the keep-alive interval plus timeout; its tunnels fail with it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -46,7 +47,14 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Connections may sit in TLS or authentication at once; beyond, new ones wait in the
 /// accept queue. Keeps a flood of half-open handshakes from taking unbounded memory.
-const MAX_PENDING_HANDSHAKES: usize = 256;
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Of those, how many one source (an IPv4 address, an IPv6 /64) may hold; its connections
+/// beyond are closed at once. Why 16: an agent opens 2 connections by default and at most a
+/// few more while reconnecting, so 16 covers several agents behind one NAT address
+/// reconnecting together; and one address can then hold only 1/16 of the permits, so idle
+/// sockets from one place can no longer lock real agents out (issue 13).
+pub const MAX_PENDING_PER_SOURCE: usize = 16;
 
 /// HTTP/2 receive window per tunnel. Bounds what one slow reader can hold in memory (on
 /// each side), and is large enough for loopback and LAN bulk transfers.
@@ -226,6 +234,7 @@ pub async fn run(
 ) {
     let acceptor = TlsAcceptor::from(relay.tls.clone());
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let sources = Arc::new(PendingBySource::new(MAX_PENDING_PER_SOURCE));
     let conns = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -237,15 +246,21 @@ pub async fn run(
         };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = relay.listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::io::accept(&relay.listener, "relay") => accepted,
         };
+        let Some(source) = sources.try_enter(peer.ip()) else {
+            registry
+                .metrics()
+                .auth_failures
+                .get_or_create(&AuthLabels {
+                    reason: "source_limit",
+                })
+                .inc();
+            tracing::debug!(%peer, "relay: too many pending connections from this source");
+            drop(stream);
+            continue;
+        };
+        let permit = (permit, source);
         let conn = RelayConnTask {
             acceptor: acceptor.clone(),
             verifier: verifier.clone(),
@@ -277,7 +292,7 @@ impl RelayConnTask {
         self,
         stream: TcpStream,
         peer: SocketAddr,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: (tokio::sync::OwnedSemaphorePermit, SourceSlot),
     ) {
         let _ = stream.set_nodelay(true);
         let refuse = |reason: &'static str| {
@@ -390,6 +405,79 @@ impl RelayConnTask {
     }
 }
 
+/// Pre-auth connections per source, each counted while its [`SourceSlot`] lives. Entries exist
+/// only for sources with a live slot, and every slot also holds one of the
+/// [`MAX_PENDING_HANDSHAKES`] permits, so the map is bounded by them.
+struct PendingBySource {
+    /// Live slots per source.
+    counts: Arc<Mutex<HashMap<SourceKey, usize>>>,
+    /// Slots one source may hold.
+    per_source: usize,
+}
+
+/// A source: an IPv4 address, or an IPv6 /64 (one host usually owns a whole /64, so counting
+/// its addresses one by one would be no limit).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum SourceKey {
+    V4(Ipv4Addr),
+    V6Prefix(u64),
+}
+
+impl SourceKey {
+    fn of(ip: IpAddr) -> SourceKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => SourceKey::V4(v4),
+            IpAddr::V6(v6) => SourceKey::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// One pending connection's place in its source's count; released on drop.
+struct SourceSlot {
+    /// The shared counts.
+    counts: Arc<Mutex<HashMap<SourceKey, usize>>>,
+    /// Whose count to decrement.
+    key: SourceKey,
+}
+
+impl PendingBySource {
+    fn new(per_source: usize) -> Self {
+        PendingBySource {
+            counts: Arc::new(Mutex::new(HashMap::new())),
+            per_source,
+        }
+    }
+
+    /// A slot for a connection from `ip`, unless its source already holds `per_source`.
+    fn try_enter(&self, ip: IpAddr) -> Option<SourceSlot> {
+        let key = SourceKey::of(ip);
+        // A poisoned lock means a panic while holding it; the counts stay consistent (each
+        // change is a single operation), so keep using them.
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(key).or_insert(0);
+        if *n >= self.per_source {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            counts: self.counts.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +497,35 @@ mod tests {
             certificate_names("0.0.0.0".parse().unwrap(), "http://[::1]:8080"),
             vec!["localhost", "127.0.0.1", "::1"]
         );
+    }
+
+    #[test]
+    fn pending_connections_are_capped_per_source() {
+        let sources = PendingBySource::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..2).map(|_| sources.try_enter(a).unwrap()).collect();
+        assert!(sources.try_enter(a).is_none());
+        // The same address mapped into IPv6 is the same source.
+        assert!(sources
+            .try_enter("::ffff:10.0.0.1".parse().unwrap())
+            .is_none());
+        assert!(sources.try_enter("10.0.0.2".parse().unwrap()).is_some());
+        // One IPv6 /64 is one source.
+        let _v6: Vec<_> = ["2001:db8::1", "2001:db8::2"]
+            .iter()
+            .map(|ip| sources.try_enter(ip.parse().unwrap()).unwrap())
+            .collect();
+        assert!(sources.try_enter("2001:db8::3".parse().unwrap()).is_none());
+        assert!(sources
+            .try_enter("2001:db8:0:1::1".parse().unwrap())
+            .is_some());
+        drop(held);
+        assert!(sources.try_enter(a).is_some());
+        assert!(!sources
+            .counts
+            .lock()
+            .unwrap()
+            .contains_key(&SourceKey::of(a)));
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod agents;
 pub mod consent;
 pub mod health;
+pub mod listener;
 pub mod login;
 
 use std::sync::Arc;
@@ -47,14 +48,15 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Serves the router on `listener` until `shutdown`.
-pub async fn run(listener: TcpListener, state: WebState, shutdown: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "web listener failed");
-    }
+/// Serves the router on `listener` until `shutdown`, within `settings`' limits (see
+/// [`listener`]: header and idle timeouts, connection cap, the peer in `ConnectInfo`).
+pub async fn run(
+    listener: TcpListener,
+    state: WebState,
+    settings: listener::WebSettings,
+    shutdown: CancellationToken,
+) {
+    listener::serve(listener, router(state), settings, shutdown).await;
 }
 
 /// `404 not_found` with a JSON body, for every unknown path.

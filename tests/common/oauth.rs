@@ -55,8 +55,28 @@ pub async fn start_with_app(
     spec: fn(&Provider) -> Value,
     tweak: impl FnOnce(&mut Value, &Provider),
 ) -> (Tollgate, Provider, String) {
+    start_with_app_env(flags, &[], spec, tweak).await
+}
+
+/// As [`setup`], with environment variables for the server.
+pub async fn setup_env(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Value, &Provider),
+) -> Env {
+    let (tg, p, admin) = start_with_app_env(flags, env, app_spec, tweak).await;
+    Env { tg, p, admin }
+}
+
+/// As [`start_with_app`], with environment variables for the server.
+pub async fn start_with_app_env(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    spec: fn(&Provider) -> Value,
+    tweak: impl FnOnce(&mut Value, &Provider),
+) -> (Tollgate, Provider, String) {
     let p = Provider::start().await;
-    let tg = Tollgate::start(POLICY, flags);
+    let tg = Tollgate::start_env(POLICY, flags, env);
     let admin = tg.admin_token("acme", "root");
     let mut spec = spec(&p);
     tweak(&mut spec, &p);
