@@ -107,6 +107,10 @@ impl Tickets {
     }
 }
 
+/// Whether the person at a consent page may act for `(org, user)`: the web layer's answer
+/// (`web::login::Visitor::may_act_for`), so that `oauth` needs no notion of sign-in.
+pub type MayActFor<'a> = &'a (dyn Fn(&str, &str) -> bool + Send + Sync);
+
 /// Why a consent step cannot go on. None of them leaves anything stored.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
@@ -197,11 +201,12 @@ impl OAuth {
 
 impl ConsentFlow<'_> {
     /// The ticket `id` (not consumed) and its app, for the page that asks for consent.
-    /// `signed_in` is the platform's login header, when one is configured.
+    /// `may_act_for(org, user)` says whether the person at the page may act for that user
+    /// (`web::login::Visitor::may_act_for`).
     pub async fn ticket(
         &self,
         id: &str,
-        signed_in: Option<&str>,
+        may_act_for: MayActFor<'_>,
     ) -> Result<(ConsentTicket, App), FlowError> {
         let ticket = self
             .oauth
@@ -209,20 +214,22 @@ impl ConsentFlow<'_> {
             .get_ticket(id)
             .await?
             .ok_or(FlowError::LinkUnusable)?;
-        self.check_user(&ticket, signed_in)?;
+        self.check_user(&ticket, may_act_for)?;
         let app = self.enabled_app(&ticket.org, &ticket.app).await?;
         Ok((ticket, app))
     }
 
     /// The user clicked Authorize: consumes the ticket, stores the pending authorization and
     /// returns the provider URL to redirect to.
-    pub async fn authorize(&self, id: &str, signed_in: Option<&str>) -> Result<String, FlowError> {
+    pub async fn authorize(
+        &self,
+        id: &str,
+        may_act_for: MayActFor<'_>,
+    ) -> Result<String, FlowError> {
         let store = &self.oauth.store;
         // Check the user before consuming, so a wrong browser does not burn the link.
-        if self.oauth.consent_user_header.is_some() {
-            let ticket = store.get_ticket(id).await?.ok_or(FlowError::LinkUnusable)?;
-            self.check_user(&ticket, signed_in)?;
-        }
+        let ticket = store.get_ticket(id).await?.ok_or(FlowError::LinkUnusable)?;
+        self.check_user(&ticket, may_act_for)?;
         let ticket = store
             .take_ticket(id)
             .await?
@@ -320,14 +327,17 @@ impl ConsentFlow<'_> {
         })
     }
 
-    /// With a login header configured, it must name the ticket's user.
-    fn check_user(&self, ticket: &ConsentTicket, signed_in: Option<&str>) -> Result<(), FlowError> {
-        if self.oauth.consent_user_header.is_none() || signed_in == Some(ticket.user.as_str()) {
+    /// The person at the page must be allowed to act for the ticket's user.
+    fn check_user(
+        &self,
+        ticket: &ConsentTicket,
+        may_act_for: MayActFor<'_>,
+    ) -> Result<(), FlowError> {
+        if may_act_for(&ticket.org, &ticket.user) {
             return Ok(());
         }
         tracing::warn!(
             org = %ticket.org, app = %ticket.app, ticket_user = %ticket.user,
-            signed_in = signed_in.unwrap_or("-"),
             "consent refused: the signed-in user is not the ticket's user"
         );
         Err(FlowError::WrongUser)

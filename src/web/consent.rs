@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -103,7 +104,12 @@ fn harden(resp: &mut Response, form_target: Option<&str>) {
 }
 
 /// A complete page. `body` must already be escaped.
-fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) -> Response {
+pub(super) fn page(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -121,7 +127,7 @@ fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) 
 }
 
 /// An error page: a title and a sentence saying what to do next.
-fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
+pub(super) fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
     page(
         status,
         title,
@@ -234,20 +240,19 @@ fn refused(e: FlowError) -> Response {
     error_page(status, title, &detail)
 }
 
-/// The signed-in user's name, when a login is configured (what `oauth::flow` checks).
-fn signed_in(state: &WebState, headers: &HeaderMap) -> Option<String> {
-    super::login::visitor(state, headers)
-        .user()
-        .map(str::to_string)
+/// Who is at the page (`oauth::flow` asks whether they may act for the ticket's user).
+fn signed_in(state: &WebState, parts: &Parts) -> super::login::Visitor {
+    super::login::visitor(state, parts)
 }
 
 async fn show(
     State(state): State<WebState>,
     Path(ticket_id): Path<String>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
-    let who = signed_in(&state, &headers);
-    let (ticket, app) = match state.oauth.flow().ticket(&ticket_id, who.as_deref()).await {
+    let who = signed_in(&state, &parts);
+    let may = |org: &str, user: &str| who.may_act_for(org, user);
+    let (ticket, app) = match state.oauth.flow().ticket(&ticket_id, &may).await {
         Ok(found) => found,
         Err(e) => return refused(e),
     };
@@ -288,15 +293,11 @@ async fn show(
 async fn authorize(
     State(state): State<WebState>,
     Path(ticket_id): Path<String>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
-    let who = signed_in(&state, &headers);
-    let url = match state
-        .oauth
-        .flow()
-        .authorize(&ticket_id, who.as_deref())
-        .await
-    {
+    let who = signed_in(&state, &parts);
+    let may = |org: &str, user: &str| who.may_act_for(org, user);
+    let url = match state.oauth.flow().authorize(&ticket_id, &may).await {
         Ok(url) => url,
         Err(e) => return refused(e),
     };

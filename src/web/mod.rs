@@ -1,10 +1,11 @@
-//! The web listener (axum): health, readiness, metrics, the admin API (`/v1/...`), and the
-//! consent pages with the OAuth callback.
+//! The web listener (axum): health, readiness, metrics, the admin API (`/v1/...`), the
+//! consent pages with the OAuth callback, and the pages' sign-in (`login`).
 
 pub mod admin;
 pub mod consent;
 pub mod login;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -30,6 +31,8 @@ pub struct WebState {
     /// The app lifecycle, the consent flow, the app index, and the live policy set with its
     /// load status (`oauth.policies`, also read by `/readyz`).
     pub oauth: Arc<OAuth>,
+    /// Who is signing in at the pages (`--login`), with the session cookie's keys.
+    pub login: Arc<login::Login>,
 }
 
 /// The router.
@@ -40,13 +43,16 @@ pub fn router(state: WebState) -> Router {
         .route("/metrics", get(metrics))
         .merge(admin::routes())
         .merge(consent::routes())
+        .merge(login::routes())
         .fallback(not_found)
         .with_state(state)
 }
 
 /// Serves the router on `listener` until `shutdown`.
 pub async fn run(listener: TcpListener, state: WebState, shutdown: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router(state))
+    // The peer address travels with each request: `--login header` trusts only some peers.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
     {

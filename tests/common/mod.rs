@@ -9,15 +9,17 @@
 //! walks it), [`oauth`] and [`webhook`] (the token-injection fixtures), [`agent`] (agent
 //! processes and the relay), [`netns`] (network namespaces for agents), [`tls`] (test CAs, a TLS
 //! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
-//! forced predicate or a request hook) and [`guard`] (the address guard's dialer with a static
-//! resolver).
+//! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
+//! resolver), and [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages).
 
 #![allow(dead_code)]
 
 pub mod agent;
 pub mod consent;
 pub mod guard;
+pub mod idp;
 pub mod inproc;
+pub mod login;
 pub mod netns;
 pub mod oauth;
 pub mod policies;
