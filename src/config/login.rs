@@ -172,12 +172,13 @@ pub fn is_loopback_url(public_url: &str) -> bool {
 
 /// Validates the login settings (flag/env over file), adding every problem to `errors`.
 /// `consent_user_header` is the older `--consent-user-header` (implies `header`);
-/// `public_url` is the URL users reach the web listener at (given or derived).
+/// `public_url` is the URL users reach the web listener at (given or derived; `None` when it
+/// is invalid, which is reported elsewhere).
 pub fn resolve(
     over: &LoginOverrides,
     file: &FileConfig,
     consent_user_header: Option<&String>,
-    public_url: &str,
+    public_url: Option<&str>,
     errors: &mut Vec<String>,
 ) -> LoginConfig {
     let pick = |a: &Option<String>, b: &Option<String>| a.clone().or(b.clone());
@@ -201,7 +202,8 @@ pub fn resolve(
     });
     match mode {
         LoginMode::None => {
-            if explicit.is_none() && !is_loopback_url(public_url) {
+            let off_loopback = public_url.filter(|u| !is_loopback_url(u));
+            if let (None, Some(public_url)) = (explicit, off_loopback) {
                 errors.push(format!(
                     "--login: the public URL {public_url} is not loopback, so the pages need a \
                      sign-in: choose --login header or --login oidc (or --login none \
@@ -411,7 +413,7 @@ mod tests {
             &over,
             &FileConfig::default(),
             alias.as_ref(),
-            url,
+            Some(url),
             &mut errors,
         );
         if errors.is_empty() {
@@ -513,6 +515,39 @@ mod tests {
         assert_eq!(o.org_claim.as_deref(), Some("org"));
         assert_eq!(o.client_secret.as_deref(), Some("s3cret"));
         assert!(!format!("{o:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn file_keys_are_the_flags_names() {
+        let file: FileConfig = toml::from_str(
+            "login = \"header\"\nlogin_user_header = \"X-User\"\n\
+             login_roles_header = \"X-Roles\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let mut errors = Vec::new();
+        let c = resolve(
+            &LoginOverrides::default(),
+            &file,
+            None,
+            Some("https://t.example"),
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let LoginConfig::Header(h) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(h.roles.unwrap().as_str(), "x-roles");
+        assert_eq!(h.trusted_proxies[0].to_string(), "10.0.0.0/8");
+        // A flag wins over the file.
+        let over = LoginOverrides {
+            login_user_header: Some("X-Other".into()),
+            ..Default::default()
+        };
+        let c = resolve(&over, &file, None, Some("https://t.example"), &mut errors);
+        let LoginConfig::Header(h) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(h.user.as_str(), "x-other");
     }
 
     #[test]

@@ -377,10 +377,11 @@ impl Config {
                 ));
             }
         }
+        // The URL users reach the pages at; `None` when it is already reported invalid.
         let derived_url = match (&public_url, web_listen) {
-            (Some(u), _) => u.clone(),
-            (None, Some(a)) => format!("http://{a}"),
-            (None, None) => String::new(),
+            (Some(u), _) => validate_public_url(u).ok().map(|()| u.clone()),
+            (None, Some(a)) => Some(format!("http://{a}")),
+            (None, None) => None,
         };
         let login = super::login::resolve(
             &over.login,
@@ -388,7 +389,7 @@ impl Config {
             over.consent_user_header
                 .as_ref()
                 .or(file.consent_user_header.as_ref()),
-            &derived_url,
+            derived_url.as_deref(),
             &mut errors,
         );
         let ca = match (
