@@ -9,34 +9,18 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::idp::{Bend, Idp, CLIENT_ID, CLIENT_SECRET};
 use common::login::*;
-use common::oauth::{app_spec, http, now, split, Env};
+use common::oauth::{app_spec, http, now, split, start_with_app_env, Env};
 use common::policies::LOCAL as POLICY;
-use common::provider::Provider;
 use common::*;
 
-/// A provider, tollgate under [`POLICY`] with `flags` and `env`, and acme's app `crm`.
+/// A provider, tollgate with `flags` and `env`, and acme's app `crm`.
 async fn start(flags: &[&str], env: &[(&str, &str)]) -> Env {
-    let p = Provider::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("10-test.toml"), POLICY).unwrap();
-    let tg = Tollgate::start_in_env(dir, flags, env);
-    let admin = tg.admin_token("acme", "root");
-    let r = web_request(
-        tg.web,
-        "POST",
-        "/v1/apps",
-        Some(&admin),
-        Some(&app_spec(&p)),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    let (tg, p, admin) = start_with_app_env(flags, env, app_spec, |_, _| {}).await;
     Env { tg, p, admin }
 }
 
@@ -134,18 +118,7 @@ async fn consent_user_header_alias_still_works() {
 /// is still running after a few seconds (it started).
 fn serve_exit(args: &[&str], env: &[(&str, &str)]) -> Option<(i32, String)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin())
-        .arg("serve")
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("--policies")
-        .arg(dir.path().join("policies"))
-        .args([
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--web-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = serve_command(dir.path())
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::null())

@@ -61,14 +61,33 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
 
+/// `tollgate serve` with data and policies under `dir` and both listeners on port 0, for
+/// tests that watch the process itself (its exit code, its stderr).
+pub fn serve_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--policies")
+        .arg(dir.join("policies"))
+        .args(["--proxy-listen", "127.0.0.1:0"])
+        .args(["--web-listen", "127.0.0.1:0"]);
+    cmd
+}
+
 impl Tollgate {
     /// Starts tollgate with `policy` as `policies/10-test.toml` and extra flags.
     pub fn start(policy: &str, extra: &[&str]) -> Tollgate {
+        Self::start_env(policy, extra, &[])
+    }
+
+    /// As [`Tollgate::start`], with extra environment variables for the server.
+    pub fn start_env(policy: &str, extra: &[&str], env: &[(&str, &str)]) -> Tollgate {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
         std::fs::write(policies.join("10-test.toml"), policy).unwrap();
-        Self::start_in(dir, extra)
+        Self::start_in_env(dir, extra, env)
     }
 
     /// Starts tollgate in an existing temp dir (with `policies/` and maybe `data/`).

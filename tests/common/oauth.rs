@@ -55,8 +55,18 @@ pub async fn start_with_app(
     spec: fn(&Provider) -> Value,
     tweak: impl FnOnce(&mut Value, &Provider),
 ) -> (Tollgate, Provider, String) {
+    start_with_app_env(flags, &[], spec, tweak).await
+}
+
+/// As [`start_with_app`], with extra environment variables for tollgate.
+pub async fn start_with_app_env(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    spec: fn(&Provider) -> Value,
+    tweak: impl FnOnce(&mut Value, &Provider),
+) -> (Tollgate, Provider, String) {
     let p = Provider::start().await;
-    let tg = Tollgate::start(POLICY, flags);
+    let tg = Tollgate::start_env(POLICY, flags, env);
     let admin = tg.admin_token("acme", "root");
     let mut spec = spec(&p);
     tweak(&mut spec, &p);
