@@ -3,6 +3,11 @@
 //! interception CA. Later starts reuse what is there; a missing
 //! piece is generated, an unreadable one is an error (never silently replaced, since replacing
 //! a key would invalidate every token or sealed record).
+//!
+//! Everything in it is private to the user tollgate runs as: at every start the tree is
+//! walked and every directory set to 0700 and every file to 0600 (the store's own files
+//! included, which sled would create 0755/0644), each change logged; and the process umask
+//! becomes 0077, so what sled writes later (snapshots, blobs) is born private.
 
 use std::fs;
 use std::io::Write;
@@ -63,10 +68,17 @@ impl DataDir {
         }
     }
 
-    /// Creates whatever is missing: directories (0700), keys (0600), the CA.
+    /// Creates whatever is missing: directories (0700), keys (0600), the CA; then makes every
+    /// path under the directory private (see the module docs) and sets the umask to 0077.
     pub fn prepare(root: &Path) -> Result<DataDir, DataDirError> {
+        restrict_umask();
         let mut d = DataDir::at(root);
-        for dir in [root.to_path_buf(), root.join("keys"), root.join("ca")] {
+        for dir in [
+            root.to_path_buf(),
+            root.join("keys"),
+            root.join("ca"),
+            root.join(STORE_DIR),
+        ] {
             if !dir.exists() {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -99,10 +111,87 @@ impl DataDir {
             let (cert, key) =
                 crate::tls::generate_ca().map_err(|e| DataDirError::Ca(e.to_string()))?;
             write_secret(&d.ca_key, key.as_bytes())?;
-            write_file(&d.ca_cert, cert.as_bytes(), 0o644)?;
+            // Public, but inside a private directory: 0600 like the rest (`ca export` prints it).
+            write_secret(&d.ca_cert, cert.as_bytes())?;
             d.created.push(d.ca_cert.clone());
         }
+        for fixed in make_private(root)? {
+            tracing::warn!(
+                path = %fixed.path.display(),
+                from = format_args!("{:o}", fixed.from),
+                to = format_args!("{:o}", fixed.to),
+                "data directory: tightened permissions (readable by other users)"
+            );
+        }
         Ok(d)
+    }
+}
+
+/// The store's directory inside the data directory (sled's files).
+pub const STORE_DIR: &str = "store";
+
+/// Mode of every directory under the data directory.
+const DIR_MODE: u32 = 0o700;
+
+/// Mode of every file under the data directory.
+const FILE_MODE: u32 = 0o600;
+
+/// A path whose mode [`make_private`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixed {
+    /// The path.
+    pub path: PathBuf,
+    /// Its permission bits before.
+    pub from: u32,
+    /// Its permission bits now.
+    pub to: u32,
+}
+
+/// Sets every directory under `root` (itself included) to 0700 and every file to 0600, and
+/// returns what it changed. Symbolic links are neither followed nor changed (a link in the
+/// data directory is the operator's doing; its target is theirs to protect); other special
+/// files are left alone. Failing to change a mode is an error: tollgate does not run on a
+/// data directory it cannot make private.
+pub fn make_private(root: &Path) -> Result<Vec<Fixed>, DataDirError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataDirError::Io { path, source }
+    };
+    let mut fixed = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+        let want = if meta.is_dir() {
+            DIR_MODE
+        } else if meta.is_file() {
+            FILE_MODE
+        } else {
+            continue;
+        };
+        let from = meta.permissions().mode() & 0o7777;
+        if from != want {
+            fs::set_permissions(&path, fs::Permissions::from_mode(want)).map_err(io(&path))?;
+            fixed.push(Fixed {
+                path: path.clone(),
+                from,
+                to: want,
+            });
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).map_err(io(&path))? {
+                stack.push(entry.map_err(io(&path))?.path());
+            }
+        }
+    }
+    Ok(fixed)
+}
+
+/// Sets the process umask to 0077: files and directories created from now on (by sled, by
+/// key rotation) are private to the user tollgate runs as.
+pub fn restrict_umask() {
+    // SAFETY: umask(2) only swaps the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 
@@ -174,5 +263,44 @@ mod tests {
         let again = DataDir::prepare(&root).unwrap();
         assert!(again.created.is_empty());
         assert_eq!(read_key_text(&again.identity_key).unwrap(), key);
+    }
+
+    #[test]
+    fn make_private_tightens_every_file_and_directory_and_reports_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        DataDir::prepare(&root).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let set = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+        let store = root.join(STORE_DIR);
+        assert_eq!(mode(&store), 0o700, "created before sled opens it");
+        assert_eq!(make_private(&root).unwrap(), Vec::<Fixed>::new());
+
+        fs::create_dir(store.join("blobs")).unwrap();
+        set(&store.join("blobs"), 0o755);
+        fs::write(store.join("db"), b"x").unwrap();
+        set(&store.join("db"), 0o644);
+        set(&root, 0o711);
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, b"y").unwrap();
+        set(&outside, 0o644);
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+
+        let mut fixed = make_private(&root).unwrap();
+        fixed.sort_by(|a, b| a.path.cmp(&b.path));
+        let got: Vec<_> = fixed
+            .iter()
+            .map(|f| (f.path.clone(), f.from, f.to))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (root.clone(), 0o711, 0o700),
+                (store.join("blobs"), 0o755, 0o700),
+                (store.join("db"), 0o644, 0o600),
+            ]
+        );
+        assert_eq!(mode(&outside), 0o644, "a symlink's target is not touched");
+        assert_eq!(make_private(&root).unwrap(), Vec::<Fixed>::new());
     }
 }

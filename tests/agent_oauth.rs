@@ -117,13 +117,14 @@ async fn consent_through(tg: &Tollgate, auth: &str, api: &str) {
     assert_eq!(r.status, 401, "{}", r.text());
     let consent = r.json()["consent_url"].as_str().unwrap().to_string();
     let (web, path) = split_url(&consent);
-    let post = web_request(web, "POST", &path, None, None).await;
+    let mut browser = common::consent::Browser::default();
+    let post = browser.consent(web, &path).await;
     assert_eq!(post.status, 303, "{}", post.text());
     let (idp, authorize) = split_url(&post.header("location").unwrap());
     let at_idp = web_request(idp, "GET", &authorize, None, None).await;
     assert_eq!(at_idp.status, 302, "{}", at_idp.text());
     let (back, callback) = split_url(&at_idp.header("location").unwrap());
-    let done = web_request(back, "GET", &callback, None, None).await;
+    let done = browser.get(back, &callback).await;
     assert_eq!(done.status, 200, "{}", done.text());
 }
 

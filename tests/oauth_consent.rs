@@ -34,7 +34,8 @@ async fn consent_flow_then_injected_call() {
 
     // 2. The consent page: content escaped, hardened headers.
     let (web, path) = split(&consent_url);
-    let page = http(web, "GET", &path, &[]).await;
+    let mut browser = common::consent::Browser::default();
+    let (page, csrf) = browser.open(web, &path).await;
     assert_eq!(page.status, 200);
     let html = page.text();
     for want in [
@@ -63,7 +64,7 @@ async fn consent_flow_then_injected_call() {
     );
 
     // 3. POST: 303 to the provider with every parameter.
-    let post = http(web, "POST", &path, &[]).await;
+    let post = browser.authorize(web, &path, csrf.as_deref()).await;
     assert_eq!(post.status, 303, "{}", post.text());
     assert_eq!(post.header("cache-control").unwrap(), "no-store");
     let location = post.header("location").unwrap();
@@ -95,7 +96,7 @@ async fn consent_flow_then_injected_call() {
 
     // 4. Callback: token exchange (PKCE verified by the provider), success page.
     let (back, callback) = split(&at_idp.header("location").unwrap());
-    let done = http(back, "GET", &callback, &[]).await;
+    let done = browser.get(back, &callback).await;
     assert_eq!(done.status, 200, "{}", done.text());
     assert!(
         done.text().contains("return to your workflow"),
@@ -167,7 +168,8 @@ async fn denied_consent_consumes_state_and_stores_nothing() {
     let env = setup(&[], |_, _| {}).await;
     let url = env.consent_url("acme", "alice").await;
     let (web, path) = split(&url);
-    let post = http(web, "POST", &path, &[]).await;
+    let mut browser = common::consent::Browser::default();
+    let post = browser.consent(web, &path).await;
     let location = post.header("location").unwrap();
     let state = url::Url::parse(&location)
         .unwrap()
@@ -178,19 +180,20 @@ async fn denied_consent_consumes_state_and_stores_nothing() {
         .into_owned();
     let cb =
         format!("/oauth/callback?error=access_denied&error_description=User+said+no&state={state}");
-    let r = http(env.tg.web, "GET", &cb, &[]).await;
+    let r = browser.get(env.tg.web, &cb).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("not granted"), "{}", r.text());
     assert!(r.text().contains("User said no"));
     // The state is gone: a code for it now fails too.
-    let r = http(
-        env.tg.web,
-        "GET",
-        &format!("/oauth/callback?code=c&state={state}"),
-        &[],
-    )
-    .await;
+    let r = browser
+        .get(env.tg.web, &format!("/oauth/callback?code=c&state={state}"))
+        .await;
     assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("consent_pending_unusable"),
+        "{}",
+        r.text()
+    );
     assert!(env.authorizations("crm").await.is_empty());
 }
 

@@ -26,13 +26,14 @@ async fn reset_invalidates_tickets_and_consents_in_progress() {
     // At the provider when the reset lands: the callback refuses to store the grant.
     let ticket = env.consent_url("acme", "alice").await;
     let (web, path) = split(&ticket);
-    let post = http(web, "POST", &path, &[]).await;
+    let mut browser = common::consent::Browser::default();
+    let post = browser.consent(web, &path).await;
     assert_eq!(post.status, 303, "{}", post.text());
     let (idp, authorize) = split(&post.header("location").unwrap());
     let at_idp = http(idp, "GET", &authorize, &[]).await;
     reset().await;
     let (back, callback) = split(&at_idp.header("location").unwrap());
-    let done = http(back, "GET", &callback, &[]).await;
+    let done = browser.get(back, &callback).await;
     assert!(
         matches!(done.status, 400 | 409),
         "{}: {}",
@@ -226,7 +227,8 @@ async fn token_calls_follow_the_apps_egress_policy() {
     let env = setup(&[], |_, _| {}).await;
     let url = env.consent_url("acme", "alice").await;
     let (web, path) = split(&url);
-    let post = http(web, "POST", &path, &[]).await;
+    let mut browser = common::consent::Browser::default();
+    let post = browser.consent(web, &path).await;
     assert_eq!(post.status, 303);
     let (idp, authorize) = split(&post.header("location").unwrap());
     let at_idp = http(idp, "GET", &authorize, &[]).await;
@@ -238,7 +240,7 @@ async fn token_calls_follow_the_apps_egress_policy() {
     let reloaded = wait_until(DEADLINE, async || env.tg.policy_generation().await == 2).await;
     assert!(reloaded, "policy not reloaded");
     let (back, callback) = split(&at_idp.header("location").unwrap());
-    let r = http(back, "GET", &callback, &[]).await;
+    let r = browser.get(back, &callback).await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("does not allow"), "{}", r.text());
     assert_eq!(env.p.with(|s| s.code_calls), 0, "token endpoint reached");

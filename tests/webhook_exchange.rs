@@ -241,7 +241,8 @@ async fn a_policy_that_no_longer_allows_the_endpoint_stops_the_exchange() {
     let env = setup(|_, _| {}).await;
     let url = env.consent_url("alice").await;
     let (web, path) = common::consent::split(&url);
-    let post = web_request(web, "POST", &path, None, None).await;
+    let mut browser = common::consent::Browser::default();
+    let post = browser.consent(web, &path).await;
     assert_eq!(post.status, 303, "{}", post.text());
     let (idp, authorize) = common::consent::split(&post.header("location").unwrap());
     let at_idp = web_request(idp, "GET", &authorize, None, None).await;
@@ -253,7 +254,7 @@ async fn a_policy_that_no_longer_allows_the_endpoint_stops_the_exchange() {
     let reloaded = wait_until(DEADLINE, async || env.tg.policy_generation().await == 2).await;
     assert!(reloaded, "policy not reloaded");
     let (back, callback) = common::consent::split(&at_idp.header("location").unwrap());
-    let r = web_request(back, "GET", &callback, None, None).await;
+    let r = browser.get(back, &callback).await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("does not allow"), "{}", r.text());
     assert_eq!(env.p.hook_token_calls(), 0, "handshake endpoint reached");

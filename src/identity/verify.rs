@@ -100,6 +100,18 @@ impl Verifier {
         self.cache.len()
     }
 
+    /// Whether `caller`, verified earlier, is still within its token's lifetime (this
+    /// verifier's clock and leeway): for what outlives the request that presented the token,
+    /// such as the inner requests of an intercepted tunnel.
+    pub fn check_expiry(&self, caller: &Caller) -> Result<(), IdentityError> {
+        let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
+        if expired(caller.exp, now) {
+            Err(IdentityError::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Verifies a bare JWT.
     pub fn verify_token(&self, token: &str) -> Result<Arc<Caller>, IdentityError> {
         let now = self.clock.now().map_err(|_| IdentityError::Clock)?;

@@ -2,15 +2,23 @@
 //!
 //! - [`Tickets::issue`]: the injector, finding no usable token, issues a ticket (random,
 //!   single-use, 15 minutes, bound to the app's generation) and answers `401
-//!   authorization_required` with its consent URL ([`ConsentRequired`]);
+//!   authorization_required` with its consent URL ([`ConsentRequired`]). Until it is used or
+//!   expires, every `401` for the same (org, user, app, generation) repeats it, with
+//!   `expires_in` counting down: one live ticket per (org, user, app), however many `401`s;
 //! - [`ConsentFlow::ticket`]: what the consent page shows (the ticket, unconsumed, and its app);
 //! - [`ConsentFlow::authorize`]: consumes the ticket, stores a pending authorization (`state`,
-//!   PKCE verifier, redirect URI; single-use, 10 minutes) and returns the provider URL;
+//!   PKCE verifier, redirect URI, the browser's cookie hash; single-use, 10 minutes) and
+//!   returns the provider URL;
 //! - [`ConsentFlow::callback`]: consumes the pending authorization (also on `error=`), checks
-//!   `iss` (RFC 9207), exchanges the code through tollgate's egress path and stores the token
-//!   set with the store's compare-and-swap, so a reset during the consent wins.
+//!   the user and the browser, then `iss` (RFC 9207), exchanges the code through tollgate's
+//!   egress path and stores the token set with the store's compare-and-swap, so a reset
+//!   during the consent wins.
 //!
-//! Every failure is a [`FlowError`] that stores nothing; `web::consent` renders the pages.
+//! Every step checks who is signed in ([`ActsFor`], the web layer's sign-in) against the
+//! ticket's or pending authorization's user: the page, the Authorize `POST` (before the
+//! ticket is consumed) and the callback. The browser is bound through its consent cookie
+//! ([`super::browser`]). Every failure is a [`FlowError`] that stores nothing;
+//! `web::consent` renders the pages.
 
 use std::sync::Arc;
 
@@ -22,8 +30,17 @@ use crate::store::{
     PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
 
+use super::browser::ConsentCookie;
 use super::grant::TokenError;
 use super::OAuth;
+
+/// Who is at the consent pages, as the web layer's sign-in tells (`web::login::Visitor`).
+pub trait ActsFor: Sync {
+    /// Whether they may act for `user` of `org`.
+    fn may_act_for(&self, org: &str, user: &str) -> bool;
+    /// Who they are, for logs (`-` when unknown).
+    fn who(&self) -> &str;
+}
 
 /// The body of a `401 authorization_required`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +53,7 @@ pub struct ConsentRequired {
     pub app_name: String,
     /// `{public_url}/consent/{ticket}`.
     pub consent_url: String,
-    /// Seconds the ticket is valid.
+    /// Seconds the ticket stays valid (counts down while it is repeated).
     pub expires_in: u64,
 }
 
@@ -77,8 +94,8 @@ impl Tickets {
         }
     }
 
-    /// Issues a ticket for `user` and `app` as it is stored now (a reset may have moved its
-    /// generation since the caller's snapshot).
+    /// The ticket for `user` and `app` as it is stored now (a reset may have moved its
+    /// generation since the caller's snapshot): the live one if there is one, else a new one.
     pub async fn issue(&self, app: &App, user: &str) -> Result<ConsentRequired, TicketError> {
         let current = self
             .store
@@ -90,26 +107,18 @@ impl Tickets {
                 app_name: current.config.name,
             });
         }
-        let ticket = ConsentTicket::new(
-            &current,
-            user,
-            self.clock.now().map_err(StoreError::from)? + TICKET_TTL_SECS,
-        )?;
-        let consent_url = format!("{}/consent/{}", self.public_url, ticket.id);
-        self.store.put_ticket(ticket).await?;
+        let now = self.clock.now().map_err(StoreError::from)?;
+        let candidate = ConsentTicket::new(&current, user, now + TICKET_TTL_SECS)?;
+        let ticket = self.store.issue_ticket(candidate).await?;
         Ok(ConsentRequired {
             org: current.org,
             app: current.config.id,
             app_name: current.config.name,
-            consent_url,
-            expires_in: TICKET_TTL_SECS,
+            consent_url: format!("{}/consent/{}", self.public_url, ticket.id),
+            expires_in: ticket.expires_at.saturating_sub(now),
         })
     }
 }
-
-/// Whether the person at a consent page may act for `(org, user)`: the web layer's answer
-/// (`web::login::Visitor::may_act_for`), so that `oauth` needs no notion of sign-in.
-pub type MayActFor<'a> = &'a (dyn Fn(&str, &str) -> bool + Send + Sync);
 
 /// Why a consent step cannot go on. None of them leaves anything stored.
 #[derive(Debug, thiserror::Error)]
@@ -120,9 +129,12 @@ pub enum FlowError {
     /// The ticket is unknown, expired, used, or its app is gone.
     #[error("the consent link cannot be used")]
     LinkUnusable,
-    /// The platform's login header does not name the ticket's user.
+    /// The signed-in user (or org) is not the ticket's or pending authorization's.
     #[error("the consent link is for another user")]
     WrongUser,
+    /// The callback did not come from the browser that clicked Authorize.
+    #[error("the authorization was started in another browser")]
+    WrongBrowser,
     /// The app is disabled: no consent can start or finish.
     #[error("app {app_name:?} of {org:?} is disabled")]
     Disabled {
@@ -200,13 +212,12 @@ impl OAuth {
 }
 
 impl ConsentFlow<'_> {
-    /// The ticket `id` (not consumed) and its app, for the page that asks for consent.
-    /// `may_act_for(org, user)` says whether the person at the page may act for that user
-    /// (`web::login::Visitor::may_act_for`).
+    /// The ticket `id` (not consumed) and its app, for the page that asks for consent, if
+    /// `who` may act for its user.
     pub async fn ticket(
         &self,
         id: &str,
-        may_act_for: MayActFor<'_>,
+        who: &dyn ActsFor,
     ) -> Result<(ConsentTicket, App), FlowError> {
         let ticket = self
             .oauth
@@ -214,22 +225,24 @@ impl ConsentFlow<'_> {
             .get_ticket(id)
             .await?
             .ok_or(FlowError::LinkUnusable)?;
-        self.check_user(&ticket, may_act_for)?;
+        check_user("ticket", &ticket.org, &ticket.app, &ticket.user, who)?;
         let app = self.enabled_app(&ticket.org, &ticket.app).await?;
         Ok((ticket, app))
     }
 
-    /// The user clicked Authorize: consumes the ticket, stores the pending authorization and
-    /// returns the provider URL to redirect to.
+    /// The user clicked Authorize in the browser with `cookie` (whose `csrf` the caller has
+    /// checked): consumes the ticket, stores the pending authorization bound to that browser
+    /// and returns the provider URL to redirect to.
     pub async fn authorize(
         &self,
         id: &str,
-        may_act_for: MayActFor<'_>,
+        who: &dyn ActsFor,
+        cookie: &ConsentCookie,
     ) -> Result<String, FlowError> {
         let store = &self.oauth.store;
-        // Check the user before consuming, so a wrong browser does not burn the link.
+        // Check the user before consuming, so a wrong visitor does not burn the link.
         let ticket = store.get_ticket(id).await?.ok_or(FlowError::LinkUnusable)?;
-        self.check_user(&ticket, may_act_for)?;
+        check_user("ticket", &ticket.org, &ticket.app, &ticket.user, who)?;
         let ticket = store
             .take_ticket(id)
             .await?
@@ -243,6 +256,7 @@ impl ConsentFlow<'_> {
             &ticket,
             verifier,
             self.oauth.tokens.redirect_uri(),
+            cookie.tag(),
             self.oauth.clock.now().map_err(StoreError::from)? + PENDING_TTL_SECS,
         )?;
         let url = self
@@ -257,15 +271,31 @@ impl ConsentFlow<'_> {
         Ok(url)
     }
 
-    /// The provider sent the user back: consumes the pending authorization, exchanges the
-    /// code and stores the token set.
-    pub async fn callback(&self, params: &Callback<'_>) -> Result<Granted, FlowError> {
+    /// The provider sent the user back: consumes the pending authorization, checks that
+    /// `who` may act for its user and that one of `cookies` is the browser's that clicked
+    /// Authorize,
+    /// exchanges the code and stores the token set.
+    pub async fn callback(
+        &self,
+        params: &Callback<'_>,
+        who: &dyn ActsFor,
+        cookies: &[ConsentCookie],
+    ) -> Result<Granted, FlowError> {
         let store = &self.oauth.store;
         let state = params.state.ok_or(FlowError::MissingState)?;
         let pending = store
             .take_pending(state)
             .await?
             .ok_or(FlowError::PendingUnusable)?;
+        check_user("callback", &pending.org, &pending.app, &pending.user, who)?;
+        if !cookies.iter().any(|c| c.has_tag(&pending.browser)) {
+            tracing::warn!(
+                org = %pending.org, app = %pending.app, user = %pending.user,
+                cookies = cookies.len(),
+                "consent refused: the callback came from another browser than Authorize"
+            );
+            return Err(FlowError::WrongBrowser);
+        }
         if let Some(error) = params.error {
             tracing::info!(org = %pending.org, app = %pending.app, user = %pending.user, error = %error, "consent not granted");
             return Err(FlowError::Provider {
@@ -327,22 +357,6 @@ impl ConsentFlow<'_> {
         })
     }
 
-    /// The person at the page must be allowed to act for the ticket's user.
-    fn check_user(
-        &self,
-        ticket: &ConsentTicket,
-        may_act_for: MayActFor<'_>,
-    ) -> Result<(), FlowError> {
-        if may_act_for(&ticket.org, &ticket.user) {
-            return Ok(());
-        }
-        tracing::warn!(
-            org = %ticket.org, app = %ticket.app, ticket_user = %ticket.user,
-            "consent refused: the signed-in user is not the ticket's user"
-        );
-        Err(FlowError::WrongUser)
-    }
-
     /// The app a consent step is for; gone is an unusable link, disabled is refused.
     async fn enabled_app(&self, org: &str, id: &str) -> Result<App, FlowError> {
         match self.oauth.store.get_app(org, id).await? {
@@ -354,6 +368,28 @@ impl ConsentFlow<'_> {
             Some(app) => Ok(app),
         }
     }
+}
+
+/// `who` must be allowed to act for `user` of `org` (at the `step` named in the log).
+fn check_user(
+    step: &str,
+    org: &str,
+    app: &str,
+    user: &str,
+    who: &dyn ActsFor,
+) -> Result<(), FlowError> {
+    if who.may_act_for(org, user) {
+        return Ok(());
+    }
+    tracing::warn!(
+        step,
+        org,
+        app,
+        consent_user = user,
+        signed_in = who.who(),
+        "consent refused: the signed-in user is not the consent's user"
+    );
+    Err(FlowError::WrongUser)
 }
 
 #[cfg(test)]
@@ -382,6 +418,13 @@ mod tests {
         let c = tickets.issue(&snapshot, "alice").await.unwrap();
         assert_eq!((c.org.as_str(), c.app.as_str()), ("acme", "gh"));
         assert_eq!(c.expires_in, TICKET_TTL_SECS);
+        // Repeated while live, counting down; another user gets another.
+        clock.advance(100);
+        let again = tickets.issue(&snapshot, "alice").await.unwrap();
+        assert_eq!(again.consent_url, c.consent_url);
+        assert_eq!(again.expires_in, TICKET_TTL_SECS - 100);
+        let bob = tickets.issue(&snapshot, "bob").await.unwrap();
+        assert_ne!(bob.consent_url, c.consent_url);
         let id = c
             .consent_url
             .strip_prefix("https://tg.example/consent/")

@@ -3,6 +3,7 @@
 //! - [`endpoint`]: the provider-URL parser and the policy check of a provider endpoint;
 //! - [`admin`]: the app lifecycle (create, update, enable, disable, reset, delete, revoke);
 //! - [`flow`]: the consent lifecycle (ticket → pending authorization → exchange → token set);
+//! - [`browser`]: the consent cookie that binds a consent to one browser, and its `csrf` field;
 //! - [`index`]: the per-org domain index;
 //! - [`inject`]: the injection decision, which also issues consent tickets;
 //! - [`token`]: the `oauth2`-crate client for authorization URLs, code exchange, refresh and
@@ -14,6 +15,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod browser;
 pub mod egress;
 pub mod endpoint;
 pub mod flow;

@@ -8,6 +8,10 @@
 //! are byte-for-byte those of the previous attempt is skipped, which keeps a `touch` or our own
 //! reads from reloading and logging. A slow poll backs the watcher up on file systems that do
 //! not deliver events (some network and container mounts).
+//!
+//! Whoever holds something decided under an older set (a live tunnel) follows the reloads:
+//! [`Policies::generation`] says which set a decision was made under, and
+//! [`Policies::subscribe`] wakes a task on every applied reload, so nothing has to poll.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,7 @@ use arc_swap::ArcSwap;
 use notify::event::{EventKind, MetadataKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch as notify_watch};
 
 use super::compile::PolicySet;
 use super::files::{read_dir_files, DirFiles};
@@ -59,6 +63,10 @@ pub struct Policies {
     /// The watch loop is running: directory events (if the watcher could start) and SIGHUP
     /// are being listened for.
     watching: AtomicBool,
+    /// The generation of the set in force, published after the set is swapped in, so a
+    /// reader that sees generation `g` and then loads the set gets set `g` or a newer one;
+    /// live tunnels subscribe to re-decide on each reload.
+    reloads: notify_watch::Sender<u64>,
 }
 
 /// Whether a reload must happen even if the files did not change.
@@ -80,6 +88,7 @@ impl Policies {
             status: Mutex::new(LoadStatus::default()),
             last_read: Mutex::new(None),
             watching: AtomicBool::new(false),
+            reloads: notify_watch::Sender::new(0),
         };
         // The outcome is in the status and the logs.
         let _ = policies.reload_with(Mode::Force);
@@ -89,6 +98,19 @@ impl Policies {
     /// The set in force (cheap: one atomic load).
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
+    }
+
+    /// The generation of the set in force (the number of sets applied so far). Read it
+    /// before [`current`](Self::current): a decision made on that snapshot is then at least
+    /// as new as the generation recorded for it.
+    pub fn generation(&self) -> u64 {
+        *self.reloads.borrow()
+    }
+
+    /// A receiver that sees every applied reload (its value is the new generation). A failed
+    /// reload, which keeps the set in force, does not wake it.
+    pub fn subscribe(&self) -> notify_watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     /// Reloads now. On error the previous set stays in force; the errors are logged and kept
@@ -129,6 +151,7 @@ impl Policies {
                 status.ever_loaded = true;
                 status.last_errors.clear();
                 status.generation += 1;
+                self.reloads.send_replace(status.generation);
                 tracing::info!(
                     dir = %self.dir.display(),
                     policies,
@@ -323,6 +346,24 @@ colour = "blue"
             assert!(start.elapsed() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[test]
+    fn subscribers_see_applied_reloads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.toml"), one()).unwrap();
+        let p = Policies::load(dir.path().to_owned());
+        assert_eq!(p.generation(), 1);
+        let mut rx = p.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        fs::write(dir.path().join("a.toml"), BAD).unwrap();
+        p.reload().unwrap_err();
+        assert!(!rx.has_changed().unwrap(), "a failed reload keeps the set");
+        fs::write(dir.path().join("a.toml"), two()).unwrap();
+        p.reload().unwrap();
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 2);
+        assert_eq!(p.generation(), p.status().generation);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! (identify → decide → app), then the route is dialed **before** the client sees `200`, so a
 //! refusal or a failed dial is the answer to the `CONNECT` itself:
 //!
-//! - a blind tunnel (the usual case) copies bytes both ways ([`crate::io`]);
+//! - a blind tunnel (the usual case) copies bytes both ways ([`crate::io`]) until a side
+//!   closes it, it idles out, or a policy reload no longer allows it (closed at once and
+//!   logged with the reason `policy_revoked`; see `super::live`);
 //! - a `CONNECT` to a host bound to an outbound application of the caller's org (or one the
 //!   embedder's predicate selects) is intercepted ([`super::intercept`]). On a direct route
 //!   the connection dialed here becomes that tunnel's [`Predialed`] connection; on an agent
@@ -23,6 +25,7 @@ use tracing::Instrument;
 
 use super::errors::{full, ProxyError};
 use super::intercept::{self, Intercepted};
+use super::live::{Revocation, POLICY_REVOKED};
 use super::log::RequestLog;
 use super::{pipeline, ProxyBody, ProxyState};
 use crate::policy::{authority_port, normalize_host, Host, Route};
@@ -30,8 +33,8 @@ use crate::route::{Connection, Predialed};
 
 /// What an accepted `CONNECT` turns into once every check passed.
 enum Opened {
-    /// A blind tunnel to the dialed connection.
-    Tunnel(Connection),
+    /// A blind tunnel to the dialed connection, closed if a reload revokes it.
+    Tunnel(Connection, Revocation),
     /// An intercepted tunnel.
     Intercept(Box<Intercepted>),
 }
@@ -52,23 +55,30 @@ pub(super) async fn handle(
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     match opened {
-        Opened::Tunnel(upstream) => {
+        Opened::Tunnel(upstream, revocation) => {
             let idle = state.settings.idle_timeout;
             let (up, down) = (log.bytes_up.clone(), log.bytes_down.clone());
             spawn_tunnel(state, on_upgrade, permit, log, move |client| async move {
-                match upstream {
-                    // Socket to socket: zero-copy where the platform allows.
-                    Either::Left(tcp) => crate::io::tunnel(client, tcp, idle, up, down).await,
-                    Either::Right(agent) => {
-                        crate::io::splice(TokioIo::new(client), agent, idle, up, down).await
+                let copy = async move {
+                    match upstream {
+                        // Socket to socket: zero-copy where the platform allows.
+                        Either::Left(tcp) => crate::io::tunnel(client, tcp, idle, up, down).await,
+                        Either::Right(agent) => {
+                            crate::io::splice(TokioIo::new(client), agent, idle, up, down).await
+                        }
                     }
+                };
+                // Dropping the copy closes both sides.
+                tokio::select! {
+                    end = copy => Ended::Closed(end),
+                    _ = revocation.revoked() => Ended::Revoked,
                 }
             });
         }
         Opened::Intercept(i) => {
             let (st, counts) = (state.clone(), intercept::Counts::of(&log));
-            spawn_tunnel(state, on_upgrade, permit, log, move |client| {
-                intercept::run(st, i, client, counts)
+            spawn_tunnel(state, on_upgrade, permit, log, move |client| async move {
+                Ended::Closed(intercept::run(st, i, client, counts).await)
             });
         }
     }
@@ -112,7 +122,10 @@ async fn open(
         .upstream_latency
         .observe(started.elapsed().as_secs_f64());
     match conn {
-        Some(conn) if !intercept => Ok(Opened::Tunnel(conn)),
+        Some(conn) if !intercept => Ok(Opened::Tunnel(
+            conn,
+            Revocation::new(&state.policies, &target),
+        )),
         conn => {
             let tls = state
                 .leaves
@@ -152,6 +165,14 @@ fn connect_target<B>(req: &Request<B>) -> Result<(Host, u16), ProxyError> {
     Ok((host, port))
 }
 
+/// How a tunnel ended.
+enum Ended {
+    /// A side closed it, it idled out, or it failed: why, for the debug log.
+    Closed(String),
+    /// A policy reload no longer allows it.
+    Revoked,
+}
+
 /// Answers a `CONNECT` with 200 and, once hyper hands over the client connection, runs the
 /// tunnel `body` on the tunnel tracker: the connection-limit `permit` is held and the tunnel
 /// counted in `open_tunnels` for its whole life, and the access line (`log`) is written when
@@ -165,7 +186,7 @@ fn spawn_tunnel<P, F, Fut>(
 ) where
     P: Send + 'static,
     F: FnOnce(hyper::upgrade::Upgraded) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = String> + Send,
+    Fut: std::future::Future<Output = Ended> + Send,
 {
     log.status = 200;
     let metrics = state.metrics.clone();
@@ -182,7 +203,18 @@ fn spawn_tunnel<P, F, Fut>(
             metrics.open_tunnels.inc();
             let end = body(client).await;
             metrics.open_tunnels.dec();
-            tracing::debug!(end = %end, "tunnel closed");
+            match end {
+                Ended::Closed(end) => tracing::debug!(end = %end, "tunnel closed"),
+                Ended::Revoked => {
+                    tracing::info!(
+                        host = log.host.as_deref().unwrap_or("-"),
+                        port = log.port,
+                        "tunnel closed: a policy reload no longer allows it"
+                    );
+                    log.decision = "denied";
+                    log.reason = POLICY_REVOKED.into();
+                }
+            }
             drop(log);
         }
         .in_current_span(),

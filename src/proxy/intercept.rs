@@ -14,12 +14,15 @@
 //! 3. each inner request must name the `CONNECT` target in `Host` / `:authority` (default
 //!    port 443), else `421 misdirected_request`; it is rewritten to an absolute
 //!    `https://host[:port]/...` URI;
-//! 4. then it runs the pipeline's app → exchange → respond phases under the `CONNECT`'s
-//!    decision: token injection, the [`Router`](crate::route::Router)'s pooled clients (the
+//! 4. the caller token's expiry is checked again (`407` once expired), and when a policy
+//!    reload applied a new set since the decision the tunnel holds, the destination is decided
+//!    again (`403` when now denied; see `super::live`);
+//! 5. then it runs the pipeline's app → exchange → respond phases under that decision:
+//!    token injection, the [`Router`](crate::route::Router)'s pooled clients (the
 //!    same ones plain-http forwarding uses, so connections are shared), upstream TLS verified
 //!    against the webpki roots plus `--upstream-ca-file` (`502 tls_certificate_error` when it
 //!    fails), HTTP/2 when the upstream offers it;
-//! 5. each inner request gets its own access line; the `CONNECT` line follows when the
+//! 6. each inner request gets its own access line; the `CONNECT` line follows when the
 //!    tunnel closes, with the raw bytes.
 //!
 //! The connection dialed before the `200` is not wasted: it travels with the tunnel as its
@@ -33,6 +36,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST, TE};
 use http::uri::Authority;
 use http::{Method, Request, Response, Version};
@@ -66,8 +70,9 @@ pub fn never() -> InterceptPredicate {
 pub(super) struct Intercepted {
     /// The server configuration presenting the target's leaf.
     tls: Arc<ServerConfig>,
-    /// The `CONNECT`'s caller, target and decision, shared by every inner request.
-    target: Target,
+    /// The `CONNECT`'s caller, target and decision: the first one the inner requests run
+    /// under.
+    target: Arc<Target>,
     /// `host`, plus `:port` unless 443: the authority of the rewritten inner requests.
     authority: Authority,
     /// The connection dialed before the `200` (direct routes), for the first new upstream
@@ -86,7 +91,7 @@ impl Intercepted {
         Ok(Intercepted {
             authority: https_authority(&target.host, target.port)?,
             tls,
-            target,
+            target: Arc::new(target),
             predialed,
         })
     }
@@ -100,6 +105,9 @@ struct Tunnel {
     peer: SocketAddr,
     /// The `CONNECT`'s target, decision and pre-dialed connection.
     intercepted: Intercepted,
+    /// The decision inner requests run under: the `CONNECT`'s until a policy reload makes
+    /// `super::live::recheck` decide again.
+    live: ArcSwap<Target>,
 }
 
 /// Runs an intercepted tunnel to its end: TLS accept, inner requests, idle timeout. `counts`
@@ -134,6 +142,7 @@ pub(super) async fn run(
             let tunnel = Tunnel {
                 state: state.clone(),
                 peer: counts.peer,
+                live: ArcSwap::new(i.target.clone()),
                 intercepted: *i,
             };
             serve_inner(&state, stream, tunnel, &activity).await
@@ -207,24 +216,28 @@ where
     }
 }
 
-/// One inner request: check the target and rewrite, then the pipeline's app → exchange →
-/// respond phases under the `CONNECT`'s decision.
+/// One inner request: the caller and the decision re-checked, the target checked and
+/// rewritten, then the pipeline's app → exchange → respond phases under the decision.
 async fn inner_request(tunnel: &Tunnel, req: Request<Incoming>) -> Response<ProxyBody> {
     let state = &tunnel.state;
     let i = &tunnel.intercepted;
-    let target = &i.target;
     let mut log = RequestLog::new(state.metrics.clone(), tunnel.peer, req.method().clone());
-    log.host = Some(target.host.to_string());
-    log.port = target.port;
-    log.caller = Some(target.caller.clone());
-    log.set_decision(&target.decision);
+    log.host = Some(i.target.host.to_string());
+    log.port = i.target.port;
+    log.caller = Some(i.target.caller.clone());
     let result = async {
+        let target = super::live::recheck(state, &tunnel.live, &mut log)?;
         let mut req = check_and_rewrite(req, &target.host, target.port, &i.authority)?;
         strip_hop_by_hop_keeping_te_trailers(req.headers_mut());
         // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
         let app = pipeline::app(state, &target.caller, &target.host).await?;
-        pipeline::exchange(state, target, app, req, &mut log, i.predialed.as_ref()).await
+        // The connection dialed for the `CONNECT` serves only the `CONNECT`'s decision.
+        let predialed = i
+            .predialed
+            .as_ref()
+            .filter(|_| Arc::ptr_eq(&target, &i.target));
+        pipeline::exchange(state, &target, app, req, &mut log, predialed).await
     }
     .await;
     pipeline::respond(result, log)

@@ -14,6 +14,7 @@ mod connect;
 pub mod errors;
 pub mod forward;
 pub mod intercept;
+mod live;
 pub mod log;
 mod pipeline;
 pub mod replay;

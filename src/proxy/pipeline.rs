@@ -50,6 +50,9 @@ pub(crate) struct Target {
     /// The decision, for the access lines of an intercepted tunnel's inner requests (the
     /// tunnel owns its `Target`, so they share it without another allocation).
     pub(crate) decision: Decision,
+    /// The policy generation the decision was made under: a tunnel that outlives it decides
+    /// again (`super::live`).
+    pub(crate) generation: u64,
 }
 
 /// Phase 1: the caller, from `Proxy-Authorization` (missing, expired or forged → `407`).
@@ -77,6 +80,8 @@ pub(crate) fn decide(
     port: u16,
     log: &mut RequestLog,
 ) -> Result<Target, ProxyError> {
+    // The generation first: the set loaded after it is that generation's or a newer one.
+    let generation = state.policies.generation();
     let decision = state.policies.current().decide(&caller.org, &host, port);
     log.set_decision(&decision);
     match &decision {
@@ -91,6 +96,7 @@ pub(crate) fn decide(
             host,
             port,
             decision,
+            generation,
         }),
         Decision::Deny { .. } => Err(ProxyError::Denied(Box::new(decision))),
     }

@@ -2,11 +2,14 @@
 //! unchanged (sled now, PostgreSQL next). It covers every [`Store`] method: app lifecycle,
 //! grants and their compare-and-swap on `version`, expiry (through the injected clock, no
 //! sleeps), single-use consumption of tickets and pending authorizations under concurrency,
-//! sealing with associated data, audit, clean-up and change events.
+//! one live ticket per (org, user, app) repeated until used, lookups by hash (no plaintext
+//! ticket id or state in storage), sealing with associated data, audit, clean-up and change
+//! events.
 //!
 //! A backend runs it with [`run_all`], handing a factory that opens an empty store reading
-//! the given clock, plus a [`Tamper`] for the one thing the trait cannot do: move a stored
-//! record to another key, as someone with write access to the database could.
+//! the given clock, plus a [`Tamper`] for what the trait cannot do: move a stored record to
+//! another key, as someone with write access to the database could, and look at the raw
+//! storage.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -16,11 +19,13 @@ use super::model::{App, AuditEvent, ConsentTicket, PendingAuthorization, Secret,
 use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, StoreError};
 use crate::clock::{Clock, ManualClock};
 
+mod consents;
+
 /// The clock every contract test starts at.
 pub const T0: u64 = 1_700_000_000;
 
 /// How many tasks race for a single-use record.
-const RACERS: usize = 8;
+pub(crate) const RACERS: usize = 8;
 
 /// Raw writes a backend allows the suite, to check that sealed values are bound to their key.
 /// Each copies a stored record to another key and rewrites its visible fields to match, so
@@ -30,6 +35,10 @@ pub trait Tamper: Send + Sync {
     fn copy_app(&self, org: &str, from: &str, to: &str);
     /// Copies the current grant of `from_user` for `(org, app)` to `to_user`.
     fn copy_grant(&self, org: &str, app: &str, from_user: &str, to_user: &str);
+    /// Whether any stored key or value, in any table, contains `needle`.
+    fn raw_contains(&self, needle: &[u8]) -> bool;
+    /// How many consent tickets and pending authorizations are stored, live or not.
+    fn consent_records(&self) -> (usize, usize);
 }
 
 /// An empty store of one backend, and what must live as long as it.
@@ -54,10 +63,10 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     grant_version_is_a_compare_and_swap(fresh().0).await;
     concurrent_refreshes_one_wins(fresh().0).await;
     let (f, clock) = fresh();
-    tickets_expire_and_are_single_use(f, clock).await;
+    consents::tickets_expire_and_are_single_use(f, clock).await;
     let (f, clock) = fresh();
-    pending_expires_and_is_single_use(f, clock).await;
-    one_of_many_takers_wins(fresh().0).await;
+    consents::pending_expires_and_is_single_use(f, clock).await;
+    consents::one_of_many_takers_wins(fresh().0).await;
     reset_and_delete_invalidate_everything(fresh().0).await;
     let (f, clock) = fresh();
     audit_is_stamped_and_newest_first(f, clock).await;
@@ -65,6 +74,10 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     purge_removes_expired_and_orphaned(f, clock).await;
     sealed_values_are_bound_to_their_key(fresh().0).await;
     change_events(fresh().0).await;
+    let (f, clock) = fresh();
+    consents::one_live_ticket_per_user_and_app(f, clock).await;
+    consents::concurrent_issues_agree_on_one_ticket(fresh().0).await;
+    consents::consent_ids_are_stored_only_hashed_or_sealed(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.
@@ -147,6 +160,7 @@ pub fn pending(a: &App, user: &str, expires_at: u64) -> PendingAuthorization {
         &ticket(a, user, expires_at),
         Some(Secret::new("pkce-PLAINTEXT-777")),
         "https://tollgate.example/oauth/callback",
+        [7; super::BROWSER_TAG_LEN],
         expires_at,
     )
     .unwrap()
@@ -384,84 +398,12 @@ async fn concurrent_refreshes_one_wins(f: Fixture) {
     assert_eq!(won[0].version, 2);
 }
 
-async fn tickets_expire_and_are_single_use(f: Fixture, clock: ManualClock) {
-    let s = &*f.store;
-    let a = s.create_app(sample_app("acme", "github")).await.unwrap();
-    let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
-    assert_eq!(s.get_ticket(&t.id).await.unwrap(), Some(t.clone()));
-    assert_eq!(s.get_ticket("unknown").await.unwrap(), None);
-    assert_eq!(s.take_ticket(&t.id).await.unwrap(), Some(t.clone()));
-    assert_eq!(s.take_ticket(&t.id).await.unwrap(), None, "single use");
-    assert_eq!(s.get_ticket(&t.id).await.unwrap(), None);
-
-    let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
-    clock.set(T0 + 899);
-    assert_eq!(s.get_ticket(&t.id).await.unwrap(), Some(t.clone()));
-    clock.set(T0 + 900);
-    assert_eq!(s.get_ticket(&t.id).await.unwrap(), None, "expired");
-    assert_eq!(s.take_ticket(&t.id).await.unwrap(), None, "expired");
-}
-
-async fn pending_expires_and_is_single_use(f: Fixture, clock: ManualClock) {
-    let s = &*f.store;
-    let a = s.create_app(sample_app("acme", "github")).await.unwrap();
-    let p = pending(&a, "alice", T0 + 600);
-    s.put_pending(p.clone()).await.unwrap();
-    assert_eq!(s.take_pending(&p.state).await.unwrap(), Some(p.clone()));
-    assert_eq!(s.take_pending(&p.state).await.unwrap(), None, "single use");
-    assert_eq!(s.take_pending("unknown").await.unwrap(), None);
-
-    let p = pending(&a, "alice", T0 + 600);
-    s.put_pending(p.clone()).await.unwrap();
-    clock.set(T0 + 600);
-    assert_eq!(s.take_pending(&p.state).await.unwrap(), None, "expired");
-    clock.set(T0);
-    assert_eq!(
-        s.take_pending(&p.state).await.unwrap(),
-        None,
-        "an expired record is consumed all the same"
-    );
-}
-
-async fn one_of_many_takers_wins(f: Fixture) {
-    let s = f.store.clone();
-    let a = s.create_app(sample_app("acme", "github")).await.unwrap();
-    let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
-    let p = pending(&a, "alice", T0 + 600);
-    s.put_pending(p.clone()).await.unwrap();
-    let tickets: Vec<_> = (0..RACERS)
-        .map(|_| {
-            let (s, id) = (s.clone(), t.id.clone());
-            tokio::spawn(async move { s.take_ticket(&id).await.unwrap() })
-        })
-        .collect();
-    let pendings: Vec<_> = (0..RACERS)
-        .map(|_| {
-            let (s, state) = (s.clone(), p.state.clone());
-            tokio::spawn(async move { s.take_pending(&state).await.unwrap() })
-        })
-        .collect();
-    let mut won_tickets = Vec::new();
-    for h in tickets {
-        won_tickets.extend(h.await.unwrap());
-    }
-    let mut won_pending = Vec::new();
-    for h in pendings {
-        won_pending.extend(h.await.unwrap());
-    }
-    assert_eq!(won_tickets, vec![t], "exactly one ticket taker wins");
-    assert_eq!(won_pending, vec![p], "exactly one pending taker wins");
-}
-
 async fn reset_and_delete_invalidate_everything(f: Fixture) {
     let s = &*f.store;
     let a = s.create_app(sample_app("acme", "github")).await.unwrap();
     put(s, &a, "alice", "at").await;
     let t = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     let p = pending(&a, "alice", T0 + 600);
     s.put_pending(p.clone()).await.unwrap();
     let r = s.reset_app("acme", "github").await.unwrap();
@@ -474,7 +416,7 @@ async fn reset_and_delete_invalidate_everything(f: Fixture) {
 
     put(s, &r, "alice", "at-2").await;
     let t = ticket(&r, "alice", T0 + 900);
-    s.put_ticket(t.clone()).await.unwrap();
+    s.issue_ticket(t.clone()).await.unwrap();
     s.delete_app("acme", "github").await.unwrap();
     let again = s.create_app(sample_app("acme", "github")).await.unwrap();
     assert_eq!(again.generation, r.generation - 1, "generation starts over");
@@ -508,8 +450,8 @@ async fn purge_removes_expired_and_orphaned(f: Fixture, clock: ManualClock) {
     let a = s.create_app(sample_app("acme", "github")).await.unwrap();
     put(s, &a, "alice", "at").await;
     let keep = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(keep.clone()).await.unwrap();
-    s.put_ticket(ticket(&a, "bob", T0 + 10)).await.unwrap();
+    s.issue_ticket(keep.clone()).await.unwrap();
+    s.issue_ticket(ticket(&a, "bob", T0 + 10)).await.unwrap();
     s.put_pending(pending(&a, "bob", T0 + 10)).await.unwrap();
     assert_eq!(s.purge_stale().await.unwrap(), 0);
     clock.set(T0 + 10);
@@ -596,7 +538,7 @@ async fn change_events(f: Fixture) {
     );
 
     // Consent records are not cached by anyone: no events.
-    s.put_ticket(ticket(&a, "bob", T0 + 900)).await.unwrap();
+    s.issue_ticket(ticket(&a, "bob", T0 + 900)).await.unwrap();
     s.put_pending(pending(&a, "bob", T0 + 600)).await.unwrap();
     assert!(!changes.pending());
 

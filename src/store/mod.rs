@@ -38,7 +38,7 @@ pub use app_config::{AppConfig, ClientAuth, Handshake};
 pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
 pub use model::{
     random_id, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret,
-    TokenSet, PENDING_TTL_SECS, TICKET_TTL_SECS,
+    TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
@@ -166,20 +166,30 @@ pub trait Store: Send + Sync {
     async fn count_authorizations(&self, org: &str, app: &str) -> StoreResult<usize>;
 
     // ----- consent tickets -----
+    //
+    // A backend never stores a ticket id or a `state` in the clear: it keys records by their
+    // SHA-256 (`record::lookup_hash`) and keeps a ticket's id only sealed (bound to org, app
+    // and user). The contract suite checks the backend's raw storage for the plaintext.
 
-    /// Stores a consent ticket (replacing one with the same id).
-    async fn put_ticket(&self, ticket: ConsentTicket) -> StoreResult<()>;
+    /// Issues a ticket: at most one live ticket exists per (org, app, user). If the stored
+    /// one is for the candidate's incarnation and generation and has not expired, it is
+    /// returned unchanged (same id, same `expires_at`) and `ticket` is dropped; otherwise
+    /// `ticket` is stored, replacing it, and returned. Atomic: concurrent calls for one
+    /// (org, app, user) return one ticket.
+    async fn issue_ticket(&self, ticket: ConsentTicket) -> StoreResult<ConsentTicket>;
 
-    /// A ticket, unless expired or its app was reset, deleted or re-created since.
+    /// A ticket by its id, unless expired or its app was reset, deleted or re-created since.
     async fn get_ticket(&self, id: &str) -> StoreResult<Option<ConsentTicket>>;
 
     /// Removes and returns a ticket (single use); `None` if absent, expired, or its app was
-    /// reset, deleted or re-created since (the stale ticket is removed too).
+    /// reset, deleted or re-created since (the stale ticket is removed too). The next
+    /// [`Store::issue_ticket`] for its (org, app, user) stores a new one.
     async fn take_ticket(&self, id: &str) -> StoreResult<Option<ConsentTicket>>;
 
     // ----- pending authorizations -----
 
-    /// Stores a pending authorization (replacing one with the same state).
+    /// Stores a pending authorization under the hash of its state (replacing one with the
+    /// same state).
     async fn put_pending(&self, pending: PendingAuthorization) -> StoreResult<()>;
 
     /// Removes and returns a pending authorization (single use); `None` if absent, expired,
@@ -199,7 +209,8 @@ pub trait Store: Send + Sync {
     /// Deletes expired tickets and pending authorizations, and token sets, tickets and pending
     /// authorizations of apps that were reset or deleted (left behind if the process stopped
     /// between the reset and its clean-up). Returns how many records were removed. Safe to
-    /// run at any time, e.g. periodically.
+    /// run at any time, e.g. periodically; it walks whole tables, so a backend runs it off
+    /// the async runtime (a blocking thread, or the database server).
     async fn purge_stale(&self) -> StoreResult<usize>;
 
     /// Makes every write so far durable.

@@ -1,8 +1,9 @@
 //! The records the store keeps, as the rest of tollgate sees them.
 //!
-//! These are the in-memory shapes. Records without secrets ([`ConsentTicket`], [`AuditEvent`],
-//! [`Authorization`]) derive serde directly. Records holding a [`Secret`] ([`App`],
-//! [`TokenSet`], [`PendingAuthorization`]) deliberately do not: a `Secret` cannot be
+//! These are the in-memory shapes. Records without secrets ([`AuditEvent`], [`Authorization`])
+//! derive serde directly. Records holding a [`Secret`] ([`App`], [`TokenSet`],
+//! [`PendingAuthorization`]) or a bearer capability ([`ConsentTicket`]'s id, a pending
+//! authorization's `state`) deliberately do not: a `Secret` cannot be
 //! serialized at all, so the only way such a record reaches bytes is through the sealing
 //! layer (`store::record`), which writes every secret as an AEAD-sealed blob bound to the
 //! record's key. Serializing a secret in plaintext by accident is a compile error, not a review
@@ -156,15 +157,19 @@ pub struct TokenSet {
     pub obtained_at: u64,
 }
 
-/// A consent URL's ticket: bound server-side to who may consent to what, single-use.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A consent URL's ticket: bound server-side to who may consent to what, single-use, and
+/// at most one live per (org, user, app): until it is used or expires, every
+/// `401 authorization_required` for them repeats it.
+///
+/// The store never holds the id in the clear: it looks tickets up by a SHA-256 hash of the id
+/// and keeps the id itself only sealed (bound to org, app and user), to repeat the same URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsentTicket {
     /// Random, URL-safe, 256 bits ([`random_id`]); the last path segment of the consent URL.
     pub id: String,
     /// Organization of the user and the app.
     pub org: String,
-    /// The user the consent is for; the consent page may require the platform's login header
-    /// to match it.
+    /// The user the consent is for; the signed-in user must be this one (`web::login`).
     pub user: String,
     /// App id within the org.
     pub app: String,
@@ -193,7 +198,8 @@ impl ConsentTicket {
 }
 
 /// An authorization request in flight: created when the user clicks Authorize, consumed by
-/// the OAuth callback (also on `error=` callbacks).
+/// the OAuth callback (also on `error=` callbacks). The store looks it up by a SHA-256 hash of
+/// `state` and never holds `state` itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingAuthorization {
     /// The OAuth `state` parameter: random, URL-safe, 256 bits ([`random_id`]); the lookup key
@@ -213,17 +219,25 @@ pub struct PendingAuthorization {
     pub pkce_verifier: Option<Secret>,
     /// The redirect URI sent on the authorization request; the exchange must repeat it.
     pub redirect_uri: String,
+    /// Hash of the browser's consent cookie (`oauth::browser`): the callback must come from
+    /// the browser that clicked Authorize.
+    pub browser: [u8; BROWSER_TAG_LEN],
     /// Expiry, Unix seconds (start + [`PENDING_TTL_SECS`]).
     pub expires_at: u64,
 }
 
+/// Length of [`PendingAuthorization::browser`]: a SHA-256 output.
+pub const BROWSER_TAG_LEN: usize = 32;
+
 impl PendingAuthorization {
     /// A new pending authorization with a fresh random `state`, for what `ticket` was issued
-    /// for (user, app, and the app's generation and incarnation at issue).
+    /// for (user, app, and the app's generation and incarnation at issue), started by the
+    /// browser whose consent cookie hashes to `browser`.
     pub fn new(
         ticket: &ConsentTicket,
         pkce_verifier: Option<Secret>,
         redirect_uri: impl Into<String>,
+        browser: [u8; BROWSER_TAG_LEN],
         expires_at: u64,
     ) -> Result<Self, StoreError> {
         Ok(Self {
@@ -235,6 +249,7 @@ impl PendingAuthorization {
             incarnation: ticket.incarnation,
             pkce_verifier,
             redirect_uri: redirect_uri.into(),
+            browser,
             expires_at,
         })
     }

@@ -39,16 +39,28 @@ impl Running {
     }
 
     pub fn auth(&self, org: &str, user: &str) -> String {
+        self.auth_ttl(org, user, Duration::from_secs(3600))
+    }
+
+    /// `Bearer TOKEN` of a caller token that expires `ttl` from now.
+    pub fn auth_ttl(&self, org: &str, user: &str, ttl: Duration) -> String {
         let key = std::fs::read_to_string(self.data().join("keys/identity.key")).unwrap();
         let token = tollgate::identity::mint(
             &tollgate::identity::IdentityKey::from_bytes(key.trim().as_bytes()),
             org,
             user,
             &[],
-            Duration::from_secs(3600),
+            ttl,
         )
         .expect("clock");
         format!("Bearer {token}")
+    }
+
+    /// Replaces the test policy file (written aside, then renamed over it, as editors do).
+    pub fn write_policy(&self, text: &str) {
+        let dir = self.dir.path().join("policies");
+        std::fs::write(dir.join(".10-test.toml.tmp"), text).unwrap();
+        std::fs::rename(dir.join(".10-test.toml.tmp"), dir.join("10-test.toml")).unwrap();
     }
 
     /// The tollgate CA as a client gets it: `tollgate ca export`.

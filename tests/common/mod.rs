@@ -530,7 +530,12 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
 
 /// A TCP echo server on 127.0.0.1:0.
 pub async fn tcp_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tcp_echo_at("127.0.0.1").await
+}
+
+/// A TCP echo server on `ip`, port 0 (any loopback address: 127.0.0.2 is a second host).
+pub async fn tcp_echo_at(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

@@ -137,11 +137,21 @@ impl Env {
     /// GET the consent page, POST it, follow the provider's redirect to the callback, as a
     /// browser would. Returns the callback's response and its path.
     pub async fn complete(&self, consent_url: &str, headers: &[(&str, &str)]) -> (Resp, String) {
+        let mut browser = super::consent::Browser::with(headers);
+        let callback = self.to_callback(&mut browser, consent_url).await;
+        (browser.get(self.tg.web, &callback).await, callback)
+    }
+
+    /// `browser` opens the consent page, clicks Authorize and signs in at the provider:
+    /// returns the callback path (with `code` and `state`) the provider sent it back to.
+    pub async fn to_callback(
+        &self,
+        browser: &mut super::consent::Browser,
+        consent_url: &str,
+    ) -> String {
         let (web, path) = split(consent_url);
         assert_eq!(web, self.tg.web);
-        let page = http(web, "GET", &path, headers).await;
-        assert_eq!(page.status, 200, "{}", page.text());
-        let post = http(web, "POST", &path, headers).await;
+        let post = browser.consent(web, &path).await;
         assert_eq!(post.status, 303, "{}", post.text());
         let (idp, authorize) = split(&post.header("location").unwrap());
         assert_eq!(idp, self.p.addr);
@@ -149,7 +159,7 @@ impl Env {
         assert_eq!(at_idp.status, 302, "{}", at_idp.text());
         let (back, callback) = split(&at_idp.header("location").unwrap());
         assert_eq!(back, self.tg.web);
-        (http(back, "GET", &callback, &[]).await, callback)
+        callback
     }
 
     /// The whole consent for `user`; asserts success.

@@ -1,11 +1,70 @@
-//! The stored form of consent tickets and pending authorizations (the PKCE verifier sealed).
+//! The stored form of consent tickets and pending authorizations.
+//!
+//! Neither a ticket id nor a `state` is ever stored in the clear: both are looked up by
+//! [`lookup_hash`] (SHA-256 over a domain-separation label and the value), which is the
+//! record's key. A ticket keeps its id only sealed, bound to the hash and to (org, app, user),
+//! so that a repeated `401` can give the same consent URL; a pending authorization keeps its
+//! PKCE verifier sealed, bound to the hash and to (org, app, user). The hashing lives here,
+//! below the `Store` trait, so every backend stores the same thing.
 
 use serde::{Deserialize, Serialize};
 
-use super::super::model::{ConsentTicket, PendingAuthorization};
-use super::super::seal::{Aad, Sealed, StoreKey};
+use super::super::model::{ConsentTicket, PendingAuthorization, BROWSER_TAG_LEN};
+use super::super::seal::{push_len_prefixed, Aad, Sealed, StoreKey};
 use super::super::StoreError;
-use super::{decode_keyed, open_secret, pending_name, ticket_name, FORMAT_VERSION};
+use super::{decode, open_secret, FORMAT_VERSION};
+
+/// Length of a [`lookup_hash`].
+pub(crate) const LOOKUP_LEN: usize = 32;
+
+/// Domain-separation label of a ticket id's hash.
+const TICKET_LABEL: &[u8] = b"tollgate consent ticket v1\0";
+
+/// Domain-separation label of a `state`'s hash.
+const PENDING_LABEL: &[u8] = b"tollgate pending state v1\0";
+
+/// Which kind of consent record a lookup hash is for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    /// A consent ticket, by its id.
+    Ticket,
+    /// A pending authorization, by its `state`.
+    Pending,
+}
+
+/// The store key of a ticket (`id`) or pending authorization (`state`): SHA-256 of a label
+/// naming the kind, then the value.
+pub(crate) fn lookup_hash(kind: Kind, value: &str) -> [u8; LOOKUP_LEN] {
+    let label = match kind {
+        Kind::Ticket => TICKET_LABEL,
+        Kind::Pending => PENDING_LABEL,
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(label);
+    ctx.update(value.as_bytes());
+    let mut out = [0u8; LOOKUP_LEN];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Key of the one live ticket of (org, app, user) in the owners index.
+pub(crate) fn ticket_owner_key(org: &str, app: &str, user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + org.len() + app.len() + user.len());
+    for part in [org, app, user] {
+        push_len_prefixed(&mut k, part.as_bytes());
+    }
+    k
+}
+
+/// Name of a consent record in errors: the kind and the first bytes of its hash (never the
+/// id or state).
+pub(crate) fn consent_name(kind: Kind, hash: &[u8]) -> String {
+    let prefix: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    match kind {
+        Kind::Ticket => format!("ticket/{prefix}…"),
+        Kind::Pending => format!("pending/{prefix}…"),
+    }
+}
 
 /// What a ticket or pending authorization is bound to: usable until `expires_at`, and only
 /// while its app still has this incarnation and generation.
@@ -28,36 +87,10 @@ pub(crate) trait ConsentRecord {
     fn binding(&self) -> Binding<'_>;
 }
 
-impl ConsentRecord for TicketRecord {
-    fn binding(&self) -> Binding<'_> {
-        Binding {
-            org: &self.org,
-            app: &self.app,
-            incarnation: self.incarnation,
-            generation: self.generation,
-            expires_at: self.expires_at,
-        }
-    }
-}
-
-impl ConsentRecord for PendingRecord {
-    fn binding(&self) -> Binding<'_> {
-        Binding {
-            org: &self.org,
-            app: &self.app,
-            incarnation: self.incarnation,
-            generation: self.generation,
-            expires_at: self.expires_at,
-        }
-    }
-}
-
-/// Stored form of a [`ConsentTicket`] (no secrets).
+/// The fields tickets and pending authorizations share, in their stored form.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct TicketRecord {
-    v: u32,
-    id: String,
+pub(crate) struct Bound {
     org: String,
     user: String,
     app: String,
@@ -66,110 +99,210 @@ pub(crate) struct TicketRecord {
     expires_at: u64,
 }
 
+impl Bound {
+    fn binding(&self) -> Binding<'_> {
+        Binding {
+            org: &self.org,
+            app: &self.app,
+            incarnation: self.incarnation,
+            generation: self.generation,
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// AAD of a sealed field: the kind, the lookup hash and (org, app, user), so a record
+    /// moved to another key or edited to name another user does not open.
+    fn aad(&self, kind: &[u8], hash: &[u8], field: &str) -> Aad {
+        Aad::new(&[
+            kind,
+            hash,
+            self.org.as_bytes(),
+            self.app.as_bytes(),
+            self.user.as_bytes(),
+            field.as_bytes(),
+        ])
+    }
+}
+
+/// Stored form of a [`ConsentTicket`], under its [`lookup_hash`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TicketRecord {
+    v: u32,
+    /// Who and what it is for.
+    bound: Bound,
+    /// The ticket id, sealed with `["ticket", hash, org, app, user, "id"]`.
+    id: Sealed,
+}
+
+impl ConsentRecord for TicketRecord {
+    fn binding(&self) -> Binding<'_> {
+        self.bound.binding()
+    }
+}
+
 impl TicketRecord {
-    /// The stored form of `t`.
-    pub(crate) fn new(t: &ConsentTicket) -> TicketRecord {
-        TicketRecord {
-            v: FORMAT_VERSION,
-            id: t.id.clone(),
+    /// Seals `t` for storage under `hash` (its [`lookup_hash`]).
+    pub(crate) fn seal(
+        t: &ConsentTicket,
+        hash: &[u8],
+        key: &StoreKey,
+    ) -> Result<TicketRecord, StoreError> {
+        let bound = Bound {
             org: t.org.clone(),
             user: t.user.clone(),
             app: t.app.clone(),
             generation: t.generation,
             incarnation: t.incarnation,
             expires_at: t.expires_at,
-        }
+        };
+        let id = key.seal(&bound.aad(b"ticket", hash, "id"), t.id.as_bytes())?;
+        Ok(TicketRecord {
+            v: FORMAT_VERSION,
+            bound,
+            id,
+        })
     }
 
-    /// Decodes the `tickets` value stored under `id`.
-    pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<TicketRecord, StoreError> {
-        decode_keyed(&ticket_name(id), bytes, |rec: &TicketRecord| rec.id == id)
+    /// Decodes the value stored under `hash`, without opening the id.
+    pub(crate) fn decode(hash: &[u8], bytes: &[u8]) -> Result<TicketRecord, StoreError> {
+        decode(&consent_name(Kind::Ticket, hash), bytes)
     }
 
-    /// The model.
-    pub(crate) fn into_ticket(self) -> ConsentTicket {
-        ConsentTicket {
-            id: self.id,
-            org: self.org,
-            user: self.user,
-            app: self.app,
-            generation: self.generation,
-            incarnation: self.incarnation,
-            expires_at: self.expires_at,
+    /// Opens the id and returns the model; a record that does not belong under `hash` (moved,
+    /// edited, another key) is corrupt.
+    pub(crate) fn open(self, hash: &[u8], key: &StoreKey) -> Result<ConsentTicket, StoreError> {
+        let name = consent_name(Kind::Ticket, hash);
+        let aad = self.bound.aad(b"ticket", hash, "id");
+        let id = open_secret(key, &name, &aad, &self.id)?;
+        if lookup_hash(Kind::Ticket, id.expose()) != hash {
+            return Err(StoreError::Corrupt {
+                record: name,
+                reason: "the sealed id does not hash to the record's key".into(),
+            });
         }
+        let b = self.bound;
+        Ok(ConsentTicket {
+            id: id.expose().to_owned(),
+            org: b.org,
+            user: b.user,
+            app: b.app,
+            generation: b.generation,
+            incarnation: b.incarnation,
+            expires_at: b.expires_at,
+        })
+    }
+
+    /// Whether this stored ticket can be handed out again instead of `candidate`: the same
+    /// (org, app, user) and app version, and not expired at `now`.
+    pub(crate) fn reusable_for(&self, candidate: &ConsentTicket, now: u64) -> bool {
+        let b = &self.bound;
+        (&b.org, &b.app, &b.user) == (&candidate.org, &candidate.app, &candidate.user)
+            && (b.incarnation, b.generation) == (candidate.incarnation, candidate.generation)
+            && now < b.expires_at
+    }
+
+    /// The owners-index key of this ticket.
+    pub(crate) fn owner_key(&self) -> Vec<u8> {
+        ticket_owner_key(&self.bound.org, &self.bound.app, &self.bound.user)
     }
 }
 
-/// Stored form of a [`PendingAuthorization`].
+/// Stored form of a [`PendingAuthorization`], under the [`lookup_hash`] of its `state`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PendingRecord {
     v: u32,
-    state: String,
-    org: String,
-    user: String,
-    app: String,
-    generation: u64,
-    incarnation: u64,
-    /// Sealed with `["pending", state, "pkce_verifier"]`.
+    /// Who and what it is for.
+    bound: Bound,
+    /// Sealed with `["pending", hash, org, app, user, "pkce_verifier"]`.
     pkce_verifier: Option<Sealed>,
     redirect_uri: String,
-    expires_at: u64,
+    /// The browser's cookie hash, sealed with `["pending", hash, org, app, user, "browser"]`:
+    /// every pending authorization has a sealed field bound to its user.
+    browser: Sealed,
 }
 
-fn pending_aad(state: &str, field: &str) -> Aad {
-    Aad::new(&[b"pending", state.as_bytes(), field.as_bytes()])
+impl ConsentRecord for PendingRecord {
+    fn binding(&self) -> Binding<'_> {
+        self.bound.binding()
+    }
 }
 
 impl PendingRecord {
-    /// Seals `p`.
+    /// Seals `p` for storage under `hash` (the [`lookup_hash`] of its state).
     pub(crate) fn seal(
         p: &PendingAuthorization,
+        hash: &[u8],
         key: &StoreKey,
     ) -> Result<PendingRecord, StoreError> {
-        Ok(PendingRecord {
-            v: FORMAT_VERSION,
-            state: p.state.clone(),
+        let bound = Bound {
             org: p.org.clone(),
             user: p.user.clone(),
             app: p.app.clone(),
             generation: p.generation,
             incarnation: p.incarnation,
-            pkce_verifier: p
-                .pkce_verifier
-                .as_ref()
-                .map(|v| key.seal_secret(&pending_aad(&p.state, "pkce_verifier"), v))
-                .transpose()?,
-            redirect_uri: p.redirect_uri.clone(),
             expires_at: p.expires_at,
+        };
+        let pkce_verifier = p
+            .pkce_verifier
+            .as_ref()
+            .map(|v| key.seal_secret(&bound.aad(b"pending", hash, "pkce_verifier"), v))
+            .transpose()?;
+        let browser = key.seal(&bound.aad(b"pending", hash, "browser"), &p.browser)?;
+        Ok(PendingRecord {
+            v: FORMAT_VERSION,
+            bound,
+            pkce_verifier,
+            redirect_uri: p.redirect_uri.clone(),
+            browser,
         })
     }
 
-    /// Decodes the `pending` value stored under `state` without opening secrets.
-    pub(crate) fn decode(state: &str, bytes: &[u8]) -> Result<PendingRecord, StoreError> {
-        decode_keyed(&pending_name(state), bytes, |rec: &PendingRecord| {
-            rec.state == state
-        })
+    /// Decodes the value stored under `hash` without opening secrets.
+    pub(crate) fn decode(hash: &[u8], bytes: &[u8]) -> Result<PendingRecord, StoreError> {
+        decode(&consent_name(Kind::Pending, hash), bytes)
     }
 
-    /// Opens the secret and returns the model.
-    pub(crate) fn open(self, key: &StoreKey) -> Result<PendingAuthorization, StoreError> {
-        let name = pending_name(&self.state);
+    /// Opens the secret and returns the model for `state` (whose hash is `hash`).
+    pub(crate) fn open(
+        self,
+        state: &str,
+        hash: &[u8],
+        key: &StoreKey,
+    ) -> Result<PendingAuthorization, StoreError> {
+        let name = consent_name(Kind::Pending, hash);
         let pkce_verifier = self
             .pkce_verifier
             .as_ref()
-            .map(|v| open_secret(key, &name, &pending_aad(&self.state, "pkce_verifier"), v))
+            .map(|v| {
+                let aad = self.bound.aad(b"pending", hash, "pkce_verifier");
+                open_secret(key, &name, &aad, v)
+            })
             .transpose()?;
+        let aad = self.bound.aad(b"pending", hash, "browser");
+        let browser = key
+            .open(&aad, &self.browser)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                <[u8; BROWSER_TAG_LEN]>::try_from(b).map_err(|_| "invalid browser hash".into())
+            })
+            .map_err(|reason| StoreError::Corrupt {
+                record: name,
+                reason,
+            })?;
+        let b = self.bound;
         Ok(PendingAuthorization {
-            state: self.state,
-            org: self.org,
-            user: self.user,
-            app: self.app,
-            generation: self.generation,
-            incarnation: self.incarnation,
+            state: state.to_owned(),
+            org: b.org,
+            user: b.user,
+            app: b.app,
+            generation: b.generation,
+            incarnation: b.incarnation,
             pkce_verifier,
             redirect_uri: self.redirect_uri,
-            expires_at: self.expires_at,
+            browser,
+            expires_at: b.expires_at,
         })
     }
 }

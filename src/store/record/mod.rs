@@ -15,8 +15,9 @@
 //! |---|---|---|
 //! | `apps` | `org ‖ id` | [`AppRecord`] |
 //! | `tokens` | `org ‖ app ‖ incarnation ‖ generation ‖ user` | [`TokenRecord`] |
-//! | `tickets` | ticket id | [`TicketRecord`] |
-//! | `pending` | state | [`PendingRecord`] |
+//! | `consent_tickets` | SHA-256 of the ticket id ([`lookup_hash`]) | [`TicketRecord`] (id sealed) |
+//! | `consent_owners` | `org ‖ app ‖ user` | the lookup hash of its one live ticket |
+//! | `consent_pending` | SHA-256 of the state ([`lookup_hash`]) | [`PendingRecord`] |
 //! | `audit` | `org ‖ seq` | [`AuditRecord`] |
 //! | `meta` | `key-check` | [`KeyCheckRecord`] |
 
@@ -36,18 +37,18 @@ pub(crate) const KEY_CHECK_KEY: &[u8] = b"key-check";
 /// What the key-check record seals; any fixed text works, it only has to open.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"tollgate store key check";
 
-/// How many characters of a ticket id or `state` appear in error messages: enough to find
-/// the record, too few to use it.
-const ID_PREFIX_IN_NAMES: usize = 8;
-
 mod app;
 mod audit;
 mod consent;
 mod token;
 
+#[cfg(test)]
+pub(crate) use app::legacy_app_json;
 pub(crate) use app::AppRecord;
 pub(crate) use audit::AuditRecord;
-pub(crate) use consent::{Binding, ConsentRecord, PendingRecord, TicketRecord};
+pub(crate) use consent::{
+    lookup_hash, ticket_owner_key, Binding, ConsentRecord, Kind, PendingRecord, TicketRecord,
+};
 pub(crate) use token::TokenRecord;
 
 // ---------------------------------------------------------------------------------------------
@@ -195,16 +196,6 @@ pub(crate) fn token_name(
     format!("token/{org}/{app}/{incarnation}/{generation}/{user}")
 }
 
-/// Name of a ticket record in errors (id shortened: it is a bearer capability).
-pub(crate) fn ticket_name(id: &str) -> String {
-    format!("ticket/{}", short(id))
-}
-
-/// Name of a pending authorization in errors (state shortened).
-pub(crate) fn pending_name(state: &str) -> String {
-    format!("pending/{}", short(state))
-}
-
 /// Name of an audit record in errors.
 pub(crate) fn audit_name(key: &[u8]) -> String {
     let mut rest = key;
@@ -212,14 +203,6 @@ pub(crate) fn audit_name(key: &[u8]) -> String {
         (Some(org), Some(seq)) => format!("audit/{org}/{seq}"),
         _ => "audit/<unparsable key>".into(),
     }
-}
-
-fn short(id: &str) -> String {
-    let mut s: String = id.chars().take(ID_PREFIX_IN_NAMES).collect();
-    if s.len() < id.len() {
-        s.push('…');
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,40 +334,27 @@ impl KeyCheckRecord {
 mod tests {
     use serde_json::Value;
 
-    use super::app::app_aad;
+    use super::consent::consent_name;
     use super::*;
 
     /// A record as the builds before `AppConfig` wrote it (every field flat, the webhook
-    /// sealed as one JSON value) still opens, secrets included.
+    /// sealed as one JSON value, the client secret without its endpoint binding) still opens,
+    /// secrets included, once re-sealed by the migration's step.
     #[test]
     fn app_records_of_the_earlier_layout_still_open() {
         let key = StoreKey::from_hex_text(&"c3".repeat(32)).unwrap();
-        let aad = |field| app_aad("acme", "legacy", 5, field);
-        let secret = key
-            .seal_secret(&aad("client_secret"), &Secret::new("sk-1"))
-            .unwrap();
-        let webhook = serde_json::json!({
-            "token": {"method": "POST", "url": "https://idp.example/t",
-                      "headers": {"X-Api-Key": "k-1"}, "json": {"c": "{authorization_code}"},
-                      "outputs": {"access_token": "/t", "scope": "/s"}}
-        });
-        let webhook = key
-            .seal(&aad("webhook"), &serde_json::to_vec(&webhook).unwrap())
-            .unwrap();
-        let old = serde_json::json!({
-            "v": 1, "org": "acme", "id": "legacy", "name": "Legacy", "description": "",
-            "approval_prompt": "Allow?", "authorize_url": "https://idp.example/a",
-            "token_url": null, "client_id": "c", "client_secret": secret,
-            "scopes": ["read"], "access_token_ttl": null, "pkce": true,
-            "egress_policy": "idp", "domains": ["api.example"], "upstream_tls": true,
-            "client_auth": "basic", "authorize_params": {}, "issuer": null,
-            "revocation_url": null, "handshake": "webhook", "webhook": webhook,
-            "enabled": true, "generation": 2, "incarnation": 5, "created_at": 10,
-            "updated_at": 11
-        });
+        let old = legacy_app_json(&key, "acme", "legacy", 5, None);
         let bytes = serde_json::to_vec(&old).unwrap();
-        let app = AppRecord::decode("acme", "legacy", &bytes)
+        let legacy = AppRecord::decode("acme", "legacy", &bytes).unwrap();
+        let (_, reason) = match legacy.clone().open(&key) {
+            Err(StoreError::Corrupt { record, reason }) => (record, reason),
+            other => panic!("{other:?}"),
+        };
+        assert!(reason.contains("endpoint binding"), "{reason}");
+        let app = legacy
+            .reseal_legacy(&key)
             .unwrap()
+            .expect("re-sealed")
             .open(&key)
             .unwrap();
         assert_eq!(
@@ -394,10 +364,17 @@ mod tests {
         assert_eq!(app.client_secret.as_ref().unwrap().expose(), "sk-1");
         let headers = &app.webhook.as_ref().unwrap().token.headers;
         assert_eq!(headers["X-Api-Key"].as_ref().unwrap().expose(), "k-1");
-        // Written back, it has the same layout: the same keys, nothing in the clear.
+        // Written back, it has the same layout plus the binding: nothing in the clear.
         let again = serde_json::to_value(AppRecord::seal(&app, &key).unwrap()).unwrap();
-        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-        assert_eq!(keys(&again), keys(&old));
+        let keys = |v: &Value| {
+            let mut k = v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            k.sort();
+            k
+        };
+        let mut want = keys(&old);
+        want.push("secret_binding".into());
+        want.sort();
+        assert_eq!(keys(&again), want);
         assert!(!again.to_string().contains("k-1"));
     }
 
@@ -457,10 +434,13 @@ mod tests {
     }
 
     #[test]
-    fn ticket_names_do_not_reveal_the_whole_id() {
+    fn consent_records_are_keyed_by_a_hash_of_the_id() {
         let id = "abcdefghijklmnopqrstuvwxyz";
-        let n = ticket_name(id);
-        assert!(n.starts_with("ticket/abcdefgh"));
-        assert!(!n.contains(id));
+        let h = lookup_hash(Kind::Ticket, id);
+        assert_ne!(h, lookup_hash(Kind::Pending, id), "kinds are separated");
+        assert_eq!(h, lookup_hash(Kind::Ticket, id));
+        let n = consent_name(Kind::Ticket, &h);
+        assert!(n.starts_with("ticket/"), "{n}");
+        assert!(!n.contains("abcd"), "{n}");
     }
 }

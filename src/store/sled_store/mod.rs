@@ -12,8 +12,10 @@
 //! become current again (generations only go up; incarnations are random per creation; and
 //! nothing writes a record for a non-current pair).
 //!
-//! sled calls are memory-speed and are made directly from the async methods; only flushes
-//! (which write to disk) go through sled's own thread pool with `flush_async`.
+//! sled calls on one record are memory-speed and are made directly from the async methods;
+//! flushes (which write to disk) go through sled's own thread pool with `flush_async`, and
+//! sweeps (which walk whole trees) run on a blocking thread (`sweep`), never on a runtime
+//! worker.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,24 +31,28 @@ use super::model::{
     random_u64, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, TokenSet,
 };
 use super::record::{
-    app_key, app_org_prefix, audit_key, audit_name, audit_org_prefix, decode, encode,
-    parse_app_key, token_gen_prefix, token_key, AppRecord, AuditRecord, ConsentRecord,
-    PendingRecord, TicketRecord, TokenKey, TokenRecord,
+    app_key, app_org_prefix, audit_key, audit_name, audit_org_prefix, decode, encode, lookup_hash,
+    parse_app_key, token_gen_prefix, token_key, AppRecord, AuditRecord, Kind, PendingRecord,
+    TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
 use super::{Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
+mod consent;
+mod migrate;
 mod open;
 mod sweep;
+use sweep::off_runtime;
 #[cfg(test)]
 mod tests;
 
 /// Tree names. Changing one orphans existing data, so they are fixed here.
 const TREE_APPS: &str = "apps";
 const TREE_TOKENS: &str = "tokens";
-const TREE_TICKETS: &str = "tickets";
-const TREE_PENDING: &str = "pending";
+const TREE_TICKETS: &str = "consent_tickets";
+const TREE_TICKET_OWNERS: &str = "consent_owners";
+const TREE_PENDING: &str = "consent_pending";
 const TREE_AUDIT: &str = "audit";
 const TREE_META: &str = "meta";
 
@@ -59,9 +65,11 @@ pub struct SledStore {
     apps: Tree,
     /// `org ‖ app ‖ incarnation ‖ generation ‖ user` → token set.
     tokens: Tree,
-    /// ticket id → consent ticket.
+    /// SHA-256 of a ticket id → consent ticket (its id sealed).
     tickets: Tree,
-    /// state → pending authorization.
+    /// `org ‖ app ‖ user` → the hash of its one live ticket, so a repeated `401` repeats it.
+    ticket_owners: Tree,
+    /// SHA-256 of a state → pending authorization.
     pending: Tree,
     /// `org ‖ seq` → audit event.
     audit: Tree,
@@ -367,7 +375,7 @@ impl Store for SledStore {
         // clean-up so a crash in between leaves only garbage that `purge_stale` removes.
         self.durable().await?;
         self.app_changed(org, id);
-        let removed = self.sweep_app(org, id)?;
+        let removed = self.sweep_app(org, id).await?;
         tracing::debug!(org, app = id, removed, "store: app reset");
         self.durable().await?;
         rec.open(&self.key)
@@ -386,7 +394,7 @@ impl Store for SledStore {
             org: org.to_owned(),
             app: id.to_owned(),
         });
-        let removed = self.sweep_app(org, id)?;
+        let removed = self.sweep_app(org, id).await?;
         tracing::debug!(org, app = id, removed, "store: app deleted");
         self.durable().await?;
         Ok(())
@@ -485,44 +493,29 @@ impl Store for SledStore {
         Ok(n)
     }
 
-    async fn put_ticket(&self, ticket: ConsentTicket) -> StoreResult<()> {
-        let bytes = encode(&TicketRecord::new(&ticket))?;
-        self.tickets
-            .insert(ticket.id.as_bytes(), bytes)
-            .map_err(io)?;
-        Ok(())
+    async fn issue_ticket(&self, ticket: ConsentTicket) -> StoreResult<ConsentTicket> {
+        self.issue_ticket_now(ticket)
     }
 
     async fn get_ticket(&self, id: &str) -> StoreResult<Option<ConsentTicket>> {
-        let Some(bytes) = self.tickets.get(id.as_bytes()).map_err(io)? else {
-            return Ok(None);
-        };
-        let rec = TicketRecord::decode(id, &bytes)?;
-        let b = rec.binding();
-        if self.clock.now()? >= b.expires_at
-            || self.current_version(b.org, b.app)? != Some((b.incarnation, b.generation))
-        {
-            return Ok(None);
-        }
-        Ok(Some(rec.into_ticket()))
+        self.get_ticket_now(id)
     }
 
     async fn take_ticket(&self, id: &str) -> StoreResult<Option<ConsentTicket>> {
-        let taken = self.take_consent(&self.tickets, id, |b| TicketRecord::decode(id, b))?;
-        Ok(taken.map(TicketRecord::into_ticket))
+        self.take_ticket_now(id)
     }
 
     async fn put_pending(&self, pending: PendingAuthorization) -> StoreResult<()> {
-        let bytes = encode(&PendingRecord::seal(&pending, &self.key)?)?;
-        self.pending
-            .insert(pending.state.as_bytes(), bytes)
-            .map_err(io)?;
+        let hash = lookup_hash(Kind::Pending, &pending.state);
+        let bytes = encode(&PendingRecord::seal(&pending, &hash, &self.key)?)?;
+        self.pending.insert(hash, bytes).map_err(io)?;
         Ok(())
     }
 
     async fn take_pending(&self, state: &str) -> StoreResult<Option<PendingAuthorization>> {
-        let taken = self.take_consent(&self.pending, state, |b| PendingRecord::decode(state, b))?;
-        taken.map(|r| r.open(&self.key)).transpose()
+        let hash = lookup_hash(Kind::Pending, state);
+        let taken = self.take_consent(&self.pending, &hash, |b| PendingRecord::decode(&hash, b))?;
+        taken.map(|r| r.open(state, &hash, &self.key)).transpose()
     }
 
     async fn append_audit(&self, event: AuditEvent) -> StoreResult<AuditEvent> {
@@ -556,7 +549,8 @@ impl Store for SledStore {
     }
 
     async fn purge_stale(&self) -> StoreResult<usize> {
-        let removed = self.purge_stale_now()?;
+        let sweeper = self.sweeper();
+        let removed = off_runtime(move || sweeper.purge()).await?;
         if removed > 0 {
             self.durable().await?;
         }

@@ -1,5 +1,6 @@
 //! Opening and closing the sled store: sled's configuration, the key check that refuses a
-//! store written under another key, the clean-up pass at start, and a close that returns
+//! store written under another key, the schema migrations (`migrate`), the clean-up pass at
+//! start, and a close that returns
 //! only once sled has let go of the directory lock.
 
 use std::path::Path;
@@ -11,7 +12,8 @@ use super::super::record::{encode, KeyCheckRecord, KEY_CHECK_KEY};
 use super::super::seal::StoreKey;
 use super::super::{StoreError, StoreResult};
 use super::{
-    io, SledStore, TREE_APPS, TREE_AUDIT, TREE_META, TREE_PENDING, TREE_TICKETS, TREE_TOKENS,
+    io, SledStore, TREE_APPS, TREE_AUDIT, TREE_META, TREE_PENDING, TREE_TICKETS,
+    TREE_TICKET_OWNERS, TREE_TOKENS,
 };
 use crate::clock::Clock;
 
@@ -32,7 +34,8 @@ const CLOSE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 impl SledStore {
     /// Opens (creating if needed) the store in directory `path`, sealing with `key`.
     ///
-    /// Blocking (recovery, a clean-up pass and a flush): call it at startup, before serving.
+    /// Blocking (recovery, migrations, a clean-up pass and a flush): call it at startup,
+    /// before serving.
     /// Fails with [`StoreError::Corrupt`] naming `meta/key-check` if the store was written
     /// under another key, and with [`StoreError::Io`] if another process holds it open.
     pub fn open(path: &Path, key: StoreKey) -> StoreResult<SledStore> {
@@ -52,6 +55,7 @@ impl SledStore {
             apps: tree(TREE_APPS)?,
             tokens: tree(TREE_TOKENS)?,
             tickets: tree(TREE_TICKETS)?,
+            ticket_owners: tree(TREE_TICKET_OWNERS)?,
             pending: tree(TREE_PENDING)?,
             audit: tree(TREE_AUDIT)?,
             db,
@@ -61,7 +65,9 @@ impl SledStore {
             changes: ChangeFeed::default(),
         };
         store.check_key(&meta)?;
-        let purged = store.purge_stale_now()?;
+        store.migrate()?;
+        // Before anything is served, so inline is fine here.
+        let purged = store.sweeper().purge()?;
         if purged > 0 {
             tracing::info!(
                 purged,

@@ -1,21 +1,94 @@
-//! Clean-up and single-use consumption: removing what a reset, a delete or expiry left
-//! unreachable, and taking a ticket or pending authorization atomically with checking it.
+//! Clean-up: removing what a reset, a delete or expiry left unreachable.
+//!
+//! A sweep walks whole trees, so it never runs on an async runtime worker: [`Sweeper`] holds
+//! its own handles on the trees and runs on a blocking thread ([`off_runtime`]); only
+//! [`SledStore::open`], before anything is served, runs one inline.
 
-use sled::transaction::Transactional;
 use sled::{IVec, Tree};
 
 use super::super::record::{
-    app_key, token_app_prefix, Binding, ConsentRecord, PendingRecord, TicketRecord, TokenKey,
+    token_app_prefix, Binding, ConsentRecord, Kind, PendingRecord, TicketRecord, TokenKey,
 };
 use super::super::{StoreError, StoreResult};
-use super::{abort, app_version, io, tx_error, SledStore, TREE_TOKENS};
+use super::{app_version, io, SledStore, TREE_TOKENS};
+use crate::clock::Clock;
+use crate::store::record::app_key;
+
+/// What a sweep reads and removes: handles on the store's trees (cheap clones of sled's), so
+/// it can run on another thread than the store's caller.
+pub(super) struct Sweeper {
+    /// Apps, to tell stale records.
+    apps: Tree,
+    /// Token sets.
+    tokens: Tree,
+    /// Consent tickets, by hash.
+    tickets: Tree,
+    /// The owners index of tickets.
+    ticket_owners: Tree,
+    /// Pending authorizations, by hash.
+    pending: Tree,
+    /// Expiry.
+    clock: Clock,
+}
+
+/// Runs `work` (a sweep) on tokio's blocking pool, so no runtime worker waits for it.
+pub(super) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Io(format!("store clean-up task failed: {e}")))?
+}
 
 impl SledStore {
+    /// A sweeper over this store's trees.
+    pub(super) fn sweeper(&self) -> Sweeper {
+        Sweeper {
+            apps: self.apps.clone(),
+            tokens: self.tokens.clone(),
+            tickets: self.tickets.clone(),
+            ticket_owners: self.ticket_owners.clone(),
+            pending: self.pending.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Cleans up after a reset or delete of one app, off the runtime.
+    pub(super) async fn sweep_app(&self, org: &str, id: &str) -> StoreResult<usize> {
+        let sweeper = self.sweeper();
+        let (org, id) = (org.to_owned(), id.to_owned());
+        off_runtime(move || sweeper.app(&org, &id)).await
+    }
+}
+
+impl Sweeper {
+    /// Everything stale or expired, in every tree.
+    pub(super) fn purge(&self) -> StoreResult<usize> {
+        #[cfg(test)]
+        tests::count_sweep();
+        Ok(self.sweep_tokens(&[])? + self.sweep_consents(None)?)
+    }
+
+    /// What a reset or delete of one app left behind.
+    fn app(&self, org: &str, id: &str) -> StoreResult<usize> {
+        #[cfg(test)]
+        tests::count_sweep();
+        Ok(
+            self.sweep_tokens(&token_app_prefix(org, id))?
+                + self.sweep_consents(Some((org, id)))?,
+        )
+    }
+
     /// Whether a record made for `(incarnation, generation)` of an app is stale. An app that
     /// cannot be read counts as current (with a warning): clean-up must not delete what it
     /// cannot judge, nor fail because of one bad record.
     fn is_stale(&self, org: &str, app: &str, incarnation: u64, generation: u64) -> bool {
-        match self.current_version(org, app) {
+        let current = self
+            .apps
+            .get(app_key(org, app))
+            .map_err(io)
+            .and_then(|bytes| app_version(org, app, bytes));
+        match current {
             Ok(current) => current != Some((incarnation, generation)),
             Err(e) => {
                 tracing::warn!(error = %e, "store: cannot tell whether a record is stale");
@@ -25,7 +98,7 @@ impl SledStore {
     }
 
     /// Removes token sets under `prefix` whose app no longer has their incarnation and
-    /// generation. See the module docs for why this needs no transaction.
+    /// generation. See the module docs of `sled_store` for why this needs no transaction.
     fn sweep_tokens(&self, prefix: &[u8]) -> StoreResult<usize> {
         let mut removed = 0;
         for item in self.tokens.scan_prefix(prefix) {
@@ -42,92 +115,74 @@ impl SledStore {
     }
 
     /// Removes tickets and pending authorizations that expired, or whose app no longer has
-    /// their incarnation and generation; limited to one app when `only` is given.
+    /// their incarnation and generation; limited to one app when `only` is given. Owner
+    /// entries of removed tickets, and any left pointing nowhere, go too.
     fn sweep_consents(&self, only: Option<(&str, &str)>) -> StoreResult<usize> {
         let now = self.clock.now()?;
         let scope = |b: Binding<'_>| {
             only.is_none_or(|o| o == (b.org, b.app))
                 && (now >= b.expires_at || self.is_stale(b.org, b.app, b.incarnation, b.generation))
         };
-        let mut removed = self.sweep_tree(&self.tickets, "ticket", |id, v| {
-            TicketRecord::decode(id, v).map(|r| scope(r.binding()))
-        })?;
-        removed += self.sweep_tree(&self.pending, "pending authorization", |state, v| {
-            PendingRecord::decode(state, v).map(|r| scope(r.binding()))
-        })?;
-        Ok(removed)
-    }
-
-    /// Removes the records of `tree` that `sweep` says to (undecodable ones are skipped and
-    /// logged, never deleted); `what` names them in the log.
-    fn sweep_tree(
-        &self,
-        tree: &sled::Tree,
-        what: &str,
-        sweep: impl Fn(&str, &[u8]) -> Result<bool, StoreError>,
-    ) -> StoreResult<usize> {
         let mut removed = 0;
-        for item in tree.iter() {
+        for item in self.tickets.iter() {
             let (k, v) = item.map_err(io)?;
-            match sweep(&String::from_utf8_lossy(&k), &v) {
-                Ok(true) => removed += remove_if_unchanged(tree, &k, v)?,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "store: skipping a {what}"),
+            match TicketRecord::decode(&k, &v) {
+                Ok(rec) if scope(rec.binding()) => {
+                    let owner = rec.owner_key();
+                    removed += remove_if_unchanged(&self.tickets, &k, v)?;
+                    remove_if_unchanged(&self.ticket_owners, &owner, k)?;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "store: skipping a ticket"),
+            }
+        }
+        for item in self.ticket_owners.iter() {
+            let (owner, hash) = item.map_err(io)?;
+            if self.tickets.get(&hash).map_err(io)?.is_none() {
+                remove_if_unchanged(&self.ticket_owners, &owner, hash)?;
+            }
+        }
+        for item in self.pending.iter() {
+            let (k, v) = item.map_err(io)?;
+            match PendingRecord::decode(&k, &v) {
+                Ok(rec) if scope(rec.binding()) => {
+                    removed += remove_if_unchanged(&self.pending, &k, v)?
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = ?Kind::Pending, "store: skipping a record")
+                }
             }
         }
         Ok(removed)
     }
-
-    /// Cleans up after a reset or delete of one app.
-    pub(super) fn sweep_app(&self, org: &str, id: &str) -> StoreResult<usize> {
-        Ok(
-            self.sweep_tokens(&token_app_prefix(org, id))?
-                + self.sweep_consents(Some((org, id)))?,
-        )
-    }
-
-    pub(super) fn purge_stale_now(&self) -> StoreResult<usize> {
-        Ok(self.sweep_tokens(&[])? + self.sweep_consents(None)?)
-    }
-
-    /// Removes a consent record (ticket or pending) atomically with checking it, returning
-    /// its decoded form only if it is unexpired and its app is still at the same incarnation
-    /// and generation. A stale or expired record is removed all the same.
-    pub(super) fn take_consent<R: ConsentRecord>(
-        &self,
-        tree: &Tree,
-        id: &str,
-        decode: impl Fn(&[u8]) -> StoreResult<R>,
-    ) -> StoreResult<Option<R>> {
-        let now = self.clock.now()?;
-        (tree, &self.apps)
-            .transaction(|(records, apps)| {
-                let Some(bytes) = records.remove(id.as_bytes())? else {
-                    return Ok(None);
-                };
-                let rec = match decode(&bytes) {
-                    Ok(rec) => rec,
-                    Err(e) => return abort(e),
-                };
-                let b = rec.binding();
-                if now >= b.expires_at {
-                    return Ok(None);
-                }
-                let current = match app_version(b.org, b.app, apps.get(app_key(b.org, b.app))?) {
-                    Ok(current) => current,
-                    Err(e) => return abort(e),
-                };
-                let usable = current == Some((b.incarnation, b.generation));
-                Ok(usable.then_some(rec))
-            })
-            .map_err(tx_error)
-    }
 }
 
 /// Removes `key` if it still holds `value`; 1 if it did.
-fn remove_if_unchanged(tree: &Tree, key: &[u8], value: IVec) -> StoreResult<usize> {
+pub(super) fn remove_if_unchanged(tree: &Tree, key: &[u8], value: IVec) -> StoreResult<usize> {
     let swapped = tree
         .compare_and_swap(key, Some(value), None as Option<&[u8]>)
         .map_err(io)?;
     Ok(usize::from(swapped.is_ok()))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    //! Where sweeps ran: on this thread (a runtime worker in a `#[tokio::test]`) or not.
+
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Sweeps run on this thread.
+        static HERE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(in super::super) fn count_sweep() {
+        HERE.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Sweeps run on the calling thread so far.
+    pub(in super::super) fn sweeps_on_this_thread() -> usize {
+        HERE.with(Cell::get)
+    }
 }

@@ -401,7 +401,11 @@ fn refused(parts: &Parts, status: StatusCode, code: &str, title: &str, detail: &
     let mut resp = if wants_json {
         (status, Json(json!({"error": code, "message": detail}))).into_response()
     } else {
-        super::consent::error_page(status, title, &format!("{detail} (error: {code})"))
+        // Every text here is one of this module's literals: nothing to escape.
+        let body = format!(
+            "<h1>{title}</h1>\n<p class=\"error\">{detail}</p>\n<p>Error code: <code>{code}</code></p>"
+        );
+        super::consent::page(status, title, &body, None)
     };
     let kind = if status.is_server_error() {
         "destination_unavailable"

@@ -61,7 +61,7 @@ async fn reopen_keeps_everything() {
             .await
             .unwrap());
         let tk = ticket(&a, "alice", T0 + 900);
-        s.put_ticket(tk.clone()).await.unwrap();
+        s.issue_ticket(tk.clone()).await.unwrap();
         let pd = pending(&a, "alice", T0 + 600);
         s.put_pending(pd.clone()).await.unwrap();
         let ev = s
@@ -248,17 +248,17 @@ async fn corrupt_tickets_and_pending_are_reported() {
     let a = s.create_app(app("acme", "github")).await.unwrap();
     let p = pending(&a, "alice", T0 + 600);
     s.put_pending(p.clone()).await.unwrap();
-    edit_raw(&s.pending, p.state.as_bytes(), |v| {
+    edit_raw(&s.pending, &lookup_hash(Kind::Pending, &p.state), |v| {
         flip_sealed(&mut v["pkce_verifier"])
     });
     let (record, _) = corrupt_record(s.take_pending(&p.state).await);
     assert!(record.starts_with("pending/"), "{record}");
-    assert!(!record.contains(&p.state), "the whole state is not echoed");
+    assert!(!record.contains(&p.state[..8]), "the state is not echoed");
     s.tickets
-        .insert(b"tk".as_slice(), b"{\"v\":1".as_slice())
+        .insert(lookup_hash(Kind::Ticket, "tk"), b"{\"v\":1".as_slice())
         .unwrap();
     let (record, _) = corrupt_record(s.take_ticket("tk").await);
-    assert_eq!(record, "ticket/tk");
+    assert!(record.starts_with("ticket/"), "{record}");
     // Clean-up skips what it cannot read instead of failing.
     s.purge_stale().await.unwrap();
 }

@@ -7,7 +7,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::store::contract::{self, pending, sample_app as app, ticket, T0};
 use crate::store::model::Secret;
-use crate::store::record::token_app_prefix;
+use crate::store::record::{lookup_hash, ticket_owner_key, token_app_prefix, Kind};
 
 mod apps;
 mod consents;
@@ -79,10 +79,13 @@ fn flip_sealed(v: &mut serde_json::Value) {
     *v = serde_json::Value::String(b64.encode(raw));
 }
 
-/// Raw record moves for the contract's sealing test.
+/// Raw record moves for the contract's sealing test, and raw reads.
 struct SledTamper {
+    db: sled::Db,
     apps: Tree,
     tokens: Tree,
+    tickets: Tree,
+    pending: Tree,
 }
 
 impl contract::Tamper for SledTamper {
@@ -110,6 +113,26 @@ impl contract::Tamper for SledTamper {
             .insert(to, serde_json::to_vec(&v).unwrap())
             .unwrap();
     }
+
+    fn raw_contains(&self, needle: &[u8]) -> bool {
+        raw_contains(&self.db, needle)
+    }
+
+    fn consent_records(&self) -> (usize, usize) {
+        (self.tickets.len(), self.pending.len())
+    }
+}
+
+/// Whether any key or value of any tree of `db` contains `needle`.
+fn raw_contains(db: &sled::Db, needle: &[u8]) -> bool {
+    let has = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    db.tree_names().iter().any(|name| {
+        db.open_tree(name)
+            .unwrap()
+            .iter()
+            .map(Result::unwrap)
+            .any(|(k, v)| has(&k) || has(&v))
+    })
 }
 
 #[tokio::test]
@@ -118,8 +141,11 @@ async fn passes_the_store_contract() {
         let tmp = tempfile::tempdir().unwrap();
         let store = SledStore::open_with_clock(&tmp.path().join("store"), key_a(), clock).unwrap();
         let tamper = SledTamper {
+            db: store.db.clone(),
             apps: store.apps.clone(),
             tokens: store.tokens.clone(),
+            tickets: store.tickets.clone(),
+            pending: store.pending.clone(),
         };
         contract::Fixture {
             store: Arc::new(store),

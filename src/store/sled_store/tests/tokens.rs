@@ -132,9 +132,9 @@ async fn reset_bumps_generation_and_deletes_tokens_and_consents() {
     let tk = ticket(&a, "alice", T0 + 900);
     let pd = pending(&a, "alice", T0 + 600);
     let other_tk = ticket(&other, "alice", T0 + 900);
-    s.put_ticket(tk.clone()).await.unwrap();
+    s.issue_ticket(tk.clone()).await.unwrap();
     s.put_pending(pd.clone()).await.unwrap();
-    s.put_ticket(other_tk.clone()).await.unwrap();
+    s.issue_ticket(other_tk.clone()).await.unwrap();
 
     clock.advance(5);
     let r = s.reset_app("acme", "github").await.unwrap();
@@ -186,7 +186,7 @@ async fn delete_then_recreate_never_exposes_old_tokens() {
     let a = s.create_app(app("acme", "github")).await.unwrap();
     assert!(put_token(&s, &a, "alice", "at-old").await);
     let tk = ticket(&a, "alice", T0 + 900);
-    s.put_ticket(tk.clone()).await.unwrap();
+    s.issue_ticket(tk.clone()).await.unwrap();
     s.delete_app("acme", "github").await.unwrap();
     assert_eq!(s.get_app("acme", "github").await.unwrap(), None);
     assert_eq!(

@@ -1,0 +1,131 @@
+//! Tunnels outlive the `CONNECT` that opened them, and with it the caller token and the
+//! policy set it was decided under. This module re-applies both while a tunnel lives:
+//!
+//! - an intercepted tunnel's every inner request first re-checks the caller token's expiry
+//!   (`407` once expired) and, when a reload applied a new policy set since the decision the
+//!   tunnel holds (the [`Policies::generation`] differs), decides again: `403` when the new
+//!   set denies, else the new decision (its route too) serves this and later requests
+//!   ([`recheck`]);
+//! - a blind tunnel carries bytes tollgate cannot see, so the only moment to act is the
+//!   reload itself: [`Revocation`] subscribes to reloads and resolves when the set in force
+//!   no longer allows the tunnel as it was opened, and the tunnel is then closed (its access
+//!   line says `policy_revoked`). Nothing polls per byte or per tick.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::errors::ProxyError;
+use super::log::RequestLog;
+use super::pipeline::{self, Target};
+use super::ProxyState;
+use crate::identity::Caller;
+use crate::policy::watch::Policies;
+use crate::policy::{Decision, Host, Route};
+
+/// The access-line reason of a blind tunnel closed because a reload no longer allows it.
+pub(super) const POLICY_REVOKED: &str = "policy_revoked";
+
+/// The target an intercepted tunnel's next inner request runs under: the one `live` holds
+/// while its caller token is valid and the policy set unchanged, else a new decision (stored
+/// back into `live` when it allows). Records the decision in `log`.
+pub(super) fn recheck(
+    state: &ProxyState,
+    live: &ArcSwap<Target>,
+    log: &mut RequestLog,
+) -> Result<Arc<Target>, ProxyError> {
+    let target = live.load_full();
+    state
+        .verifier
+        .check_expiry(&target.caller)
+        .map_err(ProxyError::AuthRequired)?;
+    if state.policies.generation() == target.generation {
+        log.set_decision(&target.decision);
+        return Ok(target);
+    }
+    // Denied: `decide` records it and the error is the answer; the tunnel keeps its old
+    // target, so a later reload that allows again serves it again.
+    let fresh = Arc::new(pipeline::decide(
+        state,
+        target.caller.clone(),
+        target.host.clone(),
+        target.port,
+        log,
+    )?);
+    live.store(fresh.clone());
+    Ok(fresh)
+}
+
+/// A blind tunnel's watch on policy reloads (see the module docs).
+pub(super) struct Revocation {
+    /// The live policy set, re-read on each reload.
+    policies: Arc<Policies>,
+    /// Wakes on every applied reload.
+    reloads: watch::Receiver<u64>,
+    /// Whose tunnel it is (the decision depends on the org).
+    caller: Arc<Caller>,
+    /// The destination as decided.
+    host: Host,
+    /// The destination port.
+    port: u16,
+    /// The route the tunnel was dialed on: a reload that routes the destination elsewhere
+    /// revokes the tunnel too, since its bytes no longer go the way the policy says.
+    route: Route,
+    /// Whether private addresses were allowed: a reload that withdraws that revokes it (the
+    /// dialed address may be one).
+    allow_private: bool,
+    /// The policy generation the tunnel was decided under.
+    generation: u64,
+}
+
+impl Revocation {
+    /// Follows reloads for the tunnel to `target`.
+    pub(super) fn new(policies: &Arc<Policies>, target: &Target) -> Revocation {
+        Revocation {
+            reloads: policies.subscribe(),
+            policies: policies.clone(),
+            caller: target.caller.clone(),
+            host: target.host.clone(),
+            port: target.port,
+            route: target.route.clone(),
+            allow_private: target.allow_private,
+            generation: target.generation,
+        }
+    }
+
+    /// Resolves with the new decision once a reload no longer allows the tunnel; never while
+    /// every reload still does.
+    pub(super) async fn revoked(mut self) -> Decision {
+        // A reload between the decision and the subscription shows in the generation.
+        let mut reloaded = *self.reloads.borrow_and_update() != self.generation;
+        loop {
+            if reloaded {
+                let decision =
+                    self.policies
+                        .current()
+                        .decide(&self.caller.org, &self.host, self.port);
+                if !self.still_allowed_by(&decision) {
+                    return decision;
+                }
+            }
+            if self.reloads.changed().await.is_err() {
+                // The policies are gone (shutdown): nothing can revoke any more.
+                std::future::pending::<()>().await;
+            }
+            reloaded = true;
+        }
+    }
+
+    /// Whether `decision` allows the tunnel as it was opened.
+    fn still_allowed_by(&self, decision: &Decision) -> bool {
+        match decision {
+            Decision::Allow {
+                route,
+                allow_private,
+                ..
+            } => *route == self.route && (*allow_private || !self.allow_private),
+            Decision::Deny { .. } => false,
+        }
+    }
+}
