@@ -295,43 +295,55 @@ async fn callback(State(state): State<WebState>, parts: Parts) -> Response {
              completed. Go back to the page you wanted and sign in again.",
         );
     };
-    let clear = session::set_cookie(LOGIN_COOKIE, "", LOGIN_COOKIE_PATH, 0, login.secure);
-    if let Some(error) = param(&parts, "error") {
+    // Whatever happens next, this sign-in is over: its cookie is cleared.
+    let mut resp = finish(login, oidc, &parts, &pending, now).await;
+    if let Some(c) = session::set_cookie(LOGIN_COOKIE, "", LOGIN_COOKIE_PATH, 0, login.secure) {
+        resp.headers_mut().append(h::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// The callback of `pending`: the IdP's error, or the code exchanged and the ID token
+/// verified into a session cookie and a redirect to where the person was going.
+async fn finish(
+    login: &Login,
+    oidc: &Oidc,
+    parts: &Parts,
+    pending: &LoginState,
+    now: u64,
+) -> Response {
+    if let Some(error) = param(parts, "error") {
         tracing::info!(error = %error, "the IdP did not sign the person in");
-        let mut resp = refused(
-            &parts,
+        return refused(
+            parts,
             StatusCode::FORBIDDEN,
             "login_denied",
             "You were not signed in",
             "The identity provider did not sign you in. Go back to the page you wanted to try \
              again.",
         );
-        resp.headers_mut().extend(clear.map(|c| (h::SET_COOKIE, c)));
-        return resp;
     }
-    let Some(code) = param(&parts, "code") else {
+    let Some(code) = param(parts, "code") else {
         return refused(
-            &parts,
+            parts,
             StatusCode::BAD_REQUEST,
             "login_failed",
             "Incomplete answer from the identity provider",
             "It sent you back without an authorization code. Sign in again.",
         );
     };
-    let who = match oidc.finish(&pending, &code).await {
+    let who = match oidc.finish(pending, &code).await {
         Ok(who) => who,
         Err(e) => {
             tracing::warn!(error = %e, "OIDC sign-in failed");
-            let mut resp = refused(
-                &parts,
+            return refused(
+                parts,
                 StatusCode::BAD_GATEWAY,
                 "login_failed",
                 "Sign-in failed",
                 "tollgate could not confirm who you are with the identity provider. Sign in \
                  again; if it persists, tell your administrators.",
             );
-            resp.headers_mut().extend(clear.map(|c| (h::SET_COOKIE, c)));
-            return resp;
         }
     };
     tracing::info!(user = %who.user, org = who.org.as_deref().unwrap_or("-"), "signed in at the pages");
@@ -344,20 +356,17 @@ async fn callback(State(state): State<WebState>, parts: Parts) -> Response {
     let cookie = login.keys.seal(Purpose::Session, &signed).and_then(|v| {
         session::set_cookie(SESSION_COOKIE, &v, "/", session::SESSION_TTL, login.secure)
     });
-    let Some(cookie) = cookie else {
-        return refused(
-            &parts,
+    match cookie {
+        Some(cookie) => redirect(&pending.return_to, vec![cookie]),
+        None => refused(
+            parts,
             StatusCode::BAD_GATEWAY,
             "login_failed",
             "Sign-in failed",
             "The identity provider's answer does not fit in a session. Tell your \
              administrators.",
-        );
-    };
-    redirect(
-        &pending.return_to,
-        [Some(cookie), clear].into_iter().flatten().collect(),
-    )
+        ),
+    }
 }
 
 /// `POST /logout`: ends the session.
@@ -453,6 +462,21 @@ mod tests {
         }
         let long = format!("/{}", "a".repeat(MAX_RETURN));
         assert_eq!(safe_return(Some(&long)), "/");
+    }
+
+    #[test]
+    fn cookies_are_secure_over_https_only() {
+        let login = |url: &str| {
+            Login::new(
+                &LoginConfig::None { explicit: true },
+                SessionKeys::from_bytes(b"k"),
+                url,
+                crate::tls::upstream_client_config(None).unwrap(),
+                Clock::system(),
+            )
+        };
+        assert!(login("https://tollgate.example").secure);
+        assert!(!login("http://127.0.0.1:8080").secure);
     }
 
     #[test]
