@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use common::idp::{Bend, Idp, CLIENT_ID, CLIENT_SECRET};
 use common::login::*;
-use common::oauth::{app_spec, http, now, split, start_with_app_env, Env};
+use common::oauth::{http, now, setup_env, split, Env};
 use common::policies::LOCAL as POLICY;
 use common::*;
 
 /// A provider, tollgate with `flags` and `env`, and acme's app `crm`.
 async fn start(flags: &[&str], env: &[(&str, &str)]) -> Env {
-    let (tg, p, admin) = start_with_app_env(flags, env, app_spec, |_, _| {}).await;
-    Env { tg, p, admin }
+    setup_env(flags, env, |_, _| {}).await
 }
 
 /// Whether `r` is the consent page itself (the Authorize form), rather than a refusal.

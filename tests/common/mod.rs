@@ -78,16 +78,31 @@ pub fn serve_command(dir: &Path) -> Command {
 impl Tollgate {
     /// Starts tollgate with `policy` as `policies/10-test.toml` and extra flags.
     pub fn start(policy: &str, extra: &[&str]) -> Tollgate {
-        Self::start_env(policy, extra, &[])
-    }
-
-    /// As [`Tollgate::start`], with extra environment variables for the server.
-    pub fn start_env(policy: &str, extra: &[&str], env: &[(&str, &str)]) -> Tollgate {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
         std::fs::write(policies.join("10-test.toml"), policy).unwrap();
-        Self::start_in_env(dir, extra, env)
+        Self::start_in(dir, extra)
+    }
+
+    /// As [`Tollgate::start`], with extra environment variables for the server (settings a
+    /// test must pass without depending on a flag existing).
+    pub fn start_env(policy: &str, extra: &[&str], env: &[(&str, &str)]) -> Tollgate {
+        Self::start_env_under(&[], policy, extra, env)
+    }
+
+    /// As [`Tollgate::start_env`], run under `prefix` (see [`Tollgate::start_with_prefix`]).
+    pub fn start_env_under(
+        prefix: &[&str],
+        policy: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Tollgate {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("10-test.toml"), policy).unwrap();
+        Self::start_under(prefix, dir, extra, env)
     }
 
     /// Starts tollgate in an existing temp dir (with `policies/` and maybe `data/`).

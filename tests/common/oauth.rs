@@ -58,7 +58,17 @@ pub async fn start_with_app(
     start_with_app_env(flags, &[], spec, tweak).await
 }
 
-/// As [`start_with_app`], with extra environment variables for tollgate.
+/// As [`setup`], with environment variables for the server.
+pub async fn setup_env(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Value, &Provider),
+) -> Env {
+    let (tg, p, admin) = start_with_app_env(flags, env, app_spec, tweak).await;
+    Env { tg, p, admin }
+}
+
+/// As [`start_with_app`], with environment variables for the server.
 pub async fn start_with_app_env(
     flags: &[&str],
     env: &[(&str, &str)],
