@@ -34,14 +34,14 @@ fn sent_to_provider(r: &Resp, env: &Env) -> bool {
         .is_some_and(|l| l.starts_with(&env.p.issuer()))
 }
 
-/// tollgate with `--login oidc` at `idp`, given as environment variables.
-async fn start_oidc(idp: &Idp) -> (Env, tempfile::TempDir) {
+/// tollgate with `--login oidc` at `idp`, given as environment variables, and `flags`.
+async fn start_oidc(idp: &Idp, flags: &[&str]) -> (Env, tempfile::TempDir) {
     let secret_dir = tempfile::tempdir().unwrap();
     let secret = secret_dir.path().join("client-secret");
     std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
     let issuer = idp.issuer();
     let env = start(
-        &[],
+        flags,
         &[
             ("TOLLGATE_LOGIN", "oidc"),
             ("TOLLGATE_LOGIN_OIDC_ISSUER", &issuer),
@@ -180,7 +180,7 @@ async fn implicit_login_none_is_refused_off_loopback() {
 #[tokio::test]
 async fn tampered_expired_or_foreign_session_cookies_are_anonymous() {
     let idp = Idp::start().await;
-    let (env, _secret) = start_oidc(&idp).await;
+    let (env, _secret) = start_oidc(&idp, &[]).await;
     let url = env.consent_url("acme", "alice").await;
     let (web, path) = split(&url);
     let data = env.tg.data.clone();
@@ -235,7 +235,7 @@ async fn tampered_expired_or_foreign_session_cookies_are_anonymous() {
 #[tokio::test]
 async fn oidc_sign_in_binds_the_consent_page_to_the_person() {
     let idp = Idp::start().await;
-    let (env, _secret) = start_oidc(&idp).await;
+    let (env, _secret) = start_oidc(&idp, &[]).await;
     let url = env.consent_url("acme", "alice").await;
     let (web, path) = split(&url);
 
@@ -292,7 +292,7 @@ async fn oidc_sign_in_binds_the_consent_page_to_the_person() {
 #[tokio::test]
 async fn login_return_stays_on_this_origin() {
     let idp = Idp::start().await;
-    let (env, _secret) = start_oidc(&idp).await;
+    let (env, _secret) = start_oidc(&idp, &[]).await;
     let web = env.tg.web;
     for evil in [
         "https://evil.example/x",
@@ -319,7 +319,7 @@ async fn login_return_stays_on_this_origin() {
 #[tokio::test]
 async fn forged_id_tokens_and_foreign_callbacks_are_refused() {
     let idp = Idp::start().await;
-    let (env, _secret) = start_oidc(&idp).await;
+    let (env, _secret) = start_oidc(&idp, &[]).await;
     let web = env.tg.web;
     for bend in [
         Bend::Nonce,
@@ -368,7 +368,7 @@ async fn forged_id_tokens_and_foreign_callbacks_are_refused() {
 async fn discovery_must_name_the_configured_issuer() {
     let idp = Idp::start().await;
     idp.with(|s| s.discovery_issuer = Some("https://evil.example".into()));
-    let (env, _secret) = start_oidc(&idp).await;
+    let (env, _secret) = start_oidc(&idp, &[]).await;
     let r = http(env.tg.web, "GET", "/login?return=%2F", &[]).await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("login_unavailable"));
@@ -382,4 +382,27 @@ async fn discovery_must_name_the_configured_issuer() {
         "{}",
         env.tg.logs()
     );
+}
+
+#[tokio::test]
+async fn oidc_org_claim_binds_the_org() {
+    let idp = Idp::start().await;
+    let flags = ["--login-oidc-org-claim", "org"];
+    let (env, _secret) = start_oidc(&idp, &flags).await;
+    let url = env.consent_url("acme", "alice").await;
+    let (web, path) = split(&url);
+    // alice of another org is not acme's alice.
+    idp.with(|s| s.extra = serde_json::json!({"org": "other"}));
+    let other = sign_in(web, &idp, &path).await;
+    let r = get_signed_in(web, &path, &other.session.unwrap()).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Without the org claim, nobody is signed in.
+    idp.with(|s| s.extra = serde_json::json!({}));
+    let none = sign_in(web, &idp, &path).await;
+    assert_eq!(none.callback.status, 502, "{}", none.callback.text());
+    assert!(none.session.is_none());
+    idp.with(|s| s.extra = serde_json::json!({"org": "acme"}));
+    let acme = sign_in(web, &idp, &path).await;
+    let r = get_signed_in(web, &path, &acme.session.unwrap()).await;
+    assert!(is_consent_page(&r), "{}", r.text());
 }

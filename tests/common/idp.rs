@@ -130,23 +130,6 @@ impl Idp {
         f(&mut self.state.lock().unwrap())
     }
 
-    /// The `tollgate serve` flags for this IdP (`secret_file` holds [`CLIENT_SECRET`]).
-    pub fn flags(&self, secret_file: &str) -> Vec<String> {
-        [
-            "--login",
-            "oidc",
-            "--login-oidc-issuer",
-            &self.issuer(),
-            "--login-oidc-client-id",
-            CLIENT_ID,
-            "--login-oidc-client-secret-file",
-            secret_file,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match req.uri().path() {
             "/.well-known/openid-configuration" => {
