@@ -1,12 +1,14 @@
 //! `--login oidc`: tollgate as an OpenID Connect relying party of the platform's IdP.
 //!
 //! - Discovery: `{issuer}/.well-known/openid-configuration`, whose `issuer` must equal the
-//!   configured one exactly (OpenID Connect Discovery §4.3). Fetched at start and again while
-//!   it has not succeeded (at most every [`RETRY_AFTER`]).
+//!   configured one exactly (OpenID Connect Discovery §4.3). Fetched at start, again while it
+//!   has not succeeded (at most every [`RETRY_AFTER`]), and refreshed after
+//!   [`DISCOVERY_TTL`] (the last good one stays in use while the IdP cannot be reached).
 //! - The authorization code flow with PKCE (S256), `state` and a nonce, built and exchanged
 //!   with the `oauth2` crate; its HTTP client is [`IdpHttp`], a direct hyper-util client
 //!   (the IdP is the platform's own service, not egress) with the platform roots plus
-//!   `--upstream-ca-file`, HTTP/1.1, no redirects, a timeout and a bounded body.
+//!   `--upstream-ca-file`, HTTP/1.1, no redirects, a timeout, a bounded body, and at most
+//!   [`MAX_IDP_CALLS`] requests in flight (a callback costs one: anyone can send callbacks).
 //! - The ID token is verified with `jsonwebtoken` against the IdP's JWKS (asymmetric
 //!   algorithms only), checking `iss`, `aud` (and `azp` when there are several audiences),
 //!   `exp` with a small leeway, and the nonce. The JWKS is cached; an unknown `kid` refetches
@@ -48,6 +50,10 @@ const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IDP_BODY: usize = 256 * 1024;
 /// A failed discovery is retried on demand, at most this often.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// A good discovery is refreshed after this long (endpoints rarely move; they may).
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// Requests to the IdP in flight at once; beyond, a sign-in step fails at once.
+const MAX_IDP_CALLS: usize = 64;
 /// An unknown `kid` refetches the JWKS at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(60);
 /// Clock skew tolerated on `exp`, `nbf` and `iat` (seconds).
@@ -120,6 +126,10 @@ type RpClient = oauth2::Client<
     EndpointSet,
 >;
 
+/// The last good discovery with when it was fetched, and when a fetch was last tried (to
+/// space out retries).
+type DiscoveryCache = (Option<(Arc<Discovered>, Instant)>, Option<Instant>);
+
 /// The JWKS and when it was fetched.
 struct Jwks {
     set: JwkSet,
@@ -134,8 +144,8 @@ pub struct Oidc {
     redirect_uri: String,
     /// Talks to the IdP.
     http: IdpHttp,
-    /// Discovery once it succeeded, and when it was last tried (to space out retries).
-    discovered: Mutex<(Option<Arc<Discovered>>, Option<Instant>)>,
+    /// The last good discovery, and when discovery was last tried.
+    discovered: Mutex<DiscoveryCache>,
     /// The IdP's signing keys.
     jwks: Mutex<Option<Jwks>>,
 }
@@ -158,18 +168,42 @@ impl Oidc {
         &self.cfg.issuer
     }
 
-    /// Discovery, fetched now unless it already succeeded (or failed moments ago).
+    /// Discovery: the cached one while fresh, else fetched now (unless a fetch failed moments
+    /// ago); a failed refresh keeps the last good one.
     pub async fn discover(&self) -> Result<Arc<Discovered>, OidcError> {
         let mut d = self.discovered.lock().await;
-        if let Some(found) = &d.0 {
-            return Ok(found.clone());
+        let good = d.0.as_ref().map(|(found, _)| found.clone());
+        if let Some((found, at)) = &d.0 {
+            if at.elapsed() < DISCOVERY_TTL {
+                return Ok(found.clone());
+            }
         }
         if d.1.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-            return Err(OidcError::Discovery(
-                "failed moments ago (see the log above); retried shortly".into(),
-            ));
+            return good.ok_or_else(|| {
+                OidcError::Discovery(
+                    "failed moments ago (see the log above); retried shortly".into(),
+                )
+            });
         }
         d.1 = Some(Instant::now());
+        match self.fetch_discovery().await {
+            Ok(found) => {
+                let found = Arc::new(found);
+                d.0 = Some((found.clone(), Instant::now()));
+                Ok(found)
+            }
+            Err(e) => match good {
+                Some(found) => {
+                    tracing::warn!(error = %e, "OIDC discovery refresh failed; keeping the last one");
+                    Ok(found)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// `{issuer}/.well-known/openid-configuration`, checked.
+    async fn fetch_discovery(&self) -> Result<Discovered, OidcError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.cfg.issuer.trim_end_matches('/')
@@ -195,8 +229,6 @@ impl Oidc {
                 )));
             }
         }
-        let found = Arc::new(found);
-        d.0 = Some(found.clone());
         Ok(found)
     }
 
@@ -410,7 +442,10 @@ fn describe<RE: std::error::Error + 'static>(
 
 /// The HTTP client for the IdP.
 pub struct IdpHttp {
+    /// Pooled connections to the IdP.
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// [`MAX_IDP_CALLS`] permits.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl IdpHttp {
@@ -428,11 +463,17 @@ impl IdpHttp {
             .wrap_connector(http);
         IdpHttp {
             client: Client::builder(TokioExecutor::new()).build(connector),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IDP_CALLS)),
         }
     }
 
     /// Sends `req`, reads at most [`MAX_IDP_BODY`] bytes, within [`IDP_TIMEOUT`].
     async fn send(&self, req: HttpRequest) -> Result<HttpResponse, OidcError> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Err(OidcError::Http(format!(
+                "{MAX_IDP_CALLS} requests to the IdP already in flight"
+            )));
+        };
         let (parts, body) = req.into_parts();
         let req = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let exchange = async {
