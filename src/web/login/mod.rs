@@ -78,8 +78,11 @@ impl Visitor {
 
 /// How people sign in, as the web handlers need it.
 enum Mode {
+    /// `--login none`: everyone is [`Visitor::Anyone`].
     None,
+    /// `--login header`: the trusted proxy's headers.
     Header(HeaderLogin),
+    /// `--login oidc`: the session cookie, minted by `/login/callback`.
     Oidc(Box<Oidc>),
 }
 
