@@ -46,7 +46,17 @@ route = "direct"
 struct Resp {
     status: u16,
     location: Option<String>,
+    /// The `name=value` of a `Set-Cookie`, as a browser would send it back.
+    cookie: Option<String>,
     body: String,
+}
+
+/// A request body.
+enum Body<'a> {
+    Empty,
+    Json(&'a Value),
+    /// `application/x-www-form-urlencoded`.
+    Form(String),
 }
 
 impl Resp {
@@ -62,7 +72,7 @@ async fn send(
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
-    body: Option<&Value>,
+    body: Body<'_>,
 ) -> Result<Resp> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -75,11 +85,15 @@ async fn send(
         req = req.header(*k, *v);
     }
     let bytes = match body {
-        Some(b) => {
+        Body::Json(b) => {
             req = req.header("content-type", "application/json");
             Bytes::from(b.to_string())
         }
-        None => Bytes::new(),
+        Body::Form(f) => {
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+            Bytes::from(f)
+        }
+        Body::Empty => Bytes::new(),
     };
     let resp = sender.send_request(req.body(Full::new(bytes))?).await?;
     let status = resp.status().as_u16();
@@ -88,10 +102,17 @@ async fn send(
         .get("location")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string);
     let body = resp.into_body().collect().await?.to_bytes();
     Ok(Resp {
         status,
         location,
+        cookie,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
@@ -173,7 +194,7 @@ async fn main() -> Result<()> {
         "POST",
         "/v1/apps",
         &[("authorization", &auth)],
-        Some(&app),
+        Body::Json(&app),
     )
     .await?;
     if r.status != 201 {
@@ -188,7 +209,7 @@ async fn main() -> Result<()> {
     let target = format!("http://localhost:{}/records", provider.api.port());
     let proxy_auth = format!("Bearer {runner}");
     let runner_headers = [("proxy-authorization", proxy_auth.as_str())];
-    let call = || send(proxy, "GET", &target, &runner_headers, None);
+    let call = || send(proxy, "GET", &target, &runner_headers, Body::Empty);
     let r = call().await?;
     println!("\n2. runner: GET {target} → {}", r.status);
     println!("   {}", r.body);
@@ -200,13 +221,23 @@ async fn main() -> Result<()> {
     // 3. The user opens the consent URL.
     println!("\n3. user opens {consent_url}");
     let (at, path) = split(&consent_url)?;
-    let page = send(at, "GET", &path, &[], None).await?;
+    let page = send(at, "GET", &path, &[], Body::Empty).await?;
     println!(
         "   consent page → {} ({} bytes of HTML)",
         page.status,
         page.body.len()
     );
-    let post = send(at, "POST", &path, &[], None).await?;
+    // The browser keeps the consent cookie and posts the form's csrf field with it.
+    let cookie = page.cookie.context("no consent cookie")?;
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .context("no csrf field")?;
+    let browser = [("cookie", cookie.as_str())];
+    let form = Body::Form(format!("csrf={csrf}"));
+    let post = send(at, "POST", &path, &browser, form).await?;
     let to_provider = post.location.context("no redirect to the provider")?;
     println!(
         "   Authorize → {} to {}",
@@ -214,10 +245,10 @@ async fn main() -> Result<()> {
         to_provider.split('?').next().unwrap_or("")
     );
     let (idp, authorize) = split(&to_provider)?;
-    let back = send(idp, "GET", &authorize, &[], None).await?;
+    let back = send(idp, "GET", &authorize, &[], Body::Empty).await?;
     let callback = back.location.context("no redirect back")?;
     let (cb_at, cb_path) = split(&callback)?;
-    let done = send(cb_at, "GET", &cb_path, &[], None).await?;
+    let done = send(cb_at, "GET", &cb_path, &browser, Body::Empty).await?;
     println!(
         "   provider approved; callback → {}: \"return to your workflow\"",
         done.status

@@ -30,6 +30,17 @@ async fn a_link_minted_for_alice_cannot_be_completed_by_bob() {
     assert!(csrf.is_none(), "the refused page offers no Authorize form");
     let post = bob.authorize(web, &path, None).await;
     assert_refused(&post, 403, "consent_user_mismatch");
+    // A client asking for JSON gets the code as JSON, with Proxy-Status.
+    let mut api = Browser::signed_in("bob");
+    api.headers
+        .push(("accept".into(), "application/json".into()));
+    let r = api.get(web, &path).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "consent_user_mismatch");
+    assert_eq!(
+        r.header("proxy-status").unwrap(),
+        "tollgate; error=http_request_denied; details=\"consent_user_mismatch\""
+    );
 
     // Alice starts the authorization; bob completes the callback in alice's browser session
     // (the cookie came along) but signed in as himself.

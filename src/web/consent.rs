@@ -390,17 +390,19 @@ fn browser_cookies(headers: &HeaderMap) -> Vec<ConsentCookie> {
 /// `Set-Cookie` for the consent cookie: HttpOnly, SameSite=Lax, `Path=/` (the callback must
 /// receive it), Secure when the public URL is https; a session cookie.
 fn set_cookie(state: &WebState, resp: &mut Response, cookie: &ConsentCookie) {
-    let secure = match state.oauth.tokens.redirect_uri().starts_with("https://") {
-        true => "; Secure",
-        false => "",
-    };
-    let value = format!(
-        "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-        cookie.value()
-    );
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let https = state.oauth.tokens.redirect_uri().starts_with("https://");
+    if let Ok(v) = HeaderValue::from_str(&cookie_header(cookie, https)) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
+}
+
+/// The `Set-Cookie` value of `cookie`; `Secure` when the public URL is https.
+fn cookie_header(cookie: &ConsentCookie, https: bool) -> String {
+    let secure = if https { "; Secure" } else { "" };
+    format!(
+        "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+        cookie.value()
+    )
 }
 
 /// The `csrf` field of an Authorize form body.
@@ -578,6 +580,27 @@ mod tests {
             esc("<script>alert(\"x\" & 'y')</script>"),
             "&lt;script&gt;alert(&quot;x&quot; &amp; &#39;y&#39;)&lt;/script&gt;"
         );
+    }
+
+    #[test]
+    fn the_consent_cookie_is_secure_under_https_and_read_back() {
+        let c = ConsentCookie::new().unwrap();
+        let plain = cookie_header(&c, false);
+        assert_eq!(
+            plain,
+            format!(
+                "tollgate_consent={}; Path=/; HttpOnly; SameSite=Lax",
+                c.value()
+            )
+        );
+        assert!(cookie_header(&c, true).ends_with("; SameSite=Lax; Secure"));
+        let mut h = HeaderMap::new();
+        let sent = format!(
+            "other=1; tollgate_consent=bad; tollgate_consent={}",
+            c.value()
+        );
+        h.insert(header::COOKIE, HeaderValue::from_str(&sent).unwrap());
+        assert_eq!(browser_cookies(&h), vec![c]);
     }
 
     #[test]

@@ -237,6 +237,9 @@ prompt = "consent"
   check('401 carries Proxy-Status', (first.proxy_status || '').startsWith('tollgate; error=http_request_denied'));
   const consentUrl = first.body.consent_url;
   check('consent URL points at tollgate', typeof consentUrl === 'string' && consentUrl.startsWith(`http://127.0.0.1:${webPort}/consent/`), consentUrl);
+  const [repeated] = await pythonGet(proxyUrl, apiUrl);
+  check('a repeated 401 gives the same consent URL, expires_in counting down',
+    repeated.body.consent_url === consentUrl && repeated.body.expires_in <= first.body.expires_in, JSON.stringify(repeated.body));
 
   // 2. The user opens it in a browser: consent page → Authorize → provider login → consent →
   //    callback → success page.
@@ -253,6 +256,14 @@ prompt = "consent"
     consentText.includes('Interop API') && consentText.includes('Let the runner call the interop API as you?')
     && consentText.includes('acme') && consentText.includes('alice'), consentText.slice(0, 300));
   await page.screenshot({ path: path.join(dir, 'consent.png') });
+  const consentCookie = (await page.context().cookies()).find((c) => c.name === 'tollgate_consent');
+  check('consent page sets tollgate_consent (HttpOnly, SameSite=Lax, Path=/)',
+    consentCookie && consentCookie.httpOnly && consentCookie.sameSite === 'Lax' && consentCookie.path === '/',
+    JSON.stringify(consentCookie));
+  check('Authorize form carries a csrf field', (await page.locator('input[name=csrf]').count()) === 1);
+  // Another site's form (no csrf) is refused and leaves the link usable.
+  const forged = await fetch(consentUrl, { method: 'POST', redirect: 'manual' });
+  check('Authorize without csrf is refused with 403', forged.status === 403, String(forged.status));
   await Promise.all([page.waitForURL(`${issuer}/**`), page.click('button[type=submit]')]);
   check('Authorize lands on the provider', page.url().startsWith(issuer), page.url());
   await page.fill('input[name=login]', 'alice@interop');

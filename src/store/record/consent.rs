@@ -99,7 +99,39 @@ pub(crate) struct Bound {
     expires_at: u64,
 }
 
+/// The [`Bound`] of a model record (a ticket or pending authorization).
+macro_rules! bound_of {
+    ($r:expr) => {
+        Bound {
+            org: $r.org.clone(),
+            user: $r.user.clone(),
+            app: $r.app.clone(),
+            generation: $r.generation,
+            incarnation: $r.incarnation,
+            expires_at: $r.expires_at,
+        }
+    };
+}
+
 impl Bound {
+    /// The ticket `id` with these fields.
+    pub(crate) fn into_ticket(self, id: String) -> ConsentTicket {
+        ConsentTicket {
+            id,
+            org: self.org,
+            user: self.user,
+            app: self.app,
+            generation: self.generation,
+            incarnation: self.incarnation,
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// The owners-index key of a ticket with these fields.
+    pub(crate) fn owner_key(&self) -> Vec<u8> {
+        ticket_owner_key(&self.org, &self.app, &self.user)
+    }
+
     fn binding(&self) -> Binding<'_> {
         Binding {
             org: &self.org,
@@ -148,14 +180,7 @@ impl TicketRecord {
         hash: &[u8],
         key: &StoreKey,
     ) -> Result<TicketRecord, StoreError> {
-        let bound = Bound {
-            org: t.org.clone(),
-            user: t.user.clone(),
-            app: t.app.clone(),
-            generation: t.generation,
-            incarnation: t.incarnation,
-            expires_at: t.expires_at,
-        };
+        let bound = bound_of!(t);
         let id = key.seal(&bound.aad(b"ticket", hash, "id"), t.id.as_bytes())?;
         Ok(TicketRecord {
             v: FORMAT_VERSION,
@@ -181,16 +206,7 @@ impl TicketRecord {
                 reason: "the sealed id does not hash to the record's key".into(),
             });
         }
-        let b = self.bound;
-        Ok(ConsentTicket {
-            id: id.expose().to_owned(),
-            org: b.org,
-            user: b.user,
-            app: b.app,
-            generation: b.generation,
-            incarnation: b.incarnation,
-            expires_at: b.expires_at,
-        })
+        Ok(self.bound.into_ticket(id.expose().to_owned()))
     }
 
     /// Whether this stored ticket can be handed out again instead of `candidate`: the same
@@ -204,7 +220,7 @@ impl TicketRecord {
 
     /// The owners-index key of this ticket.
     pub(crate) fn owner_key(&self) -> Vec<u8> {
-        ticket_owner_key(&self.bound.org, &self.bound.app, &self.bound.user)
+        self.bound.owner_key()
     }
 }
 
@@ -236,14 +252,7 @@ impl PendingRecord {
         hash: &[u8],
         key: &StoreKey,
     ) -> Result<PendingRecord, StoreError> {
-        let bound = Bound {
-            org: p.org.clone(),
-            user: p.user.clone(),
-            app: p.app.clone(),
-            generation: p.generation,
-            incarnation: p.incarnation,
-            expires_at: p.expires_at,
-        };
+        let bound = bound_of!(p);
         let pkce_verifier = p
             .pkce_verifier
             .as_ref()

@@ -47,7 +47,7 @@ pub(crate) use app::legacy_app_json;
 pub(crate) use app::AppRecord;
 pub(crate) use audit::AuditRecord;
 pub(crate) use consent::{
-    lookup_hash, ticket_owner_key, Binding, ConsentRecord, Kind, PendingRecord, TicketRecord,
+    lookup_hash, ticket_owner_key, Binding, Bound, ConsentRecord, Kind, PendingRecord, TicketRecord,
 };
 pub(crate) use token::TokenRecord;
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use sled::Tree;
 
 use super::super::super::model::ConsentTicket;
-use super::super::super::record::{encode, lookup_hash, ticket_owner_key, Kind, TicketRecord};
+use super::super::super::record::{encode, lookup_hash, Bound, Kind, TicketRecord};
 use super::super::super::seal::StoreKey;
 use super::super::super::StoreResult;
 use super::super::{io, SledStore};
@@ -47,18 +47,9 @@ struct LegacyTicket {
     v: u32,
     /// The plaintext ticket id (also the key).
     id: String,
-    /// Org of the user and the app.
-    org: String,
-    /// The user.
-    user: String,
-    /// App id.
-    app: String,
-    /// App generation at issue.
-    generation: u64,
-    /// App incarnation at issue.
-    incarnation: u64,
-    /// Expiry, Unix seconds.
-    expires_at: u64,
+    /// Org, user, app, app version and expiry: the same fields as today's.
+    #[serde(flatten)]
+    bound: Bound,
 }
 
 /// What [`migrate_legacy_consents`] did.
@@ -95,21 +86,17 @@ fn migrate_legacy_consents(
             progress.record(true);
             let Some(t) = serde_json::from_slice::<LegacyTicket>(&v)
                 .ok()
-                .filter(|t| t.v == 1 && t.id.as_bytes() == &k[..] && now < t.expires_at)
+                .filter(|t| t.v == 1 && t.id.as_bytes() == &k[..])
             else {
                 done.tickets_dropped += 1;
                 continue;
             };
-            let owner = ticket_owner_key(&t.org, &t.app, &t.user);
-            let ticket = ConsentTicket {
-                id: t.id,
-                org: t.org,
-                user: t.user,
-                app: t.app,
-                generation: t.generation,
-                incarnation: t.incarnation,
-                expires_at: t.expires_at,
-            };
+            let owner = t.bound.owner_key();
+            let ticket = t.bound.into_ticket(t.id);
+            if now >= ticket.expires_at {
+                done.tickets_dropped += 1;
+                continue;
+            }
             match newest.get(&owner) {
                 Some(kept) if kept.expires_at >= ticket.expires_at => done.tickets_dropped += 1,
                 Some(_) => {
