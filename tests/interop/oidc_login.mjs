@@ -14,69 +14,19 @@
 //
 // Prints "oidc-login: N passed, N failed" last; exits non-zero on any failure.
 
-import { spawn, execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Provider from 'oidc-provider';
-import { chromium } from 'playwright-core';
+import {
+  applyInteropApp, check, cleanups, cli, freePort, launchChromium, listen, runSuite, startTollgate, writePolicies,
+} from './lib/harness.mjs';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
-const BIN = process.env.TOLLGATE_BIN
-  || path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'debug', 'tollgate');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ACCOUNTS = { alice: { org: 'acme' }, bob: { org: 'acme' } };
-
-let passed = 0;
-let failed = 0;
-const cleanups = [];
-
-function check(name, cond, detail = '') {
-  if (cond) {
-    passed += 1;
-    console.log(`ok - ${name}`);
-  } else {
-    failed += 1;
-    console.log(`FAILED - ${name} ${detail}`);
-  }
-}
-
-async function listen(server) {
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return server.address().port;
-}
-
-async function freePort() {
-  const s = http.createServer();
-  const p = await listen(s);
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
 const run = promisify(execFile);
-const cli = (args, env = {}) => execFileSync(BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8' });
-
-async function startTollgate(dir, policies, webPort, extra) {
-  const child = spawn(BIN, [
-    'serve', '--data', path.join(dir, 'data'), '--policies', policies,
-    '--proxy-listen', '127.0.0.1:0', '--web-listen', `127.0.0.1:${webPort}`, ...extra,
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  cleanups.push(() => child.kill('SIGKILL'));
-  let logs = '';
-  child.stderr.on('data', (d) => { logs += d; });
-  const proxy = await new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => reject(new Error(`tollgate did not start:\n${logs}`)), 30000);
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/proxy listening on (\S+)/);
-      if (m && out.includes('web listening on')) { clearTimeout(t); resolve(m[1]); }
-    });
-  });
-  return { proxy, logs: () => logs };
-}
 
 // Signs in at the IdP's development screens as `login` (the browser is on its login page),
 // then approves tollgate's request if the IdP asks.
@@ -165,24 +115,7 @@ async function main() {
   cleanups.push(() => api.close());
 
   // --- tollgate: --login oidc at the IdP ----------------------------------------------------
-  const policies = path.join(dir, 'policies');
-  mkdirSync(policies);
-  writeFileSync(path.join(policies, 'interop.toml'), `
-[[policy]]
-name = "provider"
-route = "direct"
-  [[policy.allow]]
-  cidrs = ["127.0.0.1/32"]
-  ports = [${idpPort}]
-
-[[policy]]
-name = "api"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = [${apiPort}]
-  private = true
-`);
+  const policies = writePolicies(dir, idpPort, [apiPort]);
   const secretFile = path.join(dir, 'login-secret');
   writeFileSync(secretFile, 'login-client-secret\n');
   const tg = await startTollgate(dir, policies, webPort, [
@@ -192,26 +125,8 @@ route = "direct"
   ]);
   const data = path.join(dir, 'data');
   const admin = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'root', '--role', 'admin']).trim();
-  writeFileSync(path.join(dir, 'app.toml'), `
-id = "interop"
-name = "Interop API"
-description = "A real OpenID Provider"
-approval_prompt = "Let the runner call the interop API as you?"
-authorize_url = "${issuer}/auth"
-token_url = "${issuer}/token"
-issuer = "${issuer}"
-client_id = "tollgate-app"
-client_secret = { env = "APP_SECRET" }
-scopes = ["openid", "api:read"]
-egress_policy = "provider"
-domains = ["localhost"]
-upstream_tls = false
-
-[authorize_params]
-prompt = "consent"
-`);
-  cli(['app', 'apply', '-f', path.join(dir, 'app.toml')], {
-    TOLLGATE_URL: web, TOLLGATE_TOKEN: admin, APP_SECRET: 'app-client-secret',
+  applyInteropApp(dir, web, admin, {
+    issuer, clientId: 'tollgate-app', clientSecret: 'app-client-secret', scopes: ['openid', 'api:read'],
   });
 
   // A real ticket: alice's runner calls the app's domain through the proxy.
@@ -226,12 +141,7 @@ prompt = "consent"
     first.error === 'authorization_required' && String(first.consent_url).startsWith(`${web}/consent/`), JSON.stringify(first));
   const consentUrl = first.consent_url;
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  cleanups.push(() => browser.close());
+  const browser = await launchChromium();
 
   // 1. Anonymous: the consent page is not shown.
   const anonymous = await browser.newContext();
@@ -289,15 +199,4 @@ prompt = "consent"
     && !(session && logs.includes(session.value)));
 }
 
-try {
-  await main();
-} catch (e) {
-  failed += 1;
-  console.log(`FAILED - oidc-login run aborted: ${e.stack || e}`);
-} finally {
-  for (const c of cleanups.reverse()) {
-    try { await c(); } catch { /* already gone */ }
-  }
-  console.log(`oidc-login: ${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 ? 0 : 1);
-}
+await runSuite('oidc-login', main);
