@@ -283,6 +283,15 @@ async fn oidc_sign_in_binds_the_consent_page_to_the_person() {
         idp.with(|s| s.violations.clone())
     );
 
+    // Neither the client secret nor a session is ever logged.
+    let logged = async || env.tg.logs().matches("signed in at the pages").count() == 2;
+    assert!(wait_until(Duration::from_secs(10), logged).await);
+    let logs = env.tg.logs();
+    assert!(
+        !logs.contains(CLIENT_SECRET) && !logs.contains(&session),
+        "{logs}"
+    );
+
     // Signing out clears the cookie.
     let out = http(web, "POST", "/logout", &[]).await;
     assert_eq!(out.status, 200);
