@@ -433,7 +433,6 @@ fn main() {
             Duration::from_secs(60),
             "http://127.0.0.1:1".into(),
             metrics.clone(),
-            None,
         )
         .await;
         let settings = ProxySettings {

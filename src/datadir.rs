@@ -1,5 +1,6 @@
 //! The data directory: created on first start (mode 0700) with the identity signing key, the
-//! store encryption key and the interception CA. Later starts reuse what is there; a missing
+//! store encryption key, the session key (signs the pages' sign-in cookies) and the
+//! interception CA. Later starts reuse what is there; a missing
 //! piece is generated, an unreadable one is an error (never silently replaced, since replacing
 //! a key would invalidate every token or sealed record).
 //!
@@ -43,6 +44,8 @@ pub struct DataDir {
     pub identity_key: PathBuf,
     /// AEAD key for sealed store records.
     pub store_key: PathBuf,
+    /// HMAC key for the pages' session cookies (`web::login::session`).
+    pub session_key: PathBuf,
     /// Interception CA certificate (PEM).
     pub ca_cert: PathBuf,
     /// Interception CA private key (PEM, 0600).
@@ -58,6 +61,7 @@ impl DataDir {
             root: root.to_path_buf(),
             identity_key: root.join("keys").join("identity.key"),
             store_key: root.join("keys").join("store.key"),
+            session_key: root.join("keys").join("session.key"),
             ca_cert: root.join("ca").join("ca.pem"),
             ca_key: root.join("ca").join("ca.key"),
             created: Vec::new(),
@@ -93,7 +97,11 @@ impl DataDir {
                 })?;
             }
         }
-        for key in [d.identity_key.clone(), d.store_key.clone()] {
+        for key in [
+            d.identity_key.clone(),
+            d.store_key.clone(),
+            d.session_key.clone(),
+        ] {
             if !key.exists() {
                 write_secret(&key, random_key_text()?.as_bytes())?;
                 d.created.push(key);
@@ -244,11 +252,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("data");
         let d = DataDir::prepare(&root).unwrap();
-        assert_eq!(d.created.len(), 3);
+        assert_eq!(d.created.len(), 4);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&d.identity_key), 0o600);
         assert_eq!(mode(&d.store_key), 0o600);
+        assert_eq!(mode(&d.session_key), 0o600);
         assert_eq!(mode(&d.ca_key), 0o600);
         let key = read_key_text(&d.identity_key).unwrap();
         assert_eq!(key.len(), 64);

@@ -279,6 +279,7 @@ impl Server {
         ));
         let revocation_changes = self.store.subscribe();
         agent_control.load().await?;
+        let login = self.login(&upstream_tls)?;
         let settings = ProxySettings {
             idle_timeout: self.config.idle_timeout,
             request_head_timeout: self.config.request_head_timeout,
@@ -328,6 +329,7 @@ impl Server {
                 verifier,
                 oauth,
                 agents: agent_control,
+                login,
             },
             web::listener::WebSettings {
                 header_timeout: self.config.limits.web_header_timeout,
@@ -382,9 +384,40 @@ impl Server {
             self.config.upstream_timeout,
             self.public_url.clone(),
             metrics.clone(),
-            self.config.consent_user_header.clone(),
         )
         .await
+    }
+}
+
+impl Server {
+    /// Who is signing in at the pages: the session key from the data dir, the IdP reached
+    /// like provider endpoints' TLS (platform roots plus `--upstream-ca-file`), discovery
+    /// fetched in the background.
+    fn login(&self, tls: &rustls::ClientConfig) -> Result<Arc<web::login::Login>, ServeError> {
+        let path = &self.data.session_key;
+        let keys =
+            web::login::session::SessionKeys::load(path).map_err(|source| DataDirError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if let crate::config::login::LoginConfig::None { explicit: true } = self.config.login {
+            tracing::warn!(
+                "--login none: the pages ask nobody who they are; anyone holding a consent \
+                 link can connect an account to that link's user (development only)"
+            );
+        }
+        let login = Arc::new(web::login::Login::new(
+            &self.config.login,
+            keys,
+            &self.public_url,
+            tls.clone(),
+            crate::clock::Clock::system(),
+        ));
+        tokio::spawn({
+            let login = login.clone();
+            async move { login.warm_up().await }
+        });
+        Ok(login)
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub mod agent;
 pub mod limits;
+pub mod login;
 pub mod serve;
 
 pub use crate::logging::LogFormat;

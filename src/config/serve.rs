@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::limits::{Limits, LimitsOverrides};
+use super::login::{LoginConfig, LoginMode, LoginOverrides};
 use super::{
     duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -96,6 +97,30 @@ pub struct FileConfig {
     pub max_connections_per_caller: Option<usize>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<String>,
+    /// `--login`.
+    pub login: Option<LoginMode>,
+    /// `--login-user-header`.
+    pub login_user_header: Option<String>,
+    /// `--login-org-header`.
+    pub login_org_header: Option<String>,
+    /// `--login-roles-header`.
+    pub login_roles_header: Option<String>,
+    /// `--trusted-proxies`, as a list.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// `--login-oidc-issuer`.
+    pub login_oidc_issuer: Option<String>,
+    /// `--login-oidc-client-id`.
+    pub login_oidc_client_id: Option<String>,
+    /// `--login-oidc-client-secret-file`.
+    pub login_oidc_client_secret_file: Option<PathBuf>,
+    /// `--login-oidc-user-claim`.
+    pub login_oidc_user_claim: Option<String>,
+    /// `--login-oidc-org-claim`.
+    pub login_oidc_org_claim: Option<String>,
+    /// `--login-oidc-roles-claim`.
+    pub login_oidc_roles_claim: Option<String>,
+    /// `--login-oidc-scopes`, as a list.
+    pub login_oidc_scopes: Option<Vec<String>>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -181,6 +206,9 @@ pub struct ServeOverrides {
     /// token].
     #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Who is signing in at the pages (`--login*`, `--trusted-proxies`).
+    #[command(flatten)]
+    pub login: LoginOverrides,
 }
 
 /// Validated server settings.
@@ -225,12 +253,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Extra upstream CA certificates (PEM file).
     pub upstream_ca_file: Option<PathBuf>,
-    /// Trusted login header the consent pages compare with the ticket's user.
-    pub consent_user_header: Option<http::HeaderName>,
     /// Listener limits (web, relay handshake, proxy bodies and per-caller connections).
     pub limits: Limits,
     /// Metrics listener (`/metrics` without auth), when enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// Who is signing in at the pages (`--login`; `--consent-user-header` is an alias).
+    pub login: LoginConfig,
 }
 
 /// Every problem found while resolving the settings.
@@ -376,23 +404,22 @@ impl Config {
                 ));
             }
         }
-        let consent_user_header = match over
-            .consent_user_header
-            .as_ref()
-            .or(file.consent_user_header.as_ref())
-        {
-            None => None,
-            Some(name) => match http::HeaderName::from_bytes(name.trim().as_bytes()) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    errors.push(format!(
-                        "--consent-user-header: {name:?} is not a header name"
-                    ));
-                    None
-                }
-            },
+        // The URL users reach the pages at; `None` when it is already reported invalid.
+        let derived_url = match (&public_url, web_listen) {
+            (Some(u), _) => validate_public_url(u).ok().map(|()| u.clone()),
+            (None, Some(a)) => Some(format!("http://{a}")),
+            (None, None) => None,
         };
         let limits = Limits::resolve(&over.limits, &file, &mut errors);
+        let login = super::login::resolve(
+            &over.login,
+            &file,
+            over.consent_user_header
+                .as_ref()
+                .or(file.consent_user_header.as_ref()),
+            derived_url.as_deref(),
+            &mut errors,
+        );
         let ca = match (
             over.ca_cert.clone().or(file.ca_cert),
             over.ca_key.clone().or(file.ca_key),
@@ -448,9 +475,9 @@ impl Config {
             shutdown_grace,
             ca,
             upstream_ca_file,
-            consent_user_header,
             limits,
             metrics_listen,
+            login,
         })
     }
 }
@@ -528,7 +555,10 @@ mod tests {
             ..Default::default()
         };
         let c = Config::resolve(&over).unwrap();
-        assert_eq!(c.consent_user_header.unwrap().as_str(), "x-forwarded-user");
+        let crate::config::login::LoginConfig::Header(h) = c.login else {
+            panic!("{:?}", c.login)
+        };
+        assert_eq!(h.user.as_str(), "x-forwarded-user");
         assert_eq!(c.upstream_ca_file.as_deref(), Some(ca.as_path()));
         let bad = ServeOverrides {
             consent_user_header: Some("not a header".into()),

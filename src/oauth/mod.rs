@@ -27,8 +27,6 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use http::HeaderName;
-
 use crate::policy::watch::Policies;
 use crate::store::Store;
 use index::AppIndex;
@@ -47,9 +45,6 @@ pub struct OAuth {
     pub store: Arc<dyn Store>,
     /// The policies in force: app validation and app problems are checked against them.
     pub policies: Arc<Policies>,
-    /// When set, the consent pages require this trusted header (set by the platform's login
-    /// proxy) to equal the ticket's user.
-    pub consent_user_header: Option<HeaderName>,
     /// Expiry of tickets and pending authorizations, and when tokens were obtained.
     pub clock: crate::clock::Clock,
 }
@@ -67,7 +62,6 @@ impl OAuth {
         timeout: std::time::Duration,
         public_url: String,
         metrics: Arc<crate::metrics::Metrics>,
-        consent_user_header: Option<HeaderName>,
     ) -> Arc<OAuth> {
         let clock = crate::clock::Clock::system();
         let index = Arc::new(index::AppIndex::new(store.clone()));
@@ -94,7 +88,6 @@ impl OAuth {
             tokens,
             store,
             policies,
-            consent_user_header,
             clock,
         })
     }

@@ -23,7 +23,8 @@ use std::sync::OnceLock;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -116,7 +117,12 @@ fn harden(resp: &mut Response, form_target: Option<&str>) {
 }
 
 /// A complete page. `body` must already be escaped.
-fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) -> Response {
+pub(super) fn page(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -193,7 +199,11 @@ fn wants_json(headers: &HeaderMap) -> bool {
 /// A visitor who is not signed in while a login is configured: every consent step sends
 /// them here, with the local path to come back to once signed in. Nothing is read from or
 /// written to the store (a callback's `state` stays usable after signing in).
-fn not_signed_in(_state: &WebState, _return_to: &str, json: bool) -> Response {
+fn not_signed_in(state: &WebState, return_to: &str, json: bool) -> Response {
+    // A browser is sent to sign in (with OIDC) and comes back here.
+    if let Some(to_sign_in) = login::sign_in(state, return_to).filter(|_| !json) {
+        return to_sign_in;
+    }
     Refusal {
         status: StatusCode::FORBIDDEN,
         code: "consent_user_mismatch",
@@ -409,11 +419,11 @@ fn csrf_field(body: &[u8]) -> Option<String> {
 async fn show(
     State(state): State<WebState>,
     Path(ticket_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
-    let json = wants_json(&headers);
-    let visitor = login::visitor(&state, &headers);
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let json = wants_json(headers);
+    let visitor = login::visitor(&state, &parts);
     if visitor == Visitor::Anonymous {
         return not_signed_in(&state, uri.path(), json);
     }
@@ -421,7 +431,7 @@ async fn show(
         Ok(found) => found,
         Err(e) => return refused(e, json),
     };
-    let (cookie, fresh) = match browser_cookies(&headers).into_iter().next() {
+    let (cookie, fresh) = match browser_cookies(headers).into_iter().next() {
         Some(c) => (c, false),
         None => match ConsentCookie::new() {
             Ok(c) => (c, true),
@@ -479,12 +489,12 @@ async fn show(
 async fn authorize(
     State(state): State<WebState>,
     Path(ticket_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
+    parts: Parts,
     body: Bytes,
 ) -> Response {
-    let json = wants_json(&headers);
-    let visitor = login::visitor(&state, &headers);
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let json = wants_json(headers);
+    let visitor = login::visitor(&state, &parts);
     if visitor == Visitor::Anonymous {
         return not_signed_in(&state, uri.path(), json);
     }
@@ -494,7 +504,7 @@ async fn authorize(
         return refused(e, json);
     }
     let csrf = csrf_field(&body).unwrap_or_default();
-    let cookies = browser_cookies(&headers);
+    let cookies = browser_cookies(headers);
     let Some(cookie) = cookies.iter().find(|c| c.csrf_matches(&ticket_id, &csrf)) else {
         return csrf_refused(json);
     };
@@ -519,11 +529,11 @@ async fn authorize(
 async fn callback(
     State(state): State<WebState>,
     Query(params): Query<HashMap<String, String>>,
-    uri: Uri,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
-    let json = wants_json(&headers);
-    let visitor = login::visitor(&state, &headers);
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let json = wants_json(headers);
+    let visitor = login::visitor(&state, &parts);
     if visitor == Visitor::Anonymous {
         let back = uri
             .path_and_query()
@@ -538,7 +548,7 @@ async fn callback(
         error_description: param("error_description"),
         iss: param("iss"),
     };
-    let cookies = browser_cookies(&headers);
+    let cookies = browser_cookies(headers);
     let granted = match state
         .oauth
         .flow()

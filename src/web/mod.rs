@@ -1,6 +1,6 @@
 //! The web listener (axum): health, readiness and metrics (`health`), the admin API
-//! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), and the consent
-//! pages with the OAuth callback.
+//! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), the consent pages
+//! with the OAuth callback, and the pages' sign-in (`login`).
 
 pub mod admin;
 pub mod agents;
@@ -35,6 +35,8 @@ pub struct WebState {
     pub oauth: Arc<OAuth>,
     /// Connected agents and their revocation, for operators (`/v1/agents`).
     pub agents: Arc<AgentControl>,
+    /// Who is signing in at the pages (`--login`), with the session cookie's keys.
+    pub login: Arc<login::Login>,
 }
 
 /// The router.
@@ -44,6 +46,7 @@ pub fn router(state: WebState) -> Router {
         .merge(admin::routes())
         .merge(agents::routes())
         .merge(consent::routes())
+        .merge(login::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -9,15 +9,17 @@
 //! walks it), [`oauth`] and [`webhook`] (the token-injection fixtures), [`agent`] (agent
 //! processes and the relay), [`netns`] (network namespaces for agents), [`tls`] (test CAs, a TLS
 //! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
-//! forced predicate or a request hook) and [`guard`] (the address guard's dialer with a static
-//! resolver).
+//! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
+//! resolver), and [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages).
 
 #![allow(dead_code)]
 
 pub mod agent;
 pub mod consent;
 pub mod guard;
+pub mod idp;
 pub mod inproc;
+pub mod login;
 pub mod netns;
 pub mod oauth;
 pub mod policies;
@@ -57,6 +59,20 @@ pub struct Tollgate {
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
+}
+
+/// `tollgate serve` with data and policies under `dir` and both listeners on port 0, for
+/// tests that watch the process itself (its exit code, its stderr).
+pub fn serve_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--policies")
+        .arg(dir.join("policies"))
+        .args(["--proxy-listen", "127.0.0.1:0"])
+        .args(["--web-listen", "127.0.0.1:0"]);
+    cmd
 }
 
 impl Tollgate {

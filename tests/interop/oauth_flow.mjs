@@ -10,7 +10,7 @@
 //
 // Prints "interop: N passed, N failed" last; exits non-zero on any failure.
 
-import { spawn, execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import http from 'node:http';
@@ -19,66 +19,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Provider from 'oidc-provider';
-import { chromium } from 'playwright-core';
+import {
+  applyInteropApp, check, cleanups, cli, freePort, launchChromium, listen, runSuite, sleep, startTollgate,
+  writePolicies,
+} from './lib/harness.mjs';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
-const BIN = process.env.TOLLGATE_BIN
-  || path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'debug', 'tollgate');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ACCESS_TTL = 4;
-
-let passed = 0;
-let failed = 0;
-const cleanups = [];
-
-function check(name, cond, detail = '') {
-  if (cond) {
-    passed += 1;
-    console.log(`ok - ${name}`);
-  } else {
-    failed += 1;
-    console.log(`FAILED - ${name} ${detail}`);
-  }
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function listen(server) {
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return server.address().port;
-}
-
-async function freePort() {
-  const s = http.createServer();
-  const p = await listen(s);
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
-// --- tollgate --------------------------------------------------------------------------
-async function startTollgate(dir, policies, webPort, extra = []) {
-  const child = spawn(BIN, [
-    'serve', '--data', path.join(dir, 'data'), '--policies', policies,
-    '--proxy-listen', '127.0.0.1:0', '--web-listen', `127.0.0.1:${webPort}`, ...extra,
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  cleanups.push(() => child.kill('SIGKILL'));
-  let logs = '';
-  child.stderr.on('data', (d) => { logs += d; });
-  const proxy = await new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => reject(new Error(`tollgate did not start:\n${logs}`)), 30000);
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/proxy listening on (\S+)/);
-      if (m && out.includes('web listening on')) { clearTimeout(t); resolve(m[1]); }
-    });
-  });
-  return { child, proxy, web: `http://127.0.0.1:${webPort}`, logs: () => logs };
-}
-
-function cli(args, env = {}) {
-  return execFileSync(BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8' });
-}
 
 // --- runner calls through the proxy -----------------------------------------------------
 // Runner calls run as child processes *asynchronously*: the provider and the API live in this
@@ -182,50 +128,15 @@ async function main() {
   cleanups.push(() => apiTls.close());
 
   // --- tollgate with policies for both -------------------------------------------------
-  const policies = path.join(dir, 'policies');
-  mkdirSync(policies);
-  writeFileSync(path.join(policies, 'interop.toml'), `
-[[policy]]
-name = "provider"
-route = "direct"
-  [[policy.allow]]
-  cidrs = ["127.0.0.1/32"]
-  ports = [${providerPort}]
-
-[[policy]]
-name = "api"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = [${apiPort}, ${apiTlsPort}]
-  private = true
-`);
+  const policies = writePolicies(dir, providerPort, [apiPort, apiTlsPort]);
   const tg = await startTollgate(dir, policies, webPort, ['--upstream-ca-file', path.join(pki, 'ca.pem')]);
 
   const data = path.join(dir, 'data');
   const admin = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'root', '--role', 'admin']).trim();
   const runner = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'alice']).trim();
-  writeFileSync(path.join(dir, 'app.toml'), `
-id = "interop"
-name = "Interop API"
-description = "A real OpenID Provider"
-approval_prompt = "Let the runner call the interop API as you?"
-authorize_url = "${issuer}/auth"
-token_url = "${issuer}/token"
-revocation_url = "${issuer}/token/revocation"
-issuer = "${issuer}"
-client_id = "tollgate-interop"
-client_secret = { env = "INTEROP_SECRET" }
-scopes = ["openid", "offline_access", "api:read"]
-egress_policy = "provider"
-domains = ["localhost"]
-upstream_tls = false
-
-[authorize_params]
-prompt = "consent"
-`);
-  cli(['app', 'apply', '-f', path.join(dir, 'app.toml')], {
-    TOLLGATE_URL: `http://127.0.0.1:${webPort}`, TOLLGATE_TOKEN: admin, INTEROP_SECRET: 'interop-client-secret',
+  applyInteropApp(dir, `http://127.0.0.1:${webPort}`, admin, {
+    issuer, clientId: 'tollgate-interop', clientSecret: 'interop-client-secret',
+    scopes: ['openid', 'offline_access', 'api:read'], revocation: true,
   });
 
   const proxyUrl = `http://alice:${runner}@${tg.proxy}`;
@@ -243,12 +154,7 @@ prompt = "consent"
 
   // 2. The user opens it in a browser: consent page → Authorize → provider login → consent →
   //    callback → success page.
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  cleanups.push(() => browser.close());
+  const browser = await launchChromium();
   const page = await browser.newPage();
   await page.goto(consentUrl);
   const consentText = await page.textContent('body');
@@ -348,15 +254,4 @@ console.log(await r.text());
   check('no token or secret in the logs', !logs.includes('interop-client-secret') && !logs.includes(runner.slice(-20)));
 }
 
-try {
-  await main();
-} catch (e) {
-  failed += 1;
-  console.log(`FAILED - interop run aborted: ${e.stack || e}`);
-} finally {
-  for (const c of cleanups.reverse()) {
-    try { await c(); } catch { /* already gone */ }
-  }
-  console.log(`interop: ${passed} passed, ${failed} failed`);
-  process.exit(failed === 0 ? 0 : 1);
-}
+await runSuite('interop', main);

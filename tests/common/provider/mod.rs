@@ -542,7 +542,7 @@ impl Provider {
     }
 }
 
-fn serve<F, Fut>(listener: TcpListener, handler: F)
+pub fn serve<F, Fut>(listener: TcpListener, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -585,7 +585,7 @@ fn text(status: u16, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
-fn json(status: u16, body: &str) -> Response<Full<Bytes>> {
+pub fn json(status: u16, body: &str) -> Response<Full<Bytes>> {
     let mut r = text(status, body);
     r.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());

@@ -1,0 +1,281 @@
+//! Signed cookies: the session of a person signed in at the pages (`tollgate_session`, 8
+//! hours) and the short-lived state of a sign-in in progress (`tollgate_login`: OIDC `state`,
+//! nonce, PKCE verifier and where to return, 10 minutes).
+//!
+//! A cookie value is `v1.KID.PAYLOAD.MAC`: `PAYLOAD` is base64url JSON, `MAC` is base64url
+//! HMAC-SHA256 (ring) over the purpose and the first three parts, keyed with
+//! `data/keys/session.key`. `KID` names the key (derived from it), so that after a key
+//! rotation sessions signed with an older key still verify; the purpose keeps a login-state
+//! cookie from being replayed as a session. The value is signed, not encrypted: it holds
+//! nothing the browser's owner may not see, and it is `HttpOnly`.
+
+use std::path::Path;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "tollgate_session";
+/// The sign-in-in-progress cookie's name.
+pub const LOGIN_COOKIE: &str = "tollgate_login";
+/// How long a session lasts (seconds).
+pub const SESSION_TTL: u64 = 8 * 3600;
+/// How long a sign-in may take at the IdP (seconds).
+pub const LOGIN_TTL: u64 = 600;
+/// Longest cookie value read or written: browsers keep 4 KiB per cookie.
+pub const MAX_COOKIE: usize = 4000;
+/// At most this many cookies of one name are tried (a browser sends one per path/domain).
+const MAX_SAME_NAME: usize = 4;
+/// Format version, first part of every value.
+const VERSION: &str = "v1";
+
+/// What a signed value is for; part of the MAC input.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    /// `tollgate_session`.
+    Session,
+    /// `tollgate_login`.
+    Login,
+}
+
+impl Purpose {
+    fn tag(self) -> &'static str {
+        match self {
+            Purpose::Session => "tollgate/session",
+            Purpose::Login => "tollgate/login",
+        }
+    }
+}
+
+/// A signed-in person, as the session cookie carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The user.
+    #[serde(rename = "u")]
+    pub user: String,
+    /// The org, when the login names one.
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Roles, when the login lists them.
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Unix time after which the session is over.
+    pub exp: u64,
+}
+
+/// A sign-in in progress, between `GET /login` and `GET /login/callback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    /// The OAuth `state`, compared with the callback's.
+    pub state: String,
+    /// The OIDC nonce, compared with the ID token's.
+    pub nonce: String,
+    /// The PKCE verifier, sent with the code.
+    pub verifier: String,
+    /// Where to go once signed in (a same-origin path).
+    #[serde(rename = "ret")]
+    pub return_to: String,
+    /// Unix time after which the sign-in must start again.
+    pub exp: u64,
+}
+
+/// One HMAC key and its id.
+struct Key {
+    id: String,
+    key: hmac::Key,
+}
+
+impl Key {
+    fn new(secret: &[u8]) -> Key {
+        // The id is derived, so the key file stays one line of hex like the others.
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[b"tollgate session key id\0", secret].concat(),
+        );
+        Key {
+            id: B64.encode(&digest.as_ref()[..6]),
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+}
+
+/// The keys that sign and verify cookies: the current one signs, every one verifies.
+pub struct SessionKeys {
+    /// Signs new cookies (and verifies).
+    current: Key,
+    /// Retired keys still accepted until the sessions they signed expire (key rotation).
+    older: Vec<Key>,
+}
+
+impl SessionKeys {
+    /// Keys from the bytes of the current key file (surrounding whitespace trimmed).
+    pub fn from_bytes(secret: &[u8]) -> SessionKeys {
+        SessionKeys {
+            current: Key::new(secret.trim_ascii()),
+            older: Vec::new(),
+        }
+    }
+
+    /// Reads `data/keys/session.key`.
+    pub fn load(path: &Path) -> std::io::Result<SessionKeys> {
+        Ok(SessionKeys::from_bytes(&std::fs::read(path)?))
+    }
+
+    /// Also accepts values signed with `secret` (a retired key).
+    pub fn accept_older(mut self, secret: &[u8]) -> SessionKeys {
+        self.older.push(Key::new(secret.trim_ascii()));
+        self
+    }
+
+    /// The id of the key that signs.
+    pub fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// Signs `value` for `purpose`. `None` when it does not fit in a cookie.
+    pub fn seal<T: Serialize>(&self, purpose: Purpose, value: &T) -> Option<String> {
+        let payload = B64.encode(serde_json::to_vec(value).ok()?);
+        let signed = format!("{VERSION}.{}.{payload}", self.current.id);
+        let mac = hmac::sign(&self.current.key, &mac_input(purpose, &signed));
+        let out = format!("{signed}.{}", B64.encode(mac.as_ref()));
+        (out.len() <= MAX_COOKIE).then_some(out)
+    }
+
+    /// The value of a cookie signed for `purpose` by one of the keys; `None` when anything
+    /// is off (format, key, signature, JSON). Expiry is the caller's check.
+    pub fn open<T: DeserializeOwned>(&self, purpose: Purpose, cookie: &str) -> Option<T> {
+        if cookie.len() > MAX_COOKIE {
+            return None;
+        }
+        let (signed, mac) = cookie.rsplit_once('.')?;
+        let mut parts = signed.splitn(3, '.');
+        let (version, kid, payload) = (parts.next()?, parts.next()?, parts.next()?);
+        if version != VERSION {
+            return None;
+        }
+        let key = std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|k| k.id == kid)?;
+        let mac = B64.decode(mac).ok()?;
+        hmac::verify(&key.key, &mac_input(purpose, signed), &mac).ok()?;
+        serde_json::from_slice(&B64.decode(payload).ok()?).ok()
+    }
+}
+
+fn mac_input(purpose: Purpose, signed: &str) -> Vec<u8> {
+    [purpose.tag().as_bytes(), b"\0", signed.as_bytes()].concat()
+}
+
+/// The values of the cookies named `name` in `headers` (at most a few).
+pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"'))
+        })
+        .take(MAX_SAME_NAME)
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, `Secure` over https; `max_age` 0 clears it.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: u64,
+    secure: bool,
+) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
+}
+
+/// 32 random bytes, base64url: `state`, nonce, PKCE verifier (43 characters, as RFC 7636
+/// asks).
+pub fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(B64.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(exp: u64) -> Session {
+        Session {
+            user: "alice".into(),
+            org: Some("acme".into()),
+            roles: vec!["admin".into()],
+            exp,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_tampering() {
+        let keys = SessionKeys::from_bytes(b"k1\n");
+        let c = keys.seal(Purpose::Session, &session(10)).unwrap();
+        assert!(c.starts_with(&format!("v1.{}.", keys.current_id())));
+        assert_eq!(
+            keys.open::<Session>(Purpose::Session, &c),
+            Some(session(10))
+        );
+        // Another purpose, another key, a changed payload or MAC: nothing.
+        assert_eq!(keys.open::<Session>(Purpose::Login, &c), None);
+        let other = SessionKeys::from_bytes(b"k2");
+        assert_eq!(other.open::<Session>(Purpose::Session, &c), None);
+        let forged = other.seal(Purpose::Session, &session(10)).unwrap();
+        assert_eq!(keys.open::<Session>(Purpose::Session, &forged), None);
+        let parts: Vec<&str> = c.split('.').collect();
+        let evil = B64.encode(serde_json::to_vec(&session(u64::MAX)).unwrap());
+        let tampered = format!("{}.{}.{evil}.{}", parts[0], parts[1], parts[3]);
+        assert_eq!(keys.open::<Session>(Purpose::Session, &tampered), None);
+        assert_eq!(keys.open::<Session>(Purpose::Session, "v1.x.y"), None);
+        assert_eq!(keys.open::<Session>(Purpose::Session, ""), None);
+    }
+
+    #[test]
+    fn older_keys_still_verify_after_rotation() {
+        let old = SessionKeys::from_bytes(b"old");
+        let c = old.seal(Purpose::Session, &session(10)).unwrap();
+        let rotated = SessionKeys::from_bytes(b"new").accept_older(b"old");
+        assert_ne!(rotated.current_id(), old.current_id());
+        assert_eq!(
+            rotated.open::<Session>(Purpose::Session, &c),
+            Some(session(10))
+        );
+        let fresh = rotated.seal(Purpose::Session, &session(10)).unwrap();
+        assert!(fresh.contains(rotated.current_id()));
+    }
+
+    #[test]
+    fn cookie_header_parsing() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tollgate_session=x.y"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("tollgate_session=\"z\""),
+        );
+        let got: Vec<&str> = cookies(&h, SESSION_COOKIE).collect();
+        assert_eq!(got, ["x.y", "z"]);
+        assert_eq!(cookies(&h, "b").count(), 0);
+        let v = set_cookie(SESSION_COOKIE, "v", "/", 28800, true).unwrap();
+        assert_eq!(
+            v,
+            "tollgate_session=v; Path=/; Max-Age=28800; HttpOnly; SameSite=Lax; Secure"
+        );
+    }
+}
