@@ -292,8 +292,16 @@ async fn oidc_sign_in_binds_the_consent_page_to_the_person() {
         "{logs}"
     );
 
+    // Another site cannot sign the person out: a cross-site POST is refused and keeps the
+    // cookie (browsers send `Sec-Fetch-Site` on every request).
+    let out = http(web, "POST", "/logout", &[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(out.status, 403);
+    let page = String::from_utf8_lossy(&out.body);
+    assert!(page.contains("logout_cross_site"), "{page}");
+    assert_eq!(cookie_value(&out, "tollgate_session"), None);
+
     // Signing out clears the cookie.
-    let out = http(web, "POST", "/logout", &[]).await;
+    let out = http(web, "POST", "/logout", &[("sec-fetch-site", "same-origin")]).await;
     assert_eq!(out.status, 200);
     assert_eq!(cookie_value(&out, "tollgate_session").as_deref(), Some(""));
 }

@@ -372,8 +372,22 @@ async fn finish(
     }
 }
 
-/// `POST /logout`: ends the session.
-async fn logout(State(state): State<WebState>) -> Response {
+/// `POST /logout`: ends the session. Only from this site: a form on another site must not
+/// sign the person out (browsers say where a request comes from in `Sec-Fetch-Site`).
+async fn logout(State(state): State<WebState>, parts: Parts) -> Response {
+    let site = parts
+        .headers
+        .get("sec-fetch-site")
+        .map(HeaderValue::as_bytes);
+    if matches!(site, Some(b"cross-site" | b"same-site")) {
+        return refused(
+            &parts,
+            StatusCode::FORBIDDEN,
+            "logout_cross_site",
+            "Sign-out refused",
+            "Another site asked to sign you out. Use the sign-out button on this site.",
+        );
+    }
     let mut resp = super::consent::page(
         StatusCode::OK,
         "Signed out",
