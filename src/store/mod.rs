@@ -26,6 +26,7 @@ pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod model;
+mod postgres;
 mod record;
 pub mod seal;
 mod sled_store;
@@ -40,6 +41,7 @@ pub use model::{
     random_id, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret,
     TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
+pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
 pub use seal::StoreKey;
 pub use sled_store::SledStore;

@@ -1,0 +1,254 @@
+//! The store contract against PostgreSQL, when `TOLLGATE_TEST_POSTGRES` names a database:
+//! each fixture gets its own fresh schema (through `search_path`), so runs can share one
+//! database in parallel. Without the variable the test says it was skipped.
+
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+use super::super::contract::{self, Fixture, Tamper};
+use super::super::model::random_id;
+use super::{schema, PgStore};
+use crate::clock::Clock;
+use crate::store::StoreKey;
+
+/// The variable naming the test database.
+const VAR: &str = "TOLLGATE_TEST_POSTGRES";
+
+/// The test database's URL, or `None` after printing that the test is skipped.
+pub(crate) fn database_url(test: &str) -> Option<String> {
+    match std::env::var(VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped {test}: set {VAR}=postgres://… to run it against PostgreSQL");
+            None
+        }
+    }
+}
+
+/// Runs `f` on the current multi-threaded runtime from synchronous code.
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| Handle::current().block_on(f))
+}
+
+/// A fresh schema in the test database, dropped with the guard.
+pub(crate) struct Schema {
+    /// The database URL.
+    url: String,
+    /// The schema's name.
+    pub(crate) name: String,
+}
+
+impl Schema {
+    /// Creates a schema with a random name.
+    pub(crate) async fn create(url: &str) -> Schema {
+        let name = format!(
+            "tg_{}",
+            random_id().unwrap().to_lowercase().replace('-', "_")
+        );
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let (client, conn) = schema::config(url)
+            .unwrap()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        Schema {
+            url: url.to_owned(),
+            name,
+        }
+    }
+
+    /// The connection configuration with this schema first on the search path.
+    pub(crate) fn config(&self) -> tokio_postgres::Config {
+        let mut c = schema::config(&self.url).unwrap();
+        let options = format!(
+            "{} -c search_path={}",
+            c.get_options().unwrap_or(""),
+            self.name
+        );
+        c.options(&options);
+        c
+    }
+
+    /// A connection in this schema.
+    pub(crate) async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = self.config().connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Drop may run inside or outside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let (client, conn) = schema::config(&url)
+                    .ok()?
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Raw access to one fixture's schema.
+struct PgTamper {
+    client: tokio_postgres::Client,
+}
+
+impl Tamper for PgTamper {
+    fn copy_app(&self, org: &str, from: &str, to: &str) {
+        block(async {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT incarnation, generation, rec FROM apps WHERE org = $1 AND id = $2",
+                    &[&org, &from],
+                )
+                .await
+                .unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(row.get(2)).unwrap();
+            v["id"] = to.into();
+            self.client
+                .execute(
+                    "INSERT INTO apps (org, id, incarnation, generation, rec) VALUES ($1, $2, $3, $4, $5)",
+                    &[&org, &to, &row.get::<_, i64>(0), &row.get::<_, i64>(1), &v.to_string()],
+                )
+                .await
+                .unwrap();
+        })
+    }
+
+    fn copy_grant(&self, org: &str, app: &str, from_user: &str, to_user: &str) {
+        block(async {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT incarnation, generation, version, rec FROM tokens \
+                     WHERE org = $1 AND app = $2 AND usr = $3",
+                    &[&org, &app, &from_user],
+                )
+                .await
+                .unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(row.get(3)).unwrap();
+            v["user"] = to_user.into();
+            self.client
+                .execute(
+                    "INSERT INTO tokens (org, app, incarnation, generation, usr, version, rec) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &org,
+                        &app,
+                        &row.get::<_, i64>(0),
+                        &row.get::<_, i64>(1),
+                        &to_user,
+                        &row.get::<_, i64>(2),
+                        &v.to_string(),
+                    ],
+                )
+                .await
+                .unwrap();
+        })
+    }
+
+    fn raw_contains(&self, needle: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(needle).into_owned();
+        let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+        block(async {
+            let tables = self
+                .client
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = current_schema()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            for t in tables {
+                let table: String = t.get(0);
+                let row = self
+                    .client
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) FROM {table} t \
+                             WHERE strpos(t::text, $1) > 0 OR strpos(t::text, $2) > 0"
+                        ),
+                        &[&text, &hex],
+                    )
+                    .await
+                    .unwrap();
+                if row.get::<_, i64>(0) > 0 {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
+    fn consent_records(&self) -> (usize, usize) {
+        block(async {
+            let count = |table: &'static str| async move {
+                let n: i64 = self
+                    .client
+                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                usize::try_from(n).unwrap()
+            };
+            (
+                count("consent_tickets").await,
+                count("consent_pending").await,
+            )
+        })
+    }
+}
+
+fn key() -> StoreKey {
+    StoreKey::from_hex_text(&"a7".repeat(32)).unwrap()
+}
+
+/// An empty store in a fresh schema.
+pub(crate) async fn fixture(url: &str, clock: Clock) -> Fixture {
+    let schema = Schema::create(url).await;
+    let store = PgStore::open_config(schema.config(), key(), clock)
+        .await
+        .unwrap();
+    let tamper = PgTamper {
+        client: schema.connect().await,
+    };
+    Fixture {
+        store: Arc::new(store),
+        tamper: Box::new(tamper),
+        _guard: Box::new(schema),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_the_store_contract() {
+    let Some(url) = database_url("postgres::passes_the_store_contract") else {
+        return;
+    };
+    contract::run_all(|clock| block(fixture(&url, clock))).await;
+}
