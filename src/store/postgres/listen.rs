@@ -79,7 +79,13 @@ impl Listener {
         reconnected: bool,
         stop: &CancellationToken,
     ) -> StoreResult<()> {
-        let (client, mut connection) = self.config.connect(self.tls.clone()).await.map_err(pg)?;
+        let mut config = self.config.clone();
+        let name = format!(
+            "{}-listen",
+            config.get_application_name().unwrap_or("tollgate")
+        );
+        config.application_name(&name);
+        let (client, mut connection) = config.connect(self.tls.clone()).await.map_err(pg)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let driver = tokio::spawn({
             let stop = stop.clone();

@@ -10,7 +10,7 @@ use super::super::contract::{self, Fixture, Tamper};
 use super::super::model::random_id;
 use super::{schema, PgStore};
 use crate::clock::Clock;
-use crate::store::StoreKey;
+use crate::store::{Store, StoreKey};
 
 /// The variable naming the test database.
 const VAR: &str = "TOLLGATE_TEST_POSTGRES";
@@ -74,7 +74,7 @@ impl Schema {
             c.get_options().unwrap_or(""),
             self.name
         );
-        c.options(&options);
+        c.options(&options).application_name(&self.name);
         c
     }
 
@@ -251,4 +251,117 @@ async fn passes_the_store_contract() {
         return;
     };
     contract::run_all(|clock| block(fixture(&url, clock))).await;
+}
+
+/// Opens a store on `schema` (a replica) with the system clock.
+async fn replica(schema: &Schema) -> PgStore {
+    PgStore::open_config(schema.config(), key(), Clock::system())
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 10 s) until `changes` hands over something `want` accepts; returns how long
+/// it took. Panics at the deadline.
+async fn wait_for(
+    changes: &crate::store::Changes,
+    mut want: impl FnMut(crate::store::Seen<'_>) -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let mut found = false;
+    while !found {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "not seen within 10 s"
+        );
+        changes.catch_up(|seen| found |= want(seen));
+        if !found {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_starting_at_once_on_an_empty_database_all_come_up() {
+    let Some(url) = database_url("postgres::three_replicas_starting_at_once") else {
+        return;
+    };
+    let schema = Schema::create(&url).await;
+    let opens = (0..3).map(|_| PgStore::open_config(schema.config(), key(), Clock::system()));
+    let stores = futures_util::future::join_all(opens).await;
+    for s in &stores {
+        assert!(s.is_ok(), "{:?}", s.as_ref().err());
+    }
+    let client = schema.connect().await;
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1, "each migration applied once");
+    // A fourth, later, finds nothing to do; one with another key is refused.
+    assert!(
+        PgStore::open_config(schema.config(), key(), Clock::system())
+            .await
+            .is_ok()
+    );
+    let other = StoreKey::from_hex_text(&"b8".repeat(32)).unwrap();
+    match PgStore::open_config(schema.config(), other, Clock::system()).await {
+        Err(crate::store::StoreError::Corrupt { record, .. }) => {
+            assert_eq!(record, "meta/key-check")
+        }
+        other => panic!("opened with another key: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_reach_other_replicas_and_a_reconnect_flushes() {
+    let Some(url) = database_url("postgres::changes_reach_other_replicas") else {
+        return;
+    };
+    let schema = Schema::create(&url).await;
+    let (a, b) = (replica(&schema).await, replica(&schema).await);
+    let (on_a, on_b) = (a.subscribe(), b.subscribe());
+    let app = |id: &str| crate::store::Change::AppChanged {
+        org: "acme".into(),
+        app: id.into(),
+    };
+    let is = |want: crate::store::Change| move |seen: crate::store::Seen<'_>| matches!(seen, crate::store::Seen::Event(e) if e.change == want);
+    let created = a
+        .create_app(contract::sample_app("acme", "github"))
+        .await
+        .unwrap();
+    let took = wait_for(&on_b, is(app("github"))).await;
+    eprintln!("postgres: a change on replica A reached replica B in {took:?}");
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    // B's view matches; A's own subscriber saw its write once, not again from the listener.
+    assert!(b.get_app("acme", "github").await.unwrap().is_some());
+    b.set_app_enabled("acme", "github", false).await.unwrap();
+    wait_for(&on_a, is(app("github"))).await;
+    let mut seen_on_a = Vec::new();
+    on_a.catch_up(|s| seen_on_a.push(format!("{s:?}")));
+    assert!(seen_on_a.is_empty(), "duplicates on A: {seen_on_a:?}");
+
+    // Kill B's listener connection: B's subscribers are told to flush, and B follows again.
+    let admin = schema.connect().await;
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity              WHERE application_name = $1) k",
+            &[&format!("{}-listen", schema.name)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 2, "one listener per replica");
+    wait_for(&on_b, |s| s == crate::store::Seen::Missed).await;
+    a.reset_app("acme", "github").await.unwrap();
+    wait_for(&on_b, is(app("github"))).await;
+    assert_eq!(
+        b.get_app("acme", "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        created.generation + 1
+    );
 }
