@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::limits::{Limits, LimitsOverrides};
+use super::store::StoreLocation;
 use super::{
     duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -96,6 +97,8 @@ pub struct FileConfig {
     pub max_connections_per_caller: Option<usize>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<String>,
+    /// `--store`.
+    pub store: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -181,6 +184,10 @@ pub struct ServeOverrides {
     /// token].
     #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Where state lives: sled:DIR (embedded) or postgres://… (shared by replicas)
+    /// [default: sled:DATA/store].
+    #[arg(long, env = "TOLLGATE_STORE")]
+    pub store: Option<String>,
 }
 
 /// Validated server settings.
@@ -231,6 +238,8 @@ pub struct Config {
     pub limits: Limits,
     /// Metrics listener (`/metrics` without auth), when enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the store lives (sled directory or PostgreSQL URL).
+    pub store: StoreLocation,
 }
 
 /// Every problem found while resolving the settings.
@@ -416,16 +425,23 @@ impl Config {
             None => None,
             Some(s) => addr("metrics-listen", Some(s), None, "", &mut errors),
         };
+        let data_dir = over
+            .data
+            .clone()
+            .or(file.data.clone())
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let store = StoreLocation::resolve(
+            over.store.as_ref(),
+            file.store.as_ref(),
+            &data_dir,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
         // The unwraps below cannot fail: every `None` above pushed an error and returned.
         Ok(Config {
-            data_dir: over
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("data")),
+            data_dir,
             policies_dir: over
                 .policies
                 .clone()
@@ -451,6 +467,7 @@ impl Config {
             consent_user_header,
             limits,
             metrics_listen,
+            store,
         })
     }
 }

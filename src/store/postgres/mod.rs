@@ -93,6 +93,16 @@ impl PgStore {
         Self::open_with_clock(url, key, Clock::system()).await
     }
 
+    /// Checks that `url` is a connection URL tollgate can use, without connecting; the
+    /// message never repeats the URL.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        match schema::config(url) {
+            Ok(_) => Ok(()),
+            Err(StoreError::Io(m)) => Err(m),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Like [`PgStore::open`], with a clock for timestamps and expiry (tests).
     pub async fn open_with_clock(url: &str, key: StoreKey, clock: Clock) -> StoreResult<PgStore> {
         Self::open_config(schema::config(url)?, key, clock).await
