@@ -20,7 +20,12 @@ pg_test_start() {
   bin=$(pg_test_bin) || return 1
   PG_TEST_DIR=$(mktemp -d /tmp/tollgate-pg.XXXXXX)
   chown postgres: "$PG_TEST_DIR"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir "$PG_TEST_DIR" postgres
+  # A port nothing listens on (bash's /dev/tcp connect fails).
+  for _ in $(seq 50); do
+    port=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+  done
   runuser -u postgres -- "$bin/initdb" -D "$PG_TEST_DIR/data" -U postgres --auth=trust >/dev/null || return 1
   runuser -u postgres -- "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -l "$PG_TEST_DIR/log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $port -c fsync=off -c unix_socket_directories=$PG_TEST_DIR -c max_connections=300" \

@@ -2,9 +2,9 @@
 //! authorizations and the audit log.
 //!
 //! Callers see only the [`Store`] trait and the records in [`model`]; the embedded
-//! implementation is [`SledStore`] (sled 0.34). The trait is shaped so that a shared backend
-//! (PostgreSQL, for several proxy replicas) can implement it later without touching callers:
-//! no backend types in signatures, one error type, and every method one atomic operation.
+//! implementation is [`SledStore`] (sled 0.34), the shared one [`PgStore`] (PostgreSQL, for
+//! several proxy replicas). Callers never know which: no backend types in signatures, one
+//! error type, and every method one atomic operation.
 //!
 //! Secrets (client secrets, webhook configurations, access and refresh tokens, PKCE
 //! verifiers) are sealed with ChaCha20-Poly1305 under `data/keys/store.key`, with the
