@@ -180,7 +180,9 @@ impl PgStore {
 
     /// Deletes the record under `hash` from `table` and returns it decoded if it was
     /// unexpired and its app is still at its incarnation and generation; a stale record is
-    /// removed all the same. One transaction: of concurrent takers, one gets the row.
+    /// removed all the same. One transaction: of concurrent takers, one gets the row. The
+    /// app's row is locked before the record's, the order a reset takes them in, so the two
+    /// never deadlock.
     async fn take_consent<R: ConsentRecord>(
         &self,
         table: &str,
@@ -189,6 +191,17 @@ impl PgStore {
     ) -> StoreResult<Option<R>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        let Some(owner) = tx
+            .query_opt(
+                &format!("SELECT org, app FROM {table} WHERE hash = $1"),
+                &[&hash],
+            )
+            .await
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let current = Self::app_version_locked(&tx, owner.get(0), owner.get(1)).await?;
         let Some(row) = tx
             .query_opt(
                 &format!("DELETE FROM {table} WHERE hash = $1 RETURNING rec"),
@@ -200,7 +213,10 @@ impl PgStore {
             return Ok(None);
         };
         let rec = decode(row.get::<_, &str>(0).as_bytes())?;
-        let usable = self.usable(&tx, &rec).await?;
+        let b = rec.binding();
+        let usable = self.clock.now()? < b.expires_at
+            && current == Some((b.incarnation, b.generation))
+            && (b.org, b.app) == (owner.get(0), owner.get(1));
         tx.commit().await.map_err(pg)?;
         Ok(usable.then_some(rec))
     }
