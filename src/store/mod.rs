@@ -245,4 +245,42 @@ pub trait Store: Send + Sync {
 
     /// Every agent revocation, by agent ID.
     async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>>;
+
+    // ----- refresh leases (replicas on a shared store) -----
+    //
+    // A store that one process owns (sled) needs none: the injector's in-process
+    // single-flight already allows one refresh per grant, so the defaults grant every lease.
+
+    /// Takes the refresh lease on the user's grant `token` (org, app, user, generation)
+    /// under `incarnation`, for `ttl` by the store's clock, if the stored grant still has
+    /// `token.version` and no other process holds an unexpired lease on it. The lease ends
+    /// when it expires, when [`Store::release_refresh_lease`] is called, or when the grant is
+    /// written ([`Store::replace_token_if_current`] clears it).
+    async fn acquire_refresh_lease(
+        &self,
+        token: &TokenSet,
+        incarnation: u64,
+        ttl: std::time::Duration,
+    ) -> StoreResult<RefreshLease> {
+        let _ = (token, incarnation, ttl);
+        Ok(RefreshLease::Acquired)
+    }
+
+    /// Gives up this process's lease on the grant, if it still holds it (never another's).
+    async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
+        let _ = (token, incarnation);
+        Ok(())
+    }
+}
+
+/// The answer of [`Store::acquire_refresh_lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshLease {
+    /// This process holds the lease: refresh, then write with the compare-and-swap.
+    Acquired,
+    /// Another process holds it for about this much longer: wait for its write (or the
+    /// lease's end), then read the grant again.
+    Held(std::time::Duration),
+    /// The grant is gone or no longer at that version: read it again.
+    Moved,
 }

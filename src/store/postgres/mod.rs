@@ -30,11 +30,12 @@ use super::record::{
     decode, encode, AppRecord, AuditRecord, KeyCheckRecord, TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
-use super::{AgentRevocation, Store, StoreError, StoreResult};
+use super::{AgentRevocation, RefreshLease, Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
 mod apps;
 mod consent;
+mod lease;
 mod listen;
 mod schema;
 #[cfg(test)]
@@ -60,6 +61,8 @@ pub struct PgStore {
     /// `changes` sequence numbers already published here (this process's own writes), so
     /// the listener does not publish them twice; bounded by the listener's window.
     own: Arc<Mutex<BTreeSet<i64>>>,
+    /// This process's name on the refresh leases it holds (random per open).
+    replica: String,
     /// Stops the listener task when the store is dropped.
     _listener: DropGuard,
 }
@@ -134,6 +137,7 @@ impl PgStore {
             clock,
             changes: Arc::default(),
             own: Arc::default(),
+            replica: super::model::random_id()?,
             _listener: stop.clone().drop_guard(),
         };
         store.migrate().await?;
@@ -655,5 +659,18 @@ impl Store for PgStore {
 
     async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>> {
         self.agent_revocations().await
+    }
+
+    async fn acquire_refresh_lease(
+        &self,
+        token: &TokenSet,
+        incarnation: u64,
+        ttl: std::time::Duration,
+    ) -> StoreResult<RefreshLease> {
+        self.acquire_lease(token, incarnation, ttl).await
+    }
+
+    async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
+        self.release_lease(token, incarnation).await
     }
 }

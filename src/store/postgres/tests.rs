@@ -365,3 +365,63 @@ async fn changes_reach_other_replicas_and_a_reconnect_flushes() {
         created.generation + 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_leases_admit_one_replica_and_expire() {
+    use crate::store::RefreshLease::{Acquired, Held, Moved};
+    use std::time::Duration;
+    let Some(url) = database_url("postgres::refresh_leases") else {
+        return;
+    };
+    let schema = Schema::create(&url).await;
+    let (a, b) = (replica(&schema).await, replica(&schema).await);
+    let app = a
+        .create_app(contract::sample_app("acme", "github"))
+        .await
+        .unwrap();
+    assert!(a
+        .put_token_if_current(contract::grant(&app, "alice", "at-1"), app.incarnation)
+        .await
+        .unwrap());
+    let v1 = a
+        .get_token("acme", "github", app.incarnation, app.generation, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let inc = app.incarnation;
+    let ttl = Duration::from_secs(15);
+    assert_eq!(a.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Acquired);
+    match b.acquire_refresh_lease(&v1, inc, ttl).await.unwrap() {
+        Held(left) => assert!(left > Duration::from_secs(10) && left <= ttl, "{left:?}"),
+        other => panic!("B took A's lease: {other:?}"),
+    }
+    // The holder may renew; another replica's release does not free it.
+    assert_eq!(a.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Acquired);
+    b.release_refresh_lease(&v1, inc).await.unwrap();
+    assert!(matches!(b.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Held(_)));
+
+    // The holder's write clears the lease and moves the version: the old one is refused.
+    let v2 = a
+        .replace_token_if_current(v1.clone(), inc)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Moved);
+    let short = Duration::from_millis(300);
+    assert_eq!(b.acquire_refresh_lease(&v2, inc, short).await.unwrap(), Acquired);
+
+    // B "dies" holding it: the lease expires by the database's clock and A takes over.
+    assert!(matches!(a.acquire_refresh_lease(&v2, inc, ttl).await.unwrap(), Held(_)));
+    let start = std::time::Instant::now();
+    loop {
+        match a.acquire_refresh_lease(&v2, inc, ttl).await.unwrap() {
+            Acquired => break,
+            Held(_) => assert!(start.elapsed() < Duration::from_secs(5), "never expired"),
+            Moved => panic!("moved"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+    a.release_refresh_lease(&v2, inc).await.unwrap();
+    assert_eq!(b.acquire_refresh_lease(&v2, inc, ttl).await.unwrap(), Acquired);
+}
