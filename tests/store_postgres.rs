@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::oauth::{app_spec, now, setup};
 use common::*;
 use serde_json::json;
 
@@ -67,11 +68,11 @@ async fn fresh_database(test: &str) -> Option<(String, tokio_postgres::Client)> 
 
 /// Copies the keys and CA of one instance's data directory into a new test directory, as an
 /// operator distributes them to replicas.
-fn replica_dir(from: &Path) -> tempfile::TempDir {
+fn replica_dir(from: &Path, policy: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("10-test.toml"), POLICY).unwrap();
+    std::fs::write(policies.join("10-test.toml"), policy).unwrap();
     for sub in ["keys", "ca"] {
         let to = dir.path().join("data").join(sub);
         std::fs::create_dir_all(&to).unwrap();
@@ -112,7 +113,7 @@ async fn serve_on_postgres_keeps_apps_across_restarts_and_replicas() {
     );
 
     // A second replica with the same keys and database sees it, and A sees B's change.
-    let b = Tollgate::start_in(replica_dir(&a.data), &store);
+    let b = Tollgate::start_in(replica_dir(&a.data, POLICY), &store);
     let r = web_request(b.web, "GET", "/v1/apps/github", Some(&admin), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = web_request(b.web, "POST", "/v1/apps/github/disable", Some(&admin), None).await;
@@ -152,4 +153,73 @@ async fn a_bad_store_url_is_refused_without_echoing_the_password() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--store"), "{err}");
     assert!(!err.contains("pw-SECRET"), "{err}");
+}
+
+/// A runner's request through `tg`'s proxy to the provider's API, as acme's `user`.
+async fn call(tg: &Tollgate, api_port: u16, user: &str) -> Resp {
+    let pa = format!("Bearer {}", tg.token("acme", user));
+    proxy_request(
+        tg.proxy,
+        "GET",
+        &format!("http://localhost:{api_port}/records"),
+        &[("proxy-authorization", &pa)],
+        "",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_refresh_a_grant_exactly_once_per_expiry() {
+    let Some((url, _db)) = fresh_database("refresh").await else {
+        return;
+    };
+    let _ = app_spec;
+    let store = ["--store", url.as_str()];
+    let env = setup(&store, |_, _| {}).await;
+    let policy = common::policies::LOCAL;
+    let b = Tollgate::start_in(replica_dir(&env.tg.data, policy), &store);
+    let c = Tollgate::start_in(replica_dir(&env.tg.data, policy), &store);
+    let replicas = [&env.tg, &b, &c];
+    // Tokens live 2 s (due for refresh after 1 s); each refresh rotates the refresh token,
+    // and the provider refuses a used one (reuse would show as a repeated token below).
+    env.p.with(|s| {
+        s.access_ttl = Some(2);
+        s.rotate_refresh = true;
+    });
+    env.consent("acme", "alice").await;
+    env.p.with(|s| s.refresh_delay = Duration::from_millis(200));
+    let api = env.p.api.port();
+    const ROUNDS: usize = 30;
+    let mut latencies = Vec::new();
+    for round in 1..=ROUNDS {
+        // Until the grant is due: the list reads the shared store.
+        let due = wait_until(Duration::from_secs(10), async || {
+            let list = env.authorizations("crm").await;
+            list.iter()
+                .find(|a| a["user"] == "alice")
+                .and_then(|a| a["expires_at"].as_u64())
+                .is_some_and(|exp| now() + 1 >= exp)
+        })
+        .await;
+        assert!(due, "round {round}: the grant never became due");
+        let started = std::time::Instant::now();
+        let calls = (0..8).map(|i| call(replicas[i % 3], api, "alice"));
+        let results = futures_util::future::join_all(calls).await;
+        latencies.push(started.elapsed());
+        for r in &results {
+            assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        }
+        assert_eq!(env.p.refresh_calls(), round, "round {round}: refreshes");
+    }
+    let used = env.p.with(|s| s.refresh_tokens_used.clone());
+    let distinct: std::collections::BTreeSet<_> = used.iter().collect();
+    assert_eq!(distinct.len(), used.len(), "a refresh token was reused");
+    latencies.sort();
+    eprintln!(
+        "postgres: {ROUNDS} rounds of 8 requests over 3 replicas at expiry: {} refreshes, \
+         round latency median {:?}, max {:?} (provider delay 200 ms)",
+        env.p.refresh_calls(),
+        latencies[ROUNDS / 2],
+        latencies[ROUNDS - 1]
+    );
 }
