@@ -223,3 +223,53 @@ async fn three_replicas_refresh_a_grant_exactly_once_per_expiry() {
         latencies[ROUNDS - 1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_holder_killed_mid_refresh_loses_the_lease_to_expiry() {
+    let Some((url, _db)) = fresh_database("killed").await else {
+        return;
+    };
+    let store = ["--store", url.as_str()];
+    let mut env = setup(&store, |_, _| {}).await;
+    let b = Tollgate::start_in(replica_dir(&env.tg.data, common::policies::LOCAL), &store);
+    env.p.with(|s| s.access_ttl = Some(2));
+    env.consent("acme", "alice").await;
+    env.wait_stale("alice").await;
+    // A's refresh hangs at the provider: A holds the lease.
+    env.p.with(|s| s.refresh_mode = common::provider::RefreshMode::Hold);
+    let api = env.p.api.port();
+    let a_proxy = env.tg.proxy;
+    let a_token = env.tg.token("acme", "alice");
+    // By hand, so the connection A's death resets is no panic in a helper.
+    let hung = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(a_proxy).await.unwrap();
+        let head = format!(
+            "GET http://localhost:{api}/records HTTP/1.1\r\nHost: localhost:{api}\r\n\
+             Proxy-Authorization: Bearer {a_token}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+    });
+    let p = env.p.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), async || p.refresh_calls() == 1).await,
+        "A never called the provider"
+    );
+    let _ = env.tg.child.kill();
+    let _ = env.tg.child.wait();
+    hung.abort();
+    env.p.with(|s| {
+        s.refresh_mode = common::provider::RefreshMode::Normal;
+        s.access_ttl = Some(3600);
+    });
+    // B waits for A's lease (15 s, by the database clock) to expire, then refreshes.
+    let started = std::time::Instant::now();
+    let r = call(&b, api, "alice").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.p.refresh_calls(), 2);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    eprintln!("postgres: after the lease holder was killed, another replica refreshed in {took:?}");
+}
