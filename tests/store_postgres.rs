@@ -236,7 +236,8 @@ async fn a_lease_holder_killed_mid_refresh_loses_the_lease_to_expiry() {
     env.consent("acme", "alice").await;
     env.wait_stale("alice").await;
     // A's refresh hangs at the provider: A holds the lease.
-    env.p.with(|s| s.refresh_mode = common::provider::RefreshMode::Hold);
+    env.p
+        .with(|s| s.refresh_mode = common::provider::RefreshMode::Hold);
     let api = env.p.api.port();
     let a_proxy = env.tg.proxy;
     let a_token = env.tg.token("acme", "alice");
@@ -272,4 +273,53 @@ async fn a_lease_holder_killed_mid_refresh_loses_the_lease_to_expiry() {
     assert_eq!(env.p.refresh_calls(), 2);
     assert!(took < Duration::from_secs(20), "{took:?}");
     eprintln!("postgres: after the lease holder was killed, another replica refreshed in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_or_disable_on_one_replica_holds_on_the_others_within_a_second() {
+    let Some((url, _db)) = fresh_database("revoke").await else {
+        return;
+    };
+    let store = ["--store", url.as_str()];
+    let env = setup(&store, |_, _| {}).await;
+    let b = Tollgate::start_in(replica_dir(&env.tg.data, common::policies::LOCAL), &store);
+    let c = Tollgate::start_in(replica_dir(&env.tg.data, common::policies::LOCAL), &store);
+    env.p.with(|s| s.access_ttl = Some(3600));
+    env.consent("acme", "alice").await;
+    let api = env.p.api.port();
+    // B and C have the grant cached.
+    for tg in [&b, &c] {
+        assert_eq!(call(tg, api, "alice").await.status, 200);
+    }
+    let r = env
+        .admin_call("DELETE", "/v1/apps/crm/authorizations/alice", None)
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text());
+    let revoked_at = std::time::Instant::now();
+    for tg in [&b, &c] {
+        let seen = wait_until(Duration::from_secs(1), async || {
+            call(tg, api, "alice").await.status == 401
+        })
+        .await;
+        assert!(seen, "a replica still injected a revoked grant after 1 s");
+    }
+    eprintln!(
+        "postgres: a revocation on A held on B and C after {:?}",
+        revoked_at.elapsed()
+    );
+
+    // A disable, likewise (the app index follows the same events).
+    env.consent("acme", "alice").await;
+    for tg in [&b, &c] {
+        assert_eq!(call(tg, api, "alice").await.status, 200);
+    }
+    let r = env.admin_call("POST", "/v1/apps/crm/disable", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for tg in [&b, &c] {
+        let seen = wait_until(Duration::from_secs(1), async || {
+            call(tg, api, "alice").await.status == 403
+        })
+        .await;
+        assert!(seen, "a replica still used a disabled app after 1 s");
+    }
 }

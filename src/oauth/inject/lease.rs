@@ -93,7 +93,9 @@ impl Injector {
                 .await
             {
                 Ok(r) => r,
-                Err(_) => Err(TokenError::Transport(EgressError::Timeout(REFRESH_DEADLINE))),
+                Err(_) => Err(TokenError::Transport(EgressError::Timeout(
+                    REFRESH_DEADLINE,
+                ))),
             };
         if result.is_err() {
             if let Err(e) = self

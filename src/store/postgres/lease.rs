@@ -72,7 +72,11 @@ impl PgStore {
     }
 
     /// `Store::release_refresh_lease`: only this replica's own lease.
-    pub(super) async fn release_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
+    pub(super) async fn release_lease(
+        &self,
+        token: &TokenSet,
+        incarnation: u64,
+    ) -> StoreResult<()> {
         self.client()
             .await?
             .execute(

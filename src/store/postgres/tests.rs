@@ -390,15 +390,24 @@ async fn refresh_leases_admit_one_replica_and_expire() {
         .unwrap();
     let inc = app.incarnation;
     let ttl = Duration::from_secs(15);
-    assert_eq!(a.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Acquired);
+    assert_eq!(
+        a.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(),
+        Acquired
+    );
     match b.acquire_refresh_lease(&v1, inc, ttl).await.unwrap() {
         Held(left) => assert!(left > Duration::from_secs(10) && left <= ttl, "{left:?}"),
         other => panic!("B took A's lease: {other:?}"),
     }
     // The holder may renew; another replica's release does not free it.
-    assert_eq!(a.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Acquired);
+    assert_eq!(
+        a.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(),
+        Acquired
+    );
     b.release_refresh_lease(&v1, inc).await.unwrap();
-    assert!(matches!(b.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Held(_)));
+    assert!(matches!(
+        b.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(),
+        Held(_)
+    ));
 
     // The holder's write clears the lease and moves the version: the old one is refused.
     let v2 = a
@@ -408,10 +417,16 @@ async fn refresh_leases_admit_one_replica_and_expire() {
         .unwrap();
     assert_eq!(b.acquire_refresh_lease(&v1, inc, ttl).await.unwrap(), Moved);
     let short = Duration::from_millis(300);
-    assert_eq!(b.acquire_refresh_lease(&v2, inc, short).await.unwrap(), Acquired);
+    assert_eq!(
+        b.acquire_refresh_lease(&v2, inc, short).await.unwrap(),
+        Acquired
+    );
 
     // B "dies" holding it: the lease expires by the database's clock and A takes over.
-    assert!(matches!(a.acquire_refresh_lease(&v2, inc, ttl).await.unwrap(), Held(_)));
+    assert!(matches!(
+        a.acquire_refresh_lease(&v2, inc, ttl).await.unwrap(),
+        Held(_)
+    ));
     let start = std::time::Instant::now();
     loop {
         match a.acquire_refresh_lease(&v2, inc, ttl).await.unwrap() {
@@ -421,7 +436,56 @@ async fn refresh_leases_admit_one_replica_and_expire() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
     a.release_refresh_lease(&v2, inc).await.unwrap();
-    assert_eq!(b.acquire_refresh_lease(&v2, inc, ttl).await.unwrap(), Acquired);
+    assert_eq!(
+        b.acquire_refresh_lease(&v2, inc, ttl).await.unwrap(),
+        Acquired
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_taken_on_three_replicas_at_once_is_taken_once() {
+    let Some(url) = database_url("postgres::a_ticket_taken_on_three_replicas") else {
+        return;
+    };
+    let schema = Schema::create(&url).await;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Arc::new(replica(&schema).await));
+    }
+    let app = replicas[0]
+        .create_app(contract::sample_app("acme", "github"))
+        .await
+        .unwrap();
+    let now = crate::clock::Clock::system().now().unwrap();
+    for round in 0..20 {
+        let user = format!("user-{round}");
+        let ticket = replicas[0]
+            .issue_ticket(contract::ticket(&app, &user, now + 900))
+            .await
+            .unwrap();
+        let pending = contract::pending(&app, &user, now + 600);
+        replicas[1].put_pending(pending.clone()).await.unwrap();
+        let takes = replicas.iter().map(|r| {
+            let (r, id, state) = (r.clone(), ticket.id.clone(), pending.state.clone());
+            tokio::spawn(async move {
+                (
+                    r.take_ticket(&id).await.unwrap().is_some(),
+                    r.take_pending(&state).await.unwrap().is_some(),
+                )
+            })
+        });
+        let results: Vec<_> = futures_util::future::join_all(takes)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(results.iter().filter(|r| r.0).count(), 1, "{results:?}");
+        assert_eq!(results.iter().filter(|r| r.1).count(), 1, "{results:?}");
+    }
 }
