@@ -240,16 +240,9 @@ impl PgStore {
 /// Removes the grants and consent records of app `(org, id)` that its current incarnation
 /// and generation (none, after a delete) no longer reach, inside `tx`.
 async fn sweep_app(tx: &Transaction<'_>, org: &str, id: &str) -> StoreResult<u64> {
-    let current = tx
-        .query_opt(
-            "SELECT incarnation, generation FROM apps WHERE org = $1 AND id = $2",
-            &[&org, &id],
-        )
-        .await
-        .map_err(pg)?
-        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)));
+    let current = PgStore::app_version_locked(tx, org, id).await?;
     // A deleted app keeps nothing: (0, 0) with no match is as good as any pair.
-    let (inc, generation) = current.unwrap_or((0, 0));
+    let (inc, generation) = current.map_or((0, 0), |(i, g)| (to_db(i), to_db(g)));
     let mut removed = 0;
     for table in ["tokens", "consent_tickets", "consent_pending"] {
         removed += tx
