@@ -44,6 +44,10 @@ mod tests;
 /// Connections in the pool, per process.
 const POOL_SIZE: usize = 16;
 
+/// Longest wait for a pooled connection (all busy, or the server unreachable), so a request
+/// that needs the database fails instead of hanging.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The `NOTIFY` channel change sequence numbers travel on.
 const CHANNEL: &str = "tollgate_changes";
 
@@ -128,6 +132,9 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::Io(format!("postgres pool: {e}")))?;
         let stop = CancellationToken::new();
