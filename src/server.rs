@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::store::StoreLocation;
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
@@ -23,7 +24,7 @@ use crate::proxy::{self, ProxySettings, ProxyState};
 use crate::relay::credential::{CredentialVerifier, Revocations};
 use crate::relay::{self, AgentControl, Registry, RelayListener, RelaySettings};
 use crate::route::{DirectDialer, Guard, Router, SystemResolver};
-use crate::store::{SledStore, Store, StoreKey};
+use crate::store::{PgStore, SledStore, Store, StoreKey};
 use crate::tls::{Ca, LeafCache, TlsError, LEAF_CACHE_CAPACITY};
 use crate::web::{self, WebState};
 
@@ -119,10 +120,12 @@ impl Server {
         let leaves = Arc::new(LeafCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
         let upstream_tls = crate::tls::upstream_client_config(config.upstream_ca_file.as_deref())?;
         let policies = Policies::load(config.policies_dir.clone());
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(
-            &data.root.join("store"),
-            StoreKey::load(&data.store_key)?,
-        )?);
+        let store_key = StoreKey::load(&data.store_key)?;
+        let store: Arc<dyn Store> = match &config.store {
+            StoreLocation::Sled(dir) => Arc::new(SledStore::open(dir, store_key)?),
+            StoreLocation::Postgres(url) => Arc::new(PgStore::open(url, store_key).await?),
+        };
+        tracing::info!(store = %config.store, "store opened");
         // The listener and the address it got (the port, when asked for port 0).
         let bind = |addr: SocketAddr| async move {
             let bound = TcpListener::bind(addr)

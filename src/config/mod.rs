@@ -16,6 +16,7 @@ pub mod agent;
 pub mod limits;
 pub mod login;
 pub mod serve;
+pub mod store;
 
 pub use crate::logging::LogFormat;
 pub use serve::{

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::limits::{Limits, LimitsOverrides};
 use super::login::{LoginConfig, LoginMode, LoginOverrides};
+use super::store::StoreLocation;
 use super::{
     duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -121,6 +122,8 @@ pub struct FileConfig {
     pub login_oidc_roles_claim: Option<String>,
     /// `--login-oidc-scopes`, as a list.
     pub login_oidc_scopes: Option<Vec<String>>,
+    /// `--store`.
+    pub store: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -209,6 +212,10 @@ pub struct ServeOverrides {
     /// Who is signing in at the pages (`--login*`, `--trusted-proxies`).
     #[command(flatten)]
     pub login: LoginOverrides,
+    /// Where state lives: sled:DIR (embedded) or postgres://… (shared by replicas)
+    /// [default: sled:DATA/store].
+    #[arg(long, env = "TOLLGATE_STORE")]
+    pub store: Option<String>,
 }
 
 /// Validated server settings.
@@ -259,6 +266,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Who is signing in at the pages (`--login`; `--consent-user-header` is an alias).
     pub login: LoginConfig,
+    /// Where the store lives (sled directory or PostgreSQL URL).
+    pub store: StoreLocation,
 }
 
 /// Every problem found while resolving the settings.
@@ -443,16 +452,23 @@ impl Config {
             None => None,
             Some(s) => addr("metrics-listen", Some(s), None, "", &mut errors),
         };
+        let data_dir = over
+            .data
+            .clone()
+            .or(file.data.clone())
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let store = StoreLocation::resolve(
+            over.store.as_ref(),
+            file.store.as_ref(),
+            &data_dir,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
         // The unwraps below cannot fail: every `None` above pushed an error and returned.
         Ok(Config {
-            data_dir: over
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("data")),
+            data_dir,
             policies_dir: over
                 .policies
                 .clone()
@@ -478,6 +494,7 @@ impl Config {
             limits,
             metrics_listen,
             login,
+            store,
         })
     }
 }

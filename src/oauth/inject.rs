@@ -25,6 +25,9 @@ use crate::metrics::Metrics;
 use crate::policy::Host;
 use crate::store::{App, Change, Changes, Secret, Seen, Store, StoreError, TokenSet};
 
+mod lease;
+pub use lease::{REFRESH_DEADLINE, REFRESH_LEASE};
+
 /// A token is refreshed when less than this is left (or half its lifetime, if shorter).
 const REFRESH_MARGIN_SECS: u64 = 60;
 
@@ -293,7 +296,11 @@ impl Injector {
             self.metrics.count_refresh("no_refresh_token");
             return Err(self.consent_required(app, user).await);
         };
-        match self.tokens.refresh(app, &refresh_token).await {
+        // Across replicas: one refresh per grant, under a lease on the grant (`lease`).
+        if let Some(written) = self.refresh_lease(app, user, &current).await? {
+            return Ok(written);
+        }
+        match self.refresh_leased(app, &current, &refresh_token).await {
             Ok(grant) => {
                 let now = self.clock_now()?;
                 let token = grant.into_token_set(app, user, now, Some(&current));

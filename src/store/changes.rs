@@ -96,11 +96,21 @@ pub enum Seen<'a> {
     Missed,
 }
 
+/// What travels on a feed's channel: an event, or word that events were lost upstream.
+#[derive(Debug, Clone)]
+enum Item {
+    /// A change.
+    Event(ChangeEvent),
+    /// The publisher itself lost events (a PostgreSQL listener that reconnected): every
+    /// subscriber must flush.
+    Missed,
+}
+
 /// The publishing side, owned by a store.
 #[derive(Debug)]
 pub struct ChangeFeed {
     /// The bounded channel events travel on.
-    tx: broadcast::Sender<ChangeEvent>,
+    tx: broadcast::Sender<Item>,
     /// The sequence number of the last event sent, read by subscribers to tell in one atomic
     /// load whether there is anything to catch up on.
     published: Arc<AtomicU64>,
@@ -133,7 +143,18 @@ impl ChangeFeed {
         let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.published.load(Ordering::Acquire) + 1;
         // No subscriber is not an error: nothing caches yet.
-        let _ = self.tx.send(ChangeEvent { seq, change });
+        let _ = self.tx.send(Item::Event(ChangeEvent { seq, change }));
+        self.published.store(seq, Ordering::Release);
+        seq
+    }
+
+    /// Tells every subscriber that events were lost before they reached this feed (a
+    /// shared store's listener was disconnected): each gets [`Seen::Missed`] and flushes.
+    /// Takes a sequence number, so subscribers see something pending.
+    pub fn publish_missed(&self) -> u64 {
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = self.published.load(Ordering::Acquire) + 1;
+        let _ = self.tx.send(Item::Missed);
         self.published.store(seq, Ordering::Release);
         seq
     }
@@ -154,7 +175,7 @@ impl ChangeFeed {
 pub struct Changes {
     /// The subscriber's end of the channel; locked while catching up, so each event is
     /// handled once and in order even when several requests catch up at the same time.
-    rx: Mutex<broadcast::Receiver<ChangeEvent>>,
+    rx: Mutex<broadcast::Receiver<Item>>,
     /// The feed's last sequence number sent.
     published: Arc<AtomicU64>,
     /// The last sequence number this subscriber has handled; moved only after handling.
@@ -179,10 +200,11 @@ impl Changes {
         let mut last = self.published.load(Ordering::Acquire);
         loop {
             match rx.try_recv() {
-                Ok(event) => {
+                Ok(Item::Event(event)) => {
                     last = last.max(event.seq);
                     apply(Seen::Event(&event));
                 }
+                Ok(Item::Missed) => apply(Seen::Missed),
                 Err(TryRecvError::Lagged(_)) => apply(Seen::Missed),
                 Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
             }
@@ -241,6 +263,24 @@ mod tests {
         assert_eq!(
             &seen[1..],
             &[Some((4, app_changed("3"))), Some((5, app_changed("4")))]
+        );
+        assert!(!changes.pending());
+    }
+
+    #[test]
+    fn a_publisher_that_lost_events_tells_subscribers_to_flush() {
+        let feed = ChangeFeed::new(8);
+        let changes = feed.subscribe();
+        feed.publish(app_changed("a"));
+        feed.publish_missed();
+        feed.publish(app_changed("b"));
+        assert_eq!(
+            drain(&changes),
+            vec![
+                Some((1, app_changed("a"))),
+                None,
+                Some((3, app_changed("b")))
+            ]
         );
         assert!(!changes.pending());
     }

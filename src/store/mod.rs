@@ -2,9 +2,9 @@
 //! authorizations and the audit log.
 //!
 //! Callers see only the [`Store`] trait and the records in [`model`]; the embedded
-//! implementation is [`SledStore`] (sled 0.34). The trait is shaped so that a shared backend
-//! (PostgreSQL, for several proxy replicas) can implement it later without touching callers:
-//! no backend types in signatures, one error type, and every method one atomic operation.
+//! implementation is [`SledStore`] (sled 0.34), the shared one [`PgStore`] (PostgreSQL, for
+//! several proxy replicas). Callers never know which: no backend types in signatures, one
+//! error type, and every method one atomic operation.
 //!
 //! Secrets (client secrets, webhook configurations, access and refresh tokens, PKCE
 //! verifiers) are sealed with ChaCha20-Poly1305 under `data/keys/store.key`, with the
@@ -26,6 +26,7 @@ pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod model;
+mod postgres;
 mod record;
 pub mod seal;
 mod sled_store;
@@ -40,6 +41,7 @@ pub use model::{
     random_id, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret,
     TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
+pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
@@ -243,4 +245,42 @@ pub trait Store: Send + Sync {
 
     /// Every agent revocation, by agent ID.
     async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>>;
+
+    // ----- refresh leases (replicas on a shared store) -----
+    //
+    // A store that one process owns (sled) needs none: the injector's in-process
+    // single-flight already allows one refresh per grant, so the defaults grant every lease.
+
+    /// Takes the refresh lease on the user's grant `token` (org, app, user, generation)
+    /// under `incarnation`, for `ttl` by the store's clock, if the stored grant still has
+    /// `token.version` and no other process holds an unexpired lease on it. The lease ends
+    /// when it expires, when [`Store::release_refresh_lease`] is called, or when the grant is
+    /// written ([`Store::replace_token_if_current`] clears it).
+    async fn acquire_refresh_lease(
+        &self,
+        token: &TokenSet,
+        incarnation: u64,
+        ttl: std::time::Duration,
+    ) -> StoreResult<RefreshLease> {
+        let _ = (token, incarnation, ttl);
+        Ok(RefreshLease::Acquired)
+    }
+
+    /// Gives up this process's lease on the grant, if it still holds it (never another's).
+    async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
+        let _ = (token, incarnation);
+        Ok(())
+    }
+}
+
+/// The answer of [`Store::acquire_refresh_lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshLease {
+    /// This process holds the lease: refresh, then write with the compare-and-swap.
+    Acquired,
+    /// Another process holds it for about this much longer: wait for its write (or the
+    /// lease's end), then read the grant again.
+    Held(std::time::Duration),
+    /// The grant is gone or no longer at that version: read it again.
+    Moved,
 }
