@@ -7,12 +7,15 @@
 //!
 //! Tunnels and tollgate's own provider calls take a raw connection ([`Router::connect`]);
 //! forwarded, originated and intercepted requests go through the pooled clients
-//! ([`Router::send`]). Failures of either side are one [`DialError`], turned into the
-//! client's response in one place (`proxy::errors`).
+//! ([`Router::send`]), except upgrade requests (WebSocket handshakes), which get a connection
+//! of their own that never returns to a pool ([`Router::upgrade`], `upgrade.rs`). Failures of
+//! either side are one [`DialError`], turned into the client's response in one place
+//! (`proxy::errors`).
 
 pub mod direct;
 pub mod guard;
 mod pool;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +122,8 @@ pub struct Router {
     agents: Arc<Registry>,
     /// Pooled clients of both, for requests.
     pools: pool::Pools,
+    /// Unpooled connections for upgrade requests (WebSocket handshakes).
+    upgrades: upgrade::Upgrades,
 }
 
 impl std::fmt::Debug for Router {
@@ -139,11 +144,13 @@ impl Router {
         response_timeout: Duration,
         tls: rustls::ClientConfig,
     ) -> Self {
+        let upgrades = upgrade::Upgrades::new(tls.clone(), response_timeout);
         let pools = pool::Pools::new(direct.clone(), agents.clone(), response_timeout, tls);
         Router {
             direct,
             agents,
             pools,
+            upgrades,
         }
     }
 
