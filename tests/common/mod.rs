@@ -9,8 +9,8 @@
 //! walks it), [`oauth`] and [`webhook`] (the token-injection fixtures), [`agent`] (agent
 //! processes and the relay), [`netns`] (network namespaces for agents), [`tls`] (test CAs, a TLS
 //! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
-//! forced predicate or a request hook) and [`guard`] (the address guard's dialer with a static
-//! resolver).
+//! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
+//! resolver) and [`websocket`] (a real WebSocket server and client, Python `websockets`).
 
 #![allow(dead_code)]
 
@@ -24,6 +24,7 @@ pub mod policies;
 pub mod provider;
 pub mod tls;
 pub mod webhook;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
