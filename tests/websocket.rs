@@ -38,6 +38,23 @@ fn proxy_url(tg: &Tollgate, org: &str, user: &str) -> String {
     format!("http://{user}:{}@{}", tg.token(org, user), tg.proxy)
 }
 
+/// The client's handshake in absolute form through `tg`'s proxy as `org`'s `user`, with
+/// `extra` client arguments.
+async fn absolute(tg: &Tollgate, url: &str, org: &str, user: &str, extra: &[&str]) -> Value {
+    let (proxy, pa) = (tg.proxy.to_string(), tg.bearer(org, user));
+    let args = [&[url, "--absolute", &proxy, "--proxy-auth", &pa][..], extra].concat();
+    websocket::client(&args).await
+}
+
+/// Asserts an open WebSocket whose handshake reached the server with the app's token and
+/// whose messages came back.
+fn assert_injected(v: &Value) {
+    assert_eq!(v["status"], 101, "{v}");
+    assert_eq!(v["echoed"], 3, "{v}");
+    let seen = v["first"]["authorization"].as_str().unwrap_or_default();
+    assert!(seen.starts_with("Bearer AT-secret-"), "{v}");
+}
+
 #[tokio::test]
 async fn plain_websockets_through_forwarding_and_connect_with_bytes_in_the_access_line() {
     if !websocket::available() {
@@ -46,20 +63,8 @@ async fn plain_websockets_through_forwarding_and_connect_with_bytes_in_the_acces
     let server = Server::start();
     let tg = Tollgate::start(common::policies::LOCAL, JSON_LOGS);
     let url = format!("ws://127.0.0.1:{}/echo?x=1", server.port);
-    let pa = tg.bearer("acme", "alice");
-    let proxy = tg.proxy.to_string();
-    let v = websocket::client(&[
-        &url,
-        "--absolute",
-        &proxy,
-        "--proxy-auth",
-        &pa,
-        "--messages",
-        "3",
-        "--size",
-        "1000",
-    ])
-    .await;
+    let extra = ["--messages", "3", "--size", "1000"];
+    let v = absolute(&tg, &url, "acme", "alice", &extra).await;
     assert_eq!(v["status"], 101, "{v}");
     assert_eq!(v["echoed"], 3, "{v}");
     assert_eq!(v["first"]["path"], "/echo?x=1", "{v}");
@@ -83,7 +88,7 @@ async fn plain_websockets_through_forwarding_and_connect_with_bytes_in_the_acces
 
     // The server's own refusal of the handshake is passed through as a normal response.
     let reject = format!("ws://127.0.0.1:{}/reject", server.port);
-    let v = websocket::client(&[&reject, "--absolute", &proxy, "--proxy-auth", &pa]).await;
+    let v = absolute(&tg, &reject, "acme", "alice", &[]).await;
     assert_eq!(v["status"], 403, "{v}");
     assert_eq!(v["body"], "rejected by the server\n", "{v}");
     assert_eq!(v["proxy_status"], Value::Null, "{v}");
@@ -100,20 +105,10 @@ async fn the_handshake_is_denied_by_the_policy() {
         return;
     }
     let server = Server::start();
-    let tg = Tollgate::start(
-        r#"
-[[policy]]
-name = "elsewhere"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["example.com"]
-  ports = ["443"]
-"#,
-        JSON_LOGS,
-    );
+    // `localhost` by name only: 127.0.0.1 is not allowed.
+    let tg = Tollgate::start(common::policies::LOCAL_BY_NAME, JSON_LOGS);
     let url = format!("ws://127.0.0.1:{}/", server.port);
-    let (pa, proxy) = (tg.bearer("acme", "alice"), tg.proxy.to_string());
-    let v = websocket::client(&[&url, "--absolute", &proxy, "--proxy-auth", &pa]).await;
+    let v = absolute(&tg, &url, "acme", "alice", &[]).await;
     assert_eq!(v["status"], 403, "{v}");
     assert_eq!(v["content_type"], "application/json", "{v}");
     assert!(
@@ -138,40 +133,35 @@ async fn the_apps_token_is_injected_into_the_handshake() {
     env.consent("acme", "alice").await;
     let server = Server::start();
     let url = format!("ws://localhost:{}/stream", server.port);
-    let proxy = env.tg.proxy.to_string();
     let client_auth = format!("Authorization:{CLIENT_AUTH}");
-    let v = websocket::client(&[
-        &url,
-        "--absolute",
-        &proxy,
-        "--proxy-auth",
-        &env.tg.bearer("acme", "alice"),
-        "--header",
-        &client_auth,
-    ])
-    .await;
-    assert_eq!(v["status"], 101, "{v}");
-    assert_eq!(v["echoed"], 3, "{v}");
-    let seen = v["first"]["authorization"].as_str().unwrap_or_default();
-    assert!(seen.starts_with("Bearer AT-secret-"), "{v}");
+    let v = absolute(&env.tg, &url, "acme", "alice", &["--header", &client_auth]).await;
+    assert_injected(&v);
     let line = access_line(&env.tg, |l| is_ws_line(l, server.port)).await;
     assert_eq!(line["app"], "crm", "{line}");
     assert_eq!(line["injected"], true, "{line}");
 
     // A user who never consented: tollgate's own 401 with the consent URL, passed through as
     // the answer to the handshake.
-    let v = websocket::client(&[
-        &url,
-        "--absolute",
-        &proxy,
-        "--proxy-auth",
-        &env.tg.bearer("acme", "bob"),
-    ])
-    .await;
+    let v = absolute(&env.tg, &url, "acme", "bob", &[]).await;
     assert_eq!(v["status"], 401, "{v}");
     let body: Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["error"], "authorization_required", "{body}");
     env.assert_no_secrets_logged();
+}
+
+/// The app fixture (`upstream_tls` as given) with alice's consent, tollgate trusting a test
+/// CA, and a `wss://` echo server whose certificate that CA signed (its files in the
+/// returned directory).
+async fn with_tls_server(upstream_tls: bool) -> (Env, Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tls::test_ca(common::tls::UPSTREAM_CA_CN);
+    let (ca_file, _) = common::tls::write_ca(dir.path(), "upstream-ca", &ca);
+    let flags = ["--upstream-ca-file", path_str(&ca_file)];
+    let flags = [&flags[..], JSON_LOGS].concat();
+    let env = setup(&flags, |spec, _| spec["upstream_tls"] = json!(upstream_tls)).await;
+    env.consent("acme", "alice").await;
+    let server = Server::start_tls(&ca, dir.path());
+    (env, server, dir)
 }
 
 /// `upstream_tls`: the runner speaks `ws://` to the proxy, tollgate speaks `wss://` to the
@@ -181,32 +171,9 @@ async fn websockets_to_an_app_domain_are_originated_over_tls() {
     if !websocket::available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let ca = common::tls::test_ca(common::tls::UPSTREAM_CA_CN);
-    let (ca_file, _) = common::tls::write_ca(dir.path(), "upstream-ca", &ca);
-    let flags = [
-        "--upstream-ca-file",
-        path_str(&ca_file),
-        "--log-format",
-        "json",
-    ];
-    let env = setup(&flags, |spec, _| spec["upstream_tls"] = json!(true)).await;
-    env.consent("acme", "alice").await;
-    let server = Server::start_tls(&ca, dir.path());
+    let (env, server, _dir) = with_tls_server(true).await;
     let url = format!("ws://localhost:{}/tls", server.port);
-    let proxy = env.tg.proxy.to_string();
-    let v = websocket::client(&[
-        &url,
-        "--absolute",
-        &proxy,
-        "--proxy-auth",
-        &env.tg.bearer("acme", "alice"),
-    ])
-    .await;
-    assert_eq!(v["status"], 101, "{v}");
-    assert_eq!(v["echoed"], 3, "{v}");
-    let seen = v["first"]["authorization"].as_str().unwrap_or_default();
-    assert!(seen.starts_with("Bearer AT-secret-"), "{v}");
+    assert_injected(&absolute(&env.tg, &url, "acme", "alice", &[]).await);
 }
 
 /// `wss://` through a `CONNECT` to an app domain: tollgate intercepts (the client trusts the
@@ -216,18 +183,7 @@ async fn wss_inside_an_intercepted_tunnel_gets_the_token() {
     if !websocket::available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let ca = common::tls::test_ca(common::tls::UPSTREAM_CA_CN);
-    let (ca_file, _) = common::tls::write_ca(dir.path(), "upstream-ca", &ca);
-    let flags = [
-        "--upstream-ca-file",
-        path_str(&ca_file),
-        "--log-format",
-        "json",
-    ];
-    let env = setup(&flags, |_, _| {}).await;
-    env.consent("acme", "alice").await;
-    let server = Server::start_tls(&ca, dir.path());
+    let (env, server, _dir) = with_tls_server(false).await;
     let url = format!("wss://localhost:{}/inner", server.port);
     let tollgate_ca = env.tg.data.join("ca/ca.pem");
     let v = websocket::client(&[
@@ -265,17 +221,7 @@ async fn an_idle_websocket_is_closed_after_the_idle_timeout() {
     let flags = ["--idle-timeout", "2s", "--log-format", "json"];
     let tg = Tollgate::start(common::policies::LOCAL, &flags);
     let url = format!("ws://127.0.0.1:{}/", server.port);
-    let (pa, proxy) = (tg.bearer("acme", "alice"), tg.proxy.to_string());
-    let v = websocket::client(&[
-        &url,
-        "--absolute",
-        &proxy,
-        "--proxy-auth",
-        &pa,
-        "--wait-close",
-        "30",
-    ])
-    .await;
+    let v = absolute(&tg, &url, "acme", "alice", &["--wait-close", "30"]).await;
     assert_eq!(v["status"], 101, "{v}");
     let after = v["closed_after"].as_f64().expect("closed by tollgate");
     assert!((1.5..15.0).contains(&after), "{v}");
