@@ -15,6 +15,7 @@ use std::time::Duration;
 pub mod agent;
 pub mod limits;
 pub mod serve;
+pub mod upstream;
 
 pub use crate::logging::LogFormat;
 pub use serve::{

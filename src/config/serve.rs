@@ -13,10 +13,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::limits::{Limits, LimitsOverrides};
+use super::upstream::ProxyUrl;
 use super::{
     duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
 };
+use crate::route::UpstreamProxy;
 
 /// Default proxy listener (DESIGN: 127.0.0.1:3128).
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:3128";
@@ -96,6 +98,8 @@ pub struct FileConfig {
     pub max_connections_per_caller: Option<usize>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<String>,
+    /// `--upstream-proxy`.
+    pub upstream_proxy: Option<ProxyUrl>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -181,6 +185,10 @@ pub struct ServeOverrides {
     /// token].
     #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Parent HTTP proxy for direct routes, `http://[user:password@]host:port`: tollgate
+    /// checks the address itself, then asks the parent to CONNECT to it [default: none].
+    #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
+    pub upstream_proxy: Option<ProxyUrl>,
 }
 
 /// Validated server settings.
@@ -231,6 +239,8 @@ pub struct Config {
     pub limits: Limits,
     /// Metrics listener (`/metrics` without auth), when enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// Parent proxy of direct routes, when configured.
+    pub upstream_proxy: Option<UpstreamProxy>,
 }
 
 /// Every problem found while resolving the settings.
@@ -416,6 +426,11 @@ impl Config {
             None => None,
             Some(s) => addr("metrics-listen", Some(s), None, "", &mut errors),
         };
+        let upstream_proxy = super::upstream::resolve(
+            over.upstream_proxy.as_ref(),
+            file.upstream_proxy.as_ref(),
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -451,6 +466,7 @@ impl Config {
             consent_user_header,
             limits,
             metrics_listen,
+            upstream_proxy,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The one dial point: [`Router`] turns a decision's route into a connection.
 //!
 //! - direct routes: the proxy resolves the name once, the address guard checks every answer,
-//!   and only a checked address is dialed ([`direct`], [`guard`]);
+//!   and only a checked address is dialed ([`direct`], [`guard`]); with `--upstream-proxy`, the checked address is reached through a parent proxy's
+//!   `CONNECT` ([`UpstreamProxy`], `parent.rs`);
 //! - agent routes: a tunnel through the relay ([`crate::relay::Registry`]); the agent
 //!   resolves and applies its own allowlist.
 //!
@@ -14,6 +15,7 @@
 
 pub mod direct;
 pub mod guard;
+mod parent;
 mod pool;
 mod upgrade;
 
@@ -30,6 +32,7 @@ use crate::relay::{AgentDialError, AgentStream, Registry};
 
 pub use direct::{DirectDialer, DirectError, Resolve, StaticResolver, SystemResolver};
 pub use guard::{classify, AddrClass, Guard, Prohibited};
+pub use parent::UpstreamProxy;
 pub use pool::{Predialed, UpstreamBody, PREDIALED_MAX_AGE};
 
 /// Why a route could not be dialed: the direct dialer's failure or the agent's.

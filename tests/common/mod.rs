@@ -10,7 +10,8 @@
 //! processes and the relay), [`netns`] (network namespaces for agents), [`tls`] (test CAs, a TLS
 //! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
 //! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
-//! resolver) and [`websocket`] (a real WebSocket server and client, Python `websockets`).
+//! resolver), [`squid`] (a real Squid as the parent proxy) and [`websocket`] (a real WebSocket
+//! server and client, Python `websockets`).
 
 #![allow(dead_code)]
 
@@ -22,6 +23,7 @@ pub mod netns;
 pub mod oauth;
 pub mod policies;
 pub mod provider;
+pub mod squid;
 pub mod tls;
 pub mod webhook;
 pub mod websocket;
