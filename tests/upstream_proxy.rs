@@ -70,15 +70,9 @@ async fn the_address_guard_applies_before_the_parent() {
         return;
     };
     let url = squid.url(PASSWORD);
-    let policy = r#"
-[[policy]]
-name = "public-names"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1-65535"]
-"#;
-    let tg = Tollgate::start(policy, &["--upstream-proxy", &url]);
+    // `localhost` by name, without `private = true`.
+    let policy = common::policies::LOCAL_BY_NAME.replace("private = true", "");
+    let tg = Tollgate::start(&policy, &["--upstream-proxy", &url]);
     let up = echo_upstream().await;
     let target = format!("http://localhost:{}/", up.port());
     let a = auth(&tg, "acme");
@@ -135,20 +129,14 @@ async fn injected_requests_go_inside_connect_with_tls_to_the_origin() {
         &url,
     ];
     let env = setup(&flags, |spec, _| spec["upstream_tls"] = json!(true)).await;
-    let tls_api = env.p.serve_api_tls(server).await;
     env.consent("acme", "alice").await;
-    let r = env
-        .call_port("acme", "alice", tls_api.port(), "GET", "")
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        bearer_of(&r).starts_with("Bearer AT-secret-"),
-        "{}",
-        r.text()
-    );
+    let port = env.p.serve_api_tls(server).await.port();
+    let r = env.call_port("acme", "alice", port, "GET", "").await;
+    let injected = bearer_of(&r);
+    assert!(injected.starts_with("Bearer AT-secret-"), "{}", r.text());
     // Squid logs a tunnel when it closes: stop tollgate, which closes its pooled connection.
     drop(env);
-    let connect = format!("CONNECT 127.0.0.1:{}", tls_api.port());
+    let connect = format!("CONNECT 127.0.0.1:{port}");
     assert!(
         squid_logged(&squid, &connect).await,
         "{}",

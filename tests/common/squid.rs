@@ -25,6 +25,34 @@ impl Drop for Squid {
     }
 }
 
+/// An MD5-crypt hash of `password` for Squid's `basic_ncsa_auth`: Python's `crypt` (up to
+/// 3.12), else `openssl passwd -1`.
+fn md5_crypt(password: &str) -> String {
+    let python = Command::new("python3")
+        .args([
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_MD5)))",
+            password,
+        ])
+        .stderr(Stdio::null())
+        .output();
+    let hash = |o: std::io::Result<std::process::Output>| {
+        o.ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|h| h.starts_with("$1$"))
+    };
+    hash(python)
+        .or_else(|| {
+            hash(
+                Command::new("openssl")
+                    .args(["passwd", "-1", password])
+                    .output(),
+            )
+        })
+        .expect("an MD5-crypt hash for squid (python3 crypt or openssl)")
+}
+
 fn squid_bin() -> Option<PathBuf> {
     ["/usr/sbin/squid", "/usr/bin/squid"]
         .iter()
@@ -43,16 +71,9 @@ impl Squid {
         let dir = tempfile::tempdir().unwrap();
         // Squid drops privileges to its own user, which must reach its logs.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let hash = Command::new("python3")
-            .args([
-                "-c",
-                "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_MD5)))",
-                PASSWORD,
-            ])
-            .output()
-            .unwrap();
+        let hash = md5_crypt(PASSWORD);
         let passwd = dir.path().join("passwd");
-        let line = format!("tollgate:{}", String::from_utf8_lossy(&hash.stdout).trim());
+        let line = format!("tollgate:{hash}");
         std::fs::write(&passwd, line).unwrap();
         std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
         let port = super::closed_port();
