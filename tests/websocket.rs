@@ -281,3 +281,27 @@ async fn a_live_websocket_counts_against_the_callers_connections() {
         "the connection stayed counted after the WebSocket closed"
     );
 }
+
+/// On an agent route the handshake's connection is a tunnel through the agent, like a
+/// `CONNECT`'s.
+#[tokio::test]
+async fn websockets_go_through_an_agent_route() {
+    if !websocket::available() {
+        return;
+    }
+    let server = Server::start();
+    let (tg, _relay, _agent) = common::agent::setup(&[]).await;
+    let url = format!("ws://127.0.0.1:{}/via-agent", server.port);
+    let v = absolute(&tg, &url, "acme", "alice", &[]).await;
+    assert_eq!(v["status"], 101, "{v}");
+    assert_eq!(v["echoed"], 3, "{v}");
+    assert_eq!(v["first"]["path"], "/via-agent", "{v}");
+    // The access line, written when the WebSocket closed, names the agent route.
+    let logged = wait_until(Duration::from_secs(10), async || {
+        strip_ansi(&tg.logs())
+            .lines()
+            .any(|l| l.contains("status=101") && l.contains("route=agent:onprem-1"))
+    })
+    .await;
+    assert!(logged, "{}", strip_ansi(&tg.logs()));
+}
