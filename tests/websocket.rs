@@ -305,3 +305,37 @@ async fn websockets_go_through_an_agent_route() {
     .await;
     assert!(logged, "{}", strip_ansi(&tg.logs()));
 }
+
+/// A policy reload that no longer allows the destination closes an open WebSocket, as it
+/// closes a blind tunnel; the access line says `policy_revoked`.
+#[tokio::test]
+async fn a_reload_that_denies_the_destination_closes_the_websocket() {
+    use tokio::io::AsyncReadExt;
+    if !websocket::available() {
+        return;
+    }
+    let server = Server::start();
+    let tg = Tollgate::start(common::policies::LOCAL, JSON_LOGS);
+    let pa = tg.bearer("acme", "alice");
+    let mut ws = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
+    let head = raw_handshake(&mut ws, server.port, &pa).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let before = tg.policy_generation().await;
+    // `localhost` by name only: 127.0.0.1 is no longer allowed.
+    tg.write_policy("10-test.toml", common::policies::LOCAL_BY_NAME);
+    let reloaded = wait_until(Duration::from_secs(10), async || {
+        tg.policy_generation().await > before
+    })
+    .await;
+    assert!(reloaded, "{}", tg.logs());
+    // The server's first message may still arrive; then the connection ends.
+    let mut sink = vec![0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while ws.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket stayed open after the reload");
+    let line = access_line(&tg, |l| is_ws_line(l, server.port)).await;
+    assert_eq!(line["reason"], "policy_revoked", "{line}");
+    assert_eq!(line["decision"], "denied", "{line}");
+}

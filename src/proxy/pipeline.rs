@@ -153,7 +153,10 @@ pub(crate) async fn exchange(
         Ok::<_, ProxyError>(sent?)
     };
     let (up, body_timeout) = (log.bytes_up.clone(), state.settings.body_timeout);
-    let resp = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await?;
+    let mut resp = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await?;
+    if upgrade {
+        super::upgrade::follow_reloads(state, target, &mut resp);
+    }
     state
         .metrics
         .upstream_latency

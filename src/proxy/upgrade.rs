@@ -15,12 +15,16 @@
 //! 3. an upstream `101` is answered to the client with `Connection: upgrade` and the
 //!    upstream's `Upgrade`, and a task pumps bytes both ways between the two upgraded streams
 //!    ([`crate::io::splice`], the tunnels' idle timeout), counting them into the request's
-//!    access line, which is written when the pump ends (status `101`);
+//!    access line, which is written when the pump ends (status `101`); a policy reload that
+//!    no longer allows the decision closes it (`super::live`'s `Revocation`, as for blind
+//!    tunnels; reason `policy_revoked`);
 //! 4. any other answer is passed through as a normal response.
 //!
 //! A pumping WebSocket holds its client connection's limits as a tunnel does: the connection
 //! permit (global and per caller) for a forwarded one; an intercepted one keeps its tunnel,
 //! and with it the `CONNECT`'s permit, open until it ends.
+
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, UPGRADE};
@@ -33,7 +37,9 @@ use tracing::Instrument;
 
 use super::errors::{full, ProxyError};
 use super::forward::clean_response;
+use super::live::{Revocation, POLICY_REVOKED};
 use super::log::RequestLog;
+use super::pipeline::Target;
 use super::{pipeline, ProxyBody, ProxyState};
 
 /// The `Upgrade` value a client's WebSocket handshake asked for, carried in the request's
@@ -41,6 +47,19 @@ use super::{pipeline, ProxyBody, ProxyState};
 /// upgrade.
 #[derive(Clone, Debug)]
 pub(super) struct Protocol(HeaderValue);
+
+/// The handshake's [`Revocation`], carried from the exchange (which knows the decision) to
+/// the pump in the response's extensions.
+#[derive(Clone)]
+struct Revoke(Arc<Mutex<Option<Revocation>>>);
+
+/// Makes the WebSocket that `resp` may open follow policy reloads under `target`'s decision:
+/// one the new policies no longer allow is closed, as a blind tunnel is.
+pub(super) fn follow_reloads<B>(state: &ProxyState, target: &Target, resp: &mut Response<B>) {
+    let revocation = Revocation::new(&state.policies, target);
+    resp.extensions_mut()
+        .insert(Revoke(Arc::new(Mutex::new(Some(revocation)))));
+}
 
 /// A client's WebSocket handshake in flight: the client's half of the upgrade, taken before
 /// the request is consumed by the pipeline.
@@ -83,6 +102,10 @@ impl Pending {
             other => return pipeline::respond(other, log),
         };
         let upstream = hyper::upgrade::on(&mut resp);
+        let revocation = resp
+            .extensions_mut()
+            .remove::<Revoke>()
+            .and_then(|r| r.0.lock().unwrap_or_else(|e| e.into_inner()).take());
         let protocol = resp
             .headers()
             .get(UPGRADE)
@@ -103,16 +126,25 @@ impl Pending {
                 match tokio::join!(client, upstream) {
                     (Ok(client), Ok(upstream)) => {
                         metrics.open_tunnels.inc();
-                        let end = crate::io::splice(
+                        let pump = crate::io::splice(
                             TokioIo::new(client),
                             TokioIo::new(upstream),
                             idle,
                             up,
                             down,
-                        )
-                        .await;
+                        );
+                        let revoked = async {
+                            match revocation {
+                                Some(r) => drop(r.revoked().await),
+                                None => std::future::pending().await,
+                            }
+                        };
+                        // Dropping the pump closes both sides.
+                        tokio::select! {
+                            end = pump => tracing::debug!(end = %end, "websocket closed"),
+                            () = revoked => record_revoked(&mut log),
+                        }
                         metrics.open_tunnels.dec();
-                        tracing::debug!(end = %end, "websocket closed");
                     }
                     (client, upstream) => tracing::debug!(
                         client = ?client.err(),
@@ -127,6 +159,18 @@ impl Pending {
         );
         resp.map(|_| full(Bytes::new()))
     }
+}
+
+/// Notes in the access line (and the log) that a policy reload closed the WebSocket.
+fn record_revoked(log: &mut RequestLog) {
+    let host = log.host.as_deref().unwrap_or("-");
+    let port = log.port;
+    tracing::info!(
+        host,
+        port,
+        "websocket closed: a policy reload no longer allows it"
+    );
+    (log.decision, log.reason) = ("denied", POLICY_REVOKED.into());
 }
 
 /// Puts `Connection: upgrade` and the client's `Upgrade` back on a handshake marked with a
