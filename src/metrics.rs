@@ -68,7 +68,11 @@ impl Metrics {
             upstream_latency.clone(),
         );
         let open_tunnels = Gauge::default();
-        registry.register("open_tunnels", "Open CONNECT tunnels", open_tunnels.clone());
+        registry.register(
+            "open_tunnels",
+            "Open CONNECT tunnels and WebSockets",
+            open_tunnels.clone(),
+        );
         let client_connections = Gauge::default();
         registry.register(
             "client_connections",

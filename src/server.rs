@@ -258,7 +258,8 @@ impl Server {
                         .current()
                         .denied_by(&Host::Ip(addr.ip()), addr.port())
                         .map(|r| r.to_string())
-                })),
+                }))
+                .with_upstream_proxy(self.config.upstream_proxy.clone()),
         );
         // Provider calls speak HTTP/1.1 only: offer nothing else in ALPN.
         let mut http1_tls = self.upstream_tls.clone();

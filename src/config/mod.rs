@@ -17,6 +17,7 @@ pub mod limits;
 pub mod login;
 pub mod serve;
 pub mod store;
+pub mod upstream;
 
 pub use crate::logging::LogFormat;
 pub use serve::{

@@ -15,10 +15,12 @@ use serde::Deserialize;
 use super::limits::{Limits, LimitsOverrides};
 use super::login::{LoginConfig, LoginMode, LoginOverrides};
 use super::store::StoreLocation;
+use super::upstream::ProxyUrl;
 use super::{
     duration_setting, load_toml_or_default, LogFormat, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
 };
+use crate::route::UpstreamProxy;
 
 /// Default proxy listener (DESIGN: 127.0.0.1:3128).
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:3128";
@@ -124,6 +126,8 @@ pub struct FileConfig {
     pub login_oidc_scopes: Option<Vec<String>>,
     /// `--store`.
     pub store: Option<String>,
+    /// `--upstream-proxy`.
+    pub upstream_proxy: Option<ProxyUrl>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -216,6 +220,10 @@ pub struct ServeOverrides {
     /// [default: sled:DATA/store].
     #[arg(long, env = "TOLLGATE_STORE")]
     pub store: Option<String>,
+    /// Parent HTTP proxy for direct routes, `http://[user:password@]host:port`: tollgate
+    /// checks the address itself, then asks the parent to CONNECT to it [default: none].
+    #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
+    pub upstream_proxy: Option<ProxyUrl>,
 }
 
 /// Validated server settings.
@@ -268,6 +276,8 @@ pub struct Config {
     pub login: LoginConfig,
     /// Where the store lives (sled directory or PostgreSQL URL).
     pub store: StoreLocation,
+    /// Parent proxy of direct routes, when configured.
+    pub upstream_proxy: Option<UpstreamProxy>,
 }
 
 /// Every problem found while resolving the settings.
@@ -463,6 +473,11 @@ impl Config {
             &data_dir,
             &mut errors,
         );
+        let upstream_proxy = super::upstream::resolve(
+            over.upstream_proxy.as_ref(),
+            file.upstream_proxy.as_ref(),
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -495,6 +510,7 @@ impl Config {
             metrics_listen,
             login,
             store,
+            upstream_proxy,
         })
     }
 }

@@ -2,26 +2,37 @@
 //! target, runs the pipeline (`super::pipeline`: identify → app → decide → exchange →
 //! respond) and prepares the request for the upstream: `Host` from the target, hop-by-hop
 //! headers removed, and for an outbound application's domains, TLS origination (the request
-//! is pointed at `https://`, unless the app has `upstream_tls = false`).
+//! is pointed at `https://`, unless the app has `upstream_tls = false`). A WebSocket
+//! handshake (`Upgrade: websocket`) is such a request too; `super::upgrade` carries it.
+
+use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
+use super::callers::ConnPermit;
 use super::errors::ProxyError;
 use super::log::RequestLog;
+use super::upgrade::Pending;
 use super::{pipeline, ProxyBody, ProxyState};
 use crate::policy::{authority_port, normalize_host, Host};
 
-/// Answers one absolute-form request.
+/// Answers one absolute-form request. A WebSocket handshake's pump (`super::upgrade`) holds
+/// the connection's `permit` while it runs.
 pub(super) async fn handle(
     state: &ProxyState,
-    req: Request<Incoming>,
+    permit: Arc<ConnPermit>,
+    mut req: Request<Incoming>,
     mut log: RequestLog,
 ) -> Response<ProxyBody> {
+    let upgrade = Pending::take(&mut req);
     let result = forward(state, req, &mut log).await;
-    pipeline::respond(result, log)
+    match upgrade {
+        Some(u) => u.respond(state, result, log, &state.tunnels, permit),
+        None => pipeline::respond(result, log),
+    }
 }
 
 async fn forward(

@@ -25,6 +25,10 @@
 //! 6. each inner request gets its own access line; the `CONNECT` line follows when the
 //!    tunnel closes, with the raw bytes.
 //!
+//! An HTTP/1.1 inner request may be a WebSocket handshake (`super::upgrade`): after the
+//! upstream's `101` its bytes are pumped until it ends, and the tunnel lasts until its last
+//! WebSocket does. HTTP/2's extended `CONNECT` (RFC 8441) is refused with `400`.
+//!
 //! The connection dialed before the `200` is not wasted: it travels with the tunnel as its
 //! [`Predialed`] connection, which the first request needing a new upstream connection uses
 //! if that happens within [`PREDIALED_MAX_AGE`](crate::route::PREDIALED_MAX_AGE).
@@ -45,11 +49,13 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::task::TaskTracker;
 
 use super::errors::ProxyError;
 use super::forward::{https_authority, https_uri, strip_hop_by_hop};
 use super::log::RequestLog;
 use super::pipeline::{self, Target};
+use super::upgrade::Pending;
 use super::{ProxyBody, ProxyState, HYPER_BUF_MIN};
 use crate::identity::Caller;
 use crate::io::{Activity, Meter, Metered};
@@ -99,6 +105,9 @@ impl Intercepted {
 
 /// Per-tunnel context for the inner requests.
 struct Tunnel {
+    /// The pumps of the tunnel's WebSockets: the tunnel (and with it the `CONNECT`'s
+    /// connection permit and access line) lasts until the last one ends.
+    upgrades: TaskTracker,
     /// What every inner request's pipeline needs.
     state: Arc<ProxyState>,
     /// The client, for the inner requests' access lines.
@@ -140,6 +149,7 @@ pub(super) async fn run(
         }
         Ok(Ok(stream)) => {
             let tunnel = Tunnel {
+                upgrades: TaskTracker::new(),
                 state: state.clone(),
                 peer: counts.peer,
                 live: ArcSwap::new(i.target.clone()),
@@ -184,6 +194,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = &state.settings;
+    let upgrades = tunnel.upgrades.clone();
     let tunnel = Arc::new(tunnel);
     let service = hyper::service::service_fn(move |req| {
         let tunnel = tunnel.clone();
@@ -205,21 +216,27 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_request_head).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let idle = settings.idle_timeout;
-    tokio::select! {
+    let end = tokio::select! {
         r = conn => match r {
             Ok(()) => "closed".into(),
             Err(e) => e.to_string(),
         },
         () = crate::io::idle_watchdog(activity, idle) => "idle timeout".into(),
-    }
+    };
+    // A WebSocket outlives the HTTP connection it was upgraded from (each pump has the same
+    // idle timeout).
+    upgrades.close();
+    upgrades.wait().await;
+    end
 }
 
 /// One inner request: the caller and the decision re-checked, the target checked and
 /// rewritten, then the pipeline's app → exchange → respond phases under the decision.
-async fn inner_request(tunnel: &Tunnel, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn inner_request(tunnel: &Tunnel, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let state = &tunnel.state;
+    let upgrade = Pending::take(&mut req);
     let i = &tunnel.intercepted;
     let mut log = RequestLog::new(state.metrics.clone(), tunnel.peer, req.method().clone());
     log.host = Some(i.target.host.to_string());
@@ -240,7 +257,10 @@ async fn inner_request(tunnel: &Tunnel, req: Request<Incoming>) -> Response<Prox
         pipeline::exchange(state, &target, app, req, &mut log, predialed).await
     }
     .await;
-    pipeline::respond(result, log)
+    match upgrade {
+        Some(u) => u.respond(state, result, log, &tunnel.upgrades, ()),
+        None => pipeline::respond(result, log),
+    }
 }
 
 /// Checks that `req` targets the `CONNECT` host and port (default 443), then rewrites it to
@@ -252,6 +272,9 @@ fn check_and_rewrite<B>(
     port: u16,
     authority: &Authority,
 ) -> Result<Request<B>, ProxyError> {
+    if req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
+        return Err(super::upgrade::h2_websocket_refused());
+    }
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest(
             "CONNECT inside an intercepted tunnel is not supported".into(),

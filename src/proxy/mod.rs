@@ -5,7 +5,8 @@
 //! [`Router`] → replay → access log):
 //! - [`forward`]: absolute-form `http://` requests, with TLS origination for app domains;
 //! - `connect`: `CONNECT` tunnels, blind or intercepted;
-//! - [`intercept`]: TLS termination and the inner requests of intercepted tunnels.
+//! - [`intercept`]: TLS termination and the inner requests of intercepted tunnels;
+//! - `upgrade`: WebSocket handshakes in either, and the bytes pumped after the `101`.
 //!
 //! Failures at any phase become a synthetic response in [`errors`]; nothing else writes
 //! error responses.
@@ -19,6 +20,7 @@ mod live;
 pub mod log;
 mod pipeline;
 pub mod replay;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -233,7 +235,7 @@ async fn handle(
     Ok(if req.method() == Method::CONNECT {
         connect::handle(&state, permit, req, log).await
     } else {
-        forward::handle(&state, req, log).await
+        forward::handle(&state, permit, req, log).await
     })
 }
 

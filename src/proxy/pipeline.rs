@@ -124,6 +124,8 @@ pub(crate) async fn exchange(
     predialed: Option<&Arc<Predialed>>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    // A WebSocket handshake goes on an unpooled connection of its own (`super::upgrade`).
+    let upgrade = super::upgrade::restore(&mut parts.headers, &parts.extensions);
     let reauth = match app {
         None => None,
         Some(app) => {
@@ -142,14 +144,19 @@ pub(crate) async fn exchange(
     };
     let started = Instant::now();
     let send = |req| async move {
-        let sent = state
-            .router
-            .send(&target.route, target.allow_private, req, predialed)
-            .await;
+        let (route, private) = (&target.route, target.allow_private);
+        let sent = if upgrade {
+            state.router.upgrade(route, private, req).await
+        } else {
+            state.router.send(route, private, req, predialed).await
+        };
         Ok::<_, ProxyError>(sent?)
     };
     let (up, body_timeout) = (log.bytes_up.clone(), state.settings.body_timeout);
-    let resp = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await?;
+    let mut resp = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await?;
+    if upgrade {
+        super::upgrade::follow_reloads(state, target, &mut resp);
+    }
     state
         .metrics
         .upstream_latency

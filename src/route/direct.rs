@@ -182,6 +182,8 @@ pub struct DirectDialer {
     connect_timeout: Duration,
     /// Consulted for every resolved address of a name: `Some(rule)` refuses it.
     deny_check: Option<DenyCheck>,
+    /// The parent proxy checked addresses are reached through (`super::parent`).
+    pub(super) parent: Option<Arc<super::UpstreamProxy>>,
 }
 
 /// Answers whether an address is covered by a deny rule (returns the rule, `file:line`).
@@ -204,6 +206,7 @@ impl DirectDialer {
             guard,
             connect_timeout,
             deny_check: None,
+            parent: None,
         }
     }
 
@@ -321,7 +324,7 @@ impl DirectDialer {
             } else {
                 share
             };
-            match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(budget, self.open(addr)).await {
                 Ok(Ok(stream)) => {
                     stream.set_nodelay(true).map_err(|source| DirectError::Io {
                         addr: addr.to_string(),

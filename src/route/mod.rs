@@ -1,18 +1,23 @@
 //! The one dial point: [`Router`] turns a decision's route into a connection.
 //!
 //! - direct routes: the proxy resolves the name once, the address guard checks every answer,
-//!   and only a checked address is dialed ([`direct`], [`guard`]);
+//!   and only a checked address is dialed ([`direct`], [`guard`]); with `--upstream-proxy`, the checked address is reached through a parent proxy's
+//!   `CONNECT` ([`UpstreamProxy`], `parent.rs`);
 //! - agent routes: a tunnel through the relay ([`crate::relay::Registry`]); the agent
 //!   resolves and applies its own allowlist.
 //!
 //! Tunnels and tollgate's own provider calls take a raw connection ([`Router::connect`]);
 //! forwarded, originated and intercepted requests go through the pooled clients
-//! ([`Router::send`]). Failures of either side are one [`DialError`], turned into the
-//! client's response in one place (`proxy::errors`).
+//! ([`Router::send`]), except upgrade requests (WebSocket handshakes), which get a connection
+//! of their own that never returns to a pool ([`Router::upgrade`], `upgrade.rs`). Failures of
+//! either side are one [`DialError`], turned into the client's response in one place
+//! (`proxy::errors`).
 
 pub mod direct;
 pub mod guard;
+mod parent;
 mod pool;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,7 @@ use crate::relay::{AgentDialError, AgentStream, Registry};
 
 pub use direct::{DirectDialer, DirectError, Resolve, StaticResolver, SystemResolver};
 pub use guard::{classify, AddrClass, Guard, Prohibited};
+pub use parent::UpstreamProxy;
 pub use pool::{Predialed, UpstreamBody, PREDIALED_MAX_AGE};
 
 /// Why a route could not be dialed: the direct dialer's failure or the agent's.
@@ -119,6 +125,8 @@ pub struct Router {
     agents: Arc<Registry>,
     /// Pooled clients of both, for requests.
     pools: pool::Pools,
+    /// Unpooled connections for upgrade requests (WebSocket handshakes).
+    upgrades: upgrade::Upgrades,
 }
 
 impl std::fmt::Debug for Router {
@@ -139,11 +147,13 @@ impl Router {
         response_timeout: Duration,
         tls: rustls::ClientConfig,
     ) -> Self {
+        let upgrades = upgrade::Upgrades::new(tls.clone(), response_timeout);
         let pools = pool::Pools::new(direct.clone(), agents.clone(), response_timeout, tls);
         Router {
             direct,
             agents,
             pools,
+            upgrades,
         }
     }
 

@@ -10,7 +10,9 @@
 //! processes and the relay), [`netns`] (network namespaces for agents), [`tls`] (test CAs, a TLS
 //! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
 //! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
-//! resolver), and [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages).
+//! resolver), [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages),
+//! [`squid`] (a real Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
+//! client, Python `websockets`).
 
 #![allow(dead_code)]
 
@@ -24,8 +26,10 @@ pub mod netns;
 pub mod oauth;
 pub mod policies;
 pub mod provider;
+pub mod squid;
 pub mod tls;
 pub mod webhook;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
