@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::fasthash::FastHash;
 use super::files::{read_dir_files, DirFiles};
 use super::index::{Index, IndexBuilder, RuleId};
+use super::limits::Limits;
 use super::model::{FileDef, PolicyError, PortSet, Route, RuleRef};
 use super::parse::parse_file;
 
@@ -51,6 +52,8 @@ pub(super) struct AllowRule {
     pub(super) ports: PortSet,
     /// `private = true`: the address guard lets private addresses through.
     pub(super) private: bool,
+    /// Its `methods` and `paths`; `None`: every request to the host and port.
+    pub(super) limits: Option<Limits>,
 }
 
 /// A `[[deny]]` rule as a decision needs it.
@@ -185,13 +188,15 @@ impl PolicySet {
             }
             for p in def.policies {
                 let index = set.policies.len() as u32;
-                for rule in &p.allow {
-                    allow.add(set.allow_rules.len() as RuleId, rule);
+                let allow_rules = p.allow.len();
+                for rule in p.allow {
+                    allow.add(set.allow_rules.len() as RuleId, &rule);
                     set.allow_rules.push(AllowRule {
                         policy: index,
                         at: at(rule.line),
-                        ports: rule.ports.clone().unwrap_or_else(PortSet::default_allow),
+                        ports: rule.ports.unwrap_or_else(PortSet::default_allow),
                         private: rule.private,
+                        limits: rule.limits,
                     });
                 }
                 set.by_name.insert(p.name.clone(), index);
@@ -201,7 +206,7 @@ impl PolicySet {
                     route: p.route,
                     orgs: p.orgs.map(Into::into),
                     defined_at: at(p.line),
-                    allow_rules: p.allow.len(),
+                    allow_rules,
                 });
             }
         }

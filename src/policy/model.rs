@@ -101,6 +101,8 @@ pub(crate) struct RuleDef {
     pub ports: Option<PortSet>,
     /// `private = true` (always false for deny rules).
     pub private: bool,
+    /// `methods` / `read_only` / `paths` (allow rules only); `None` when it has none.
+    pub limits: Option<super::limits::Limits>,
 }
 
 /// A validated `[[policy]]`.

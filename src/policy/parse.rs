@@ -19,6 +19,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::host::{normalize_host, normalize_name_or_ipv4, Host, NameOrV4};
+use super::limits::{check_method, check_path_pattern, compile_paths, Limits, READ_ONLY_METHODS};
 use super::model::{
     is_id, FileDef, HostPattern, PolicyDef, PolicyError, PortSet, Route, RuleDef, MAX_ID_LEN,
 };
@@ -53,6 +54,12 @@ struct RawAllow {
     ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     #[serde(default)]
     private: Option<bool>,
+    #[serde(default)]
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    read_only: Option<Spanned<bool>>,
+    #[serde(default)]
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -318,7 +325,8 @@ fn raw_item<T: DeserializeOwned>(
 fn parse_allow(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<RuleDef> {
     let (line, raw) = raw_item::<RawAllow>(cx, item)?;
     let private = raw.private.unwrap_or(false);
-    build_rule(
+    let limits = parse_limits(cx, raw.methods, raw.read_only, raw.paths);
+    let mut rule = build_rule(
         cx,
         line,
         "allow rule",
@@ -326,7 +334,76 @@ fn parse_allow(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<RuleDef>
         raw.cidrs,
         raw.ports,
         private,
-    )
+    )?;
+    rule.limits = limits.ok()?;
+    Some(rule)
+}
+
+/// The `methods`, `read_only` and `paths` of an allow rule: `Ok(None)` when it has none,
+/// `Err(())` when an error was reported.
+fn parse_limits(
+    cx: &mut Ctx<'_>,
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    read_only: Option<Spanned<bool>>,
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
+) -> Result<Option<Limits>, ()> {
+    let before = cx.errors.len();
+    let mut allowed = None;
+    if let (Some(m), Some(r)) = (&methods, &read_only) {
+        let at = m.span().start.max(r.span().start);
+        cx.err_at(
+            at,
+            "`read_only` and `methods` in one rule: `read_only = true` stands for methods GET, HEAD and OPTIONS; keep one",
+        );
+    } else if read_only.is_some_and(|r| *r.get_ref()) {
+        allowed = Some(READ_ONLY_METHODS.iter().map(|&m| m.into()).collect());
+    } else if let Some(list) = methods {
+        if list.get_ref().is_empty() {
+            cx.err_at(
+                list.span().start,
+                "empty `methods` list: the rule would allow no request (omit `methods` to allow every method)",
+            );
+        }
+        let mut v: Vec<Box<str>> = Vec::new();
+        for m in list.get_ref() {
+            match check_method(m.get_ref()) {
+                Ok(m) if v.contains(&m) => {}
+                Ok(m) => v.push(m),
+                Err(e) => cx.err_at(m.span().start, e),
+            }
+        }
+        allowed = Some(v.into());
+    }
+    let mut globs = None;
+    if let Some(list) = paths {
+        if list.get_ref().is_empty() {
+            cx.err_at(
+                list.span().start,
+                "empty `paths` list: the rule would allow no request (omit `paths` to allow every path)",
+            );
+        }
+        let mut v: Vec<Box<str>> = Vec::new();
+        for p in list.get_ref() {
+            match check_path_pattern(p.get_ref()) {
+                Ok(()) if v.iter().any(|x| **x == **p.get_ref()) => {}
+                Ok(()) => v.push(p.get_ref().as_str().into()),
+                Err(e) => cx.err_at(p.span().start, e),
+            }
+        }
+        if cx.errors.len() == before {
+            match compile_paths(v) {
+                Ok(g) => globs = Some(g),
+                Err(e) => cx.err_at(list.span().start, e),
+            }
+        }
+    }
+    if cx.errors.len() != before {
+        return Err(());
+    }
+    Ok((allowed.is_some() || globs.is_some()).then_some(Limits {
+        methods: allowed,
+        paths: globs,
+    }))
 }
 
 fn parse_deny(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<RuleDef> {
@@ -366,6 +443,7 @@ fn build_rule(
         cidrs: Vec::with_capacity(cidrs.len()),
         ports: None,
         private,
+        limits: None,
     };
     for h in &hosts {
         match parse_host_pattern(h.get_ref()) {

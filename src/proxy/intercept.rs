@@ -228,6 +228,7 @@ async fn inner_request(tunnel: &Tunnel, req: Request<Incoming>) -> Response<Prox
     let result = async {
         let target = super::live::recheck(state, &tunnel.live, &mut log)?;
         let mut req = check_and_rewrite(req, &target.host, target.port, &i.authority)?;
+        let target = pipeline::decide_inner(state, &target, &mut req, &mut log)?;
         strip_hop_by_hop_keeping_te_trailers(req.headers_mut());
         // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;

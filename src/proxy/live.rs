@@ -120,11 +120,14 @@ impl Revocation {
     /// Whether `decision` allows the tunnel as it was opened.
     fn still_allowed_by(&self, decision: &Decision) -> bool {
         match decision {
+            // A reload that limits methods or paths needs every request seen: a blind tunnel
+            // cannot be, so it is closed (the client's next `CONNECT` is intercepted).
             Decision::Allow {
                 route,
                 allow_private,
+                inspect,
                 ..
-            } => *route == self.route && (*allow_private || !self.allow_private),
+            } => *route == self.route && (*allow_private || !self.allow_private) && !inspect,
             Decision::Deny { .. } => false,
         }
     }
@@ -174,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tunnel_is_revoked_by_a_reload_that_denies_reroutes_or_withdraws_private() {
+    fn a_tunnel_is_revoked_by_a_reload_that_denies_reroutes_withdraws_private_or_limits() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         let reload = |p: &Policies, text: &str| {
@@ -186,6 +189,16 @@ mod tests {
             ("private widened", policy("direct", true), false),
             ("rerouted", policy("agent:edge-1", true), true),
             ("private withdrawn", policy("direct", false), true),
+            (
+                "methods limited",
+                policy("direct", true) + "  methods = [\"GET\"]\n",
+                true,
+            ),
+            (
+                "paths limited",
+                policy("direct", true) + "  paths = [\"/x/**\"]\n",
+                true,
+            ),
             (
                 "denied",
                 policy("direct", true) + "[[deny]]\nhosts = [\"api.example\"]\n",

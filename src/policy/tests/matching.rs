@@ -154,6 +154,7 @@ pub(super) fn check(case: &str, d: &Decision, want: &Want) {
                 kind: *kind,
                 route: crate::policy::parse::parse_route(route).unwrap(),
                 allow_private: *private,
+                inspect: false,
             }
         }
         Want::DenyRule(label) => Decision::Deny {

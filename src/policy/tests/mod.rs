@@ -2,6 +2,7 @@
 //! the watcher have their own, next to the code), split by topic.
 
 mod decide;
+mod limits;
 mod load;
 mod matching;
 mod parse;
