@@ -27,6 +27,10 @@ pub enum PolicyCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Decide one request with this method (and the URL's path, or `/`), as the proxy
+        /// decides plain-http requests and those inside intercepted tunnels.
+        #[arg(long)]
+        method: Option<String>,
         /// Do not resolve the host to show what the address guard would do.
         #[arg(long)]
         no_resolve: bool,
@@ -50,11 +54,13 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             org,
             user,
             json,
+            method,
             no_resolve,
             server,
             token,
-            target,
+            mut target,
         } => {
+            target.method = method;
             let apps = match token.filter(|t| !t.is_empty()) {
                 None => None,
                 Some(t) => Some(super::block_on(super::app::fetch_apps(&server, &t))?),
