@@ -4,6 +4,7 @@
 //!
 //! 1. [`identify`] the caller from `Proxy-Authorization`;
 //! 2. [`decide`] with the policy set, which yields the [`Target`] (route and guard setting);
+//!    an HTTP request is decided with its method and normalized path ([`decide_request`]);
 //! 3. [`app`]: the outbound application of the caller's org bound to the host, if any;
 //! 4. [`exchange`]: inject the app's token, send through the [`Router`](crate::route::Router),
 //!    and replay once after an upstream `401 invalid_token` (see [`super::replay`]);
