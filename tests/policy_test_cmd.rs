@@ -91,3 +91,150 @@ fn explain_decides_a_request_by_method_and_path() {
     assert_eq!(v["path"], "/repos/~x");
     assert_eq!(v["decision"], "allowed");
 }
+
+/// Runs `policy test` on `cases` (written to files in order) against [`POLICY`].
+fn policy_test(cases: &[&str]) -> (Option<i32>, String, String) {
+    let (dir, case_dir) = (policies(), tempfile::tempdir().unwrap());
+    let mut args: Vec<String> = vec!["policy".into(), "test".into(), "--policies".into()];
+    args.push(path_str(dir.path()).into());
+    for (i, c) in cases.iter().enumerate() {
+        let file = case_dir.path().join(format!("cases-{i}.toml"));
+        std::fs::write(&file, c).unwrap();
+        args.push(file.display().to_string());
+    }
+    let out = Command::new(common::bin())
+        .args(&args)
+        .env_remove("TOLLGATE_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+const PASSING: &str = r#"
+[[case]]
+org = "acme"
+user = "alice"
+url = "https://api.github.com/repos/a/b"
+method = "GET"
+expect = "allow"
+rule = "10-gh.toml:6"
+route = "direct"
+
+[[case]]
+org = "acme"
+user = "alice"
+url = "https://api.github.com/repos/a/b"
+method = "DELETE"
+expect = "deny"
+rule = "10-gh.toml:6"
+"#;
+
+#[test]
+fn passing_cases_exit_0() {
+    let (code, out, err) = policy_test(&[PASSING]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("ok: 2 cases passed"), "{out}");
+}
+
+#[test]
+fn each_failure_is_printed_with_the_decision_and_exits_1() {
+    let failing = r#"
+[[case]]
+org = "acme"
+user = "alice"
+url = "https://api.github.com/repos/a/b"
+method = "PUT"
+expect = "allow"
+
+[[case]]
+org = "acme"
+user = "alice"
+url = "https://api.github.com/orgs/x"
+method = "GET"
+expect = "deny"
+rule = "10-gh.toml:12"
+
+[[case]]
+org = "acme"
+user = "alice"
+url = "https://api.github.com/repos/a/b"
+method = "GET"
+expect = "allow"
+route = "agent:edge"
+app = "github"
+"#;
+    let (code, out, err) = policy_test(&[PASSING, failing]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains("cases-1.toml:2: PUT https://api.github.com/repos/a/b as acme/alice: expected allow, got deny (method_not_allowed; policy github-ro; rule 10-gh.toml:6)"), "{out}");
+    assert!(lines[1].contains("cases-1.toml:9: "), "{out}");
+    assert!(lines[1].contains("expected rule 10-gh.toml:12, got deny (path_not_allowed; policy github-ro; rule 10-gh.toml:6)"), "{out}");
+    assert!(lines[2].contains("cases-1.toml:17: "), "{out}");
+    assert!(lines[2].contains("expected route agent:edge"), "{out}");
+    assert!(lines[2].contains("give --server and --token"), "{out}");
+    assert!(lines[2].contains("route direct"), "{out}");
+    assert!(err.contains("3 of 5 cases failed"), "{err}");
+}
+
+#[test]
+fn invalid_case_files_are_errors_with_file_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[case]]\norg = \"acme\"\nuser = \"a\"\nurl = \"https://x.example/\"\nmethod = \"GET\"\nexpect = \"allow\"\nexpected = \"deny\"\n",
+            "cases-0.toml:7: unknown field `expected`",
+        ),
+        (
+            "[[case]]\norg = \"acme\"\nuser = \"a\"\nurl = \"https://x.example/\"\nmethod = \"GET\"\nexpect = \"maybe\"\n",
+            "cases-0.toml:6: unknown variant `maybe`",
+        ),
+        (
+            "[[case]]\norg = \"acme\"\nuser = \"a\"\nurl = \"https://x.example/\"\nexpect = \"allow\"\n",
+            "missing field `method`",
+        ),
+        ("# nothing\n", "cases-0.toml:1: no [[case]] in the file"),
+        (
+            "[[case]]\norg = \"acme\"\nuser = \"a\"\nurl = \"x.example:443\"\nmethod = \"GET\"\nexpect = \"allow\"\n",
+            "cases-0.toml:1: url \"x.example:443\" must be an http:// or https:// URL",
+        ),
+        (
+            "\n[[case]]\norg = \"acme\"\nuser = \"a\"\nurl = \"https://x.example/\"\nmethod = \"GET\"\nexpect = \"deny\"\nroute = \"direct\"\n",
+            "cases-0.toml:2: `route` and `app` describe an allowed request",
+        ),
+    ];
+    for (text, want) in cases {
+        let (code, out, err) = policy_test(&[text]);
+        assert_eq!(code, Some(1), "{want}: {out}{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
+fn the_shipped_cases_pass_against_the_shipped_policies() {
+    let shipped = common::policies::shipped();
+    let cases: Vec<_> = std::fs::read_dir(shipped.join("cases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert!(!cases.is_empty(), "no case file under policies/cases");
+    let out = Command::new(common::bin())
+        .args(["policy", "test", "--policies"])
+        .arg(shipped)
+        .args(&cases)
+        .env_remove("TOLLGATE_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cases passed"), "{stdout}");
+}
