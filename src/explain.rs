@@ -166,7 +166,11 @@ pub fn run(
         "org": org,
         "user": user,
         "target": format!("{host}:{port}"),
-        "decision": if allowed { "allowed" } else { "denied" },
+        "decision": match (allowed, d.would_deny()) {
+            (true, Some(_)) => "would_deny (allowed: report mode)",
+            (true, None) => "allowed",
+            (false, _) => "denied",
+        },
         "reason": if guard_refuses { "address guard: resolves to a prohibited address" } else { d.reason() },
         "policy": d.policy().map(|p| p.as_ref()),
         "rule": d.rule().map(|r| r.to_string()),

@@ -317,3 +317,83 @@ async fn a_reload_that_adds_limits_closes_blind_tunnels_to_the_host() {
     assert!(logged, "{}", tg.logs());
     assert_eq!(line["reason"], "policy_revoked", "{line}");
 }
+
+/// acme rolls out a policy in report mode: GET only on loopback addresses (rule line 8).
+/// `127.0.0.99` is denied to everyone.
+const REPORTING: &str = r#"
+[[policy]]
+name = "rollout"
+orgs = ["acme"]
+route = "direct"
+mode = "report"
+
+  [[policy.allow]]
+  cidrs = ["127.0.0.0/8"]
+  ports = ["1024-65535"]
+  methods = ["GET"]
+
+[[deny]]
+cidrs = ["127.0.0.99/32"]
+"#;
+
+#[tokio::test]
+async fn report_mode_allows_and_logs_what_it_would_deny() {
+    if !have("curl", "--version") {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let up = echo_upstream().await;
+    let tg = Tollgate::start(REPORTING, &["--log-format", "json"]);
+    let url = format!("http://127.0.0.1:{}/x", up.port());
+
+    // Its rule allows GET; a DELETE it would deny goes through, logged as would_deny.
+    let (status, body) = curl(&tg, &[], &url).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = curl(&tg, &["-X", "DELETE"], &url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["method"], "DELETE");
+    let mut line = serde_json::Value::Null;
+    let logged = wait_until(Duration::from_secs(5), async || {
+        line = access_lines(&tg, "DELETE").pop().unwrap_or_default();
+        !line.is_null()
+    })
+    .await;
+    assert!(logged, "{}", tg.logs());
+    assert_eq!(line["decision"], "would_deny", "{line}");
+    assert_eq!(line["reason"], "method_not_allowed", "{line}");
+    assert_eq!(line["rule"], "10-test.toml:8", "{line}");
+    assert_eq!(line["policy"], "rollout", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+
+    // A host no rule allows is let through too, but the address guard still applies: a
+    // name that resolves to loopback is refused.
+    let (status, body) = curl(&tg, &[], &format!("http://localhost:{}/x", up.port())).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "destination_ip_prohibited", "{body}");
+    // Deny rules apply in full.
+    let (status, body) = curl(&tg, &[], &format!("http://127.0.0.99:{}/x", up.port())).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["reason"], "deny_rule", "{body}");
+    // Other orgs are not in report mode: the policy is not even visible to them.
+    let r = common::proxy_request(
+        tg.proxy,
+        "DELETE",
+        &url,
+        &[("proxy-authorization", &tg.bearer("beta", "bob"))],
+        "",
+    )
+    .await;
+    let body = assert_proxy_error(&r, 403, "destination_denied");
+    assert_eq!(body["reason"], "no_matching_rule");
+
+    // Counted per policy and reason.
+    let mut metrics = String::new();
+    let counted = wait_until(Duration::from_secs(5), async || {
+        metrics = tg.operator_get("/metrics").await.text();
+        metrics.contains(
+            "tollgate_policy_would_deny_total{policy=\"rollout\",reason=\"method_not_allowed\"} 1",
+        )
+    })
+    .await;
+    assert!(counted, "{metrics}");
+}

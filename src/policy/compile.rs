@@ -29,6 +29,9 @@ pub struct PolicyInfo {
     pub defined_at: RuleRef,
     /// Number of `[[policy.allow]]` rules.
     pub allow_rules: usize,
+    /// `mode = "report"`: what its rules would deny its `orgs` is allowed, logged as
+    /// `would_deny`.
+    pub report: bool,
 }
 
 impl PolicyInfo {
@@ -80,6 +83,9 @@ pub struct PolicySet {
     pub(super) deny_rules: Vec<DenyRule>,
     /// Lookup tables over the deny rules' hosts and CIDRs.
     pub(super) deny: Index,
+    /// Org → the first report-mode policy that names it: whose route a destination no rule
+    /// allows takes for that org (usually empty; looked up only to relax a denial).
+    pub(super) report_orgs: HashMap<Arc<str>, u32, FastHash>,
     /// Number of files loaded, for the reload log line and `/readyz`.
     files: usize,
 }
@@ -200,6 +206,11 @@ impl PolicySet {
                     });
                 }
                 set.by_name.insert(p.name.clone(), index);
+                if p.report {
+                    for org in p.orgs.iter().flatten() {
+                        set.report_orgs.entry(org.clone()).or_insert(index);
+                    }
+                }
                 set.policies.push(PolicyInfo {
                     name: p.name,
                     description: p.description,
@@ -207,6 +218,7 @@ impl PolicySet {
                     orgs: p.orgs.map(Into::into),
                     defined_at: at(p.line),
                     allow_rules,
+                    report: p.report,
                 });
             }
         }

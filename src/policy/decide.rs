@@ -45,6 +45,10 @@ pub enum Decision {
         /// intercepted so that every request inside is decided, and a live blind tunnel is
         /// closed when a reload adds such limits.
         inspect: bool,
+        /// Set when the request is allowed only because a report-mode policy of the caller's
+        /// org relaxed its own rules: what they would have denied it for (logged as
+        /// `would_deny`).
+        would_deny: Option<DenyReason>,
     },
     /// The destination is refused.
     Deny {
@@ -121,9 +125,14 @@ impl Decision {
         matches!(self, Decision::Allow { .. })
     }
 
-    /// The access line's `reason`: "allowed", or the [`DenyReason`].
+    /// The access line's `reason`: "allowed", or the [`DenyReason`] (also that of an
+    /// allowed request a report-mode policy would deny).
     pub fn reason(&self) -> &'static str {
         match self {
+            Decision::Allow {
+                would_deny: Some(reason),
+                ..
+            } => reason.as_str(),
             Decision::Allow { .. } => REASON_ALLOWED,
             Decision::Deny { reason, .. } => reason.as_str(),
         }
@@ -149,6 +158,14 @@ impl Decision {
     pub fn route(&self) -> Option<&Route> {
         match self {
             Decision::Allow { route, .. } => Some(route),
+            Decision::Deny { .. } => None,
+        }
+    }
+
+    /// What a report-mode policy would have denied this allowed request for, if anything.
+    pub fn would_deny(&self) -> Option<DenyReason> {
+        match self {
+            Decision::Allow { would_deny, .. } => *would_deny,
             Decision::Deny { .. } => None,
         }
     }
@@ -234,7 +251,7 @@ impl PolicySet {
         }
         let mut port_refused = false;
         // The most specific rule that matched the host and port but not the request.
-        let mut refused: Option<(DenyReason, &AllowRule)> = None;
+        let mut refused: Option<(DenyReason, RuleKind, &AllowRule)> = None;
         let winner = self.allow.find(host, |kind, id| {
             let rule = &self.allow_rules[id as usize];
             if only.is_some_and(|p| p != rule.policy) {
@@ -260,7 +277,7 @@ impl PolicySet {
                     _ => false,
                 };
                 if further {
-                    refused = Some((why, rule));
+                    refused = Some((why, kind, rule));
                 }
                 return None;
             }
@@ -274,16 +291,71 @@ impl PolicySet {
                 route: policy.route.clone(),
                 allow_private: rule.private || kind == RuleKind::Cidr,
                 inspect: rule.limits.is_some(),
+                would_deny: None,
             },
-            None => match refused {
-                Some((reason, rule)) => Decision::Deny {
-                    reason,
-                    policy: Some(self.policies[rule.policy as usize].name.clone()),
-                    rule: Some(rule.at.clone()),
-                },
-                None if port_refused => Decision::denied(DenyReason::PortNotAllowed),
-                None => Decision::denied(DenyReason::NoMatchingRule),
-            },
+            None => {
+                let relaxed = match only {
+                    None => self.report_mode(org, refused, port_refused),
+                    Some(_) => None,
+                };
+                relaxed.unwrap_or_else(|| match refused {
+                    Some((reason, _, rule)) => Decision::Deny {
+                        reason,
+                        policy: Some(self.policies[rule.policy as usize].name.clone()),
+                        rule: Some(rule.at.clone()),
+                    },
+                    None if port_refused => Decision::denied(DenyReason::PortNotAllowed),
+                    None => Decision::denied(DenyReason::NoMatchingRule),
+                })
+            }
+        }
+    }
+
+    /// Report mode: the allow decision for a request no rule allows, when a report-mode
+    /// policy of `org` relaxes the rules that deny it. A method or path refused by a rule of
+    /// a report-mode policy is allowed by that rule; a destination no rule allows (host or
+    /// port) is allowed on the route of the first report-mode policy naming `org`, without
+    /// private addresses. `[[deny]]` rules were checked before, and the address guard
+    /// applies on the way out. `None`: enforce.
+    fn report_mode(
+        &self,
+        org: &str,
+        refused: Option<(DenyReason, RuleKind, &AllowRule)>,
+        port_refused: bool,
+    ) -> Option<Decision> {
+        if self.report_orgs.is_empty() {
+            return None;
+        }
+        match refused {
+            Some((DenyReason::UndecidablePath(_), ..)) => None,
+            Some((reason, kind, rule)) => {
+                let policy = &self.policies[rule.policy as usize];
+                policy.report.then(|| Decision::Allow {
+                    policy: policy.name.clone(),
+                    rule: rule.at.clone(),
+                    kind,
+                    route: policy.route.clone(),
+                    allow_private: rule.private || kind == RuleKind::Cidr,
+                    inspect: true,
+                    would_deny: Some(reason),
+                })
+            }
+            None => {
+                let policy = &self.policies[*self.report_orgs.get(org)? as usize];
+                Some(Decision::Allow {
+                    policy: policy.name.clone(),
+                    rule: policy.defined_at.clone(),
+                    kind: RuleKind::ReportMode,
+                    route: policy.route.clone(),
+                    allow_private: false,
+                    inspect: false,
+                    would_deny: Some(if port_refused {
+                        DenyReason::PortNotAllowed
+                    } else {
+                        DenyReason::NoMatchingRule
+                    }),
+                })
+            }
         }
     }
 }

@@ -118,6 +118,8 @@ pub(crate) struct PolicyDef {
     pub route: Route,
     /// The `orgs` it applies to, each once; `None` = every organization.
     pub orgs: Option<Vec<Arc<str>>>,
+    /// `mode = "report"`: what its rules would deny its orgs is allowed and logged.
+    pub report: bool,
     /// Its `[[policy.allow]]` rules, in file order.
     pub allow: Vec<RuleDef>,
 }

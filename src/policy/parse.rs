@@ -36,6 +36,8 @@ struct RawPolicy {
     route: Spanned<String>,
     #[serde(default)]
     orgs: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
     /// Validated separately, rule by rule (see the module docs); listed here so that serde
     /// accepts the key and names it in "expected one of" messages.
     #[serde(default)]
@@ -296,8 +298,34 @@ fn parse_policy(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<PolicyD
             Some(orgs)
         }
     };
+    let report = match raw
+        .mode
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span().start))
+    {
+        None | Some(("enforce", _)) => false,
+        Some(("report", at)) => {
+            if orgs.is_none() {
+                ok = false;
+                cx.err_at(
+                    at,
+                    "mode = \"report\" needs an `orgs` list: report mode relaxes a policy for the organizations it names, never for everyone",
+                );
+            }
+            true
+        }
+        Some((other, at)) => {
+            ok = false;
+            cx.err_at(
+                at,
+                format!("invalid mode {other:?}: expected \"enforce\" (the default) or \"report\""),
+            );
+            false
+        }
+    };
     Some(PolicyDef {
         line,
+        report,
         name: name.as_str().into(),
         description: raw.description.map(Into::into),
         route: route.filter(|_| ok)?,

@@ -155,6 +155,7 @@ pub(super) fn check(case: &str, d: &Decision, want: &Want) {
                 route: crate::policy::parse::parse_route(route).unwrap(),
                 allow_private: *private,
                 inspect: false,
+                would_deny: None,
             }
         }
         Want::DenyRule(label) => Decision::Deny {

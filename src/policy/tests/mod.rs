@@ -6,6 +6,7 @@ mod limits;
 mod load;
 mod matching;
 mod parse;
+mod report;
 mod set;
 
 use super::*;
