@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::fasthash::FastHash;
 use super::files::{read_dir_files, DirFiles};
 use super::index::{Index, IndexBuilder, RuleId};
-use super::limits::Limits;
+use super::limits::{GlobCache, Limits};
 use super::model::{FileDef, PolicyError, PortSet, Route, RuleRef};
 use super::parse::parse_file;
 
@@ -139,9 +139,10 @@ impl PolicySet {
         let mut errors = unreadable;
         let mut defs = Vec::with_capacity(files.len());
         let mut first_def: HashMap<Arc<str>, (&str, usize)> = HashMap::new();
+        let mut globs = GlobCache::new();
         for (file, src) in files {
             let start = errors.len();
-            let def = parse_file(file, src, &mut errors);
+            let def = parse_file(file, src, &mut errors, &mut globs);
             for p in &def.policies {
                 match first_def.get(&p.name) {
                     Some((f, l)) => errors.push(PolicyError {

@@ -7,7 +7,9 @@
 //! are compiled once per load into one `GlobSet`; a decision asks it one question and
 //! allocates nothing.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -21,8 +23,9 @@ pub const READ_ONLY_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 pub(crate) struct Limits {
     /// The methods allowed; `None`: any method.
     pub(crate) methods: Option<Box<[Box<str>]>>,
-    /// The path patterns allowed; `None`: any path.
-    pub(crate) paths: Option<PathGlobs>,
+    /// The path patterns allowed; `None`: any path. Shared by every rule of a load with the
+    /// same list.
+    pub(crate) paths: Option<Arc<PathGlobs>>,
 }
 
 /// A rule's `paths`, as written and compiled.
@@ -115,6 +118,23 @@ fn glob(p: &str) -> Result<globset::Glob, String> {
         .backslash_escape(true)
         .build()
         .map_err(|e| format!("invalid path pattern {p:?}: {}", e.kind()))
+}
+
+/// The matchers compiled during one load, by pattern list: rules that repeat a list (one per
+/// host of a generated file, say) share one matcher, compiled once.
+pub(crate) type GlobCache = HashMap<Box<[Box<str>]>, Arc<PathGlobs>>;
+
+/// [`compile_paths`] through `cache`.
+pub(crate) fn compile_paths_cached(
+    cache: &mut GlobCache,
+    patterns: Vec<Box<str>>,
+) -> Result<Arc<PathGlobs>, String> {
+    if let Some(g) = cache.get(patterns.as_slice()) {
+        return Ok(g.clone());
+    }
+    let globs = Arc::new(compile_paths(patterns)?);
+    cache.insert(globs.patterns.clone(), globs.clone());
+    Ok(globs)
 }
 
 /// Compiles checked patterns into one matcher.

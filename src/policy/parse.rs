@@ -19,7 +19,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::host::{normalize_host, normalize_name_or_ipv4, Host, NameOrV4};
-use super::limits::{check_method, check_path_pattern, compile_paths, Limits, READ_ONLY_METHODS};
+use super::limits::{
+    check_method, check_path_pattern, compile_paths_cached, GlobCache, Limits, READ_ONLY_METHODS,
+};
 use super::model::{
     is_id, FileDef, HostPattern, PolicyDef, PolicyError, PortSet, Route, RuleDef, MAX_ID_LEN,
 };
@@ -131,6 +133,8 @@ struct Ctx<'a> {
     file: &'a str,
     lines: Lines,
     errors: &'a mut Vec<PolicyError>,
+    /// The path matchers compiled so far in this load.
+    globs: &'a mut GlobCache,
 }
 
 impl Ctx<'_> {
@@ -159,11 +163,17 @@ impl Ctx<'_> {
 
 /// Parses and validates one file. Problems are appended to `errors`; the returned definition
 /// is only meaningful when none were.
-pub(crate) fn parse_file(file: &str, src: &str, errors: &mut Vec<PolicyError>) -> FileDef {
+pub(crate) fn parse_file(
+    file: &str,
+    src: &str,
+    errors: &mut Vec<PolicyError>,
+    globs: &mut GlobCache,
+) -> FileDef {
     let mut cx = Ctx {
         file,
         lines: Lines::new(src),
         errors,
+        globs,
     };
     let mut def = FileDef::default();
     let (doc, syntax) = DeTable::parse_recoverable(src);
@@ -419,7 +429,7 @@ fn parse_limits(
             }
         }
         if cx.errors.len() == before {
-            match compile_paths(v) {
+            match compile_paths_cached(cx.globs, v) {
                 Ok(g) => globs = Some(g),
                 Err(e) => cx.err_at(list.span().start, e),
             }
