@@ -37,8 +37,9 @@ fn req<'a>(method: &'a str, path: &'a str) -> RequestInfo<'a> {
 fn any_matching_rule_may_allow_the_method_and_path() {
     let s = set(&[("10-gh.toml", LIMITED)]);
     let gh = host("api.github.com");
-    // (name, method, path, allowed by rule line or denied with reason and rule line)
-    let cases: &[(&str, &str, &str, Result<usize, (&str, usize)>)] = &[
+    /// (name, method, path, allowed by rule line or denied with reason and rule line)
+    type Case<'a> = (&'a str, &'a str, &'a str, Result<usize, (&'a str, usize)>);
+    let cases: &[Case] = &[
         ("read", "GET", "/repos/a/b", Ok(5)),
         ("head", "HEAD", "/user", Ok(5)),
         ("options", "OPTIONS", "/user", Ok(5)),
