@@ -13,30 +13,7 @@ use common::tls::{test_ca, tls_upstream, write_ca, UPSTREAM_CA_CN};
 use common::{assert_proxy_error, echo_upstream, proxy_connect, tcp_echo, wait_until, Tollgate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// acme may read `/public/**` and `/user` on `localhost` and POST to `/public/upload` (a
-/// second rule for the same host). Rule headers are on lines 7 and 14.
-const LIMITED: &str = r#"
-[[policy]]
-name = "limited"
-orgs = ["acme"]
-route = "direct"
-
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1024-65535"]
-  private = true
-  read_only = true
-  paths = ["/public/**", "/user"]
-
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1024-65535"]
-  private = true
-  methods = ["POST"]
-  paths = ["/public/upload"]
-"#;
-
-/// The same host without limits.
+/// The host without limits.
 const OPEN: &str = r#"
 [[policy]]
 name = "limited"
@@ -48,6 +25,16 @@ route = "direct"
   ports = ["1024-65535"]
   private = true
 "#;
+
+/// acme may read `/public/**` and `/user` on `localhost` (the rule of [`OPEN`], limited) and
+/// POST to `/public/upload` (a second rule for the same host). Rule headers on lines 7 and 14.
+fn limited() -> String {
+    format!(
+        "{OPEN}  read_only = true\n  paths = [\"/public/**\", \"/user\"]\n\n  [[policy.allow]]\n  \
+         hosts = [\"localhost\"]\n  ports = [\"1024-65535\"]\n  private = true\n  \
+         methods = [\"POST\"]\n  paths = [\"/public/upload\"]\n"
+    )
+}
 
 fn have(tool: &str, arg: &str) -> bool {
     Command::new(tool)
@@ -138,7 +125,7 @@ async fn plain_http_requests_are_decided_by_method_and_normalized_path() {
         return;
     }
     let up = echo_upstream().await;
-    let tg = Tollgate::start(LIMITED, &["--log-format", "json"]);
+    let tg = Tollgate::start(&limited(), &["--log-format", "json"]);
     let url = |path: &str| format!("http://localhost:{}{path}", up.port());
 
     let (status, body) = curl(&tg, &[], &url("/public/a/b?x=1")).await;
@@ -225,7 +212,7 @@ async fn a_connect_to_a_limited_host_is_intercepted_and_each_request_decided() {
     let files = tempfile::tempdir().unwrap();
     let (up_ca_file, _) = write_ca(files.path(), "upstream", &up_ca);
     let tg = Tollgate::start(
-        LIMITED,
+        &limited(),
         &[
             "--log-format",
             "json",
@@ -300,7 +287,7 @@ async fn a_reload_that_adds_limits_closes_blind_tunnels_to_the_host() {
     assert_eq!(&buf, b"blind");
 
     let generation = tg.policy_generation().await;
-    tg.write_policy("10-test.toml", LIMITED);
+    tg.write_policy("10-test.toml", &limited());
     let mut rest = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut rest)).await;
     assert!(

@@ -114,67 +114,66 @@ fn policy_test(cases: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-const PASSING: &str = r#"
-[[case]]
-org = "acme"
-user = "alice"
-url = "https://api.github.com/repos/a/b"
-method = "GET"
-expect = "allow"
-rule = "10-gh.toml:6"
-route = "direct"
+/// One `[[case]]` of acme's alice, with `extra` keys.
+fn case(method: &str, url: &str, expect: &str, extra: &str) -> String {
+    format!(
+        "[[case]]\norg = \"acme\"\nuser = \"alice\"\nurl = {url:?}\nmethod = {method:?}\nexpect = {expect:?}\n{extra}\n"
+    )
+}
 
-[[case]]
-org = "acme"
-user = "alice"
-url = "https://api.github.com/repos/a/b"
-method = "DELETE"
-expect = "deny"
-rule = "10-gh.toml:6"
-"#;
+fn passing() -> String {
+    let repo = "https://api.github.com/repos/a/b";
+    case(
+        "GET",
+        repo,
+        "allow",
+        "rule = \"10-gh.toml:6\"\nroute = \"direct\"\n",
+    ) + &case("DELETE", repo, "deny", "rule = \"10-gh.toml:6\"\n")
+}
+
+/// 1-based line of the `n`th `[[case]]` of `text`.
+fn case_line(text: &str, n: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[case]]")
+        .nth(n)
+        .unwrap()
+        .0
+        + 1
+}
 
 #[test]
 fn passing_cases_exit_0() {
-    let (code, out, err) = policy_test(&[PASSING]);
+    let (code, out, err) = policy_test(&[&passing()]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("ok: 2 cases passed"), "{out}");
 }
 
 #[test]
 fn each_failure_is_printed_with_the_decision_and_exits_1() {
-    let failing = r#"
-[[case]]
-org = "acme"
-user = "alice"
-url = "https://api.github.com/repos/a/b"
-method = "PUT"
-expect = "allow"
-
-[[case]]
-org = "acme"
-user = "alice"
-url = "https://api.github.com/orgs/x"
-method = "GET"
-expect = "deny"
-rule = "10-gh.toml:12"
-
-[[case]]
-org = "acme"
-user = "alice"
-url = "https://api.github.com/repos/a/b"
-method = "GET"
-expect = "allow"
-route = "agent:edge"
-app = "github"
-"#;
-    let (code, out, err) = policy_test(&[PASSING, failing]);
+    let repo = "https://api.github.com/repos/a/b";
+    let failing = case("PUT", repo, "allow", "")
+        + &case(
+            "GET",
+            "https://api.github.com/orgs/x",
+            "deny",
+            "rule = \"10-gh.toml:12\"\n",
+        )
+        + &case(
+            "GET",
+            repo,
+            "allow",
+            "route = \"agent:edge\"\napp = \"github\"\n",
+        );
+    let (code, out, err) = policy_test(&[&passing(), &failing]);
     assert_eq!(code, Some(1), "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].contains("cases-1.toml:2: PUT https://api.github.com/repos/a/b as acme/alice: expected allow, got deny (method_not_allowed; policy github-ro; rule 10-gh.toml:6)"), "{out}");
-    assert!(lines[1].contains("cases-1.toml:9: "), "{out}");
+    let at = |n: usize| format!("cases-1.toml:{}: ", case_line(&failing, n));
+    assert!(lines[0].contains(&format!("{}PUT {repo} as acme/alice: expected allow, got deny (method_not_allowed; policy github-ro; rule 10-gh.toml:6)", at(0))), "{out}");
+    assert!(lines[1].contains(&at(1)), "{out}");
     assert!(lines[1].contains("expected rule 10-gh.toml:12, got deny (path_not_allowed; policy github-ro; rule 10-gh.toml:6)"), "{out}");
-    assert!(lines[2].contains("cases-1.toml:17: "), "{out}");
+    assert!(lines[2].contains(&at(2)), "{out}");
     assert!(lines[2].contains("expected route agent:edge"), "{out}");
     assert!(lines[2].contains("give --server and --token"), "{out}");
     assert!(lines[2].contains("route direct"), "{out}");

@@ -377,6 +377,34 @@ fn parse_allow(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<RuleDef>
     Some(rule)
 }
 
+/// The checked entries of a `methods` or `paths` list, each once; an empty list and each bad
+/// entry are reported.
+fn checked_list(
+    cx: &mut Ctx<'_>,
+    list: Spanned<Vec<Spanned<String>>>,
+    key: &str,
+    every: &str,
+    check: impl Fn(&str) -> Result<Box<str>, String>,
+) -> Vec<Box<str>> {
+    if list.get_ref().is_empty() {
+        cx.err_at(
+            list.span().start,
+            format!(
+                "empty `{key}` list: the rule would allow no request (omit `{key}` to allow {every})"
+            ),
+        );
+    }
+    let mut v: Vec<Box<str>> = Vec::new();
+    for item in list.get_ref() {
+        match check(item.get_ref()) {
+            Ok(x) if v.contains(&x) => {}
+            Ok(x) => v.push(x),
+            Err(e) => cx.err_at(item.span().start, e),
+        }
+    }
+    v
+}
+
 /// The `methods`, `read_only` and `paths` of an allow rule: `Ok(None)` when it has none,
 /// `Err(())` when an error was reported.
 fn parse_limits(
@@ -396,42 +424,19 @@ fn parse_limits(
     } else if read_only.is_some_and(|r| *r.get_ref()) {
         allowed = Some(READ_ONLY_METHODS.iter().map(|&m| m.into()).collect());
     } else if let Some(list) = methods {
-        if list.get_ref().is_empty() {
-            cx.err_at(
-                list.span().start,
-                "empty `methods` list: the rule would allow no request (omit `methods` to allow every method)",
-            );
-        }
-        let mut v: Vec<Box<str>> = Vec::new();
-        for m in list.get_ref() {
-            match check_method(m.get_ref()) {
-                Ok(m) if v.contains(&m) => {}
-                Ok(m) => v.push(m),
-                Err(e) => cx.err_at(m.span().start, e),
-            }
-        }
+        let v = checked_list(cx, list, "methods", "every method", check_method);
         allowed = Some(v.into());
     }
     let mut globs = None;
     if let Some(list) = paths {
-        if list.get_ref().is_empty() {
-            cx.err_at(
-                list.span().start,
-                "empty `paths` list: the rule would allow no request (omit `paths` to allow every path)",
-            );
-        }
-        let mut v: Vec<Box<str>> = Vec::new();
-        for p in list.get_ref() {
-            match check_path_pattern(p.get_ref()) {
-                Ok(()) if v.iter().any(|x| **x == **p.get_ref()) => {}
-                Ok(()) => v.push(p.get_ref().as_str().into()),
-                Err(e) => cx.err_at(p.span().start, e),
-            }
-        }
+        let at = list.span().start;
+        let v = checked_list(cx, list, "paths", "every path", |p| {
+            check_path_pattern(p).map(|()| p.into())
+        });
         if cx.errors.len() == before {
             match compile_paths_cached(cx.globs, v) {
                 Ok(g) => globs = Some(g),
-                Err(e) => cx.err_at(list.span().start, e),
+                Err(e) => cx.err_at(at, e),
             }
         }
     }
