@@ -118,6 +118,18 @@ fn access_lines(tg: &Tollgate, method: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The last access line for `method`, once it is written.
+async fn last_access_line(tg: &Tollgate, method: &str) -> serde_json::Value {
+    let mut line = serde_json::Value::Null;
+    let logged = wait_until(Duration::from_secs(5), async || {
+        line = access_lines(tg, method).pop().unwrap_or_default();
+        !line.is_null()
+    })
+    .await;
+    assert!(logged, "no {method} access line: {}", tg.logs());
+    line
+}
+
 #[tokio::test]
 async fn plain_http_requests_are_decided_by_method_and_normalized_path() {
     if !have("curl", "--version") {
@@ -179,13 +191,7 @@ async fn plain_http_requests_are_decided_by_method_and_normalized_path() {
     assert_proxy_error(&r, 403, "destination_denied");
 
     // The access line names the reason and the rule.
-    let mut line = serde_json::Value::Null;
-    let logged = wait_until(Duration::from_secs(5), async || {
-        line = access_lines(&tg, "DELETE").pop().unwrap_or_default();
-        !line.is_null()
-    })
-    .await;
-    assert!(logged, "{}", tg.logs());
+    let line = last_access_line(&tg, "DELETE").await;
     assert_eq!(line["decision"], "denied", "{line}");
     assert_eq!(line["reason"], "method_not_allowed", "{line}");
     assert_eq!(line["rule"], "10-test.toml:7", "{line}");
@@ -295,13 +301,7 @@ async fn a_reload_that_adds_limits_closes_blind_tunnels_to_the_host() {
         "the blind tunnel was not closed within 5 s of the edit: {read:?}"
     );
     assert!(tg.policy_generation().await > generation);
-    let mut line = serde_json::Value::Null;
-    let logged = wait_until(Duration::from_secs(5), async || {
-        line = access_lines(&tg, "CONNECT").pop().unwrap_or_default();
-        !line.is_null()
-    })
-    .await;
-    assert!(logged, "{}", tg.logs());
+    let line = last_access_line(&tg, "CONNECT").await;
     assert_eq!(line["reason"], "policy_revoked", "{line}");
 }
 
@@ -339,13 +339,7 @@ async fn report_mode_allows_and_logs_what_it_would_deny() {
     let (status, body) = curl(&tg, &["-X", "DELETE"], &url).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["method"], "DELETE");
-    let mut line = serde_json::Value::Null;
-    let logged = wait_until(Duration::from_secs(5), async || {
-        line = access_lines(&tg, "DELETE").pop().unwrap_or_default();
-        !line.is_null()
-    })
-    .await;
-    assert!(logged, "{}", tg.logs());
+    let line = last_access_line(&tg, "DELETE").await;
     assert_eq!(line["decision"], "would_deny", "{line}");
     assert_eq!(line["reason"], "method_not_allowed", "{line}");
     assert_eq!(line["rule"], "10-test.toml:8", "{line}");
