@@ -112,7 +112,7 @@ pub(crate) fn decide_request<B>(
 }
 
 /// [`decide_request`] for a request inside an intercepted tunnel, whose `CONNECT` decided
-/// `target`: the same target when the request's decision is the same (the usual case, no
+/// `target`: the same target when the request's decision is the same (the usual case: no
 /// allocation), else one for the rule that allows this request.
 pub(crate) fn decide_inner<B>(
     state: &ProxyState,
@@ -120,15 +120,33 @@ pub(crate) fn decide_inner<B>(
     req: &mut Request<B>,
     log: &mut RequestLog,
 ) -> Result<Arc<Target>, ProxyError> {
-    let (caller, host) = (target.caller.clone(), target.host.clone());
-    let mine = decide_request(state, caller, host, target.port, req, log)?;
-    if mine.decision == target.decision {
-        return Ok(target.clone());
+    let normalized = normalize_path(req.uri().path());
+    let info = RequestInfo {
+        method: req.method().as_str(),
+        path: normalized.as_deref().map_err(|e| *e),
+    };
+    let (caller, host, port) = (&target.caller, &target.host, target.port);
+    let decision = state
+        .policies
+        .current()
+        .decide_request(&caller.org, host, port, &info);
+    log.set_decision(&decision);
+    let next = if decision == target.decision {
+        target.clone()
+    } else {
+        let fresh = into_target(
+            decision,
+            caller.clone(),
+            host.clone(),
+            port,
+            target.generation,
+        );
+        Arc::new(fresh?)
+    };
+    if let Ok(Cow::Owned(path)) = normalized {
+        set_path(req, &path)?;
     }
-    Ok(Arc::new(Target {
-        generation: target.generation,
-        ..mine
-    }))
+    Ok(next)
 }
 
 /// Replaces the path of `req`'s URI, keeping its scheme, authority and query.
@@ -160,6 +178,17 @@ fn decide_with(
         Some(r) => set.decide_request(&caller.org, &host, port, r),
     };
     log.set_decision(&decision);
+    into_target(decision, caller, host, port, generation)
+}
+
+/// The target of an allowing `decision`, or the error that answers a denying one.
+fn into_target(
+    decision: Decision,
+    caller: Arc<Caller>,
+    host: Host,
+    port: u16,
+    generation: u64,
+) -> Result<Target, ProxyError> {
     match &decision {
         Decision::Deny {
             reason: DenyReason::UndecidablePath(why),
