@@ -9,6 +9,9 @@
 //! one), so a request may be refused by the first and allowed by the second. Its decisions
 //! include the path normalization the proxy runs first.
 //!
+//! The `cpu_` groups measure the calling thread's CPU time instead of wall time, so a figure
+//! taken while other processes share the machine stays comparable.
+//!
 //! Also measured, to back the choices in `src/policy/index.rs`: host normalization (it runs
 //! before every decision), loading the whole set, and globset answering the same suffix
 //! question the matcher answers with hash probes.
