@@ -11,7 +11,9 @@ use anyhow::{anyhow, Context};
 use serde_json::{json, Value};
 
 use crate::oauth::index::DomainTable;
-use crate::policy::{normalize_host, parse_port, Decision, Host, PolicySet, Route};
+use crate::policy::{
+    normalize_host, normalize_path, parse_port, Decision, Host, PolicySet, RequestInfo, Route,
+};
 use crate::route::guard::{classify, Guard};
 
 /// The TARGET of `policy explain`: a URL (`http://host[:port]/...`, `https://host`) or
@@ -23,6 +25,25 @@ pub struct Target {
     pub host: Host,
     /// The port as written, or the scheme's default.
     pub port: u16,
+    /// The path of a URL target (without its query), as written.
+    pub path: Option<String>,
+    /// `--method`: decide one HTTP request (with the URL's path, or `/`) rather than the
+    /// destination alone.
+    pub method: Option<String>,
+}
+
+impl Target {
+    /// The request to decide, when the target is one: a URL with a path, or a `--method`.
+    /// Its method (default `GET`) and raw path (default `/`).
+    fn request(&self) -> Option<(&str, &str)> {
+        if self.method.is_none() && self.path.is_none() {
+            return None;
+        }
+        Some((
+            self.method.as_deref().unwrap_or("GET"),
+            self.path.as_deref().unwrap_or("/"),
+        ))
+    }
 }
 
 /// Why a TARGET cannot be explained.
@@ -34,7 +55,20 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(target: &str) -> Result<Self, TargetError> {
-        parse_target(target).map(|(host, port)| Target { host, port })
+        let (host, port) = parse_target(target)?;
+        // The path of a URL, without query or fragment; none for `host:port` or a bare
+        // `https://host`.
+        let path = target.split_once("://").and_then(|(_, rest)| {
+            let start = rest.find('/')?;
+            let path = rest[start..].split(['?', '#']).next().unwrap_or("/");
+            Some(path.to_owned())
+        });
+        Ok(Target {
+            host,
+            port,
+            path,
+            method: None,
+        })
     }
 }
 
@@ -108,8 +142,19 @@ pub fn run(
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow!("policies are invalid:\n{}", lines.join("\n"))
     })?;
-    let Target { host, port } = target;
-    let d = set.decide(org, host, *port);
+    let (host, port) = (&target.host, &target.port);
+    let request = target.request();
+    let normalized = request.map(|(_, raw)| normalize_path(raw));
+    let d = match (request, &normalized) {
+        (Some((method, _)), Some(path)) => {
+            let info = RequestInfo {
+                method,
+                path: path.as_deref().map_err(|e| *e),
+            };
+            set.decide_request(org, host, *port, &info)
+        }
+        _ => set.decide(org, host, *port),
+    };
     let addresses = if resolve {
         guard_addresses(target, &d)
     } else {
@@ -121,12 +166,22 @@ pub fn run(
         "org": org,
         "user": user,
         "target": format!("{host}:{port}"),
-        "decision": if allowed { "allowed" } else { "denied" },
+        "decision": match (allowed, d.would_deny()) {
+            (true, Some(_)) => "would_deny (allowed: report mode)",
+            (true, None) => "allowed",
+            (false, _) => "denied",
+        },
         "reason": if guard_refuses { "address guard: resolves to a prohibited address" } else { d.reason() },
         "policy": d.policy().map(|p| p.as_ref()),
         "rule": d.rule().map(|r| r.to_string()),
         "route": d.route().map(|r| r.to_string()),
         "private_allowed": d.allow_private(),
+        "method": request.map(|(m, _)| m),
+        "path": normalized.as_ref().map(|p| match p {
+            Ok(p) => p.to_string(),
+            Err(e) => format!("undecidable: {e}"),
+        }),
+        "intercept": request.is_none() && d.inspect(),
         "app": apps.map_or(Value::Null, |list| app_json(list, host)),
         "addresses": addresses,
     });
@@ -208,6 +263,14 @@ fn print_text(out: &Value, org: &str, user: Option<&str>, apps_known: bool) {
     println!("rule:     {}", s("rule"));
     println!("route:    {}", s("route"));
     println!("private:  {}", s("private_allowed"));
+    if out["method"].is_string() {
+        println!("request:  {} {}", s("method"), s("path"));
+    }
+    if out["intercept"] == true {
+        println!(
+            "inspect:  the rule limits methods or paths: a CONNECT is intercepted and each request decided (clients must trust the tollgate CA)"
+        );
+    }
     let a = &out["app"];
     if !apps_known {
         println!(

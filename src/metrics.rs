@@ -25,6 +25,16 @@ pub struct RefreshLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of `tollgate_policy_would_deny_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WouldDenyLabels {
+    /// The report-mode policy that let the request through (policies are few and named by
+    /// admins, so the label stays low-cardinality).
+    pub policy: String,
+    /// What it would have denied the request for (`no_matching_rule`, `method_not_allowed`...).
+    pub reason: &'static str,
+}
+
 /// Every metric tollgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +52,9 @@ pub struct Metrics {
     pub token_refreshes: Family<RefreshLabels, Counter>,
     /// Agent relay: connections, tunnels, bytes, failures per agent.
     pub agents: crate::relay::metrics::AgentMetrics,
+    /// Requests a report-mode policy allowed that its rules would deny, by policy and reason:
+    /// what enforcing it would break.
+    pub would_deny: Family<WouldDenyLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +105,12 @@ impl Metrics {
             token_refreshes.clone(),
         );
         let agents = crate::relay::metrics::AgentMetrics::register(&mut registry);
+        let would_deny = Family::<WouldDenyLabels, Counter>::default();
+        registry.register(
+            "policy_would_deny",
+            "Requests allowed by a report-mode policy that would deny them, by policy and reason",
+            would_deny.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -101,6 +120,7 @@ impl Metrics {
             overloaded,
             token_refreshes,
             agents,
+            would_deny,
         }
     }
 

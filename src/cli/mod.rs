@@ -12,6 +12,7 @@ pub mod agent;
 pub mod app;
 pub mod ca;
 pub mod policy;
+pub mod policy_test;
 pub mod serve;
 pub mod token;
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::fasthash::FastHash;
 use super::files::{read_dir_files, DirFiles};
 use super::index::{Index, IndexBuilder, RuleId};
+use super::limits::{GlobCache, Limits};
 use super::model::{FileDef, PolicyError, PortSet, Route, RuleRef};
 use super::parse::parse_file;
 
@@ -28,6 +29,9 @@ pub struct PolicyInfo {
     pub defined_at: RuleRef,
     /// Number of `[[policy.allow]]` rules.
     pub allow_rules: usize,
+    /// `mode = "report"`: what its rules would deny its `orgs` is allowed, logged as
+    /// `would_deny`.
+    pub report: bool,
 }
 
 impl PolicyInfo {
@@ -51,6 +55,8 @@ pub(super) struct AllowRule {
     pub(super) ports: PortSet,
     /// `private = true`: the address guard lets private addresses through.
     pub(super) private: bool,
+    /// Its `methods` and `paths`; `None`: every request to the host and port.
+    pub(super) limits: Option<Limits>,
 }
 
 /// A `[[deny]]` rule as a decision needs it.
@@ -77,6 +83,9 @@ pub struct PolicySet {
     pub(super) deny_rules: Vec<DenyRule>,
     /// Lookup tables over the deny rules' hosts and CIDRs.
     pub(super) deny: Index,
+    /// Org → the first report-mode policy that names it: whose route a destination no rule
+    /// allows takes for that org (usually empty; looked up only to relax a denial).
+    pub(super) report_orgs: HashMap<Arc<str>, u32, FastHash>,
     /// Number of files loaded, for the reload log line and `/readyz`.
     files: usize,
 }
@@ -130,9 +139,10 @@ impl PolicySet {
         let mut errors = unreadable;
         let mut defs = Vec::with_capacity(files.len());
         let mut first_def: HashMap<Arc<str>, (&str, usize)> = HashMap::new();
+        let mut globs = GlobCache::new();
         for (file, src) in files {
             let start = errors.len();
-            let def = parse_file(file, src, &mut errors);
+            let def = parse_file(file, src, &mut errors, &mut globs);
             for p in &def.policies {
                 match first_def.get(&p.name) {
                     Some((f, l)) => errors.push(PolicyError {
@@ -185,23 +195,31 @@ impl PolicySet {
             }
             for p in def.policies {
                 let index = set.policies.len() as u32;
-                for rule in &p.allow {
-                    allow.add(set.allow_rules.len() as RuleId, rule);
+                let allow_rules = p.allow.len();
+                for rule in p.allow {
+                    allow.add(set.allow_rules.len() as RuleId, &rule);
                     set.allow_rules.push(AllowRule {
                         policy: index,
                         at: at(rule.line),
-                        ports: rule.ports.clone().unwrap_or_else(PortSet::default_allow),
+                        ports: rule.ports.unwrap_or_else(PortSet::default_allow),
                         private: rule.private,
+                        limits: rule.limits,
                     });
                 }
                 set.by_name.insert(p.name.clone(), index);
+                if p.report {
+                    for org in p.orgs.iter().flatten() {
+                        set.report_orgs.entry(org.clone()).or_insert(index);
+                    }
+                }
                 set.policies.push(PolicyInfo {
                     name: p.name,
                     description: p.description,
                     route: p.route,
                     orgs: p.orgs.map(Into::into),
                     defined_at: at(p.line),
-                    allow_rules: p.allow.len(),
+                    allow_rules,
+                    report: p.report,
                 });
             }
         }

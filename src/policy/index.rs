@@ -41,6 +41,9 @@ pub enum RuleKind {
     SuffixHost,
     /// A CIDR (the target was an IP literal).
     Cidr,
+    /// No rule: a report-mode policy of the caller's org let a denied destination through
+    /// (the decision's `rule` is the policy's header).
+    ReportMode,
 }
 
 impl fmt::Display for RuleKind {
@@ -49,6 +52,7 @@ impl fmt::Display for RuleKind {
             RuleKind::ExactHost => "exact host",
             RuleKind::SuffixHost => "host suffix",
             RuleKind::Cidr => "cidr",
+            RuleKind::ReportMode => "report mode",
         })
     }
 }

@@ -16,21 +16,25 @@ mod fasthash;
 mod files;
 mod host;
 mod index;
+mod limits;
 mod model;
 mod parse;
+mod path;
 pub mod watch;
 
 #[cfg(test)]
 mod tests;
 
 pub use compile::{PolicyInfo, PolicySet};
-pub use decide::{Decision, DenyReason};
+pub use decide::{Decision, DenyReason, RequestInfo};
 pub use host::{
     authority_port, normalize_host, parse_port, Host, HostError, PortError, MAX_LABEL_LEN,
     MAX_NAME_LEN,
 };
 pub use index::RuleKind;
+pub use limits::READ_ONLY_METHODS;
 /// The policy files' host-pattern and CIDR grammar, shared with the agent's allowlist.
 pub(crate) use model::HostPattern;
 pub use model::{is_id, PolicyError, Route, RuleRef, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};
 pub(crate) use parse::{parse_cidr, parse_host_pattern};
+pub use path::{normalize_path, PathError};

@@ -101,6 +101,8 @@ pub(crate) struct RuleDef {
     pub ports: Option<PortSet>,
     /// `private = true` (always false for deny rules).
     pub private: bool,
+    /// `methods` / `read_only` / `paths` (allow rules only); `None` when it has none.
+    pub limits: Option<super::limits::Limits>,
 }
 
 /// A validated `[[policy]]`.
@@ -116,6 +118,8 @@ pub(crate) struct PolicyDef {
     pub route: Route,
     /// The `orgs` it applies to, each once; `None` = every organization.
     pub orgs: Option<Vec<Arc<str>>>,
+    /// `mode = "report"`: what its rules would deny its orgs is allowed and logged.
+    pub report: bool,
     /// Its `[[policy.allow]]` rules, in file order.
     pub allow: Vec<RuleDef>,
 }

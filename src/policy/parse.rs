@@ -19,6 +19,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::host::{normalize_host, normalize_name_or_ipv4, Host, NameOrV4};
+use super::limits::{
+    check_method, check_path_pattern, compile_paths_cached, GlobCache, Limits, READ_ONLY_METHODS,
+};
 use super::model::{
     is_id, FileDef, HostPattern, PolicyDef, PolicyError, PortSet, Route, RuleDef, MAX_ID_LEN,
 };
@@ -35,6 +38,8 @@ struct RawPolicy {
     route: Spanned<String>,
     #[serde(default)]
     orgs: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
     /// Validated separately, rule by rule (see the module docs); listed here so that serde
     /// accepts the key and names it in "expected one of" messages.
     #[serde(default)]
@@ -53,6 +58,12 @@ struct RawAllow {
     ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     #[serde(default)]
     private: Option<bool>,
+    #[serde(default)]
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    read_only: Option<Spanned<bool>>,
+    #[serde(default)]
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +133,8 @@ struct Ctx<'a> {
     file: &'a str,
     lines: Lines,
     errors: &'a mut Vec<PolicyError>,
+    /// The path matchers compiled so far in this load.
+    globs: &'a mut GlobCache,
 }
 
 impl Ctx<'_> {
@@ -150,11 +163,17 @@ impl Ctx<'_> {
 
 /// Parses and validates one file. Problems are appended to `errors`; the returned definition
 /// is only meaningful when none were.
-pub(crate) fn parse_file(file: &str, src: &str, errors: &mut Vec<PolicyError>) -> FileDef {
+pub(crate) fn parse_file(
+    file: &str,
+    src: &str,
+    errors: &mut Vec<PolicyError>,
+    globs: &mut GlobCache,
+) -> FileDef {
     let mut cx = Ctx {
         file,
         lines: Lines::new(src),
         errors,
+        globs,
     };
     let mut def = FileDef::default();
     let (doc, syntax) = DeTable::parse_recoverable(src);
@@ -289,8 +308,34 @@ fn parse_policy(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<PolicyD
             Some(orgs)
         }
     };
+    let report = match raw
+        .mode
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span().start))
+    {
+        None | Some(("enforce", _)) => false,
+        Some(("report", at)) => {
+            if orgs.is_none() {
+                ok = false;
+                cx.err_at(
+                    at,
+                    "mode = \"report\" needs an `orgs` list: report mode relaxes a policy for the organizations it names, never for everyone",
+                );
+            }
+            true
+        }
+        Some((other, at)) => {
+            ok = false;
+            cx.err_at(
+                at,
+                format!("invalid mode {other:?}: expected \"enforce\" (the default) or \"report\""),
+            );
+            false
+        }
+    };
     Some(PolicyDef {
         line,
+        report,
         name: name.as_str().into(),
         description: raw.description.map(Into::into),
         route: route.filter(|_| ok)?,
@@ -318,7 +363,8 @@ fn raw_item<T: DeserializeOwned>(
 fn parse_allow(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<RuleDef> {
     let (line, raw) = raw_item::<RawAllow>(cx, item)?;
     let private = raw.private.unwrap_or(false);
-    build_rule(
+    let limits = parse_limits(cx, raw.methods, raw.read_only, raw.paths);
+    let mut rule = build_rule(
         cx,
         line,
         "allow rule",
@@ -326,7 +372,81 @@ fn parse_allow(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<RuleDef>
         raw.cidrs,
         raw.ports,
         private,
-    )
+    )?;
+    rule.limits = limits.ok()?;
+    Some(rule)
+}
+
+/// The checked entries of a `methods` or `paths` list, each once; an empty list and each bad
+/// entry are reported.
+fn checked_list(
+    cx: &mut Ctx<'_>,
+    list: Spanned<Vec<Spanned<String>>>,
+    key: &str,
+    every: &str,
+    check: impl Fn(&str) -> Result<Box<str>, String>,
+) -> Vec<Box<str>> {
+    if list.get_ref().is_empty() {
+        cx.err_at(
+            list.span().start,
+            format!(
+                "empty `{key}` list: the rule would allow no request (omit `{key}` to allow {every})"
+            ),
+        );
+    }
+    let mut v: Vec<Box<str>> = Vec::new();
+    for item in list.get_ref() {
+        match check(item.get_ref()) {
+            Ok(x) if v.contains(&x) => {}
+            Ok(x) => v.push(x),
+            Err(e) => cx.err_at(item.span().start, e),
+        }
+    }
+    v
+}
+
+/// The `methods`, `read_only` and `paths` of an allow rule: `Ok(None)` when it has none,
+/// `Err(())` when an error was reported.
+fn parse_limits(
+    cx: &mut Ctx<'_>,
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    read_only: Option<Spanned<bool>>,
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
+) -> Result<Option<Limits>, ()> {
+    let before = cx.errors.len();
+    let mut allowed = None;
+    if let (Some(m), Some(r)) = (&methods, &read_only) {
+        let at = m.span().start.max(r.span().start);
+        cx.err_at(
+            at,
+            "`read_only` and `methods` in one rule: `read_only = true` stands for methods GET, HEAD and OPTIONS; keep one",
+        );
+    } else if read_only.is_some_and(|r| *r.get_ref()) {
+        allowed = Some(READ_ONLY_METHODS.iter().map(|&m| m.into()).collect());
+    } else if let Some(list) = methods {
+        let v = checked_list(cx, list, "methods", "every method", check_method);
+        allowed = Some(v.into());
+    }
+    let mut globs = None;
+    if let Some(list) = paths {
+        let at = list.span().start;
+        let v = checked_list(cx, list, "paths", "every path", |p| {
+            check_path_pattern(p).map(|()| p.into())
+        });
+        if cx.errors.len() == before {
+            match compile_paths_cached(cx.globs, v) {
+                Ok(g) => globs = Some(g),
+                Err(e) => cx.err_at(at, e),
+            }
+        }
+    }
+    if cx.errors.len() != before {
+        return Err(());
+    }
+    Ok((allowed.is_some() || globs.is_some()).then_some(Limits {
+        methods: allowed,
+        paths: globs,
+    }))
 }
 
 fn parse_deny(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<RuleDef> {
@@ -366,6 +486,7 @@ fn build_rule(
         cidrs: Vec::with_capacity(cidrs.len()),
         ports: None,
         private,
+        limits: None,
     };
     for h in &hosts {
         match parse_host_pattern(h.get_ref()) {

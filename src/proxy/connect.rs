@@ -100,9 +100,11 @@ async fn open(
     let app = pipeline::app(state, &target.caller, &target.host).await?;
     // Intercepted only where a token is needed: the host is bound to an app of the caller's
     // org (a disabled app too, so its requests get `403 app_disabled` rather than slipping
-    // through a blind tunnel without the token the API expects).
-    let intercept =
-        app.is_some() || (state.intercept_when)(&target.caller, &target.host, target.port);
+    // through a blind tunnel without the token the API expects); or where each request must
+    // be decided: the winning rule limits methods or paths.
+    let intercept = app.is_some()
+        || target.decision.inspect()
+        || (state.intercept_when)(&target.caller, &target.host, target.port);
     let started = Instant::now();
     let conn = match &target.route {
         Route::Agent(_) if intercept => {

@@ -225,10 +225,12 @@ impl ProxyError {
                 "proxy authentication required ({e}): send a caller token as \
                  Proxy-Authorization: Bearer <token> or Basic user:<token>"
             ),
-            ProxyError::Denied(d) => match d.rule() {
-                Some(rule) if d.policy().is_none() => {
-                    format!("destination denied by deny rule {rule}")
-                }
+            ProxyError::Denied(d) => match (d.rule(), d.policy()) {
+                (Some(rule), None) => format!("destination denied by deny rule {rule}"),
+                (Some(rule), Some(policy)) => format!(
+                    "destination denied: {} (rule {rule} of policy {policy})",
+                    d.reason()
+                ),
                 _ => format!("destination denied: {}", d.reason()),
             },
             // The agent's ID is for operators (the access log has it), not for callers.

@@ -53,7 +53,8 @@ async fn forward(
         .as_ref()
         .filter(|a| a.upstream_tls)
         .map(|_| if port == 80 { 443 } else { port });
-    let target = pipeline::decide(state, caller, host, tls_port.unwrap_or(port), log)?;
+    let port = tls_port.unwrap_or(port);
+    let target = pipeline::decide_request(state, caller, host, port, &mut req, log)?;
     prepare_request(&mut req, &authority)?;
     // TLS origination, on either route: through an agent, TLS runs end to end inside the
     // tunnel and tollgate verifies the certificate.

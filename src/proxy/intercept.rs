@@ -3,8 +3,8 @@
 //! pipeline (`super::pipeline`).
 //!
 //! A `CONNECT` is intercepted when the host belongs to an outbound application of the
-//! caller's org, or when the embedder's [`InterceptPredicate`] says so (default: never; tests
-//! set it). It goes through the same phases as a tunnel — identify, decide, dial on direct
+//! caller's org, when the winning policy rule limits methods or paths, or when the
+//! embedder's [`InterceptPredicate`] says so (default: never; tests set it). It goes through the same phases as a tunnel — identify, decide, dial on direct
 //! routes (the address guard applies) — and only then gets its `200` (see `super::connect`).
 //! After that:
 //!
@@ -16,7 +16,9 @@
 //!    `https://host[:port]/...` URI;
 //! 4. the caller token's expiry is checked again (`407` once expired), and when a policy
 //!    reload applied a new set since the decision the tunnel holds, the destination is decided
-//!    again (`403` when now denied; see `super::live`);
+//!    again (`403` when now denied; see `super::live`); then the request itself is decided
+//!    by its method and normalized path (`pipeline::decide_inner`: rules may limit them, which
+//!    is why such a `CONNECT` is intercepted at all);
 //! 5. then it runs the pipeline's app → exchange → respond phases under that decision:
 //!    token injection, the [`Router`](crate::route::Router)'s pooled clients (the
 //!    same ones plain-http forwarding uses, so connections are shared), upstream TLS verified
@@ -245,6 +247,7 @@ async fn inner_request(tunnel: &Tunnel, mut req: Request<Incoming>) -> Response<
     let result = async {
         let target = super::live::recheck(state, &tunnel.live, &mut log)?;
         let mut req = check_and_rewrite(req, &target.host, target.port, &i.authority)?;
+        let target = pipeline::decide_inner(state, &target, &mut req, &mut log)?;
         strip_hop_by_hop_keeping_te_trailers(req.headers_mut());
         // Let ALPN decide between HTTP/1.1 and HTTP/2 upstream, whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;

@@ -22,7 +22,7 @@ use super::pipeline::{self, Target};
 use super::ProxyState;
 use crate::identity::Caller;
 use crate::policy::watch::Policies;
-use crate::policy::{Decision, Host, Route};
+use crate::policy::{Decision, Host, RequestInfo, Route};
 
 /// The access-line reason of a blind tunnel closed because a reload no longer allows it.
 pub(super) const POLICY_REVOKED: &str = "policy_revoked";
@@ -77,6 +77,9 @@ pub(super) struct Revocation {
     allow_private: bool,
     /// The policy generation the tunnel was decided under.
     generation: u64,
+    /// A WebSocket's handshake path (normalized): the connection is decided again as that
+    /// `GET`. Its handshake was seen, so method and path limits alone do not revoke it.
+    request_path: Option<String>,
 }
 
 impl Revocation {
@@ -91,6 +94,15 @@ impl Revocation {
             route: target.route.clone(),
             allow_private: target.allow_private,
             generation: target.generation,
+            request_path: None,
+        }
+    }
+
+    /// Follows reloads for a WebSocket opened by a `GET` of `path` to `target`.
+    pub(super) fn for_request(policies: &Arc<Policies>, target: &Target, path: String) -> Self {
+        Revocation {
+            request_path: Some(path),
+            ..Revocation::new(policies, target)
         }
     }
 
@@ -101,10 +113,18 @@ impl Revocation {
         let mut reloaded = *self.reloads.borrow_and_update() != self.generation;
         loop {
             if reloaded {
-                let decision =
-                    self.policies
-                        .current()
-                        .decide(&self.caller.org, &self.host, self.port);
+                let set = self.policies.current();
+                let (org, host, port) = (&self.caller.org, &self.host, self.port);
+                let decision = match &self.request_path {
+                    Some(path) => {
+                        let request = RequestInfo {
+                            method: "GET",
+                            path: Ok(path),
+                        };
+                        set.decide_request(org, host, port, &request)
+                    }
+                    None => set.decide(org, host, port),
+                };
                 if !self.still_allowed_by(&decision) {
                     return decision;
                 }
@@ -120,11 +140,18 @@ impl Revocation {
     /// Whether `decision` allows the tunnel as it was opened.
     fn still_allowed_by(&self, decision: &Decision) -> bool {
         match decision {
+            // A reload that limits methods or paths needs every request seen: a blind tunnel
+            // cannot be, so it is closed (the client's next `CONNECT` is intercepted).
             Decision::Allow {
                 route,
                 allow_private,
+                inspect,
                 ..
-            } => *route == self.route && (*allow_private || !self.allow_private),
+            } => {
+                *route == self.route
+                    && (*allow_private || !self.allow_private)
+                    && (!inspect || self.request_path.is_some())
+            }
             Decision::Deny { .. } => false,
         }
     }
@@ -170,11 +197,55 @@ mod tests {
             route,
             allow_private,
             generation: policies.generation(),
+            request_path: None,
+        }
+    }
+
+    /// A WebSocket's handshake was inspected: limits revoke it only when they refuse its
+    /// `GET` of its path, not merely by existing.
+    #[test]
+    fn a_websocket_is_revoked_only_by_limits_that_refuse_its_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for (case, next, revoked) in [
+            ("same set", policy("direct", true), false),
+            (
+                "its path allowed",
+                policy("direct", true) + "  paths = [\"/ws/**\"]\n",
+                false,
+            ),
+            (
+                "GET allowed",
+                policy("direct", true) + "  read_only = true\n",
+                false,
+            ),
+            (
+                "its path refused",
+                policy("direct", true) + "  paths = [\"/x/**\"]\n",
+                true,
+            ),
+            (
+                "GET refused",
+                policy("direct", true) + "  methods = [\"POST\"]\n",
+                true,
+            ),
+            ("rerouted", policy("agent:edge-1", true), true),
+        ] {
+            std::fs::write(&file, policy("direct", true)).unwrap();
+            let policies = Policies::load(dir.path().to_owned());
+            let w = Revocation {
+                request_path: Some("/ws/chat".into()),
+                ..watch(&policies)
+            };
+            std::fs::write(&file, &next).unwrap();
+            policies.reload().unwrap();
+            let got = w.revoked().now_or_never();
+            assert_eq!(got.is_some(), revoked, "{case}: {got:?}");
         }
     }
 
     #[test]
-    fn a_tunnel_is_revoked_by_a_reload_that_denies_reroutes_or_withdraws_private() {
+    fn a_tunnel_is_revoked_by_a_reload_that_denies_reroutes_withdraws_private_or_limits() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         let reload = |p: &Policies, text: &str| {
@@ -186,6 +257,16 @@ mod tests {
             ("private widened", policy("direct", true), false),
             ("rerouted", policy("agent:edge-1", true), true),
             ("private withdrawn", policy("direct", false), true),
+            (
+                "methods limited",
+                policy("direct", true) + "  methods = [\"GET\"]\n",
+                true,
+            ),
+            (
+                "paths limited",
+                policy("direct", true) + "  paths = [\"/x/**\"]\n",
+                true,
+            ),
             (
                 "denied",
                 policy("direct", true) + "[[deny]]\nhosts = [\"api.example\"]\n",

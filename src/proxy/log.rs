@@ -32,7 +32,8 @@ pub struct RequestLog {
     pub port: u16,
     /// The identified caller.
     pub caller: Option<Arc<Caller>>,
-    /// `allowed`, `denied` or `error`.
+    /// `allowed`, `denied`, `error`, or `would_deny` (allowed by a report-mode policy that
+    /// would deny it).
     pub decision: &'static str,
     /// Why (the policy reason or the error code).
     pub reason: Cow<'static, str>,
@@ -94,9 +95,14 @@ impl RequestLog {
         }
     }
 
-    /// Records the policy decision.
+    /// Records the policy decision. A request allowed only by a report-mode policy is
+    /// `would_deny`, with the reason and rule that would have denied it.
     pub fn set_decision(&mut self, d: &Decision) {
-        self.decision = if d.is_allowed() { "allowed" } else { "denied" };
+        self.decision = match (d.is_allowed(), d.would_deny()) {
+            (true, Some(_)) => WOULD_DENY,
+            (true, None) => "allowed",
+            (false, _) => "denied",
+        };
         self.reason = Cow::Borrowed(d.reason());
         self.policy = d.policy().cloned();
         self.rule = d.rule().cloned();
@@ -132,8 +138,25 @@ impl Drop for RequestLog {
             "request"
         );
         self.metrics.count_request(self.decision, self.status);
+        if self.decision == WOULD_DENY {
+            // `reason` holds the would-deny reason, one of the policy's fixed codes.
+            let reason = match &self.reason {
+                Cow::Borrowed(r) => r,
+                Cow::Owned(_) => "-",
+            };
+            self.metrics
+                .would_deny
+                .get_or_create(&crate::metrics::WouldDenyLabels {
+                    policy: self.policy.as_deref().unwrap_or("-").to_owned(),
+                    reason,
+                })
+                .inc();
+        }
     }
 }
+
+/// The access line's `decision` for a request a report-mode policy let through.
+pub const WOULD_DENY: &str = "would_deny";
 
 /// A value in the access line, `-` when absent (the line's fields are fixed).
 struct OrDash<T>(Option<T>);

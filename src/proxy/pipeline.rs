@@ -4,6 +4,7 @@
 //!
 //! 1. [`identify`] the caller from `Proxy-Authorization`;
 //! 2. [`decide`] with the policy set, which yields the [`Target`] (route and guard setting);
+//!    an HTTP request is decided with its method and normalized path ([`decide_request`]);
 //! 3. [`app`]: the outbound application of the caller's org bound to the host, if any;
 //! 4. [`exchange`]: inject the app's token, send through the [`Router`](crate::route::Router),
 //!    and replay once after an upstream `401 invalid_token` (see [`super::replay`]);
@@ -17,10 +18,12 @@
 //!
 //! The per-request context is the [`RequestLog`]: every phase records what it learned there.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, Request, Response};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -30,7 +33,7 @@ use super::log::{CountingBody, RequestLog};
 use super::replay::{send_replayable, Reinject};
 use super::{ProxyBody, ProxyState};
 use crate::identity::{Caller, IdentityError};
-use crate::policy::{Decision, Host, Route};
+use crate::policy::{normalize_path, Decision, DenyReason, Host, RequestInfo, Route};
 use crate::route::Predialed;
 use crate::store::App;
 
@@ -72,7 +75,9 @@ pub(crate) fn identify(
     Ok(caller)
 }
 
-/// Phase 2: may `caller` reach `host:port`, and by which route.
+/// Phase 2 for a `CONNECT`: may `caller` reach `host:port`, and by which route. Methods and
+/// paths are decided per request inside the tunnel, which the decision then asks to
+/// intercept (`Decision::inspect`).
 pub(crate) fn decide(
     state: &ProxyState,
     caller: Arc<Caller>,
@@ -80,11 +85,118 @@ pub(crate) fn decide(
     port: u16,
     log: &mut RequestLog,
 ) -> Result<Target, ProxyError> {
+    decide_with(state, caller, host, port, None, log)
+}
+
+/// Phase 2 for an HTTP request: may `caller` send `req` to `host:port`, and by which route.
+/// The path is decided in its normalized form (`policy::normalize_path`), and `req` is
+/// pointed at that form, so the upstream gets exactly the path that was decided on.
+pub(crate) fn decide_request<B>(
+    state: &ProxyState,
+    caller: Arc<Caller>,
+    host: Host,
+    port: u16,
+    req: &mut Request<B>,
+    log: &mut RequestLog,
+) -> Result<Target, ProxyError> {
+    let normalized = normalize_path(req.uri().path());
+    let info = RequestInfo {
+        method: req.method().as_str(),
+        path: normalized.as_deref().map_err(|e| *e),
+    };
+    let target = decide_with(state, caller, host, port, Some(&info), log)?;
+    if let Ok(Cow::Owned(path)) = normalized {
+        set_path(req, &path)?;
+    }
+    Ok(target)
+}
+
+/// [`decide_request`] for a request inside an intercepted tunnel, whose `CONNECT` decided
+/// `target`: the same target when the request's decision is the same (the usual case: no
+/// allocation), else one for the rule that allows this request.
+pub(crate) fn decide_inner<B>(
+    state: &ProxyState,
+    target: &Arc<Target>,
+    req: &mut Request<B>,
+    log: &mut RequestLog,
+) -> Result<Arc<Target>, ProxyError> {
+    let normalized = normalize_path(req.uri().path());
+    let info = RequestInfo {
+        method: req.method().as_str(),
+        path: normalized.as_deref().map_err(|e| *e),
+    };
+    let (caller, host, port) = (&target.caller, &target.host, target.port);
+    let decision = state
+        .policies
+        .current()
+        .decide_request(&caller.org, host, port, &info);
+    log.set_decision(&decision);
+    let next = if decision == target.decision {
+        target.clone()
+    } else {
+        let fresh = into_target(
+            decision,
+            caller.clone(),
+            host.clone(),
+            port,
+            target.generation,
+        );
+        Arc::new(fresh?)
+    };
+    if let Ok(Cow::Owned(path)) = normalized {
+        set_path(req, &path)?;
+    }
+    Ok(next)
+}
+
+/// Replaces the path of `req`'s URI, keeping its scheme, authority and query.
+fn set_path<B>(req: &mut Request<B>, path: &str) -> Result<(), ProxyError> {
+    let bad = || ProxyError::BadRequest("invalid request target".into());
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| bad())?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| bad())?;
+    Ok(())
+}
+
+fn decide_with(
+    state: &ProxyState,
+    caller: Arc<Caller>,
+    host: Host,
+    port: u16,
+    request: Option<&RequestInfo<'_>>,
+    log: &mut RequestLog,
+) -> Result<Target, ProxyError> {
     // The generation first: the set loaded after it is that generation's or a newer one.
     let generation = state.policies.generation();
-    let decision = state.policies.current().decide(&caller.org, &host, port);
+    let set = state.policies.current();
+    let decision = match request {
+        None => set.decide(&caller.org, &host, port),
+        Some(r) => set.decide_request(&caller.org, &host, port, r),
+    };
     log.set_decision(&decision);
+    into_target(decision, caller, host, port, generation)
+}
+
+/// The target of an allowing `decision`, or the error that answers a denying one.
+fn into_target(
+    decision: Decision,
+    caller: Arc<Caller>,
+    host: Host,
+    port: u16,
+    generation: u64,
+) -> Result<Target, ProxyError> {
     match &decision {
+        Decision::Deny {
+            reason: DenyReason::UndecidablePath(why),
+            ..
+        } => Err(ProxyError::BadRequest(format!(
+            "{why}: a path rule decides this destination, and such a path could reach another \
+             resource than the one decided on; send the path in its plain form"
+        ))),
         Decision::Allow {
             route,
             allow_private,
@@ -152,10 +264,12 @@ pub(crate) async fn exchange(
         };
         Ok::<_, ProxyError>(sent?)
     };
+    // The handshake's path, decided again as this `GET` when the policies are reloaded.
+    let ws_path = upgrade.then(|| parts.uri.path().to_string());
     let (up, body_timeout) = (log.bytes_up.clone(), state.settings.body_timeout);
     let mut resp = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await?;
-    if upgrade {
-        super::upgrade::follow_reloads(state, target, &mut resp);
+    if let Some(path) = ws_path {
+        super::upgrade::follow_reloads(state, target, path, &mut resp);
     }
     state
         .metrics

@@ -53,10 +53,15 @@ pub(super) struct Protocol(HeaderValue);
 #[derive(Clone)]
 struct Revoke(Arc<Mutex<Option<Revocation>>>);
 
-/// Makes the WebSocket that `resp` may open follow policy reloads under `target`'s decision:
-/// one the new policies no longer allow is closed, as a blind tunnel is.
-pub(super) fn follow_reloads<B>(state: &ProxyState, target: &Target, resp: &mut Response<B>) {
-    let revocation = Revocation::new(&state.policies, target);
+/// Makes the WebSocket that `resp` may open (a `GET` of `path`) follow policy reloads under
+/// `target`'s decision: one the new policies no longer allow is closed, as a blind tunnel is.
+pub(super) fn follow_reloads<B>(
+    state: &ProxyState,
+    target: &Target,
+    path: String,
+    resp: &mut Response<B>,
+) {
+    let revocation = Revocation::for_request(&state.policies, target, path);
     resp.extensions_mut()
         .insert(Revoke(Arc::new(Mutex::new(Some(revocation)))));
 }

@@ -152,7 +152,7 @@ fn decide_table() {
             Want::Denied(DenyReason::PortNotAllowed),
         ),
         (
-            "port not allowed",
+            "port_not_allowed",
             "globex",
             "api.github.com",
             22,

@@ -154,6 +154,8 @@ pub(super) fn check(case: &str, d: &Decision, want: &Want) {
                 kind: *kind,
                 route: crate::policy::parse::parse_route(route).unwrap(),
                 allow_private: *private,
+                inspect: false,
+                would_deny: None,
             }
         }
         Want::DenyRule(label) => Decision::Deny {

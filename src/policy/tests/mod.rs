@@ -2,9 +2,11 @@
 //! the watcher have their own, next to the code), split by topic.
 
 mod decide;
+mod limits;
 mod load;
 mod matching;
 mod parse;
+mod report;
 mod set;
 
 use super::*;

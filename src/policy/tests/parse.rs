@@ -11,7 +11,7 @@ use super::*;
 // it must produce as `# expect: LINE: message fragment` comments.
 
 /// Guards against the fixture loop silently checking fewer files than exist.
-const INVALID_FIXTURES: usize = 41;
+const INVALID_FIXTURES: usize = 50;
 
 #[test]
 fn invalid_fixtures_report_file_line_and_message() {
