@@ -12,10 +12,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::Operator;
@@ -27,6 +25,9 @@ const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// Time a scraper has to send its request head on the metrics listener.
 const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A scrape connection with no byte moving for this long is closed (scrapers reconnect).
+const METRICS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `/healthz`, `/readyz` and `/metrics` on the web listener.
 pub fn routes() -> Router<WebState> {
@@ -140,50 +141,19 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// Serves [`metrics_router`] on `listener` (`--metrics-listen`) until `shutdown`: HTTP/1.1,
-/// at most [`METRICS_MAX_CONNECTIONS`] at once, [`METRICS_HEADER_TIMEOUT`] for a request head.
+/// Serves [`metrics_router`] on `listener` (`--metrics-listen`) until `shutdown`, on the web
+/// listener's server: at most [`METRICS_MAX_CONNECTIONS`] at once (`503` beyond),
+/// [`METRICS_HEADER_TIMEOUT`] for a request head, idle scrapes closed.
 pub async fn run_metrics(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let service = hyper_util::service::TowerToHyperService::new(metrics_router(metrics));
-    let permits = Arc::new(Semaphore::new(METRICS_MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let service = service.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(METRICS_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
-                }
-            }
-            drop(permit);
-        });
-    }
+    let settings = super::listener::WebSettings {
+        header_timeout: METRICS_HEADER_TIMEOUT,
+        idle_timeout: METRICS_IDLE_TIMEOUT,
+        max_connections: METRICS_MAX_CONNECTIONS,
+        shutdown_grace: Duration::ZERO,
+    };
+    super::listener::serve(listener, metrics_router(metrics), settings, shutdown).await;
 }
