@@ -172,15 +172,7 @@ impl PgStore {
         )
         .await
         .map_err(pg)?;
-        let previous = tx
-            .query_opt(
-                "SELECT rec FROM agent_revocations WHERE agent = $1",
-                &[&agent],
-            )
-            .await
-            .map_err(pg)?
-            .map(|r| AgentRevocationRecord::decode(agent, r.get::<_, &str>(0).as_bytes()))
-            .transpose()?;
+        let previous = read_revocation(&*tx, agent).await?;
         let revocation = AgentRevocation {
             agent: agent.to_owned(),
             revoked_at_ns: previous.map_or(now, |p| p.revoked_at_ns.max(now)),
@@ -208,16 +200,7 @@ impl PgStore {
         &self,
         agent: &str,
     ) -> StoreResult<Option<AgentRevocation>> {
-        self.client()
-            .await?
-            .query_opt(
-                "SELECT rec FROM agent_revocations WHERE agent = $1",
-                &[&agent],
-            )
-            .await
-            .map_err(pg)?
-            .map(|r| AgentRevocationRecord::decode(agent, r.get::<_, &str>(0).as_bytes()))
-            .transpose()
+        read_revocation(&**self.client().await?, agent).await
     }
 
     /// `list_agent_revocations`, by agent ID.
@@ -257,4 +240,20 @@ async fn sweep_app(tx: &Transaction<'_>, org: &str, id: &str) -> StoreResult<u64
             .map_err(pg)?;
     }
     Ok(removed)
+}
+
+/// The stored revocation of `agent`, read through `db`: a pooled client, or a transaction
+/// that locked the agent first.
+async fn read_revocation(
+    db: &impl tokio_postgres::GenericClient,
+    agent: &str,
+) -> StoreResult<Option<AgentRevocation>> {
+    db.query_opt(
+        "SELECT rec FROM agent_revocations WHERE agent = $1",
+        &[&agent],
+    )
+    .await
+    .map_err(pg)?
+    .map(|r| AgentRevocationRecord::decode(agent, r.get::<_, &str>(0).as_bytes()))
+    .transpose()
 }
