@@ -378,15 +378,8 @@ impl ActsFor for Visitor {
 /// The valid `tollgate_consent` cookies the browser sent (a few at most: a sibling site may
 /// have added one of its own).
 fn browser_cookies(headers: &HeaderMap) -> Vec<ConsentCookie> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE_NAME).then(|| ConsentCookie::parse(value))?
-        })
+    super::login::session::cookies(headers, COOKIE_NAME)
+        .filter_map(ConsentCookie::parse)
         .take(MAX_COOKIES)
         .collect()
 }
@@ -395,18 +388,15 @@ fn browser_cookies(headers: &HeaderMap) -> Vec<ConsentCookie> {
 /// receive it), Secure when the public URL is https; a session cookie.
 fn set_cookie(state: &WebState, resp: &mut Response, cookie: &ConsentCookie) {
     let https = state.oauth.tokens.redirect_uri().starts_with("https://");
-    if let Ok(v) = HeaderValue::from_str(&cookie_header(cookie, https)) {
+    if let Some(v) = cookie_header(cookie, https) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
-/// The `Set-Cookie` value of `cookie`; `Secure` when the public URL is https.
-fn cookie_header(cookie: &ConsentCookie, https: bool) -> String {
-    let secure = if https { "; Secure" } else { "" };
-    format!(
-        "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-        cookie.value()
-    )
+/// The `Set-Cookie` value of `cookie`: it lasts the browser session; `Secure` when the public
+/// URL is https.
+fn cookie_header(cookie: &ConsentCookie, https: bool) -> Option<HeaderValue> {
+    super::login::session::set_cookie(COOKIE_NAME, cookie.value(), "/", None, https)
 }
 
 /// The `csrf` field of an Authorize form body.
@@ -589,15 +579,16 @@ mod tests {
     #[test]
     fn the_consent_cookie_is_secure_under_https_and_read_back() {
         let c = ConsentCookie::new().unwrap();
-        let plain = cookie_header(&c, false);
+        let plain = cookie_header(&c, false).unwrap();
         assert_eq!(
-            plain,
+            plain.to_str().unwrap(),
             format!(
                 "tollgate_consent={}; Path=/; HttpOnly; SameSite=Lax",
                 c.value()
             )
         );
-        assert!(cookie_header(&c, true).ends_with("; SameSite=Lax; Secure"));
+        let secure = cookie_header(&c, true).unwrap();
+        assert!(secure.to_str().unwrap().ends_with("; SameSite=Lax; Secure"));
         let mut h = HeaderMap::new();
         let sent = format!(
             "other=1; tollgate_consent=bad; tollgate_consent={}",

@@ -258,7 +258,7 @@ async fn login(State(state): State<WebState>, parts: Parts) -> Response {
             LOGIN_COOKIE,
             &v,
             LOGIN_COOKIE_PATH,
-            session::LOGIN_TTL,
+            Some(session::LOGIN_TTL),
             login.secure,
         )
     });
@@ -300,7 +300,8 @@ async fn callback(State(state): State<WebState>, parts: Parts) -> Response {
     };
     // Whatever happens next, this sign-in is over: its cookie is cleared.
     let mut resp = finish(login, oidc, &parts, &pending, now).await;
-    if let Some(c) = session::set_cookie(LOGIN_COOKIE, "", LOGIN_COOKIE_PATH, 0, login.secure) {
+    if let Some(c) = session::set_cookie(LOGIN_COOKIE, "", LOGIN_COOKIE_PATH, Some(0), login.secure)
+    {
         resp.headers_mut().append(h::SET_COOKIE, c);
     }
     resp
@@ -357,7 +358,13 @@ async fn finish(
         exp: now.saturating_add(session::SESSION_TTL),
     };
     let cookie = login.keys.seal(Purpose::Session, &signed).and_then(|v| {
-        session::set_cookie(SESSION_COOKIE, &v, "/", session::SESSION_TTL, login.secure)
+        session::set_cookie(
+            SESSION_COOKIE,
+            &v,
+            "/",
+            Some(session::SESSION_TTL),
+            login.secure,
+        )
     });
     match cookie {
         Some(cookie) => redirect(&pending.return_to, vec![cookie]),
@@ -394,7 +401,7 @@ async fn logout(State(state): State<WebState>, parts: Parts) -> Response {
         "<h1>You are signed out</h1>\n<p>You can close this window.</p>",
         None,
     );
-    if let Some(c) = session::set_cookie(SESSION_COOKIE, "", "/", 0, state.login.secure) {
+    if let Some(c) = session::set_cookie(SESSION_COOKIE, "", "/", Some(0), state.login.secure) {
         resp.headers_mut().append(h::SET_COOKIE, c);
     }
     resp

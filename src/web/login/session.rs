@@ -185,17 +185,21 @@ pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item 
         .take(MAX_SAME_NAME)
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, `Secure` over https; `max_age` 0 clears it.
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, `Secure` over https. `max_age` 0 clears it;
+/// `None` makes it last as long as the browser session.
 pub fn set_cookie(
     name: &str,
     value: &str,
     path: &str,
-    max_age: u64,
+    max_age: Option<u64>,
     secure: bool,
 ) -> Option<HeaderValue> {
     let secure = if secure { "; Secure" } else { "" };
+    let max_age = max_age
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+        "{name}={value}; Path={path}{max_age}; HttpOnly; SameSite=Lax{secure}"
     ))
     .ok()
 }
@@ -272,7 +276,7 @@ mod tests {
         let got: Vec<&str> = cookies(&h, SESSION_COOKIE).collect();
         assert_eq!(got, ["x.y", "z"]);
         assert_eq!(cookies(&h, "b").count(), 0);
-        let v = set_cookie(SESSION_COOKIE, "v", "/", 28800, true).unwrap();
+        let v = set_cookie(SESSION_COOKIE, "v", "/", Some(28800), true).unwrap();
         assert_eq!(
             v,
             "tollgate_session=v; Path=/; Max-Age=28800; HttpOnly; SameSite=Lax; Secure"
