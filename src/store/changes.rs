@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::Notify;
 
 /// How many events a subscriber may fall behind before it must flush its cache. Writes are
 /// admin actions, consents and refreshes; a subscriber catches up on its next request, so
@@ -117,6 +118,9 @@ pub struct ChangeFeed {
     /// Serializes publishing, so sequence numbers are the channel's order and the counter
     /// never runs ahead of what was sent.
     order: Mutex<()>,
+    /// Wakes subscribers that wait for the next event ([`Changes::changed`]) instead of
+    /// catching up before each use.
+    wake: Arc<Notify>,
 }
 
 impl Default for ChangeFeed {
@@ -133,6 +137,7 @@ impl ChangeFeed {
             tx,
             published: Arc::default(),
             order: Mutex::new(()),
+            wake: Arc::default(),
         }
     }
 
@@ -145,6 +150,7 @@ impl ChangeFeed {
         // No subscriber is not an error: nothing caches yet.
         let _ = self.tx.send(Item::Event(ChangeEvent { seq, change }));
         self.published.store(seq, Ordering::Release);
+        self.wake.notify_waiters();
         seq
     }
 
@@ -156,6 +162,7 @@ impl ChangeFeed {
         let seq = self.published.load(Ordering::Acquire) + 1;
         let _ = self.tx.send(Item::Missed);
         self.published.store(seq, Ordering::Release);
+        self.wake.notify_waiters();
         seq
     }
 
@@ -166,6 +173,7 @@ impl ChangeFeed {
             rx: Mutex::new(self.tx.subscribe()),
             seen: AtomicU64::new(self.published.load(Ordering::Acquire)),
             published: self.published.clone(),
+            wake: self.wake.clone(),
         }
     }
 }
@@ -180,12 +188,29 @@ pub struct Changes {
     published: Arc<AtomicU64>,
     /// The last sequence number this subscriber has handled; moved only after handling.
     seen: AtomicU64,
+    /// The feed's wake-up, for [`Changes::changed`].
+    wake: Arc<Notify>,
 }
 
 impl Changes {
     /// Whether events were published that [`Changes::catch_up`] has not handed over yet.
     pub fn pending(&self) -> bool {
         self.published.load(Ordering::Acquire) != self.seen.load(Ordering::Acquire)
+    }
+
+    /// Resolves once there is something to catch up on (at once if there already is): for a
+    /// subscriber that must act on events as they come, not only before its next use.
+    pub async fn changed(&self) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a publish in between still wakes us.
+            woken.as_mut().enable();
+            if self.pending() {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Hands `apply` every event published since the last call, in order (and
@@ -215,6 +240,8 @@ impl Changes {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt as _;
+
     use super::*;
 
     fn app_changed(app: &str) -> Change {
@@ -222,6 +249,33 @@ mod tests {
             org: "acme".into(),
             app: app.into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_is_woken_by_the_next_event() {
+        let feed = Arc::new(ChangeFeed::new(8));
+        let changes = feed.subscribe();
+        let publisher = feed.clone();
+        let publish = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            publisher.publish(app_changed("gh"));
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
+            .await
+            .expect("woken by the publish");
+        publish.await.unwrap();
+        assert_eq!(drain(&changes), vec![Some((1, app_changed("gh")))]);
+        // Something already pending: no wait at all.
+        feed.publish(app_changed("gl"));
+        changes
+            .changed()
+            .now_or_never()
+            .expect("pending resolves at once");
+        drain(&changes);
+        assert!(
+            changes.changed().now_or_never().is_none(),
+            "nothing pending"
+        );
     }
 
     fn drain(changes: &Changes) -> Vec<Option<(u64, Change)>> {
