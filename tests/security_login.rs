@@ -298,6 +298,8 @@ async fn oidc_sign_in_binds_the_consent_page_to_the_person() {
     assert_eq!(out.status, 403);
     let page = String::from_utf8_lossy(&out.body);
     assert!(page.contains("logout_cross_site"), "{page}");
+    let status = out.header("proxy-status").unwrap_or_default();
+    assert!(status.contains("logout_cross_site"), "{status:?}");
     assert_eq!(cookie_value(&out, "tollgate_session"), None);
 
     // Signing out clears the cookie.
@@ -354,6 +356,8 @@ async fn forged_id_tokens_and_foreign_callbacks_are_refused() {
         let s = sign_in(web, &idp, "/").await;
         assert_eq!(s.callback.status, 502, "{bend:?}: {}", s.callback.text());
         assert!(s.callback.text().contains("login_failed"), "{bend:?}");
+        let status = s.callback.header("proxy-status").unwrap_or_default();
+        assert!(status.contains("login_failed"), "{bend:?}: {status:?}");
         assert!(s.session.is_none(), "{bend:?} gave a session");
     }
     // Unknown key ids refetch the JWKS at most once a minute.
@@ -377,6 +381,8 @@ async fn forged_id_tokens_and_foreign_callbacks_are_refused() {
         let r = http(web, "GET", &callback, headers).await;
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.text().contains("login_state_invalid"));
+        let status = r.header("proxy-status").unwrap_or_default();
+        assert!(status.contains("login_state_invalid"), "{status:?}");
         assert!(cookie_value(&r, "tollgate_session").is_none());
     }
 }
