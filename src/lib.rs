@@ -28,7 +28,8 @@
 //! with [`io`], as the proxy's tunnels do, and neither uses `proxy`. [`config`] turns flags,
 //! environment and files into validated settings for `serve` and `agent run`; [`cli`] holds
 //! the subcommands `main` calls; [`server`] binds the listeners; [`tls`] holds the CA and
-//! certificates, [`datadir`] the keys on disk.
+//! certificates, [`datadir`] the keys on disk. [`demo`] holds the TEST-GRADE provider and fixtures of
+//! `tollgate demo`.
 
 pub mod identity;
 pub mod policy;
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datadir;
+pub mod demo;
 pub mod explain;
 pub mod fdlimit;
 pub mod io;

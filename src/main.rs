@@ -43,6 +43,9 @@ enum Command {
     /// Private-network agents: enroll one, revoke one, or run one.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The five-minute tour, offline: tollgate, a TEST-GRADE OAuth provider and API, a policy
+    /// and an app on loopback in a temporary directory; prints a token and a curl command.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,10 @@ fn main() -> ExitCode {
         Command::Agent(AgentCommand::Revoke { id, target }) => {
             let _log = init_tracing(LogFormat::Text, "warn");
             block_on(tollgate::cli::agent::revoke(&target, &id))
+        }
+        Command::Demo => {
+            let _log = init_tracing(LogFormat::Text, "warn");
+            tollgate::cli::demo::run()
         }
         Command::Token(cmd) => tollgate::cli::token::run(cmd),
         Command::Ca(cmd) => tollgate::cli::ca::run(cmd),

@@ -1,5 +1,5 @@
 //! The subcommands behind `main`, one file per command group: `serve`, `policy`, `token`,
-//! `ca`, `agent` and `app` (the admin API from the shell). `main` parses the command line,
+//! `ca`, `agent`, `app` (the admin API from the shell) and `demo`. `main` parses the command line,
 //! sets up logging and the crypto provider, then calls `run` here. `anyhow` is fine in this
 //! glue, as in `main`.
 
@@ -11,6 +11,7 @@ use anyhow::Context;
 pub mod agent;
 pub mod app;
 pub mod ca;
+pub mod demo;
 pub mod policy;
 pub mod policy_test;
 pub mod serve;

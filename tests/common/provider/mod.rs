@@ -1,5 +1,5 @@
 //! An in-process OAuth 2.0 provider (authorize, token, revoke endpoints) and a protected API,
-//! on 127.0.0.1:0, for the integration tests and `examples/demo.rs`.
+//! on 127.0.0.1:0, for the integration tests (`tollgate demo` has its own, in `src/demo/`).
 //!
 //! The provider checks what a strict server checks: client authentication, single-use codes
 //! bound to the redirect URI, PKCE S256, refresh tokens it issued. Everything it saw is kept
