@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interoperability suite: installs what it needs (Debian chromium, npm packages, Python
-# requests), builds tollgate and runs every *.mjs suite in this directory.
+# requests), builds tollgate and runs every *.mjs suite in this directory (demo.mjs: the
+# `tollgate demo` tour in Chromium).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(cd ../.. && pwd)

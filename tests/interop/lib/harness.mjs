@@ -86,6 +86,28 @@ export async function startTollgate(dir, policies, webPort, extra = []) {
   return { child, proxy, web: `http://127.0.0.1:${webPort}`, logs: () => logs };
 }
 
+// `tollgate demo`: waits for its one printed curl command. Returns { child, command (program
+// and arguments, split as a shell splits that unquoted line), dir (its temporary directory),
+// output(), exited (a promise of the exit code) }. Cleanup kills it if it is still running.
+export async function startDemo() {
+  const child = spawn(BIN, ['demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  cleanups.push(() => child.kill('SIGKILL'));
+  const exited = new Promise((r) => child.on('exit', (code) => r(code)));
+  let out = '';
+  let logs = '';
+  child.stderr.on('data', (d) => { logs += d; });
+  child.stdout.on('data', (d) => { out += d; });
+  const deadline = Date.now() + 60000;
+  let command = null;
+  while (!command) {
+    if (Date.now() > deadline) throw new Error(`tollgate demo printed no curl command:\n${out}\n${logs}`);
+    command = out.split('\n').find((l) => l.startsWith('curl '));
+    if (!command) await sleep(50);
+  }
+  const dir = out.match(/temporary data and policies\s+(\S+)/)[1];
+  return { child, command: command.split(/\s+/), dir, output: () => out, exited };
+}
+
 export function cli(args, env = {}) {
   return execFileSync(BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8' });
 }
