@@ -406,3 +406,199 @@ fn the_provider_examples_in_docs_apps_validate_against_its_policy() {
         "{checked:?}"
     );
 }
+
+/// `(METHOD, path)` of every route under `src/web` that belongs in docs/openapi.yaml: the
+/// `/v1/` API and the health endpoints (the consent and sign-in pages are for browsers).
+fn source_routes() -> BTreeSet<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo("src/web"), &mut files);
+    let mut routes = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices(".route(") {
+            // The call's arguments, up to its closing parenthesis.
+            let rest = &text[at + ".route(".len()..];
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(rest.len(), |(i, _)| i);
+            let args = &rest[..end];
+            let Some(path) = args.split('"').nth(1) else {
+                continue;
+            };
+            let api =
+                path.starts_with("/v1/") || ["/healthz", "/readyz", "/metrics"].contains(&path);
+            if !api {
+                continue;
+            }
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let called = args.match_indices(&format!("{method}(")).any(|(i, _)| {
+                    i == 0 || !args[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                });
+                if called {
+                    routes.insert((method.to_uppercase(), path.to_string()));
+                }
+            }
+        }
+    }
+    routes
+}
+
+/// A documented path with its parameters replaced by their examples.
+fn example_path(path: &str, params: &[Value]) -> String {
+    let mut out = path.to_string();
+    for p in params {
+        if p["in"] == "path" {
+            let name = p["name"].as_str().unwrap();
+            let example = p["example"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path}: {name} has no example"));
+            out = out.replace(&format!("{{{name}}}"), example);
+        }
+    }
+    out
+}
+
+/// `$ref`s into `components` resolved one level (parameters and responses are written so).
+fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
+    match v["$ref"].as_str() {
+        Some(r) => r
+            .trim_start_matches("#/")
+            .split('/')
+            .fold(spec, |node, key| &node[key]),
+        None => v,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_running_server() {
+    let Some(docs) = yaml_documents(&repo("docs/openapi.yaml")) else {
+        return;
+    };
+    let spec = &docs[0];
+    let paths = spec["paths"].as_object().unwrap();
+    // Every route the server has is documented, and nothing else is.
+    let mut documented = BTreeSet::new();
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            documented.insert((method.to_uppercase(), path.clone()));
+            let mut params: Vec<Value> = item["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(op["parameters"].as_array().into_iter().flatten())
+                .map(|p| resolve(spec, p).clone())
+                .collect();
+            params.retain(|p| p["in"] == "path");
+            operations.push((
+                method.to_uppercase(),
+                path.clone(),
+                example_path(path, &params),
+                op.clone(),
+            ));
+        }
+    }
+    assert_eq!(
+        documented,
+        source_routes(),
+        "docs/openapi.yaml and the routes in src/web differ"
+    );
+    // Every operation answers a documented status on a real tollgate, and, called as its
+    // role with its example, a success.
+    let tg = common::Tollgate::start(
+        r#"
+[[policy]]
+name = "oauth-providers"
+route = "direct"
+  [[policy.allow]]
+  hosts = ["github.com", "api.github.com"]
+  ports = [443]
+"#,
+        &[],
+    );
+    let admin = tg.admin_token("acme", "root");
+    let operator = tg.operator_token();
+    // Creations first, deletions last, the app itself after its authorizations.
+    operations.sort_by_key(|(method, path, _, _)| match method.as_str() {
+        "POST" if path == "/v1/apps" => (0, 0),
+        "DELETE" => (2, usize::MAX - path.len()),
+        _ => (1, 0),
+    });
+    let mut seen = Vec::new();
+    for (method, path, target, op) in &operations {
+        let token = match op["x-tollgate-role"].as_str() {
+            Some("admin") => Some(&admin),
+            Some("operator") => Some(&operator),
+            _ => None,
+        };
+        let body = &op["requestBody"]["content"]["application/json"]["example"];
+        let mut req = hyper::Request::builder()
+            .method(method.as_str())
+            .uri(target.as_str())
+            .header("host", tg.web.to_string());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let bytes = if body.is_null() {
+            bytes::Bytes::new()
+        } else {
+            req = req.header("content-type", "application/json");
+            bytes::Bytes::from(body.to_string())
+        };
+        let r = common::send_one(tg.web, req.body(http_body_util::Full::new(bytes)).unwrap()).await;
+        let status = r.status.to_string();
+        assert!(
+            op["responses"].get(&status).is_some(),
+            "{method} {path}: {status} is not documented: {}",
+            r.text()
+        );
+        // Nobody consented on this instance: revoking alice's authorization finds none.
+        let expected_miss = op["operationId"] == "revokeAuthorization" && r.status == 404;
+        assert!(
+            r.status < 300 || expected_miss,
+            "{method} {target}: {status} {}",
+            r.text()
+        );
+        // Without a token, a protected operation answers a documented 401.
+        if token.is_some() {
+            let bare = common::send_one(
+                tg.web,
+                hyper::Request::builder()
+                    .method(method.as_str())
+                    .uri(target.as_str())
+                    .header("host", tg.web.to_string())
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(bare.status, 401, "{method} {path} without a token");
+            assert!(op["responses"].get("401").is_some(), "{method} {path}");
+        }
+        seen.push(format!("{method} {path} {status}"));
+    }
+    println!("{}", seen.join("\n"));
+    assert!(seen.len() >= 15, "{seen:?}");
+    drop(tg);
+}
