@@ -14,15 +14,6 @@ use std::process::{Command, Output};
 
 use common::Tollgate;
 
-/// Allows one unrelated host only: every call of these tests is refused when proxied.
-const POLICY: &str = r#"
-[[policy]]
-name = "elsewhere"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["allowed.example"]
-"#;
-
 /// Every proxy setting a client might read from the environment.
 const PROXY_VARS: [&str; 9] = [
     "http_proxy",
@@ -49,7 +40,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let upstream: SocketAddr = common::echo_upstream().await;
-    let tg = Tollgate::start(POLICY, &[]);
+    // `localhost` by name only: the calls here, to 127.0.0.1 by address, are refused.
+    let tg = Tollgate::start(common::policies::LOCAL_BY_NAME, &[]);
     let token = tg.token("acme", "alice");
     let proxy_url = format!("http://alice:{token}@{}", tg.proxy);
     Setup {
@@ -60,16 +52,18 @@ async fn setup() -> Setup {
     }
 }
 
-/// Whether `program` runs (`--version`); prints the skip notice when it does not.
-fn present(program: &str, version_flag: &str) -> bool {
+/// [`setup`] when `program args...` runs successfully (the client is installed); `None`
+/// with the skip notice printed otherwise.
+async fn setup_if(program: &str, args: &[&str]) -> Option<Setup> {
     let ok = Command::new(program)
-        .arg(version_flag)
+        .args(args)
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
         println!("SKIPPED: {program} is not installed; its rows of docs/clients.md are unchecked");
+        return None;
     }
-    ok
+    Some(setup().await)
 }
 
 /// Runs `cmd` with no proxy variable but `env`, off the runtime's threads (the upstream is
@@ -109,10 +103,9 @@ async fn curl(url: &str, env: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reads_lowercase_http_proxy_only_and_both_https_proxy_spellings() {
-    if !present("curl", "--version") {
+    let Some(s) = setup_if("curl", &["--version"]).await else {
         return;
-    }
-    let s = setup().await;
+    };
     let p = s.proxy_url.as_str();
     assert_eq!(curl(&s.http, &[]).await, "200", "no proxy variable: direct");
     assert_eq!(curl(&s.http, &[("http_proxy", p)]).await, "403");
@@ -152,15 +145,9 @@ except Exception as e:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_requests_reads_both_spellings_of_http_proxy_and_https_proxy() {
-    let has = Command::new("python3")
-        .args(["-c", "import requests"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has {
-        println!("SKIPPED: python3 with requests is not installed");
+    let Some(s) = setup_if("python3", &["-c", "import requests"]).await else {
         return;
-    }
-    let s = setup().await;
+    };
     let p = s.proxy_url.as_str();
     assert_eq!(requests(&s.http, &[]).await, "200");
     assert_eq!(requests(&s.http, &[("http_proxy", p)]).await, "403");
@@ -192,9 +179,9 @@ async fn node(dir: &Path, script: &str, url: &str, env: &[(&str, &str)]) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_fetch_ignores_proxy_variables_unless_told() {
-    if !present("node", "--version") {
+    let Some(s) = setup_if("node", &["--version"]).await else {
         return;
-    }
+    };
     let version = Command::new("node").arg("--version").output().unwrap();
     let major: u32 = stdout(&version)
         .trim_start_matches('v')
@@ -202,7 +189,6 @@ async fn node_fetch_ignores_proxy_variables_unless_told() {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    let s = setup().await;
     let p = s.proxy_url.as_str();
     let here = std::env::temp_dir();
     const FETCH: &str = "const r = await fetch(process.argv[1]); console.log(r.status);";
@@ -212,7 +198,7 @@ async fn node_fetch_ignores_proxy_variables_unless_told() {
         "200",
         "fetch ignores HTTP_PROXY"
     );
-    // NODE_USE_ENV_PROXY=1: honoured from Node 24 (and 22.21); Node 20 ignores it.
+    // NODE_USE_ENV_PROXY=1: honoured from Node 24; Node 20 ignores it.
     let env = [("HTTP_PROXY", p), ("NODE_USE_ENV_PROXY", "1")];
     let expected = if major >= 24 { "403" } else { "200" };
     assert_eq!(
@@ -256,10 +242,9 @@ async fn git(home: &Path, args: &[&str], url: &str, env: &[(&str, &str)]) -> Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_reads_http_proxy_config_and_the_variables() {
-    if !present("git", "--version") {
+    let Some(s) = setup_if("git", &["--version"]).await else {
         return;
-    }
-    let s = setup().await;
+    };
     let p = s.proxy_url.as_str();
     let home = tempfile::tempdir().unwrap();
     let proxied = |e: &str| e.contains("403");
@@ -290,10 +275,9 @@ async fn wget(url: &str, env: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wget_reads_the_lowercase_variables() {
-    if !present("wget", "--version") {
+    let Some(s) = setup_if("wget", &["--version"]).await else {
         return;
-    }
-    let s = setup().await;
+    };
     let p = s.proxy_url.as_str();
     assert_eq!(wget(&s.http, &[]).await, "200");
     assert_eq!(wget(&s.http, &[("http_proxy", p)]).await, "403");
@@ -307,10 +291,9 @@ async fn wget_reads_the_lowercase_variables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_reads_system_properties_not_the_environment() {
-    if !present("java", "-version") {
+    let Some(s) = setup_if("java", &["-version"]).await else {
         return;
-    }
-    let s = setup().await;
+    };
     let p = s.proxy_url.as_str();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("Get.java");

@@ -376,16 +376,20 @@ fn toml_blocks(markdown: &str) -> Vec<String> {
         .collect()
 }
 
+/// The policy of docs/apps.md's provider examples (`oauth-providers`).
+fn providers_policy() -> String {
+    toml_blocks(&read("docs/apps.md"))
+        .into_iter()
+        .find(|b| b.contains("name = \"oauth-providers\""))
+        .expect("the providers' policy block in docs/apps.md")
+}
+
 #[test]
 fn the_provider_examples_in_docs_apps_validate_against_its_policy() {
     let blocks = toml_blocks(&read("docs/apps.md"));
     let dir = tempfile::tempdir().unwrap();
-    let policy = blocks
-        .iter()
-        .find(|b| b.contains("name = \"oauth-providers\""))
-        .expect("the providers' policy block");
     std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(dir.path().join("policies/p.toml"), policy).unwrap();
+    std::fs::write(dir.path().join("policies/p.toml"), providers_policy()).unwrap();
     let set = PolicySet::load_dir(&dir.path().join("policies")).unwrap();
     let mut checked = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
@@ -527,17 +531,8 @@ async fn the_openapi_document_matches_the_running_server() {
     );
     // Every operation answers a documented status on a real tollgate, and, called as its
     // role with its example, a success.
-    let tg = common::Tollgate::start(
-        r#"
-[[policy]]
-name = "oauth-providers"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["github.com", "api.github.com"]
-  ports = [443]
-"#,
-        &[],
-    );
+    // With docs/apps.md's policy for the providers, which the example app names.
+    let tg = common::Tollgate::start(&providers_policy(), &[]);
     let admin = tg.admin_token("acme", "root");
     let operator = tg.operator_token();
     // Creations first, deletions last, the app itself after its authorizations.
