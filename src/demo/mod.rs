@@ -125,7 +125,7 @@ pub fn instructions(r: &Running<'_>) -> Vec<String> {
         String::new(),
         "1. Run this; tollgate answers 401 authorization_required with a consent_url:".into(),
         String::new(),
-        format!("{}", curl_command(r)),
+        curl_command(r),
         String::new(),
         "2. Open the consent_url in a browser, click Authorize, then Approve at the demo provider.".into(),
         "3. Run the same curl again: tollgate injects the user's token and the API answers who called.".into(),
