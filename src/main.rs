@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the proxy, web and (optionally) relay listeners.
     Serve(Box<ServeOverrides>),
+    /// The five-minute tour, offline: tollgate, a TEST-GRADE OAuth provider and API, a policy
+    /// and an app on loopback in a temporary directory; prints a token and a curl command.
+    Demo,
     /// Check or explain egress policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -43,9 +46,6 @@ enum Command {
     /// Private-network agents: enroll one, revoke one, or run one.
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// The five-minute tour, offline: tollgate, a TEST-GRADE OAuth provider and API, a policy
-    /// and an app on loopback in a temporary directory; prints a token and a curl command.
-    Demo,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +58,10 @@ fn main() -> ExitCode {
             let _log = init_tracing(config.log_format, "info");
             tollgate::cli::serve::run(config)
         }
+        Command::Demo => {
+            let _log = init_tracing(LogFormat::Text, "warn");
+            tollgate::cli::demo::run()
+        }
         Command::Agent(AgentCommand::Run(args)) => {
             let config = tollgate::config::agent::resolve(&args).unwrap_or_else(|e| usage_error(e));
             let _log = init_tracing(config.log_format, "info");
@@ -69,10 +73,6 @@ fn main() -> ExitCode {
         Command::Agent(AgentCommand::Revoke { id, target }) => {
             let _log = init_tracing(LogFormat::Text, "warn");
             block_on(tollgate::cli::agent::revoke(&target, &id))
-        }
-        Command::Demo => {
-            let _log = init_tracing(LogFormat::Text, "warn");
-            tollgate::cli::demo::run()
         }
         Command::Token(cmd) => tollgate::cli::token::run(cmd),
         Command::Ca(cmd) => tollgate::cli::ca::run(cmd),
