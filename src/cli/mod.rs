@@ -1,7 +1,8 @@
 //! The subcommands behind `main`, one file per command group: `serve`, `policy`, `token`,
-//! `ca`, `agent`, `app` (the admin API from the shell) and `demo`. `main` parses the command line,
+//! `ca`, `agent` and `app` (the admin API from the shell). `main` parses the command line,
 //! sets up logging and the crypto provider, then calls `run` here. `anyhow` is fine in this
 //! glue, as in `main`.
+//! `demo` runs the offline tour (`tollgate demo`) with the fixtures of `crate::demo`.
 
 use std::future::Future;
 use std::path::Path;
