@@ -367,18 +367,9 @@ async fn the_kubernetes_manifests_fit_a_real_tollgate() {
     drop(tg);
 }
 
-/// The ```toml blocks of a Markdown file.
-fn toml_blocks(markdown: &str) -> Vec<String> {
-    markdown
-        .split("```toml\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap().to_string())
-        .collect()
-}
-
 /// The policy of docs/apps.md's provider examples (`oauth-providers`).
 fn providers_policy() -> String {
-    toml_blocks(&read("docs/apps.md"))
+    fenced(&read("docs/apps.md"), "toml")
         .into_iter()
         .find(|b| b.contains("name = \"oauth-providers\""))
         .expect("the providers' policy block in docs/apps.md")
@@ -386,7 +377,7 @@ fn providers_policy() -> String {
 
 #[test]
 fn the_provider_examples_in_docs_apps_validate_against_its_policy() {
-    let blocks = toml_blocks(&read("docs/apps.md"));
+    let blocks = fenced(&read("docs/apps.md"), "toml");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.toml"), providers_policy()).unwrap();
@@ -596,4 +587,84 @@ async fn the_openapi_document_matches_the_running_server() {
     println!("{}", seen.join("\n"));
     assert!(seen.len() >= 15, "{seen:?}");
     drop(tg);
+}
+
+/// The fenced blocks of `lang` in a Markdown file.
+fn fenced(markdown: &str, lang: &str) -> Vec<String> {
+    markdown
+        .split(&format!("```{lang}\n"))
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect()
+}
+
+/// The block of docs/clients.md fenced as `lang` that contains `needle`, written to a file
+/// in `dir`.
+fn clients_block(dir: &Path, lang: &str, needle: &str) -> PathBuf {
+    let block = fenced(&read("docs/clients.md"), lang)
+        .into_iter()
+        .find(|b| b.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} block in docs/clients.md"));
+    let file = dir.join("block");
+    std::fs::write(&file, block).unwrap();
+    file
+}
+
+#[test]
+fn the_nftables_example_in_docs_clients_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = clients_block(dir.path(), "", "table inet");
+    // `nft -c` parses and checks the ruleset without applying it.
+    let out = match Command::new("nft").arg("-c").arg("-f").arg(&file).output() {
+        Ok(o) => o,
+        Err(_) => {
+            println!("SKIPPED: nft is not installed (Debian nftables; .ci/run installs it)");
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("Operation not permitted") {
+        println!("SKIPPED: nft -c needs CAP_NET_ADMIN here: {stderr}");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "docs/clients.md's nftables example: {stderr}"
+    );
+}
+
+#[test]
+fn the_network_policy_in_docs_clients_fits_the_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = clients_block(dir.path(), "yaml", "kind: NetworkPolicy");
+    let (Some(np), Some(k)) = (yaml_documents(&file), manifests()) else {
+        return;
+    };
+    let np = &np[0];
+    assert_eq!(np["spec"]["policyTypes"][0], "Egress");
+    let to_tollgate = &np["spec"]["egress"][0];
+    let peer = &to_tollgate["to"][0];
+    // The peer is tollgate's namespace and pods, as deploy/kubernetes names and labels them.
+    assert_eq!(
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        k["Namespace"]["metadata"]["name"]
+    );
+    let pod_labels = &k["Deployment"]["spec"]["template"]["metadata"]["labels"];
+    for (label, value) in peer["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod_labels[label], value, "pod label {label}");
+    }
+    let proxy_port = k["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "proxy")
+        .unwrap()["containerPort"]
+        .clone();
+    let ports: Vec<&Value> = to_tollgate["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["port"])
+        .collect();
+    assert_eq!(ports, vec![&proxy_port], "only the proxy port");
 }
