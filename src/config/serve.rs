@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::limits::{Limits, LimitsOverrides};
 use super::login::{LoginConfig, LoginMode, LoginOverrides};
+use super::replicas::{ReplicaOverrides, Replicas};
 use super::store::StoreLocation;
 use super::upstream::ProxyUrl;
 use super::{
@@ -128,6 +129,8 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// `--upstream-proxy`.
     pub upstream_proxy: Option<ProxyUrl>,
+    /// `--shutdown-delay`.
+    pub shutdown_delay: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -224,6 +227,9 @@ pub struct ServeOverrides {
     /// checks the address itself, then asks the parent to CONNECT to it [default: none].
     #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<ProxyUrl>,
+    /// Running as one of several replicas (`--shutdown-delay`).
+    #[command(flatten)]
+    pub replicas: ReplicaOverrides,
 }
 
 /// Validated server settings.
@@ -278,6 +284,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// Parent proxy of direct routes, when configured.
     pub upstream_proxy: Option<UpstreamProxy>,
+    /// Running behind a load balancer: the drain delay.
+    pub replicas: Replicas,
 }
 
 /// Every problem found while resolving the settings.
@@ -430,6 +438,7 @@ impl Config {
             (None, None) => None,
         };
         let limits = Limits::resolve(&over.limits, &file, &mut errors);
+        let replicas = Replicas::resolve(&over.replicas, &file, &mut errors);
         let login = super::login::resolve(
             &over.login,
             &file,
@@ -511,6 +520,7 @@ impl Config {
             login,
             store,
             upstream_proxy,
+            replicas,
         })
     }
 }

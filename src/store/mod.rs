@@ -271,6 +271,14 @@ pub trait Store: Send + Sync {
         let _ = (token, incarnation);
         Ok(())
     }
+
+    // ----- replica lifecycle -----
+
+    /// Gives up every refresh lease this process still holds (at shutdown, once requests
+    /// drained, so other replicas need not wait for them to expire). Returns how many.
+    async fn release_all_refresh_leases(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

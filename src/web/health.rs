@@ -58,7 +58,8 @@ impl FromRequestParts<WebState> for MaybeOperator {
     }
 }
 
-/// Ready when a valid policy set is in force and the store answers. A broken edit after a
+/// Ready when a valid policy set is in force, the store answers and the replica is not
+/// leaving (from SIGTERM on it answers `503`, status `draining`, while still serving). A broken edit after a
 /// good load leaves the proxy serving the last good set, so it stays ready (taking it out of
 /// rotation would turn a typo into an outage); operators see `degraded` with the errors and
 /// the apps whose token requests would be refused.
@@ -82,7 +83,9 @@ async fn readyz(State(state): State<WebState>, MaybeOperator(operator): MaybeOpe
             false
         }
     };
-    let ready = status.ever_loaded && store_ok;
+    // Leaving (SIGTERM): not ready, so the balancer stops sending before the listeners close.
+    let draining = state.lifecycle.draining();
+    let ready = status.ever_loaded && store_ok && !draining;
     let code = if ready {
         StatusCode::OK
     } else {
@@ -91,7 +94,9 @@ async fn readyz(State(state): State<WebState>, MaybeOperator(operator): MaybeOpe
     if !operator {
         return (code, Json(json!({ "ready": ready }))).into_response();
     }
-    let word = if !ready {
+    let word = if draining {
+        "draining"
+    } else if !ready {
         "not_ready"
     } else if !status.last_errors.is_empty() || !broken_apps.is_empty() {
         "degraded"

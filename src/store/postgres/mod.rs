@@ -680,4 +680,8 @@ impl Store for PgStore {
     async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
         self.release_lease(token, incarnation).await
     }
+
+    async fn release_all_refresh_leases(&self) -> StoreResult<u64> {
+        self.release_own_leases().await
+    }
 }
