@@ -67,6 +67,10 @@ pub enum StoreError {
     /// The backend failed (disk, lock, random generator, the host clock).
     #[error("store: {0}")]
     Io(String),
+    /// A shared store cannot be reached (connection refused or lost, timed out): requests
+    /// that need it fail with `503 store_unavailable` until it returns, cached ones go on.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<ClockError> for StoreError {
@@ -278,6 +282,13 @@ pub trait Store: Send + Sync {
     /// drained, so other replicas need not wait for them to expire). Returns how many.
     async fn release_all_refresh_leases(&self) -> StoreResult<u64> {
         Ok(0)
+    }
+
+    /// Whether the store answers now, within a short deadline (for `/readyz`): an embedded
+    /// store always does; a shared one reports [`StoreError::Unavailable`] while it cannot
+    /// be reached.
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
     }
 }
 

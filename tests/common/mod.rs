@@ -25,6 +25,7 @@ pub mod login;
 pub mod netns;
 pub mod oauth;
 pub mod policies;
+pub mod postgres;
 pub mod provider;
 pub mod squid;
 pub mod tls;
