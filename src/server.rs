@@ -300,6 +300,7 @@ impl Server {
         let revocation_changes = self.store.subscribe();
         agent_control.load().await?;
         let login = self.login(&upstream_tls)?;
+        let proxy_headers = self.proxy_headers();
         let settings = ProxySettings {
             idle_timeout: self.config.idle_timeout,
             request_head_timeout: self.config.request_head_timeout,
@@ -308,6 +309,7 @@ impl Server {
             shutdown_grace: self.config.shutdown_grace,
             body_timeout: self.config.limits.body_timeout,
             max_connections_per_caller: self.config.limits.max_connections_per_caller,
+            proxy_headers: proxy_headers.clone(),
         };
         let state = Arc::new(
             ProxyState::new(
@@ -367,6 +369,7 @@ impl Server {
             let settings = RelaySettings {
                 keepalive: self.config.relay_keepalive,
                 handshake_timeout: self.config.limits.relay_handshake_timeout,
+                proxy_headers,
             };
             tasks.spawn(relay::run(
                 listener,
@@ -388,6 +391,18 @@ impl Server {
         self.lifecycle.finish(self.store.as_ref()).await;
         self.store.flush().await?;
         Ok(())
+    }
+}
+
+impl Server {
+    /// The proxy and relay listeners' PROXY protocol setting (`--proxy-protocol`).
+    fn proxy_headers(&self) -> crate::io::proxy_header::ProxyHeaders {
+        let replicas = &self.config.replicas;
+        if replicas.proxy_protocol {
+            crate::io::proxy_header::ProxyHeaders::from(replicas.trusted_proxies.clone())
+        } else {
+            crate::io::proxy_header::ProxyHeaders::off()
+        }
     }
 }
 

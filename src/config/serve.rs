@@ -131,6 +131,8 @@ pub struct FileConfig {
     pub upstream_proxy: Option<ProxyUrl>,
     /// `--shutdown-delay`.
     pub shutdown_delay: Option<String>,
+    /// `--proxy-protocol`.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -284,7 +286,7 @@ pub struct Config {
     pub store: StoreLocation,
     /// Parent proxy of direct routes, when configured.
     pub upstream_proxy: Option<UpstreamProxy>,
-    /// Running behind a load balancer: the drain delay.
+    /// Running behind a load balancer: the drain delay, PROXY protocol headers.
     pub replicas: Replicas,
 }
 
@@ -438,7 +440,12 @@ impl Config {
             (None, None) => None,
         };
         let limits = Limits::resolve(&over.limits, &file, &mut errors);
-        let replicas = Replicas::resolve(&over.replicas, &file, &mut errors);
+        let replicas = Replicas::resolve(
+            &over.replicas,
+            over.login.trusted_proxies.as_ref(),
+            &file,
+            &mut errors,
+        );
         let login = super::login::resolve(
             &over.login,
             &file,
@@ -488,6 +495,9 @@ impl Config {
             &mut errors,
         );
         if !errors.is_empty() {
+            // One report per problem (`--trusted-proxies` is read by two flag groups).
+            let mut seen = std::collections::HashSet::new();
+            errors.retain(|e| seen.insert(e.clone()));
             return Err(ConfigError(errors));
         }
         // The unwraps below cannot fail: every `None` above pushed an error and returned.
