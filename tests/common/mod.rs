@@ -19,6 +19,7 @@
 pub mod agent;
 pub mod consent;
 pub mod guard;
+pub mod haproxy;
 pub mod idp;
 pub mod inproc;
 pub mod login;
