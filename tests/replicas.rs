@@ -490,6 +490,25 @@ async fn haproxy_one_ticket_redeemed_on_three_replicas_at_once_succeeds_once() {
         assert!(r.text().contains("consent_link_unusable"), "{}", r.text());
     }
     println!("replicas: one ticket redeemed on 3 replicas at once: {statuses:?} (1 success)");
+
+    // HAProxy's PROXY v2 header names this very connection: its port is in an access line.
+    let mut s = tokio::net::TcpStream::connect(f.lb.proxy).await.unwrap();
+    let me = s.local_addr().unwrap();
+    let req = format!(
+        "GET http://localhost:{}/records HTTP/1.1\r\nHost: localhost\r\n\
+         Proxy-Authorization: {pa}\r\nConnection: close\r\n\r\n",
+        f.api()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let named = wait_until(Duration::from_secs(5), async || {
+        [&f.env.tg, &f.b, &f.c]
+            .iter()
+            .any(|tg| tg.logs().contains(&me.to_string()))
+    })
+    .await;
+    assert!(named, "no access line names the client {me} HAProxy sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
