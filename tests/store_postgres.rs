@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::oauth::{app_spec, now, setup};
+use common::oauth::{app_spec, setup};
 use common::postgres::{call, fresh_database, replica_dir};
 use common::*;
 use serde_json::json;
@@ -135,14 +135,7 @@ async fn three_replicas_refresh_a_grant_exactly_once_per_expiry() {
     let mut latencies = Vec::new();
     for round in 1..=ROUNDS {
         // Until the grant is due: the list reads the shared store.
-        let due = wait_until(Duration::from_secs(10), async || {
-            let list = env.authorizations("crm").await;
-            list.iter()
-                .find(|a| a["user"] == "alice")
-                .and_then(|a| a["expires_at"].as_u64())
-                .is_some_and(|exp| now() + 1 >= exp)
-        })
-        .await;
+        let due = env.wait_due("alice").await;
         assert!(due, "round {round}: the grant never became due");
         let started = std::time::Instant::now();
         let calls = (0..8).map(|i| call(replicas[i % 3], api, "alice"));

@@ -115,30 +115,25 @@ impl PgStore {
 mod tests {
     use std::time::Duration;
 
-    use super::super::tests::{database_url, replica, Schema};
+    use super::super::tests::two_replicas_and_a_grant;
     use crate::store::{contract, RefreshLease, Store};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leaving_replica_releases_its_leases_and_only_its_own() {
-        let Some(url) = database_url("postgres::release_all_refresh_leases") else {
+        let test = "postgres::release_all_refresh_leases";
+        let Some((_schema, a, b, app, alice)) = two_replicas_and_a_grant(test, "alice").await
+        else {
             return;
         };
-        let schema = Schema::create(&url).await;
-        let (a, b) = (replica(&schema).await, replica(&schema).await);
-        let app = a
-            .create_app(contract::sample_app("acme", "github"))
-            .await
-            .unwrap();
         let inc = app.incarnation;
-        let mut grants = Vec::new();
-        for user in ["alice", "bob"] {
-            let put = contract::grant(&app, user, "at-1");
-            assert!(a.put_token_if_current(put, inc).await.unwrap());
-            let got = a
-                .get_token("acme", "github", inc, app.generation, user)
-                .await;
-            grants.push(got.unwrap().unwrap());
-        }
+        assert!(a
+            .put_token_if_current(contract::grant(&app, "bob", "at-1"), inc)
+            .await
+            .unwrap());
+        let bob = a
+            .get_token("acme", "github", inc, app.generation, "bob")
+            .await;
+        let grants = [alice, bob.unwrap().unwrap()];
         let ttl = Duration::from_secs(15);
         // A holds alice's lease, B holds bob's.
         let took = a.acquire_refresh_lease(&grants[0], inc, ttl).await.unwrap();
