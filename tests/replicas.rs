@@ -97,24 +97,27 @@ impl Fleet {
         assert!(out, "HAProxy never took B out: {states:?}");
     }
 
-    /// alice consents, B and C cache her token, A revokes it: how long until both B and C
-    /// answer 401 (asserted within `within`).
-    async fn revocation_seen_within(&self, within: Duration) -> Duration {
+    /// `user` (who has no grant yet) consents, B and C cache the token, A revokes it: how
+    /// long until both B and C answer 401 (asserted within `within`).
+    async fn revocation_seen_within(&self, user: &str, within: Duration) -> Duration {
         let api = self.api();
-        self.env.consent("acme", "alice").await;
+        self.env.consent("acme", user).await;
         for tg in [&self.b, &self.c] {
-            assert_eq!(call(tg, api, "alice").await.status, 200);
+            assert_eq!(call(tg, api, user).await.status, 200);
         }
         let r = self
             .env
-            .admin_call("DELETE", "/v1/apps/crm/authorizations/alice", None)
+            .admin_call(
+                "DELETE",
+                &format!("/v1/apps/crm/authorizations/{user}"),
+                None,
+            )
             .await;
         assert!(r.status < 300, "{} {}", r.status, r.text());
         let revoked = Instant::now();
         let mut worst = Duration::ZERO;
         for tg in [&self.b, &self.c] {
-            let seen =
-                wait_until(within, async || call(tg, api, "alice").await.status == 401).await;
+            let seen = wait_until(within, async || call(tg, api, user).await.status == 401).await;
             assert!(
                 seen,
                 "a replica still injected a revoked grant after {within:?}"
@@ -451,7 +454,9 @@ async fn haproxy_revocation_reaches_the_other_replicas_also_after_their_listener
         return;
     };
     f.env.p.with(|s| s.access_ttl = Some(3600));
-    let first = f.revocation_seen_within(Duration::from_secs(1)).await;
+    let first = f
+        .revocation_seen_within("alice", Duration::from_secs(1))
+        .await;
     // Kill every replica's listener connection, then revoke again at once.
     let killed: i64 =
         f.db.query_one(
@@ -463,7 +468,9 @@ async fn haproxy_revocation_reaches_the_other_replicas_also_after_their_listener
         .unwrap()
         .get(0);
     assert_eq!(killed, 3, "one listener connection per replica");
-    let second = f.revocation_seen_within(Duration::from_secs(30)).await;
+    let second = f
+        .revocation_seen_within("alice", Duration::from_secs(30))
+        .await;
     println!(
         "replicas: a revocation on A held on B and C after {} ms; after pg_terminate_backend \
          of the listener connections, after {} ms",
@@ -628,7 +635,9 @@ async fn haproxy_postgres_restarted_under_load_pools_and_listeners_recover() {
         "cached requests failed while PostgreSQL restarted: {errors:?}"
     );
     // The listeners are back: a revocation on A reaches B and C within a second.
-    let revocation = f.revocation_seen_within(Duration::from_secs(1)).await;
+    let revocation = f
+        .revocation_seen_within("dave", Duration::from_secs(1))
+        .await;
     println!(
         "replicas: PostgreSQL restarted ({} ms) under load through HAProxy: {ok} cached \
          requests, {failed} failed; every replica ready and reading the database after \
