@@ -443,6 +443,7 @@ fn main() {
             shutdown_grace: Duration::from_secs(1),
             body_timeout: Duration::from_secs(30),
             max_connections_per_caller: 256,
+            proxy_headers: tollgate::io::proxy_header::ProxyHeaders::off(),
         };
         let verifier = Arc::new(Verifier::new(IdentityKey::from_bytes(identity.as_bytes())));
         let state = Arc::new(

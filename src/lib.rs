@@ -44,6 +44,7 @@ pub mod demo;
 pub mod explain;
 pub mod fdlimit;
 pub mod io;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;

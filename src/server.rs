@@ -15,6 +15,7 @@ use crate::config::store::StoreLocation;
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::policy::watch::{self, Policies};
@@ -88,6 +89,8 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     /// Where the metrics listener is bound, when enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// The shutdown sequence: `/readyz` first, the drain delay, the drain, then the hooks.
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Server {
@@ -157,6 +160,7 @@ impl Server {
             None => (None, None),
         };
         Ok(Server {
+            lifecycle: Arc::new(Lifecycle::new(config.replicas.shutdown_delay)),
             metrics_listener,
             metrics_addr,
             config,
@@ -181,6 +185,12 @@ impl Server {
     pub fn intercept_when(&mut self, predicate: InterceptPredicate) -> &mut Self {
         self.intercept_predicate = predicate;
         self
+    }
+
+    /// The shutdown sequence, where steps to run at shutdown are registered
+    /// ([`Lifecycle::on_shutdown`]).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
     }
 
     /// The leaf certificate cache (and through it, the interception CA).
@@ -230,8 +240,14 @@ impl Server {
         lines
     }
 
-    /// Runs until `shutdown` is cancelled, then drains.
+    /// Runs until `shutdown` is cancelled, then leaves as [`Lifecycle`] orders: `/readyz`
+    /// turns `503`, the listeners accept for the drain delay, then drain; then the leases
+    /// are released and the shutdown hooks run.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        // Every listener and background task stops on the lifecycle's token, after the delay.
+        let stop = self.lifecycle.stop_token();
+        tokio::spawn(self.lifecycle.clone().drive(shutdown));
+        let shutdown = stop;
         let key = load_key_file(&self.data.identity_key).map_err(|source| DataDirError::Io {
             path: self.data.identity_key.clone(),
             source,
@@ -284,6 +300,7 @@ impl Server {
         let revocation_changes = self.store.subscribe();
         agent_control.load().await?;
         let login = self.login(&upstream_tls)?;
+        let proxy_headers = self.proxy_headers();
         let settings = ProxySettings {
             idle_timeout: self.config.idle_timeout,
             request_head_timeout: self.config.request_head_timeout,
@@ -292,6 +309,7 @@ impl Server {
             shutdown_grace: self.config.shutdown_grace,
             body_timeout: self.config.limits.body_timeout,
             max_connections_per_caller: self.config.limits.max_connections_per_caller,
+            proxy_headers: proxy_headers.clone(),
         };
         let state = Arc::new(
             ProxyState::new(
@@ -334,6 +352,7 @@ impl Server {
                 oauth,
                 agents: agent_control,
                 login,
+                lifecycle: self.lifecycle.clone(),
             },
             web::listener::WebSettings {
                 header_timeout: self.config.limits.web_header_timeout,
@@ -350,6 +369,7 @@ impl Server {
             let settings = RelaySettings {
                 keepalive: self.config.relay_keepalive,
                 handshake_timeout: self.config.limits.relay_handshake_timeout,
+                proxy_headers,
             };
             tasks.spawn(relay::run(
                 listener,
@@ -366,8 +386,23 @@ impl Server {
         });
         tasks.close();
         tasks.wait().await;
+        // Ends the lifecycle's task when the server stopped on its own.
+        shutdown.cancel();
+        self.lifecycle.finish(self.store.as_ref()).await;
         self.store.flush().await?;
         Ok(())
+    }
+}
+
+impl Server {
+    /// The proxy and relay listeners' PROXY protocol setting (`--proxy-protocol`).
+    fn proxy_headers(&self) -> crate::io::proxy_header::ProxyHeaders {
+        let replicas = &self.config.replicas;
+        if replicas.proxy_protocol {
+            crate::io::proxy_header::ProxyHeaders::from(replicas.trusted_proxies.clone())
+        } else {
+            crate::io::proxy_header::ProxyHeaders::off()
+        }
     }
 }
 

@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::oauth::{app_spec, now, setup};
+use common::oauth::{app_spec, setup};
+use common::postgres::{call, fresh_database, replica_dir};
 use common::*;
 use serde_json::json;
 
@@ -37,51 +37,6 @@ fn app(id: &str) -> serde_json::Value {
         "egress_policy": "idp",
         "domains": [format!("{id}.idp.example")],
     })
-}
-
-/// A fresh database on the test server, and its URL; `None` (skipped) without the variable.
-async fn fresh_database(test: &str) -> Option<(String, tokio_postgres::Client)> {
-    let Ok(base) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        eprintln!("skipped {test}: set TOLLGATE_TEST_POSTGRES=postgres://… to run it");
-        return None;
-    };
-    let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .expect("connect to TOLLGATE_TEST_POSTGRES");
-    tokio::spawn(conn);
-    let name = format!("tg_{}_{}", test, std::process::id());
-    // Two statements: CREATE DATABASE refuses to run inside a (multi-statement) transaction.
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        admin.batch_execute(&sql).await.unwrap();
-    }
-    let mut url = url::Url::parse(&base).unwrap();
-    url.set_path(&name);
-    let (client, conn) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    Some((url.to_string(), client))
-}
-
-/// Copies the keys and CA of one instance's data directory into a new test directory, as an
-/// operator distributes them to replicas.
-fn replica_dir(from: &Path, policy: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("10-test.toml"), policy).unwrap();
-    for sub in ["keys", "ca"] {
-        let to = dir.path().join("data").join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for e in std::fs::read_dir(from.join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-    dir
 }
 
 #[tokio::test]
@@ -155,19 +110,6 @@ async fn a_bad_store_url_is_refused_without_echoing_the_password() {
     assert!(!err.contains("pw-SECRET"), "{err}");
 }
 
-/// A runner's request through `tg`'s proxy to the provider's API, as acme's `user`.
-async fn call(tg: &Tollgate, api_port: u16, user: &str) -> Resp {
-    let pa = format!("Bearer {}", tg.token("acme", user));
-    proxy_request(
-        tg.proxy,
-        "GET",
-        &format!("http://localhost:{api_port}/records"),
-        &[("proxy-authorization", &pa)],
-        "",
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_refresh_a_grant_exactly_once_per_expiry() {
     let Some((url, _db)) = fresh_database("refresh").await else {
@@ -193,14 +135,7 @@ async fn three_replicas_refresh_a_grant_exactly_once_per_expiry() {
     let mut latencies = Vec::new();
     for round in 1..=ROUNDS {
         // Until the grant is due: the list reads the shared store.
-        let due = wait_until(Duration::from_secs(10), async || {
-            let list = env.authorizations("crm").await;
-            list.iter()
-                .find(|a| a["user"] == "alice")
-                .and_then(|a| a["expires_at"].as_u64())
-                .is_some_and(|exp| now() + 1 >= exp)
-        })
-        .await;
+        let due = env.wait_due("alice").await;
         assert!(due, "round {round}: the grant never became due");
         let started = std::time::Instant::now();
         let calls = (0..8).map(|i| call(replicas[i % 3], api, "alice"));

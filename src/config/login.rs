@@ -263,7 +263,7 @@ pub fn resolve(
 }
 
 /// `--trusted-proxies`: CIDRs, or bare addresses meaning one host.
-fn parse_cidrs(list: &[String], errors: &mut Vec<String>) -> Vec<IpNet> {
+pub(crate) fn parse_cidrs(list: &[String], errors: &mut Vec<String>) -> Vec<IpNet> {
     let mut out = Vec::new();
     for s in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         match s.parse::<IpNet>() {

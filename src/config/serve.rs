@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::limits::{Limits, LimitsOverrides};
 use super::login::{LoginConfig, LoginMode, LoginOverrides};
+use super::replicas::{ReplicaOverrides, Replicas};
 use super::store::StoreLocation;
 use super::upstream::ProxyUrl;
 use super::{
@@ -128,6 +129,10 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// `--upstream-proxy`.
     pub upstream_proxy: Option<ProxyUrl>,
+    /// `--shutdown-delay`.
+    pub shutdown_delay: Option<String>,
+    /// `--proxy-protocol`.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -224,6 +229,9 @@ pub struct ServeOverrides {
     /// checks the address itself, then asks the parent to CONNECT to it [default: none].
     #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<ProxyUrl>,
+    /// Running as one of several replicas (`--shutdown-delay`).
+    #[command(flatten)]
+    pub replicas: ReplicaOverrides,
 }
 
 /// Validated server settings.
@@ -278,6 +286,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// Parent proxy of direct routes, when configured.
     pub upstream_proxy: Option<UpstreamProxy>,
+    /// Running behind a load balancer: the drain delay, PROXY protocol headers.
+    pub replicas: Replicas,
 }
 
 /// Every problem found while resolving the settings.
@@ -430,6 +440,12 @@ impl Config {
             (None, None) => None,
         };
         let limits = Limits::resolve(&over.limits, &file, &mut errors);
+        let replicas = Replicas::resolve(
+            &over.replicas,
+            over.login.trusted_proxies.as_ref(),
+            &file,
+            &mut errors,
+        );
         let login = super::login::resolve(
             &over.login,
             &file,
@@ -479,6 +495,9 @@ impl Config {
             &mut errors,
         );
         if !errors.is_empty() {
+            // One report per problem (`--trusted-proxies` is read by two flag groups).
+            let mut seen = std::collections::HashSet::new();
+            errors.retain(|e| seen.insert(e.clone()));
             return Err(ConfigError(errors));
         }
         // The unwraps below cannot fail: every `None` above pushed an error and returned.
@@ -511,6 +530,7 @@ impl Config {
             login,
             store,
             upstream_proxy,
+            replicas,
         })
     }
 }

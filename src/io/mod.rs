@@ -388,6 +388,7 @@ where
     .await
 }
 
+pub mod proxy_header;
 pub mod refuse;
 #[cfg(target_os = "linux")]
 mod zero_copy;

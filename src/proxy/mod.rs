@@ -77,6 +77,8 @@ pub struct ProxySettings {
     pub body_timeout: Duration,
     /// Live connections per caller (org, user) before `503 overloaded`.
     pub max_connections_per_caller: usize,
+    /// PROXY protocol v2 headers from trusted balancers (`--proxy-protocol`).
+    pub proxy_headers: crate::io::proxy_header::ProxyHeaders,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -157,45 +159,22 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
         };
         let _ = stream.set_nodelay(true);
         let permit = Arc::new(ConnPermit::new(permit));
-        let conn_state = state.clone();
-        let service = service_fn(move |req| handle(conn_state.clone(), peer, permit.clone(), req));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.settings.request_head_timeout)
-            // hyper answers a head beyond its buffer itself (bare 431, no JSON); give it room
-            // so that heads over our limit reach `handle` and get a proper error instead.
-            .max_buf_size(
-                state
-                    .settings
-                    .max_request_head
-                    .saturating_mul(4)
-                    .max(HYPER_BUF_MIN),
-            )
-            .max_headers(MAX_HEADERS)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let metrics = state.metrics.clone();
+        let state = state.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(
-            async move {
-                metrics.client_connections.inc();
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = shutdown.cancelled() => {
-                        // Finish the request in flight, then close (keep-alive off).
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "client connection ended with an error");
+        connections.spawn(async move {
+            // Behind a balancer, the client its PROXY header names (`io::proxy_header`).
+            let mut stream = stream;
+            let peer = match state.settings.proxy_headers.client(&mut stream, peer).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "proxy: connection refused");
+                    return;
                 }
-                metrics.client_connections.dec();
-            }
-            .instrument(tracing::info_span!("conn", %peer)),
-        );
+            };
+            serve_client(state, stream, peer, permit, shutdown)
+                .instrument(tracing::info_span!("conn", %peer))
+                .await;
+        });
     }
     drop(listener);
     let deadline = Instant::now() + state.settings.shutdown_grace;
@@ -216,6 +195,50 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
             "closing tunnels still open after the grace period"
         );
     }
+}
+
+/// Serves HTTP/1.1 on one client connection from `peer` until it closes, or finishes the
+/// request in flight and closes once `shutdown` is cancelled.
+async fn serve_client(
+    state: Arc<ProxyState>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: Arc<ConnPermit>,
+    shutdown: CancellationToken,
+) {
+    let conn_state = state.clone();
+    let service = service_fn(move |req| handle(conn_state.clone(), peer, permit.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.settings.request_head_timeout)
+        // hyper answers a head beyond its buffer itself (bare 431, no JSON); give it room
+        // so that heads over our limit reach `handle` and get a proper error instead.
+        .max_buf_size(
+            state
+                .settings
+                .max_request_head
+                .saturating_mul(4)
+                .max(HYPER_BUF_MIN),
+        )
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let metrics = state.metrics.clone();
+    metrics.client_connections.inc();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            // Finish the request in flight, then close (keep-alive off).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+    metrics.client_connections.dec();
 }
 
 /// One request on a client connection: `CONNECT` or absolute-form.

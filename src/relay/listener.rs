@@ -40,6 +40,8 @@ pub struct RelaySettings {
     pub keepalive: Duration,
     /// Time an agent has for TLS plus its credential.
     pub handshake_timeout: Duration,
+    /// PROXY protocol v2 headers from trusted balancers (`--proxy-protocol`).
+    pub proxy_headers: crate::io::proxy_header::ProxyHeaders,
 }
 
 /// Default keep-alive interval (and timeout) on relay connections, both sides.
@@ -248,19 +250,6 @@ pub async fn run(
             () = stop.cancelled() => break,
             accepted = crate::io::accept(&relay.listener, "relay") => accepted,
         };
-        let Some(source) = sources.try_enter(peer.ip()) else {
-            registry
-                .metrics()
-                .auth_failures
-                .get_or_create(&AuthLabels {
-                    reason: "source_limit",
-                })
-                .inc();
-            tracing::debug!(%peer, "relay: too many pending connections from this source");
-            drop(stream);
-            continue;
-        };
-        let permit = (permit, source);
         let conn = RelayConnTask {
             acceptor: acceptor.clone(),
             verifier: verifier.clone(),
@@ -268,10 +257,29 @@ pub async fn run(
             settings: settings.clone(),
             stop: stop.clone(),
         };
-        conns.spawn(
-            conn.serve(stream, peer, permit)
-                .instrument(tracing::info_span!("relay", %peer)),
-        );
+        let sources = sources.clone();
+        conns.spawn(async move {
+            // Behind a balancer, the client its PROXY header names: the per-source cap and
+            // the logs count it, not the balancer.
+            let mut stream = stream;
+            let headers = &conn.settings.proxy_headers;
+            let peer = match headers.client(&mut stream, peer).await {
+                Ok(client) => client,
+                Err(e) => {
+                    conn.refused("proxy_header");
+                    tracing::warn!(%peer, error = %e, "relay: connection refused");
+                    return;
+                }
+            };
+            let Some(source) = sources.try_enter(peer.ip()) else {
+                conn.refused("source_limit");
+                tracing::debug!(%peer, "relay: too many pending connections from this source");
+                return;
+            };
+            conn.serve(stream, peer, (permit, source))
+                .instrument(tracing::info_span!("relay", %peer))
+                .await;
+        });
     }
     drop(relay);
     registry.close_all();
@@ -288,6 +296,15 @@ struct RelayConnTask {
 }
 
 impl RelayConnTask {
+    /// Counts a connection refused before authentication, by `reason`.
+    fn refused(&self, reason: &'static str) {
+        self.registry
+            .metrics()
+            .auth_failures
+            .get_or_create(&AuthLabels { reason })
+            .inc();
+    }
+
     async fn serve(
         self,
         stream: TcpStream,

@@ -19,12 +19,14 @@
 pub mod agent;
 pub mod consent;
 pub mod guard;
+pub mod haproxy;
 pub mod idp;
 pub mod inproc;
 pub mod login;
 pub mod netns;
 pub mod oauth;
 pub mod policies;
+pub mod postgres;
 pub mod provider;
 pub mod squid;
 pub mod tls;
@@ -75,7 +77,8 @@ pub fn serve_command(dir: &Path) -> Command {
         .arg("--policies")
         .arg(dir.join("policies"))
         .args(["--proxy-listen", "127.0.0.1:0"])
-        .args(["--web-listen", "127.0.0.1:0"]);
+        .args(["--web-listen", "127.0.0.1:0"])
+        .env("TOLLGATE_SHUTDOWN_DELAY", "0s");
     cmd
 }
 
@@ -160,6 +163,9 @@ impl Tollgate {
             ])
             .args(extra)
             .env("TOLLGATE_LOG", "info")
+            // Nothing balances test instances: stop at once on SIGTERM (a test of the delay
+            // passes --shutdown-delay, which wins over the variable).
+            .env("TOLLGATE_SHUTDOWN_DELAY", "0s")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -192,6 +192,18 @@ impl Env {
         r.json()["authorizations"].as_array().unwrap().clone()
     }
 
+    /// Polls until `user`'s grant expires within a second (the list reads the store).
+    pub async fn wait_due(&self, user: &str) -> bool {
+        wait_until(Duration::from_secs(10), async || {
+            let list = self.authorizations("crm").await;
+            list.iter()
+                .find(|a| a["user"] == user)
+                .and_then(|a| a["expires_at"].as_u64())
+                .is_some_and(|exp| now() + 1 >= exp)
+        })
+        .await
+    }
+
     /// Polls until `user`'s token is due for refresh (less than min(60 s, lifetime/2) left).
     pub async fn wait_stale(&self, user: &str) {
         let ok = wait_until(DEADLINE, async || {

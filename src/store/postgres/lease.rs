@@ -96,4 +96,55 @@ impl PgStore {
             .map_err(pg)?;
         Ok(())
     }
+
+    /// `Store::release_all_refresh_leases`: every lease this replica holds, at shutdown.
+    pub(super) async fn release_own_leases(&self) -> StoreResult<u64> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE tokens SET lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner = $1",
+                &[&self.replica],
+            )
+            .await
+            .map_err(pg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::two_replicas_and_a_grant;
+    use crate::store::{contract, RefreshLease, Store};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leaving_replica_releases_its_leases_and_only_its_own() {
+        let test = "postgres::release_all_refresh_leases";
+        let Some((_schema, a, b, app, alice)) = two_replicas_and_a_grant(test, "alice").await
+        else {
+            return;
+        };
+        let inc = app.incarnation;
+        assert!(a
+            .put_token_if_current(contract::grant(&app, "bob", "at-1"), inc)
+            .await
+            .unwrap());
+        let bob = a
+            .get_token("acme", "github", inc, app.generation, "bob")
+            .await;
+        let grants = [alice, bob.unwrap().unwrap()];
+        let ttl = Duration::from_secs(15);
+        // A holds alice's lease, B holds bob's.
+        let took = a.acquire_refresh_lease(&grants[0], inc, ttl).await.unwrap();
+        assert_eq!(took, RefreshLease::Acquired);
+        let took = b.acquire_refresh_lease(&grants[1], inc, ttl).await.unwrap();
+        assert_eq!(took, RefreshLease::Acquired);
+        // A leaves: alice's lease is free at once, bob's is still B's.
+        assert_eq!(a.release_all_refresh_leases().await.unwrap(), 1);
+        let took = b.acquire_refresh_lease(&grants[0], inc, ttl).await.unwrap();
+        assert_eq!(took, RefreshLease::Acquired);
+        let held = a.acquire_refresh_lease(&grants[1], inc, ttl).await.unwrap();
+        assert!(matches!(held, RefreshLease::Held(_)), "{held:?}");
+    }
 }

@@ -366,13 +366,19 @@ async fn changes_reach_other_replicas_and_a_reconnect_flushes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn refresh_leases_admit_one_replica_and_expire() {
-    use crate::store::RefreshLease::{Acquired, Held, Moved};
-    use std::time::Duration;
-    let Some(url) = database_url("postgres::refresh_leases") else {
-        return;
-    };
+/// Two replicas on a fresh schema, acme's app `github`, and `user`'s grant in it (as read
+/// back); `None` (skipped) without the database.
+pub(crate) async fn two_replicas_and_a_grant(
+    test: &str,
+    user: &str,
+) -> Option<(
+    Schema,
+    PgStore,
+    PgStore,
+    crate::store::App,
+    crate::store::TokenSet,
+)> {
+    let url = database_url(test)?;
     let schema = Schema::create(&url).await;
     let (a, b) = (replica(&schema).await, replica(&schema).await);
     let app = a
@@ -380,14 +386,26 @@ async fn refresh_leases_admit_one_replica_and_expire() {
         .await
         .unwrap();
     assert!(a
-        .put_token_if_current(contract::grant(&app, "alice", "at-1"), app.incarnation)
+        .put_token_if_current(contract::grant(&app, user, "at-1"), app.incarnation)
         .await
         .unwrap());
-    let v1 = a
-        .get_token("acme", "github", app.incarnation, app.generation, "alice")
+    let grant = a
+        .get_token("acme", "github", app.incarnation, app.generation, user)
         .await
         .unwrap()
         .unwrap();
+    Some((schema, a, b, app, grant))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_leases_admit_one_replica_and_expire() {
+    use crate::store::RefreshLease::{Acquired, Held, Moved};
+    use std::time::Duration;
+    let Some((_schema, a, b, app, v1)) =
+        two_replicas_and_a_grant("postgres::refresh_leases", "alice").await
+    else {
+        return;
+    };
     let inc = app.incarnation;
     let ttl = Duration::from_secs(15);
     assert_eq!(

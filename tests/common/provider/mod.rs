@@ -122,6 +122,13 @@ pub struct ProviderState {
     pub last_hook_token: Option<HookRequest>,
     /// Headers and JSON body of the last `/handshake/refresh` request.
     pub last_hook_refresh: Option<HookRequest>,
+    /// A refresh token presented again after it was rotated out revokes every token (as
+    /// providers with refresh-token reuse detection do, RFC 9700 §4.14.2).
+    pub revoke_on_reuse: bool,
+    /// Refresh tokens rotated out, to recognise their reuse.
+    pub rotated_out: HashSet<String>,
+    /// Reuses detected (each revoked everything).
+    pub reuse_detected: usize,
 }
 
 /// What a legacy handshake endpoint received.
@@ -185,6 +192,9 @@ impl Provider {
             hook_refresh_calls: 0,
             last_hook_token: None,
             last_hook_refresh: None,
+            revoke_on_reuse: false,
+            rotated_out: HashSet::new(),
+            reuse_detected: 0,
         }));
         let hold = Arc::new(Semaphore::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -412,12 +422,18 @@ impl Provider {
         }
         let mut s = self.state.lock().unwrap();
         if !s.refresh_tokens.contains(&rt) {
+            if s.revoke_on_reuse && s.rotated_out.contains(&rt) {
+                s.reuse_detected += 1;
+                s.refresh_tokens.clear();
+                s.access_tokens.clear();
+            }
             return json(400, r#"{"error":"invalid_grant"}"#);
         }
         let (at, new_rt) = Self::issue(&mut s);
         let mut v = serde_json::json!({"access_token": at, "token_type": "bearer"});
         if s.rotate_refresh {
             s.refresh_tokens.remove(&rt);
+            s.rotated_out.insert(rt.clone());
             v["refresh_token"] = new_rt.into();
         } else {
             s.refresh_tokens.remove(&new_rt);
