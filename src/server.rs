@@ -319,6 +319,21 @@ impl Server {
                 .clone()
                 .follow(revocation_changes, shutdown.clone()),
         );
+        // This replica's row in the store's replicas table, and the live list its agents are
+        // told; the row is deleted on shutdown.
+        tasks.spawn(relay::replicas::heartbeat(
+            self.store.clone(),
+            relay::replicas::replica_id(),
+            self.relay_addr.map(|bound| {
+                self.config
+                    .replicas
+                    .relay_advertise
+                    .clone()
+                    .unwrap_or_else(|| relay::replicas::default_advertise(bound, &self.public_url))
+            }),
+            agents.replicas().clone(),
+            shutdown.clone(),
+        ));
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,

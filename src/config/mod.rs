@@ -15,6 +15,7 @@ use std::time::Duration;
 pub mod agent;
 pub mod limits;
 pub mod login;
+pub mod replicas;
 pub mod serve;
 pub mod store;
 pub mod upstream;

@@ -128,6 +128,8 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// `--upstream-proxy`.
     pub upstream_proxy: Option<ProxyUrl>,
+    /// `--relay-advertise`.
+    pub relay_advertise: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -224,6 +226,9 @@ pub struct ServeOverrides {
     /// checks the address itself, then asks the parent to CONNECT to it [default: none].
     #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<ProxyUrl>,
+    /// A replica among several (`--relay-advertise`).
+    #[command(flatten)]
+    pub replicas: super::replicas::ReplicaOverrides,
 }
 
 /// Validated server settings.
@@ -278,6 +283,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// Parent proxy of direct routes, when configured.
     pub upstream_proxy: Option<UpstreamProxy>,
+    /// This replica among several (`--relay-advertise`).
+    pub replicas: super::replicas::ReplicaSettings,
 }
 
 /// Every problem found while resolving the settings.
@@ -478,6 +485,11 @@ impl Config {
             file.upstream_proxy.as_ref(),
             &mut errors,
         );
+        let replicas = super::replicas::ReplicaSettings::resolve(
+            &over.replicas,
+            file.relay_advertise.as_ref(),
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -511,6 +523,7 @@ impl Config {
             login,
             store,
             upstream_proxy,
+            replicas,
         })
     }
 }

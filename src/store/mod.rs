@@ -28,6 +28,7 @@ pub(crate) mod contract;
 pub mod model;
 mod postgres;
 mod record;
+pub mod replicas;
 pub mod seal;
 mod sled_store;
 
@@ -43,6 +44,7 @@ pub use model::{
 };
 pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
+pub use replicas::Replica;
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
 
@@ -271,6 +273,24 @@ pub trait Store: Send + Sync {
         let _ = (token, incarnation);
         Ok(())
     }
+
+    // ----- replicas (agents attach to every replica; [`replicas`]) -----
+
+    /// Records that replica `id` (1 to 64 letters, digits, `-`, `_`) is alive, advertising `relay`
+    /// to agents, until `ttl` from now by the store's clock: creates its row (`started_at`
+    /// now) or moves its lease end and `last_seen`. Rows whose lease ended are deleted.
+    async fn heartbeat_replica(
+        &self,
+        id: &str,
+        relay: Option<&str>,
+        ttl: std::time::Duration,
+    ) -> StoreResult<()>;
+
+    /// The replicas whose lease has not ended, by id.
+    async fn list_replicas(&self) -> StoreResult<Vec<Replica>>;
+
+    /// Deletes replica `id`'s row (a clean shutdown). Returns whether there was one.
+    async fn remove_replica(&self, id: &str) -> StoreResult<bool>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

@@ -30,13 +30,15 @@ use super::record::{
     decode, encode, AppRecord, AuditRecord, KeyCheckRecord, TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
-use super::{AgentRevocation, RefreshLease, Store, StoreError, StoreResult};
+use super::{AgentRevocation, RefreshLease, Replica, Store, StoreError, StoreResult};
 use crate::clock::Clock;
+use std::time::Duration;
 
 mod apps;
 mod consent;
 mod lease;
 mod listen;
+mod replicas;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -679,5 +681,22 @@ impl Store for PgStore {
 
     async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
         self.release_lease(token, incarnation).await
+    }
+
+    async fn heartbeat_replica(
+        &self,
+        id: &str,
+        relay: Option<&str>,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.heartbeat_replica_now(id, relay, ttl).await
+    }
+
+    async fn list_replicas(&self) -> StoreResult<Vec<Replica>> {
+        self.list_replicas_now().await
+    }
+
+    async fn remove_replica(&self, id: &str) -> StoreResult<bool> {
+        self.remove_replica_now(id).await
     }
 }

@@ -82,6 +82,8 @@ pub struct SledStore {
     path: PathBuf,
     /// Change events for caches, published after each write commits.
     changes: ChangeFeed,
+    /// The replicas table: this process alone, in memory.
+    replicas: crate::store::replicas::LocalReplicas,
 }
 
 impl fmt::Debug for SledStore {
@@ -593,5 +595,24 @@ impl Store for SledStore {
 
     async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>> {
         self.agent_revocations()
+    }
+
+    // ----- replicas: this process alone -----
+
+    async fn heartbeat_replica(
+        &self,
+        id: &str,
+        relay: Option<&str>,
+        ttl: std::time::Duration,
+    ) -> StoreResult<()> {
+        self.replicas.heartbeat(self.clock.now()?, id, relay, ttl)
+    }
+
+    async fn list_replicas(&self) -> StoreResult<Vec<crate::store::Replica>> {
+        Ok(self.replicas.live(self.clock.now()?))
+    }
+
+    async fn remove_replica(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.replicas.remove(id))
     }
 }
