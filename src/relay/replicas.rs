@@ -123,8 +123,13 @@ pub fn replica_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Heartbeats this replica's row until `stop`, publishing the live list in `directory`;
-/// then deletes the row, so agents and other replicas stop counting on it at once.
+/// How often the live list is read between heartbeats: a replica that starts or stops
+/// cleanly reaches every agent within about this.
+pub const LIST_EVERY: Duration = Duration::from_secs(1);
+
+/// Heartbeats this replica's row every [`HEARTBEAT_EVERY`] until `stop`, reading the live
+/// list every [`LIST_EVERY`] into `directory`; then deletes the row, so agents and other
+/// replicas stop counting on it at once.
 pub async fn heartbeat(
     store: Arc<dyn Store>,
     id: String,
@@ -132,15 +137,27 @@ pub async fn heartbeat(
     directory: Arc<Directory>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    tracing::info!(replica = %id, relay = advertise.as_deref().unwrap_or("-"), "replica starting");
+    let mut tick = tokio::time::interval(LIST_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = beat(&*store, &id, advertise.as_deref(), &directory).await {
-            tracing::warn!(error = %e, "replica heartbeat failed");
+        if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+            match store
+                .heartbeat_replica(&id, advertise.as_deref(), REPLICA_TTL)
+                .await
+            {
+                Ok(()) => last_beat = Some(tokio::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "replica heartbeat failed"),
+            }
+        }
+        match live(&*store, &id).await {
+            Ok(view) => directory.set(view),
+            Err(e) => tracing::warn!(error = %e, "cannot read the replica list"),
         }
     }
     match store.remove_replica(&id).await {
@@ -149,14 +166,8 @@ pub async fn heartbeat(
     }
 }
 
-/// One heartbeat: the row, then the list.
-async fn beat(
-    store: &dyn Store,
-    id: &str,
-    advertise: Option<&str>,
-    directory: &Directory,
-) -> crate::store::StoreResult<()> {
-    store.heartbeat_replica(id, advertise, REPLICA_TTL).await?;
+/// The live replicas with a relay, as told to agents of replica `id`.
+async fn live(store: &dyn Store, id: &str) -> crate::store::StoreResult<ReplicaView> {
     let replicas = store
         .list_replicas()
         .await?
@@ -169,11 +180,10 @@ async fn beat(
         })
         .take(MAX_TOLD)
         .collect();
-    directory.set(ReplicaView {
+    Ok(ReplicaView {
         this: id.to_owned(),
         replicas,
-    });
-    Ok(())
+    })
 }
 
 /// Tells the agent on `send` the replica list, now and on every change, until the
