@@ -334,6 +334,11 @@ impl Server {
             agents.replicas().clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::store::replicas::prune_periodically(
+            self.store.clone(),
+            self.config.replicas.audit_retention,
+            shutdown.clone(),
+        ));
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,

@@ -130,6 +130,8 @@ pub struct FileConfig {
     pub upstream_proxy: Option<ProxyUrl>,
     /// `--relay-advertise`.
     pub relay_advertise: Option<String>,
+    /// `--audit-retention`.
+    pub audit_retention: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -226,7 +228,7 @@ pub struct ServeOverrides {
     /// checks the address itself, then asks the parent to CONNECT to it [default: none].
     #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<ProxyUrl>,
-    /// A replica among several (`--relay-advertise`).
+    /// A replica among several, and retention (`--relay-advertise`, `--audit-retention`).
     #[command(flatten)]
     pub replicas: super::replicas::ReplicaOverrides,
 }
@@ -283,7 +285,7 @@ pub struct Config {
     pub store: StoreLocation,
     /// Parent proxy of direct routes, when configured.
     pub upstream_proxy: Option<UpstreamProxy>,
-    /// This replica among several (`--relay-advertise`).
+    /// This replica among several, and retention (`--relay-advertise`, `--audit-retention`).
     pub replicas: super::replicas::ReplicaSettings,
 }
 
@@ -488,6 +490,7 @@ impl Config {
         let replicas = super::replicas::ReplicaSettings::resolve(
             &over.replicas,
             file.relay_advertise.as_ref(),
+            file.audit_retention.as_ref(),
             &mut errors,
         );
         if !errors.is_empty() {

@@ -86,6 +86,9 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     replicas::replicas_heartbeat_and_leave(fresh().0).await;
     let (f, clock) = fresh();
     replicas::replicas_expire(f, clock).await;
+    let (f, clock) = fresh();
+    replicas::audit_is_pruned_after_its_retention(f, clock).await;
+    replicas::changes_are_pruned_and_keep_flowing(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

@@ -44,7 +44,7 @@ pub use model::{
 };
 pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
-pub use replicas::Replica;
+pub use replicas::{Replica, ReplicaStore};
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
 
@@ -86,8 +86,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 ///
 /// Lookups of things that may legitimately be absent return `Ok(None)`; mutations of an app
 /// that does not exist return [`StoreError::NotFound`].
+///
+/// The replicas table and retention are the [`ReplicaStore`] part ([`replicas`]).
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: ReplicaStore + Send + Sync {
     // ----- apps -----
 
     /// Creates an app. The store sets `incarnation` (random), `generation = 1`, `created_at`
@@ -273,24 +275,6 @@ pub trait Store: Send + Sync {
         let _ = (token, incarnation);
         Ok(())
     }
-
-    // ----- replicas (agents attach to every replica; [`replicas`]) -----
-
-    /// Records that replica `id` (1 to 64 letters, digits, `-`, `_`) is alive, advertising `relay`
-    /// to agents, until `ttl` from now by the store's clock: creates its row (`started_at`
-    /// now) or moves its lease end and `last_seen`. Rows whose lease ended are deleted.
-    async fn heartbeat_replica(
-        &self,
-        id: &str,
-        relay: Option<&str>,
-        ttl: std::time::Duration,
-    ) -> StoreResult<()>;
-
-    /// The replicas whose lease has not ended, by id.
-    async fn list_replicas(&self) -> StoreResult<Vec<Replica>>;
-
-    /// Deletes replica `id`'s row (a clean shutdown). Returns whether there was one.
-    async fn remove_replica(&self, id: &str) -> StoreResult<bool>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

@@ -9,12 +9,49 @@
 //!
 //! The embedded store is one process's: its table lives in memory ([`LocalReplicas`]) and
 //! holds this process alone.
+//!
+//! Retention lives here too: the audit log kept for `--audit-retention`, and on a shared
+//! store the change log (which caches of other replicas read) kept for an hour.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use super::{StoreError, StoreResult};
+
+/// What replicas sharing a store need of it beyond the records: the replicas table and
+/// retention. Part of every [`super::Store`] (a supertrait), implemented next to each
+/// backend (`sled_store/replicas.rs`, `postgres/replicas.rs`); the contract suite covers it.
+#[async_trait]
+pub trait ReplicaStore: Send + Sync {
+    /// Records that replica `id` (1 to 64 letters, digits, `-`, `_`) is alive, advertising
+    /// `relay` to agents, until `ttl` from now by the store's clock: creates its row
+    /// (`started_at` now) or moves its lease end and `last_seen`. Rows whose lease ended are
+    /// deleted.
+    async fn heartbeat_replica(
+        &self,
+        id: &str,
+        relay: Option<&str>,
+        ttl: Duration,
+    ) -> StoreResult<()>;
+
+    /// The replicas whose lease has not ended, by id.
+    async fn list_replicas(&self) -> StoreResult<Vec<Replica>>;
+
+    /// Deletes replica `id`'s row (a clean shutdown). Returns whether there was one.
+    async fn remove_replica(&self, id: &str) -> StoreResult<bool>;
+
+    /// Deletes the audit events stamped more than `keep` ago (the store's clock), in every
+    /// org. Returns how many. It walks the log, so a backend runs it off the async runtime.
+    async fn prune_audit(&self, keep: Duration) -> StoreResult<usize>;
+
+    /// Deletes the change-log rows older than `keep` (by the store's clock); a store whose
+    /// change events live only in memory (sled) has none. Safe from several replicas at once
+    /// (one does the work, the others find it taken). Returns how many.
+    async fn prune_changes(&self, keep: Duration) -> StoreResult<usize>;
+}
 
 /// How often a replica heartbeats its row.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -116,5 +153,47 @@ impl LocalReplicas {
     /// `Store::remove_replica`.
     pub(crate) fn remove(&self, id: &str) -> bool {
         self.rows().remove(id).is_some()
+    }
+}
+
+/// How long the change log keeps a row: far beyond any listener's catch-up window (a
+/// listener that was away longer flushes its caches anyway).
+pub const CHANGES_KEPT: Duration = Duration::from_secs(3600);
+
+/// How often the change log is pruned.
+pub const PRUNE_CHANGES_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// How often the audit log is pruned.
+pub const PRUNE_AUDIT_EVERY: Duration = Duration::from_secs(3600);
+
+/// Default of `--audit-retention`: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+/// Prunes the change log every [`PRUNE_CHANGES_EVERY`] and the audit log every
+/// [`PRUNE_AUDIT_EVERY`] (both at start too) until `stop`. Every replica runs it; the store
+/// makes concurrent runs harmless.
+pub async fn prune_periodically(
+    store: std::sync::Arc<dyn super::Store>,
+    audit_retention: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut changes = tokio::time::interval(PRUNE_CHANGES_EVERY);
+    let mut audit = tokio::time::interval(PRUNE_AUDIT_EVERY);
+    changes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = changes.tick() => match store.prune_changes(CHANGES_KEPT).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "pruned the change log"),
+                Err(e) => tracing::warn!(error = %e, "pruning the change log failed"),
+            },
+            _ = audit.tick() => match store.prune_audit(audit_retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "pruned audit events past their retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
+            },
+        }
     }
 }

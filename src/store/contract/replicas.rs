@@ -1,12 +1,13 @@
-//! Contract tests for the replicas table: heartbeats create and refresh rows, a clean stop
-//! deletes one, and a row whose lease ended is no longer listed. Part of the suite in
+//! Contract tests for the replicas table (heartbeats create and refresh rows, a clean stop
+//! deletes one, and a row whose lease ended is no longer listed) and retention (the audit
+//! log and the change log pruned). Part of the suite in
 //! `contract`, which runs them for every backend.
 
 use std::time::Duration;
 
-use super::Fixture;
+use super::{sample_app, Fixture};
 use crate::clock::ManualClock;
-use crate::store::Replica;
+use crate::store::{AuditEvent, Change, Replica, Seen};
 
 /// The ids of the listed replicas.
 async fn ids(f: &Fixture) -> Vec<String> {
@@ -89,4 +90,46 @@ pub(super) async fn replicas_expire(f: Fixture, clock: ManualClock) {
         .await
         .unwrap();
     assert_eq!(ids(&f).await, ["gone", "kept"]);
+}
+
+/// Audit events stamped longer ago than the retention are pruned, in every org; newer ones
+/// stay, and a second pass finds nothing.
+pub(super) async fn audit_is_pruned_after_its_retention(f: Fixture, clock: ManualClock) {
+    let s = &*f.store;
+    let event = |org: &str, action: &str| {
+        AuditEvent::new(org, "admin", action, "github", serde_json::json!({}))
+    };
+    s.append_audit(event("acme", "app.create")).await.unwrap();
+    s.append_audit(event("globex", "app.create")).await.unwrap();
+    clock.advance(100);
+    let kept = s.append_audit(event("acme", "app.reset")).await.unwrap();
+    assert_eq!(s.prune_audit(Duration::from_secs(200)).await.unwrap(), 0);
+    assert_eq!(s.prune_audit(Duration::from_secs(50)).await.unwrap(), 2);
+    assert_eq!(s.list_audit("acme", 10).await.unwrap(), vec![kept]);
+    assert_eq!(s.list_audit("globex", 10).await.unwrap(), vec![]);
+    assert_eq!(s.prune_audit(Duration::from_secs(50)).await.unwrap(), 0);
+}
+
+/// The change log keeps what is younger than its retention; after everything is pruned,
+/// writes still publish their changes.
+pub(super) async fn changes_are_pruned_and_keep_flowing(f: Fixture) {
+    let s = &*f.store;
+    s.create_app(sample_app("acme", "github")).await.unwrap();
+    assert_eq!(s.prune_changes(Duration::from_secs(3600)).await.unwrap(), 0);
+    let changes = s.subscribe();
+    s.prune_changes(Duration::ZERO).await.unwrap();
+    s.set_app_enabled("acme", "github", false).await.unwrap();
+    let mut seen = Vec::new();
+    changes.catch_up(|e| {
+        if let Seen::Event(e) = e {
+            seen.push(e.change.clone());
+        }
+    });
+    assert_eq!(
+        seen,
+        vec![Change::AppChanged {
+            org: "acme".into(),
+            app: "github".into()
+        }]
+    );
 }

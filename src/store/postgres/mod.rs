@@ -30,9 +30,8 @@ use super::record::{
     decode, encode, AppRecord, AuditRecord, KeyCheckRecord, TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
-use super::{AgentRevocation, RefreshLease, Replica, Store, StoreError, StoreResult};
+use super::{AgentRevocation, RefreshLease, Store, StoreError, StoreResult};
 use crate::clock::Clock;
-use std::time::Duration;
 
 mod apps;
 mod consent;
@@ -613,8 +612,8 @@ impl Store for PgStore {
         let rec = record_text(&AuditRecord::new(&event))?;
         client
             .execute(
-                "INSERT INTO audit (org, seq, rec) VALUES ($1, $2, $3)",
-                &[&event.org, &seq, &rec],
+                "INSERT INTO audit (org, seq, rec, at) VALUES ($1, $2, $3, $4)",
+                &[&event.org, &seq, &rec, &to_db(event.at)],
             )
             .await
             .map_err(pg)?;
@@ -681,22 +680,5 @@ impl Store for PgStore {
 
     async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
         self.release_lease(token, incarnation).await
-    }
-
-    async fn heartbeat_replica(
-        &self,
-        id: &str,
-        relay: Option<&str>,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        self.heartbeat_replica_now(id, relay, ttl).await
-    }
-
-    async fn list_replicas(&self) -> StoreResult<Vec<Replica>> {
-        self.list_replicas_now().await
-    }
-
-    async fn remove_replica(&self, id: &str) -> StoreResult<bool> {
-        self.remove_replica_now(id).await
     }
 }

@@ -21,6 +21,7 @@ use crate::store::{StoreError, StoreResult};
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_replicas.sql")),
+    (3, include_str!("migrations/0003_retention.sql")),
 ];
 
 /// Advisory lock key serializing migrations (any constant; "tollgate" in ASCII).

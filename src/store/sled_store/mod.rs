@@ -42,6 +42,7 @@ use crate::clock::Clock;
 mod consent;
 mod migrate;
 mod open;
+mod replicas;
 mod sweep;
 use sweep::off_runtime;
 mod agents;
@@ -82,7 +83,7 @@ pub struct SledStore {
     path: PathBuf,
     /// Change events for caches, published after each write commits.
     changes: ChangeFeed,
-    /// The replicas table: this process alone, in memory.
+    /// The replicas table: this process alone, in memory (`replicas.rs`).
     replicas: crate::store::replicas::LocalReplicas,
 }
 
@@ -595,24 +596,5 @@ impl Store for SledStore {
 
     async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>> {
         self.agent_revocations()
-    }
-
-    // ----- replicas: this process alone -----
-
-    async fn heartbeat_replica(
-        &self,
-        id: &str,
-        relay: Option<&str>,
-        ttl: std::time::Duration,
-    ) -> StoreResult<()> {
-        self.replicas.heartbeat(self.clock.now()?, id, relay, ttl)
-    }
-
-    async fn list_replicas(&self) -> StoreResult<Vec<crate::store::Replica>> {
-        Ok(self.replicas.live(self.clock.now()?))
-    }
-
-    async fn remove_replica(&self, id: &str) -> StoreResult<bool> {
-        Ok(self.replicas.remove(id))
     }
 }
