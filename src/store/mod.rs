@@ -25,6 +25,7 @@ pub mod app_config;
 pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod copy;
 pub mod model;
 mod postgres;
 mod record;

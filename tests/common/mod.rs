@@ -287,6 +287,17 @@ impl Tollgate {
         Tollgate::start_in(dir, extra)
     }
 
+    /// Stops this instance (SIGTERM and wait), runs `between` on its directory while nothing
+    /// runs there (e.g. `tollgate store copy`), and starts a new one with `extra`.
+    pub fn restart_after(mut self, between: impl FnOnce(&Path), extra: &[&str]) -> Tollgate {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        between(dir.path());
+        Tollgate::start_in(dir, extra)
+    }
+
     /// Whether any file under the data directory contains `needle` (to prove a secret is
     /// sealed at rest; check a known plaintext too, so the scan is shown to read real data).
     pub fn data_contains(&self, needle: &[u8]) -> bool {

@@ -35,6 +35,7 @@ use crate::clock::Clock;
 
 mod apps;
 mod consent;
+mod import;
 mod lease;
 mod listen;
 mod replicas;

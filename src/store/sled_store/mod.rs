@@ -40,6 +40,7 @@ use super::{AgentRevocation, Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
 mod consent;
+mod export;
 mod migrate;
 mod open;
 mod replicas;
