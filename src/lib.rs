@@ -42,6 +42,7 @@ pub mod datadir;
 pub mod explain;
 pub mod fdlimit;
 pub mod io;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;

@@ -15,6 +15,7 @@ use crate::config::store::StoreLocation;
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::identity::{load_key_file, Verifier};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::policy::watch::{self, Policies};
@@ -88,6 +89,8 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     /// Where the metrics listener is bound, when enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// The shutdown sequence: `/readyz` first, the drain delay, the drain, then the hooks.
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Server {
@@ -157,6 +160,7 @@ impl Server {
             None => (None, None),
         };
         Ok(Server {
+            lifecycle: Arc::new(Lifecycle::new(config.replicas.shutdown_delay)),
             metrics_listener,
             metrics_addr,
             config,
@@ -181,6 +185,12 @@ impl Server {
     pub fn intercept_when(&mut self, predicate: InterceptPredicate) -> &mut Self {
         self.intercept_predicate = predicate;
         self
+    }
+
+    /// The shutdown sequence, where steps to run at shutdown are registered
+    /// ([`Lifecycle::on_shutdown`]).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
     }
 
     /// The leaf certificate cache (and through it, the interception CA).
@@ -230,8 +240,14 @@ impl Server {
         lines
     }
 
-    /// Runs until `shutdown` is cancelled, then drains.
+    /// Runs until `shutdown` is cancelled, then leaves as [`Lifecycle`] orders: `/readyz`
+    /// turns `503`, the listeners accept for the drain delay, then drain; then the leases
+    /// are released and the shutdown hooks run.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        // Every listener and background task stops on the lifecycle's token, after the delay.
+        let stop = self.lifecycle.stop_token();
+        tokio::spawn(self.lifecycle.clone().drive(shutdown));
+        let shutdown = stop;
         let key = load_key_file(&self.data.identity_key).map_err(|source| DataDirError::Io {
             path: self.data.identity_key.clone(),
             source,
@@ -320,10 +336,11 @@ impl Server {
                 .follow(revocation_changes, shutdown.clone()),
         );
         // This replica's row in the store's replicas table, and the live list its agents are
-        // told; the row is deleted on shutdown.
+        // told; the row is deleted once requests drained (a shutdown step).
+        let replica = relay::replicas::replica_id();
         tasks.spawn(relay::replicas::heartbeat(
             self.store.clone(),
-            relay::replicas::replica_id(),
+            replica.clone(),
             self.relay_addr.map(|bound| {
                 self.config
                     .replicas
@@ -334,6 +351,10 @@ impl Server {
             agents.replicas().clone(),
             shutdown.clone(),
         ));
+        let store = self.store.clone();
+        self.lifecycle.on_shutdown("replica row", move || {
+            relay::replicas::leave(store, replica)
+        });
         tasks.spawn(crate::store::replicas::prune_periodically(
             self.store.clone(),
             self.config.replicas.audit_retention,
@@ -354,6 +375,7 @@ impl Server {
                 oauth,
                 agents: agent_control,
                 login,
+                lifecycle: self.lifecycle.clone(),
             },
             web::listener::WebSettings {
                 header_timeout: self.config.limits.web_header_timeout,
@@ -386,6 +408,9 @@ impl Server {
         });
         tasks.close();
         tasks.wait().await;
+        // Ends the lifecycle's task when the server stopped on its own.
+        shutdown.cancel();
+        self.lifecycle.finish(self.store.as_ref()).await;
         self.store.flush().await?;
         Ok(())
     }

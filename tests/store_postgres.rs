@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::oauth::{app_spec, now, setup};
-use common::postgres::{fresh_database, replica_dir};
+use common::postgres::{call, fresh_database, replica_dir};
 use common::*;
 use serde_json::json;
 
@@ -108,19 +108,6 @@ async fn a_bad_store_url_is_refused_without_echoing_the_password() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--store"), "{err}");
     assert!(!err.contains("pw-SECRET"), "{err}");
-}
-
-/// A runner's request through `tg`'s proxy to the provider's API, as acme's `user`.
-async fn call(tg: &Tollgate, api_port: u16, user: &str) -> Resp {
-    let pa = format!("Bearer {}", tg.token("acme", user));
-    proxy_request(
-        tg.proxy,
-        "GET",
-        &format!("http://localhost:{api_port}/records"),
-        &[("proxy-authorization", &pa)],
-        "",
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

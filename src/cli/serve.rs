@@ -1,9 +1,11 @@
-//! `tollgate serve`: bind the listeners, print the banner, run until SIGTERM or SIGINT.
+//! `tollgate serve`: install the signal handlers, bind the listeners, print the banner, run
+//! until SIGTERM or SIGINT (the shutdown sequence is `lifecycle`'s).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::lifecycle::Signals;
 
 /// Runs the server with validated settings on a multi-threaded runtime.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -12,12 +14,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
+        // Before any startup work: a signal during it is held, not fatal (SIGHUP's default
+        // action would end the process before the policy watcher listens for it).
+        let signals = Signals::install();
         let server = crate::server::Server::bind(config).await?;
         for line in server.banner() {
             println!("{line}");
         }
         let shutdown = CancellationToken::new();
-        tokio::spawn(crate::server::cancel_on_signal(shutdown.clone()));
+        tokio::spawn(signals.drive(shutdown.clone(), server.lifecycle()));
         server.run(shutdown).await?;
         anyhow::Ok(())
     })

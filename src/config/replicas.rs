@@ -1,15 +1,27 @@
-//! Settings of a replica among several on one shared store: `--relay-advertise URL`
-//! (`TOLLGATE_RELAY_ADVERTISE`, file key `relay_advertise`), the relay address this replica
-//! gives agents so they keep a session to every replica; and retention,
-//! `--audit-retention` (`TOLLGATE_AUDIT_RETENTION`, `audit_retention`), on every store.
+//! `tollgate serve` settings for running as one of several replicas behind a load balancer:
+//! `--shutdown-delay` (how long the listeners keep accepting after `/readyz` turned `503` on
+//! SIGTERM, so the balancer's health check notices first), `--relay-advertise` (the relay
+//! URL this replica gives agents, so they keep a session to every replica), and retention
+//! (`--audit-retention`, on every store). A flag group of its own
+//! ([`ReplicaOverrides`], flattened into `serve`), resolved into [`Replicas`]; the file keys
+//! live at the end of [`super::FileConfig`].
 
 use std::time::Duration;
 
+use super::FileConfig;
 use crate::store::replicas::DEFAULT_AUDIT_RETENTION;
 
-/// What the command line (and its environment variables) said.
+/// Time the listeners keep accepting after `/readyz` turned `503`: longer than a balancer
+/// needs to see a failed check (HAProxy's default `inter 2s` with `fall 2`).
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
+
+/// The replica flags; `None` = not given.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ReplicaOverrides {
+    /// On SIGTERM, how long `/readyz` answers 503 while the listeners still accept, before
+    /// they stop and requests in flight drain; `0s` for none [default: 5s].
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_DELAY")]
+    pub shutdown_delay: Option<String>,
     /// Relay URL this replica tells agents (https://HOST:PORT, reachable from the agents;
     /// agents check the relay certificate against the name in their own --relay)
     /// [default: https://RELAY-LISTEN; for a wildcard address the public URL's host].
@@ -22,39 +34,53 @@ pub struct ReplicaOverrides {
 
 /// Validated replica settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaSettings {
+pub struct Replicas {
+    /// Drain delay between `/readyz` turning `503` and the listeners closing.
+    pub shutdown_delay: Duration,
     /// The advertised relay URL; `None` = derived from the relay listener at bind time.
     pub relay_advertise: Option<String>,
     /// How long audit events are kept.
     pub audit_retention: Duration,
 }
 
-impl Default for ReplicaSettings {
+impl Default for Replicas {
     fn default() -> Self {
-        ReplicaSettings {
+        Replicas {
+            shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
             relay_advertise: None,
             audit_retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }
 
-impl ReplicaSettings {
-    /// The flags over the file (`relay_advertise`, `audit_retention`); problems go to
-    /// `errors`.
-    pub fn resolve(
-        over: &ReplicaOverrides,
-        file: Option<&String>,
-        file_retention: Option<&String>,
-        errors: &mut Vec<String>,
-    ) -> ReplicaSettings {
+impl Replicas {
+    /// Flags over the file over the defaults; problems are added to `errors`.
+    pub fn resolve(over: &ReplicaOverrides, file: &FileConfig, errors: &mut Vec<String>) -> Self {
+        let shutdown_delay = match over
+            .shutdown_delay
+            .as_ref()
+            .or(file.shutdown_delay.as_ref())
+        {
+            None => DEFAULT_SHUTDOWN_DELAY,
+            // Zero is allowed: a replica nobody balances need not wait.
+            Some(s) => humantime::parse_duration(s).unwrap_or_else(|_| {
+                errors.push(format!(
+                    "--shutdown-delay: {s:?} is not a duration like 5s (0s for none)"
+                ));
+                DEFAULT_SHUTDOWN_DELAY
+            }),
+        };
         let audit_retention = super::duration_setting(
             "audit-retention",
             over.audit_retention.as_ref(),
-            file_retention,
+            file.audit_retention.as_ref(),
             DEFAULT_AUDIT_RETENTION,
             errors,
         );
-        let relay_advertise = over.relay_advertise.clone().or(file.cloned());
+        let relay_advertise = over
+            .relay_advertise
+            .clone()
+            .or(file.relay_advertise.clone());
         if let Some(url) = &relay_advertise {
             if let Err(e) = super::agent::parse_relay_url(url) {
                 errors.push(format!("--relay-advertise: {e}"));
@@ -62,7 +88,8 @@ impl ReplicaSettings {
                 errors.push("--relay-advertise: the URL is too long".into());
             }
         }
-        ReplicaSettings {
+        Replicas {
+            shutdown_delay,
             relay_advertise,
             audit_retention,
         }
@@ -74,32 +101,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_advertised_url_is_an_https_relay_url() {
+    fn delay_defaults_accepts_zero_and_rejects_garbage() {
+        let file = FileConfig::default();
+        let mut errors = Vec::new();
+        let r = Replicas::resolve(&ReplicaOverrides::default(), &file, &mut errors);
+        assert_eq!(r, Replicas::default());
+        let zero = ReplicaOverrides {
+            shutdown_delay: Some("0s".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Replicas::resolve(&zero, &file, &mut errors).shutdown_delay,
+            Duration::ZERO
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let bad = ReplicaOverrides {
+            shutdown_delay: Some("soon".into()),
+            ..Default::default()
+        };
+        Replicas::resolve(&bad, &file, &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("--shutdown-delay"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_advertised_url_is_an_https_relay_url_and_retention_a_duration() {
+        let file = FileConfig {
+            relay_advertise: Some("https://file:1".into()),
+            ..Default::default()
+        };
         let mut errors = vec![];
         let over = ReplicaOverrides {
             relay_advertise: Some("https://10.0.0.1:8443".into()),
             audit_retention: Some("30d".into()),
+            ..Default::default()
         };
-        let file = "https://file:1".to_string();
-        let s = ReplicaSettings::resolve(&over, Some(&file), None, &mut errors);
-        assert_eq!(s.relay_advertise.as_deref(), Some("https://10.0.0.1:8443"));
-        assert_eq!(s.audit_retention, Duration::from_secs(30 * 86_400));
-        let none = ReplicaOverrides::default();
-        let s = ReplicaSettings::resolve(&none, Some(&file), None, &mut errors);
-        assert_eq!(s.relay_advertise.as_deref(), Some("https://file:1"));
-        assert_eq!(
-            s,
-            ReplicaSettings {
-                relay_advertise: s.relay_advertise.clone(),
-                ..Default::default()
-            }
-        );
-        assert!(errors.is_empty());
+        let r = Replicas::resolve(&over, &file, &mut errors);
+        assert_eq!(r.relay_advertise.as_deref(), Some("https://10.0.0.1:8443"));
+        assert_eq!(r.audit_retention, Duration::from_secs(30 * 86_400));
+        let r = Replicas::resolve(&ReplicaOverrides::default(), &file, &mut errors);
+        assert_eq!(r.relay_advertise.as_deref(), Some("https://file:1"));
+        assert_eq!(r.audit_retention, DEFAULT_AUDIT_RETENTION);
+        assert!(errors.is_empty(), "{errors:?}");
         let bad = ReplicaOverrides {
             relay_advertise: Some("http://10.0.0.1:8443".into()),
             audit_retention: Some("forever".into()),
+            ..Default::default()
         };
-        ReplicaSettings::resolve(&bad, None, None, &mut errors);
+        Replicas::resolve(&bad, &FileConfig::default(), &mut errors);
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors.iter().any(|e| e.starts_with("--relay-advertise:")));
         assert!(errors.iter().any(|e| e.starts_with("--audit-retention:")));

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::limits::{Limits, LimitsOverrides};
 use super::login::{LoginConfig, LoginMode, LoginOverrides};
+use super::replicas::{ReplicaOverrides, Replicas};
 use super::store::StoreLocation;
 use super::upstream::ProxyUrl;
 use super::{
@@ -128,6 +129,8 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// `--upstream-proxy`.
     pub upstream_proxy: Option<ProxyUrl>,
+    /// `--shutdown-delay`.
+    pub shutdown_delay: Option<String>,
     /// `--relay-advertise`.
     pub relay_advertise: Option<String>,
     /// `--audit-retention`.
@@ -228,9 +231,10 @@ pub struct ServeOverrides {
     /// checks the address itself, then asks the parent to CONNECT to it [default: none].
     #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<ProxyUrl>,
-    /// A replica among several, and retention (`--relay-advertise`, `--audit-retention`).
+    /// Running as one of several replicas (`--shutdown-delay`, `--relay-advertise`), and
+    /// retention (`--audit-retention`).
     #[command(flatten)]
-    pub replicas: super::replicas::ReplicaOverrides,
+    pub replicas: ReplicaOverrides,
 }
 
 /// Validated server settings.
@@ -285,8 +289,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// Parent proxy of direct routes, when configured.
     pub upstream_proxy: Option<UpstreamProxy>,
-    /// This replica among several, and retention (`--relay-advertise`, `--audit-retention`).
-    pub replicas: super::replicas::ReplicaSettings,
+    /// Running behind a load balancer: the drain delay, the advertised relay, retention.
+    pub replicas: Replicas,
 }
 
 /// Every problem found while resolving the settings.
@@ -439,6 +443,7 @@ impl Config {
             (None, None) => None,
         };
         let limits = Limits::resolve(&over.limits, &file, &mut errors);
+        let replicas = Replicas::resolve(&over.replicas, &file, &mut errors);
         let login = super::login::resolve(
             &over.login,
             &file,
@@ -485,12 +490,6 @@ impl Config {
         let upstream_proxy = super::upstream::resolve(
             over.upstream_proxy.as_ref(),
             file.upstream_proxy.as_ref(),
-            &mut errors,
-        );
-        let replicas = super::replicas::ReplicaSettings::resolve(
-            &over.replicas,
-            file.relay_advertise.as_ref(),
-            file.audit_retention.as_ref(),
             &mut errors,
         );
         if !errors.is_empty() {

@@ -92,3 +92,14 @@ impl OAuth {
         })
     }
 }
+
+impl OAuth {
+    /// Whether the store answers now (`/readyz`): `Err` with the reason while a shared store
+    /// cannot be reached (requests served from the caches go on meanwhile).
+    pub async fn store_reachable(&self) -> Result<(), String> {
+        match self.store.ping().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

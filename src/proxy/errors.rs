@@ -15,6 +15,7 @@ use crate::oauth::inject::{ConsentRequired, InjectError};
 use crate::policy::Decision;
 use crate::relay::{AgentDialError, AgentFailure};
 use crate::route::{DialError, DirectError, SendError};
+use crate::store::StoreError;
 
 /// Name this proxy uses in `Proxy-Status`.
 pub const PROXY_NAME: &str = "tollgate";
@@ -75,6 +76,10 @@ pub enum ProxyError {
     /// The client did not send a buffered request body within the body timeout.
     #[error("the request body did not arrive within {}s", .0.as_secs())]
     BodyTimeout(std::time::Duration),
+    /// The shared store cannot be reached and this request needs it (a token not cached, a
+    /// refresh, a consent ticket); cached requests go on. Retry shortly.
+    #[error("tollgate's store is unreachable and this request needs it; retry shortly")]
+    StoreUnavailable,
 }
 
 impl From<InjectError> for ProxyError {
@@ -84,6 +89,10 @@ impl From<InjectError> for ProxyError {
             InjectError::AuthorizationRequired(c) => ProxyError::AuthorizationRequired(c),
             InjectError::RefreshFailed { app, reason } => {
                 ProxyError::TokenRefreshFailed { app, reason }
+            }
+            InjectError::Store(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "store unreachable during token injection");
+                ProxyError::StoreUnavailable
             }
             InjectError::Store(e) => {
                 tracing::error!(error = %e, "store failed during token injection");
@@ -169,6 +178,7 @@ impl ProxyError {
             ProxyError::Internal(_) => "internal_error",
             ProxyError::CallerOverloaded(_) => "overloaded",
             ProxyError::BodyTimeout(_) => "body_timeout",
+            ProxyError::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -191,6 +201,7 @@ impl ProxyError {
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::CallerOverloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -215,6 +226,7 @@ impl ProxyError {
             ProxyError::Misdirected(_) => "http_request_error",
             ProxyError::CallerOverloaded(_) => "proxy_internal_error",
             ProxyError::BodyTimeout(_) => "http_request_error",
+            ProxyError::StoreUnavailable => "proxy_internal_error",
         }
     }
 
@@ -418,6 +430,7 @@ mod tests {
             ProxyError::Internal("x".into()),
             ProxyError::CallerOverloaded(256),
             ProxyError::BodyTimeout(std::time::Duration::from_secs(30)),
+            ProxyError::StoreUnavailable,
         ];
         for e in cases {
             let r = e.into_response();

@@ -3,7 +3,7 @@
 //!
 //! [`heartbeat`] writes the row every [`HEARTBEAT_EVERY`] (with the relay URL this replica
 //! advertises, `--relay-advertise`), reads the live list, and publishes it in the
-//! [`Directory`]; on shutdown it deletes the row. [`push`] runs beside every authenticated
+//! [`Directory`]; [`leave`], a shutdown step (`crate::lifecycle`), deletes the row. [`push`] runs beside every authenticated
 //! relay connection and sends the agent the list, at once and on every change, as an HTTP/2
 //! request on the connection tollgate already drives: `POST` [`REPLICAS_PATH`] with the
 //! list as JSON in the [`REPLICAS_HEADER`] header and no body. An agent that predates this
@@ -128,8 +128,8 @@ pub fn replica_id() -> String {
 pub const LIST_EVERY: Duration = Duration::from_secs(1);
 
 /// Heartbeats this replica's row every [`HEARTBEAT_EVERY`] until `stop`, reading the live
-/// list every [`LIST_EVERY`] into `directory`; then deletes the row, so agents and other
-/// replicas stop counting on it at once.
+/// list every [`LIST_EVERY`] into `directory`. The row is deleted by [`leave`], a shutdown
+/// step that runs once requests drained.
 pub async fn heartbeat(
     store: Arc<dyn Store>,
     id: String,
@@ -143,7 +143,7 @@ pub async fn heartbeat(
     let mut last_beat: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
@@ -160,6 +160,11 @@ pub async fn heartbeat(
             Err(e) => tracing::warn!(error = %e, "cannot read the replica list"),
         }
     }
+}
+
+/// Deletes this replica's row (at shutdown, after [`heartbeat`] stopped), so agents and the
+/// other replicas stop counting on it at once instead of when its lease ends.
+pub async fn leave(store: Arc<dyn Store>, id: String) {
     match store.remove_replica(&id).await {
         Ok(_) => tracing::info!(replica = %id, "replica row deleted"),
         Err(e) => tracing::warn!(error = %e, "cannot delete this replica's row; it expires"),

@@ -70,6 +70,10 @@ pub enum StoreError {
     /// The backend failed (disk, lock, random generator, the host clock).
     #[error("store: {0}")]
     Io(String),
+    /// A shared store cannot be reached (connection refused or lost, timed out): requests
+    /// that need it fail with `503 store_unavailable` until it returns, cached ones go on.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<ClockError> for StoreError {
@@ -274,6 +278,21 @@ pub trait Store: ReplicaStore + Send + Sync {
     /// Gives up this process's lease on the grant, if it still holds it (never another's).
     async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
         let _ = (token, incarnation);
+        Ok(())
+    }
+
+    // ----- replica lifecycle -----
+
+    /// Gives up every refresh lease this process still holds (at shutdown, once requests
+    /// drained, so other replicas need not wait for them to expire). Returns how many.
+    async fn release_all_refresh_leases(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
+
+    /// Whether the store answers now, within a short deadline (for `/readyz`): an embedded
+    /// store always does; a shared one reports [`StoreError::Unavailable`] while it cannot
+    /// be reached.
+    async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
 }

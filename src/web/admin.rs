@@ -102,6 +102,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "not found"),
             StoreError::Conflict => Self::new(StatusCode::CONFLICT, "conflict", "already exists"),
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "store unreachable in the admin API");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store cannot be reached; nothing was changed, retry shortly",
+                )
+            }
             other => {
                 // The detail names records, never secrets; keep it in the log, not the reply.
                 tracing::error!(error = %other, "store error in the admin API");
@@ -124,6 +132,14 @@ impl IntoResponse for ApiError {
             body.insert("fields".into(), json!(f));
         }
         let mut resp = (self.status, Json(Value::Object(body))).into_response();
+        if self.code == "store_unavailable" {
+            resp.headers_mut().insert(
+                "proxy-status",
+                HeaderValue::from_static(
+                    "tollgate; error=proxy_internal_error; details=\"store_unavailable\"",
+                ),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -34,6 +34,7 @@ use super::login::{self, Visitor};
 use super::WebState;
 use crate::oauth::browser::{ConsentCookie, COOKIE_NAME};
 use crate::oauth::flow::{ActsFor, Callback, FlowError};
+use crate::store::StoreError;
 
 /// The only style on the pages; the CSP allows exactly this block (by hash).
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;\
@@ -233,6 +234,17 @@ fn csrf_refused(json: bool) -> Response {
 /// The page for a consent step that cannot go on. Nothing was stored.
 fn refused(e: FlowError, json: bool) -> Response {
     let (status, code, title, detail) = match e {
+        FlowError::Store(StoreError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "store unreachable in the consent flow");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "Please try again in a moment",
+                "tollgate cannot reach its store right now. Nothing was lost: reload this \
+                 page in a moment."
+                    .to_string(),
+            )
+        }
         FlowError::Store(e) => {
             tracing::error!(error = %e, "store failed in the consent flow");
             (

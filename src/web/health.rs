@@ -58,7 +58,11 @@ impl FromRequestParts<WebState> for MaybeOperator {
     }
 }
 
-/// Ready when a valid policy set is in force and the store answers. A broken edit after a
+/// Ready when a valid policy set is in force, requests can be served (the app index is
+/// usable) and the replica is not leaving (from SIGTERM on it answers `503`, status
+/// `draining`, while still serving). A shared store that cannot be reached leaves it ready
+/// (cached tokens still serve; requests that need the store get `503 store_unavailable`) and
+/// `degraded` for operators, with `store: "unreachable"` and the reason in `store_error`. A broken edit after a
 /// good load leaves the proxy serving the last good set, so it stays ready (taking it out of
 /// rotation would turn a typo into an outage); operators see `degraded` with the errors and
 /// the apps whose token requests would be refused.
@@ -67,6 +71,8 @@ async fn readyz(State(state): State<WebState>, MaybeOperator(operator): MaybeOpe
     let current = state.oauth.policies.current();
     let mut broken_apps = Vec::new();
     // From the in-memory index: the store is read only when apps changed since the last probe.
+    // `store_ok` is whether requests can be served (the index is usable); a shared store that
+    // cannot be reached while the caches can serve leaves the replica ready but degraded.
     let store_ok = match state.oauth.index.apps().await {
         Ok(apps) => {
             for app in apps {
@@ -82,7 +88,9 @@ async fn readyz(State(state): State<WebState>, MaybeOperator(operator): MaybeOpe
             false
         }
     };
-    let ready = status.ever_loaded && store_ok;
+    // Leaving (SIGTERM): not ready, so the balancer stops sending before the listeners close.
+    let draining = state.lifecycle.draining();
+    let ready = status.ever_loaded && store_ok && !draining;
     let code = if ready {
         StatusCode::OK
     } else {
@@ -91,9 +99,13 @@ async fn readyz(State(state): State<WebState>, MaybeOperator(operator): MaybeOpe
     if !operator {
         return (code, Json(json!({ "ready": ready }))).into_response();
     }
-    let word = if !ready {
+    // Only operators see it, so only their probes cost a round trip to a shared store.
+    let unreachable = state.oauth.store_reachable().await.err();
+    let word = if draining {
+        "draining"
+    } else if !ready {
         "not_ready"
-    } else if !status.last_errors.is_empty() || !broken_apps.is_empty() {
+    } else if !status.last_errors.is_empty() || !broken_apps.is_empty() || unreachable.is_some() {
         "degraded"
     } else {
         "ready"
@@ -109,7 +121,12 @@ async fn readyz(State(state): State<WebState>, MaybeOperator(operator): MaybeOpe
         "ready": ready,
         "status": word,
         "policies": policies,
-        "store": if store_ok { "open" } else { "error" },
+        "store": match (store_ok, &unreachable) {
+            (false, _) => "error",
+            (true, Some(_)) => "unreachable",
+            (true, None) => "open",
+        },
+        "store_error": unreachable,
         "apps": broken_apps,
     });
     (code, Json(body)).into_response()

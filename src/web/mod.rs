@@ -37,6 +37,8 @@ pub struct WebState {
     pub agents: Arc<AgentControl>,
     /// Who is signing in at the pages (`--login`), with the session cookie's keys.
     pub login: Arc<login::Login>,
+    /// The shutdown sequence: `/readyz` answers `503` once it began.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// The router.

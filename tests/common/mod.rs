@@ -77,7 +77,8 @@ pub fn serve_command(dir: &Path) -> Command {
         .arg("--policies")
         .arg(dir.join("policies"))
         .args(["--proxy-listen", "127.0.0.1:0"])
-        .args(["--web-listen", "127.0.0.1:0"]);
+        .args(["--web-listen", "127.0.0.1:0"])
+        .env("TOLLGATE_SHUTDOWN_DELAY", "0s");
     cmd
 }
 
@@ -162,6 +163,9 @@ impl Tollgate {
             ])
             .args(extra)
             .env("TOLLGATE_LOG", "info")
+            // Nothing balances test instances: stop at once on SIGTERM (a test of the delay
+            // passes --shutdown-delay, which wins over the variable).
+            .env("TOLLGATE_SHUTDOWN_DELAY", "0s")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

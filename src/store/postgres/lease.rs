@@ -96,4 +96,60 @@ impl PgStore {
             .map_err(pg)?;
         Ok(())
     }
+
+    /// `Store::release_all_refresh_leases`: every lease this replica holds, at shutdown.
+    pub(super) async fn release_own_leases(&self) -> StoreResult<u64> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE tokens SET lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner = $1",
+                &[&self.replica],
+            )
+            .await
+            .map_err(pg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::{database_url, replica, Schema};
+    use crate::store::{contract, RefreshLease, Store};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leaving_replica_releases_its_leases_and_only_its_own() {
+        let Some(url) = database_url("postgres::release_all_refresh_leases") else {
+            return;
+        };
+        let schema = Schema::create(&url).await;
+        let (a, b) = (replica(&schema).await, replica(&schema).await);
+        let app = a
+            .create_app(contract::sample_app("acme", "github"))
+            .await
+            .unwrap();
+        let inc = app.incarnation;
+        let mut grants = Vec::new();
+        for user in ["alice", "bob"] {
+            let put = contract::grant(&app, user, "at-1");
+            assert!(a.put_token_if_current(put, inc).await.unwrap());
+            let got = a
+                .get_token("acme", "github", inc, app.generation, user)
+                .await;
+            grants.push(got.unwrap().unwrap());
+        }
+        let ttl = Duration::from_secs(15);
+        // A holds alice's lease, B holds bob's.
+        let took = a.acquire_refresh_lease(&grants[0], inc, ttl).await.unwrap();
+        assert_eq!(took, RefreshLease::Acquired);
+        let took = b.acquire_refresh_lease(&grants[1], inc, ttl).await.unwrap();
+        assert_eq!(took, RefreshLease::Acquired);
+        // A leaves: alice's lease is free at once, bob's is still B's.
+        assert_eq!(a.release_all_refresh_leases().await.unwrap(), 1);
+        let took = b.acquire_refresh_lease(&grants[0], inc, ttl).await.unwrap();
+        assert_eq!(took, RefreshLease::Acquired);
+        let held = a.acquire_refresh_lease(&grants[1], inc, ttl).await.unwrap();
+        assert!(matches!(held, RefreshLease::Held(_)), "{held:?}");
+    }
 }

@@ -35,6 +35,7 @@ use crate::clock::Clock;
 
 mod apps;
 mod consent;
+mod health;
 mod import;
 mod lease;
 mod listen;
@@ -71,6 +72,8 @@ pub struct PgStore {
     replica: String,
     /// Stops the listener task when the store is dropped.
     _listener: DropGuard,
+    /// The last answer of [`Store::ping`], reused briefly (`health`).
+    probe: health::Probe,
 }
 
 impl fmt::Debug for PgStore {
@@ -80,8 +83,11 @@ impl fmt::Debug for PgStore {
 }
 
 /// A PostgreSQL error as a store error (the server's message never holds a secret: every
-/// secret is sealed before it is sent).
+/// secret is sealed before it is sent); losing the server is [`StoreError::Unavailable`].
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    if health::unreachable(&e) {
+        return StoreError::Unavailable(format!("postgres: {e}"));
+    }
     StoreError::Io(format!("postgres: {e}"))
 }
 
@@ -148,6 +154,7 @@ impl PgStore {
             own: Arc::default(),
             replica: super::model::random_id()?,
             _listener: stop.clone().drop_guard(),
+            probe: health::Probe::default(),
         };
         store.migrate().await?;
         store.check_key().await?;
@@ -171,10 +178,7 @@ impl PgStore {
 
     /// A pooled connection.
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Io(format!("postgres pool: {e}")))
+        self.pool.get().await.map_err(health::pool_error)
     }
 
     /// Verifies the key-check record, writing it on first open.
@@ -681,5 +685,13 @@ impl Store for PgStore {
 
     async fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()> {
         self.release_lease(token, incarnation).await
+    }
+
+    async fn release_all_refresh_leases(&self) -> StoreResult<u64> {
+        self.release_own_leases().await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.ping_now().await
     }
 }

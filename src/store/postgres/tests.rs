@@ -254,7 +254,7 @@ async fn passes_the_store_contract() {
 }
 
 /// Opens a store on `schema` (a replica) with the system clock.
-async fn replica(schema: &Schema) -> PgStore {
+pub(crate) async fn replica(schema: &Schema) -> PgStore {
     PgStore::open_config(schema.config(), key(), Clock::system())
         .await
         .unwrap()
