@@ -34,8 +34,9 @@ pub const REPLICAS_PATH: &str = "/tollgate/replicas";
 /// The header carrying the list (JSON, [`ReplicaView`]).
 pub const REPLICAS_HEADER: &str = "tollgate-replicas";
 
-/// Most replicas told to an agent (the header stays a few KiB).
-pub const MAX_TOLD: usize = 32;
+/// Most replicas told to an agent: the header stays under 10 KiB, well inside HTTP/2 header
+/// limits.
+pub const MAX_TOLD: usize = 16;
 
 /// How long an agent has to answer a list.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
