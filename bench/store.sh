@@ -181,17 +181,20 @@ awk '/^sled/ {s+=$NF; ns++} /^postgres/ {p+=$NF; np++} END {printf "postgres/sle
 echo
 
 refresh() { # name proxy-port
-  local before after
+  local before after n bad
   before=$(cat "$WORK/refreshes")
   for _ in $(seq 1 "$REFRESHES"); do
     curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -x "http://127.0.0.1:$2" \
       --proxy-header "Proxy-Authorization: Bearer $FRESH" "http://localhost:$UP/1k"
   done > "$WORK/refresh-$1"
   after=$(cat "$WORK/refreshes")
-  awk -v name="$1" -v n="$((after - before))" '
-    $1 != 200 {bad++} {t[NR]=$2*1000}
-    END {asort(t); printf "| %s | %d | %d | %.2f ms | %.2f ms | %.2f ms | %d |\n",
-         name, NR, n, t[int(NR*0.5)+0], t[int(NR*0.9)+0], t[NR], bad+0}' "$WORK/refresh-$1"
+  awk '{printf "%.2f\n", $2 * 1000}' "$WORK/refresh-$1" | sort -n > "$WORK/refresh-$1.ms"
+  n=$(wc -l < "$WORK/refresh-$1.ms")
+  bad=$(awk '$1 != 200' "$WORK/refresh-$1" | wc -l)
+  printf '| %s | %d | %d | %s ms | %s ms | %s ms | %d |\n' "$1" "$n" "$((after - before))" \
+    "$(sed -n "$(((n + 1) / 2))p" "$WORK/refresh-$1.ms")" \
+    "$(sed -n "$((n * 9 / 10))p" "$WORK/refresh-$1.ms")" \
+    "$(tail -n 1 "$WORK/refresh-$1.ms")" "$bad"
 }
 echo "| store (refresh on every request) | requests | refreshes at the provider | p50 | p90 | max | non-200 |"
 echo "|---|---|---|---|---|---|---|"
