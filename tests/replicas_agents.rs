@@ -165,5 +165,4 @@ async fn agents_keep_a_session_to_every_replica() {
         .await
         .is_some());
     route_works_on(&[&a, &c, &d], echo).await;
-    println!("replicas_agents: 1 passed, 0 failed");
 }

@@ -109,5 +109,4 @@ async fn a_sled_store_copied_into_postgres_serves_its_grants() {
         merged_out.contains(": 0 apps, 0 grants, 0 audit events, 0 agent revocations"),
         "{merged_out}"
     );
-    println!("store_copy: 1 passed, 0 failed");
 }
