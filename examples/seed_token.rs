@@ -2,10 +2,11 @@
 //! the user had consented: `bench/inject.sh` uses it to measure injection without a provider.
 //!
 //! ```sh
-//! cargo run --release --example seed_token -- DATA_DIR ORG APP USER ACCESS_TOKEN
+//! cargo run --release --example seed_token -- DATA_DIR ORG APP USER ACCESS_TOKEN [REFRESH_TOKEN]
 //! ```
 //!
-//! The token has an unknown lifetime, so it is injected as is, never refreshed.
+//! The token has an unknown lifetime, so it is injected as is, never refreshed; with a
+//! refresh token it has already expired, so its first use refreshes it (`bench/store.sh`).
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,8 +18,10 @@ use tollgate::store::{Secret, SledStore, Store, StoreKey, TokenSet};
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [data, org, app, user, token] = args.as_slice() else {
-        bail!("usage: seed_token DATA_DIR ORG APP USER ACCESS_TOKEN");
+    let (data, org, app, user, token, refresh) = match args.as_slice() {
+        [d, o, a, u, t] => (d, o, a, u, t, None),
+        [d, o, a, u, t, r] => (d, o, a, u, t, Some(r.clone())),
+        _ => bail!("usage: seed_token DATA_DIR ORG APP USER ACCESS_TOKEN [REFRESH_TOKEN]"),
     };
     let dir = DataDir::at(&PathBuf::from(data));
     let store = SledStore::open(&dir.root.join("store"), StoreKey::load(&dir.store_key)?)
@@ -36,10 +39,10 @@ async fn main() -> Result<()> {
         // Set by the store.
         version: 0,
         access_token: Secret::new(token.clone()),
-        refresh_token: None,
+        expires_at: refresh.as_ref().map(|_| now),
+        refresh_token: refresh.map(Secret::new),
         token_type: Some("bearer".into()),
         scopes: stored.scopes.clone(),
-        expires_at: None,
         obtained_at: now,
     };
     if !store.put_token_if_current(set, stored.incarnation).await? {

@@ -46,6 +46,9 @@ enum Command {
     /// Private-network agents: enroll one, revoke one, or run one.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The store: copy a sled store into PostgreSQL.
+    #[command(subcommand)]
+    Store(tollgate::cli::store::StoreCommand),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,10 @@ fn main() -> ExitCode {
         Command::App { target, command } => {
             let _log = init_tracing(LogFormat::Text, "warn");
             block_on(app::run(&target, command))
+        }
+        Command::Store(cmd) => {
+            let _log = init_tracing(LogFormat::Text, "warn");
+            block_on(tollgate::cli::store::run(cmd))
         }
     };
     match result {

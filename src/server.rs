@@ -337,6 +337,31 @@ impl Server {
                 .clone()
                 .follow(revocation_changes, shutdown.clone()),
         );
+        // This replica's row in the store's replicas table, and the live list its agents are
+        // told; the row is deleted once requests drained (a shutdown step).
+        let replica = relay::replicas::replica_id();
+        tasks.spawn(relay::replicas::heartbeat(
+            self.store.clone(),
+            replica.clone(),
+            self.relay_addr.map(|bound| {
+                self.config
+                    .replicas
+                    .relay_advertise
+                    .clone()
+                    .unwrap_or_else(|| relay::replicas::default_advertise(bound, &self.public_url))
+            }),
+            agents.replicas().clone(),
+            shutdown.clone(),
+        ));
+        let store = self.store.clone();
+        self.lifecycle.on_shutdown("replica row", move || {
+            relay::replicas::leave(store, replica)
+        });
+        tasks.spawn(crate::store::replicas::prune_periodically(
+            self.store.clone(),
+            self.config.replicas.audit_retention,
+            shutdown.clone(),
+        ));
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,

@@ -12,7 +12,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::tunnel::tunnel;
+use super::replicas::{Session, REPLICAS_HEADER, REPLICAS_PATH};
+use super::tunnel::{tunnel, TunnelBody};
 use super::{AgentConfig, AgentState};
 use crate::relay::handshake::{self, Hello, Welcome};
 use crate::relay::{
@@ -72,9 +73,10 @@ pub(super) fn random_instance_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Keeps relay connection `slot` up until shutdown.
+/// Keeps connection `slot` of `session` up until shutdown.
 pub(super) async fn slot_loop(
     state: Arc<AgentState>,
+    session: Arc<Session>,
     instance: String,
     slot: u32,
     shutdown: CancellationToken,
@@ -84,13 +86,18 @@ pub(super) async fn slot_loop(
     while !shutdown.is_cancelled() {
         let connected = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = connect(&state.config, &instance, slot) => r,
+            r = connect(&state.config, &session, &instance, slot) => r,
         };
         match connected {
             Ok(tls) => {
                 tracing::info!("connected to the relay");
                 let up_since = Instant::now();
-                let end = serve(state.clone(), tls, shutdown.clone(), tunnels.clone()).await;
+                let on = Connected {
+                    session: session.clone(),
+                    slot,
+                };
+                let end = serve(state.clone(), on, tls, shutdown.clone(), tunnels.clone()).await;
+                session.ended(slot);
                 if shutdown.is_cancelled() {
                     break;
                 }
@@ -114,16 +121,18 @@ pub(super) async fn slot_loop(
     }
 }
 
-/// Dials the relay, TLS, hello, welcome.
+/// Dials the session's relay, TLS (the certificate checked against `--relay`'s name),
+/// hello, welcome.
 async fn connect(
     config: &AgentConfig,
+    session: &Session,
     instance: &str,
     slot: u32,
 ) -> Result<RelayStream, ConnectError> {
     let attempt = async {
         let tcp = tokio::time::timeout(
             config.connect_timeout,
-            TcpStream::connect((config.relay_host.as_str(), config.relay_port)),
+            TcpStream::connect((session.host.as_str(), session.port)),
         )
         .await
         .map_err(|_| ConnectError::Timeout)??;
@@ -153,17 +162,34 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout)?
 }
 
+/// Which connection of which session a relay connection is.
+#[derive(Clone)]
+struct Connected {
+    /// Its session (where replica lists go).
+    session: Arc<Session>,
+    /// Its slot.
+    slot: u32,
+}
+
 /// Serves HTTP/2 on an authenticated relay connection until it ends, or drains it on
-/// shutdown. Returns why it ended.
+/// shutdown. Returns why it ended. Streams are tunnels, except the relay's replica lists.
 async fn serve(
     state: Arc<AgentState>,
+    on: Connected,
     tls: RelayStream,
     shutdown: CancellationToken,
     tunnels: TaskTracker,
 ) -> String {
     let svc_state = state.clone();
-    let service =
-        hyper::service::service_fn(move |req| tunnel(svc_state.clone(), tunnels.clone(), req));
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (state, tunnels, on) = (svc_state.clone(), tunnels.clone(), on.clone());
+        async move {
+            if req.method() == http::Method::POST && req.uri().path() == REPLICAS_PATH {
+                return Ok(replicas_told(&on, req.headers()));
+            }
+            tunnel(state, tunnels, req).await
+        }
+    });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(state.config.keepalive)
@@ -189,6 +215,29 @@ async fn serve(
         Ok(()) => "closed".into(),
         Err(e) => e.to_string(),
     }
+}
+
+/// Takes a replica list from the relay: `204`, or `400` when it is not one.
+fn replicas_told(on: &Connected, headers: &http::HeaderMap) -> http::Response<TunnelBody> {
+    let Some(value) = headers.get(REPLICAS_HEADER) else {
+        return replicas_answer(http::StatusCode::BAD_REQUEST);
+    };
+    match on.session.told(on.slot, value.as_bytes()) {
+        Ok(()) => replicas_answer(http::StatusCode::NO_CONTENT),
+        Err(e) => {
+            tracing::warn!(error = %e, "the relay sent a replica list this agent cannot read");
+            replicas_answer(http::StatusCode::BAD_REQUEST)
+        }
+    }
+}
+
+/// An empty answer to a replica list.
+fn replicas_answer(status: http::StatusCode) -> http::Response<TunnelBody> {
+    use http_body_util::BodyExt;
+    let mut resp =
+        http::Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+    *resp.status_mut() = status;
+    resp
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //!   and answers 200 only after the dial succeeded (400, 403, 502 or 504 with a JSON reason
 //!   otherwise). Then bytes flow through [`crate::io`], with HTTP/2 flow control bounding
 //!   what a slow side can make either end buffer;
-//! - [`allow`]: the agent's own allowlist, checked before and after DNS.
+//! - [`allow`]: the agent's own allowlist, checked before and after DNS;
+//! - [`replicas`]: a session to every live tollgate replica, as the relay lists them, with
+//!   `--relay` (perhaps a load-balanced name) as the bootstrap and the fallback.
 //!
 //! On SIGTERM the agent drains: every connection sends GOAWAY (tollgate opens new tunnels
 //! elsewhere), open tunnels may finish for up to the drain timeout, then it exits.
@@ -19,6 +21,7 @@
 
 pub mod allow;
 pub mod connection;
+pub mod replicas;
 mod tunnel;
 
 use std::sync::Arc;
@@ -110,6 +113,63 @@ struct AgentState {
     dialer: DirectDialer,
 }
 
+/// Starts connection `i` of `session` on a thread of its own, until `stop`; then its tunnels
+/// may finish for up to `drain`.
+fn spawn_slot(
+    state: &Arc<AgentState>,
+    session: &Arc<replicas::Session>,
+    instance: &str,
+    i: u32,
+    stop: &CancellationToken,
+    slots: &TaskTracker,
+    drain: Duration,
+) {
+    let slot = session.slot(i);
+    let tunnels = TaskTracker::new();
+    let relay = slot_loop(
+        state.clone(),
+        session.clone(),
+        instance.to_string(),
+        slot,
+        stop.clone(),
+        tunnels.clone(),
+    );
+    let span = match &session.replica {
+        None => tracing::info_span!("relay", slot),
+        Some(replica) => tracing::info_span!("relay", slot, %replica),
+    };
+    let work = slots.track_future(
+        async move {
+            relay.await;
+            // The connection drained; tunnels that outlived it may finish too.
+            tunnels.close();
+            if tokio::time::timeout(drain, tunnels.wait()).await.is_err() {
+                tracing::warn!(
+                    open = tunnels.len(),
+                    "closing tunnels still open after the drain timeout"
+                );
+            }
+        }
+        .instrument(span),
+    );
+    let spawned = std::thread::Builder::new()
+        .name(format!("relay-{slot}"))
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(work),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a runtime for a relay connection")
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a thread for a relay connection");
+    }
+}
+
 /// Runs the agent until `shutdown`, then drains. Returns when every connection and tunnel
 /// has ended or the drain timeout passed.
 ///
@@ -133,49 +193,23 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
         config.connect_timeout,
     );
     let state = Arc::new(AgentState { config, dialer });
+    let book = Arc::new(replicas::Book::default());
     let slots = TaskTracker::new();
-    for slot in 0..state.config.connections {
-        let tunnels = TaskTracker::new();
-        let relay = slot_loop(
-            state.clone(),
-            instance.clone(),
-            slot,
-            shutdown.clone(),
-            tunnels.clone(),
-        );
-        let work = slots.track_future(
-            async move {
-                relay.await;
-                // The connection drained; tunnels that outlived it may finish too.
-                tunnels.close();
-                if tokio::time::timeout(drain, tunnels.wait()).await.is_err() {
-                    tracing::warn!(
-                        open = tunnels.len(),
-                        "closing tunnels still open after the drain timeout"
-                    );
-                }
-            }
-            .instrument(tracing::info_span!("relay", slot)),
-        );
-        let spawned = std::thread::Builder::new()
-            .name(format!("relay-{slot}"))
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(work),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start a runtime for a relay connection")
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a thread for a relay connection");
+    let start = |session: Arc<replicas::Session>, stop: CancellationToken| {
+        for i in 0..state.config.connections {
+            spawn_slot(&state, &session, &instance, i, &stop, &slots, drain);
         }
-    }
+    };
+    // The bootstrap session (`--relay`) always runs; direct sessions follow the replica list.
+    let bootstrap = replicas::Session {
+        host: state.config.relay_host.clone(),
+        port: state.config.relay_port,
+        replica: None,
+        book: book.clone(),
+    };
+    start(Arc::new(bootstrap), shutdown.clone());
+    replicas::follow(book, start, shutdown.clone()).await;
     slots.close();
-    shutdown.cancelled().await;
     if tokio::time::timeout(drain, slots.wait()).await.is_err() {
         tracing::warn!("drain timeout passed with relay connections or tunnels still open");
     }

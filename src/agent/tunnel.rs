@@ -28,7 +28,7 @@ use crate::route::direct::DirectError;
 /// `MAX_FRAME_SIZE`), and fewer, larger frames cost less on both sides of the relay.
 const TUNNEL_BUFFER: usize = 256 * 1024;
 
-type TunnelBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+pub(super) type TunnelBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The per-tunnel log line (`tollgate::agent::tunnel`), emitted when dropped.
 struct TunnelLog {

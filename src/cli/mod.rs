@@ -1,5 +1,5 @@
 //! The subcommands behind `main`, one file per command group: `serve`, `policy`, `token`,
-//! `ca`, `agent` and `app` (the admin API from the shell). `main` parses the command line,
+//! `ca`, `agent`, `app` (the admin API from the shell) and `store` (`store copy`). `main` parses the command line,
 //! sets up logging and the crypto provider, then calls `run` here. `anyhow` is fine in this
 //! glue, as in `main`.
 //! `demo` runs the offline tour (`tollgate demo`) with the fixtures of `crate::demo`.
@@ -16,6 +16,7 @@ pub mod demo;
 pub mod policy;
 pub mod policy_test;
 pub mod serve;
+pub mod store;
 pub mod token;
 
 /// Runs `work` to completion on a single-threaded runtime: the one-shot commands wait on one

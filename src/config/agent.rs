@@ -232,7 +232,7 @@ pub fn resolve(args: &AgentArgs) -> Result<AgentConfig, AgentConfigError> {
 }
 
 /// `https://host[:port]` → (host, port, TLS server name).
-fn parse_relay_url(s: &str) -> Result<(String, u16, ServerName<'static>), String> {
+pub(crate) fn parse_relay_url(s: &str) -> Result<(String, u16, ServerName<'static>), String> {
     let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
     if uri.scheme_str() != Some("https") {
         return Err(format!(

@@ -133,6 +133,10 @@ pub struct FileConfig {
     pub shutdown_delay: Option<String>,
     /// `--proxy-protocol`.
     pub proxy_protocol: Option<bool>,
+    /// `--relay-advertise`.
+    pub relay_advertise: Option<String>,
+    /// `--audit-retention`.
+    pub audit_retention: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -229,7 +233,8 @@ pub struct ServeOverrides {
     /// checks the address itself, then asks the parent to CONNECT to it [default: none].
     #[arg(long, env = "TOLLGATE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<ProxyUrl>,
-    /// Running as one of several replicas (`--shutdown-delay`).
+    /// Running as one of several replicas (`--shutdown-delay`, `--relay-advertise`), and
+    /// retention (`--audit-retention`).
     #[command(flatten)]
     pub replicas: ReplicaOverrides,
 }

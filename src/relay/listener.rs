@@ -378,7 +378,7 @@ impl RelayConnTask {
         // on a task of its own otherwise.
         let cut = CancellationToken::new();
         let _cut_on_exit = cut.clone().drop_guard();
-        let tls = Severable::new(tls, cut);
+        let tls = Severable::new(tls, cut.clone());
 
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -397,6 +397,19 @@ impl RelayConnTask {
                 return;
             }
         };
+        // The agent is told the live replicas as long as this connection lasts.
+        let tell = super::replicas::push(
+            send.clone(),
+            self.registry.replicas().subscribe(),
+            agent.clone(),
+        );
+        let told = cut.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tell => {}
+                () = told.cancelled() => {}
+            }
+        });
         let relay_conn = self.registry.register(
             &agent,
             hello.instance.clone(),

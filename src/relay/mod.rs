@@ -19,7 +19,9 @@
 //!   dialer the proxy (tunnels, forwarded requests) and the OAuth token calls use;
 //! - [`stream`]: a tunnel through an agent as a byte stream;
 //! - [`severable`]: a relay connection's stream that a revocation can cut, tunnels and all;
-//! - [`metrics`]: connections, tunnels, bytes and failures per agent.
+//! - [`metrics`]: connections, tunnels, bytes and failures per agent;
+//! - [`replicas`]: this replica's heartbeat in the store, and the live replica list told to
+//!   every connected agent, so agents keep a session to every replica.
 //!
 //! The agent process uses [`handshake`] and the HTTP/2 window constants below, and nothing
 //! here uses the agent.
@@ -30,6 +32,7 @@ pub mod handshake;
 pub mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod replicas;
 pub mod severable;
 pub mod stream;
 

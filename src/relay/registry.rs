@@ -217,6 +217,8 @@ pub struct Registry {
     next_id: AtomicU64,
     /// Tie-break among equally loaded connections.
     rotate: AtomicUsize,
+    /// The live replicas, told to every connected agent (`replicas`).
+    replicas: Arc<super::replicas::Directory>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -240,7 +242,13 @@ impl Registry {
             dial_timeout: connect_timeout + DIAL_SLACK,
             next_id: AtomicU64::new(1),
             rotate: AtomicUsize::new(0),
+            replicas: Arc::default(),
         }
+    }
+
+    /// The live replicas this registry tells its agents about.
+    pub fn replicas(&self) -> &Arc<super::replicas::Directory> {
+        &self.replicas
     }
 
     /// The metrics this registry updates.

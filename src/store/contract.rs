@@ -20,6 +20,7 @@ use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, Stor
 use crate::clock::{Clock, ManualClock};
 
 mod consents;
+mod replicas;
 mod surfaces;
 
 /// The clock every contract test starts at.
@@ -82,6 +83,12 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     surfaces::an_endpoint_move_starts_a_new_generation(fresh().0).await;
     let (f, clock) = fresh();
     surfaces::agent_revocations(f, clock).await;
+    replicas::replicas_heartbeat_and_leave(fresh().0).await;
+    let (f, clock) = fresh();
+    replicas::replicas_expire(f, clock).await;
+    let (f, clock) = fresh();
+    replicas::audit_is_pruned_after_its_retention(f, clock).await;
+    replicas::changes_are_pruned_and_keep_flowing(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

@@ -25,9 +25,11 @@ pub mod app_config;
 pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod copy;
 pub mod model;
 mod postgres;
 mod record;
+pub mod replicas;
 pub mod seal;
 mod sled_store;
 
@@ -43,6 +45,7 @@ pub use model::{
 };
 pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
+pub use replicas::{Replica, ReplicaStore};
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
 
@@ -88,8 +91,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 ///
 /// Lookups of things that may legitimately be absent return `Ok(None)`; mutations of an app
 /// that does not exist return [`StoreError::NotFound`].
+///
+/// The replicas table and retention are the [`ReplicaStore`] part ([`replicas`]).
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: ReplicaStore + Send + Sync {
     // ----- apps -----
 
     /// Creates an app. The store sets `incarnation` (random), `generation = 1`, `created_at`

@@ -11,7 +11,8 @@
 //! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
 //! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
 //! resolver), [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages),
-//! [`squid`] (a real Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
+//! [`postgres`] (a fresh database per test, replica data directories), [`squid`] (a real
+//! Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
 //! client, Python `websockets`).
 
 #![allow(dead_code)]
@@ -288,6 +289,17 @@ impl Tollgate {
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         drop(self);
+        Tollgate::start_in(dir, extra)
+    }
+
+    /// Stops this instance (SIGTERM and wait), runs `between` on its directory while nothing
+    /// runs there (e.g. `tollgate store copy`), and starts a new one with `extra`.
+    pub fn restart_after(mut self, between: impl FnOnce(&Path), extra: &[&str]) -> Tollgate {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        between(dir.path());
         Tollgate::start_in(dir, extra)
     }
 

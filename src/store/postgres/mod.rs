@@ -36,8 +36,10 @@ use crate::clock::Clock;
 mod apps;
 mod consent;
 mod health;
+mod import;
 mod lease;
 mod listen;
+mod replicas;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -615,8 +617,8 @@ impl Store for PgStore {
         let rec = record_text(&AuditRecord::new(&event))?;
         client
             .execute(
-                "INSERT INTO audit (org, seq, rec) VALUES ($1, $2, $3)",
-                &[&event.org, &seq, &rec],
+                "INSERT INTO audit (org, seq, rec, at) VALUES ($1, $2, $3, $4)",
+                &[&event.org, &seq, &rec, &to_db(event.at)],
             )
             .await
             .map_err(pg)?;

@@ -18,7 +18,11 @@ use super::{pg, PgStore};
 use crate::store::{StoreError, StoreResult};
 
 /// The migrations, in order: (version, SQL). Never edit one that was released; add another.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_replicas.sql")),
+    (3, include_str!("migrations/0003_retention.sql")),
+];
 
 /// Advisory lock key serializing migrations (any constant; "tollgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;

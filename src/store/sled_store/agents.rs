@@ -14,7 +14,7 @@ use crate::store::{AgentRevocation, StoreError, StoreResult};
 const TREE_AGENT_REVOCATIONS: &str = "agent_revocations";
 
 impl SledStore {
-    fn revocations(&self) -> StoreResult<Tree> {
+    pub(super) fn revocations(&self) -> StoreResult<Tree> {
         self.db.open_tree(TREE_AGENT_REVOCATIONS).map_err(io)
     }
 

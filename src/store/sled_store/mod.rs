@@ -40,8 +40,10 @@ use super::{AgentRevocation, Store, StoreError, StoreResult};
 use crate::clock::Clock;
 
 mod consent;
+mod export;
 mod migrate;
 mod open;
+mod replicas;
 mod sweep;
 use sweep::off_runtime;
 mod agents;
@@ -82,6 +84,8 @@ pub struct SledStore {
     path: PathBuf,
     /// Change events for caches, published after each write commits.
     changes: ChangeFeed,
+    /// The replicas table: this process alone, in memory (`replicas.rs`).
+    replicas: crate::store::replicas::LocalReplicas,
 }
 
 impl fmt::Debug for SledStore {

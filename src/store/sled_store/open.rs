@@ -63,6 +63,7 @@ impl SledStore {
             clock,
             path: path.to_path_buf(),
             changes: ChangeFeed::default(),
+            replicas: Default::default(),
         };
         store.check_key(&meta)?;
         store.migrate()?;
