@@ -188,6 +188,11 @@ impl Server {
         self.leaves.clone()
     }
 
+    /// The log format, which the banner is printed in too.
+    pub fn log_format(&self) -> crate::config::LogFormat {
+        self.config.log_format
+    }
+
     /// Lines for the operator: where things are and how to get a first token.
     pub fn banner(&self) -> Vec<String> {
         let mut lines = Vec::new();

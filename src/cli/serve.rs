@@ -13,8 +13,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         let server = crate::server::Server::bind(config).await?;
+        let out = crate::logging::Output(server.log_format());
         for line in server.banner() {
-            println!("{line}");
+            println!("{}", out.banner(&line));
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::server::cancel_on_signal(shutdown.clone()));

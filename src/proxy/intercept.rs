@@ -244,6 +244,7 @@ async fn inner_request(tunnel: &Tunnel, mut req: Request<Incoming>) -> Response<
     log.host = Some(i.target.host.to_string());
     log.port = i.target.port;
     log.caller = Some(i.target.caller.clone());
+    log.path = Some(req.uri().path().to_owned());
     let result = async {
         let target = super::live::recheck(state, &tunnel.live, &mut log)?;
         let mut req = check_and_rewrite(req, &target.host, target.port, &i.authority)?;

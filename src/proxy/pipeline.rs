@@ -271,6 +271,10 @@ pub(crate) async fn exchange(
     if let Some(path) = ws_path {
         super::upgrade::follow_reloads(state, target, path, &mut resp);
     }
+    log.upstream = resp
+        .extensions()
+        .get::<hyper_util::client::legacy::connect::HttpInfo>()
+        .map(|i| i.remote_addr());
     state
         .metrics
         .upstream_latency
