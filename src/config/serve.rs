@@ -423,6 +423,17 @@ impl Config {
                 ));
             }
         }
+        // Consent links are built from the public URL; from `0.0.0.0`/`::` they would point
+        // at an address no browser can open.
+        if let (None, Some(a)) = (&public_url, web_listen) {
+            if a.ip().is_unspecified() {
+                errors.push(format!(
+                    "--web-listen {a} listens on every interface, so tollgate cannot derive the \
+                     URL users reach its pages at (consent links would point at {a}); set \
+                     --public-url to that URL (e.g. https://tollgate.example.com)"
+                ));
+            }
+        }
         // The URL users reach the pages at; `None` when it is already reported invalid.
         let derived_url = match (&public_url, web_listen) {
             (Some(u), _) => validate_public_url(u).ok().map(|()| u.clone()),

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::identity::Verifier;
+use crate::io::canned::{Canned, Dispatched};
 use crate::metrics::Metrics;
 use crate::oauth::inject::Injector;
 use crate::policy::watch::Policies;
@@ -158,7 +159,14 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
         let _ = stream.set_nodelay(true);
         let permit = Arc::new(ConnPermit::new(permit));
         let conn_state = state.clone();
-        let service = service_fn(move |req| handle(conn_state.clone(), peer, permit.clone(), req));
+        // Counts requests so hyper's own error answers can be told apart (`io::canned`).
+        let dispatched = Dispatched::default();
+        let counted = dispatched.clone();
+        let service = service_fn(move |req| {
+            counted.inc();
+            handle(conn_state.clone(), peer, permit.clone(), req)
+        });
+        let stream = Canned::new(stream, dispatched, errors::hyper_answer);
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(state.settings.request_head_timeout)

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::io::canned::{Canned, Dispatched};
 use crate::io::refuse::Refusals;
 use crate::io::{accept, idle_watchdog, Activity, Counted, Meter};
 
@@ -98,7 +99,12 @@ fn serve_connection(
             written: None,
         },
     };
+    // Counts requests so hyper's own error answers can be told apart (`io::canned`).
+    let dispatched = Dispatched::default();
+    let counted = dispatched.clone();
+    let metered = Canned::new(metered, dispatched, crate::proxy::errors::hyper_answer);
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        counted.inc();
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().call(req)
     });

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agents;
 pub mod consent;
+mod errors;
 pub mod health;
 pub mod listener;
 pub mod login;
@@ -48,6 +49,7 @@ pub fn router(state: WebState) -> Router {
         .merge(consent::routes())
         .merge(login::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(errors::json_errors))
         .with_state(state)
 }
 
