@@ -236,7 +236,7 @@ impl Server {
     }
 
     /// Runs until `shutdown` is cancelled, then drains.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let key = load_key_file(&self.data.identity_key).map_err(|source| DataDirError::Io {
             path: self.data.identity_key.clone(),
             source,
@@ -248,6 +248,12 @@ impl Server {
         ));
         let verifier = Arc::new(Verifier::new(key));
         let metrics = Arc::new(Metrics::new());
+        metrics.follow_policies(self.policies.clone());
+        let observer = metrics.clone();
+        self.store = crate::store::timed::Timed::wrap(
+            self.store,
+            Arc::new(move |op, took| observer.observe_store(op, took)),
+        );
         let agents = Arc::new(Registry::new(
             metrics.agents.clone(),
             self.config.connect_timeout,
@@ -331,6 +337,7 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let web_open = metrics.connections("web");
         tasks.spawn(web::run(
             self.web_listener,
             WebState {
@@ -345,6 +352,7 @@ impl Server {
                 idle_timeout: self.config.limits.web_idle_timeout,
                 max_connections: self.config.limits.web_max_connections,
                 shutdown_grace: self.config.shutdown_grace,
+                open: web_open,
             },
             shutdown.clone(),
         ));

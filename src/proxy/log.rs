@@ -141,6 +141,18 @@ fn auth_reason(e: &crate::identity::IdentityError) -> &'static str {
     }
 }
 
+/// The `outcome` label of `tollgate_injections_total` for an injection's result.
+pub(crate) fn injection_outcome(e: Option<&crate::oauth::inject::InjectError>) -> &'static str {
+    use crate::oauth::inject::InjectError;
+    match e {
+        None => "injected",
+        Some(InjectError::AuthorizationRequired(_)) => "authorization_required",
+        Some(InjectError::Disabled { .. }) => "app_disabled",
+        Some(InjectError::RefreshFailed { .. }) => "refresh_failed",
+        Some(InjectError::Store(_)) => "error",
+    }
+}
+
 /// The address a failed direct dial refused or failed on, when the error names one.
 fn dialed(e: &super::errors::ProxyError) -> Option<SocketAddr> {
     use crate::route::{DialError, DirectError, SendError};

@@ -184,10 +184,12 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let metrics = state.metrics.clone();
+        let open = metrics.connections("proxy");
         let shutdown = shutdown.clone();
         connections.spawn(
             async move {
                 metrics.client_connections.inc();
+                open.inc();
                 tokio::pin!(conn);
                 let result = tokio::select! {
                     r = conn.as_mut() => r,
@@ -201,6 +203,7 @@ pub async fn run(listener: TcpListener, state: Arc<ProxyState>, shutdown: Cancel
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
                 metrics.client_connections.dec();
+                open.dec();
             }
             .instrument(tracing::info_span!("conn", %peer)),
         );

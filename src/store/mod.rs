@@ -30,6 +30,7 @@ mod postgres;
 mod record;
 pub mod seal;
 mod sled_store;
+pub mod timed;
 
 use async_trait::async_trait;
 

@@ -44,6 +44,8 @@ pub struct WebSettings {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Open connections of this listener (`tollgate_open_connections{listener}`).
+    pub open: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains for the grace period.
@@ -66,8 +68,11 @@ pub async fn serve(
             continue;
         };
         let conn = serve_connection(stream, peer, app.clone(), &settings, shutdown.clone());
+        let open = settings.open.clone();
+        open.inc();
         connections.spawn(async move {
             conn.await;
+            open.dec();
             drop(permit);
         });
     }
@@ -184,6 +189,7 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             max_connections: 4,
             shutdown_grace: Duration::from_secs(1),
+            open: Default::default(),
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, app, settings, stop.clone()));
