@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tollgate::cli::{agent::AgentCommand, app, ca::CaCommand, policy::PolicyCommand};
 use tollgate::cli::{block_on, token::TokenCommand};
 use tollgate::config::{Config, LogFormat, ServeOverrides};
@@ -44,6 +44,15 @@ enum Command {
     /// Private-network agents: enroll one, revoke one, or run one.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Print a shell completion script, e.g. `tollgate completions bash >
+    /// /etc/bash_completion.d/tollgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `tollgate man > /usr/local/share/man/man1/tollgate.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +89,18 @@ fn main() -> ExitCode {
             let _log = init_tracing(LogFormat::Text, "warn");
             tollgate::cli::policy::run(cmd)
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tollgate",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Into::into),
         Command::App { target, command } => {
             let _log = init_tracing(LogFormat::Text, "warn");
             block_on(app::run(&target, command))

@@ -246,7 +246,7 @@ impl Server {
             &key,
             revocations.clone(),
         ));
-        let verifier = Arc::new(Verifier::new(key));
+        let verifier = Arc::new(Verifier::new(key).with_max_ttl(self.config.max_token_ttl));
         let metrics = Arc::new(Metrics::new());
         metrics.follow_policies(self.policies.clone());
         let observer = metrics.clone();
