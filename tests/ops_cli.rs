@@ -169,3 +169,37 @@ fn completions_and_man_page_are_generated() {
         .unwrap();
     assert!(check.success());
 }
+
+/// Timestamps in the admin API, the operator API and `tollgate app` are RFC 3339.
+#[tokio::test]
+async fn admin_api_and_cli_timestamps_are_rfc3339() {
+    let env = common::oauth::setup(&[], |_, _| {}).await;
+    env.consent("acme", "alice").await;
+    let is_time = |v: &serde_json::Value| {
+        let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+        assert!(s.ends_with('Z') && s.contains('T'), "{s}");
+        let secs = unix_time(v).unwrap();
+        let now = common::oauth::now();
+        assert!(secs + 3600 > now && secs < now + 86_400, "{s}");
+    };
+    let app = env.admin_call("GET", "/v1/apps/crm", None).await.json();
+    is_time(&app["created_at"]);
+    is_time(&app["updated_at"]);
+    let a = &env.authorizations("crm").await[0];
+    is_time(&a["obtained_at"]);
+    is_time(&a["expires_at"]);
+    let audit = env.admin_call("GET", "/v1/audit", None).await.json();
+    is_time(&audit["events"][0]["at"]);
+
+    let out = std::process::Command::new(bin())
+        .args(["app", "authorizations", "crm"])
+        .env("TOLLGATE_URL", format!("http://{}", env.tg.web))
+        .env("TOLLGATE_TOKEN", &env.admin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = text.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert_eq!(row.matches('T').count(), 2, "{row}");
+    assert!(row.contains(a["obtained_at"].as_str().unwrap()), "{row}");
+}

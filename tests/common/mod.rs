@@ -63,6 +63,12 @@ pub struct Tollgate {
     pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
+/// Unix seconds of an RFC 3339 timestamp in an API answer (`None` for null or a non-time).
+pub fn unix_time(v: &serde_json::Value) -> Option<u64> {
+    let t = humantime::parse_rfc3339(v.as_str()?).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+}
+
 /// A banner line's text: the line itself, or with `--log-format json` its `message`.
 pub fn banner_text(line: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(line) {

@@ -199,8 +199,8 @@ impl Env {
             let Some(a) = list.iter().find(|a| a["user"] == user) else {
                 return false;
             };
-            let exp = a["expires_at"].as_u64().unwrap();
-            let lifetime = exp - a["obtained_at"].as_u64().unwrap();
+            let exp = super::unix_time(&a["expires_at"]).unwrap();
+            let lifetime = exp - super::unix_time(&a["obtained_at"]).unwrap();
             now() + 60.min(lifetime / 2) >= exp
         })
         .await;
