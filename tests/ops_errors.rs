@@ -132,15 +132,7 @@ async fn authorization_required_says_how_to_authenticate() {
 fn a_web_listener_on_every_interface_needs_a_public_url() {
     for any in ["0.0.0.0:0", "[::]:0"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(bin())
-            .arg("serve")
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .arg("--policies")
-            .arg(dir.path().join("policies"))
-            .args(["--proxy-listen", "127.0.0.1:0", "--web-listen", any])
-            .output()
-            .unwrap();
+        let out = serve_on(dir.path(), "127.0.0.1:0", any).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{any}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--public-url"), "{err}");
@@ -152,13 +144,7 @@ fn a_web_listener_on_every_interface_needs_a_public_url() {
     }
     // With the URL users reach it at, it starts.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(bin())
-        .arg("serve")
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("--policies")
-        .arg(dir.path().join("policies"))
-        .args(["--proxy-listen", "127.0.0.1:0", "--web-listen", "0.0.0.0:0"])
+    let mut child = serve_on(dir.path(), "127.0.0.1:0", "0.0.0.0:0")
         .args([
             "--public-url",
             "https://tollgate.example",

@@ -22,6 +22,17 @@ fn json_lines(lines: &[String], what: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The status of a `GET url` through the proxy, with `Proxy-Authorization: auth` if given.
+async fn get(tg: &Tollgate, url: &str, auth: Option<&str>) -> u16 {
+    let headers: Vec<(&str, &str)> = auth
+        .map(|a| ("proxy-authorization", a))
+        .into_iter()
+        .collect();
+    proxy_request(tg.proxy, "GET", url, &headers, "")
+        .await
+        .status
+}
+
 fn access(lines: &[Value]) -> Vec<&Value> {
     lines
         .iter()
@@ -34,48 +45,22 @@ async fn json_logs_are_json_on_every_line_with_nulls_paths_upstreams_and_407_rea
     let up = echo_upstream().await;
     let mut tg = Tollgate::start(POLICY, &["--log-format", "json"]);
     let a = auth(&tg, "acme");
-    let pa = [("proxy-authorization", a.as_str())];
-    let ok = proxy_request(
-        tg.proxy,
-        "GET",
-        &format!("http://{up}/x/y?secret=1"),
-        &pa,
-        "",
-    )
-    .await;
-    assert_eq!(ok.status, 200);
-    let missing = proxy_request(tg.proxy, "GET", &format!("http://{up}/m"), &[], "").await;
-    assert_eq!(missing.status, 407);
     let expired = format!("Bearer {}", tg.expired_token("acme", "old"));
-    let old = proxy_request(
-        tg.proxy,
-        "GET",
-        &format!("http://{up}/e"),
-        &[("proxy-authorization", &expired)],
-        "",
-    )
-    .await;
-    assert_eq!(old.status, 407);
-    let forged = proxy_request(
-        tg.proxy,
-        "GET",
-        &format!("http://{up}/f"),
-        &[("proxy-authorization", "Bearer not.a.token")],
-        "",
-    )
-    .await;
-    assert_eq!(forged.status, 407);
-    // A refused dial names the address it tried.
     let closed = closed_port();
-    let refused = proxy_request(
-        tg.proxy,
-        "GET",
-        &format!("http://127.0.0.1:{closed}/r"),
-        &pa,
-        "",
-    )
-    .await;
-    assert_eq!(refused.status, 502);
+    for (url, auth, status) in [
+        (format!("http://{up}/x/y?secret=1"), Some(a.as_str()), 200),
+        (format!("http://{up}/m"), None, 407),
+        (format!("http://{up}/e"), Some(expired.as_str()), 407),
+        (format!("http://{up}/f"), Some("Bearer not.a.token"), 407),
+        // A refused dial names the address it tried.
+        (
+            format!("http://127.0.0.1:{closed}/r"),
+            Some(a.as_str()),
+            502,
+        ),
+    ] {
+        assert_eq!(get(&tg, &url, auth).await, status, "{url}");
+    }
     let status = tg.stop().await;
     assert!(status.success(), "{status:?}");
 
@@ -110,27 +95,9 @@ async fn json_logs_are_json_on_every_line_with_nulls_paths_upstreams_and_407_rea
     assert_eq!(ok["app"], Value::Null, "{ok}");
     assert!(ok.get("duration_ms").is_none());
     // Every field of the line is present, absent values as null.
-    for field in [
-        "org",
-        "user",
-        "method",
-        "host",
-        "port",
-        "path",
-        "decision",
-        "reason",
-        "policy",
-        "rule",
-        "route",
-        "app",
-        "upstream",
-        "injected",
-        "status",
-        "bytes_up",
-        "bytes_down",
-        "duration_us",
-        "peer",
-    ] {
+    let fields = "org user method host port path decision reason policy rule route app upstream \
+                  injected status bytes_up bytes_down duration_us peer";
+    for field in fields.split_whitespace() {
         for l in &lines {
             assert!(l.get(field).is_some(), "no {field} in {l}");
         }
@@ -177,15 +144,7 @@ async fn text_logs_have_no_ansi_escapes_when_stderr_is_not_a_terminal() {
     let up = echo_upstream().await;
     let mut tg = Tollgate::start(POLICY, &[]);
     let a = auth(&tg, "acme");
-    let r = proxy_request(
-        tg.proxy,
-        "GET",
-        &format!("http://{up}/t"),
-        &[("proxy-authorization", &a)],
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(get(&tg, &format!("http://{up}/t"), Some(&a)).await, 200);
     tg.stop().await;
     let logs = tg.logs();
     assert!(logs.contains("tollgate::access"), "{logs}");
@@ -199,13 +158,7 @@ fn a_failed_start_reports_one_json_line() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = std::process::Command::new(bin())
-        .arg("serve")
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("--policies")
-        .arg(dir.path().join("policies"))
-        .args(["--proxy-listen", "127.0.0.1:0", "--web-listen", &addr])
+    let out = serve_on(dir.path(), "127.0.0.1:0", &addr)
         .args(["--log-format", "json"])
         .output()
         .unwrap();

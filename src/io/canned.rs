@@ -116,6 +116,31 @@ impl<S: AsyncWrite + Unpin> Canned<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> Canned<S> {
+    /// Handles a write starting with `buf` itself when it must not reach the connection as
+    /// is: a replacement still going out, hyper's answer (replaced, reported written whole),
+    /// or anything after it. `None`: write `buf` through.
+    fn take_over(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if let Poll::Ready(Err(e)) = self.drain(cx) {
+            return Some(Poll::Ready(Err(e)));
+        }
+        if self.pending.is_some() {
+            return Some(Poll::Pending);
+        }
+        if self.replaced {
+            return Some(Poll::Ready(Ok(buf.len())));
+        }
+        let replacement = self.inspect(buf)?;
+        self.pending = Some((replacement, 0));
+        self.replaced = true;
+        Some(match self.drain(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        })
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Canned<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -132,19 +157,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Canned<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        ready!(this.drain(cx))?;
-        if this.replaced {
-            return Poll::Ready(Ok(buf.len()));
+        if let Some(done) = self.take_over(cx, buf) {
+            return done;
         }
-        if let Some(replacement) = this.inspect(buf) {
-            // hyper's answer is consumed whole; ours goes out in its place.
-            this.pending = Some((replacement, 0));
-            this.replaced = true;
-            ready!(this.drain(cx))?;
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -152,21 +168,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Canned<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        ready!(this.drain(cx))?;
-        let first = bufs.iter().find(|b| !b.is_empty());
-        if this.replaced {
-            return Poll::Ready(Ok(first.map_or(0, |b| b.len())));
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
+        if let Some(done) = self.take_over(cx, first) {
+            return done;
         }
-        if let Some(first) = first {
-            if let Some(replacement) = this.inspect(first) {
-                this.pending = Some((replacement, 0));
-                this.replaced = true;
-                ready!(this.drain(cx))?;
-                return Poll::Ready(Ok(first.len()));
-            }
-        }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -84,14 +84,19 @@ pub fn bin() -> &'static str {
 /// `tollgate serve` with data and policies under `dir` and both listeners on port 0, for
 /// tests that watch the process itself (its exit code, its stderr).
 pub fn serve_command(dir: &Path) -> Command {
+    serve_on(dir, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+/// As [`serve_command`], with the proxy and web listeners on `proxy` and `web`.
+pub fn serve_on(dir: &Path, proxy: &str, web: &str) -> Command {
     let mut cmd = Command::new(bin());
     cmd.arg("serve")
         .arg("--data")
         .arg(dir.join("data"))
         .arg("--policies")
         .arg(dir.join("policies"))
-        .args(["--proxy-listen", "127.0.0.1:0"])
-        .args(["--web-listen", "127.0.0.1:0"]);
+        .args(["--proxy-listen", proxy])
+        .args(["--web-listen", web]);
     cmd
 }
 
