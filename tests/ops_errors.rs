@@ -163,3 +163,39 @@ fn a_web_listener_on_every_interface_needs_a_public_url() {
     let _ = child.wait();
     assert!(started);
 }
+
+/// Inside an intercepted tunnel too, hyper's own answer to an unparsable request is tollgate's
+/// JSON error.
+#[tokio::test]
+async fn parse_errors_inside_intercepted_tunnels_are_json_with_proxy_status() {
+    // A method limit makes tollgate decide each request, so the tunnel is intercepted.
+    let policy = r#"
+[[policy]]
+name = "acme-read"
+orgs = ["acme"]
+route = "direct"
+
+  [[policy.allow]]
+  hosts = ["localhost"]
+  ports = ["1024-65535"]
+  private = true
+  methods = ["GET"]
+"#;
+    let tg = Tollgate::start(policy, &[]);
+    let up = echo_upstream().await;
+    let mut tls = intercepted_tls(&tg, &auth(&tg, "acme"), up.port(), b"http/1.1").await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nbad header\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut out),
+    )
+    .await;
+    let raw = String::from_utf8_lossy(&out);
+    let (status, ps, v) = parse_raw(&raw);
+    assert_eq!(status, 400, "{raw}");
+    assert_eq!(v["error"], "bad_request");
+    assert!(ps.starts_with("tollgate; error=http_request_error"), "{ps}");
+}
