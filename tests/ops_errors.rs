@@ -169,19 +169,12 @@ fn a_web_listener_on_every_interface_needs_a_public_url() {
 #[tokio::test]
 async fn parse_errors_inside_intercepted_tunnels_are_json_with_proxy_status() {
     // A method limit makes tollgate decide each request, so the tunnel is intercepted.
-    let policy = r#"
-[[policy]]
-name = "acme-read"
-orgs = ["acme"]
-route = "direct"
-
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1024-65535"]
-  private = true
-  methods = ["GET"]
-"#;
-    let tg = Tollgate::start(policy, &[]);
+    assert_eq!(POLICY.matches("  private = true\n").count(), 1);
+    let policy = POLICY.replace(
+        "  private = true\n",
+        "  private = true\n  methods = [\"GET\"]\n",
+    );
+    let tg = Tollgate::start(&policy, &[]);
     let up = echo_upstream().await;
     let mut tls = intercepted_tls(&tg, &auth(&tg, "acme"), up.port(), b"http/1.1").await;
     tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nbad header\r\n\r\n")
