@@ -4,10 +4,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tollgate::cli::{agent::AgentCommand, app, ca::CaCommand, policy::PolicyCommand};
 use tollgate::cli::{block_on, token::TokenCommand};
 use tollgate::config::{Config, LogFormat, ServeOverrides};
+use tollgate::logging::Output;
 
 #[derive(Parser)]
 #[command(
@@ -49,15 +50,28 @@ enum Command {
     /// The store: copy a sled store into PostgreSQL.
     #[command(subcommand)]
     Store(tollgate::cli::store::StoreCommand),
+    /// Print a shell completion script, e.g. `tollgate completions bash >
+    /// /etc/bash_completion.d/tollgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `tollgate man > /usr/local/share/man/man1/tollgate.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for the whole process (ring); installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The format the final error line is written in: JSON when the logs are.
+    let mut out = Output(LogFormat::Text);
     let result = match cli.command {
         Command::Serve(over) => {
-            let config = Config::resolve(&over).unwrap_or_else(|e| usage_error(e));
+            out = Output(over.log_format.unwrap_or_default());
+            let config = Config::resolve(&over).unwrap_or_else(|e| usage_error(out, e));
+            out = Output(config.log_format);
             let _log = init_tracing(config.log_format, "info");
             tollgate::cli::serve::run(config)
         }
@@ -66,7 +80,9 @@ fn main() -> ExitCode {
             tollgate::cli::demo::run()
         }
         Command::Agent(AgentCommand::Run(args)) => {
-            let config = tollgate::config::agent::resolve(&args).unwrap_or_else(|e| usage_error(e));
+            let config =
+                tollgate::config::agent::resolve(&args).unwrap_or_else(|e| usage_error(out, e));
+            out = Output(config.log_format);
             let _log = init_tracing(config.log_format, "info");
             tollgate::cli::agent::run(config)
         }
@@ -83,6 +99,18 @@ fn main() -> ExitCode {
             let _log = init_tracing(LogFormat::Text, "warn");
             tollgate::cli::policy::run(cmd)
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tollgate",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Into::into),
         Command::App { target, command } => {
             let _log = init_tracing(LogFormat::Text, "warn");
             block_on(app::run(&target, command))
@@ -95,37 +123,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", out.error(&tollgate::logging::error_chain(e.as_ref())));
             ExitCode::from(1)
         }
     }
 }
 
 /// Invalid settings: every problem on stderr, exit code 2.
-fn usage_error(e: impl std::fmt::Display) -> ! {
-    eprintln!("error: {e}");
+fn usage_error(out: Output, e: impl std::fmt::Display) -> ! {
+    eprintln!("{}", out.error(&e.to_string()));
     std::process::exit(2)
 }
 
-/// Sets up logging to stderr. Returns the guard of the background writer, which must live
-/// until the process exits so buffered lines are flushed.
+/// Sets up logging to stderr (`tollgate::logging::init`); the guard must live until exit.
 fn init_tracing(format: LogFormat, default_filter: &str) -> tollgate::logging::FlushGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let (writer, guard) = tollgate::logging::BufferedStderr::new();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let _ = match format {
-        // The connection span's fields are on the access line already; serializing the span
-        // with every event would cost a JSON round trip per line.
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    guard
+    tollgate::logging::init(format, default_filter)
 }

@@ -1,5 +1,10 @@
 //! Prometheus metrics (prometheus-client), served as text on the web listener's `/metrics`.
 //! Labels are low-cardinality by construction: decisions and status codes, never hosts or users.
+//! Names bounded by configuration (policies, agents, an org's apps) may be labels; traffic
+//! never creates a series. The reference is docs/metrics.md.
+//!
+//! The policy set's series are read from its load status at each scrape
+//! ([`Metrics::follow_policies`]), so the reload path stays free of metrics.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,6 +12,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::policy::watch::Policies;
 
 /// Labels of `tollgate_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +44,53 @@ pub struct WouldDenyLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `tollgate_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: &'static str,
+}
+
+/// A single `outcome` label (policy reloads).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+/// Labels of `tollgate_injections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InjectionLabels {
+    /// The app's org (app ids are unique per org only).
+    pub org: String,
+    /// The app id: apps are created by admins, so the label is bounded by configuration.
+    pub app: String,
+    /// `injected`, `authorization_required`, `app_disabled`, `refresh_failed` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels of `tollgate_consent_tickets_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TicketLabels {
+    /// `issued` (a new consent link), `used` (Authorize clicked: the link is consumed) or
+    /// `unusable` (a link opened after it expired, was used, or its app was reset).
+    pub event: &'static str,
+}
+
+/// Labels of `tollgate_open_connections`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `proxy`, `web` or `metrics`.
+    pub listener: &'static str,
+}
+
+/// Labels of `tollgate_store_operation_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    /// The `Store` method (`get_app`, `issue_ticket`...).
+    pub operation: &'static str,
+}
+
 /// Every metric tollgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +111,29 @@ pub struct Metrics {
     /// Requests a report-mode policy allowed that its rules would deny, by policy and reason:
     /// what enforcing it would break.
     pub would_deny: Family<WouldDenyLabels, Counter>,
+    /// Policy reload attempts by outcome (synced from the load status at each scrape).
+    pub policy_reloads: Family<OutcomeLabels, Counter>,
+    /// When the last reload succeeded, Unix seconds (0: never).
+    pub policy_last_reload: Gauge,
+    /// Generation of the policy set in force (successful loads so far).
+    pub policy_generation: Gauge,
+    /// Token injections by org, app and outcome.
+    pub injections: Family<InjectionLabels, Counter>,
+    /// The consent funnel: links issued, used, found unusable.
+    pub consent_tickets: Family<TicketLabels, Counter>,
+    /// Open connections per listener.
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    /// Latency of store operations, by operation (measured in `store::timed`).
+    pub store_latency: Family<StoreOpLabels, Histogram>,
+    /// The policy set whose status the scrape reads.
+    policies: OnceLock<Arc<Policies>>,
+    /// Serializes the scrape-time sync of the policy series (two scrapes at once).
+    sync: Mutex<()>,
+}
+
+/// Buckets of store latency: 50 µs .. ~1.6 s.
+fn store_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 impl Default for Metrics {
@@ -111,7 +190,66 @@ impl Metrics {
             "Requests allowed by a report-mode policy that would deny them, by policy and reason",
             would_deny.clone(),
         );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "Build of this tollgate (value 1)", build);
+        let policy_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reload attempts by outcome",
+            policy_reloads.clone(),
+        );
+        let policy_last_reload = Gauge::default();
+        registry.register(
+            "policy_last_reload_success_timestamp_seconds",
+            "When the policy set was last loaded successfully (Unix seconds; 0 = never)",
+            policy_last_reload.clone(),
+        );
+        let policy_generation = Gauge::default();
+        registry.register(
+            "policy_generation",
+            "Generation of the policy set in force (successful loads so far)",
+            policy_generation.clone(),
+        );
+        let injections = Family::<InjectionLabels, Counter>::default();
+        registry.register(
+            "injections",
+            "Token injections by org, app and outcome",
+            injections.clone(),
+        );
+        let consent_tickets = Family::<TicketLabels, Counter>::default();
+        registry.register(
+            "consent_tickets",
+            "Consent links issued, used, and found unusable (expired, used, or app reset)",
+            consent_tickets.clone(),
+        );
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Open connections per listener",
+            open_connections.clone(),
+        );
+        let store_latency =
+            Family::<StoreOpLabels, Histogram>::new_with_constructor(store_buckets as fn() -> _);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Latency of store operations by operation",
+            store_latency.clone(),
+        );
         Metrics {
+            policy_reloads,
+            policy_last_reload,
+            policy_generation,
+            injections,
+            consent_tickets,
+            open_connections,
+            store_latency,
+            policies: OnceLock::new(),
+            sync: Mutex::new(()),
             registry,
             requests,
             upstream_latency,
@@ -138,8 +276,70 @@ impl Metrics {
             .inc();
     }
 
+    /// Reads the policy series from `policies`' load status at each scrape.
+    pub fn follow_policies(&self, policies: Arc<Policies>) {
+        let _ = self.policies.set(policies);
+    }
+
+    /// Counts one injection attempt's outcome for `org`'s app `app`.
+    pub fn count_injection(&self, org: &str, app: &str, outcome: &'static str) {
+        self.injections
+            .get_or_create(&InjectionLabels {
+                org: org.to_owned(),
+                app: app.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts one step of the consent funnel (`issued`, `used`, `unusable`).
+    pub fn count_ticket(&self, event: &'static str) {
+        self.consent_tickets
+            .get_or_create(&TicketLabels { event })
+            .inc();
+    }
+
+    /// The open-connection gauge of `listener` (`proxy`, `web`, `metrics`).
+    pub fn connections(&self, listener: &'static str) -> Gauge {
+        self.open_connections
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    /// Records one store operation's duration.
+    pub fn observe_store(&self, operation: &'static str, took: Duration) {
+        self.store_latency
+            .get_or_create(&StoreOpLabels { operation })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Brings the policy series up to the load status.
+    fn sync_policies(&self) {
+        let Some(policies) = self.policies.get() else {
+            return;
+        };
+        let _one = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        let status = policies.status();
+        let to = |outcome, target: u64| {
+            let c = self
+                .policy_reloads
+                .get_or_create(&OutcomeLabels { outcome });
+            c.inc_by(target.saturating_sub(c.get()));
+        };
+        to("success", status.generation);
+        to("failure", status.failed_reloads);
+        let at = status
+            .last_success
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.policy_last_reload.set(at);
+        self.policy_generation
+            .set(i64::try_from(status.generation).unwrap_or(i64::MAX));
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.sync_policies();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

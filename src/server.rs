@@ -198,6 +198,11 @@ impl Server {
         self.leaves.clone()
     }
 
+    /// The log format, which the banner is printed in too.
+    pub fn log_format(&self) -> crate::config::LogFormat {
+        self.config.log_format
+    }
+
     /// Lines for the operator: where things are and how to get a first token.
     pub fn banner(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -243,7 +248,7 @@ impl Server {
     /// Runs until `shutdown` is cancelled, then leaves as [`Lifecycle`] orders: `/readyz`
     /// turns `503`, the listeners accept for the drain delay, then drain; then the leases
     /// are released and the shutdown hooks run.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ServeError> {
         // Every listener and background task stops on the lifecycle's token, after the delay.
         let stop = self.lifecycle.stop_token();
         tokio::spawn(self.lifecycle.clone().drive(shutdown));
@@ -257,8 +262,14 @@ impl Server {
             &key,
             revocations.clone(),
         ));
-        let verifier = Arc::new(Verifier::new(key));
+        let verifier = Arc::new(Verifier::new(key).with_max_ttl(self.config.max_token_ttl));
         let metrics = Arc::new(Metrics::new());
+        metrics.follow_policies(self.policies.clone());
+        let observer = metrics.clone();
+        self.store = crate::store::timed::Timed::wrap(
+            self.store,
+            Arc::new(move |op, took| observer.observe_store(op, took)),
+        );
         let agents = Arc::new(Registry::new(
             metrics.agents.clone(),
             self.config.connect_timeout,
@@ -369,6 +380,7 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let web_open = metrics.connections("web");
         tasks.spawn(web::run(
             self.web_listener,
             WebState {
@@ -384,6 +396,7 @@ impl Server {
                 idle_timeout: self.config.limits.web_idle_timeout,
                 max_connections: self.config.limits.web_max_connections,
                 shutdown_grace: self.config.shutdown_grace,
+                open: web_open,
             },
             shutdown.clone(),
         ));

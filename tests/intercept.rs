@@ -386,7 +386,7 @@ async fn inner_requests_are_rewritten_and_logged_one_line_each_then_the_connect(
     assert_eq!(inner.len(), 2, "{lines:?}");
     assert_eq!(inner[0]["status"], 200);
     assert_eq!(inner[0]["injected"], false);
-    assert_eq!(inner[0]["app"], "-");
+    assert_eq!(inner[0]["app"], serde_json::Value::Null);
     assert_eq!(inner[0]["host"], "localhost");
     assert!(inner[0]["bytes_down"].as_u64().unwrap() > 0);
     assert_eq!(inner[1]["status"], 421);

@@ -296,8 +296,8 @@ async fn malformed_token_responses() {
             assert_eq!(a["scopes"], json!(["read", "write"]), "{}", c.name);
             match c.expires {
                 Some(ttl) => {
-                    let got =
-                        a["expires_at"].as_u64().unwrap() - a["obtained_at"].as_u64().unwrap();
+                    let got = unix_time(&a["expires_at"]).unwrap()
+                        - unix_time(&a["obtained_at"]).unwrap();
                     assert_eq!(got, ttl, "{}", c.name);
                 }
                 None => assert!(a["expires_at"].is_null(), "{}", c.name),
@@ -327,7 +327,7 @@ async fn access_token_ttl_applies_when_provider_sends_no_expiry() {
     env.consent("acme", "alice").await;
     let a = &env.authorizations("crm").await[0];
     assert_eq!(
-        a["expires_at"].as_u64().unwrap() - a["obtained_at"].as_u64().unwrap(),
+        unix_time(&a["expires_at"]).unwrap() - unix_time(&a["obtained_at"]).unwrap(),
         1234
     );
 }

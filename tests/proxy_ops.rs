@@ -175,7 +175,7 @@ async fn json_log_has_one_decision_line_per_request_and_no_secret() {
         "status",
         "bytes_up",
         "bytes_down",
-        "duration_ms",
+        "duration_us",
     ] {
         assert!(v.get(field).is_some(), "missing {field} in {line}");
     }

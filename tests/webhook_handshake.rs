@@ -297,7 +297,7 @@ async fn without_a_refresh_template_the_token_serves_until_it_expires() {
     env.consent("alice").await;
     let first = bearer_of(&env.call("alice").await);
     let a = env.authorization("alice").await.expect("stored");
-    let expires_at = a["expires_at"].as_u64().unwrap();
+    let expires_at = common::unix_time(&a["expires_at"]).unwrap();
     let stale = wait_until(DEADLINE, async || now() > expires_at - 6).await;
     assert!(stale, "never reached the refresh margin");
     let r = env.call("alice").await;

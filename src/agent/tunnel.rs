@@ -32,7 +32,7 @@ pub(super) type TunnelBody = http_body_util::combinators::BoxBody<Bytes, Infalli
 
 /// The per-tunnel log line (`tollgate::agent::tunnel`), emitted when dropped.
 struct TunnelLog {
-    /// For `duration_ms`.
+    /// For `duration_us`.
     start: Instant,
     /// The target as asked, then normalized.
     host: String,
@@ -70,11 +70,11 @@ impl Drop for TunnelLog {
             decision = self.decision,
             reason = %self.reason,
             rule = %self.rule,
-            addr = %self.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            addr = self.addr.map(tracing::field::display),
             status = self.status,
             bytes_up = self.up.load(Ordering::Relaxed),
             bytes_down = self.down.load(Ordering::Relaxed),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            duration_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
             "tunnel"
         );
     }

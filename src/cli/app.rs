@@ -193,16 +193,13 @@ pub async fn run(target: &Target, cmd: AppCommand) -> anyhow::Result<()> {
             if target.json {
                 println!("{}", pretty(&out));
             } else {
-                println!("{:<24} {:<20} {:<12} SCOPES", "USER", "EXPIRES", "OBTAINED");
+                println!("{:<24} {:<20} {:<20} SCOPES", "USER", "EXPIRES", "OBTAINED");
                 for a in out["authorizations"].as_array().into_iter().flatten() {
                     println!(
-                        "{:<24} {:<20} {:<12} {}",
+                        "{:<24} {:<20} {:<20} {}",
                         a["user"].as_str().unwrap_or("-"),
-                        a["expires_at"]
-                            .as_u64()
-                            .map(|t| t.to_string())
-                            .unwrap_or_else(|| "unknown".into()),
-                        a["obtained_at"].as_u64().unwrap_or(0),
+                        a["expires_at"].as_str().unwrap_or("unknown"),
+                        a["obtained_at"].as_str().unwrap_or("-"),
                         join(&a["scopes"]),
                     );
                 }

@@ -18,8 +18,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         // action would end the process before the policy watcher listens for it).
         let signals = Signals::install();
         let server = crate::server::Server::bind(config).await?;
+        let out = crate::logging::Output(server.log_format());
         for line in server.banner() {
-            println!("{line}");
+            println!("{}", out.banner(&line));
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(signals.drive(shutdown.clone(), server.lifecycle()));

@@ -45,13 +45,13 @@ pub struct LoginOverrides {
     /// [default: none; refused for a non-loopback public URL unless given explicitly].
     #[arg(long, env = "TOLLGATE_LOGIN", value_enum)]
     pub login: Option<LoginMode>,
-    /// `header`: the header naming the signed-in user.
+    /// `header`: the header naming the signed-in user. [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_USER_HEADER")]
     pub login_user_header: Option<String>,
-    /// `header`: the header naming the user's org (optional).
+    /// `header`: the header naming the user's org (optional). [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_ORG_HEADER")]
     pub login_org_header: Option<String>,
-    /// `header`: the header listing the user's roles, comma-separated (optional).
+    /// `header`: the header listing the user's roles, comma-separated (optional). [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_ROLES_HEADER")]
     pub login_roles_header: Option<String>,
     /// `header`: TCP peers whose login headers are believed (CIDRs, comma-separated)
@@ -59,25 +59,26 @@ pub struct LoginOverrides {
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',', num_args = 1..)]
     pub trusted_proxies: Option<Vec<String>>,
     /// `oidc`: the IdP's issuer URL (discovery at {issuer}/.well-known/openid-configuration).
+    /// [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_OIDC_ISSUER")]
     pub login_oidc_issuer: Option<String>,
-    /// `oidc`: tollgate's client ID at the IdP.
+    /// `oidc`: tollgate's client ID at the IdP. [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_OIDC_CLIENT_ID")]
     pub login_oidc_client_id: Option<String>,
-    /// `oidc`: a file holding the client secret (none = a public client with PKCE).
+    /// `oidc`: a file holding the client secret (none = a public client with PKCE). [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_OIDC_CLIENT_SECRET_FILE")]
     pub login_oidc_client_secret_file: Option<PathBuf>,
     /// `oidc`: the ID token claim naming the user [default: sub].
     #[arg(long, env = "TOLLGATE_LOGIN_OIDC_USER_CLAIM")]
     pub login_oidc_user_claim: Option<String>,
-    /// `oidc`: the ID token claim naming the user's org (optional).
+    /// `oidc`: the ID token claim naming the user's org (optional). [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_OIDC_ORG_CLAIM")]
     pub login_oidc_org_claim: Option<String>,
-    /// `oidc`: the ID token claim listing the user's roles (optional).
+    /// `oidc`: the ID token claim listing the user's roles (optional). [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_OIDC_ROLES_CLAIM")]
     pub login_oidc_roles_claim: Option<String>,
     /// `oidc`: scopes requested besides `openid` (comma-separated), e.g. for an org or roles
-    /// claim the IdP only releases under a scope.
+    /// claim the IdP only releases under a scope. [default: none]
     #[arg(long, env = "TOLLGATE_LOGIN_OIDC_SCOPES", value_delimiter = ',')]
     pub login_oidc_scopes: Option<Vec<String>>,
 }

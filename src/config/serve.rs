@@ -137,18 +137,20 @@ pub struct FileConfig {
     pub relay_advertise: Option<String>,
     /// `--audit-retention`.
     pub audit_retention: Option<String>,
+    /// `--max-token-ttl`.
+    pub max_token_ttl: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ServeOverrides {
-    /// Optional settings file (TOML; keys as the flags, with underscores).
+    /// Optional settings file (TOML; keys as the flags, with underscores). [default: none]
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory: keys, CA, store. Created (mode 0700) on first start.
+    /// Data directory: keys, CA, store. Created (mode 0700) on first start. [default: data]
     #[arg(long, env = "TOLLGATE_DATA")]
     pub data: Option<PathBuf>,
-    /// Directory of policy files (`*.toml`), watched for changes.
+    /// Directory of policy files (`*.toml`), watched for changes. [default: policies]
     #[arg(long, env = "TOLLGATE_POLICIES")]
     pub policies: Option<PathBuf>,
     /// Proxy listener address [default: 127.0.0.1:3128].
@@ -163,19 +165,19 @@ pub struct ServeOverrides {
     /// Relay TLS certificate chain (PEM) [default: minted from the tollgate CA at start].
     #[arg(long, env = "TOLLGATE_RELAY_CERT", requires = "relay_key")]
     pub relay_cert: Option<PathBuf>,
-    /// Private key (PEM) of --relay-cert.
+    /// Private key (PEM) of --relay-cert. [default: the key minted with the relay certificate]
     #[arg(long, env = "TOLLGATE_RELAY_KEY", requires = "relay_cert")]
     pub relay_key: Option<PathBuf>,
     /// HTTP/2 ping interval (and ping timeout) on agent connections [default: 10s].
     #[arg(long, env = "TOLLGATE_RELAY_KEEPALIVE")]
     pub relay_keepalive: Option<String>,
-    /// Agent IDs refused at the relay (comma-separated).
+    /// Agent IDs refused at the relay (comma-separated). [default: none]
     #[arg(long, env = "TOLLGATE_REVOKED_AGENTS", value_delimiter = ',')]
     pub revoked_agents: Option<Vec<String>>,
     /// Public base URL of the web listener, used in consent URLs [default: http://WEB_LISTEN].
     #[arg(long, env = "TOLLGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Log format.
+    /// Log format. [default: text]
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Upstream connect timeout [default: 10s].
@@ -201,17 +203,18 @@ pub struct ServeOverrides {
     pub shutdown_grace: Option<String>,
     /// Extra CA certificates (PEM) trusted for upstream TLS that tollgate originates and for
     /// provider endpoints, besides the built-in roots.
+    /// [default: none (the built-in web PKI roots only)]
     #[arg(long, env = "TOLLGATE_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
     /// Trusted header (set by the platform's login proxy) that must equal the consent
-    /// ticket's user on the consent pages.
+    /// ticket's user on the consent pages. [default: none]
     #[arg(long, env = "TOLLGATE_CONSENT_USER_HEADER")]
     pub consent_user_header: Option<String>,
     /// Interception CA certificate (PEM) to use instead of the generated `DATA/ca/ca.pem`;
-    /// needs --ca-key.
+    /// needs --ca-key. [default: DATA/ca/ca.pem]
     #[arg(long, env = "TOLLGATE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
-    /// Private key (PKCS#8 PEM) of --ca-cert.
+    /// Private key (PKCS#8 PEM) of --ca-cert. [default: DATA/ca/ca.key]
     #[arg(long, env = "TOLLGATE_CA_KEY")]
     pub ca_key: Option<PathBuf>,
     /// Listener limits (web, relay, proxy bodies and per-caller connections).
@@ -237,6 +240,10 @@ pub struct ServeOverrides {
     /// retention (`--audit-retention`).
     #[command(flatten)]
     pub replicas: ReplicaOverrides,
+    /// Longest lifetime (`exp` − `iat`) a caller token may have; longer ones are refused as
+    /// invalid (`tollgate token mint` enforces the same cap). [default: 30d]
+    #[arg(long, env = "TOLLGATE_MAX_TOKEN_TTL")]
+    pub max_token_ttl: Option<String>,
 }
 
 /// Validated server settings.
@@ -293,6 +300,8 @@ pub struct Config {
     pub upstream_proxy: Option<UpstreamProxy>,
     /// Running behind a load balancer: the drain delay, PROXY protocol headers.
     pub replicas: Replicas,
+    /// Caller tokens with a longer lifetime are refused.
+    pub max_token_ttl: Duration,
 }
 
 /// Every problem found while resolving the settings.
@@ -376,6 +385,13 @@ impl Config {
                 errors.push(format!("--public-url: {e}"));
             }
         }
+        let max_token_ttl = dur(
+            "max-token-ttl",
+            over.max_token_ttl.as_ref(),
+            file.max_token_ttl.as_ref(),
+            crate::identity::DEFAULT_MAX_TOKEN_TTL,
+            &mut errors,
+        );
         let connect_timeout = dur(
             "connect-timeout",
             over.connect_timeout.as_ref(),
@@ -435,6 +451,17 @@ impl Config {
                 errors.push(format!(
                     "--upstream-ca-file: {} is not a readable file",
                     p.display()
+                ));
+            }
+        }
+        // Consent links are built from the public URL; from `0.0.0.0`/`::` they would point
+        // at an address no browser can open.
+        if let (None, Some(a)) = (&public_url, web_listen) {
+            if a.ip().is_unspecified() {
+                errors.push(format!(
+                    "--web-listen {a} listens on every interface, so tollgate cannot derive the \
+                     URL users reach its pages at (consent links would point at {a}); set \
+                     --public-url to that URL (e.g. https://tollgate.example.com)"
                 ));
             }
         }
@@ -521,6 +548,7 @@ impl Config {
             revoked_agents,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
+            max_token_ttl,
             connect_timeout,
             upstream_timeout,
             request_head_timeout,

@@ -95,6 +95,7 @@ fn settings() -> WebSettings {
         idle_timeout: Duration::from_secs(60),
         max_connections: 64,
         shutdown_grace: Duration::from_secs(1),
+        open: Default::default(),
     }
 }
 

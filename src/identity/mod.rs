@@ -118,6 +118,14 @@ impl IdentityKey {
     }
 }
 
+/// Longest caller-token lifetime by default, at minting and at verification
+/// (`--max-token-ttl`, `token mint --max-ttl`).
+pub const DEFAULT_MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// The roles tollgate knows: `admin` (the org's outbound applications) and `operator` (the
+/// deployment's health). Minting refuses others, which would grant nothing.
+pub const KNOWN_ROLES: &[&str] = &["admin", "operator"];
+
 /// Why claims would make a token the verifier refuses (the checks `verify` applies to `sub`,
 /// `org` and `roles`), so `token mint` fails instead of printing one.
 pub fn claims_problem(org: &str, user: &str, roles: &[String]) -> Option<String> {

@@ -21,6 +21,8 @@ struct TokenClaims {
     exp: u64,
     #[serde(default, deserialize_with = "opt_numeric_date")]
     nbf: Option<u64>,
+    #[serde(default, deserialize_with = "opt_numeric_date")]
+    iat: Option<u64>,
     #[serde(default)]
     roles: Option<Vec<String>>,
 }
@@ -55,6 +57,9 @@ pub struct Verifier {
     cache: Cache,
     /// Source of the current time for `exp` / `nbf`.
     clock: Clock,
+    /// Longest lifetime a token may have, in seconds (`--max-token-ttl`): a leaked token
+    /// minted for years is refused rather than honoured for years.
+    max_ttl: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -88,7 +93,15 @@ impl Verifier {
             validation,
             cache: Cache::new(CACHE_CAPACITY, CACHE_MAX_BYTES),
             clock,
+            max_ttl: super::DEFAULT_MAX_TOKEN_TTL.as_secs(),
         }
+    }
+
+    /// Refuses tokens whose lifetime is longer than `ttl` (default
+    /// [`DEFAULT_MAX_TOKEN_TTL`](super::DEFAULT_MAX_TOKEN_TTL)).
+    pub fn with_max_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.max_ttl = ttl.as_secs();
+        self
     }
 
     /// Number of cached verifications (for metrics and tests).
@@ -157,6 +170,12 @@ impl Verifier {
         }
         if expired(c.exp, now) {
             return Err(IdentityError::Expired);
+        }
+        // The lifetime from issue (or from now, for a token without `iat`, or one claiming
+        // to be issued in the future) to expiry.
+        let from = c.iat.map_or(now, |iat| iat.min(now));
+        if c.exp.saturating_sub(from) > self.max_ttl.saturating_add(LEEWAY_SECS) {
+            return Err(IdentityError::Invalid);
         }
         Ok(Caller {
             org: c.org,

@@ -162,10 +162,10 @@ pub async fn tunnel(
     down: Arc<AtomicU64>,
 ) -> String {
     #[cfg(target_os = "linux")]
-    let client = match client.downcast::<TokioIo<TcpStream>>() {
+    let client = match client.downcast::<TokioIo<canned::Canned<TcpStream>>>() {
         Ok(parts) => {
             return zero_copy::splice_sockets(
-                parts.io.into_inner(),
+                parts.io.into_inner().into_inner(),
                 parts.read_buf,
                 upstream,
                 idle,
@@ -389,6 +389,7 @@ where
 }
 
 pub mod proxy_header;
+pub mod canned;
 pub mod refuse;
 #[cfg(target_os = "linux")]
 mod zero_copy;

@@ -82,6 +82,8 @@ pub struct Tickets {
     clock: Clock,
     /// Base of consent URLs: `{public_url}/consent/{ticket}`.
     public_url: String,
+    /// Counts the tickets issued (the consent funnel's first step), when set.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Tickets {
@@ -91,7 +93,14 @@ impl Tickets {
             store,
             clock,
             public_url,
+            metrics: None,
         }
+    }
+
+    /// Counts issued tickets in `metrics` (`tollgate_consent_tickets_total`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The ticket for `user` and `app` as it is stored now (a reset may have moved its
@@ -109,7 +118,11 @@ impl Tickets {
         }
         let now = self.clock.now().map_err(StoreError::from)?;
         let candidate = ConsentTicket::new(&current, user, now + TICKET_TTL_SECS)?;
+        let candidate_id = candidate.id.clone();
         let ticket = self.store.issue_ticket(candidate).await?;
+        if let Some(m) = self.metrics.as_ref().filter(|_| ticket.id == candidate_id) {
+            m.count_ticket("issued");
+        }
         Ok(ConsentRequired {
             org: current.org,
             app: current.config.id,
@@ -212,6 +225,14 @@ impl OAuth {
 }
 
 impl ConsentFlow<'_> {
+    /// The ticket found, or `LinkUnusable` counted in the consent funnel.
+    fn usable(&self, found: Option<ConsentTicket>) -> Result<ConsentTicket, FlowError> {
+        found.ok_or_else(|| {
+            self.oauth.injector.metrics.count_ticket("unusable");
+            FlowError::LinkUnusable
+        })
+    }
+
     /// The ticket `id` (not consumed) and its app, for the page that asks for consent, if
     /// `who` may act for its user.
     pub async fn ticket(
@@ -219,12 +240,8 @@ impl ConsentFlow<'_> {
         id: &str,
         who: &dyn ActsFor,
     ) -> Result<(ConsentTicket, App), FlowError> {
-        let ticket = self
-            .oauth
-            .store
-            .get_ticket(id)
-            .await?
-            .ok_or(FlowError::LinkUnusable)?;
+        let ticket = self.oauth.store.get_ticket(id).await?;
+        let ticket = self.usable(ticket)?;
         check_user("ticket", &ticket.org, &ticket.app, &ticket.user, who)?;
         let app = self.enabled_app(&ticket.org, &ticket.app).await?;
         Ok((ticket, app))
@@ -241,12 +258,10 @@ impl ConsentFlow<'_> {
     ) -> Result<String, FlowError> {
         let store = &self.oauth.store;
         // Check the user before consuming, so a wrong visitor does not burn the link.
-        let ticket = store.get_ticket(id).await?.ok_or(FlowError::LinkUnusable)?;
+        let ticket = self.usable(store.get_ticket(id).await?)?;
         check_user("ticket", &ticket.org, &ticket.app, &ticket.user, who)?;
-        let ticket = store
-            .take_ticket(id)
-            .await?
-            .ok_or(FlowError::LinkUnusable)?;
+        let ticket = self.usable(store.take_ticket(id).await?)?;
+        self.oauth.injector.metrics.count_ticket("used");
         let app = self.enabled_app(&ticket.org, &ticket.app).await?;
         let verifier = match app.pkce {
             true => Some(Secret::new(random_id()?)),

@@ -90,7 +90,7 @@ pub struct Injector {
     /// Consent tickets, for answers that need the user's consent.
     tickets: Tickets,
     /// Refresh outcomes.
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Expiry decisions.
     clock: Clock,
     /// In-flight refresh locks; `Weak` so finished flights free themselves.
@@ -112,7 +112,8 @@ impl Injector {
         clock: Clock,
     ) -> Self {
         Injector {
-            tickets: Tickets::new(store.clone(), clock.clone(), public_url),
+            tickets: Tickets::new(store.clone(), clock.clone(), public_url)
+                .with_metrics(metrics.clone()),
             index,
             changes: store.subscribe(),
             store,

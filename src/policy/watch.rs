@@ -45,6 +45,10 @@ pub struct LoadStatus {
     pub last_errors: Vec<String>,
     /// Number of successful loads so far.
     pub generation: u64,
+    /// Number of failed load attempts so far (for `tollgate_policy_reloads_total`).
+    pub failed_reloads: u64,
+    /// When a load last succeeded.
+    pub last_success: Option<std::time::SystemTime>,
 }
 
 /// The live policy set: an `Arc` snapshot swapped atomically on reload, plus the load status.
@@ -151,6 +155,7 @@ impl Policies {
                 status.ever_loaded = true;
                 status.last_errors.clear();
                 status.generation += 1;
+                status.last_success = Some(std::time::SystemTime::now());
                 self.reloads.send_replace(status.generation);
                 tracing::info!(
                     dir = %self.dir.display(),
@@ -167,6 +172,7 @@ impl Policies {
                     tracing::error!(dir = %self.dir.display(), "policy error: {e}");
                 }
                 let mut status = lock(&self.status);
+                status.failed_reloads += 1;
                 if status.ever_loaded {
                     tracing::error!(
                         errors = errors.len(),

@@ -122,6 +122,9 @@ async fn open(
         .metrics
         .upstream_latency
         .observe(started.elapsed().as_secs_f64());
+    if let Some(Either::Left(tcp)) = &conn {
+        log.upstream = tcp.peer_addr().ok();
+    }
     match conn {
         Some(conn) if !intercept => Ok(Opened::Tunnel(
             conn,

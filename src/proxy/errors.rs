@@ -4,7 +4,7 @@
 //! caller, and secrets never reach this module.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, PROXY_AUTHENTICATE};
+use http::header::{HeaderValue, CONTENT_TYPE, PROXY_AUTHENTICATE, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Map, Value};
@@ -326,6 +326,12 @@ impl ProxyError {
                 HeaderValue::from_static("Basic realm=\"tollgate\""),
             );
         }
+        if let ProxyError::AuthorizationRequired(c) = self {
+            // A 401 must say how to authenticate (RFC 9110 §15.5.2): here, by consenting at
+            // the consent URL, which the body carries too.
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, consent_challenge(&c.consent_url));
+        }
         if let ProxyError::Overloaded
         | ProxyError::CallerOverloaded(_)
         | ProxyError::BodyTimeout(_) = self
@@ -335,6 +341,60 @@ impl ProxyError {
         }
         resp
     }
+}
+
+/// The `WWW-Authenticate` challenge of `401 authorization_required`:
+/// `Tollgate-Consent realm="tollgate", error="authorization_required", consent_url="..."`.
+fn consent_challenge(url: &str) -> HeaderValue {
+    let quoted: String = url
+        .chars()
+        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+        .collect();
+    let v = format!(
+        "Tollgate-Consent realm=\"tollgate\", error=\"authorization_required\", consent_url=\"{quoted}\""
+    );
+    // Only printable ASCII was written above.
+    HeaderValue::from_str(&v)
+        .unwrap_or_else(|_| HeaderValue::from_static("Tollgate-Consent realm=\"tollgate\""))
+}
+
+/// A raw HTTP/1.1 error answer closing the connection (`Proxy-Status`, JSON body).
+pub fn raw_error(status: StatusCode, code: &str, message: &str) -> Vec<u8> {
+    let body = json!({"error": code, "message": message}).to_string();
+    let ps = proxy_status("http_request_error", message);
+    format!(
+        "HTTP/1.1 {} {}\r\nProxy-Status: {}\r\nContent-Type: application/json\r\n\
+         Cache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        ps.to_str().unwrap_or(PROXY_NAME),
+        body.len(),
+    )
+    .into_bytes()
+}
+
+/// tollgate's answer in place of hyper's automatic one (`crate::io::canned`): `400` for a
+/// request hyper could not parse, `414` for a target too long, `431` for a head too large.
+pub fn hyper_answer(status: u16) -> Option<Vec<u8>> {
+    let (status, code, message) = match status {
+        400 => (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request could not be parsed (request line or header syntax)",
+        ),
+        414 => (
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "the request target is too long",
+        ),
+        431 => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_head_too_large",
+            "the request head is too large",
+        ),
+        _ => return None,
+    };
+    Some(raw_error(status, code, message))
 }
 
 /// `tollgate; error=TYPE; details="..."` with the details made a valid sf-string.

@@ -44,6 +44,7 @@ async fn forward(
     let (host, port, authority) = target_of(&req)?;
     log.host = Some(host.to_string());
     log.port = port;
+    log.path = Some(req.uri().path().to_owned());
     let caller = pipeline::identify(state, req.headers(), log)?;
     // The app before the decision: a plain-http request to an outbound application's domains
     // is forwarded over TLS unless the app says otherwise (the default port 80 becomes 443),

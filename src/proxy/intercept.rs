@@ -198,10 +198,16 @@ where
     let settings = &state.settings;
     let upgrades = tunnel.upgrades.clone();
     let tunnel = Arc::new(tunnel);
+    // Counts requests so hyper's own HTTP/1.1 error answers can be told apart
+    // (`crate::io::canned`; HTTP/2 frames never look like a head and pass as they are).
+    let dispatched = crate::io::canned::Dispatched::default();
+    let counted = dispatched.clone();
     let service = hyper::service::service_fn(move |req| {
+        counted.inc();
         let tunnel = tunnel.clone();
         async move { Ok::<_, Infallible>(inner_request(&tunnel, req).await) }
     });
+    let stream = crate::io::canned::Canned::new(stream, dispatched, super::errors::hyper_answer);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -244,6 +250,7 @@ async fn inner_request(tunnel: &Tunnel, mut req: Request<Incoming>) -> Response<
     log.host = Some(i.target.host.to_string());
     log.port = i.target.port;
     log.caller = Some(i.target.caller.clone());
+    log.path = Some(req.uri().path().to_owned());
     let result = async {
         let target = super::live::recheck(state, &tunnel.live, &mut log)?;
         let mut req = check_and_rewrite(req, &target.host, target.port, &i.authority)?;

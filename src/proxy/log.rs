@@ -30,6 +30,13 @@ pub struct RequestLog {
     pub host: Option<String>,
     /// Destination port.
     pub port: u16,
+    /// The request's path as sent, without the query (which may carry secrets); none for
+    /// `CONNECT`.
+    pub path: Option<String>,
+    /// The address actually dialed (after DNS and the guard; the parent proxy's with
+    /// `--upstream-proxy`), when a direct connection was made or refused. Agent routes
+    /// dial on the agent's side, which logs it.
+    pub upstream: Option<SocketAddr>,
     /// The identified caller.
     pub caller: Option<Arc<Caller>>,
     /// `allowed`, `denied`, `error`, or `would_deny` (allowed by a report-mode policy that
@@ -65,9 +72,11 @@ impl RequestLog {
             method,
             host: None,
             port: 0,
+            path: None,
+            upstream: None,
             caller: None,
             decision: "error",
-            reason: Cow::Borrowed("-"),
+            reason: Cow::Borrowed(""),
             policy: None,
             rule: None,
             route: None,
@@ -83,15 +92,24 @@ impl RequestLog {
     /// Records a failure answered by tollgate itself. A policy denial keeps the policy's
     /// reason; anything else is logged by its code: refused when it is the client's or the
     /// policy's doing (4xx), failed otherwise.
+    /// A `407` is logged with why the credentials were refused (`missing_credentials`,
+    /// `token_expired`...), and a failed dial with the address it refused or failed on.
     pub fn record_error(&mut self, e: &super::errors::ProxyError) {
+        use super::errors::ProxyError;
         self.status = e.status().as_u16();
-        if !matches!(e, super::errors::ProxyError::Denied(_)) {
+        if !matches!(e, ProxyError::Denied(_)) {
             self.decision = if e.status().is_client_error() {
                 "denied"
             } else {
                 "error"
             };
-            self.reason = e.code().into();
+            self.reason = match e {
+                ProxyError::AuthRequired(why) => auth_reason(why).into(),
+                _ => e.code().into(),
+            };
+        }
+        if let Some(addr) = dialed(e) {
+            self.upstream = Some(addr);
         }
     }
 
@@ -110,30 +128,71 @@ impl RequestLog {
     }
 }
 
+/// The access line's `reason` for a `407`: why the credentials were refused.
+fn auth_reason(e: &crate::identity::IdentityError) -> &'static str {
+    use crate::identity::IdentityError;
+    match e {
+        IdentityError::Missing => "missing_credentials",
+        IdentityError::Malformed => "malformed_credentials",
+        IdentityError::Expired => "token_expired",
+        IdentityError::Invalid => "invalid_token",
+        IdentityError::UserMismatch => "user_mismatch",
+        IdentityError::Clock => "clock_unusable",
+    }
+}
+
+/// The `outcome` label of `tollgate_injections_total` for an injection's result.
+pub(crate) fn injection_outcome(e: Option<&crate::oauth::inject::InjectError>) -> &'static str {
+    use crate::oauth::inject::InjectError;
+    match e {
+        None => "injected",
+        Some(InjectError::AuthorizationRequired(_)) => "authorization_required",
+        Some(InjectError::Disabled { .. }) => "app_disabled",
+        Some(InjectError::RefreshFailed { .. }) => "refresh_failed",
+        Some(InjectError::Store(_)) => "error",
+    }
+}
+
+/// The address a failed direct dial refused or failed on, when the error names one.
+fn dialed(e: &super::errors::ProxyError) -> Option<SocketAddr> {
+    use crate::route::{DialError, DirectError, SendError};
+    match e {
+        super::errors::ProxyError::Upstream(SendError::Dial(DialError::Direct(d))) => match d {
+            DirectError::Refused(addr) | DirectError::DeniedAddress { addr, .. } => Some(*addr),
+            DirectError::Prohibited(p) => Some(p.addr),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let (org, user) = match &self.caller {
-            Some(c) => (c.org.as_str(), c.user.as_str()),
-            None => ("-", "-"),
+            Some(c) => (Some(c.org.as_str()), Some(c.user.as_str())),
+            None => (None, None),
         };
+        // Absent values are `None`: JSON lines write them as `null` (`crate::logging::json`).
         tracing::info!(
             target: "tollgate::access",
             org,
             user,
             method = %self.method,
-            host = self.host.as_deref().unwrap_or("-"),
+            host = self.host.as_deref(),
             port = self.port,
+            path = self.path.as_deref(),
             decision = self.decision,
-            reason = %self.reason,
-            policy = self.policy.as_deref().unwrap_or("-"),
-            rule = %OrDash(self.rule.as_ref()),
-            route = %OrDash(self.route.as_ref()),
-            app = self.app.as_deref().unwrap_or("-"),
+            reason = (!self.reason.is_empty()).then_some(&*self.reason),
+            policy = self.policy.as_deref(),
+            rule = self.rule.as_ref().map(tracing::field::display),
+            route = self.route.as_ref().map(tracing::field::display),
+            app = self.app.as_deref(),
+            upstream = self.upstream.map(tracing::field::display),
             injected = self.injected,
             status = self.status,
             bytes_up = self.bytes_up.load(Ordering::Relaxed),
             bytes_down = self.bytes_down.load(Ordering::Relaxed),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            duration_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
             peer = %self.peer,
             "request"
         );
@@ -157,18 +216,6 @@ impl Drop for RequestLog {
 
 /// The access line's `decision` for a request a report-mode policy let through.
 pub const WOULD_DENY: &str = "would_deny";
-
-/// A value in the access line, `-` when absent (the line's fields are fixed).
-struct OrDash<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
-}
 
 /// A body that counts the data bytes it yields and, when it is dropped (finished or
 /// abandoned), drops the request context it carries, which emits the log line.

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::identity::Verifier;
+use crate::io::canned::{Canned, Dispatched};
 use crate::metrics::Metrics;
 use crate::oauth::inject::Injector;
 use crate::policy::watch::Policies;
@@ -207,7 +208,14 @@ async fn serve_client(
     shutdown: CancellationToken,
 ) {
     let conn_state = state.clone();
-    let service = service_fn(move |req| handle(conn_state.clone(), peer, permit.clone(), req));
+    // Counts requests so hyper's own error answers can be told apart (`io::canned`).
+    let dispatched = Dispatched::default();
+    let counted = dispatched.clone();
+    let service = service_fn(move |req| {
+        counted.inc();
+        handle(conn_state.clone(), peer, permit.clone(), req)
+    });
+    let stream = Canned::new(stream, dispatched, errors::hyper_answer);
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(state.settings.request_head_timeout)
@@ -225,7 +233,9 @@ async fn serve_client(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let metrics = state.metrics.clone();
+    let open = metrics.connections("proxy");
     metrics.client_connections.inc();
+    open.inc();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -239,6 +249,7 @@ async fn serve_client(
         tracing::debug!(error = %e, "client connection ended with an error");
     }
     metrics.client_connections.dec();
+    open.dec();
 }
 
 /// One request on a client connection: `CONNECT` or absolute-form.

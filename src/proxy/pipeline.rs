@@ -242,10 +242,14 @@ pub(crate) async fn exchange(
         None => None,
         Some(app) => {
             log.app = Some(app.id.clone());
+            let counted = app.clone();
             let injected = state
                 .injector
                 .inject(&target.caller, app, &mut parts.headers)
-                .await?;
+                .await;
+            let outcome = super::log::injection_outcome(injected.as_ref().err());
+            (state.metrics).count_injection(&counted.org, &counted.id, outcome);
+            let injected = injected?;
             log.injected = true;
             Some(Reinject {
                 injector: state.injector.clone(),
@@ -271,6 +275,10 @@ pub(crate) async fn exchange(
     if let Some(path) = ws_path {
         super::upgrade::follow_reloads(state, target, path, &mut resp);
     }
+    log.upstream = resp
+        .extensions()
+        .get::<hyper_util::client::legacy::connect::HttpInfo>()
+        .map(|i| i.remote_addr());
     state
         .metrics
         .upstream_latency

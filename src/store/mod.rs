@@ -32,6 +32,7 @@ mod record;
 pub mod replicas;
 pub mod seal;
 mod sled_store;
+pub mod timed;
 
 use async_trait::async_trait;
 

@@ -155,6 +155,7 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
             get(|State(m): State<Arc<Metrics>>| async move { exposition(&m) }),
         )
         .fallback(super::not_found)
+        .layer(axum::middleware::from_fn(super::errors::json_errors))
         .with_state(metrics)
 }
 
@@ -171,6 +172,7 @@ pub async fn run_metrics(
         idle_timeout: METRICS_IDLE_TIMEOUT,
         max_connections: METRICS_MAX_CONNECTIONS,
         shutdown_grace: Duration::ZERO,
+        open: metrics.connections("metrics"),
     };
     super::listener::serve(listener, metrics_router(metrics), settings, shutdown).await;
 }

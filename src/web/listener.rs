@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::io::canned::{Canned, Dispatched};
 use crate::io::refuse::Refusals;
 use crate::io::{accept, idle_watchdog, Activity, Counted, Meter};
 
@@ -43,6 +44,8 @@ pub struct WebSettings {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Open connections of this listener (`tollgate_open_connections{listener}`).
+    pub open: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains for the grace period.
@@ -65,8 +68,11 @@ pub async fn serve(
             continue;
         };
         let conn = serve_connection(stream, peer, app.clone(), &settings, shutdown.clone());
+        let open = settings.open.clone();
+        open.inc();
         connections.spawn(async move {
             conn.await;
+            open.dec();
             drop(permit);
         });
     }
@@ -98,7 +104,12 @@ fn serve_connection(
             written: None,
         },
     };
+    // Counts requests so hyper's own error answers can be told apart (`io::canned`).
+    let dispatched = Dispatched::default();
+    let counted = dispatched.clone();
+    let metered = Canned::new(metered, dispatched, crate::proxy::errors::hyper_answer);
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        counted.inc();
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().call(req)
     });
@@ -178,6 +189,7 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             max_connections: 4,
             shutdown_grace: Duration::from_secs(1),
+            open: Default::default(),
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, app, settings, stop.clone()));

@@ -5,9 +5,11 @@
 pub mod admin;
 pub mod agents;
 pub mod consent;
+mod errors;
 pub mod health;
 pub mod listener;
 pub mod login;
+mod times;
 
 use std::sync::Arc;
 
@@ -45,11 +47,12 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(health::routes())
-        .merge(admin::routes())
-        .merge(agents::routes())
+        .merge(admin::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
+        .merge(agents::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(consent::routes())
         .merge(login::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(errors::json_errors))
         .with_state(state)
 }
 

@@ -62,6 +62,22 @@ pub struct Tollgate {
     pub policies: PathBuf,
     /// stderr lines (logs), collected by a thread.
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// stdout lines (the banner), as printed, collected by a thread.
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// Unix seconds of an RFC 3339 timestamp in an API answer (`None` for null or a non-time).
+pub fn unix_time(v: &serde_json::Value) -> Option<u64> {
+    let t = humantime::parse_rfc3339(v.as_str()?).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// A banner line's text: the line itself, or with `--log-format json` its `message`.
+pub fn banner_text(line: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) if line.starts_with('{') => v["message"].as_str().unwrap_or_default().to_string(),
+        _ => line.to_string(),
+    }
 }
 
 pub fn bin() -> &'static str {
@@ -71,14 +87,19 @@ pub fn bin() -> &'static str {
 /// `tollgate serve` with data and policies under `dir` and both listeners on port 0, for
 /// tests that watch the process itself (its exit code, its stderr).
 pub fn serve_command(dir: &Path) -> Command {
+    serve_on(dir, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+/// As [`serve_command`], with the proxy and web listeners on `proxy` and `web`.
+pub fn serve_on(dir: &Path, proxy: &str, web: &str) -> Command {
     let mut cmd = Command::new(bin());
     cmd.arg("serve")
         .arg("--data")
         .arg(dir.join("data"))
         .arg("--policies")
         .arg(dir.join("policies"))
-        .args(["--proxy-listen", "127.0.0.1:0"])
-        .args(["--web-listen", "127.0.0.1:0"])
+        .args(["--proxy-listen", proxy])
+        .args(["--web-listen", web])
         .env("TOLLGATE_SHUTDOWN_DELAY", "0s");
     cmd
 }
@@ -182,9 +203,13 @@ impl Tollgate {
         });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let out_sink = printed.clone();
         std::thread::spawn(move || {
             let mut proxy = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out_sink.lock().unwrap().push(line.clone());
+                let line = banner_text(&line);
                 if let Some(a) = line.strip_prefix("tollgate: proxy listening on ") {
                     proxy = Some(a.trim().to_string());
                 }
@@ -211,6 +236,7 @@ impl Tollgate {
             data,
             policies,
             logs,
+            stdout: printed,
         }
     }
 
@@ -349,6 +375,26 @@ impl Tollgate {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit (and its stderr to be read to
+    /// the end), so `logs` holds every line it wrote. Returns the exit status.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut status = None;
+        wait_until(Duration::from_secs(20), async || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        })
+        .await;
+        let status = status.expect("tollgate did not exit on SIGTERM");
+        // The stderr reader thread drops its handle on the lines at EOF.
+        let read = wait_until(Duration::from_secs(10), async || {
+            Arc::strong_count(&self.logs) == 1
+        })
+        .await;
+        assert!(read, "stderr not read to the end");
+        status
     }
 }
 

@@ -198,7 +198,7 @@ impl Env {
             let list = self.authorizations("crm").await;
             list.iter()
                 .find(|a| a["user"] == user)
-                .and_then(|a| a["expires_at"].as_u64())
+                .and_then(|a| super::unix_time(&a["expires_at"]))
                 .is_some_and(|exp| now() + 1 >= exp)
         })
         .await
@@ -211,8 +211,8 @@ impl Env {
             let Some(a) = list.iter().find(|a| a["user"] == user) else {
                 return false;
             };
-            let exp = a["expires_at"].as_u64().unwrap();
-            let lifetime = exp - a["obtained_at"].as_u64().unwrap();
+            let exp = super::unix_time(&a["expires_at"]).unwrap();
+            let lifetime = exp - super::unix_time(&a["obtained_at"]).unwrap();
             now() + 60.min(lifetime / 2) >= exp
         })
         .await;

@@ -88,7 +88,7 @@ pub fn only_access_token(p: &Provider) -> String {
 
 /// Seconds between `obtained_at` and `expires_at` of an authorization.
 pub fn lifetime(a: &Value) -> u64 {
-    a["expires_at"].as_u64().unwrap() - a["obtained_at"].as_u64().unwrap()
+    super::unix_time(&a["expires_at"]).unwrap() - super::unix_time(&a["obtained_at"]).unwrap()
 }
 
 impl Env {
@@ -156,7 +156,7 @@ impl Env {
             users.iter().all(|u| {
                 list.iter()
                     .find(|a| a["user"] == *u)
-                    .and_then(|a| a["expires_at"].as_u64())
+                    .and_then(|a| super::unix_time(&a["expires_at"]))
                     .is_some_and(|exp| now() >= exp)
             })
         })
