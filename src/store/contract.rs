@@ -21,6 +21,7 @@ use crate::clock::{Clock, ManualClock};
 
 mod consents;
 mod surfaces;
+mod token_revocations;
 
 /// The clock every contract test starts at.
 pub const T0: u64 = 1_700_000_000;
@@ -82,6 +83,8 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     surfaces::an_endpoint_move_starts_a_new_generation(fresh().0).await;
     let (f, clock) = fresh();
     surfaces::agent_revocations(f, clock).await;
+    let (f, clock) = fresh();
+    token_revocations::token_revocations(f, clock).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.
