@@ -61,6 +61,7 @@ impl Entry {
             + std::mem::size_of::<Caller>()
             + c.org.len()
             + c.user.len()
+            + c.jti.as_ref().map_or(0, String::len)
             + c.roles
                 .iter()
                 .map(|r| r.len() + std::mem::size_of::<String>())
@@ -185,6 +186,8 @@ mod tests {
             user: user.into(),
             roles: (0..roles).map(|i| format!("{i:0>128}")).collect(),
             exp: u64::MAX / 2,
+            jti: None,
+            iat: None,
         })
     }
 

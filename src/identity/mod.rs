@@ -14,13 +14,15 @@
 mod cache;
 mod header;
 mod mint;
+pub mod revoked;
 #[cfg(test)]
 mod tests;
 mod verify;
 
 use std::sync::Arc;
 
-pub use mint::{generate_key_text, load_key_file, mint};
+pub use mint::{generate_key_text, load_key_file, mint, random_hex};
+pub use revoked::{Revocation, RevokedSet};
 pub use verify::Verifier;
 
 /// Clock skew tolerated on `exp` (and `nbf`), in seconds: platforms mint on other hosts.
@@ -57,6 +59,11 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// Expiry, seconds since the Unix epoch (`exp` claim).
     pub exp: u64,
+    /// The token's id (`jti` claim), which `tollgate token revoke --jti` names; tokens minted
+    /// before issue 18, or by platforms that set none, have none.
+    pub jti: Option<String>,
+    /// When the token was issued (`iat` claim), which `token revoke --before` compares.
+    pub iat: Option<u64>,
 }
 
 impl Caller {
@@ -88,6 +95,9 @@ pub enum IdentityError {
     /// Bad signature, wrong algorithm, missing or invalid claims.
     #[error("invalid token")]
     Invalid,
+    /// The token was revoked (`tollgate token revoke`).
+    #[error("token revoked")]
+    Revoked,
     /// Basic user part differs from the token's `sub`.
     #[error("user does not match token")]
     UserMismatch,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::cache::{Cache, CACHE_MAX_BYTES};
 use super::header::{self, Credentials};
+use super::revoked::RevokedSet;
 use super::{valid_name, Caller, IdentityError, IdentityKey};
 use super::{CACHE_CAPACITY, LEEWAY_SECS, MAX_HEADER_LEN, MAX_ROLES};
 use crate::clock::Clock;
@@ -23,6 +24,10 @@ struct TokenClaims {
     nbf: Option<u64>,
     #[serde(default)]
     roles: Option<Vec<String>>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default, deserialize_with = "opt_numeric_date")]
+    iat: Option<u64>,
 }
 
 /// JWT NumericDate: a JSON number, possibly with a fraction (RFC 7519 §2). Fractions are
@@ -55,6 +60,9 @@ pub struct Verifier {
     cache: Cache,
     /// Source of the current time for `exp` / `nbf`.
     clock: Clock,
+    /// Revoked tokens (`tollgate token revoke`), checked on every verification, cache hits
+    /// included; filled by whoever follows the store.
+    revoked: Arc<RevokedSet>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -88,7 +96,13 @@ impl Verifier {
             validation,
             cache: Cache::new(CACHE_CAPACITY, CACHE_MAX_BYTES),
             clock,
+            revoked: Arc::default(),
         }
+    }
+
+    /// The set of revoked tokens this verifier refuses, for the store follower to fill.
+    pub fn revoked(&self) -> &Arc<RevokedSet> {
+        &self.revoked
     }
 
     /// Number of cached verifications (for metrics and tests).
@@ -130,11 +144,17 @@ impl Verifier {
     /// The caller `token` verifies as: from the cache (with the expiry checked again), or
     /// fully verified and then cached.
     fn verify_cached(&self, token: &str, now: u64) -> Result<Arc<Caller>, IdentityError> {
-        if let Some(caller) = self.cache.get(token.as_bytes()) {
-            return check_exp(caller, now);
+        let caller = match self.cache.get(token.as_bytes()) {
+            Some(caller) => check_exp(caller, now)?,
+            None => {
+                let caller = Arc::new(self.decode(token, now)?);
+                self.cache.insert(token.as_bytes(), caller.clone(), now);
+                caller
+            }
+        };
+        if self.revoked.covers(&caller, now) {
+            return Err(IdentityError::Revoked);
         }
-        let caller = Arc::new(self.decode(token, now)?);
-        self.cache.insert(token.as_bytes(), caller.clone(), now);
         Ok(caller)
     }
 
@@ -163,6 +183,8 @@ impl Verifier {
             user: c.sub,
             roles,
             exp: c.exp,
+            jti: c.jti,
+            iat: c.iat,
         })
     }
 }
@@ -170,11 +192,14 @@ impl Verifier {
 impl Verifier {
     /// Whether `caller`, verified earlier, is still within its token's lifetime (this
     /// verifier's clock and leeway): for what outlives the request that presented the token,
-    /// such as the inner requests of an intercepted tunnel.
+    /// such as the inner requests of an intercepted tunnel. A token revoked since is refused
+    /// too.
     pub fn check_expiry(&self, caller: &Caller) -> Result<(), IdentityError> {
         let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
         if expired(caller.exp, now) {
             Err(IdentityError::Expired)
+        } else if self.revoked.covers(caller, now) {
+            Err(IdentityError::Revoked)
         } else {
             Ok(())
         }
