@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod relay;
+pub mod revoke;
 pub mod server;
 pub mod store;
 pub mod tls;

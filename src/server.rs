@@ -283,6 +283,14 @@ impl Server {
         ));
         let revocation_changes = self.store.subscribe();
         agent_control.load().await?;
+        // Revoked caller tokens likewise apply before the first request.
+        let token_control = Arc::new(crate::revoke::TokenControl::new(
+            self.store.clone(),
+            verifier.revoked().clone(),
+            crate::clock::Clock::system(),
+        ));
+        let token_changes = self.store.subscribe();
+        token_control.load().await?;
         let login = self.login(&upstream_tls)?;
         let settings = ProxySettings {
             idle_timeout: self.config.idle_timeout,
@@ -319,6 +327,11 @@ impl Server {
                 .clone()
                 .follow(revocation_changes, shutdown.clone()),
         );
+        tasks.spawn(
+            token_control
+                .clone()
+                .follow(token_changes, shutdown.clone()),
+        );
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,
@@ -334,6 +347,7 @@ impl Server {
                 oauth,
                 agents: agent_control,
                 login,
+                tokens: token_control,
             },
             web::listener::WebSettings {
                 header_timeout: self.config.limits.web_header_timeout,

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod policy_test;
 pub mod serve;
 pub mod token;
+pub mod token_revoke;
 
 /// Runs `work` to completion on a single-threaded runtime: the one-shot commands wait on one
 /// thing at a time.

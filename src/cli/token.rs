@@ -28,17 +28,24 @@ pub enum TokenCommand {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Refuse caller tokens before they expire: one by `--jti`, or every token of `--org`
+    /// `--user` issued up to `--before` (default now). Online with `--token` (admins in their
+    /// org, operators anywhere), else offline against the data directory's store.
+    Revoke(Box<super::token_revoke::RevokeArgs>),
 }
 
 /// Runs a `token` subcommand; the token goes to stdout.
 pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Mint {
-        data,
-        org,
-        user,
-        roles,
-        ttl,
-    } = cmd;
+    let (data, org, user, roles, ttl) = match cmd {
+        TokenCommand::Mint {
+            data,
+            org,
+            user,
+            roles,
+            ttl,
+        } => (data, org, user, roles, ttl),
+        TokenCommand::Revoke(args) => return super::block_on(super::token_revoke::run(*args)),
+    };
     if let Some(problem) = crate::identity::claims_problem(&org, &user, &roles) {
         bail!("{problem}");
     }

@@ -1,5 +1,6 @@
 //! The web listener (axum): health, readiness and metrics (`health`), the admin API
-//! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), the consent pages
+//! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), caller-token
+//! revocation (`/v1/tokens/revoke`, `tokens`), the consent pages
 //! with the OAuth callback, and the pages' sign-in (`login`).
 
 pub mod admin;
@@ -8,6 +9,7 @@ pub mod consent;
 pub mod health;
 pub mod listener;
 pub mod login;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ pub struct WebState {
     pub agents: Arc<AgentControl>,
     /// Who is signing in at the pages (`--login`), with the session cookie's keys.
     pub login: Arc<login::Login>,
+    /// Caller-token revocation (`POST /v1/tokens/revoke`).
+    pub tokens: Arc<crate::revoke::TokenControl>,
 }
 
 /// The router.
@@ -45,6 +49,7 @@ pub fn router(state: WebState) -> Router {
         .merge(health::routes())
         .merge(admin::routes())
         .merge(agents::routes())
+        .merge(tokens::routes())
         .merge(consent::routes())
         .merge(login::routes())
         .fallback(not_found)

@@ -1,0 +1,106 @@
+//! `tollgate token revoke`: refuse caller tokens before they expire, one by its `jti` or every
+//! token of a user issued up to a time. With a token (`--token` / `TOLLGATE_TOKEN`) the request
+//! goes to the server (`POST /v1/tokens/revoke`: admins in their org, operators anywhere);
+//! without one it is written offline into the data directory's store (or `--store`), where a
+//! running server's follower picks it up (on PostgreSQL at once; the sled store is locked by a
+//! running server, so revoke online then).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::{Map, Value};
+
+use crate::config::store::StoreLocation;
+use crate::revoke::{RevokeRequest, Revoker, TokenControl};
+use crate::store::{PgStore, SledStore, Store, StoreKey};
+
+/// `tollgate token revoke` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    /// Revoke the one token with this `jti` claim (in `--org` only, when given).
+    #[arg(long, conflicts_with_all = ["user", "before"])]
+    pub jti: Option<String>,
+    /// The tokens' org (an admin's own org when omitted online).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Revoke every token of this user (`sub`) issued up to `--before`.
+    #[arg(long, required_unless_present = "jti")]
+    pub user: Option<String>,
+    /// With `--user`: tokens issued at or before this RFC 3339 time (default: now).
+    #[arg(long)]
+    pub before: Option<String>,
+    /// Data directory holding keys/store.key and (by default) the sled store, for offline use.
+    #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// The store, offline: `sled:DIR` or `postgres://…` (default: sled in DATA/store).
+    #[arg(long, env = "TOLLGATE_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub target: super::app::Target,
+}
+
+impl RevokeArgs {
+    fn request(&self) -> RevokeRequest {
+        RevokeRequest {
+            jti: self.jti.clone(),
+            org: self.org.clone(),
+            user: self.user.clone(),
+            before: self.before.clone().map(Value::String),
+        }
+    }
+}
+
+/// Runs `token revoke`, online with a token, offline without.
+pub async fn run(args: RevokeArgs) -> anyhow::Result<()> {
+    let online = args.target.token.as_ref().is_some_and(|t| !t.is_empty());
+    let (revocation, expires_at) = if online {
+        let api = super::app::Api::new(&args.target)?;
+        let body = serde_json::to_value(args.request())?;
+        let body: Map<String, Value> = serde_json::from_value(body)?;
+        let out = api
+            .call(http::Method::POST, "/v1/tokens/revoke", Some(body))
+            .await?;
+        if args.target.json {
+            println!("{out}");
+            return Ok(());
+        }
+        (out["revocation"].clone(), out["expires_at"].clone())
+    } else {
+        let store = open_store(&args).await?;
+        let control = TokenControl::new(
+            store.clone(),
+            std::sync::Arc::default(),
+            crate::clock::Clock::system(),
+        );
+        let r = control.revoke(Revoker::Offline, args.request()).await?;
+        store.flush().await?;
+        (serde_json::to_value(&r.target)?, Value::from(r.expires_at))
+    };
+    println!("revoked caller tokens: {revocation} (the record is kept until {expires_at})");
+    Ok(())
+}
+
+/// The store `serve` would open, with the data directory's store key.
+async fn open_store(args: &RevokeArgs) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let data = crate::datadir::DataDir::at(&args.data);
+    let key = StoreKey::load(&data.store_key)
+        .with_context(|| format!("{}: no store key", data.store_key.display()))?;
+    let location = match &args.store {
+        Some(s) => StoreLocation::parse(s).map_err(anyhow::Error::msg)?,
+        None => StoreLocation::Sled(args.data.join("store")),
+    };
+    Ok(match &location {
+        StoreLocation::Sled(dir) => {
+            std::sync::Arc::new(SledStore::open(dir, key).with_context(|| {
+                format!(
+                    "opening {location} (a running server holds it: revoke online with --token)"
+                )
+            })?)
+        }
+        StoreLocation::Postgres(url) => std::sync::Arc::new(
+            PgStore::open(url, key)
+                .await
+                .with_context(|| format!("opening {location}"))?,
+        ),
+    })
+}
