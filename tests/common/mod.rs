@@ -11,7 +11,8 @@
 //! upstream, clients inside tunnels), [`inproc`] (tollgate in-process, for interception with a
 //! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
 //! resolver), [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages),
-//! [`squid`] (a real Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
+//! [`postgres`] (a fresh database per test, replica data directories), [`squid`] (a real
+//! Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
 //! client, Python `websockets`).
 
 #![allow(dead_code)]
@@ -25,6 +26,7 @@ pub mod login;
 pub mod netns;
 pub mod oauth;
 pub mod policies;
+pub mod postgres;
 pub mod provider;
 pub mod squid;
 pub mod tls;
