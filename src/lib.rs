@@ -42,6 +42,7 @@ pub mod datadir;
 pub mod explain;
 pub mod fdlimit;
 pub mod io;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;

@@ -242,6 +242,23 @@ impl Server {
             revocations.clone(),
         ));
         let verifier = Arc::new(Verifier::new(key));
+        // The identity key ring (issue 18): every key that still verifies, and its changes
+        // on disk from now on.
+        let keys_dir = self.data.root.join("keys");
+        let ring = crate::keys::IdentityRing::load(&keys_dir).map_err(|e| DataDirError::Io {
+            path: keys_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let apply_ring = {
+            let (verifier, credentials) = (verifier.clone(), credentials.clone());
+            move |ring: &crate::keys::IdentityRing| {
+                let now = crate::clock::Clock::system().now().unwrap_or(0);
+                let (keys, original) = ring.verifying(now);
+                verifier.set_keys(&keys, original.clone());
+                credentials.set_keys(&keys, original);
+            }
+        };
+        apply_ring(&ring);
         let metrics = Arc::new(Metrics::new());
         let agents = Arc::new(Registry::new(
             metrics.agents.clone(),
@@ -332,6 +349,11 @@ impl Server {
                 .clone()
                 .follow(token_changes, shutdown.clone()),
         );
+        tasks.spawn(crate::keys::watch::watch(
+            keys_dir,
+            apply_ring,
+            shutdown.clone(),
+        ));
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,

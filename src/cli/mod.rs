@@ -27,13 +27,16 @@ pub fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Res
         .block_on(work)
 }
 
-/// The data directory's identity key, which signs caller tokens and agent credentials.
+/// The data directory's active identity key (the key ring's signing key), which signs caller
+/// tokens and agent credentials.
 fn load_identity_key(data: &Path) -> anyhow::Result<crate::identity::IdentityKey> {
     let path = crate::datadir::DataDir::at(data).identity_key;
-    crate::identity::load_key_file(&path).with_context(|| {
-        format!(
+    if !path.exists() {
+        anyhow::bail!(
             "{}: no identity key; run `tollgate serve` once to create the data directory",
             path.display()
-        )
-    })
+        );
+    }
+    let ring = crate::keys::IdentityRing::load(&data.join("keys"))?;
+    Ok(ring.active().clone())
 }

@@ -139,6 +139,16 @@ impl Cache {
         shard.bytes += cost;
     }
 
+    /// Forgets every entry (a verifying key was retired: what it signed must be verified
+    /// again, and refused).
+    pub(super) fn clear(&self) {
+        for s in &self.shards {
+            let mut s = s.write().unwrap_or_else(|p| p.into_inner());
+            s.map.clear();
+            s.bytes = 0;
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.shards
             .iter()

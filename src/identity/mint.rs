@@ -125,10 +125,8 @@ pub(super) fn mint_at(
     // Cannot fail: the claims are strings and integers, which serde_json always serializes, and
     // HMAC-SHA256 accepts keys of any length (jsonwebtoken's only other error paths concern
     // RSA/EC key parsing, not used here).
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(&key.0),
-    )
-    .expect("HS256 encoding of string/integer claims cannot fail")
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(key.kid());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.0))
+        .expect("HS256 encoding of string/integer claims cannot fail")
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use mint::{generate_key_text, load_key_file, mint, random_hex};
 pub use revoked::{Revocation, RevokedSet};
-pub use verify::Verifier;
+pub use verify::{KeySet, Verifier};
 
 /// Clock skew tolerated on `exp` (and `nbf`), in seconds: platforms mint on other hosts.
 pub const LEEWAY_SECS: u64 = 5;
@@ -125,6 +125,17 @@ impl IdentityKey {
     /// The key bytes, for other HS256 signers of this key (agent credentials).
     pub(crate) fn secret(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The key's id (`kid` in the tokens it signs): the first 16 hex characters of the
+    /// SHA-256 of the key. Derived, so the original key file, which predates ids, has one
+    /// too; it reveals nothing usable about a 256-bit random key.
+    pub fn kid(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

@@ -1,7 +1,8 @@
 //! The [`Verifier`]: signature and claims checks for caller tokens, with the cache of
 //! successes in front of them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer};
@@ -50,8 +51,8 @@ fn opt_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
 
 /// are cached: forged or expired tokens always take the slow path.
 pub struct Verifier {
-    /// HMAC key, prepared once.
-    key: DecodingKey,
+    /// The HMAC keys that verify, by `kid`, prepared once per key ring change.
+    keys: RwLock<Arc<KeySet>>,
     /// HS256 only; `exp` required (checked by us against `clock`, so cached and fresh
     /// verifications use the same rule).
     validation: Validation,
@@ -92,11 +93,26 @@ impl Verifier {
         // validate_aud stays on with no audience configured: a token carrying `aud` was minted
         // for some other service and is refused.
         Self {
-            key: DecodingKey::from_secret(&key.0),
+            keys: RwLock::new(Arc::new(KeySet::single(&key))),
             validation,
             cache: Cache::new(CACHE_CAPACITY, CACHE_MAX_BYTES),
             clock,
             revoked: Arc::default(),
+        }
+    }
+
+    /// Verifies with `keys` from now on (a key ring change): a token names its key by `kid`,
+    /// and one without `kid` is verified with `original` (the original key's id) when it is
+    /// among them. When a key that verified is no longer among them, the cache is flushed, so
+    /// what it signed is refused from the next request on.
+    pub fn set_keys(&self, keys: &[IdentityKey], original: Option<String>) {
+        let next = Arc::new(KeySet::new(keys, original));
+        let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let dropped = current.drops(&next);
+        *current = next;
+        drop(current);
+        if dropped {
+            self.cache.clear();
         }
     }
 
@@ -160,7 +176,12 @@ impl Verifier {
 
     /// Full verification: signature (HS256 only), claims, then times.
     fn decode(&self, token: &str, now: u64) -> Result<Caller, IdentityError> {
-        let data = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Invalid)?;
+        let key = keys
+            .get(header.kid.as_deref())
+            .ok_or(IdentityError::Invalid)?;
+        let data = jsonwebtoken::decode::<TokenClaims>(token, key, &self.validation)
             .map_err(|_| IdentityError::Invalid)?;
         let c = data.claims;
         if !valid_name(&c.sub) || !valid_name(&c.org) {
@@ -203,6 +224,44 @@ impl Verifier {
         } else {
             Ok(())
         }
+    }
+}
+
+/// The keys a verifier accepts, by id (caller tokens here, agent credentials at the relay).
+pub struct KeySet {
+    /// `kid` → HMAC key.
+    by_kid: HashMap<String, DecodingKey>,
+    /// The id of the key that verifies tokens without `kid` (the original key file's), while
+    /// it is not retired.
+    original: Option<String>,
+}
+
+impl KeySet {
+    /// One key, which also verifies tokens without `kid`.
+    pub fn single(key: &IdentityKey) -> Self {
+        KeySet::new(std::slice::from_ref(key), Some(key.kid()))
+    }
+
+    /// `keys`, with `original` (an id) verifying tokens without `kid`.
+    pub fn new(keys: &[IdentityKey], original: Option<String>) -> Self {
+        KeySet {
+            by_kid: keys
+                .iter()
+                .map(|k| (k.kid(), DecodingKey::from_secret(&k.0)))
+                .collect(),
+            original,
+        }
+    }
+
+    /// Whether some token `self` verifies would not verify with `next`.
+    pub fn drops(&self, next: &KeySet) -> bool {
+        self.by_kid.keys().any(|k| !next.by_kid.contains_key(k))
+            || (self.original.is_some() && next.original != self.original)
+    }
+
+    /// The key for a token's `kid` (the original one when it has none).
+    pub fn get(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+        self.by_kid.get(kid.or(self.original.as_deref())?)
     }
 }
 
