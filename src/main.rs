@@ -43,6 +43,9 @@ enum Command {
     /// Private-network agents: enroll one, revoke one, or run one.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Identity keys: list, rotate, retire (offline, or online with an operator token).
+    #[command(subcommand)]
+    Keys(tollgate::cli::keys::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,10 @@ fn main() -> ExitCode {
         }
         Command::Token(cmd) => tollgate::cli::token::run(cmd),
         Command::Ca(cmd) => tollgate::cli::ca::run(cmd),
+        Command::Keys(cmd) => {
+            let _log = init_tracing(LogFormat::Text, "warn");
+            block_on(tollgate::cli::keys::run(cmd))
+        }
         Command::Policy(cmd) => {
             let _log = init_tracing(LogFormat::Text, "warn");
             tollgate::cli::policy::run(cmd)

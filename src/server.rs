@@ -259,6 +259,7 @@ impl Server {
             }
         };
         apply_ring(&ring);
+        let apply_ring = Arc::new(apply_ring);
         let metrics = Arc::new(Metrics::new());
         let agents = Arc::new(Registry::new(
             metrics.agents.clone(),
@@ -349,9 +350,18 @@ impl Server {
                 .clone()
                 .follow(token_changes, shutdown.clone()),
         );
+        let key_admin = Arc::new(crate::keys::admin::KeyAdmin::new(
+            keys_dir.clone(),
+            self.store.clone(),
+            crate::clock::Clock::system(),
+            Some(Box::new({
+                let apply = apply_ring.clone();
+                move |ring: &crate::keys::IdentityRing| apply(ring)
+            })),
+        ));
         tasks.spawn(crate::keys::watch::watch(
             keys_dir,
-            apply_ring,
+            move |ring: &crate::keys::IdentityRing| apply_ring(ring),
             shutdown.clone(),
         ));
         if let Some(listener) = self.metrics_listener {
@@ -370,6 +380,7 @@ impl Server {
                 agents: agent_control,
                 login,
                 tokens: token_control,
+                keys: key_admin,
             },
             web::listener::WebSettings {
                 header_timeout: self.config.limits.web_header_timeout,

@@ -11,6 +11,7 @@ use anyhow::Context;
 pub mod agent;
 pub mod app;
 pub mod ca;
+pub mod keys;
 pub mod policy;
 pub mod policy_test;
 pub mod serve;
@@ -38,5 +39,36 @@ fn load_identity_key(data: &Path) -> anyhow::Result<crate::identity::IdentityKey
         );
     }
     let ring = crate::keys::IdentityRing::load(&data.join("keys"))?;
-    Ok(ring.active().clone())
+    Ok(ring.signing(crate::clock::Clock::system().now()?).clone())
+}
+
+/// The store `serve` would open for the data directory `data` (or `store`, a `--store`
+/// value), with the data directory's store key: for the offline commands (`token revoke`,
+/// `keys`), which audit what they do there.
+async fn open_store(
+    data: &Path,
+    store: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
+    use crate::config::store::StoreLocation;
+    let paths = crate::datadir::DataDir::at(data);
+    let key = crate::store::StoreKey::load(&paths.store_key)
+        .with_context(|| format!("{}: no store key", paths.store_key.display()))?;
+    let location = match store {
+        Some(s) => StoreLocation::parse(s).map_err(anyhow::Error::msg)?,
+        None => StoreLocation::Sled(data.join(crate::datadir::STORE_DIR)),
+    };
+    Ok(match &location {
+        StoreLocation::Sled(dir) => {
+            std::sync::Arc::new(crate::store::SledStore::open(dir, key).with_context(|| {
+                format!(
+                    "opening {location} (a running server holds it: use --token to go through it)"
+                )
+            })?)
+        }
+        StoreLocation::Postgres(url) => std::sync::Arc::new(
+            crate::store::PgStore::open(url, key)
+                .await
+                .with_context(|| format!("opening {location}"))?,
+        ),
+    })
 }

@@ -7,12 +7,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde_json::{Map, Value};
 
-use crate::config::store::StoreLocation;
 use crate::revoke::{RevokeRequest, Revoker, TokenControl};
-use crate::store::{PgStore, SledStore, Store, StoreKey};
 
 /// `tollgate token revoke` arguments.
 #[derive(Debug, clap::Args)]
@@ -66,7 +63,7 @@ pub async fn run(args: RevokeArgs) -> anyhow::Result<()> {
         }
         (out["revocation"].clone(), out["expires_at"].clone())
     } else {
-        let store = open_store(&args).await?;
+        let store = super::open_store(&args.data, args.store.as_deref()).await?;
         let control = TokenControl::new(
             store.clone(),
             std::sync::Arc::default(),
@@ -78,29 +75,4 @@ pub async fn run(args: RevokeArgs) -> anyhow::Result<()> {
     };
     println!("revoked caller tokens: {revocation} (the record is kept until {expires_at})");
     Ok(())
-}
-
-/// The store `serve` would open, with the data directory's store key.
-async fn open_store(args: &RevokeArgs) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let data = crate::datadir::DataDir::at(&args.data);
-    let key = StoreKey::load(&data.store_key)
-        .with_context(|| format!("{}: no store key", data.store_key.display()))?;
-    let location = match &args.store {
-        Some(s) => StoreLocation::parse(s).map_err(anyhow::Error::msg)?,
-        None => StoreLocation::Sled(args.data.join("store")),
-    };
-    Ok(match &location {
-        StoreLocation::Sled(dir) => {
-            std::sync::Arc::new(SledStore::open(dir, key).with_context(|| {
-                format!(
-                    "opening {location} (a running server holds it: revoke online with --token)"
-                )
-            })?)
-        }
-        StoreLocation::Postgres(url) => std::sync::Arc::new(
-            PgStore::open(url, key)
-                .await
-                .with_context(|| format!("opening {location}"))?,
-        ),
-    })
 }

@@ -21,6 +21,11 @@ use crate::identity::{generate_key_text, load_key_file, IdentityKey};
 /// Format version of `ring.json`.
 const RING_VERSION: u32 = 1;
 
+/// How long after a rotation the new key starts signing, in seconds: until then it only
+/// verifies, so that every replica (which reads the ring every [`super::watch::WATCH_EVERY`])
+/// knows it before the first token it signed arrives. The previous key signs meanwhile.
+pub const SIGNING_DELAY_SECS: u64 = 3;
+
 /// Why the ring could not be read or changed. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
@@ -87,6 +92,12 @@ struct RingFile {
     v: u32,
     /// The signing key's id.
     active: String,
+    /// Unix seconds from which `active` signs; before, `previous` does.
+    #[serde(default)]
+    signs_from: u64,
+    /// The key that signed before `active`, until `signs_from`.
+    #[serde(default)]
+    previous: Option<String>,
     /// Every key but the original one (whose entry is optional: present once it was
     /// superseded or retired).
     keys: Vec<Entry>,
@@ -113,8 +124,12 @@ struct Entry {
 pub struct IdentityRing {
     /// The `keys` directory.
     dir: PathBuf,
-    /// The signing key's id.
+    /// The newest key's id, which signs from `signs_from`.
     active: String,
+    /// Unix seconds from which `active` signs.
+    signs_from: u64,
+    /// The key that signs until `signs_from`.
+    previous: Option<String>,
     /// The original key's id.
     original: String,
     /// Every key's record, the original's included.
@@ -143,6 +158,8 @@ impl IdentityRing {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RingFile {
                 v: RING_VERSION,
                 active: original_kid.clone(),
+                signs_from: 0,
+                previous: None,
                 keys: Vec::new(),
             },
             Err(source) => {
@@ -199,22 +216,35 @@ impl IdentityRing {
         Ok(IdentityRing {
             dir: keys_dir.to_path_buf(),
             active: file.active,
+            signs_from: file.signs_from,
+            previous: file.previous,
             original: original_kid,
             entries,
             secrets,
         })
     }
 
-    /// The key that signs new tokens and credentials.
-    pub fn active(&self) -> &IdentityKey {
-        // `load` checked that the active key is among the secrets; the first key is the
-        // fallback only a bug could reach.
+    /// The key that signs new tokens and credentials at `now`: the newest key once its
+    /// [`SIGNING_DELAY_SECS`] passed, the previous one until then.
+    pub fn signing(&self, now: u64) -> &IdentityKey {
+        let kid = match &self.previous {
+            Some(previous) if now < self.signs_from => previous,
+            _ => &self.active,
+        };
+        // `load` checked that the newest key is among the secrets (and `retire` refuses the
+        // previous one during the delay); the first key is the fallback only a bug could reach.
         self.secrets
             .iter()
-            .find(|(kid, _)| *kid == self.active)
+            .find(|(k, _)| k == kid)
+            .or_else(|| self.secrets.iter().find(|(k, _)| *k == self.active))
             .or(self.secrets.first())
             .map(|(_, k)| k)
             .expect("load keeps the active key's secret")
+    }
+
+    /// The id of the newest key (which signs, or will within [`SIGNING_DELAY_SECS`]).
+    pub fn active_kid(&self) -> &str {
+        &self.active
     }
 
     /// The keys that verify at `now`: not retired by hand, and not superseded more than
@@ -281,6 +311,8 @@ impl IdentityRing {
         if let Some(e) = self.entries.iter_mut().find(|e| e.kid == previous) {
             e.superseded_at = Some(now);
         }
+        self.previous = Some(previous);
+        self.signs_from = now.saturating_add(SIGNING_DELAY_SECS);
         self.entries.push(Entry {
             kid: kid.clone(),
             original: false,
@@ -297,7 +329,8 @@ impl IdentityRing {
     /// Retires key `kid`: tokens and credentials it signed are refused from now on. Its key
     /// file is deleted (the original `identity.key` is kept: first start would recreate it).
     pub fn retire(&mut self, kid: &str, now: u64) -> Result<(), RingError> {
-        if kid == self.active {
+        let signing_still = self.previous.as_deref() == Some(kid) && now < self.signs_from;
+        if kid == self.active || signing_still {
             return Err(RingError::Active(kid.to_owned()));
         }
         let Some(e) = self.entries.iter_mut().find(|e| e.kid == kid) else {
@@ -321,6 +354,8 @@ impl IdentityRing {
         let file = RingFile {
             v: RING_VERSION,
             active: self.active.clone(),
+            signs_from: self.signs_from,
+            previous: self.previous.clone(),
             keys: self.entries.clone(),
         };
         let path = ring_path(&self.dir);
@@ -383,7 +418,7 @@ mod tests {
         let dir = data();
         let keys = dir.path().join("keys");
         let ring = IdentityRing::load(&keys).unwrap();
-        let original = ring.active().kid();
+        let original = ring.signing(NOW).kid();
         assert_eq!(ring.list(NOW).len(), 1);
         assert_eq!(ring.verifying(NOW).1.as_deref(), Some(original.as_str()));
 
@@ -392,7 +427,10 @@ mod tests {
         let third = ring.rotate(NOW + 10).unwrap();
         // What is on disk reads the same.
         let ring = IdentityRing::load(&keys).unwrap();
-        assert_eq!(ring.active().kid(), third);
+        assert_eq!(ring.active_kid(), third);
+        // The newest key signs once the delay passed; the one before it until then.
+        assert_eq!(ring.signing(NOW + 10).kid(), second);
+        assert_eq!(ring.signing(NOW + 10 + SIGNING_DELAY_SECS).kid(), third);
         let states: Vec<(String, KeyState)> = ring
             .list(NOW + 20)
             .into_iter()
@@ -421,6 +459,10 @@ mod tests {
         assert!(matches!(
             ring.retire("nope", NOW),
             Err(RingError::Unknown(_))
+        ));
+        assert!(matches!(
+            ring.retire(&second, NOW + 11),
+            Err(RingError::Active(_))
         ));
         ring.retire(&second, NOW + 30).unwrap();
         ring.retire(&original, NOW + 30).unwrap();

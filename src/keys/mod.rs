@@ -14,6 +14,7 @@
 //!
 //! [`MAX_TOKEN_TTL`]: crate::identity::revoked::MAX_TOKEN_TTL
 
+pub mod admin;
 pub mod identity_ring;
 pub mod watch;
 

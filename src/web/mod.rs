@@ -1,12 +1,14 @@
 //! The web listener (axum): health, readiness and metrics (`health`), the admin API
 //! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), caller-token
-//! revocation (`/v1/tokens/revoke`, `tokens`), the consent pages
+//! revocation (`/v1/tokens/revoke`, `tokens`), key operations (`/v1/keys`, `keys`), the consent
+//! pages
 //! with the OAuth callback, and the pages' sign-in (`login`).
 
 pub mod admin;
 pub mod agents;
 pub mod consent;
 pub mod health;
+pub mod keys;
 pub mod listener;
 pub mod login;
 pub mod tokens;
@@ -41,6 +43,8 @@ pub struct WebState {
     pub login: Arc<login::Login>,
     /// Caller-token revocation (`POST /v1/tokens/revoke`).
     pub tokens: Arc<crate::revoke::TokenControl>,
+    /// Key operations for operators (`/v1/keys`).
+    pub keys: Arc<crate::keys::admin::KeyAdmin>,
 }
 
 /// The router.
@@ -50,6 +54,7 @@ pub fn router(state: WebState) -> Router {
         .merge(admin::routes())
         .merge(agents::routes())
         .merge(tokens::routes())
+        .merge(keys::routes())
         .merge(consent::routes())
         .merge(login::routes())
         .fallback(not_found)
