@@ -202,8 +202,6 @@ async fn rotating_under_load_fails_nothing_and_retiring_refuses_what_the_key_sig
             (new_kid.clone(), "active".into())
         ]
     );
-    let (admin, _) = mint_now(&tg.data, "root");
-    let _ = admin;
     let key = tollgate::keys::IdentityRing::load(&tg.data.join("keys")).unwrap();
     let ops_admin = tollgate::identity::mint(
         key.signing(now()),

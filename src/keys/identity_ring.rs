@@ -330,14 +330,14 @@ impl IdentityRing {
     /// file is deleted (the original `identity.key` is kept: first start would recreate it).
     pub fn retire(&mut self, kid: &str, now: u64) -> Result<(), RingError> {
         let signing_still = self.previous.as_deref() == Some(kid) && now < self.signs_from;
-        if kid == self.active || signing_still {
-            return Err(RingError::Active(kid.to_owned()));
-        }
         let Some(e) = self.entries.iter_mut().find(|e| e.kid == kid) else {
             return Err(RingError::Unknown(kid.to_owned()));
         };
         if e.retired_at.is_some() {
             return Err(RingError::Retired(kid.to_owned()));
+        }
+        if kid == self.active || signing_still {
+            return Err(RingError::Active(kid.to_owned()));
         }
         e.retired_at = Some(now);
         let original = e.original;

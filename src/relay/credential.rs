@@ -269,6 +269,29 @@ mod tests {
     }
 
     #[test]
+    fn credentials_name_their_key_and_verify_until_it_is_retired() {
+        let old = key();
+        let new = IdentityKey::from_bytes(b"another-key-another-key-another-key-0123");
+        let v = CredentialVerifier::new(&old, vec![]);
+        let by_old = enroll(&old, "onprem-1", None).unwrap();
+        let by_new = enroll(&new, "onprem-1", None).unwrap();
+        let kid = jsonwebtoken::decode_header(&by_new).unwrap().kid;
+        assert_eq!(kid, Some(new.kid()));
+        assert_eq!(
+            v.verify(&by_new),
+            Err(CredentialError::Invalid),
+            "unknown key"
+        );
+        // Rotated: both verify.
+        v.set_keys(&[old.clone(), new.clone()], Some(old.kid()));
+        assert!(v.verify(&by_old).is_ok() && v.verify(&by_new).is_ok());
+        // The old key retired: what it signed is refused.
+        v.set_keys(std::slice::from_ref(&new), None);
+        assert_eq!(v.verify(&by_old), Err(CredentialError::Invalid));
+        assert!(v.verify(&by_new).is_ok());
+    }
+
+    #[test]
     fn caller_token_is_not_an_agent_credential_and_vice_versa() {
         let caller = mint(&key(), "acme", "alice", &[], Duration::from_secs(60)).unwrap();
         let v = CredentialVerifier::new(&key(), vec![]);
