@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::status_as as status;
 use common::*;
 
 /// Callers sending requests during the rotation.
@@ -40,14 +41,6 @@ fn without_kid(tg: &Tollgate, user: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(key.trim().as_bytes()),
     )
     .unwrap()
-}
-
-async fn status(tg: &Tollgate, up: std::net::SocketAddr, token: &str) -> u16 {
-    let auth = format!("Bearer {token}");
-    let uri = format!("http://localhost:{}/k", up.port());
-    proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &auth)], "")
-        .await
-        .status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -172,18 +165,8 @@ async fn rotating_under_load_fails_nothing_and_retiring_refuses_what_the_key_sig
     assert_eq!(status(&tg, up, &fresh).await, 200);
 
     // Listed offline, with their states; both operations audited in the operator's org.
-    let out = std::process::Command::new(bin())
-        .args(["keys", "list", "--json", "--data"])
-        .arg(&tg.data)
-        .env_remove("TOLLGATE_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = offline_ok(&["keys", "list", "--json"], &tg.data, &[]);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     let states: Vec<(String, String)> = listed["identity"]
         .as_array()
         .unwrap()
@@ -243,22 +226,9 @@ async fn a_ring_changed_on_disk_applies_without_a_restart() {
     );
     eprintln!("a ring changed on disk applied after {:?}", since.elapsed());
     // Offline rotation with the server stopped, then a restart: the newest key signs.
-    let mut tg = tg;
-    tg.signal(libc::SIGTERM);
-    let _ = tg.child.wait();
-    let out = std::process::Command::new(bin())
-        .args(["keys", "rotate", "identity", "--data"])
-        .arg(&tg.data)
-        .env_remove("TOLLGATE_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = std::mem::replace(&mut tg.dir, tempfile::tempdir().unwrap());
-    drop(tg);
+    let data = tg.data.clone();
+    let dir = tg.stop();
+    offline_ok(&["keys", "rotate", "identity"], &data, &[]);
     let tg = Tollgate::start_in(dir, &[]);
     assert_eq!(
         status(&tg, up, &token).await,

@@ -9,20 +9,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::postgres::{fresh_database, replica_dir};
+use common::status_as as status;
 use common::*;
 use serde_json::json;
 
 /// How soon a revocation must hold everywhere.
 const WITHIN: Duration = Duration::from_secs(1);
-
-/// The status of one request through `tg`'s proxy to `up` as `token`.
-async fn status(tg: &Tollgate, up: std::net::SocketAddr, token: &str) -> u16 {
-    let auth = format!("Bearer {token}");
-    let uri = format!("http://localhost:{}/r", up.port());
-    proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &auth)], "")
-        .await
-        .status
-}
 
 /// Polls until `token` gets `407` through `tg`; how long it took, or `None` after [`WITHIN`].
 async fn refused_within(
@@ -172,30 +164,20 @@ async fn token_revoke_offline_writes_the_store_a_server_then_reads() {
     let alice = tg.token("acme", "alice");
     let bob = tg.token("acme", "bob");
     assert_eq!(status(&tg, up, &alice).await, 200);
-    tg.signal(libc::SIGTERM);
-    let mut tg = tg;
-    let _ = tg.child.wait();
     let data = tg.data.clone();
-    let run = |args: &[&str]| {
-        std::process::Command::new(bin())
-            .args(["token", "revoke", "--data"])
-            .arg(&data)
-            .args(args)
-            .env_remove("TOLLGATE_TOKEN")
-            .output()
-            .unwrap()
-    };
-    let out = run(&["--org", "acme", "--user", "alice"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let dir = tg.stop();
+    let out = offline_ok(
+        &["token", "revoke"],
+        &data,
+        &["--org", "acme", "--user", "alice"],
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked caller tokens"));
-    let out = run(&["--jti", "x", "--user", "bob"]);
+    assert!(out.contains("revoked caller tokens"), "{out}");
+    let out = offline(
+        &["token", "revoke"],
+        &data,
+        &["--jti", "x", "--user", "bob"],
+    );
     assert!(!out.status.success(), "--jti with --user is refused");
-    let dir = std::mem::replace(&mut tg.dir, tempfile::tempdir().unwrap());
-    drop(tg);
     let tg = Tollgate::start_in(dir, &[]);
     assert_eq!(status(&tg, up, &alice).await, 407);
     assert_eq!(status(&tg, up, &bob).await, 200);
@@ -227,25 +209,15 @@ async fn a_revocation_on_one_postgres_replica_holds_on_the_other_within_a_second
 
     // Offline, straight into the database while both run: both refuse bob's token.
     let since = Instant::now();
-    let out = std::process::Command::new(bin())
-        .args(["token", "revoke", "--data"])
-        .arg(&a.data)
-        .args([
-            "--store",
-            url.as_str(),
-            "--jti",
-            &jti(&bob),
-            "--org",
-            "acme",
-        ])
-        .env_remove("TOLLGATE_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let store_args = [
+        "--store",
+        url.as_str(),
+        "--jti",
+        &jti(&bob),
+        "--org",
+        "acme",
+    ];
+    offline_ok(&["token", "revoke"], &a.data, &store_args);
     for tg in [&a, &b] {
         let took = refused_within(tg, up, &bob, since).await;
         let took = took.expect("a replica still accepted a jti revoked offline after 1 s");

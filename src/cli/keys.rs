@@ -3,8 +3,6 @@
 //! against the data directory (and its store, where the operation is audited: with a running
 //! sled server, go through the server).
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 
 use crate::keys::admin::{Actor, KeyAdmin};
@@ -13,41 +11,22 @@ use crate::keys::admin::{Actor, KeyAdmin};
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
     /// List the identity keys: id, state (active, verifying, retired), times.
-    List(Where),
+    List(super::Place),
     /// Add a new key of KIND (`identity`) that signs from a few seconds on; the previous one
     /// keeps verifying until retired.
     Rotate {
         /// The key to rotate: `identity`.
         kind: String,
         #[command(flatten)]
-        place: Where,
+        place: super::Place,
     },
     /// Retire key ID: tokens and agent credentials it signed are refused from now on.
     Retire {
         /// The key's id (`keys list`).
         id: String,
         #[command(flatten)]
-        place: Where,
+        place: super::Place,
     },
-}
-
-/// Offline or online.
-#[derive(Debug, clap::Args)]
-pub struct Where {
-    /// Data directory (offline).
-    #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
-    pub data: PathBuf,
-    /// The store where offline operations are audited: `sled:DIR` or `postgres://…`.
-    #[arg(long, env = "TOLLGATE_STORE", hide_env_values = true)]
-    pub store: Option<String>,
-    #[command(flatten)]
-    pub target: super::app::Target,
-}
-
-impl Where {
-    fn online(&self) -> bool {
-        self.target.token.as_ref().is_some_and(|t| !t.is_empty())
-    }
 }
 
 /// Runs a `keys` subcommand.

@@ -4,7 +4,7 @@
 //! glue, as in `main`.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -71,4 +71,25 @@ async fn open_store(
                 .with_context(|| format!("opening {location}"))?,
         ),
     })
+}
+
+/// Where an operation runs: online (with a token) through the server's API, or offline on the
+/// data directory and its store (`token revoke`, `keys`).
+#[derive(Debug, clap::Args)]
+pub struct Place {
+    /// Data directory (offline): its keys, and by default its sled store.
+    #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// The store, offline: `sled:DIR` or `postgres://…` (default: sled in DATA/store).
+    #[arg(long, env = "TOLLGATE_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub target: app::Target,
+}
+
+impl Place {
+    /// Whether a token was given: the operation goes through the server.
+    pub fn online(&self) -> bool {
+        self.target.token.as_ref().is_some_and(|t| !t.is_empty())
+    }
 }

@@ -5,8 +5,6 @@
 //! running server's follower picks it up (on PostgreSQL at once; the sled store is locked by a
 //! running server, so revoke online then).
 
-use std::path::PathBuf;
-
 use serde_json::{Map, Value};
 
 use crate::revoke::{RevokeRequest, Revoker, TokenControl};
@@ -26,14 +24,8 @@ pub struct RevokeArgs {
     /// With `--user`: tokens issued at or before this RFC 3339 time (default: now).
     #[arg(long)]
     pub before: Option<String>,
-    /// Data directory holding keys/store.key and (by default) the sled store, for offline use.
-    #[arg(long, env = "TOLLGATE_DATA", default_value = "data")]
-    pub data: PathBuf,
-    /// The store, offline: `sled:DIR` or `postgres://…` (default: sled in DATA/store).
-    #[arg(long, env = "TOLLGATE_STORE", hide_env_values = true)]
-    pub store: Option<String>,
     #[command(flatten)]
-    pub target: super::app::Target,
+    pub place: super::Place,
 }
 
 impl RevokeArgs {
@@ -49,21 +41,21 @@ impl RevokeArgs {
 
 /// Runs `token revoke`, online with a token, offline without.
 pub async fn run(args: RevokeArgs) -> anyhow::Result<()> {
-    let online = args.target.token.as_ref().is_some_and(|t| !t.is_empty());
+    let online = args.place.online();
     let (revocation, expires_at) = if online {
-        let api = super::app::Api::new(&args.target)?;
+        let api = super::app::Api::new(&args.place.target)?;
         let body = serde_json::to_value(args.request())?;
         let body: Map<String, Value> = serde_json::from_value(body)?;
         let out = api
             .call(http::Method::POST, "/v1/tokens/revoke", Some(body))
             .await?;
-        if args.target.json {
+        if args.place.target.json {
             println!("{out}");
             return Ok(());
         }
         (out["revocation"].clone(), out["expires_at"].clone())
     } else {
-        let store = super::open_store(&args.data, args.store.as_deref()).await?;
+        let store = super::open_store(&args.place.data, args.place.store.as_deref()).await?;
         let control = TokenControl::new(
             store.clone(),
             std::sync::Arc::default(),
