@@ -18,7 +18,7 @@ use super::{pg, PgStore};
 use crate::store::{StoreError, StoreResult};
 
 /// The migrations, in order: (version, SQL). Never edit one that was released; add another.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_token_revocations.sql")),
 ];

@@ -564,7 +564,7 @@ impl Store for SledStore {
     async fn purge_stale(&self) -> StoreResult<usize> {
         let sweeper = self.sweeper();
         let removed =
-            off_runtime(move || sweeper.purge()).await? + self.purge_token_revocations()?;
+            off_runtime(move || sweeper.purge()).await? + self.purge_token_revocations().await?;
         if removed > 0 {
             self.durable().await?;
         }

@@ -66,27 +66,35 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Deletes the expired token revocations (part of `purge_stale`); returns how many.
-    pub(super) fn purge_token_revocations(&self) -> StoreResult<usize> {
-        let now = self.clock.now()?;
+    /// Deletes the expired token revocations (part of `purge_stale`), off the runtime like
+    /// every walk of a whole tree; returns how many.
+    pub(super) async fn purge_token_revocations(&self) -> StoreResult<usize> {
         let tree = self.token_revocation_tree()?;
-        let mut removed = 0;
-        for item in tree.iter() {
-            let (k, v) = item.map_err(io)?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            // A record that cannot be read is left for an operator to see in the listing.
-            let Ok(r) = TokenRevocationRecord::decode(&key, &v) else {
-                continue;
-            };
-            if r.expires_at <= now
-                && tree
-                    .compare_and_swap(&k, Some(v), None::<Vec<u8>>)
-                    .map_err(io)?
-                    .is_ok()
-            {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        let clock = self.clock.clone();
+        super::off_runtime(move || purge_expired(&tree, &clock)).await
     }
+}
+
+/// Deletes the records of `tree` expired at `clock`'s time (each with a compare-and-swap, so
+/// a revocation renewed meanwhile stays).
+fn purge_expired(tree: &Tree, clock: &crate::clock::Clock) -> StoreResult<usize> {
+    let now = clock.now()?;
+    let mut removed = 0;
+    for item in tree.iter() {
+        let (k, v) = item.map_err(io)?;
+        let key = String::from_utf8_lossy(&k).into_owned();
+        // A record that cannot be read is left for an operator to see in the listing.
+        let Ok(r) = TokenRevocationRecord::decode(&key, &v) else {
+            continue;
+        };
+        if r.expires_at <= now
+            && tree
+                .compare_and_swap(&k, Some(v), None::<Vec<u8>>)
+                .map_err(io)?
+                .is_ok()
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
