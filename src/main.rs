@@ -59,6 +59,9 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `tollgate man > /usr/local/share/man/man1/tollgate.1`.
     Man,
+    /// Identity keys: list, rotate, retire (offline, or online with an operator token).
+    #[command(subcommand)]
+    Keys(tollgate::cli::keys::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,10 @@ fn main() -> ExitCode {
         }
         Command::Token(cmd) => tollgate::cli::token::run(cmd),
         Command::Ca(cmd) => tollgate::cli::ca::run(cmd),
+        Command::Keys(cmd) => {
+            let _log = init_tracing(LogFormat::Text, "warn");
+            block_on(tollgate::cli::keys::run(cmd))
+        }
         Command::Policy(cmd) => {
             let _log = init_tracing(LogFormat::Text, "warn");
             tollgate::cli::policy::run(cmd)

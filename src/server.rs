@@ -263,6 +263,24 @@ impl Server {
             revocations.clone(),
         ));
         let verifier = Arc::new(Verifier::new(key).with_max_ttl(self.config.max_token_ttl));
+        // The identity key ring (issue 18): every key that still verifies, and its changes
+        // on disk from now on.
+        let keys_dir = self.data.root.join("keys");
+        let ring = crate::keys::IdentityRing::load(&keys_dir).map_err(|e| DataDirError::Io {
+            path: keys_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let apply_ring = {
+            let (verifier, credentials) = (verifier.clone(), credentials.clone());
+            move |ring: &crate::keys::IdentityRing| {
+                let now = crate::clock::Clock::system().now().unwrap_or(0);
+                let (keys, original) = ring.verifying(now);
+                verifier.set_keys(&keys, original.clone());
+                credentials.set_keys(&keys, original);
+            }
+        };
+        apply_ring(&ring);
+        let apply_ring = Arc::new(apply_ring);
         let metrics = Arc::new(Metrics::new());
         metrics.follow_policies(self.policies.clone());
         let observer = metrics.clone();
@@ -310,6 +328,14 @@ impl Server {
         ));
         let revocation_changes = self.store.subscribe();
         agent_control.load().await?;
+        // Revoked caller tokens likewise apply before the first request.
+        let token_control = Arc::new(crate::revoke::TokenControl::new(
+            self.store.clone(),
+            verifier.revoked().clone(),
+            crate::clock::Clock::system(),
+        ));
+        let token_changes = self.store.subscribe();
+        token_control.load().await?;
         let login = self.login(&upstream_tls)?;
         let proxy_headers = self.proxy_headers();
         let settings = ProxySettings {
@@ -373,6 +399,25 @@ impl Server {
             self.config.replicas.audit_retention,
             shutdown.clone(),
         ));
+        tasks.spawn(
+            token_control
+                .clone()
+                .follow(token_changes, shutdown.clone()),
+        );
+        let key_admin = Arc::new(crate::keys::admin::KeyAdmin::new(
+            keys_dir.clone(),
+            self.store.clone(),
+            crate::clock::Clock::system(),
+            Some(Box::new({
+                let apply = apply_ring.clone();
+                move |ring: &crate::keys::IdentityRing| apply(ring)
+            })),
+        ));
+        tasks.spawn(crate::keys::watch::watch(
+            keys_dir,
+            move |ring: &crate::keys::IdentityRing| apply_ring(ring),
+            shutdown.clone(),
+        ));
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,
@@ -390,6 +435,8 @@ impl Server {
                 agents: agent_control,
                 login,
                 lifecycle: self.lifecycle.clone(),
+                tokens: token_control,
+                keys: key_admin,
             },
             web::listener::WebSettings {
                 header_timeout: self.config.limits.web_header_timeout,

@@ -52,6 +52,10 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Refuse caller tokens before they expire: one by `--jti`, or every token of `--org`
+    /// `--user` issued up to `--before` (default now). Online with `--token` (admins in their
+    /// org, operators anywhere), else offline against the data directory's store.
+    Revoke(Box<super::token_revoke::RevokeArgs>),
 }
 
 /// Runs a `token` subcommand; the token (or the report) goes to stdout.
@@ -71,6 +75,7 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             max_ttl,
             json,
         } => inspect(&token, &data, max_ttl, json),
+        TokenCommand::Revoke(args) => super::block_on(super::token_revoke::run(*args)),
     }
 }
 

@@ -61,6 +61,7 @@ impl Entry {
             + std::mem::size_of::<Caller>()
             + c.org.len()
             + c.user.len()
+            + c.jti.as_ref().map_or(0, String::len)
             + c.roles
                 .iter()
                 .map(|r| r.len() + std::mem::size_of::<String>())
@@ -138,6 +139,16 @@ impl Cache {
         shard.bytes += cost;
     }
 
+    /// Forgets every entry (a verifying key was retired: what it signed must be verified
+    /// again, and refused).
+    pub(super) fn clear(&self) {
+        for s in &self.shards {
+            let mut s = s.write().unwrap_or_else(|p| p.into_inner());
+            s.map.clear();
+            s.bytes = 0;
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.shards
             .iter()
@@ -185,6 +196,8 @@ mod tests {
             user: user.into(),
             roles: (0..roles).map(|i| format!("{i:0>128}")).collect(),
             exp: u64::MAX / 2,
+            jti: None,
+            iat: None,
         })
     }
 

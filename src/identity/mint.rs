@@ -42,18 +42,32 @@ pub fn load_key_file(path: impl AsRef<Path>) -> io::Result<IdentityKey> {
 /// When the operating system's random number generator fails. This runs once, when `serve`
 /// first creates its data directory; there is no safe way to continue without randomness.
 pub fn generate_key_text() -> String {
+    random_hex(32)
+}
+
+/// `n` random bytes from the OS (`ring`'s `SystemRandom`), hex-encoded: key files and token
+/// ids (`jti`).
+///
+/// # Panics
+///
+/// When the operating system's random number generator fails: neither a key nor a token id
+/// may be predictable, and there is no safe way to continue without randomness.
+pub fn random_hex(n: usize) -> String {
     use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 32];
+    let mut bytes = vec![0u8; n];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .expect("the OS random number generator failed; cannot create an identity key");
-    let mut out = String::with_capacity(64);
+        .expect("the OS random number generator failed");
+    let mut out = String::with_capacity(2 * n);
     for b in bytes {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
 }
+
+/// Random bytes in a minted token's `jti`: 128 bits, so ids never collide.
+const JTI_BYTES: usize = 16;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -64,10 +78,13 @@ struct MintClaims<'a> {
     org: &'a str,
     iat: u64,
     exp: u64,
+    /// The token's id, which `tollgate token revoke --jti` names.
+    jti: &'a str,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     roles: &'a [String],
 }
 
+/// A caller token for `user` in `org`, valid for `ttl`, with a random `jti` and `roles`
 /// (omitted when empty). Fails only when the system clock is unusable.
 pub fn mint(
     key: &IdentityKey,
@@ -96,20 +113,20 @@ pub(super) fn mint_at(
     iat: u64,
     exp: u64,
 ) -> String {
+    let jti = random_hex(JTI_BYTES);
     let claims = MintClaims {
         sub: user,
         org,
         iat,
         exp,
+        jti: &jti,
         roles,
     };
     // Cannot fail: the claims are strings and integers, which serde_json always serializes, and
     // HMAC-SHA256 accepts keys of any length (jsonwebtoken's only other error paths concern
     // RSA/EC key parsing, not used here).
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(&key.0),
-    )
-    .expect("HS256 encoding of string/integer claims cannot fail")
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(key.kid());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.0))
+        .expect("HS256 encoding of string/integer claims cannot fail")
 }

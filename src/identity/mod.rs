@@ -14,14 +14,16 @@
 mod cache;
 mod header;
 mod mint;
+pub mod revoked;
 #[cfg(test)]
 mod tests;
 mod verify;
 
 use std::sync::Arc;
 
-pub use mint::{generate_key_text, load_key_file, mint};
-pub use verify::Verifier;
+pub use mint::{generate_key_text, load_key_file, mint, random_hex};
+pub use revoked::{Revocation, RevokedSet};
+pub use verify::{KeySet, Verifier};
 
 /// Clock skew tolerated on `exp` (and `nbf`), in seconds: platforms mint on other hosts.
 pub const LEEWAY_SECS: u64 = 5;
@@ -57,6 +59,11 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// Expiry, seconds since the Unix epoch (`exp` claim).
     pub exp: u64,
+    /// The token's id (`jti` claim), which `tollgate token revoke --jti` names; tokens minted
+    /// before issue 18, or by platforms that set none, have none.
+    pub jti: Option<String>,
+    /// When the token was issued (`iat` claim), which `token revoke --before` compares.
+    pub iat: Option<u64>,
 }
 
 impl Caller {
@@ -88,6 +95,9 @@ pub enum IdentityError {
     /// Bad signature, wrong algorithm, missing or invalid claims.
     #[error("invalid token")]
     Invalid,
+    /// The token was revoked (`tollgate token revoke`).
+    #[error("token revoked")]
+    Revoked,
     /// Basic user part differs from the token's `sub`.
     #[error("user does not match token")]
     UserMismatch,
@@ -115,6 +125,17 @@ impl IdentityKey {
     /// The key bytes, for other HS256 signers of this key (agent credentials).
     pub(crate) fn secret(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The key's id (`kid` in the tokens it signs): the first 16 hex characters of the
+    /// SHA-256 of the key. Derived, so the original key file, which predates ids, has one
+    /// too; it reveals nothing usable about a 256-bit random key.
+    pub fn kid(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

@@ -417,6 +417,8 @@ fn cache_is_bounded() {
             user: "u".into(),
             roles: vec![],
             exp,
+            jti: None,
+            iat: None,
         })
     };
     for i in 0..10_000u32 {
@@ -475,4 +477,41 @@ fn key_file_convention() {
     let err = load_key_file(&path).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert!(load_key_file(dir.path().join("missing")).is_err());
+}
+
+#[test]
+fn minted_tokens_carry_a_unique_jti_and_a_revoked_one_is_refused_even_when_cached() {
+    let (v, tok) = alice();
+    let other = token("acme", "alice", &[], NOW + 60);
+    let first = v.verify_token(&tok).unwrap();
+    let jti = first.jti.clone().expect("a minted token has a jti");
+    assert_eq!(jti.len(), 32);
+    assert_ne!(v.verify_token(&other).unwrap().jti, first.jti);
+    assert_eq!(first.iat, Some(NOW - 10));
+    assert_eq!(v.cached(), 2);
+    v.revoked().replace(
+        [revoked::Revocation::Jti {
+            jti,
+            org: None,
+            expires_at: NOW + 60,
+        }],
+        NOW,
+    );
+    // Cached, and still refused; the other token of the same user is not.
+    assert_eq!(v.verify_token(&tok), Err(IdentityError::Revoked));
+    assert_eq!(v.check_expiry(&first), Err(IdentityError::Revoked));
+    assert!(v.verify_token(&other).is_ok());
+    // Every token of the user issued up to now.
+    v.revoked().replace(
+        [revoked::Revocation::User {
+            org: "acme".into(),
+            user: "alice".into(),
+            before: NOW,
+            expires_at: NOW + 60,
+        }],
+        NOW,
+    );
+    assert_eq!(v.verify_token(&other), Err(IdentityError::Revoked));
+    v.revoked().replace([], NOW);
+    assert!(v.verify_token(&tok).is_ok() && v.verify_token(&other).is_ok());
 }

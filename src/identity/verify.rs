@@ -1,13 +1,15 @@
 //! The [`Verifier`]: signature and claims checks for caller tokens, with the cache of
 //! successes in front of them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer};
 
 use super::cache::{Cache, CACHE_MAX_BYTES};
 use super::header::{self, Credentials};
+use super::revoked::RevokedSet;
 use super::{valid_name, Caller, IdentityError, IdentityKey};
 use super::{CACHE_CAPACITY, LEEWAY_SECS, MAX_HEADER_LEN, MAX_ROLES};
 use crate::clock::Clock;
@@ -25,6 +27,8 @@ struct TokenClaims {
     iat: Option<u64>,
     #[serde(default)]
     roles: Option<Vec<String>>,
+    #[serde(default)]
+    jti: Option<String>,
 }
 
 /// JWT NumericDate: a JSON number, possibly with a fraction (RFC 7519 §2). Fractions are
@@ -47,8 +51,8 @@ fn opt_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
 
 /// are cached: forged or expired tokens always take the slow path.
 pub struct Verifier {
-    /// HMAC key, prepared once.
-    key: DecodingKey,
+    /// The HMAC keys that verify, by `kid`, prepared once per key ring change.
+    keys: RwLock<Arc<KeySet>>,
     /// HS256 only; `exp` required (checked by us against `clock`, so cached and fresh
     /// verifications use the same rule).
     validation: Validation,
@@ -60,6 +64,9 @@ pub struct Verifier {
     /// Longest lifetime a token may have, in seconds (`--max-token-ttl`): a leaked token
     /// minted for years is refused rather than honoured for years.
     max_ttl: u64,
+    /// Revoked tokens (`tollgate token revoke`), checked on every verification, cache hits
+    /// included; filled by whoever follows the store.
+    revoked: Arc<RevokedSet>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -89,11 +96,12 @@ impl Verifier {
         // validate_aud stays on with no audience configured: a token carrying `aud` was minted
         // for some other service and is refused.
         Self {
-            key: DecodingKey::from_secret(&key.0),
+            keys: RwLock::new(Arc::new(KeySet::single(&key))),
             validation,
             cache: Cache::new(CACHE_CAPACITY, CACHE_MAX_BYTES),
             clock,
             max_ttl: super::DEFAULT_MAX_TOKEN_TTL.as_secs(),
+            revoked: Arc::default(),
         }
     }
 
@@ -102,6 +110,26 @@ impl Verifier {
     pub fn with_max_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.max_ttl = ttl.as_secs();
         self
+    }
+
+    /// Verifies with `keys` from now on (a key ring change): a token names its key by `kid`,
+    /// and one without `kid` is verified with `original` (the original key's id) when it is
+    /// among them. When a key that verified is no longer among them, the cache is flushed, so
+    /// what it signed is refused from the next request on.
+    pub fn set_keys(&self, keys: &[IdentityKey], original: Option<String>) {
+        let next = Arc::new(KeySet::new(keys, original));
+        let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let dropped = current.drops(&next);
+        *current = next;
+        drop(current);
+        if dropped {
+            self.cache.clear();
+        }
+    }
+
+    /// The set of revoked tokens this verifier refuses, for the store follower to fill.
+    pub fn revoked(&self) -> &Arc<RevokedSet> {
+        &self.revoked
     }
 
     /// Number of cached verifications (for metrics and tests).
@@ -143,17 +171,28 @@ impl Verifier {
     /// The caller `token` verifies as: from the cache (with the expiry checked again), or
     /// fully verified and then cached.
     fn verify_cached(&self, token: &str, now: u64) -> Result<Arc<Caller>, IdentityError> {
-        if let Some(caller) = self.cache.get(token.as_bytes()) {
-            return check_exp(caller, now);
+        let caller = match self.cache.get(token.as_bytes()) {
+            Some(caller) => check_exp(caller, now)?,
+            None => {
+                let caller = Arc::new(self.decode(token, now)?);
+                self.cache.insert(token.as_bytes(), caller.clone(), now);
+                caller
+            }
+        };
+        if self.revoked.covers(&caller, now) {
+            return Err(IdentityError::Revoked);
         }
-        let caller = Arc::new(self.decode(token, now)?);
-        self.cache.insert(token.as_bytes(), caller.clone(), now);
         Ok(caller)
     }
 
     /// Full verification: signature (HS256 only), claims, then times.
     fn decode(&self, token: &str, now: u64) -> Result<Caller, IdentityError> {
-        let data = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Invalid)?;
+        let key = keys
+            .get(header.kid.as_deref())
+            .ok_or(IdentityError::Invalid)?;
+        let data = jsonwebtoken::decode::<TokenClaims>(token, key, &self.validation)
             .map_err(|_| IdentityError::Invalid)?;
         let c = data.claims;
         if !valid_name(&c.sub) || !valid_name(&c.org) {
@@ -182,6 +221,8 @@ impl Verifier {
             user: c.sub,
             roles,
             exp: c.exp,
+            jti: c.jti,
+            iat: c.iat,
         })
     }
 }
@@ -189,14 +230,55 @@ impl Verifier {
 impl Verifier {
     /// Whether `caller`, verified earlier, is still within its token's lifetime (this
     /// verifier's clock and leeway): for what outlives the request that presented the token,
-    /// such as the inner requests of an intercepted tunnel.
+    /// such as the inner requests of an intercepted tunnel. A token revoked since is refused
+    /// too.
     pub fn check_expiry(&self, caller: &Caller) -> Result<(), IdentityError> {
         let now = self.clock.now().map_err(|_| IdentityError::Clock)?;
         if expired(caller.exp, now) {
             Err(IdentityError::Expired)
+        } else if self.revoked.covers(caller, now) {
+            Err(IdentityError::Revoked)
         } else {
             Ok(())
         }
+    }
+}
+
+/// The keys a verifier accepts, by id (caller tokens here, agent credentials at the relay).
+pub struct KeySet {
+    /// `kid` → HMAC key.
+    by_kid: HashMap<String, DecodingKey>,
+    /// The id of the key that verifies tokens without `kid` (the original key file's), while
+    /// it is not retired.
+    original: Option<String>,
+}
+
+impl KeySet {
+    /// One key, which also verifies tokens without `kid`.
+    pub fn single(key: &IdentityKey) -> Self {
+        KeySet::new(std::slice::from_ref(key), Some(key.kid()))
+    }
+
+    /// `keys`, with `original` (an id) verifying tokens without `kid`.
+    pub fn new(keys: &[IdentityKey], original: Option<String>) -> Self {
+        KeySet {
+            by_kid: keys
+                .iter()
+                .map(|k| (k.kid(), DecodingKey::from_secret(&k.0)))
+                .collect(),
+            original,
+        }
+    }
+
+    /// Whether some token `self` verifies would not verify with `next`.
+    pub fn drops(&self, next: &KeySet) -> bool {
+        self.by_kid.keys().any(|k| !next.by_kid.contains_key(k))
+            || (self.original.is_some() && next.original != self.original)
+    }
+
+    /// The key for a token's `kid` (the original one when it has none).
+    pub fn get(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+        self.by_kid.get(kid.or(self.original.as_deref())?)
     }
 }
 

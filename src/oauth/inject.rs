@@ -136,7 +136,7 @@ impl Injector {
                 Change::AppChanged { org, app } | Change::AppDeleted { org, app } => {
                     self.cache.remove_app(org, app)
                 }
-                Change::AgentRevoked { .. } => {}
+                Change::AgentRevoked { .. } | Change::TokensRevoked => {}
             },
             Seen::Missed => self.cache.clear(),
         });

@@ -168,6 +168,8 @@ mod tests {
             user: user.into(),
             roles: vec![],
             exp,
+            jti: None,
+            iat: None,
         })
     }
 

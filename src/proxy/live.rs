@@ -178,6 +178,8 @@ mod tests {
             user: "alice".into(),
             roles: Vec::new(),
             exp: u64::MAX,
+            jti: None,
+            iat: None,
         });
         let host = normalize_host("api.example").unwrap();
         let Decision::Allow {

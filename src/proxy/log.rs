@@ -138,6 +138,7 @@ fn auth_reason(e: &crate::identity::IdentityError) -> &'static str {
         IdentityError::Invalid => "invalid_token",
         IdentityError::UserMismatch => "user_mismatch",
         IdentityError::Clock => "clock_unusable",
+        IdentityError::Revoked => "token_revoked",
     }
 }
 

@@ -20,11 +20,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, ClockError};
-use crate::identity::IdentityKey;
+use crate::identity::{IdentityKey, KeySet};
 use crate::policy::{is_id, MAX_ID_LEN};
 
 /// JWT header `typ` of agent credentials.
@@ -105,6 +105,7 @@ pub fn enroll(key: &IdentityKey, id: &str, ttl: Option<Duration>) -> Result<Stri
     };
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some(CREDENTIAL_TYP.to_string());
+    header.kid = Some(key.kid());
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(key.secret()))
         .map_err(|e| e.to_string())
 }
@@ -159,7 +160,9 @@ pub struct Verified {
 
 /// Verifies agent credentials against the identity key and the revocations.
 pub struct CredentialVerifier {
-    key: DecodingKey,
+    /// The identity keys that verify, by `kid` (a credential without one: the original
+    /// key's), swapped when the key ring changes.
+    keys: RwLock<Arc<KeySet>>,
     validation: Validation,
     /// Shared with whoever records revocations at run time (`relay::revocation`).
     revocations: Arc<Revocations>,
@@ -188,10 +191,18 @@ impl CredentialVerifier {
         // `exp` is optional; when present it is checked below with our leeway.
         validation.validate_exp = false;
         CredentialVerifier {
-            key: DecodingKey::from_secret(key.secret()),
+            keys: RwLock::new(Arc::new(KeySet::single(key))),
             validation,
             revocations,
         }
+    }
+
+    /// Verifies with `keys` from now on (a key ring change; see [`Verifier::set_keys`]).
+    ///
+    /// [`Verifier::set_keys`]: crate::identity::Verifier::set_keys
+    pub fn set_keys(&self, keys: &[IdentityKey], original: Option<String>) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(KeySet::new(keys, original));
     }
 
     /// The revocations this verifier applies.
@@ -206,7 +217,14 @@ impl CredentialVerifier {
 
     /// The agent ID the credential was issued to, and when.
     pub fn check(&self, credential: &str) -> Result<Verified, CredentialError> {
-        let data = jsonwebtoken::decode::<Claims>(credential.trim(), &self.key, &self.validation)
+        let credential = credential.trim();
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let header =
+            jsonwebtoken::decode_header(credential).map_err(|_| CredentialError::Invalid)?;
+        let key = keys
+            .get(header.kid.as_deref())
+            .ok_or(CredentialError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(credential, key, &self.validation)
             .map_err(|_| CredentialError::Invalid)?;
         if data.header.typ.as_deref() != Some(CREDENTIAL_TYP) {
             return Err(CredentialError::Invalid);
@@ -248,6 +266,29 @@ mod tests {
         assert_eq!(v.verify(&c).unwrap(), "onprem-1");
         // Two enrollments differ.
         assert_ne!(c, enroll(&key(), "onprem-1", None).unwrap());
+    }
+
+    #[test]
+    fn credentials_name_their_key_and_verify_until_it_is_retired() {
+        let old = key();
+        let new = IdentityKey::from_bytes(b"another-key-another-key-another-key-0123");
+        let v = CredentialVerifier::new(&old, vec![]);
+        let by_old = enroll(&old, "onprem-1", None).unwrap();
+        let by_new = enroll(&new, "onprem-1", None).unwrap();
+        let kid = jsonwebtoken::decode_header(&by_new).unwrap().kid;
+        assert_eq!(kid, Some(new.kid()));
+        assert_eq!(
+            v.verify(&by_new),
+            Err(CredentialError::Invalid),
+            "unknown key"
+        );
+        // Rotated: both verify.
+        v.set_keys(&[old.clone(), new.clone()], Some(old.kid()));
+        assert!(v.verify(&by_old).is_ok() && v.verify(&by_new).is_ok());
+        // The old key retired: what it signed is refused.
+        v.set_keys(std::slice::from_ref(&new), None);
+        assert_eq!(v.verify(&by_old), Err(CredentialError::Invalid));
+        assert!(v.verify(&by_new).is_ok());
     }
 
     #[test]

@@ -69,6 +69,11 @@ pub enum Change {
         /// The agent ID.
         agent: String,
     },
+    /// Caller tokens were revoked ([`Store::revoke_tokens`]): the verifier's set of revoked
+    /// tokens is read again.
+    ///
+    /// [`Store::revoke_tokens`]: super::Store::revoke_tokens
+    TokensRevoked,
 }
 
 impl Change {

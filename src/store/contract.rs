@@ -22,6 +22,7 @@ use crate::clock::{Clock, ManualClock};
 mod consents;
 mod replicas;
 mod surfaces;
+mod token_revocations;
 
 /// The clock every contract test starts at.
 pub const T0: u64 = 1_700_000_000;
@@ -89,6 +90,8 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     let (f, clock) = fresh();
     replicas::audit_is_pruned_after_its_retention(f, clock).await;
     replicas::changes_are_pruned_and_keep_flowing(fresh().0).await;
+    let (f, clock) = fresh();
+    token_revocations::token_revocations(f, clock).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

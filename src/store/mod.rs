@@ -47,6 +47,7 @@ pub use model::{
 pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
 pub use replicas::{Replica, ReplicaStore};
+pub use record::token_revocation::{RevokedTokens, TokenRevocation};
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
 
@@ -296,6 +297,16 @@ pub trait Store: ReplicaStore + Send + Sync {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
+    // ----- caller-token revocations (issue 18) -----
+
+    /// Records `revocation` durably, merged with the one stored under the same
+    /// [`TokenRevocation::key`] (a later `before` or `expires_at` wins; nothing narrows), and
+    /// publishes [`Change::TokensRevoked`]. Returns the revocation as stored. Expired ones are
+    /// deleted by [`Store::purge_stale`].
+    async fn revoke_tokens(&self, revocation: TokenRevocation) -> StoreResult<TokenRevocation>;
+
+    /// Every token revocation that has not expired (the store's clock), in no set order.
+    async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

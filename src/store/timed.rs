@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use super::{
     AgentRevocation, App, AuditEvent, Authorization, Changes, ConsentTicket, PendingAuthorization,
-    RefreshLease, Replica, ReplicaStore, Store, StoreResult, TokenSet,
+    RefreshLease, Replica, ReplicaStore, Store, StoreResult, TokenRevocation, TokenSet,
 };
 
 /// Receives each operation's name and duration.
@@ -87,6 +87,8 @@ timed! { Store {
     fn release_refresh_lease(&self, token: &TokenSet, incarnation: u64) -> StoreResult<()>;
     fn release_all_refresh_leases(&self) -> StoreResult<u64>;
     fn ping(&self) -> StoreResult<()>;
+    fn revoke_tokens(&self, revocation: TokenRevocation) -> StoreResult<TokenRevocation>;
+    fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>>;
 }
     fn subscribe(&self) -> Changes {
         self.inner.subscribe()

@@ -159,7 +159,7 @@ pub struct Admin(pub Arc<Caller>);
 pub struct Operator(pub Arc<Caller>);
 
 /// The caller of `Authorization: Bearer`, if it holds `role` (`401`/`403` otherwise).
-fn caller_with(
+pub(super) fn caller_with(
     parts: &Parts,
     state: &WebState,
     role: &str,

@@ -1,5 +1,7 @@
 //! The web listener (axum): health, readiness and metrics (`health`), the admin API
-//! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), the consent pages
+//! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), caller-token
+//! revocation (`/v1/tokens/revoke`, `tokens`), key operations (`/v1/keys`, `keys`), the consent
+//! pages
 //! with the OAuth callback, and the pages' sign-in (`login`).
 
 pub mod admin;
@@ -7,9 +9,11 @@ pub mod agents;
 pub mod consent;
 mod errors;
 pub mod health;
+pub mod keys;
 pub mod listener;
 pub mod login;
 mod times;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -41,6 +45,10 @@ pub struct WebState {
     pub login: Arc<login::Login>,
     /// The shutdown sequence: `/readyz` answers `503` once it began.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Caller-token revocation (`POST /v1/tokens/revoke`).
+    pub tokens: Arc<crate::revoke::TokenControl>,
+    /// Key operations for operators (`/v1/keys`).
+    pub keys: Arc<crate::keys::admin::KeyAdmin>,
 }
 
 /// The router.
@@ -49,6 +57,8 @@ pub fn router(state: WebState) -> Router {
         .merge(health::routes())
         .merge(admin::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(agents::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
+        .merge(tokens::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
+        .merge(keys::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(consent::routes())
         .merge(login::routes())
         .fallback(not_found)

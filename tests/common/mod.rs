@@ -320,13 +320,18 @@ impl Tollgate {
 
     /// Stops this instance (SIGTERM and wait), runs `between` on its directory while nothing
     /// runs there (e.g. `tollgate store copy`), and starts a new one with `extra`.
-    pub fn restart_after(mut self, between: impl FnOnce(&Path), extra: &[&str]) -> Tollgate {
-        self.signal(libc::SIGTERM);
-        let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        drop(self);
+    pub fn restart_after(self, between: impl FnOnce(&Path), extra: &[&str]) -> Tollgate {
+        let dir = self.stop_keep_dir();
         between(dir.path());
         Tollgate::start_in(dir, extra)
+    }
+
+    /// Stops this instance (SIGTERM, then waits) and hands back its directory, for offline
+    /// commands on its data and a later [`Tollgate::start_in`].
+    pub fn stop_keep_dir(mut self) -> tempfile::TempDir {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Whether any file under the data directory contains `needle` (to prove a secret is
@@ -405,6 +410,30 @@ impl Drop for Tollgate {
     }
 }
 
+/// Runs `tollgate ARGS... --data DATA EXTRA...` offline (without an inherited
+/// `TOLLGATE_TOKEN`, which would send it to a server instead).
+pub fn offline(args: &[&str], data: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .env_remove("TOLLGATE_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// [`offline`], which must succeed; its stdout.
+pub fn offline_ok(args: &[&str], data: &Path, extra: &[&str]) -> String {
+    let out = offline(args, data, extra);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Polls `cond` until it holds or `timeout` passes; whether it held. Tests wait for an
 /// observable event this way instead of sleeping a fixed time.
 pub async fn wait_until(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
@@ -464,6 +493,16 @@ pub async fn proxy_request(
         req.body(Full::new(Bytes::from(body.to_string()))).unwrap(),
     )
     .await
+}
+
+/// The status of one `GET` through `tg`'s proxy to `http://localhost:PORT/` of `up` with
+/// `token` as a Bearer caller token.
+pub async fn status_as(tg: &Tollgate, up: SocketAddr, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    let uri = format!("http://localhost:{}/", up.port());
+    proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", &auth)], "")
+        .await
+        .status
 }
 
 /// Sends one request on a new connection to `addr` and reads the whole response.

@@ -54,13 +54,19 @@ pub fn replica_dir(from: &Path, policy: &str) -> tempfile::TempDir {
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     std::fs::write(policies.join("10-test.toml"), policy).unwrap();
-    for sub in ["keys", "ca"] {
-        let to = dir.path().join("data").join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for e in std::fs::read_dir(from.join(sub)).unwrap() {
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
             let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
         }
+    }
+    for sub in ["keys", "ca"] {
+        copy_tree(&from.join(sub), &dir.path().join("data").join(sub));
     }
     dir
 }

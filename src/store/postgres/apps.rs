@@ -158,6 +158,13 @@ impl PgStore {
             )
             .await
             .map_err(pg)?;
+        removed += client
+            .execute(
+                "DELETE FROM token_revocations WHERE expires_at <= $1",
+                &[&now],
+            )
+            .await
+            .map_err(pg)?;
         Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 

@@ -210,6 +210,7 @@ fn change_of(row: &tokio_postgres::Row) -> Option<Change> {
             user: text(4)?,
         },
         "agent_revoked" => Change::AgentRevoked { agent: text(5)? },
+        "tokens_revoked" => Change::TokensRevoked,
         _ => return None,
     })
 }

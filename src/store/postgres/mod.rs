@@ -30,7 +30,7 @@ use super::record::{
     decode, encode, AppRecord, AuditRecord, KeyCheckRecord, TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
-use super::{AgentRevocation, RefreshLease, Store, StoreError, StoreResult};
+use super::{AgentRevocation, RefreshLease, Store, StoreError, StoreResult, TokenRevocation};
 use crate::clock::Clock;
 
 mod apps;
@@ -43,6 +43,7 @@ mod replicas;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod token_revocations;
 
 /// Connections in the pool, per process.
 const POOL_SIZE: usize = 16;
@@ -220,6 +221,7 @@ impl PgStore {
                 ("grant_deleted", Some(org), Some(app), Some(user), None)
             }
             Change::AgentRevoked { agent } => ("agent_revoked", None, None, None, Some(agent)),
+            Change::TokensRevoked => ("tokens_revoked", None, None, None, None),
         };
         let seq: i64 = tx
             .query_one(
@@ -672,6 +674,14 @@ impl Store for PgStore {
 
     async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>> {
         self.agent_revocations().await
+    }
+
+    async fn revoke_tokens(&self, revocation: TokenRevocation) -> StoreResult<TokenRevocation> {
+        self.revoke_tokens_now(revocation).await
+    }
+
+    async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>> {
+        self.token_revocations().await
     }
 
     async fn acquire_refresh_lease(

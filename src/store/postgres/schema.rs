@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_replicas.sql")),
     (3, include_str!("migrations/0003_retention.sql")),
+    (4, include_str!("migrations/0004_token_revocations.sql")),
 ];
 
 /// Advisory lock key serializing migrations (any constant; "tollgate" in ASCII).

@@ -332,6 +332,8 @@ impl KeyCheckRecord {
 
 /// Agent revocations (tree `agent_revocations`, key: the agent ID), unsealed: no secret.
 pub(crate) mod agent;
+/// Caller-token revocations (tree `token_revocations`), unsealed: no secret.
+pub(crate) mod token_revocation;
 
 #[cfg(test)]
 mod tests {

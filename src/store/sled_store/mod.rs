@@ -36,7 +36,7 @@ use super::record::{
     TokenKey, TokenRecord,
 };
 use super::seal::StoreKey;
-use super::{AgentRevocation, Store, StoreError, StoreResult};
+use super::{AgentRevocation, Store, StoreError, StoreResult, TokenRevocation};
 use crate::clock::Clock;
 
 mod consent;
@@ -49,6 +49,7 @@ use sweep::off_runtime;
 mod agents;
 #[cfg(test)]
 mod tests;
+mod token_revocations;
 
 /// Tree names. Changing one orphans existing data, so they are fixed here.
 const TREE_APPS: &str = "apps";
@@ -566,7 +567,8 @@ impl Store for SledStore {
 
     async fn purge_stale(&self) -> StoreResult<usize> {
         let sweeper = self.sweeper();
-        let removed = off_runtime(move || sweeper.purge()).await?;
+        let removed =
+            off_runtime(move || sweeper.purge()).await? + self.purge_token_revocations().await?;
         if removed > 0 {
             self.durable().await?;
         }
@@ -597,5 +599,15 @@ impl Store for SledStore {
 
     async fn list_agent_revocations(&self) -> StoreResult<Vec<AgentRevocation>> {
         self.agent_revocations()
+    }
+
+    // ----- caller-token revocations (token_revocations.rs) -----
+
+    async fn revoke_tokens(&self, revocation: TokenRevocation) -> StoreResult<TokenRevocation> {
+        self.revoke_tokens_now(revocation).await
+    }
+
+    async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>> {
+        self.token_revocations()
     }
 }

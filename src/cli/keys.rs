@@ -1,0 +1,125 @@
+//! `tollgate keys`: list the identity keys, rotate, retire. With a token (`--token` /
+//! `TOLLGATE_TOKEN`, the operator role) through the server's `/v1/keys`; without one offline
+//! against the data directory (and its store, where the operation is audited: with a running
+//! sled server, go through the server).
+
+use serde_json::Value;
+
+use crate::keys::admin::{Actor, KeyAdmin};
+
+/// `tollgate keys` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// List the identity keys: id, state (active, verifying, retired), times.
+    List(super::Place),
+    /// Add a new key of KIND (`identity`) that signs from a few seconds on; the previous one
+    /// keeps verifying until retired.
+    Rotate {
+        /// The key to rotate: `identity`.
+        kind: String,
+        #[command(flatten)]
+        place: super::Place,
+    },
+    /// Retire key ID: tokens and agent credentials it signed are refused from now on.
+    Retire {
+        /// The key's id (`keys list`).
+        id: String,
+        #[command(flatten)]
+        place: super::Place,
+    },
+}
+
+/// Runs a `keys` subcommand.
+pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
+    let place = match &cmd {
+        KeysCommand::List(p) | KeysCommand::Rotate { place: p, .. } => p,
+        KeysCommand::Retire { place: p, .. } => p,
+    };
+    if place.online() {
+        let api = super::app::Api::new(&place.target)?;
+        let (method, path) = match &cmd {
+            KeysCommand::List(_) => (http::Method::GET, "/v1/keys".to_owned()),
+            KeysCommand::Rotate { kind, .. } => {
+                (http::Method::POST, format!("/v1/keys/{kind}/rotate"))
+            }
+            KeysCommand::Retire { id, .. } => (http::Method::POST, format!("/v1/keys/{id}/retire")),
+        };
+        let out = api.call(method, &path, None).await?;
+        return print(&cmd, place.target.json, &out);
+    }
+    if let KeysCommand::List(p) = &cmd {
+        let ring = crate::keys::IdentityRing::load(&p.data.join("keys"))?;
+        let now = crate::clock::Clock::system().now()?;
+        let out = serde_json::json!({ "identity": ring.list(now) });
+        return print(&cmd, p.target.json, &out);
+    }
+    let store = super::open_store(&place.data, place.store.as_deref()).await?;
+    let admin = KeyAdmin::new(
+        place.data.join("keys"),
+        store.clone(),
+        crate::clock::Clock::system(),
+        None,
+    );
+    let out = match &cmd {
+        KeysCommand::Rotate { kind, .. } => {
+            let kid = admin.rotate(kind, &Actor::offline()).await?;
+            serde_json::json!({ "kind": kind, "kid": kid })
+        }
+        KeysCommand::Retire { id, .. } => {
+            admin.retire(id, &Actor::offline()).await?;
+            serde_json::json!({ "kid": id, "retired": true })
+        }
+        KeysCommand::List(_) => Value::Null,
+    };
+    store.flush().await?;
+    print(&cmd, place.target.json, &out)
+}
+
+fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
+    if json {
+        println!("{out}");
+        return Ok(());
+    }
+    match cmd {
+        KeysCommand::List(_) => {
+            println!(
+                "{:<18} {:<10} {:<9} {:<21} {:<21} RETIRED",
+                "KID", "STATE", "ORIGINAL", "CREATED", "SUPERSEDED"
+            );
+            for k in out["identity"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<18} {:<10} {:<9} {:<21} {:<21} {}",
+                    k["kid"].as_str().unwrap_or("-"),
+                    k["state"].as_str().unwrap_or("-"),
+                    if k["original"] == true { "yes" } else { "no" },
+                    time(&k["created_at"]),
+                    time(&k["superseded_at"]),
+                    time(&k["retired_at"]),
+                );
+            }
+        }
+        KeysCommand::Rotate { .. } => println!(
+            "rotated: key {} signs new tokens and agent credentials from a few seconds on; the \
+             previous key keeps verifying until `tollgate keys retire` (or 30 days)",
+            out["kid"].as_str().unwrap_or("?")
+        ),
+        KeysCommand::Retire { .. } => println!(
+            "retired key {}: what it signed is refused",
+            out["kid"].as_str().unwrap_or("?")
+        ),
+    }
+    Ok(())
+}
+
+/// Unix seconds as RFC 3339, or `-`.
+fn time(v: &Value) -> String {
+    v.as_u64().map_or_else(
+        || "-".to_owned(),
+        |s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+            .to_string()
+        },
+    )
+}

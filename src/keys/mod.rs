@@ -1,0 +1,21 @@
+//! Key management (issue 18): every key has an id, and the identity key rotates without an
+//! outage.
+//!
+//! The identity key ring ([`identity_ring`]) lives next to the original key file: `keys/identity.key`
+//! (created at first start, what platforms that mint their own tokens read) and, once rotated,
+//! `keys/identity/<kid>.key` with `keys/identity/ring.json` naming the active key and when
+//! each older one was superseded or retired. Caller tokens and agent credentials carry the
+//! signing key's `kid`; a token without one (minted before, or by a platform) is verified
+//! with the original key. Older keys keep verifying until they are retired, by hand
+//! (`tollgate keys retire ID`) or automatically [`MAX_TOKEN_TTL`] after they were superseded.
+//! A running server reads the ring again when it changes on disk ([`watch`]), so a rotation
+//! made by `tollgate keys rotate identity`, by the operator API, or on another replica sharing
+//! the keys directory applies without a restart.
+//!
+//! [`MAX_TOKEN_TTL`]: crate::identity::revoked::MAX_TOKEN_TTL
+
+pub mod admin;
+pub mod identity_ring;
+pub mod watch;
+
+pub use identity_ring::{IdentityRing, KeyInfo, KeyState, RingError};
