@@ -122,12 +122,9 @@ impl Egress {
             .policies
             .current()
             .decide_in_policy(policy, org, &host, port);
-        let (route, allow_private) = match decision {
-            Decision::Allow {
-                route,
-                allow_private,
-                ..
-            } => (route, allow_private),
+        let reach = decision.reach();
+        let route = match decision {
+            Decision::Allow { route, .. } => route,
             Decision::Deny { reason, .. } => {
                 return Err(EgressError::Denied {
                     policy: policy.to_string(),
@@ -138,10 +135,7 @@ impl Egress {
         };
         // Direct: resolve once, guard, dial. Agent: the agent resolves and applies its own
         // allowlist, as for every other use of an agent route.
-        let stream = self
-            .router
-            .connect(&route, allow_private, &host, port)
-            .await?;
+        let stream = self.router.connect(&route, &reach, &host, port).await?;
         let (mut parts, body) = req.into_parts();
         // Origin-form on the wire; Host from the URL, never from the caller.
         let path = parts

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
 use super::fasthash::FastHash;
 use super::files::{read_dir_files, DirFiles};
 use super::index::{Index, IndexBuilder, RuleId};
@@ -32,6 +34,9 @@ pub struct PolicyInfo {
     /// `mode = "report"`: what its rules would deny its `orgs` is allowed, logged as
     /// `would_deny`.
     pub report: bool,
+    /// `upstream_proxy` (default true): `false` makes its direct routes bypass the parent
+    /// proxy (`--upstream-proxy`).
+    pub upstream_proxy: bool,
 }
 
 impl PolicyInfo {
@@ -86,6 +91,10 @@ pub struct PolicySet {
     /// Org → the first report-mode policy that names it: whose route a destination no rule
     /// allows takes for that org (usually empty; looked up only to relax a denial).
     pub(super) report_orgs: HashMap<Arc<str>, u32, FastHash>,
+    /// The allow rules with `cidrs`, in precedence order, with their networks: a name no
+    /// host rule allows is allowed on a direct route when every address it resolves to is
+    /// inside them (`decide::resolved_cidrs`). Empty in most sets.
+    pub(super) cidr_rules: Vec<(RuleId, Arc<[IpNet]>)>,
     /// Number of files loaded, for the reload log line and `/readyz`.
     files: usize,
 }
@@ -197,7 +206,11 @@ impl PolicySet {
                 let index = set.policies.len() as u32;
                 let allow_rules = p.allow.len();
                 for rule in p.allow {
-                    allow.add(set.allow_rules.len() as RuleId, &rule);
+                    let id = set.allow_rules.len() as RuleId;
+                    allow.add(id, &rule);
+                    if !rule.cidrs.is_empty() {
+                        set.cidr_rules.push((id, rule.cidrs.as_slice().into()));
+                    }
                     set.allow_rules.push(AllowRule {
                         policy: index,
                         at: at(rule.line),
@@ -220,6 +233,7 @@ impl PolicySet {
                     defined_at: at(p.line),
                     allow_rules,
                     report: p.report,
+                    upstream_proxy: p.upstream_proxy,
                 });
             }
         }

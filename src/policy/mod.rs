@@ -20,6 +20,7 @@ mod limits;
 mod model;
 mod parse;
 mod path;
+mod reach;
 pub mod watch;
 
 #[cfg(test)]
@@ -38,3 +39,4 @@ pub(crate) use model::HostPattern;
 pub use model::{is_id, PolicyError, Route, RuleRef, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};
 pub(crate) use parse::{parse_cidr, parse_host_pattern};
 pub use path::{normalize_path, PathError};
+pub use reach::{Reach, Within};

@@ -40,6 +40,8 @@ struct RawPolicy {
     orgs: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    upstream_proxy: Option<Spanned<bool>>,
     /// Validated separately, rule by rule (see the module docs); listed here so that serde
     /// accepts the key and names it in "expected one of" messages.
     #[serde(default)]
@@ -333,9 +335,18 @@ fn parse_policy(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<PolicyD
             false
         }
     };
+    let upstream_proxy = raw.upstream_proxy.as_ref().is_none_or(|u| *u.get_ref());
+    if let (Some(u), Some(Route::Agent(_))) = (&raw.upstream_proxy, &route) {
+        ok = false;
+        cx.err_at(
+            u.span().start,
+            "`upstream_proxy` applies to direct routes only: an agent route never uses the parent proxy",
+        );
+    }
     Some(PolicyDef {
         line,
         report,
+        upstream_proxy,
         name: name.as_str().into(),
         description: raw.description.map(Into::into),
         route: route.filter(|_| ok)?,

@@ -114,7 +114,7 @@ async fn open(
         route => Some(
             state
                 .router
-                .connect(route, target.allow_private, &target.host, port)
+                .connect(route, &target.reach, &target.host, port)
                 .await?,
         ),
     };

@@ -265,7 +265,8 @@ impl ProxyError {
                 body.insert("reason".into(), json!(p.reason));
             }
             ProxyError::Upstream(SendError::Dial(DialError::Direct(
-                DirectError::DeniedAddress { addr, rule },
+                DirectError::DeniedAddress { addr, rule }
+                | DirectError::OutsideCidrs { addr, rule },
             ))) => {
                 body.insert("address".into(), json!(addr.ip().to_string()));
                 body.insert("rule".into(), json!(rule));

@@ -33,7 +33,7 @@ use super::log::{CountingBody, RequestLog};
 use super::replay::{send_replayable, Reinject};
 use super::{ProxyBody, ProxyState};
 use crate::identity::{Caller, IdentityError};
-use crate::policy::{normalize_path, Decision, DenyReason, Host, RequestInfo, Route};
+use crate::policy::{normalize_path, Decision, DenyReason, Host, Reach, RequestInfo, Route};
 use crate::route::Predialed;
 use crate::store::App;
 
@@ -56,6 +56,8 @@ pub(crate) struct Target {
     /// The policy generation the decision was made under: a tunnel that outlives it decides
     /// again (`super::live`).
     pub(crate) generation: u64,
+    /// How a direct route may reach the destination (`Decision::reach`), for the dial.
+    pub(crate) reach: Reach,
 }
 
 /// Phase 1: the caller, from `Proxy-Authorization` (missing, expired or forged → `407`).
@@ -204,6 +206,7 @@ fn into_target(
         } => Ok(Target {
             route: route.clone(),
             allow_private: *allow_private,
+            reach: decision.reach(),
             caller,
             host,
             port,
@@ -256,11 +259,11 @@ pub(crate) async fn exchange(
     };
     let started = Instant::now();
     let send = |req| async move {
-        let (route, private) = (&target.route, target.allow_private);
+        let (route, reach) = (&target.route, &target.reach);
         let sent = if upgrade {
-            state.router.upgrade(route, private, req).await
+            state.router.upgrade(route, reach, req).await
         } else {
-            state.router.send(route, private, req, predialed).await
+            state.router.send(route, reach, req, predialed).await
         };
         Ok::<_, ProxyError>(sent?)
     };

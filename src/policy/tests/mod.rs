@@ -6,6 +6,7 @@ mod limits;
 mod load;
 mod matching;
 mod parse;
+mod reach;
 mod report;
 mod set;
 
