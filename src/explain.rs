@@ -199,6 +199,11 @@ pub fn run(
             "networks": w.nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })),
         "upstream_tls_port": (*port != target.port).then_some(*port),
+        "limits": set.limits_for(org, host).map(|l| json!({
+            "name": l.name.as_ref(),
+            "rule": l.at.to_string(),
+            "rate": l.describe(),
+        })).collect::<Vec<_>>(),
         "method": request.map(|(m, _)| m),
         "path": normalized.as_ref().map(|p| match p {
             Ok(p) => p.to_string(),
@@ -330,6 +335,14 @@ fn print_text(out: &Value, org: &str, user: Option<&str>, apps_known: bool) {
     if out["intercept"] == true {
         println!(
             "inspect:  the rule limits methods or paths: a CONNECT is intercepted and each request decided (clients must trust the tollgate CA)"
+        );
+    }
+    for l in out["limits"].as_array().into_iter().flatten() {
+        println!(
+            "limit:    {} ({}) at {}: 429 rate_limited beyond it",
+            l["name"].as_str().unwrap_or_default(),
+            l["rate"].as_str().unwrap_or_default(),
+            l["rule"].as_str().unwrap_or_default()
         );
     }
     let a = &out["app"];

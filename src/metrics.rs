@@ -35,6 +35,13 @@ pub struct WouldDenyLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `tollgate_rate_limited_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    /// The `[[limit]]` that refused (limits are few and named by admins: low cardinality).
+    pub limit: String,
+}
+
 /// Every metric tollgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +62,8 @@ pub struct Metrics {
     /// Requests a report-mode policy allowed that its rules would deny, by policy and reason:
     /// what enforcing it would break.
     pub would_deny: Family<WouldDenyLabels, Counter>,
+    /// Requests refused with `429 rate_limited`, by limit.
+    pub rate_limited: Family<RateLimitedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -111,7 +120,14 @@ impl Metrics {
             "Requests allowed by a report-mode policy that would deny them, by policy and reason",
             would_deny.clone(),
         );
+        let rate_limited = Family::<RateLimitedLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a [[limit]] of the policy files, by limit",
+            rate_limited.clone(),
+        );
         Metrics {
+            rate_limited,
             registry,
             requests,
             upstream_latency,

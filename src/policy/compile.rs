@@ -11,10 +11,12 @@ use ipnet::IpNet;
 
 use super::fasthash::FastHash;
 use super::files::{read_dir_files, DirFiles};
+use super::host::Host;
 use super::index::{Index, IndexBuilder, RuleId};
 use super::limits::{GlobCache, Limits};
 use super::model::{FileDef, PolicyError, PortSet, Route, RuleRef};
 use super::parse::parse_file;
+use super::ratelimit::LimitDef;
 
 /// A policy as loaded: what `tollgate policy explain` and listings show about it.
 #[derive(Clone, Debug)]
@@ -95,6 +97,8 @@ pub struct PolicySet {
     /// host rule allows is allowed on a direct route when every address it resolves to is
     /// inside them (`decide::resolved_cidrs`). Empty in most sets.
     pub(super) cidr_rules: Vec<(RuleId, Arc<[IpNet]>)>,
+    /// The `[[limit]]` blocks, in file-name then position order (usually none).
+    pub(super) limits: Vec<LimitDef>,
     /// Number of files loaded, for the reload log line and `/readyz`.
     files: usize,
 }
@@ -148,10 +152,26 @@ impl PolicySet {
         let mut errors = unreadable;
         let mut defs = Vec::with_capacity(files.len());
         let mut first_def: HashMap<Arc<str>, (&str, usize)> = HashMap::new();
+        let mut first_limit: HashMap<Arc<str>, (&str, usize)> = HashMap::new();
         let mut globs = GlobCache::new();
         for (file, src) in files {
             let start = errors.len();
             let def = parse_file(file, src, &mut errors, &mut globs);
+            for l in &def.limits {
+                match first_limit.get(&l.name) {
+                    Some((f, line)) => errors.push(PolicyError {
+                        file: file.clone(),
+                        line: l.at.line,
+                        message: format!(
+                            "duplicate limit name {:?}: already defined at {f}:{line}",
+                            l.name
+                        ),
+                    }),
+                    None => {
+                        first_limit.insert(l.name.clone(), (file, l.at.line));
+                    }
+                }
+            }
             for p in &def.policies {
                 match first_def.get(&p.name) {
                     Some((f, l)) => errors.push(PolicyError {
@@ -201,6 +221,10 @@ impl PolicySet {
                     at: at(rule.line),
                     ports: rule.ports.clone(),
                 });
+            }
+            for mut l in def.limits {
+                l.at = at(l.at.line);
+                set.limits.push(l);
             }
             for p in def.policies {
                 let index = set.policies.len() as u32;
@@ -265,6 +289,15 @@ impl PolicySet {
     /// Number of files the set was loaded from.
     pub fn file_count(&self) -> usize {
         self.files
+    }
+
+    /// The `[[limit]]` blocks that count a request of a caller of `org` to `host`.
+    pub fn limits_for<'a>(
+        &'a self,
+        org: &'a str,
+        host: &'a Host,
+    ) -> impl Iterator<Item = &'a LimitDef> + 'a {
+        self.limits.iter().filter(move |l| l.applies(org, host))
     }
 
     /// Number of `[[deny]]` rules in the set.

@@ -16,10 +16,12 @@ mod fasthash;
 mod files;
 mod host;
 mod index;
+pub mod limiter;
 mod limits;
 mod model;
 mod parse;
 mod path;
+mod ratelimit;
 mod reach;
 pub mod watch;
 
@@ -39,4 +41,5 @@ pub(crate) use model::HostPattern;
 pub use model::{is_id, PolicyError, Route, RuleRef, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};
 pub(crate) use parse::{parse_cidr, parse_host_pattern};
 pub use path::{normalize_path, PathError};
+pub use ratelimit::{LimitDef, LimitKey};
 pub use reach::{Reach, Within};

@@ -134,6 +134,8 @@ pub(crate) struct FileDef {
     pub policies: Vec<PolicyDef>,
     /// Its `[[deny]]` rules, in file order.
     pub deny: Vec<RuleDef>,
+    /// Its `[[limit]]` blocks, in file order.
+    pub limits: Vec<super::ratelimit::LimitDef>,
 }
 
 /// `[a-z0-9-]+`, at most [`MAX_ID_LEN`] long: policy names and agent IDs (the ID in

@@ -105,6 +105,10 @@ async fn open(
     let intercept = app.is_some()
         || target.decision.inspect()
         || (state.intercept_when)(&target.caller, &target.host, target.port);
+    // A blind tunnel counts once against the `[[limit]]`s; an intercepted one per request.
+    if !intercept {
+        pipeline::rate_limit(state, &target, None, log)?;
+    }
     let started = Instant::now();
     let conn = match &target.route {
         Route::Agent(_) if intercept => {

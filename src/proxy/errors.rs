@@ -75,6 +75,9 @@ pub enum ProxyError {
     /// The client did not send a buffered request body within the body timeout.
     #[error("the request body did not arrive within {}s", .0.as_secs())]
     BodyTimeout(std::time::Duration),
+    /// A `[[limit]]` of the policy files refuses the request for now.
+    #[error("rate limit {} exceeded: retry after {}s", .0.limit, .0.retry_after_secs())]
+    RateLimited(crate::policy::limiter::Exceeded),
 }
 
 impl From<InjectError> for ProxyError {
@@ -169,6 +172,7 @@ impl ProxyError {
             ProxyError::Internal(_) => "internal_error",
             ProxyError::CallerOverloaded(_) => "overloaded",
             ProxyError::BodyTimeout(_) => "body_timeout",
+            ProxyError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -191,6 +195,7 @@ impl ProxyError {
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::CallerOverloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -215,6 +220,7 @@ impl ProxyError {
             ProxyError::Misdirected(_) => "http_request_error",
             ProxyError::CallerOverloaded(_) => "proxy_internal_error",
             ProxyError::BodyTimeout(_) => "http_request_error",
+            ProxyError::RateLimited(_) => "http_request_denied",
         }
     }
 
@@ -295,6 +301,11 @@ impl ProxyError {
                 body.insert("reason".into(), json!("per_caller_connection_limit"));
                 body.insert("limit".into(), json!(limit));
             }
+            ProxyError::RateLimited(e) => {
+                body.insert("limit".into(), json!(e.limit.as_ref()));
+                body.insert("rule".into(), json!(e.at.to_string()));
+                body.insert("retry_after".into(), json!(e.retry_after_secs()));
+            }
             _ => {}
         }
     }
@@ -309,6 +320,10 @@ impl ProxyError {
         let mut resp = json_response(self.status(), &Value::Object(body));
         let status_value = proxy_status(self.proxy_status_type(), &message);
         resp.headers_mut().insert("proxy-status", status_value);
+        if let ProxyError::RateLimited(e) = self {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, e.retry_after_secs().into());
+        }
         if let ProxyError::AuthRequired(_) = self {
             resp.headers_mut().insert(
                 PROXY_AUTHENTICATE,
@@ -419,6 +434,14 @@ mod tests {
             ProxyError::Internal("x".into()),
             ProxyError::CallerOverloaded(256),
             ProxyError::BodyTimeout(std::time::Duration::from_secs(30)),
+            ProxyError::RateLimited(crate::policy::limiter::Exceeded {
+                limit: "per-user".into(),
+                at: crate::policy::RuleRef {
+                    file: "l.toml".into(),
+                    line: 2,
+                },
+                retry_after: std::time::Duration::from_millis(1500),
+            }),
         ];
         for e in cases {
             let r = e.into_response();

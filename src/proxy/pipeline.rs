@@ -226,6 +226,35 @@ pub(crate) async fn app(
     Ok(state.injector.lookup(caller, host).await?)
 }
 
+/// The policy files' `[[limit]]` blocks for one request (or blind tunnel) of the target's
+/// caller, with the app whose token it would carry: `429 rate_limited` beyond one, counted
+/// in `tollgate_rate_limited_total` and logged with the limit's rule.
+pub(crate) fn rate_limit(
+    state: &ProxyState,
+    target: &Target,
+    app: Option<&str>,
+    log: &mut RequestLog,
+) -> Result<(), ProxyError> {
+    let set = state.policies.current();
+    let who = crate::policy::limiter::Subject {
+        org: &target.caller.org,
+        user: &target.caller.user,
+        app,
+        host: &target.host,
+    };
+    state.rate_limits.check(&set, &who).map_err(|e| {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::RateLimitedLabels {
+                limit: e.limit.to_string(),
+            })
+            .inc();
+        log.rule = Some(e.at.clone());
+        ProxyError::RateLimited(e)
+    })
+}
+
 /// Phase 4: injects `app`'s token (if any), sends `req` (absolute URI, headers prepared) on
 /// the target's route, and replays it once when the upstream rejects the token. Request body
 /// bytes are counted into the log. `predialed` is the intercepted `CONNECT`'s connection, for
@@ -238,6 +267,7 @@ pub(crate) async fn exchange(
     log: &mut RequestLog,
     predialed: Option<&Arc<Predialed>>,
 ) -> Result<Response<Incoming>, ProxyError> {
+    rate_limit(state, target, app.as_ref().map(|a| a.id.as_str()), log)?;
     let (mut parts, body) = req.into_parts();
     // A WebSocket handshake goes on an unpooled connection of its own (`super::upgrade`).
     let upgrade = super::upgrade::restore(&mut parts.headers, &parts.extensions);

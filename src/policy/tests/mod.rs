@@ -3,6 +3,7 @@
 
 mod decide;
 mod limits;
+mod limits_files;
 mod load;
 mod matching;
 mod parse;
