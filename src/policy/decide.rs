@@ -322,8 +322,10 @@ impl PolicySet {
                 within: None,
             },
             None => {
-                // A name's `cidrs` rules before report mode: a real (conditional) allow.
-                let resolved = match self.cidr_rules.is_empty() {
+                // A name's `cidrs` rules before report mode: a real (conditional) allow. Not
+                // when a host rule for the name and port refused the method or path: that
+                // rule is the admins' word on the name, which a network rule does not widen.
+                let resolved = match self.cidr_rules.is_empty() || refused.is_some() {
                     true => None,
                     false => self.resolved_cidrs(only, org, host, port, request),
                 };
@@ -398,7 +400,7 @@ impl PolicySet {
 }
 
 impl PolicySet {
-    /// A name no host rule allows, on a direct route, when a visible policy has `cidrs` rules
+    /// A name no host rule matches (for the port), on a direct route, when a visible policy has `cidrs` rules
     /// for the port (and the request): allowed on the condition that every address the name
     /// resolves to is inside their networks, which the dialer checks after resolving it once
     /// (`Decision::Allow::within`). Like Squid's `dst` ACLs; the decision names the first

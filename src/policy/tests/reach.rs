@@ -201,3 +201,19 @@ fn a_cidrs_condition_respects_method_limits_and_the_egress_policy() {
     let d = s.decide_in_policy("hosts", "acme", &host("idp.internal"), 443);
     assert!(!d.is_allowed(), "{d:?}");
 }
+
+#[test]
+fn a_host_rule_that_refuses_the_request_is_not_widened_by_cidrs() {
+    let s = set(&[(
+        "10-p.toml",
+        "[[policy]]\nname = \"p\"\nroute = \"direct\"\n  [[policy.allow]]\n  hosts = [\"api.example\"]\n  methods = [\"GET\"]\n  [[policy.allow]]\n  cidrs = [\"10.0.0.0/8\"]\n  ports = [443]\n",
+    )]);
+    let post = RequestInfo {
+        method: "POST",
+        path: Ok("/"),
+    };
+    let d = s.decide_request("acme", &host("api.example"), 443, &post);
+    assert_eq!(d.reason(), "method_not_allowed", "{d:?}");
+    let d = s.decide_request("acme", &host("other.example"), 443, &post);
+    assert!(d.reach().within.is_some(), "{d:?}");
+}
