@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::squid::{Squid, PASSWORD};
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `localhost` by name through the parent; loopback addresses by CIDR without it.
 const PARENT_AND_BYPASS: &str = r#"
@@ -44,6 +43,7 @@ async fn upstream_proxy_false_bypasses_the_parent_for_that_policy_only() {
     let a = auth(&tg, "acme");
     let via = echo_upstream().await;
     let direct = echo_upstream().await;
+    let echo = tcp_echo().await;
     let r = proxy_request(
         tg.proxy,
         "GET",
@@ -63,15 +63,10 @@ async fn upstream_proxy_false_bypasses_the_parent_for_that_policy_only() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // A tunnel under the bypassing policy too.
-    let echo = tcp_echo().await;
     let (r, tunnel) =
         proxy_connect(tg.proxy, &echo.to_string(), &[("proxy-authorization", &a)]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut tunnel = tunnel.unwrap();
-    tunnel.write_all(b"no parent").await.unwrap();
-    let mut buf = [0u8; 9];
-    tunnel.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"no parent");
+    let mut tunnel = tunnel.unwrap_or_else(|| panic!("{}: {}", r.status, r.text()));
+    assert_echoes(&mut tunnel, b"no parent").await;
 
     // Squid logs a tunnel when it closes: stop tollgate, which closes its pooled connections.
     drop((tunnel, tg));
@@ -147,11 +142,7 @@ async fn a_name_allowed_through_cidrs_connects_only_inside_them() {
     let a = auth(&tg, "acme");
     let (r, tunnel) = proxy_connect(tg.proxy, &to, &[("proxy-authorization", &a)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let mut tunnel = tunnel.unwrap();
-    tunnel.write_all(b"inside").await.unwrap();
-    let mut buf = [0u8; 6];
-    tunnel.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"inside");
+    assert_echoes(&mut tunnel.unwrap(), b"inside").await;
     let b = auth(&tg, "beta");
     let (r, _) = proxy_connect(tg.proxy, &to, &[("proxy-authorization", &b)]).await;
     assert_proxy_error(&r, 403, "destination_denied");
@@ -164,11 +155,8 @@ fn explain(dir: &std::path::Path, org: &str, target: &str) -> Value {
         .args(["--org", org, target])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

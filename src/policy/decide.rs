@@ -325,9 +325,10 @@ impl PolicySet {
                 // A name's `cidrs` rules before report mode: a real (conditional) allow. Not
                 // when a host rule for the name and port refused the method or path: that
                 // rule is the admins' word on the name, which a network rule does not widen.
-                let resolved = match self.cidr_rules.is_empty() || refused.is_some() {
+                let name = matches!(host, Host::Name(_));
+                let resolved = match !name || self.cidr_rules.is_empty() || refused.is_some() {
                     true => None,
-                    false => self.resolved_cidrs(only, org, host, port, request),
+                    false => self.resolved_cidrs(only, org, port, request),
                 };
                 let relaxed = resolved.or_else(|| match only {
                     None => self.report_mode(org, refused, port_refused),
@@ -410,13 +411,9 @@ impl PolicySet {
         &self,
         only: Option<u32>,
         org: &str,
-        host: &Host,
         port: u16,
         request: Option<&RequestInfo<'_>>,
     ) -> Option<Decision> {
-        let Host::Name(_) = host else {
-            return None;
-        };
         let mut first: Option<(&AllowRule, &Arc<[IpNet]>)> = None;
         let mut more: Vec<IpNet> = Vec::new();
         let mut inspect = false;

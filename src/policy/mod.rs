@@ -8,7 +8,9 @@
 //! [`Decision`]). Matching never walks every rule: exact names and `*.suffix` patterns are
 //! hashed (one probe per label boundary; see `index` for why this replaces globset), CIDRs are
 //! indexed by prefix length. [`watch::Policies`] holds the set in force and swaps it
-//! atomically when the directory changes.
+//! atomically when the directory changes. Beside the rules, files hold `[[limit]]` blocks
+//! (`ratelimit`), counted by [`limiter::RateLimiters`]; a decision's [`Reach`] tells the
+//! direct dialer how far it may go (private addresses, the parent proxy, `cidrs` conditions).
 
 mod compile;
 mod decide;

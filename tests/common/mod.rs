@@ -640,6 +640,18 @@ pub async fn intercepted_tls(
         .expect("client trusts the certificate tollgate minted from its CA")
 }
 
+/// Writes `payload` into an open tunnel to a TCP echo server and asserts it comes back.
+pub async fn assert_echoes<S>(tunnel: &mut S, payload: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tunnel.write_all(payload).await.unwrap();
+    let mut buf = vec![0u8; payload.len()];
+    tunnel.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, payload);
+}
+
 /// Asserts an error tollgate generated: `status`, a `Proxy-Status` naming tollgate, a JSON
 /// body with `error` = `code` and a `message`. Returns the body.
 pub fn assert_proxy_error(r: &Resp, status: u16, code: &str) -> serde_json::Value {
