@@ -241,7 +241,8 @@ impl Server {
             &key,
             revocations.clone(),
         ));
-        let verifier = Arc::new(Verifier::new(key));
+        let issuers = Arc::new(crate::identity::Issuers::new(self.config.issuers.clone()));
+        let verifier = Arc::new(Verifier::new(key).with_issuers(issuers.clone()));
         let metrics = Arc::new(Metrics::new());
         let agents = Arc::new(Registry::new(
             metrics.agents.clone(),
@@ -274,6 +275,13 @@ impl Server {
             self.upstream_tls.clone(),
         ));
         let oauth = self.oauth(&router, &upstream_tls, &metrics).await;
+        // Issuers' JWKS are fetched like provider calls: under a policy, behind the guard.
+        issuers.set_fetcher(Arc::new(crate::oauth::egress::Egress::new(
+            self.policies.clone(),
+            router.clone(),
+            upstream_tls.clone(),
+            self.config.upstream_timeout,
+        )));
         // Revocations from the store apply before the relay accepts an agent, and follow
         // the store's changes from then on.
         let agent_control = Arc::new(AgentControl::new(

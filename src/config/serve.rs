@@ -128,6 +128,8 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// `--upstream-proxy`.
     pub upstream_proxy: Option<ProxyUrl>,
+    /// `[identity]`: OIDC issuers of workload tokens (file only).
+    pub identity: Option<super::identity::IdentityFile>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -278,6 +280,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// Parent proxy of direct routes, when configured.
     pub upstream_proxy: Option<UpstreamProxy>,
+    /// `[[identity.issuer]]`: OIDC issuers whose workload tokens are callers too.
+    pub issuers: Vec<super::identity::IssuerConfig>,
 }
 
 /// Every problem found while resolving the settings.
@@ -478,6 +482,7 @@ impl Config {
             file.upstream_proxy.as_ref(),
             &mut errors,
         );
+        let issuers = super::identity::resolve(file.identity.as_ref(), &mut errors);
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -511,6 +516,7 @@ impl Config {
             login,
             store,
             upstream_proxy,
+            issuers,
         })
     }
 }

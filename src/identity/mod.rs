@@ -13,6 +13,8 @@
 
 mod cache;
 mod header;
+pub mod issuer;
+pub mod jwks;
 mod mint;
 #[cfg(test)]
 mod tests;
@@ -20,6 +22,7 @@ mod verify;
 
 use std::sync::Arc;
 
+pub use issuer::{Issuers, JwksFetch};
 pub use mint::{generate_key_text, load_key_file, mint};
 pub use verify::Verifier;
 
@@ -94,6 +97,13 @@ pub enum IdentityError {
     /// The host clock is unusable, so no expiry can be checked: refused, never assumed fresh.
     #[error("the proxy's clock is unusable")]
     Clock,
+    /// An issuer's token whose keys are not cached yet (or whose `kid` is unknown and a
+    /// refetch is allowed): await [`Verifier::fetch_issuer_keys`], then verify again.
+    #[error("the issuer's keys are being fetched")]
+    KeysNeeded,
+    /// An issuer's token refused, with why (no token data in it).
+    #[error("token refused: {0}")]
+    Refused(&'static str),
 }
 
 /// The HS256 signing key (`data/keys/identity.key`). `Debug` never prints it.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::cache::{Cache, CACHE_MAX_BYTES};
 use super::header::{self, Credentials};
+use super::issuer::Issuers;
 use super::{valid_name, Caller, IdentityError, IdentityKey};
 use super::{CACHE_CAPACITY, LEEWAY_SECS, MAX_HEADER_LEN, MAX_ROLES};
 use crate::clock::Clock;
@@ -55,6 +56,8 @@ pub struct Verifier {
     cache: Cache,
     /// Source of the current time for `exp` / `nbf`.
     clock: Clock,
+    /// `[[identity.issuer]]`: workload tokens from OIDC issuers (`super::issuer`).
+    pub(super) issuers: Arc<Issuers>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -88,7 +91,14 @@ impl Verifier {
             validation,
             cache: Cache::new(CACHE_CAPACITY, CACHE_MAX_BYTES),
             clock,
+            issuers: Arc::default(),
         }
+    }
+
+    /// Also accepts the workload tokens of `issuers`.
+    pub fn with_issuers(mut self, issuers: Arc<Issuers>) -> Self {
+        self.issuers = issuers;
+        self
     }
 
     /// Number of cached verifications (for metrics and tests).
@@ -133,7 +143,10 @@ impl Verifier {
         if let Some(caller) = self.cache.get(token.as_bytes()) {
             return check_exp(caller, now);
         }
-        let caller = Arc::new(self.decode(token, now)?);
+        let caller = Arc::new(match self.issuers.verify(token, now) {
+            Some(verdict) => verdict?,
+            None => self.decode(token, now)?,
+        });
         self.cache.insert(token.as_bytes(), caller.clone(), now);
         Ok(caller)
     }

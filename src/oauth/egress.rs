@@ -203,3 +203,29 @@ where
         .to_bytes();
     Ok(Response::from_parts(parts, body.to_vec()))
 }
+
+/// Workload issuers' JWKS (`[[identity.issuer]]`) are fetched as provider calls are: under
+/// the entry's `egress_policy`, behind the address guard, no redirects.
+impl crate::identity::JwksFetch for Egress {
+    fn get<'a>(
+        &'a self,
+        policy: &'a str,
+        org: &'a str,
+        url: &'a str,
+    ) -> crate::identity::issuer::FetchFuture<'a> {
+        Box::pin(async move {
+            let req = Request::get(url)
+                .header(http::header::ACCEPT, "application/json")
+                .body(Vec::new())
+                .map_err(|e| format!("{url:?}: {e}"))?;
+            let resp = self
+                .send(policy, org, req)
+                .await
+                .map_err(|e| e.to_string())?;
+            if resp.status() != http::StatusCode::OK {
+                return Err(format!("{url} answered {}", resp.status()));
+            }
+            Ok(resp.into_body())
+        })
+    }
+}

@@ -95,7 +95,7 @@ async fn open(
     let (host, port) = connect_target(req)?;
     log.host = Some(host.to_string());
     log.port = port;
-    let caller = pipeline::identify(state, req.headers(), log)?;
+    let caller = pipeline::identify(state, req.headers(), log).await?;
     let target = pipeline::decide(state, caller, host, port, log)?;
     let app = pipeline::app(state, &target.caller, &target.host).await?;
     // Intercepted only where a token is needed: the host is bound to an app of the caller's

@@ -44,7 +44,7 @@ async fn forward(
     let (host, port, authority) = target_of(&req)?;
     log.host = Some(host.to_string());
     log.port = port;
-    let caller = pipeline::identify(state, req.headers(), log)?;
+    let caller = pipeline::identify(state, req.headers(), log).await?;
     // The app before the decision: a plain-http request to an outbound application's domains
     // is forwarded over TLS unless the app says otherwise (the default port 80 becomes 443),
     // so the policy decides on the port actually dialed.

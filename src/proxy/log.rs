@@ -93,6 +93,12 @@ impl RequestLog {
             };
             self.reason = e.code().into();
         }
+        // A refused credential says why (never with the token): expired, wrong audience...
+        if let super::errors::ProxyError::AuthRequired(why) = e {
+            if *why != crate::identity::IdentityError::Missing {
+                self.reason = format!("{}: {why}", e.code()).into();
+            }
+        }
     }
 
     /// Records the policy decision. A request allowed only by a report-mode policy is

@@ -61,17 +61,31 @@ pub(crate) struct Target {
 }
 
 /// Phase 1: the caller, from `Proxy-Authorization` (missing, expired or forged → `407`).
-pub(crate) fn identify(
+/// A workload token whose issuer's keys are not cached waits for one JWKS fetch and is
+/// verified again (`identity::issuer`).
+pub(crate) async fn identify(
     state: &ProxyState,
     headers: &HeaderMap,
     log: &mut RequestLog,
 ) -> Result<Arc<Caller>, ProxyError> {
     let caller = match headers.get(http::header::PROXY_AUTHORIZATION) {
         None => return Err(ProxyError::AuthRequired(IdentityError::Missing)),
-        Some(v) => state
-            .verifier
-            .verify_header(v.as_bytes())
-            .map_err(ProxyError::AuthRequired)?,
+        Some(v) => match state.verifier.verify_header(v.as_bytes()) {
+            Err(IdentityError::KeysNeeded) => {
+                state.verifier.fetch_issuer_keys(v.as_bytes()).await;
+                state
+                    .verifier
+                    .verify_header(v.as_bytes())
+                    .map_err(|e| match e {
+                        IdentityError::KeysNeeded => {
+                            IdentityError::Refused("the issuer's keys are unavailable")
+                        }
+                        e => e,
+                    })
+            }
+            verdict => verdict,
+        }
+        .map_err(ProxyError::AuthRequired)?,
     };
     log.caller = Some(caller.clone());
     Ok(caller)

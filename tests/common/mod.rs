@@ -12,7 +12,7 @@
 //! forced predicate or a request hook), [`guard`] (the address guard's dialer with a static
 //! resolver), [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages),
 //! [`squid`] (a real Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
-//! client, Python `websockets`).
+//! client, Python `websockets`) and [`workload`] (an OIDC issuer's JWKS and its CI tokens).
 
 #![allow(dead_code)]
 
@@ -30,6 +30,7 @@ pub mod squid;
 pub mod tls;
 pub mod webhook;
 pub mod websocket;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
