@@ -200,7 +200,7 @@ impl Issuer {
         }
         for (claim, accepted) in &cfg.require {
             let value = lookup(&claims, claim).and_then(as_text);
-            if !value.is_some_and(|v| accepted.iter().any(|a| *a == v)) {
+            if !value.is_some_and(|v| accepted.contains(&v)) {
                 return Err(IdentityError::Refused("a required claim does not match"));
             }
         }
