@@ -264,3 +264,119 @@ fn numeric_date(v: &Value) -> Option<u64> {
     // Truncation is the intent: NumericDate fractions are sub-second precision.
     (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then_some(f as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::identity::IdentityKey;
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// Serves one JWKS body, counting the calls.
+    struct Fixed(String, std::sync::atomic::AtomicUsize);
+
+    impl JwksFetch for Fixed {
+        fn get<'a>(&'a self, policy: &'a str, org: &'a str, _: &'a str) -> FetchFuture<'a> {
+            assert_eq!((policy, org), ("gitlab-oidc", "acme"));
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { Ok(self.0.clone().into_bytes()) })
+        }
+    }
+
+    fn setup() -> (Verifier, ManualClock, Vec<u8>, Arc<Fixed>) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let (x, y) = pair.public_key().as_ref()[1..].split_at(32);
+        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}]});
+        let cfg = IssuerConfig {
+            issuer: "https://gitlab.example".into(),
+            jwks_url: "https://gitlab.example/oauth/discovery/keys".into(),
+            egress_policy: "gitlab-oidc".into(),
+            audience: "tollgate".into(),
+            org: OrgSource::Fixed("acme".into()),
+            user_claim: "user_login".into(),
+            user_prefix: "gl:".into(),
+            roles: vec!["ci".into()],
+            require: vec![("namespace.id".into(), vec!["42".into()])],
+        };
+        let issuers = Arc::new(Issuers::new(vec![cfg]));
+        let fetch = Arc::new(Fixed(jwks.to_string(), Default::default()));
+        issuers.set_fetcher(fetch.clone());
+        let clock = ManualClock::new(NOW);
+        let verifier = Verifier::with_clock(IdentityKey::from_bytes(&[7; 32]), clock.clock())
+            .with_issuers(issuers);
+        (verifier, clock, pkcs8.as_ref().to_vec(), fetch)
+    }
+
+    fn sign(pkcs8: &[u8], claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let key = jsonwebtoken::EncodingKey::from_ec_der(pkcs8);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    fn claims() -> serde_json::Value {
+        json!({"iss": "https://gitlab.example", "aud": ["other", "tollgate"], "exp": NOW + 60,
+            "nbf": NOW + 3, "user_login": "alice", "namespace": {"id": 42}, "roles": ["admin"]})
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_once_then_tokens_verify_synchronously() {
+        let (verifier, clock, pkcs8, fetch) = setup();
+        let token = sign(&pkcs8, claims());
+        let header = format!("Bearer {token}");
+        assert_eq!(
+            verifier.verify_header(header.as_bytes()),
+            Err(IdentityError::KeysNeeded)
+        );
+        verifier.fetch_issuer_keys(header.as_bytes()).await;
+        // nbf 3 s ahead is within the leeway; a numeric claim matches its text; roles are the
+        // entry's, not the token's.
+        let caller = verifier.verify_header(header.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                caller.org.as_str(),
+                caller.user.as_str(),
+                caller.roles.clone()
+            ),
+            ("acme", "gl:alice", vec!["ci".to_string()])
+        );
+        assert_eq!(verifier.cached(), 1);
+        // Past exp + leeway, the cached caller expires.
+        clock.set(NOW + 60 + LEEWAY_SECS + 1);
+        assert_eq!(
+            verifier.verify_header(header.as_bytes()),
+            Err(IdentityError::Expired)
+        );
+        clock.set(NOW);
+        let mut other = claims();
+        other["namespace"]["id"] = json!(43);
+        assert_eq!(
+            verifier.verify_token(&sign(&pkcs8, other)),
+            Err(IdentityError::Refused("a required claim does not match"))
+        );
+        let mut early = claims();
+        early["nbf"] = json!(NOW + LEEWAY_SECS + 1);
+        assert!(matches!(
+            verifier.verify_token(&sign(&pkcs8, early)),
+            Err(IdentityError::Refused(_))
+        ));
+        assert_eq!(fetch.1.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // tollgate's own HS256 tokens (no `iss`) still verify beside them.
+        let own = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &json!({"sub": "bob", "org": "acme", "exp": NOW + 60}),
+            &jsonwebtoken::EncodingKey::from_secret(&[7; 32]),
+        )
+        .unwrap();
+        assert_eq!(verifier.verify_token(&own).unwrap().user, "bob");
+    }
+}
