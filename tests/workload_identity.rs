@@ -117,6 +117,35 @@ async fn github_actions_tokens_are_callers_with_the_entrys_roles() {
 }
 
 #[tokio::test]
+async fn the_entrys_fixed_roles_hold_at_the_admin_api_from_the_first_use() {
+    let jwks = Jwks::start().await;
+    let tg = start(
+        &gha_config(&jwks.url(), OWNER_ID).replace(r#"roles = ["ci"]"#, r#"roles = ["admin"]"#),
+    );
+    // No proxied request first: the admin API fetches the keys itself.
+    let token = jwks.sign("ed-1", &gha_claims("octocat", "octo-org", OWNER_ID));
+    let r = web_request(tg.web, "GET", "/v1/apps", Some(&token), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(jwks.calls(), 1);
+    // Not the operator role, which the entry does not grant.
+    let r = web_request(tg.web, "GET", "/v1/agents", Some(&token), None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // A refused token is a 401 naming why.
+    let mut claims = gha_claims("octocat", "octo-org", OWNER_ID);
+    claims["aud"] = json!("elsewhere");
+    let r = web_request(
+        tg.web,
+        "GET",
+        "/v1/apps",
+        Some(&jwks.sign("ed-1", &claims)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("wrong audience"), "{}", r.text());
+}
+
+#[tokio::test]
 async fn refused_tokens_get_407_with_the_reason_logged() {
     let jwks = Jwks::start().await;
     let tg = start(&gha_config(&jwks.url(), OWNER_ID));

@@ -235,6 +235,24 @@ impl Verifier {
             self.issuers.fetch_keys(&token).await;
         }
     }
+
+    /// [`Verifier::verify_header`], awaiting the issuer's JWKS once when a workload token
+    /// needs keys that are not cached (then never [`IdentityError::KeysNeeded`]). For the
+    /// async callers: the proxy's identify phase and the admin API.
+    pub async fn verify_header_fetching(&self, value: &[u8]) -> Result<Arc<Caller>, IdentityError> {
+        match self.verify_header(value) {
+            Err(IdentityError::KeysNeeded) => {
+                self.fetch_issuer_keys(value).await;
+                self.verify_header(value).map_err(|e| match e {
+                    IdentityError::KeysNeeded => {
+                        IdentityError::Refused("the issuer's keys are unavailable")
+                    }
+                    e => e,
+                })
+            }
+            verdict => verdict,
+        }
+    }
 }
 
 /// The `iss` claim of an unverified token: only to pick the verifier.

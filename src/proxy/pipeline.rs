@@ -70,22 +70,11 @@ pub(crate) async fn identify(
 ) -> Result<Arc<Caller>, ProxyError> {
     let caller = match headers.get(http::header::PROXY_AUTHORIZATION) {
         None => return Err(ProxyError::AuthRequired(IdentityError::Missing)),
-        Some(v) => match state.verifier.verify_header(v.as_bytes()) {
-            Err(IdentityError::KeysNeeded) => {
-                state.verifier.fetch_issuer_keys(v.as_bytes()).await;
-                state
-                    .verifier
-                    .verify_header(v.as_bytes())
-                    .map_err(|e| match e {
-                        IdentityError::KeysNeeded => {
-                            IdentityError::Refused("the issuer's keys are unavailable")
-                        }
-                        e => e,
-                    })
-            }
-            verdict => verdict,
-        }
-        .map_err(ProxyError::AuthRequired)?,
+        Some(v) => state
+            .verifier
+            .verify_header_fetching(v.as_bytes())
+            .await
+            .map_err(ProxyError::AuthRequired)?,
     };
     log.caller = Some(caller.clone());
     Ok(caller)
