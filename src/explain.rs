@@ -30,6 +30,9 @@ pub struct Target {
     /// `--method`: decide one HTTP request (with the URL's path, or `/`) rather than the
     /// destination alone.
     pub method: Option<String>,
+    /// Written as an `http://` URL: a plain-http request, which the proxy forwards over TLS
+    /// to an app's domains with `upstream_tls` (port 80 becoming 443).
+    pub plain_http: bool,
 }
 
 impl Target {
@@ -63,11 +66,15 @@ impl FromStr for Target {
             let path = rest[start..].split(['?', '#']).next().unwrap_or("/");
             Some(path.to_owned())
         });
+        let plain_http = target
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("http"));
         Ok(Target {
             host,
             port,
             path,
             method: None,
+            plain_http,
         })
     }
 }
@@ -142,7 +149,8 @@ pub fn run(
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow!("policies are invalid:\n{}", lines.join("\n"))
     })?;
-    let (host, port) = (&target.host, &target.port);
+    let host = &target.host;
+    let port = &decided_port(target, apps);
     let request = target.request();
     let normalized = request.map(|(_, raw)| normalize_path(raw));
     let d = match (request, &normalized) {
@@ -156,12 +164,21 @@ pub fn run(
         _ => set.decide(org, host, *port),
     };
     let addresses = if resolve {
-        guard_addresses(target, &d)
+        guard_addresses(host, *port, &d)
     } else {
         Vec::new()
     };
     let guard_refuses = addresses.iter().any(|a| a["guard"] == "refused");
-    let allowed = d.is_allowed() && !guard_refuses;
+    let outside = addresses.iter().any(|a| a["cidrs"] == "outside");
+    let allowed = d.is_allowed() && !guard_refuses && !outside;
+    let reach = d.reach();
+    let reason = if guard_refuses {
+        "address guard: resolves to a prohibited address".to_string()
+    } else if outside {
+        "resolves to an address outside the cidrs rules (destination_denied)".to_string()
+    } else {
+        d.reason().to_string()
+    };
     let out = json!({
         "org": org,
         "user": user,
@@ -171,11 +188,22 @@ pub fn run(
             (true, None) => "allowed",
             (false, _) => "denied",
         },
-        "reason": if guard_refuses { "address guard: resolves to a prohibited address" } else { d.reason() },
+        "reason": reason,
         "policy": d.policy().map(|p| p.as_ref()),
         "rule": d.rule().map(|r| r.to_string()),
         "route": d.route().map(|r| r.to_string()),
         "private_allowed": d.allow_private(),
+        "upstream_proxy": (d.route() == Some(&Route::Direct)).then_some(!reach.bypass_parent),
+        "cidrs": reach.within.as_ref().map(|w| json!({
+            "rule": w.rule.to_string(),
+            "networks": w.nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })),
+        "upstream_tls_port": (*port != target.port).then_some(*port),
+        "limits": set.limits_for(org, host).map(|l| json!({
+            "name": l.name.as_ref(),
+            "rule": l.at.to_string(),
+            "rate": l.describe(),
+        })).collect::<Vec<_>>(),
         "method": request.map(|(m, _)| m),
         "path": normalized.as_ref().map(|p| match p {
             Ok(p) => p.to_string(),
@@ -196,20 +224,35 @@ pub fn run(
     Ok(allowed)
 }
 
-/// What the guard would do with the addresses `target` resolves to now, when the decision
-/// routes it directly (an agent resolves on its side; a denial dials nothing).
-fn guard_addresses(target: &Target, d: &Decision) -> Vec<Value> {
+/// The port the proxy decides on for `target`: a plain-http request to the domains of an
+/// app of `apps` with `upstream_tls` is forwarded over TLS, so port 80 becomes 443 (as
+/// `proxy::forward` does before deciding).
+pub fn decided_port(target: &Target, apps: Option<&[Value]>) -> u16 {
+    let tls = target.plain_http
+        && apps
+            .and_then(|list| app_for(list, &target.host))
+            .is_some_and(|a| a["upstream_tls"] == true);
+    match (tls, target.port) {
+        (true, 80) => 443,
+        (_, port) => port,
+    }
+}
+
+/// What the guard (and a `cidrs` condition) would do with the addresses `host` resolves to
+/// now, when the decision routes it directly (an agent resolves on its side; a denial dials
+/// nothing).
+fn guard_addresses(host: &Host, port: u16, d: &Decision) -> Vec<Value> {
     let Decision::Allow {
         route: Route::Direct,
         allow_private,
+        within,
         ..
     } = d
     else {
         return Vec::new();
     };
-    let port = target.port;
     let mut addresses = Vec::new();
-    let ips: Vec<std::net::IpAddr> = match &target.host {
+    let ips: Vec<std::net::IpAddr> = match host {
         Host::Ip(ip) => vec![*ip],
         Host::Name(name) => {
             use std::net::ToSocketAddrs;
@@ -228,11 +271,15 @@ fn guard_addresses(target: &Target, d: &Decision) -> Vec<Value> {
         let refused = guard
             .check(SocketAddr::new(ip, port), *allow_private)
             .is_err();
-        addresses.push(json!({
+        let mut a = json!({
             "address": ip.to_string(),
             "class": classify(ip).as_str(),
             "guard": if refused { "refused" } else { "ok" },
-        }));
+        });
+        if let Some(w) = within {
+            a["cidrs"] = json!(if w.contains(ip) { "inside" } else { "outside" });
+        }
+        addresses.push(a);
     }
     addresses
 }
@@ -263,12 +310,39 @@ fn print_text(out: &Value, org: &str, user: Option<&str>, apps_known: bool) {
     println!("rule:     {}", s("rule"));
     println!("route:    {}", s("route"));
     println!("private:  {}", s("private_allowed"));
+    if let Some(p) = out["upstream_tls_port"].as_u64() {
+        println!("port:     {p}: the app's upstream_tls forwards plain http over TLS");
+    }
+    if out["upstream_proxy"] == false {
+        println!("parent:   bypassed (upstream_proxy = false)");
+    }
+    if let Some(c) = out["cidrs"].as_object() {
+        let nets: Vec<&str> = c["networks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "cidrs:    the name is allowed by cidrs rule {} only if every address it resolves to is in {}",
+            c["rule"].as_str().unwrap_or_default(),
+            nets.join(", ")
+        );
+    }
     if out["method"].is_string() {
         println!("request:  {} {}", s("method"), s("path"));
     }
     if out["intercept"] == true {
         println!(
             "inspect:  the rule limits methods or paths: a CONNECT is intercepted and each request decided (clients must trust the tollgate CA)"
+        );
+    }
+    for l in out["limits"].as_array().into_iter().flatten() {
+        println!(
+            "limit:    {} ({}) at {}: 429 rate_limited beyond it",
+            l["name"].as_str().unwrap_or_default(),
+            l["rate"].as_str().unwrap_or_default(),
+            l["rule"].as_str().unwrap_or_default()
         );
     }
     let a = &out["app"];
@@ -296,10 +370,14 @@ fn print_text(out: &Value, org: &str, user: Option<&str>, apps_known: bool) {
         match a.get("error") {
             Some(e) => println!("address:  {}", e.as_str().unwrap_or_default()),
             None => println!(
-                "address:  {} ({}) guard {}",
+                "address:  {} ({}) guard {}{}",
                 a["address"].as_str().unwrap_or_default(),
                 a["class"].as_str().unwrap_or_default(),
-                a["guard"].as_str().unwrap_or_default()
+                a["guard"].as_str().unwrap_or_default(),
+                a["cidrs"]
+                    .as_str()
+                    .map(|c| format!(", {c} the cidrs"))
+                    .unwrap_or_default()
             ),
         }
     }
@@ -325,6 +403,23 @@ mod tests {
         assert_eq!(id("www.example.com").as_deref(), Some("wide"));
         assert_eq!(id("example.com"), None);
         assert_eq!(id("10.0.0.1"), None);
+    }
+
+    /// As `proxy::forward` does: plain http to an app's domains with `upstream_tls` is
+    /// decided on port 443 when written for 80; https, other ports and other apps unchanged.
+    #[test]
+    fn explain_decides_on_the_port_upstream_tls_dials() {
+        let apps = vec![
+            json!({"id": "tls", "domains": ["api.example"], "upstream_tls": true}),
+            json!({"id": "plain", "domains": ["plain.example"], "upstream_tls": false}),
+        ];
+        let port = |t: &str, apps: Option<&[Value]>| decided_port(&t.parse().unwrap(), apps);
+        assert_eq!(port("http://api.example/v1", Some(&apps)), 443);
+        assert_eq!(port("http://api.example:8080/v1", Some(&apps)), 8080);
+        assert_eq!(port("http://plain.example/", Some(&apps)), 80);
+        assert_eq!(port("http://other.example/", Some(&apps)), 80);
+        assert_eq!(port("api.example:80", Some(&apps)), 80, "not plain http");
+        assert_eq!(port("http://api.example/v1", None), 80, "apps unknown");
     }
 
     #[test]

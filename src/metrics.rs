@@ -91,6 +91,13 @@ pub struct StoreOpLabels {
     pub operation: &'static str,
 }
 
+/// Labels of `tollgate_rate_limited_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    /// The `[[limit]]` that refused (limits are few and named by admins: low cardinality).
+    pub limit: String,
+}
+
 /// Every metric tollgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -125,6 +132,8 @@ pub struct Metrics {
     pub open_connections: Family<ListenerLabels, Gauge>,
     /// Latency of store operations, by operation (measured in `store::timed`).
     pub store_latency: Family<StoreOpLabels, Histogram>,
+    /// Requests refused with `429 rate_limited`, by limit.
+    pub rate_limited: Family<RateLimitedLabels, Counter>,
     /// The policy set whose status the scrape reads.
     policies: OnceLock<Arc<Policies>>,
     /// Serializes the scrape-time sync of the policy series (two scrapes at once).
@@ -240,6 +249,12 @@ impl Metrics {
             "Latency of store operations by operation",
             store_latency.clone(),
         );
+        let rate_limited = Family::<RateLimitedLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a [[limit]] of the policy files, by limit",
+            rate_limited.clone(),
+        );
         Metrics {
             policy_reloads,
             policy_last_reload,
@@ -250,6 +265,7 @@ impl Metrics {
             store_latency,
             policies: OnceLock::new(),
             sync: Mutex::new(()),
+            rate_limited,
             registry,
             requests,
             upstream_latency,

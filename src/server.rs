@@ -262,7 +262,10 @@ impl Server {
             &key,
             revocations.clone(),
         ));
-        let verifier = Arc::new(Verifier::new(key).with_max_ttl(self.config.max_token_ttl));
+        let issuers = Arc::new(crate::identity::Issuers::new(self.config.issuers.clone()));
+        let verifier = Arc::new(Verifier::new(key)
+                .with_max_ttl(self.config.max_token_ttl)
+                .with_issuers(issuers.clone()));
         // The identity key ring (issue 18): every key that still verifies, and its changes
         // on disk from now on.
         let keys_dir = self.data.root.join("keys");
@@ -319,6 +322,13 @@ impl Server {
             self.upstream_tls.clone(),
         ));
         let oauth = self.oauth(&router, &upstream_tls, &metrics).await;
+        // Issuers' JWKS are fetched like provider calls: under a policy, behind the guard.
+        issuers.set_fetcher(Arc::new(crate::oauth::egress::Egress::new(
+            self.policies.clone(),
+            router.clone(),
+            upstream_tls.clone(),
+            self.config.upstream_timeout,
+        )));
         // Revocations from the store apply before the relay accepts an agent, and follow
         // the store's changes from then on.
         let agent_control = Arc::new(AgentControl::new(

@@ -346,11 +346,15 @@ async fn report_mode_allows_and_logs_what_it_would_deny() {
     assert_eq!(line["policy"], "rollout", "{line}");
     assert_eq!(line["status"], 200, "{line}");
 
-    // A host no rule allows is let through too, but the address guard still applies: a
-    // name that resolves to loopback is refused.
-    let (status, body) = curl(&tg, &[], &format!("http://localhost:{}/x", up.port())).await;
+    // A destination no rule allows is let through too, but the address guard still applies:
+    // the IPv6 loopback (outside the rule's CIDR) is refused.
+    let (status, body) = curl(&tg, &["-g"], &format!("http://[::1]:{}/x", up.port())).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "destination_ip_prohibited", "{body}");
+    // A name is matched against the CIDR rule by its resolved addresses: `localhost` is
+    // inside 127.0.0.0/8, so its GET is allowed outright.
+    let (status, body) = curl(&tg, &[], &format!("http://localhost:{}/x", up.port())).await;
+    assert_eq!(status, 200, "{body}");
     // Deny rules apply in full.
     let (status, body) = curl(&tg, &[], &format!("http://127.0.0.99:{}/x", up.port())).await;
     assert_eq!(status, 403, "{body}");

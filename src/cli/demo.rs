@@ -77,6 +77,11 @@ async fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
             web_max_connections: Some(DEMO_MAX_CONNECTIONS),
             ..Default::default()
         },
+        // No balancer to tell: Ctrl-C stops at once.
+        replicas: crate::config::replicas::ReplicaOverrides {
+            shutdown_delay: Some("0s".into()),
+            ..Default::default()
+        },
         ..Default::default()
     })?;
     let server = crate::server::Server::bind(config).await?;

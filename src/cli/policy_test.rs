@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
-use crate::explain::{app_for, Target};
+use crate::explain::{app_for, decided_port, Target};
 use crate::policy::{normalize_path, PolicySet, RequestInfo};
 
 /// A case file.
@@ -153,7 +153,11 @@ fn check(set: &PolicySet, case: &Case, apps: Option<&Apps>) -> Result<(), String
         method: &case.method,
         path: normalized.as_deref().map_err(|e| *e),
     };
-    let d = set.decide_request(&case.org, &target.host, target.port, &info);
+    let case_apps = apps
+        .filter(|a| a.org == case.org)
+        .map(|a| a.list.as_slice());
+    let port = decided_port(&target, case_apps);
+    let d = set.decide_request(&case.org, &target.host, port, &info);
     let mut got = format!(
         "{} ({}",
         if d.is_allowed() { "allow" } else { "deny" },
@@ -167,6 +171,9 @@ fn check(set: &PolicySet, case: &Case, apps: Option<&Apps>) -> Result<(), String
     }
     if let Some(r) = d.route() {
         let _ = write!(got, "; route {r}");
+    }
+    if d.reach().within.is_some() {
+        got.push_str("; if every address the name resolves to is inside the cidrs");
     }
     got.push(')');
     let mut wrong = Vec::new();

@@ -139,6 +139,8 @@ pub struct FileConfig {
     pub audit_retention: Option<String>,
     /// `--max-token-ttl`.
     pub max_token_ttl: Option<String>,
+    /// `[identity]`: OIDC issuers of workload tokens (file only).
+    pub identity: Option<super::identity::IdentityFile>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -302,6 +304,8 @@ pub struct Config {
     pub replicas: Replicas,
     /// Caller tokens with a longer lifetime are refused.
     pub max_token_ttl: Duration,
+    /// `[[identity.issuer]]`: OIDC issuers whose workload tokens are callers too.
+    pub issuers: Vec<super::identity::IssuerConfig>,
 }
 
 /// Every problem found while resolving the settings.
@@ -526,6 +530,7 @@ impl Config {
             file.upstream_proxy.as_ref(),
             &mut errors,
         );
+        let issuers = super::identity::resolve(file.identity.as_ref(), &mut errors);
         if !errors.is_empty() {
             // One report per problem (`--trusted-proxies` is read by two flag groups).
             let mut seen = std::collections::HashSet::new();
@@ -564,6 +569,7 @@ impl Config {
             store,
             upstream_proxy,
             replicas,
+            issuers,
         })
     }
 }

@@ -13,6 +13,8 @@
 
 mod cache;
 mod header;
+pub mod issuer;
+pub mod jwks;
 mod mint;
 pub mod revoked;
 #[cfg(test)]
@@ -24,6 +26,7 @@ use std::sync::Arc;
 pub use mint::{generate_key_text, load_key_file, mint, random_hex};
 pub use revoked::{Revocation, RevokedSet};
 pub use verify::{KeySet, Verifier};
+pub use issuer::{Issuers, JwksFetch};
 
 /// Clock skew tolerated on `exp` (and `nbf`), in seconds: platforms mint on other hosts.
 pub const LEEWAY_SECS: u64 = 5;
@@ -104,6 +107,13 @@ pub enum IdentityError {
     /// The host clock is unusable, so no expiry can be checked: refused, never assumed fresh.
     #[error("the proxy's clock is unusable")]
     Clock,
+    /// An issuer's token whose keys are not cached yet (or whose `kid` is unknown and a
+    /// refetch is allowed): await [`Verifier::fetch_issuer_keys`], then verify again.
+    #[error("the issuer's keys are being fetched")]
+    KeysNeeded,
+    /// An issuer's token refused, with why (no token data in it).
+    #[error("token refused: {0}")]
+    Refused(&'static str),
 }
 
 /// The HS256 signing key (`data/keys/identity.key`). `Debug` never prints it.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 use super::cache::{Cache, CACHE_MAX_BYTES};
 use super::header::{self, Credentials};
 use super::revoked::RevokedSet;
+use super::issuer::Issuers;
 use super::{valid_name, Caller, IdentityError, IdentityKey};
 use super::{CACHE_CAPACITY, LEEWAY_SECS, MAX_HEADER_LEN, MAX_ROLES};
 use crate::clock::Clock;
@@ -67,6 +68,8 @@ pub struct Verifier {
     /// Revoked tokens (`tollgate token revoke`), checked on every verification, cache hits
     /// included; filled by whoever follows the store.
     revoked: Arc<RevokedSet>,
+    /// `[[identity.issuer]]`: workload tokens from OIDC issuers (`super::issuer`).
+    pub(super) issuers: Arc<Issuers>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -102,6 +105,7 @@ impl Verifier {
             clock,
             max_ttl: super::DEFAULT_MAX_TOKEN_TTL.as_secs(),
             revoked: Arc::default(),
+            issuers: Arc::default(),
         }
     }
 
@@ -130,6 +134,12 @@ impl Verifier {
     /// The set of revoked tokens this verifier refuses, for the store follower to fill.
     pub fn revoked(&self) -> &Arc<RevokedSet> {
         &self.revoked
+    }
+
+    /// Also accepts the workload tokens of `issuers`.
+    pub fn with_issuers(mut self, issuers: Arc<Issuers>) -> Self {
+        self.issuers = issuers;
+        self
     }
 
     /// Number of cached verifications (for metrics and tests).
@@ -174,7 +184,10 @@ impl Verifier {
         let caller = match self.cache.get(token.as_bytes()) {
             Some(caller) => check_exp(caller, now)?,
             None => {
-                let caller = Arc::new(self.decode(token, now)?);
+                let caller = Arc::new(match self.issuers.verify(token, now) {
+                    Some(verdict) => verdict?,
+                    None => self.decode(token, now)?,
+                });
                 self.cache.insert(token.as_bytes(), caller.clone(), now);
                 caller
             }

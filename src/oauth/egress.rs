@@ -122,12 +122,9 @@ impl Egress {
             .policies
             .current()
             .decide_in_policy(policy, org, &host, port);
-        let (route, allow_private) = match decision {
-            Decision::Allow {
-                route,
-                allow_private,
-                ..
-            } => (route, allow_private),
+        let reach = decision.reach();
+        let route = match decision {
+            Decision::Allow { route, .. } => route,
             Decision::Deny { reason, .. } => {
                 return Err(EgressError::Denied {
                     policy: policy.to_string(),
@@ -138,10 +135,7 @@ impl Egress {
         };
         // Direct: resolve once, guard, dial. Agent: the agent resolves and applies its own
         // allowlist, as for every other use of an agent route.
-        let stream = self
-            .router
-            .connect(&route, allow_private, &host, port)
-            .await?;
+        let stream = self.router.connect(&route, &reach, &host, port).await?;
         let (mut parts, body) = req.into_parts();
         // Origin-form on the wire; Host from the URL, never from the caller.
         let path = parts
@@ -208,4 +202,30 @@ where
         .map_err(|e| EgressError::Http(format!("reading the response: {e}")))?
         .to_bytes();
     Ok(Response::from_parts(parts, body.to_vec()))
+}
+
+/// Workload issuers' JWKS (`[[identity.issuer]]`) are fetched as provider calls are: under
+/// the entry's `egress_policy`, behind the address guard, no redirects.
+impl crate::identity::JwksFetch for Egress {
+    fn get<'a>(
+        &'a self,
+        policy: &'a str,
+        org: &'a str,
+        url: &'a str,
+    ) -> crate::identity::issuer::FetchFuture<'a> {
+        Box::pin(async move {
+            let req = Request::get(url)
+                .header(http::header::ACCEPT, "application/json")
+                .body(Vec::new())
+                .map_err(|e| format!("{url:?}: {e}"))?;
+            let resp = self
+                .send(policy, org, req)
+                .await
+                .map_err(|e| e.to_string())?;
+            if resp.status() != http::StatusCode::OK {
+                return Err(format!("{url} answered {}", resp.status()));
+            }
+            Ok(resp.into_body())
+        })
+    }
 }

@@ -7,12 +7,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
 use super::fasthash::FastHash;
 use super::files::{read_dir_files, DirFiles};
+use super::host::Host;
 use super::index::{Index, IndexBuilder, RuleId};
 use super::limits::{GlobCache, Limits};
 use super::model::{FileDef, PolicyError, PortSet, Route, RuleRef};
 use super::parse::parse_file;
+use super::ratelimit::LimitDef;
 
 /// A policy as loaded: what `tollgate policy explain` and listings show about it.
 #[derive(Clone, Debug)]
@@ -32,6 +36,9 @@ pub struct PolicyInfo {
     /// `mode = "report"`: what its rules would deny its `orgs` is allowed, logged as
     /// `would_deny`.
     pub report: bool,
+    /// `upstream_proxy` (default true): `false` makes its direct routes bypass the parent
+    /// proxy (`--upstream-proxy`).
+    pub upstream_proxy: bool,
 }
 
 impl PolicyInfo {
@@ -86,6 +93,12 @@ pub struct PolicySet {
     /// Org → the first report-mode policy that names it: whose route a destination no rule
     /// allows takes for that org (usually empty; looked up only to relax a denial).
     pub(super) report_orgs: HashMap<Arc<str>, u32, FastHash>,
+    /// The allow rules with `cidrs`, in precedence order, with their networks: a name no
+    /// host rule allows is allowed on a direct route when every address it resolves to is
+    /// inside them (`decide::resolved_cidrs`). Empty in most sets.
+    pub(super) cidr_rules: Vec<(RuleId, Arc<[IpNet]>)>,
+    /// The `[[limit]]` blocks, in file-name then position order (usually none).
+    pub(super) limits: Vec<LimitDef>,
     /// Number of files loaded, for the reload log line and `/readyz`.
     files: usize,
 }
@@ -139,10 +152,26 @@ impl PolicySet {
         let mut errors = unreadable;
         let mut defs = Vec::with_capacity(files.len());
         let mut first_def: HashMap<Arc<str>, (&str, usize)> = HashMap::new();
+        let mut first_limit: HashMap<Arc<str>, (&str, usize)> = HashMap::new();
         let mut globs = GlobCache::new();
         for (file, src) in files {
             let start = errors.len();
             let def = parse_file(file, src, &mut errors, &mut globs);
+            for l in &def.limits {
+                match first_limit.get(&l.name) {
+                    Some((f, line)) => errors.push(PolicyError {
+                        file: file.clone(),
+                        line: l.at.line,
+                        message: format!(
+                            "duplicate limit name {:?}: already defined at {f}:{line}",
+                            l.name
+                        ),
+                    }),
+                    None => {
+                        first_limit.insert(l.name.clone(), (file, l.at.line));
+                    }
+                }
+            }
             for p in &def.policies {
                 match first_def.get(&p.name) {
                     Some((f, l)) => errors.push(PolicyError {
@@ -193,11 +222,19 @@ impl PolicySet {
                     ports: rule.ports.clone(),
                 });
             }
+            for mut l in def.limits {
+                l.at = at(l.at.line);
+                set.limits.push(l);
+            }
             for p in def.policies {
                 let index = set.policies.len() as u32;
                 let allow_rules = p.allow.len();
                 for rule in p.allow {
-                    allow.add(set.allow_rules.len() as RuleId, &rule);
+                    let id = set.allow_rules.len() as RuleId;
+                    allow.add(id, &rule);
+                    if !rule.cidrs.is_empty() {
+                        set.cidr_rules.push((id, rule.cidrs.as_slice().into()));
+                    }
                     set.allow_rules.push(AllowRule {
                         policy: index,
                         at: at(rule.line),
@@ -220,6 +257,7 @@ impl PolicySet {
                     defined_at: at(p.line),
                     allow_rules,
                     report: p.report,
+                    upstream_proxy: p.upstream_proxy,
                 });
             }
         }
@@ -251,6 +289,15 @@ impl PolicySet {
     /// Number of files the set was loaded from.
     pub fn file_count(&self) -> usize {
         self.files
+    }
+
+    /// The `[[limit]]` blocks that count a request of a caller of `org` to `host`.
+    pub fn limits_for<'a>(
+        &'a self,
+        org: &'a str,
+        host: &'a Host,
+    ) -> impl Iterator<Item = &'a LimitDef> + 'a {
+        self.limits.iter().filter(move |l| l.applies(org, host))
     }
 
     /// Number of `[[deny]]` rules in the set.

@@ -8,12 +8,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
 use super::compile::AllowRule;
 use super::compile::PolicySet;
 use super::host::Host;
 use super::index::RuleKind;
 use super::model::{Route, RuleRef};
 use super::path::PathError;
+use super::reach::{Reach, Within};
 
 /// What a decision knows of an HTTP request (none for a `CONNECT`).
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +52,12 @@ pub enum Decision {
         /// org relaxed its own rules: what they would have denied it for (logged as
         /// `would_deny`).
         would_deny: Option<DenyReason>,
+        /// The winning policy's `upstream_proxy`: `false` makes a direct route bypass the
+        /// parent proxy.
+        upstream_proxy: bool,
+        /// Set when a name is allowed only through `cidrs` rules ([`RuleKind::ResolvedCidr`]):
+        /// the dialer refuses it unless every address it resolves to is inside.
+        within: Option<Within>,
     },
     /// The destination is refused.
     Deny {
@@ -175,6 +184,23 @@ impl Decision {
         matches!(self, Decision::Allow { inspect: true, .. })
     }
 
+    /// How a direct route may reach the destination (the strictest [`Reach`] when denied).
+    pub fn reach(&self) -> Reach {
+        match self {
+            Decision::Allow {
+                allow_private,
+                upstream_proxy,
+                within,
+                ..
+            } => Reach {
+                private: *allow_private,
+                bypass_parent: !upstream_proxy,
+                within: within.clone(),
+            },
+            Decision::Deny { .. } => Reach::default(),
+        }
+    }
+
     /// Whether the address guard lets private addresses through (false when denied).
     pub fn allow_private(&self) -> bool {
         matches!(
@@ -292,12 +318,22 @@ impl PolicySet {
                 allow_private: rule.private || kind == RuleKind::Cidr,
                 inspect: rule.limits.is_some(),
                 would_deny: None,
+                upstream_proxy: policy.upstream_proxy,
+                within: None,
             },
             None => {
-                let relaxed = match only {
+                // A name's `cidrs` rules before report mode: a real (conditional) allow. Not
+                // when a host rule for the name and port refused the method or path: that
+                // rule is the admins' word on the name, which a network rule does not widen.
+                let name = matches!(host, Host::Name(_));
+                let resolved = match !name || self.cidr_rules.is_empty() || refused.is_some() {
+                    true => None,
+                    false => self.resolved_cidrs(only, org, port, request),
+                };
+                let relaxed = resolved.or_else(|| match only {
                     None => self.report_mode(org, refused, port_refused),
                     Some(_) => None,
-                };
+                });
                 relaxed.unwrap_or_else(|| match refused {
                     Some((reason, _, rule)) => Decision::Deny {
                         reason,
@@ -338,6 +374,8 @@ impl PolicySet {
                     allow_private: rule.private || kind == RuleKind::Cidr,
                     inspect: true,
                     would_deny: Some(reason),
+                    upstream_proxy: policy.upstream_proxy,
+                    within: None,
                 })
             }
             None => {
@@ -354,9 +392,69 @@ impl PolicySet {
                     } else {
                         DenyReason::NoMatchingRule
                     }),
+                    upstream_proxy: policy.upstream_proxy,
+                    within: None,
                 })
             }
         }
+    }
+}
+
+impl PolicySet {
+    /// A name no host rule matches (for the port), on a direct route, when a visible policy has `cidrs` rules
+    /// for the port (and the request): allowed on the condition that every address the name
+    /// resolves to is inside their networks, which the dialer checks after resolving it once
+    /// (`Decision::Allow::within`). Like Squid's `dst` ACLs; the decision names the first
+    /// such rule, and its policy gives the route settings. `None`: no such rule, so the name
+    /// is never resolved for this.
+    fn resolved_cidrs(
+        &self,
+        only: Option<u32>,
+        org: &str,
+        port: u16,
+        request: Option<&RequestInfo<'_>>,
+    ) -> Option<Decision> {
+        let mut first: Option<(&AllowRule, &Arc<[IpNet]>)> = None;
+        let mut more: Vec<IpNet> = Vec::new();
+        let mut inspect = false;
+        for (id, nets) in &self.cidr_rules {
+            let rule = &self.allow_rules[*id as usize];
+            let policy = &self.policies[rule.policy as usize];
+            if only.is_some_and(|p| p != rule.policy)
+                || policy.route != Route::Direct
+                || !policy.visible_to(org)
+                || !rule.ports.contains(port)
+                || request.is_some_and(|r| refuses(rule, r).is_some())
+            {
+                continue;
+            }
+            inspect |= rule.limits.is_some();
+            match first {
+                None => first = Some((rule, nets)),
+                Some(_) => more.extend(nets.iter().copied()),
+            }
+        }
+        let (rule, nets) = first?;
+        let nets = if more.is_empty() {
+            nets.clone()
+        } else {
+            nets.iter().copied().chain(more).collect()
+        };
+        let policy = &self.policies[rule.policy as usize];
+        Some(Decision::Allow {
+            policy: policy.name.clone(),
+            rule: rule.at.clone(),
+            kind: RuleKind::ResolvedCidr,
+            route: Route::Direct,
+            allow_private: true,
+            inspect,
+            would_deny: None,
+            upstream_proxy: policy.upstream_proxy,
+            within: Some(Within {
+                nets,
+                rule: rule.at.clone(),
+            }),
+        })
     }
 }
 

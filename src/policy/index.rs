@@ -41,6 +41,9 @@ pub enum RuleKind {
     SuffixHost,
     /// A CIDR (the target was an IP literal).
     Cidr,
+    /// `cidrs` rules for a name that no host rule allows: allowed when every address the
+    /// name resolves to is inside them (checked by the dialer).
+    ResolvedCidr,
     /// No rule: a report-mode policy of the caller's org let a denied destination through
     /// (the decision's `rule` is the policy's header).
     ReportMode,
@@ -52,6 +55,7 @@ impl fmt::Display for RuleKind {
             RuleKind::ExactHost => "exact host",
             RuleKind::SuffixHost => "host suffix",
             RuleKind::Cidr => "cidr",
+            RuleKind::ResolvedCidr => "cidr (every resolved address inside)",
             RuleKind::ReportMode => "report mode",
         })
     }

@@ -8,7 +8,9 @@
 //! [`Decision`]). Matching never walks every rule: exact names and `*.suffix` patterns are
 //! hashed (one probe per label boundary; see `index` for why this replaces globset), CIDRs are
 //! indexed by prefix length. [`watch::Policies`] holds the set in force and swaps it
-//! atomically when the directory changes.
+//! atomically when the directory changes. Beside the rules, files hold `[[limit]]` blocks
+//! (`ratelimit`), counted by [`limiter::RateLimiters`]; a decision's [`Reach`] tells the
+//! direct dialer how far it may go (private addresses, the parent proxy, `cidrs` conditions).
 
 mod compile;
 mod decide;
@@ -16,10 +18,13 @@ mod fasthash;
 mod files;
 mod host;
 mod index;
+pub mod limiter;
 mod limits;
 mod model;
 mod parse;
 mod path;
+mod ratelimit;
+mod reach;
 pub mod watch;
 
 #[cfg(test)]
@@ -38,3 +43,5 @@ pub(crate) use model::HostPattern;
 pub use model::{is_id, PolicyError, Route, RuleRef, DEFAULT_ALLOW_PORTS, MAX_ID_LEN};
 pub(crate) use parse::{parse_cidr, parse_host_pattern};
 pub use path::{normalize_path, PathError};
+pub use ratelimit::{LimitDef, LimitKey};
+pub use reach::{Reach, Within};

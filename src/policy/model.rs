@@ -51,7 +51,7 @@ impl fmt::Display for Route {
 }
 
 /// Where a rule was written: `file:line`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RuleRef {
     /// File name relative to the policies directory.
     pub file: Arc<str>,
@@ -122,6 +122,9 @@ pub(crate) struct PolicyDef {
     pub report: bool,
     /// Its `[[policy.allow]]` rules, in file order.
     pub allow: Vec<RuleDef>,
+    /// `upstream_proxy` (default true): whether its direct routes go through the parent
+    /// proxy when one is configured; `false` bypasses it.
+    pub upstream_proxy: bool,
 }
 
 /// Everything one file defines (complete only when no error was reported for it).
@@ -131,6 +134,8 @@ pub(crate) struct FileDef {
     pub policies: Vec<PolicyDef>,
     /// Its `[[deny]]` rules, in file order.
     pub deny: Vec<RuleDef>,
+    /// Its `[[limit]]` blocks, in file order.
+    pub limits: Vec<super::ratelimit::LimitDef>,
 }
 
 /// `[a-z0-9-]+`, at most [`MAX_ID_LEN`] long: policy names and agent IDs (the ID in

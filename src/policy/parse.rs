@@ -40,6 +40,8 @@ struct RawPolicy {
     orgs: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    upstream_proxy: Option<Spanned<bool>>,
     /// Validated separately, rule by rule (see the module docs); listed here so that serde
     /// accepts the key and names it in "expected one of" messages.
     #[serde(default)]
@@ -129,7 +131,7 @@ impl Lines {
 }
 
 /// Collects the errors of one file.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     file: &'a str,
     lines: Lines,
     errors: &'a mut Vec<PolicyError>,
@@ -138,12 +140,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err_at(&mut self, offset: usize, message: impl Into<String>) {
+    pub(super) fn err_at(&mut self, offset: usize, message: impl Into<String>) {
         let line = self.lines.line(offset);
         self.err_line(line, message);
     }
 
-    fn err_line(&mut self, line: usize, message: impl Into<String>) {
+    pub(super) fn err_line(&mut self, line: usize, message: impl Into<String>) {
         self.errors.push(PolicyError {
             file: self.file.to_owned(),
             line,
@@ -211,10 +213,17 @@ pub(crate) fn parse_file(
                     }
                 }
             }
+            "limit" => {
+                for item in array_of_tables(&mut cx, "limit", value) {
+                    if let Some(l) = super::ratelimit::parse_limit(&mut cx, item) {
+                        def.limits.push(l);
+                    }
+                }
+            }
             other => cx.err_at(
                 key.span().start,
                 format!(
-                    "unknown key `{other}` (a policy file holds [[policy]] and [[deny]] tables)"
+                    "unknown key `{other}` (a policy file holds [[policy]], [[deny]] and [[limit]] tables)"
                 ),
             ),
         }
@@ -333,9 +342,18 @@ fn parse_policy(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<PolicyD
             false
         }
     };
+    let upstream_proxy = raw.upstream_proxy.as_ref().is_none_or(|u| *u.get_ref());
+    if let (Some(u), Some(Route::Agent(_))) = (&raw.upstream_proxy, &route) {
+        ok = false;
+        cx.err_at(
+            u.span().start,
+            "`upstream_proxy` applies to direct routes only: an agent route never uses the parent proxy",
+        );
+    }
     Some(PolicyDef {
         line,
         report,
+        upstream_proxy,
         name: name.as_str().into(),
         description: raw.description.map(Into::into),
         route: route.filter(|_| ok)?,
@@ -346,7 +364,7 @@ fn parse_policy(cx: &mut Ctx<'_>, item: &Spanned<DeValue<'_>>) -> Option<PolicyD
 
 /// Deserializes one table into its raw type `T`, with the line of its header; a failure is
 /// reported (at its own span, or that line) and yields `None`.
-fn raw_item<T: DeserializeOwned>(
+pub(super) fn raw_item<T: DeserializeOwned>(
     cx: &mut Ctx<'_>,
     item: &Spanned<DeValue<'_>>,
 ) -> Option<(usize, T)> {

@@ -95,7 +95,7 @@ async fn open(
     let (host, port) = connect_target(req)?;
     log.host = Some(host.to_string());
     log.port = port;
-    let caller = pipeline::identify(state, req.headers(), log)?;
+    let caller = pipeline::identify(state, req.headers(), log).await?;
     let target = pipeline::decide(state, caller, host, port, log)?;
     let app = pipeline::app(state, &target.caller, &target.host).await?;
     // Intercepted only where a token is needed: the host is bound to an app of the caller's
@@ -105,6 +105,10 @@ async fn open(
     let intercept = app.is_some()
         || target.decision.inspect()
         || (state.intercept_when)(&target.caller, &target.host, target.port);
+    // A blind tunnel counts once against the `[[limit]]`s; an intercepted one per request.
+    if !intercept {
+        pipeline::rate_limit(state, &target, None, log)?;
+    }
     let started = Instant::now();
     let conn = match &target.route {
         Route::Agent(_) if intercept => {
@@ -114,7 +118,7 @@ async fn open(
         route => Some(
             state
                 .router
-                .connect(route, target.allow_private, &target.host, port)
+                .connect(route, &target.reach, &target.host, port)
                 .await?,
         ),
     };

@@ -80,6 +80,9 @@ pub enum ProxyError {
     /// refresh, a consent ticket); cached requests go on. Retry shortly.
     #[error("tollgate's store is unreachable and this request needs it; retry shortly")]
     StoreUnavailable,
+    /// A `[[limit]]` of the policy files refuses the request for now.
+    #[error("rate limit {} exceeded: retry after {}s", .0.limit, .0.retry_after_secs())]
+    RateLimited(crate::policy::limiter::Exceeded),
 }
 
 impl From<InjectError> for ProxyError {
@@ -179,6 +182,7 @@ impl ProxyError {
             ProxyError::CallerOverloaded(_) => "overloaded",
             ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::StoreUnavailable => "store_unavailable",
+            ProxyError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -202,6 +206,7 @@ impl ProxyError {
             ProxyError::CallerOverloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -227,6 +232,7 @@ impl ProxyError {
             ProxyError::CallerOverloaded(_) => "proxy_internal_error",
             ProxyError::BodyTimeout(_) => "http_request_error",
             ProxyError::StoreUnavailable => "proxy_internal_error",
+            ProxyError::RateLimited(_) => "http_request_denied",
         }
     }
 
@@ -277,7 +283,8 @@ impl ProxyError {
                 body.insert("reason".into(), json!(p.reason));
             }
             ProxyError::Upstream(SendError::Dial(DialError::Direct(
-                DirectError::DeniedAddress { addr, rule },
+                DirectError::DeniedAddress { addr, rule }
+                | DirectError::OutsideCidrs { addr, rule },
             ))) => {
                 body.insert("address".into(), json!(addr.ip().to_string()));
                 body.insert("rule".into(), json!(rule));
@@ -306,6 +313,11 @@ impl ProxyError {
                 body.insert("reason".into(), json!("per_caller_connection_limit"));
                 body.insert("limit".into(), json!(limit));
             }
+            ProxyError::RateLimited(e) => {
+                body.insert("limit".into(), json!(e.limit.as_ref()));
+                body.insert("rule".into(), json!(e.at.to_string()));
+                body.insert("retry_after".into(), json!(e.retry_after_secs()));
+            }
             _ => {}
         }
     }
@@ -320,6 +332,10 @@ impl ProxyError {
         let mut resp = json_response(self.status(), &Value::Object(body));
         let status_value = proxy_status(self.proxy_status_type(), &message);
         resp.headers_mut().insert("proxy-status", status_value);
+        if let ProxyError::RateLimited(e) = self {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, e.retry_after_secs().into());
+        }
         if let ProxyError::AuthRequired(_) = self {
             resp.headers_mut().insert(
                 PROXY_AUTHENTICATE,
@@ -491,6 +507,14 @@ mod tests {
             ProxyError::CallerOverloaded(256),
             ProxyError::BodyTimeout(std::time::Duration::from_secs(30)),
             ProxyError::StoreUnavailable,
+            ProxyError::RateLimited(crate::policy::limiter::Exceeded {
+                limit: "per-user".into(),
+                at: crate::policy::RuleRef {
+                    file: "l.toml".into(),
+                    line: 2,
+                },
+                retry_after: std::time::Duration::from_millis(1500),
+            }),
         ];
         for e in cases {
             let r = e.into_response();

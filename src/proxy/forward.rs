@@ -45,7 +45,7 @@ async fn forward(
     log.host = Some(host.to_string());
     log.port = port;
     log.path = Some(req.uri().path().to_owned());
-    let caller = pipeline::identify(state, req.headers(), log)?;
+    let caller = pipeline::identify(state, req.headers(), log).await?;
     // The app before the decision: a plain-http request to an outbound application's domains
     // is forwarded over TLS unless the app says otherwise (the default port 80 becomes 443),
     // so the policy decides on the port actually dialed.

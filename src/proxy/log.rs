@@ -104,12 +104,18 @@ impl RequestLog {
                 "error"
             };
             self.reason = match e {
-                ProxyError::AuthRequired(why) => auth_reason(why).into(),
+                ProxyError::AuthRequired(why) => auth_reason(why),
                 _ => e.code().into(),
             };
         }
         if let Some(addr) = dialed(e) {
             self.upstream = Some(addr);
+        }
+        // A refused credential says why (never with the token): expired, wrong audience...
+        if let super::errors::ProxyError::AuthRequired(why) = e {
+            if *why != crate::identity::IdentityError::Missing {
+                self.reason = format!("{}: {why}", e.code()).into();
+            }
         }
     }
 
@@ -129,9 +135,9 @@ impl RequestLog {
 }
 
 /// The access line's `reason` for a `407`: why the credentials were refused.
-fn auth_reason(e: &crate::identity::IdentityError) -> &'static str {
+fn auth_reason(e: &crate::identity::IdentityError) -> Cow<'static, str> {
     use crate::identity::IdentityError;
-    match e {
+    Cow::Borrowed(match e {
         IdentityError::Missing => "missing_credentials",
         IdentityError::Malformed => "malformed_credentials",
         IdentityError::Expired => "token_expired",
@@ -139,7 +145,10 @@ fn auth_reason(e: &crate::identity::IdentityError) -> &'static str {
         IdentityError::UserMismatch => "user_mismatch",
         IdentityError::Clock => "clock_unusable",
         IdentityError::Revoked => "token_revoked",
-    }
+        IdentityError::KeysNeeded => "issuer_keys_unavailable",
+        // A workload token refused: which check failed (never token data).
+        IdentityError::Refused(why) => return Cow::Owned(format!("token_refused: {why}")),
+    })
 }
 
 /// The `outcome` label of `tollgate_injections_total` for an injection's result.

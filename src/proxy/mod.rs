@@ -104,6 +104,8 @@ pub struct ProxyState {
     tunnels: TaskTracker,
     /// Live connections per caller, for `max_connections_per_caller`.
     callers: CallerConnections,
+    /// The counters of the policy files' `[[limit]]` blocks (per process, bounded).
+    rate_limits: crate::policy::limiter::RateLimiters,
 }
 
 impl ProxyState {
@@ -131,6 +133,7 @@ impl ProxyState {
             callers: CallerConnections::new(settings.max_connections_per_caller),
             settings,
             tunnels: TaskTracker::new(),
+            rate_limits: Default::default(),
         }
     }
 

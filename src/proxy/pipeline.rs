@@ -33,7 +33,7 @@ use super::log::{CountingBody, RequestLog};
 use super::replay::{send_replayable, Reinject};
 use super::{ProxyBody, ProxyState};
 use crate::identity::{Caller, IdentityError};
-use crate::policy::{normalize_path, Decision, DenyReason, Host, RequestInfo, Route};
+use crate::policy::{normalize_path, Decision, DenyReason, Host, Reach, RequestInfo, Route};
 use crate::route::Predialed;
 use crate::store::App;
 
@@ -56,10 +56,14 @@ pub(crate) struct Target {
     /// The policy generation the decision was made under: a tunnel that outlives it decides
     /// again (`super::live`).
     pub(crate) generation: u64,
+    /// How a direct route may reach the destination (`Decision::reach`), for the dial.
+    pub(crate) reach: Reach,
 }
 
 /// Phase 1: the caller, from `Proxy-Authorization` (missing, expired or forged → `407`).
-pub(crate) fn identify(
+/// A workload token whose issuer's keys are not cached waits for one JWKS fetch and is
+/// verified again (`identity::issuer`).
+pub(crate) async fn identify(
     state: &ProxyState,
     headers: &HeaderMap,
     log: &mut RequestLog,
@@ -68,7 +72,8 @@ pub(crate) fn identify(
         None => return Err(ProxyError::AuthRequired(IdentityError::Missing)),
         Some(v) => state
             .verifier
-            .verify_header(v.as_bytes())
+            .verify_header_fetching(v.as_bytes())
+            .await
             .map_err(ProxyError::AuthRequired)?,
     };
     log.caller = Some(caller.clone());
@@ -204,6 +209,7 @@ fn into_target(
         } => Ok(Target {
             route: route.clone(),
             allow_private: *allow_private,
+            reach: decision.reach(),
             caller,
             host,
             port,
@@ -223,6 +229,35 @@ pub(crate) async fn app(
     Ok(state.injector.lookup(caller, host).await?)
 }
 
+/// The policy files' `[[limit]]` blocks for one request (or blind tunnel) of the target's
+/// caller, with the app whose token it would carry: `429 rate_limited` beyond one, counted
+/// in `tollgate_rate_limited_total` and logged with the limit's rule.
+pub(crate) fn rate_limit(
+    state: &ProxyState,
+    target: &Target,
+    app: Option<&str>,
+    log: &mut RequestLog,
+) -> Result<(), ProxyError> {
+    let set = state.policies.current();
+    let who = crate::policy::limiter::Subject {
+        org: &target.caller.org,
+        user: &target.caller.user,
+        app,
+        host: &target.host,
+    };
+    state.rate_limits.check(&set, &who).map_err(|e| {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::RateLimitedLabels {
+                limit: e.limit.to_string(),
+            })
+            .inc();
+        log.rule = Some(e.at.clone());
+        ProxyError::RateLimited(e)
+    })
+}
+
 /// Phase 4: injects `app`'s token (if any), sends `req` (absolute URI, headers prepared) on
 /// the target's route, and replays it once when the upstream rejects the token. Request body
 /// bytes are counted into the log. `predialed` is the intercepted `CONNECT`'s connection, for
@@ -235,6 +270,7 @@ pub(crate) async fn exchange(
     log: &mut RequestLog,
     predialed: Option<&Arc<Predialed>>,
 ) -> Result<Response<Incoming>, ProxyError> {
+    rate_limit(state, target, app.as_ref().map(|a| a.id.as_str()), log)?;
     let (mut parts, body) = req.into_parts();
     // A WebSocket handshake goes on an unpooled connection of its own (`super::upgrade`).
     let upgrade = super::upgrade::restore(&mut parts.headers, &parts.extensions);
@@ -260,11 +296,11 @@ pub(crate) async fn exchange(
     };
     let started = Instant::now();
     let send = |req| async move {
-        let (route, private) = (&target.route, target.allow_private);
+        let (route, reach) = (&target.route, &target.reach);
         let sent = if upgrade {
-            state.router.upgrade(route, private, req).await
+            state.router.upgrade(route, reach, req).await
         } else {
-            state.router.send(route, private, req, predialed).await
+            state.router.send(route, reach, req, predialed).await
         };
         Ok::<_, ProxyError>(sent?)
     };

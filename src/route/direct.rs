@@ -11,11 +11,8 @@
 //! share of the time left (at least 2 s, or all of it when less remains), so one black-holed
 //! address cannot use up the whole budget.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,80 +20,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::guard::{Guard, Prohibited};
+pub use super::resolve::{Resolve, StaticResolver, SystemResolver};
 use crate::policy::Host;
-
-/// Resolves names. A trait so tests can map names to chosen addresses.
-pub trait Resolve: Send + Sync + 'static {
-    /// Every address of `name`.
-    fn resolve(
-        &self,
-        name: &str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send + '_>,
-    >;
-}
-
-/// The operating system's resolver (`getaddrinfo` on a blocking thread, via
-/// `tokio::net::lookup_host`), honouring `/etc/hosts` and `/etc/resolv.conf` like every other
-/// program on the host.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemResolver;
-
-impl Resolve for SystemResolver {
-    fn resolve(
-        &self,
-        name: &str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + '_>> {
-        let name = name.to_owned();
-        Box::pin(async move {
-            let addrs = tokio::net::lookup_host((name.as_str(), 0)).await?;
-            Ok(addrs.map(|a| a.ip()).collect())
-        })
-    }
-}
-
-/// A fixed name → addresses table, for tests and examples. Unknown names fail with
-/// `io::ErrorKind::NotFound`, like an NXDOMAIN.
-#[derive(Clone, Debug, Default)]
-pub struct StaticResolver {
-    /// Exact (already normalized) names and their answers, in answer order.
-    names: HashMap<String, Vec<IpAddr>>,
-}
-
-impl StaticResolver {
-    /// An empty table: every name is unknown.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds (or replaces) the answer for `name`; for building a table in one expression.
-    pub fn with(
-        mut self,
-        name: impl Into<String>,
-        addrs: impl IntoIterator<Item = IpAddr>,
-    ) -> Self {
-        self.insert(name, addrs);
-        self
-    }
-
-    /// Adds (or replaces) the answer for `name`.
-    pub fn insert(&mut self, name: impl Into<String>, addrs: impl IntoIterator<Item = IpAddr>) {
-        self.names.insert(name.into(), addrs.into_iter().collect());
-    }
-}
-
-impl Resolve for StaticResolver {
-    fn resolve(
-        &self,
-        name: &str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + '_>> {
-        let answer =
-            self.names.get(name).cloned().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, "name not in the static table")
-            });
-        Box::pin(std::future::ready(answer))
-    }
-}
 
 /// Why a direct dial failed. Maps 1:1 to proxy error codes. `Clone` (the I/O error is
 /// shared) so an error found inside a client library's error chain can be reported as is.
@@ -128,6 +53,15 @@ pub enum DirectError {
         /// The deny rule, `file:line`.
         rule: String,
     },
+    /// A name allowed only through `cidrs` rules resolved to an address outside them
+    /// (`destination_denied`): every address must be inside.
+    #[error("{addr} is outside the cidrs of rule {rule}")]
+    OutsideCidrs {
+        /// The resolved address.
+        addr: SocketAddr,
+        /// The `cidrs` rule that allowed the name, `file:line`.
+        rule: String,
+    },
     /// Other I/O error while connecting (`connection_refused`-class 502).
     #[error("connecting to {addr}: {source}")]
     Io {
@@ -147,7 +81,9 @@ impl DirectError {
         match self {
             DirectError::Dns { .. } => "dns_error",
             DirectError::Prohibited(_) => "destination_ip_prohibited",
-            DirectError::DeniedAddress { .. } => "destination_denied",
+            DirectError::DeniedAddress { .. } | DirectError::OutsideCidrs { .. } => {
+                "destination_denied"
+            }
             DirectError::Refused(_) | DirectError::Io { .. } => "connection_refused",
             DirectError::Timeout(_) => "connection_timeout",
         }
@@ -156,9 +92,9 @@ impl DirectError {
     /// The HTTP status that goes with [`code`](Self::code).
     pub fn status(&self) -> http::StatusCode {
         match self {
-            DirectError::Prohibited(_) | DirectError::DeniedAddress { .. } => {
-                http::StatusCode::FORBIDDEN
-            }
+            DirectError::Prohibited(_)
+            | DirectError::DeniedAddress { .. }
+            | DirectError::OutsideCidrs { .. } => http::StatusCode::FORBIDDEN,
             DirectError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
             DirectError::Dns { .. } | DirectError::Refused(_) | DirectError::Io { .. } => {
                 http::StatusCode::BAD_GATEWAY
@@ -208,6 +144,11 @@ impl DirectDialer {
             deny_check: None,
             parent: None,
         }
+    }
+
+    /// The budget for resolution plus all connection attempts of one dial.
+    pub(super) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Also refuses resolved addresses that `check` names a deny rule for.
@@ -306,6 +247,20 @@ impl DirectDialer {
         addrs: &[SocketAddr],
         deadline: Instant,
     ) -> Result<(TcpStream, SocketAddr), DirectError> {
+        self.connect_until_via(host, port, addrs, deadline, true)
+            .await
+    }
+
+    /// [`connect_until`](Self::connect_until), through the parent proxy (if any) only when
+    /// `parent` is true.
+    pub(super) async fn connect_until_via(
+        &self,
+        host: &Host,
+        port: u16,
+        addrs: &[SocketAddr],
+        deadline: Instant,
+        parent: bool,
+    ) -> Result<(TcpStream, SocketAddr), DirectError> {
         let target = || format!("{host}:{port}");
         let mut refused = None;
         let mut timed_out = false;
@@ -324,7 +279,7 @@ impl DirectDialer {
             } else {
                 share
             };
-            match tokio::time::timeout(budget, self.open(addr)).await {
+            match tokio::time::timeout(budget, self.open(addr, parent)).await {
                 Ok(Ok(stream)) => {
                     stream.set_nodelay(true).map_err(|source| DirectError::Io {
                         addr: addr.to_string(),
@@ -365,6 +320,10 @@ impl DirectDialer {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use std::future::Future;
+    use std::net::IpAddr;
+    use std::pin::Pin;
 
     use tokio::net::TcpListener;
 

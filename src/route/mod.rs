@@ -1,8 +1,11 @@
 //! The one dial point: [`Router`] turns a decision's route into a connection.
 //!
 //! - direct routes: the proxy resolves the name once, the address guard checks every answer,
-//!   and only a checked address is dialed ([`direct`], [`guard`]); with `--upstream-proxy`, the checked address is reached through a parent proxy's
-//!   `CONNECT` ([`UpstreamProxy`], `parent.rs`);
+//!   and only a checked address is dialed ([`direct`], [`guard`]); with `--upstream-proxy`,
+//!   the checked address is reached through a parent proxy's `CONNECT` ([`UpstreamProxy`],
+//!   `parent.rs`) unless the policy says `upstream_proxy = false`; the decision's
+//!   [`Reach`] (`reach.rs`) carries that choice, the guard's say on private addresses and,
+//!   for a name allowed through `cidrs` rules, the networks its addresses must be in;
 //! - agent routes: a tunnel through the relay ([`crate::relay::Registry`]); the agent
 //!   resolves and applies its own allowlist.
 //!
@@ -17,6 +20,8 @@ pub mod direct;
 pub mod guard;
 mod parent;
 mod pool;
+mod reach;
+mod resolve;
 mod upgrade;
 
 use std::sync::Arc;
@@ -27,7 +32,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
-use crate::policy::{Host, Route};
+use crate::policy::{Host, Reach, Route};
 use crate::relay::{AgentDialError, AgentStream, Registry};
 
 pub use direct::{DirectDialer, DirectError, Resolve, StaticResolver, SystemResolver};
@@ -157,18 +162,19 @@ impl Router {
         }
     }
 
-    /// Opens a connection to `host:port` on `route`; `allow_private` is the winning rule's
-    /// say on the address guard (direct routes only: an agent applies its own allowlist).
+    /// Opens a connection to `host:port` on `route`; `reach` is the decision's say on the
+    /// addresses and the parent proxy (direct routes only: an agent applies its own
+    /// allowlist).
     pub async fn connect(
         &self,
         route: &Route,
-        allow_private: bool,
+        reach: &Reach,
         host: &Host,
         port: u16,
     ) -> Result<Connection, DialError> {
         match route {
             Route::Direct => {
-                let (stream, _addr) = self.direct.dial(host, port, allow_private).await?;
+                let (stream, _addr) = self.direct.dial_reach(host, port, reach).await?;
                 Ok(Either::Left(stream))
             }
             Route::Agent(id) => Ok(Either::Right(
@@ -192,12 +198,12 @@ impl Router {
     pub async fn send(
         &self,
         route: &Route,
-        allow_private: bool,
+        reach: &Reach,
         req: Request<UpstreamBody>,
         predialed: Option<&Arc<Predialed>>,
     ) -> Result<Response<Incoming>, SendError> {
         match route {
-            Route::Direct => self.pools.send_direct(req, allow_private, predialed).await,
+            Route::Direct => self.pools.send_direct(req, reach, predialed).await,
             Route::Agent(id) => self.pools.send_agent(id, req).await,
         }
     }

@@ -155,11 +155,12 @@ impl DirectDialer {
         self
     }
 
-    /// A connection to the checked address `addr`: directly, or through the parent.
-    pub(super) async fn open(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+    /// A connection to the checked address `addr`: through the parent when there is one and
+    /// `parent` is true (false: the policy has `upstream_proxy = false`), else directly.
+    pub(super) async fn open(&self, addr: SocketAddr, parent: bool) -> io::Result<TcpStream> {
         match &self.parent {
-            Some(p) => p.connect(addr).await,
-            None => TcpStream::connect(addr).await,
+            Some(p) if parent => p.connect(addr).await,
+            _ => TcpStream::connect(addr).await,
         }
     }
 }

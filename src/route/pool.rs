@@ -4,9 +4,11 @@
 //! intercepted requests; hyper-rustls, ring; HTTP/2 when the upstream offers it).
 //!
 //! Pools are split on purpose, because hyper-util keys a pool by scheme+authority only:
-//! - connections dialed under a rule that may reach private addresses are never handed to a
-//!   request whose rule may not (one org's `private = true` rule must not leak a connection
-//!   to another org's request for the same name);
+//! - direct connections are pooled per [`Reach`]: one dialed under a rule that may reach
+//!   private addresses is never handed to a request whose rule may not (one org's
+//!   `private = true` rule must not leak a connection to another org's request for the same
+//!   name), nor one dialed through the parent proxy to a policy that bypasses it, nor one
+//!   dialed without a `cidrs` condition to a request allowed only under one;
 //! - a connection through one agent never serves a request routed through another (two orgs
 //!   may reach the same internal name through different agents).
 //!
@@ -38,13 +40,15 @@ use tokio::time::Instant;
 
 use super::direct::{DirectDialer, DirectError};
 use super::{DialError, SendError};
-use crate::policy::{normalize_host, Host};
+use crate::policy::{normalize_host, Host, Reach};
 use crate::relay::{AgentDialError, AgentStream, Registry};
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle pooled connections kept per upstream host.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// Direct clients kept (one per distinct [`Reach`]); beyond it they are made again.
+const MAX_DIRECT_POOLS: usize = 64;
 
 /// A connection dialed before the `200` is used for a new upstream connection only while it is
 /// this young: servers close connections that send no TLS ClientHello (commonly after 10 s or
@@ -128,10 +132,11 @@ tokio::task_local! {
 
 /// The pooled clients of every route.
 pub(super) struct Pools {
-    /// Direct routes whose rule does not let private addresses through.
-    strict: DirectClient,
-    /// Direct routes whose rule does (`private = true`, or a CIDR rule).
-    private: DirectClient,
+    /// Direct routes: one pooled client per [`Reach`], created on first use, so a
+    /// connection dialed under one rule's reach never serves a request under another's.
+    direct: RwLock<HashMap<Reach, DirectClient>>,
+    /// Dials the direct clients' connections.
+    dialer: Arc<DirectDialer>,
     /// Per agent: the pooled client, and an unpooled one for replays.
     agents: RwLock<HashMap<Arc<str>, (AgentClient, AgentClient)>>,
     /// Tunnels for agent routes.
@@ -186,16 +191,9 @@ impl Pools {
         response_timeout: Duration,
         tls: rustls::ClientConfig,
     ) -> Self {
-        let direct = |allow_private| {
-            let connector = DirectConnector {
-                dialer: dialer.clone(),
-                allow_private,
-            };
-            client(&tls, connector, POOL_MAX_IDLE_PER_HOST)
-        };
         Pools {
-            strict: direct(false),
-            private: direct(true),
+            direct: RwLock::default(),
+            dialer,
             agents: RwLock::default(),
             registry,
             response_timeout,
@@ -208,15 +206,10 @@ impl Pools {
     pub(super) async fn send_direct(
         &self,
         req: Request<UpstreamBody>,
-        allow_private: bool,
+        reach: &Reach,
         predialed: Option<&Arc<Predialed>>,
     ) -> Result<Response<Incoming>, SendError> {
-        let client = if allow_private {
-            &self.private
-        } else {
-            &self.strict
-        };
-        let sent = client.request(req);
+        let sent = self.direct_client(reach).request(req);
         let sent = async {
             match predialed.filter(|p| p.available()) {
                 Some(p) => {
@@ -232,6 +225,32 @@ impl Pools {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(SendError::from_client(&e)),
         }
+    }
+
+    /// The pooled client of `reach`. The distinct reaches are few (one per combination of
+    /// rule settings, and one per `cidrs`-allowed rule set); past [`MAX_DIRECT_POOLS`], as
+    /// after many reloads, the clients are dropped and made again.
+    fn direct_client(&self, reach: &Reach) -> DirectClient {
+        if let Some(c) = self
+            .direct
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reach)
+        {
+            return c.clone();
+        }
+        let mut clients = self.direct.write().unwrap_or_else(|p| p.into_inner());
+        if clients.len() >= MAX_DIRECT_POOLS {
+            clients.clear();
+        }
+        let connector = DirectConnector {
+            dialer: self.dialer.clone(),
+            reach: reach.clone(),
+        };
+        clients
+            .entry(reach.clone())
+            .or_insert_with(|| client(&self.tls, connector, POOL_MAX_IDLE_PER_HOST))
+            .clone()
     }
 
     fn agent_clients(&self, agent: &Arc<str>) -> (AgentClient, AgentClient) {
@@ -333,7 +352,7 @@ struct DirectConnector {
     /// Resolves once, guards, dials a checked address.
     dialer: Arc<DirectDialer>,
     /// As the policy decided for the pool this connector serves.
-    allow_private: bool,
+    reach: Reach,
 }
 
 impl tower_service::Service<Uri> for DirectConnector {
@@ -365,9 +384,9 @@ impl tower_service::Service<Uri> for DirectConnector {
             return Box::pin(std::future::ready(Ok(TokioIo::new(stream))));
         }
         let dialer = self.dialer.clone();
-        let allow_private = self.allow_private;
+        let reach = self.reach.clone();
         Box::pin(async move {
-            let (stream, _) = dialer.dial(&host, port, allow_private).await?;
+            let (stream, _) = dialer.dial_reach(&host, port, &reach).await?;
             Ok(TokioIo::new(stream))
         })
     }

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{tls_error, DirectError, Router, SendError, UpstreamBody};
-use crate::policy::{authority_port, normalize_host, Host, Route};
+use crate::policy::{authority_port, normalize_host, Host, Reach, Route};
 
 /// What an upgrade connection needs besides the dialer.
 pub(super) struct Upgrades {
@@ -48,11 +48,11 @@ impl Router {
     pub async fn upgrade(
         &self,
         route: &Route,
-        allow_private: bool,
+        reach: &Reach,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let timeout = self.upgrades.response_timeout;
-        match tokio::time::timeout(timeout, self.upgrade_inner(route, allow_private, req)).await {
+        match tokio::time::timeout(timeout, self.upgrade_inner(route, reach, req)).await {
             Err(_) => Err(SendError::Timeout(timeout)),
             Ok(r) => r,
         }
@@ -61,11 +61,11 @@ impl Router {
     async fn upgrade_inner(
         &self,
         route: &Route,
-        allow_private: bool,
+        reach: &Reach,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let (host, port, tls) = target(req.uri())?;
-        let conn = self.connect(route, allow_private, &host, port).await?;
+        let conn = self.connect(route, reach, &host, port).await?;
         // Origin-form on the wire, `Host` from the URI where the request has none
         // (intercepted requests; forwarded ones carry the one the policy saw).
         if !req.headers().contains_key(HOST) {

@@ -159,7 +159,7 @@ pub struct Admin(pub Arc<Caller>);
 pub struct Operator(pub Arc<Caller>);
 
 /// The caller of `Authorization: Bearer`, if it holds `role` (`401`/`403` otherwise).
-pub(super) fn caller_with(
+pub(super) async fn caller_with(
     parts: &Parts,
     state: &WebState,
     role: &str,
@@ -174,7 +174,8 @@ pub(super) fn caller_with(
     };
     let caller = state
         .verifier
-        .verify_header(value.as_bytes())
+        .verify_header_fetching(value.as_bytes())
+        .await
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
     if !holds(&caller) {
         return Err(ApiError::new(
@@ -190,7 +191,9 @@ impl FromRequestParts<WebState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> ApiResult<Self> {
-        caller_with(parts, state, "admin", Caller::is_admin).map(Admin)
+        caller_with(parts, state, "admin", Caller::is_admin)
+            .await
+            .map(Admin)
     }
 }
 
@@ -198,7 +201,9 @@ impl FromRequestParts<WebState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> ApiResult<Self> {
-        caller_with(parts, state, "operator", Caller::is_operator).map(Operator)
+        caller_with(parts, state, "operator", Caller::is_operator)
+            .await
+            .map(Operator)
     }
 }
 

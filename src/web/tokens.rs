@@ -29,6 +29,7 @@ impl axum::extract::FromRequestParts<WebState> for AdminOrOperator {
         caller_with(parts, state, "admin or the operator", |c| {
             c.is_admin() || c.is_operator()
         })
+        .await
         .map(AdminOrOperator)
     }
 }

@@ -13,7 +13,7 @@
 //! resolver), [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages),
 //! [`postgres`] (a fresh database per test, replica data directories), [`squid`] (a real
 //! Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
-//! client, Python `websockets`).
+//! client, Python `websockets`) and [`workload`] (an OIDC issuer's JWKS and its CI tokens).
 
 #![allow(dead_code)]
 
@@ -33,6 +33,7 @@ pub mod squid;
 pub mod tls;
 pub mod webhook;
 pub mod websocket;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -741,6 +742,18 @@ pub async fn intercepted_tls(
         .connect(name, tunnel.unwrap())
         .await
         .expect("client trusts the certificate tollgate minted from its CA")
+}
+
+/// Writes `payload` into an open tunnel to a TCP echo server and asserts it comes back.
+pub async fn assert_echoes<S>(tunnel: &mut S, payload: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tunnel.write_all(payload).await.unwrap();
+    let mut buf = vec![0u8; payload.len()];
+    tunnel.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, payload);
 }
 
 /// Asserts an error tollgate generated: `status`, a `Proxy-Status` naming tollgate, a JSON

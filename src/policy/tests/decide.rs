@@ -1,6 +1,6 @@
 //! Decision tables: precedence, org scoping, ports, deny rules, `decide_in_policy`.
 
-use super::matching::{allow, check, matching_set, Want};
+use super::matching::{allow, check, matching_set, resolved, Want};
 use super::*;
 
 #[test]
@@ -71,14 +71,14 @@ fn decide_table() {
             "globex",
             "github.com",
             443,
-            Want::Denied(DenyReason::NoMatchingRule),
+            resolved("saas", "test-nets"),
         ),
         (
             "suffix needs a label boundary",
             "globex",
             "evilgithub.com",
             443,
-            Want::Denied(DenyReason::NoMatchingRule),
+            resolved("saas", "test-nets"),
         ),
         (
             "longer suffix wins",
@@ -149,14 +149,14 @@ fn decide_table() {
             "globex",
             "uploads.github.com",
             8080,
-            Want::Denied(DenyReason::PortNotAllowed),
+            resolved("saas", "test-net-upper"),
         ),
         (
             "port_not_allowed",
             "globex",
             "api.github.com",
             22,
-            Want::Denied(DenyReason::PortNotAllowed),
+            resolved("saas", "test-net-upper"),
         ),
         // Organizations.
         (
@@ -177,14 +177,14 @@ fn decide_table() {
             "globex",
             "git.corp.example",
             443,
-            Want::Denied(DenyReason::NoMatchingRule),
+            resolved("saas", "test-nets"),
         ),
         (
             "org-scoped port refusal is not leaked",
             "globex",
             "git.corp.example",
             22,
-            Want::Denied(DenyReason::NoMatchingRule),
+            resolved("saas", "test-net-upper"),
         ),
         (
             "org-scoped cidr",
@@ -285,11 +285,11 @@ fn decide_table() {
             Want::Denied(DenyReason::NoMatchingRule),
         ),
         (
-            "name never matches cidrs",
+            "a name no host rule allows: the cidrs rules, if its addresses are inside",
             "globex",
             "203.0.113.7.nip.io",
             443,
-            Want::Denied(DenyReason::NoMatchingRule),
+            resolved("saas", "test-nets"),
         ),
         // Deny rules come first.
         (
@@ -410,7 +410,7 @@ fn decide_table() {
             "globex",
             "example.org",
             443,
-            Want::Denied(DenyReason::NoMatchingRule),
+            resolved("saas", "test-nets"),
         ),
         (
             "no rule for an ip",
@@ -444,7 +444,7 @@ fn decide_in_policy_table() {
             "globex",
             "api.github.com",
             80,
-            Want::Denied(DenyReason::PortNotAllowed),
+            resolved("later", "later-net"),
         ),
         (
             "other policies ignored",
@@ -452,7 +452,7 @@ fn decide_in_policy_table() {
             "globex",
             "uploads.github.com",
             443,
-            Want::Denied(DenyReason::NoMatchingRule),
+            resolved("later", "later-net"),
         ),
         (
             "deny rules still first",

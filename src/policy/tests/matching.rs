@@ -126,6 +126,13 @@ pub(super) enum Want {
     },
     DenyRule(&'static str),
     Denied(DenyReason),
+    /// No host rule allows the name; the `cidrs` rules (the first labelled) allow it on the
+    /// condition that its addresses are inside them.
+    Resolved(&'static str, &'static str),
+}
+
+pub(super) fn resolved(policy: &'static str, rule: &'static str) -> Want {
+    Want::Resolved(policy, rule)
 }
 
 pub(super) fn allow(policy: &'static str, rule: &'static str, kind: RuleKind) -> Want {
@@ -156,6 +163,8 @@ pub(super) fn check(case: &str, d: &Decision, want: &Want) {
                 allow_private: *private,
                 inspect: false,
                 would_deny: None,
+                upstream_proxy: true,
+                within: None,
             }
         }
         Want::DenyRule(label) => Decision::Deny {
@@ -164,6 +173,27 @@ pub(super) fn check(case: &str, d: &Decision, want: &Want) {
             rule: Some(rule_ref(label)),
         },
         Want::Denied(reason) => Decision::denied(*reason),
+        Want::Resolved(policy, label) => {
+            let Decision::Allow {
+                within: Some(within),
+                ..
+            } = d
+            else {
+                panic!("{case}: expected a cidrs condition, got {d:?}");
+            };
+            assert_eq!(within.rule, rule_ref(label), "{case}");
+            Decision::Allow {
+                policy: (*policy).into(),
+                rule: rule_ref(label),
+                kind: RuleKind::ResolvedCidr,
+                route: Route::Direct,
+                allow_private: true,
+                inspect: false,
+                would_deny: None,
+                upstream_proxy: true,
+                within: Some(within.clone()),
+            }
+        }
     };
     assert_eq!(*d, want, "{case}");
 }

@@ -3,9 +3,11 @@
 
 mod decide;
 mod limits;
+mod limits_files;
 mod load;
 mod matching;
 mod parse;
+mod reach;
 mod report;
 mod set;
 

@@ -11,8 +11,9 @@
 //!   [`MAX_IDP_CALLS`] requests in flight (a callback costs one: anyone can send callbacks).
 //! - The ID token is verified with `jsonwebtoken` against the IdP's JWKS (asymmetric
 //!   algorithms only), checking `iss`, `aud` (and `azp` when there are several audiences),
-//!   `exp` with a small leeway, and the nonce. The JWKS is cached; an unknown `kid` refetches
-//!   it at most once per [`JWKS_REFETCH`].
+//!   `exp` with a small leeway, and the nonce. The JWKS is cached in a
+//!   [`crate::identity::jwks::KeyCache`] (shared with workload issuers); an unknown `kid`
+//!   refetches it at most once per [`JWKS_REFETCH`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +25,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
@@ -43,6 +44,7 @@ use super::header::{roles_of, valid_name};
 use super::session::LoginState;
 use super::SignedIn;
 use crate::config::login::OidcLogin;
+use crate::identity::jwks::{claim as lookup, KeyCache, Lookup};
 
 /// Time for one request to the IdP, connect to last body byte.
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,12 +132,6 @@ type RpClient = oauth2::Client<
 /// space out retries).
 type DiscoveryCache = (Option<(Arc<Discovered>, Instant)>, Option<Instant>);
 
-/// The JWKS and when it was fetched.
-struct Jwks {
-    set: JwkSet,
-    fetched: Instant,
-}
-
 /// The relying party.
 pub struct Oidc {
     /// What `--login-oidc-*` said.
@@ -147,7 +143,7 @@ pub struct Oidc {
     /// The last good discovery, and when discovery was last tried.
     discovered: Mutex<DiscoveryCache>,
     /// The IdP's signing keys.
-    jwks: Mutex<Option<Jwks>>,
+    jwks: KeyCache,
 }
 
 impl Oidc {
@@ -159,7 +155,8 @@ impl Oidc {
             redirect_uri: format!("{public_url}/login/callback"),
             http: IdpHttp::new(tls),
             discovered: Mutex::new((None, None)),
-            jwks: Mutex::new(None),
+            // A failed fetch is retried on the next sign-in (sign-ins are few).
+            jwks: KeyCache::new(JWKS_REFETCH, Duration::ZERO),
         }
     }
 
@@ -334,27 +331,18 @@ impl Oidc {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Jwk, OidcError> {
-        let mut cache = self.jwks.lock().await;
-        if let Some(jwk) = cache.as_ref().and_then(|j| pick(&j.set, kid, alg)) {
-            return Ok(jwk);
+        if let Lookup::Fetch = self.jwks.lookup(kid, alg) {
+            self.jwks
+                .refresh(|| async { self.http.get(&d.jwks_uri).await.map_err(|e| e.to_string()) })
+                .await
+                .map_err(OidcError::Http)?;
         }
-        if cache
-            .as_ref()
-            .is_some_and(|j| j.fetched.elapsed() < JWKS_REFETCH)
-        {
-            return Err(OidcError::IdToken(format!(
-                "no key {kid:?} in the IdP's JWKS (refetched less than a minute ago)"
-            )));
+        match self.jwks.lookup(kid, alg) {
+            Lookup::Found(jwk) => Ok(*jwk),
+            _ => Err(OidcError::IdToken(format!(
+                "no key {kid:?} in the IdP's JWKS"
+            ))),
         }
-        let body = self.http.get(&d.jwks_uri).await?;
-        let set: JwkSet = serde_json::from_slice(&body)
-            .map_err(|e| OidcError::IdToken(format!("the JWKS is not a key set: {e}")))?;
-        let found = pick(&set, kid, alg);
-        *cache = Some(Jwks {
-            set,
-            fetched: Instant::now(),
-        });
-        found.ok_or_else(|| OidcError::IdToken(format!("no key {kid:?} in the IdP's JWKS")))
     }
 
     /// The signed-in person the claims name.
@@ -387,44 +375,6 @@ impl Oidc {
             }
         };
         Ok(SignedIn { user, org, roles })
-    }
-}
-
-/// A claim by name, or by a dotted path into nested objects (`realm_access.roles`) when no
-/// claim has the whole name.
-fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(name) {
-        return Some(v);
-    }
-    let mut parts = name.split('.');
-    let mut v = claims.get(parts.next()?)?;
-    for p in parts {
-        v = v.as_object()?.get(p)?;
-    }
-    Some(v)
-}
-
-/// The key of `set` for `kid` and `alg`: a signing key whose declared algorithm, if any, is
-/// `alg`. Without a `kid`, only an unambiguous key is taken.
-fn pick(set: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Option<Jwk> {
-    let fits = |k: &&Jwk| {
-        !matches!(k.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature)
-            && k.common
-                .key_algorithm
-                .is_none_or(|a| a.to_string() == format!("{alg:?}"))
-    };
-    match kid {
-        Some(kid) => set
-            .keys
-            .iter()
-            .filter(fits)
-            .find(|k| k.common.key_id.as_deref() == Some(kid))
-            .cloned(),
-        None => {
-            let mut candidates = set.keys.iter().filter(fits);
-            let one = candidates.next()?;
-            candidates.next().is_none().then(|| one.clone())
-        }
     }
 }
 
@@ -521,42 +471,6 @@ impl<'c> AsyncHttpClient<'c> for IdpHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn set(keys: Value) -> JwkSet {
-        serde_json::from_value(serde_json::json!({ "keys": keys })).unwrap()
-    }
-
-    #[test]
-    fn key_selection() {
-        let ec = |kid: &str, alg: Option<&str>, usage: &str| {
-            let mut k = serde_json::json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA",
-                "kid": kid, "use": usage});
-            if let Some(a) = alg {
-                k["alg"] = a.into();
-            }
-            k
-        };
-        let s = set(serde_json::json!([
-            ec("a", Some("ES256"), "sig"),
-            ec("b", None, "sig"),
-            ec("c", None, "enc"),
-        ]));
-        let kid = |k: Option<Jwk>| k.and_then(|k| k.common.key_id);
-        assert_eq!(
-            kid(pick(&s, Some("a"), Algorithm::ES256)).as_deref(),
-            Some("a")
-        );
-        assert_eq!(kid(pick(&s, Some("a"), Algorithm::RS256)), None);
-        assert_eq!(kid(pick(&s, Some("c"), Algorithm::ES256)), None);
-        assert_eq!(kid(pick(&s, Some("z"), Algorithm::ES256)), None);
-        // No kid: only when one key fits.
-        assert_eq!(kid(pick(&s, None, Algorithm::ES256)), None);
-        let one = set(serde_json::json!([ec("only", None, "sig")]));
-        assert_eq!(
-            kid(pick(&one, None, Algorithm::ES256)).as_deref(),
-            Some("only")
-        );
-    }
 
     #[test]
     fn nested_claims() {
