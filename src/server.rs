@@ -263,9 +263,11 @@ impl Server {
             revocations.clone(),
         ));
         let issuers = Arc::new(crate::identity::Issuers::new(self.config.issuers.clone()));
-        let verifier = Arc::new(Verifier::new(key)
+        let verifier = Arc::new(
+            Verifier::new(key)
                 .with_max_ttl(self.config.max_token_ttl)
-                .with_issuers(issuers.clone()));
+                .with_issuers(issuers.clone()),
+        );
         // The identity key ring (issue 18): every key that still verifies, and its changes
         // on disk from now on.
         let keys_dir = self.data.root.join("keys");

@@ -23,10 +23,10 @@ mod verify;
 
 use std::sync::Arc;
 
+pub use issuer::{Issuers, JwksFetch};
 pub use mint::{generate_key_text, load_key_file, mint, random_hex};
 pub use revoked::{Revocation, RevokedSet};
 pub use verify::{KeySet, Verifier};
-pub use issuer::{Issuers, JwksFetch};
 
 /// Clock skew tolerated on `exp` (and `nbf`), in seconds: platforms mint on other hosts.
 pub const LEEWAY_SECS: u64 = 5;

@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::cache::{Cache, CACHE_MAX_BYTES};
 use super::header::{self, Credentials};
-use super::revoked::RevokedSet;
 use super::issuer::Issuers;
+use super::revoked::RevokedSet;
 use super::{valid_name, Caller, IdentityError, IdentityKey};
 use super::{CACHE_CAPACITY, LEEWAY_SECS, MAX_HEADER_LEN, MAX_ROLES};
 use crate::clock::Clock;

@@ -388,8 +388,8 @@ where
     .await
 }
 
-pub mod proxy_header;
 pub mod canned;
+pub mod proxy_header;
 pub mod refuse;
 #[cfg(target_os = "linux")]
 mod zero_copy;

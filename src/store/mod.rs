@@ -46,8 +46,8 @@ pub use model::{
 };
 pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
-pub use replicas::{Replica, ReplicaStore};
 pub use record::token_revocation::{RevokedTokens, TokenRevocation};
+pub use replicas::{Replica, ReplicaStore};
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
 

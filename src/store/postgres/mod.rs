@@ -32,6 +32,8 @@ use super::record::{
 use super::seal::StoreKey;
 use super::{AgentRevocation, RefreshLease, Store, StoreError, StoreResult, TokenRevocation};
 use crate::clock::Clock;
+pub(crate) use rows::pg;
+use rows::{app_from_row, from_db, record_text, to_db};
 
 mod apps;
 mod consent;
@@ -40,6 +42,7 @@ mod import;
 mod lease;
 mod listen;
 mod replicas;
+mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -81,25 +84,6 @@ impl fmt::Debug for PgStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgStore").finish_non_exhaustive()
     }
-}
-
-/// A PostgreSQL error as a store error (the server's message never holds a secret: every
-/// secret is sealed before it is sent); losing the server is [`StoreError::Unavailable`].
-pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
-    if health::unreachable(&e) {
-        return StoreError::Unavailable(format!("postgres: {e}"));
-    }
-    StoreError::Io(format!("postgres: {e}"))
-}
-
-/// A `u64` (random incarnation, generation, version) in a `bigint` column, bit for bit.
-fn to_db(n: u64) -> i64 {
-    n as i64
-}
-
-/// A `bigint` column back into the `u64` it stores.
-fn from_db(n: i64) -> u64 {
-    n as u64
 }
 
 impl PgStore {
@@ -394,16 +378,6 @@ impl PgStore {
             })
             .collect()
     }
-}
-
-/// A record's stored text (the JSON [`encode`] makes).
-fn record_text<T: serde::Serialize>(rec: &T) -> StoreResult<String> {
-    String::from_utf8(encode(rec)?).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
-}
-
-/// Decodes an app row's record.
-fn app_from_row(org: &str, id: &str, rec: &str) -> StoreResult<AppRecord> {
-    AppRecord::decode(org, id, rec.as_bytes())
 }
 
 #[async_trait]
