@@ -29,7 +29,7 @@ pub struct ReplicaOverrides {
     pub shutdown_delay: Option<String>,
     /// The proxy and relay listeners accept a PROXY protocol v2 header (sent by a load
     /// balancer, e.g. HAProxy's `send-proxy-v2`) from `--trusted-proxies` peers, and see the
-    /// client it names; a header from any other peer closes the connection.
+    /// client it names; a header from any other peer closes the connection [default: off].
     #[arg(long, env = "TOLLGATE_PROXY_PROTOCOL")]
     pub proxy_protocol: bool,
     /// Relay URL this replica tells agents (https://HOST:PORT, reachable from the agents;

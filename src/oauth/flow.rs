@@ -323,7 +323,7 @@ impl ConsentFlow<'_> {
             if params.iss != Some(expected.as_str()) {
                 tracing::warn!(
                     org = %app.org, app = %app.id, expected = %expected,
-                    got = params.iss.unwrap_or("-"),
+                    got = params.iss,
                     "callback issuer mismatch (RFC 9207): possible mix-up attack"
                 );
                 return Err(FlowError::IssuerMismatch);

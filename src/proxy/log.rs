@@ -111,12 +111,6 @@ impl RequestLog {
         if let Some(addr) = dialed(e) {
             self.upstream = Some(addr);
         }
-        // A refused credential says why (never with the token): expired, wrong audience...
-        if let super::errors::ProxyError::AuthRequired(why) = e {
-            if *why != crate::identity::IdentityError::Missing {
-                self.reason = format!("{}: {why}", e.code()).into();
-            }
-        }
     }
 
     /// Records the policy decision. A request allowed only by a report-mode policy is

@@ -138,7 +138,7 @@ pub async fn heartbeat(
     directory: Arc<Directory>,
     stop: CancellationToken,
 ) {
-    tracing::info!(replica = %id, relay = advertise.as_deref().unwrap_or("-"), "replica starting");
+    tracing::info!(replica = %id, relay = advertise.as_deref(), "replica starting");
     let mut tick = tokio::time::interval(LIST_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_beat: Option<tokio::time::Instant> = None;

@@ -350,7 +350,7 @@ async fn finish(
             );
         }
     };
-    tracing::info!(user = %who.user, org = who.org.as_deref().unwrap_or("-"), "signed in at the pages");
+    tracing::info!(user = %who.user, org = who.org.as_deref(), "signed in at the pages");
     let signed = Session {
         user: who.user,
         org: who.org,
