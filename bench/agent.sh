@@ -43,7 +43,7 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 UP=$(free_port); TG=$(free_port); TW=$(free_port); RL=$(free_port)
 
 # --- upstream: nginx with a 1 KiB and a large body ---
@@ -96,7 +96,6 @@ CONF
   >"$WORK/tollgate.out" 2>"$WORK/tollgate.log" &
 TG_PID=$!
 PIDS+=($TG_PID)
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 for p in $UP $TG $RL; do wait_port "$p"; done
 "$TOLLGATE" agent enroll --data "$WORK/data" --id bench > "$WORK/agent.jwt"
 "$TOLLGATE" agent run --relay "https://127.0.0.1:$RL" --id bench --credential-file "$WORK/agent.jwt" \

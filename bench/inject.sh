@@ -35,26 +35,11 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 UP=$(free_port); TG=$(free_port); TW=$(free_port)
 
-# --- upstream: nginx serving a 1 KiB body on both loopbacks (localhost may resolve to ::1) --
-mkdir -p "$WORK/www" "$WORK/nginx"
-head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/www/1k"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$UP; listen [::1]:$UP; root $WORK/www; }
-}
-CONF
-nginx -c "$WORK/nginx.conf"
+# --- upstream: nginx serving a 1 KiB body (bench/lib.sh) ---
+nginx_1k "$UP"
 
 # --- tollgate with one app bound to "localhost" -----------------------------------------
 (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example seed_token)
@@ -72,7 +57,6 @@ route = "direct"
   ports = [$UP]
   private = true
 CONF
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 start() {
   "$BIN/tollgate" serve --data "$WORK/data" --policies "$WORK/policies" \
     --proxy-listen "127.0.0.1:$TG" --web-listen "127.0.0.1:$TW" --log-format json \

@@ -34,26 +34,11 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 UP=$(free_port); SQ=$(free_port); TP=$(free_port); TG=$(free_port); TW=$(free_port)
 
 # --- upstream: nginx serving a 1 KiB body ---------------------------------------------
-mkdir -p "$WORK/www" "$WORK/nginx"
-head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/www/1k"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$UP; root $WORK/www; }
-}
-CONF
-nginx -c "$WORK/nginx.conf"
+nginx_1k "$UP"
 
 # --- squid ---------------------------------------------------------------------------
 mkdir -p "$WORK/squid"
@@ -102,7 +87,6 @@ CONF
   >"$WORK/tollgate.out" 2>"$WORK/tollgate.log" &
 PIDS+=($!)
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 for p in $UP $SQ $TP $TG; do wait_port "$p"; done
 TOKEN=$("$TOLLGATE" token mint --data "$WORK/data" --org load --user wrk --ttl 1h)
 

@@ -56,27 +56,12 @@ DB="tg_bench_$$"
 psql -q "$TOLLGATE_TEST_POSTGRES" -c "CREATE DATABASE $DB" >&2
 PG_URL=$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$TOLLGATE_TEST_POSTGRES" "$DB")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 UP=$(free_port); TP=$(free_port)
 S_PROXY=$(free_port); S_WEB=$(free_port); P_PROXY=$(free_port); P_WEB=$(free_port)
 
-# --- upstream: nginx serving a 1 KiB body on both loopbacks (localhost may resolve to ::1) --
-mkdir -p "$WORK/www" "$WORK/nginx"
-head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/www/1k"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$UP; listen [::1]:$UP; root $WORK/www; }
-}
-CONF
-nginx -c "$WORK/nginx.conf"
+# --- upstream: nginx serving a 1 KiB body (bench/lib.sh) ---
+nginx_1k "$UP"
 
 # --- token endpoint: every refresh answers a new token that is due at once ---------------
 cat > "$WORK/token.py" <<'PY'
@@ -119,7 +104,6 @@ route = "direct"
   ports = [$UP]
   private = true
 CONF
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 serve() { # name data proxy web [flags...]
   local name=$1 data=$2 proxy=$3 web=$4; shift 4
   "$BIN/tollgate" serve --data "$data" --policies "$WORK/policies" \

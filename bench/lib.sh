@@ -1,0 +1,27 @@
+# Shared by the bench scripts (sourced): free ports, waiting for one to open, and the nginx
+# upstream serving a 1 KiB body. The caller sets WORK (a scratch directory) and `set -e`.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# nginx_1k PORT: nginx serving $WORK/www/1k on 127.0.0.1 and [::1] (localhost may resolve to
+# ::1), keep-alive without limit, no access log.
+nginx_1k() {
+  mkdir -p "$WORK/www" "$WORK/nginx"
+  head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/www/1k"
+  cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  server { listen 127.0.0.1:$1; listen [::1]:$1; root $WORK/www; }
+}
+CONF
+  nginx -c "$WORK/nginx.conf"
+}
