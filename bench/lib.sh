@@ -25,3 +25,16 @@ http {
 CONF
   nginx -c "$WORK/nginx.conf"
 }
+
+# wrk_report NAME < WRK-OUTPUT: wrk's result as a Markdown row (requests/s, p50, p99,
+# errors); the rate is also appended to $WORK/rps for the ratios.
+wrk_report() {
+  local out rps p50 p99 errs
+  out=$(cat)
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${errs:-none}"
+  echo "$1 $rps" >> "$WORK/rps"
+}

@@ -107,13 +107,7 @@ done
 run() { # name target [auth]
   local out
   out=$(PROXY_AUTH="${3:-}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency ${4:+-s "$4"} "$2")
-  local rps p50 p99 errs
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${errs:-none}"
-  echo "$1 $rps" >> "$WORK/rps"
+  wrk_report "$1" <<<"$out"
 }
 
 echo "| path | requests/s | p50 | p99 | errors |"

@@ -144,15 +144,10 @@ wrk.headers["Host"] = os.getenv("HOSTHDR")
 wrk.headers["Proxy-Authorization"] = os.getenv("PROXY_AUTH")
 LUA
 run() { # name proxy-port
-  local out rps p50 p99 errs
+  local out
   out=$(TARGET="http://localhost:$UP/1k" HOSTHDR="localhost:$UP" PROXY_AUTH="Bearer $TOKEN" \
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$WORK/proxy.lua" "http://127.0.0.1:$2")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${errs:-none}"
-  echo "$1 $rps" >> "$WORK/rps"
+  wrk_report "$1" <<<"$out"
 }
 echo "| store (cached injection) | requests/s | p50 | p99 | errors |"
 echo "|---|---|---|---|---|"
