@@ -134,3 +134,80 @@ async fn the_environment_variable_turns_export_on() {
     assert_eq!(anon["tollgate.reason"], "missing_credentials");
     assert!(!anon.contains_key("tollgate.user"), "{anon:?}");
 }
+
+/// An injected request's span names the app and says whether its token was refreshed first;
+/// neither the injected access token nor the refresh token nor the client secret appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_requests_carry_the_app_and_whether_the_token_was_refreshed() {
+    let collector = Collector::start().await;
+    let url = collector.url();
+    let env = oauth::setup(&["--otlp-endpoint", &url], |_, _| {}).await;
+    env.p.with(|s| s.access_ttl = Some(2));
+    env.consent("acme", "alice").await;
+    env.p.with(|s| s.access_ttl = Some(3600));
+    env.wait_stale("alice").await;
+    let r = env.call("acme", "alice").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.p.refresh_calls(), 1);
+    let r = env.call("acme", "alice").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(env.p.refresh_calls(), 1);
+
+    // The consent flow's first call (`401 authorization_required`), then the two above.
+    let arrived = wait_until(Duration::from_secs(20), async || {
+        records(&collector).len() >= 3
+    })
+    .await;
+    let got = records(&collector);
+    assert!(arrived && got.len() == 3, "{got:?}");
+    let seen: Vec<[&str; 4]> = got
+        .iter()
+        .map(|s| {
+            let a = |k: &str| s.attrs.get(k).map_or("-", String::as_str);
+            [
+                a("tollgate.decision"),
+                a("tollgate.injected"),
+                a("tollgate.refreshed"),
+                a("http.response.status_code"),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ["denied", "false", "false", "401"],
+            ["allowed", "true", "true", "200"],
+            ["allowed", "true", "false", "200"],
+        ],
+        "{got:?}"
+    );
+    for span in &got {
+        assert_eq!(span.attrs["tollgate.app"], "crm");
+    }
+    assert!(got[1].attrs.contains_key("tollgate.upstream_time_ms"));
+    let tokens: Vec<String> = env.p.with(|s| {
+        (s.access_tokens.iter())
+            .chain(s.refresh_tokens.iter())
+            .cloned()
+            .collect()
+    });
+    assert!(tokens.len() >= 3, "{tokens:?}");
+    for span in collector.spans() {
+        for (k, v) in &span.attrs {
+            for secret in tokens
+                .iter()
+                .map(String::as_str)
+                .chain(["sk-CLIENT-SECRET", "client-own-token"])
+            {
+                assert!(!v.contains(secret), "{k} = {v} carries a secret");
+            }
+        }
+    }
+}
+
+/// The spans of the runner's API calls (`/records`), in the order they were received.
+fn records(c: &Collector) -> Vec<ReceivedSpan> {
+    (c.spans().into_iter())
+        .filter(|s| s.attrs.get("url.path").map(String::as_str) == Some("/records"))
+        .collect()
+}
