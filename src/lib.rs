@@ -49,6 +49,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;
+pub mod otel;
 pub mod proxy;
 pub mod relay;
 pub mod revoke;

@@ -60,6 +60,9 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The OpenTelemetry exporter (`--otlp-endpoint`) could not be set up.
+    #[error("otlp: {0}")]
+    Otlp(String),
 }
 
 /// A server with its sockets bound, ready to run.
@@ -360,6 +363,18 @@ impl Server {
             max_connections_per_caller: self.config.limits.max_connections_per_caller,
             proxy_headers: proxy_headers.clone(),
         };
+        // `--otlp-endpoint`: one span per request, flushed by a shutdown hook.
+        let otel = match &self.config.otlp_endpoint {
+            None => None,
+            Some(url) => {
+                let otel =
+                    crate::otel::Otel::start(url).map_err(|e| ServeError::Otlp(e.to_string()))?;
+                let flushed = otel.clone();
+                (self.lifecycle).on_shutdown("otlp flush", move || flushed.shutdown());
+                tracing::info!(endpoint = %url, "otlp: exporting one span per proxied request");
+                Some(otel)
+            }
+        };
         let state = Arc::new(
             ProxyState::new(
                 self.policies.clone(),
@@ -370,7 +385,8 @@ impl Server {
                 metrics.clone(),
                 settings,
             )
-            .intercept_when(self.intercept_predicate.clone()),
+            .intercept_when(self.intercept_predicate.clone())
+            .trace_to(otel),
         );
         let tasks = TaskTracker::new();
         tasks.spawn(watch::watch(

@@ -16,6 +16,7 @@ pub mod agent;
 pub mod identity;
 pub mod limits;
 pub mod login;
+pub mod otlp;
 pub mod replicas;
 pub mod serve;
 pub mod store;

@@ -141,6 +141,8 @@ pub struct FileConfig {
     pub max_token_ttl: Option<String>,
     /// `[identity]`: OIDC issuers of workload tokens (file only).
     pub identity: Option<super::identity::IdentityFile>,
+    /// `--otlp-endpoint`.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -246,6 +248,9 @@ pub struct ServeOverrides {
     /// invalid (`tollgate token mint` enforces the same cap). [default: 30d]
     #[arg(long, env = "TOLLGATE_MAX_TOKEN_TTL")]
     pub max_token_ttl: Option<String>,
+    /// OpenTelemetry export (`--otlp-endpoint`).
+    #[command(flatten)]
+    pub otlp: super::otlp::OtlpOverrides,
 }
 
 /// Validated server settings.
@@ -306,6 +311,8 @@ pub struct Config {
     pub max_token_ttl: Duration,
     /// `[[identity.issuer]]`: OIDC issuers whose workload tokens are callers too.
     pub issuers: Vec<super::identity::IssuerConfig>,
+    /// The OTLP/HTTP traces URL spans are exported to (`--otlp-endpoint`); `None` = off.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Every problem found while resolving the settings.
@@ -531,6 +538,8 @@ impl Config {
             &mut errors,
         );
         let issuers = super::identity::resolve(file.identity.as_ref(), &mut errors);
+        let otlp_endpoint =
+            super::otlp::resolve(&over.otlp, file.otlp_endpoint.as_ref(), &mut errors);
         if !errors.is_empty() {
             // One report per problem (`--trusted-proxies` is read by two flag groups).
             let mut seen = std::collections::HashSet::new();
@@ -570,6 +579,7 @@ impl Config {
             upstream_proxy,
             replicas,
             issuers,
+            otlp_endpoint,
         })
     }
 }

@@ -74,6 +74,9 @@ pub struct Injected {
     /// The injected token set: a forced refresh after an upstream `401 invalid_token`
     /// compares its access token with the stored one, so concurrent rejections refresh once.
     token: Arc<TokenSet>,
+    /// Whether the token was refreshed to inject it (it was stale, or the upstream rejected
+    /// the previous one): the request's span reports it.
+    pub refreshed: bool,
 }
 
 /// Key of the single-flight map: one refresh per (org, app, user) at a time.
@@ -195,13 +198,17 @@ impl Injector {
         }
         let stored = self.cached_or_read(&app, &caller.user).await?;
         let now = self.clock_now()?;
-        let token = match stored {
+        let (token, refreshed) = match stored {
             None => return Err(self.consent_required(&app, &caller.user).await),
-            Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => t,
-            Some(_) => self.refresh(&app, &caller.user, rejected).await?,
+            Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => (t, false),
+            Some(_) => (self.refresh(&app, &caller.user, rejected).await?, true),
         };
         set_bearer(headers, &token.access_token)?;
-        Ok(Injected { app, token })
+        Ok(Injected {
+            app,
+            token,
+            refreshed,
+        })
     }
 
     async fn cached_or_read(

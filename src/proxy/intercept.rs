@@ -246,7 +246,8 @@ async fn inner_request(tunnel: &Tunnel, mut req: Request<Incoming>) -> Response<
     let state = &tunnel.state;
     let upgrade = Pending::take(&mut req);
     let i = &tunnel.intercepted;
-    let mut log = RequestLog::new(state.metrics.clone(), tunnel.peer, req.method().clone());
+    let mut log = RequestLog::new(state.metrics.clone(), tunnel.peer, req.method().clone())
+        .trace_to(state.otel.as_ref());
     log.host = Some(i.target.host.to_string());
     log.port = i.target.port;
     log.caller = Some(i.target.caller.clone());

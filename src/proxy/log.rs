@@ -9,13 +9,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Buf;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::identity::Caller;
 use crate::metrics::Metrics;
+use crate::otel::{Otel, RequestSpan};
 use crate::policy::{Decision, Route, RuleRef};
 
 /// Everything the decision line reports about one request.
@@ -61,6 +62,13 @@ pub struct RequestLog {
     /// Bytes from the upstream to the client.
     pub bytes_down: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    /// Whether the app's token was refreshed for this request (before injecting it, or after
+    /// the upstream rejected it).
+    pub refreshed: bool,
+    /// Time from sending the request upstream to its response head (the span's upstream time).
+    pub upstream_time: Option<Duration>,
+    /// The OpenTelemetry exporter the request's span goes to (`--otlp-endpoint`), when on.
+    otel: Option<Arc<Otel>>,
 }
 
 impl RequestLog {
@@ -86,6 +94,46 @@ impl RequestLog {
             bytes_up: Arc::default(),
             bytes_down: Arc::default(),
             metrics,
+            refreshed: false,
+            upstream_time: None,
+            otel: None,
+        }
+    }
+
+    /// Sends the request's span to `otel` too when the line is written (`--otlp-endpoint`).
+    pub fn trace_to(mut self, otel: Option<&Arc<Otel>>) -> Self {
+        self.otel = otel.cloned();
+        self
+    }
+
+    /// The request's span, from the same fields as the line.
+    fn span(&self) -> RequestSpan<'_> {
+        let since = self.start.elapsed();
+        RequestSpan {
+            start: SystemTime::now().checked_sub(since).unwrap_or(UNIX_EPOCH),
+            method: self.method.as_str(),
+            decision: self.decision,
+            reason: (!self.reason.is_empty()).then_some(&*self.reason),
+            policy: self.policy.as_deref(),
+            rule: self.rule.as_ref().map(ToString::to_string),
+            route: self.route.as_ref().map(ToString::to_string),
+            app: self.app.as_deref(),
+            injected: self.injected,
+            refreshed: self.refreshed,
+            status: self.status,
+            upstream_time: self.upstream_time,
+            caller: self
+                .caller
+                .as_ref()
+                .map(|c| (c.org.as_str(), c.user.as_str())),
+            host: self.host.as_deref(),
+            port: self.port,
+            path: self.path.as_deref(),
+            peer: self.peer.to_string(),
+            bytes: (
+                self.bytes_up.load(Ordering::Relaxed),
+                self.bytes_down.load(Ordering::Relaxed),
+            ),
         }
     }
 
@@ -200,6 +248,9 @@ impl Drop for RequestLog {
             peer = %self.peer,
             "request"
         );
+        if let Some(otel) = &self.otel {
+            otel.record(self.span());
+        }
         self.metrics.count_request(self.decision, self.status);
         if self.decision == WOULD_DENY {
             // `reason` holds the would-deny reason, one of the policy's fixed codes.

@@ -106,6 +106,8 @@ pub struct ProxyState {
     callers: CallerConnections,
     /// The counters of the policy files' `[[limit]]` blocks (per process, bounded).
     rate_limits: crate::policy::limiter::RateLimiters,
+    /// Where each request's span goes (`--otlp-endpoint`); `None` = off.
+    otel: Option<Arc<crate::otel::Otel>>,
 }
 
 impl ProxyState {
@@ -134,12 +136,19 @@ impl ProxyState {
             settings,
             tunnels: TaskTracker::new(),
             rate_limits: Default::default(),
+            otel: None,
         }
     }
 
     /// Also intercepts the `CONNECT`s `predicate` selects.
     pub fn intercept_when(mut self, predicate: InterceptPredicate) -> Self {
         self.intercept_when = predicate;
+        self
+    }
+
+    /// Also exports one span per request to `otel` (`--otlp-endpoint`).
+    pub fn trace_to(mut self, otel: Option<Arc<crate::otel::Otel>>) -> Self {
+        self.otel = otel;
         self
     }
 }
@@ -262,7 +271,8 @@ async fn handle(
     permit: Arc<ConnPermit>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let mut log = RequestLog::new(state.metrics.clone(), peer, req.method().clone());
+    let mut log = RequestLog::new(state.metrics.clone(), peer, req.method().clone())
+        .trace_to(state.otel.as_ref());
     if !permit.counted() {
         if let Err(e) = count_caller(&state, &permit, &req, &mut log) {
             log.record_error(&e);

@@ -287,10 +287,12 @@ pub(crate) async fn exchange(
             (state.metrics).count_injection(&counted.org, &counted.id, outcome);
             let injected = injected?;
             log.injected = true;
+            log.refreshed = injected.refreshed;
             Some(Reinject {
                 injector: state.injector.clone(),
                 caller: target.caller.clone(),
                 injected,
+                refreshed: Default::default(),
             })
         }
     };
@@ -307,7 +309,11 @@ pub(crate) async fn exchange(
     // The handshake's path, decided again as this `GET` when the policies are reloaded.
     let ws_path = upgrade.then(|| parts.uri.path().to_string());
     let (up, body_timeout) = (log.bytes_up.clone(), state.settings.body_timeout);
-    let mut resp = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await?;
+    let sent = send_replayable(parts, body, reauth.as_ref(), up, body_timeout, send).await;
+    if let Some(r) = &reauth {
+        log.refreshed |= r.refreshed.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut resp = sent?;
     if let Some(path) = ws_path {
         super::upgrade::follow_reloads(state, target, path, &mut resp);
     }
@@ -315,10 +321,9 @@ pub(crate) async fn exchange(
         .extensions()
         .get::<hyper_util::client::legacy::connect::HttpInfo>()
         .map(|i| i.remote_addr());
-    state
-        .metrics
-        .upstream_latency
-        .observe(started.elapsed().as_secs_f64());
+    let upstream_time = started.elapsed();
+    log.upstream_time = Some(upstream_time);
+    (state.metrics.upstream_latency).observe(upstream_time.as_secs_f64());
     Ok(resp)
 }
 

@@ -37,14 +37,20 @@ pub struct Reinject {
     pub caller: Arc<Caller>,
     /// What was injected and rejected.
     pub injected: Injected,
+    /// Set when the rejection led to a refresh (the request's span reports it).
+    pub refreshed: std::sync::atomic::AtomicBool,
 }
 
 impl Reinject {
     /// Sets fresh credentials in `headers` (the rejected request's headers).
     async fn reauthorize(&self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
-        self.injector
+        let again = self
+            .injector
             .inject_after_rejection(&self.caller, &self.injected, headers)
             .await?;
+        if again.refreshed {
+            (self.refreshed).store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 }

@@ -13,7 +13,8 @@
 //! resolver), [`idp`] with [`login`] (an OpenID Provider, and signing in at the pages),
 //! [`postgres`] (a fresh database per test, replica data directories), [`squid`] (a real
 //! Squid as the parent proxy) and [`websocket`] (a real WebSocket server and
-//! client, Python `websockets`) and [`workload`] (an OIDC issuer's JWKS and its CI tokens).
+//! client, Python `websockets`), [`workload`] (an OIDC issuer's JWKS and its CI tokens) and
+//! [`otlp`] (an OTLP/HTTP collector for `--otlp-endpoint`).
 
 #![allow(dead_code)]
 
@@ -26,6 +27,7 @@ pub mod inproc;
 pub mod login;
 pub mod netns;
 pub mod oauth;
+pub mod otlp;
 pub mod policies;
 pub mod postgres;
 pub mod provider;
