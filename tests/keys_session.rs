@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::idp::Idp;
 use common::login::*;
-use common::oauth::split;
+use common::oauth::{now, split};
 use common::*;
 
 /// Whether `r` is the consent page itself (the Authorize form): the visitor is signed in
@@ -23,19 +23,29 @@ fn kid(cookie: &str) -> String {
     cookie.split('.').nth(1).unwrap().to_owned()
 }
 
-/// `(kid, state)` of every session key `keys list --json` (or `GET /v1/keys`) shows.
-fn session_keys(listed: &serde_json::Value) -> Vec<(String, String)> {
-    listed["session"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            (
-                k["kid"].as_str().unwrap().into(),
-                k["state"].as_str().unwrap().into(),
-            )
-        })
-        .collect()
+/// `POST path` as the operator.
+async fn operator_post(tg: &Tollgate, path: &str) -> Resp {
+    web_request(tg.web, "POST", path, Some(&tg.operator_token()), None).await
+}
+
+/// Signs in at `web` until the session cookie names `kid` (the new key signs a few seconds
+/// after a rotation); that cookie, or `None` at the deadline.
+async fn sign_in_with_key(
+    web: std::net::SocketAddr,
+    idp: &Idp,
+    path: &str,
+    kid_: &str,
+) -> Option<String> {
+    let mut last = String::new();
+    let switched = wait_until(Duration::from_secs(15), async || {
+        last = sign_in(web, idp, path).await.session.unwrap();
+        kid(&last) == kid_
+    })
+    .await;
+    if !switched {
+        eprintln!("new sign-ins still carry {}", kid(&last));
+    }
+    switched.then_some(last)
 }
 
 #[tokio::test]
@@ -50,14 +60,7 @@ async fn old_sessions_survive_a_rotation_new_ones_carry_the_new_key_retiring_ref
     let old_kid = kid(&before);
     assert!(is_consent_page(&get_signed_in(web, &path, &before).await));
 
-    let r = web_request(
-        tg.web,
-        "POST",
-        "/v1/keys/session/rotate",
-        Some(&tg.operator_token()),
-        None,
-    )
-    .await;
+    let r = operator_post(tg, "/v1/keys/session/rotate").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let new_kid = r.json()["kid"].as_str().unwrap().to_owned();
     assert_ne!(new_kid, old_kid);
@@ -78,20 +81,14 @@ async fn old_sessions_survive_a_rotation_new_ones_carry_the_new_key_retiring_ref
         "a session signed before the rotation was refused"
     );
     // New sign-ins carry the new key's id once it signs (a few seconds).
-    let mut after = String::new();
-    let switched = wait_until(Duration::from_secs(15), async || {
-        after = sign_in(web, &idp, &path).await.session.unwrap();
-        kid(&after) == new_kid
-    })
-    .await;
-    assert!(switched, "new sign-ins still carry {}", kid(&after));
+    let after = sign_in_with_key(web, &idp, &path, &new_kid).await.unwrap();
     assert!(is_consent_page(&get_signed_in(web, &path, &after).await));
     assert!(is_consent_page(&get_signed_in(web, &path, &before).await));
 
     let listed = web_request(tg.web, "GET", "/v1/keys", Some(&tg.operator_token()), None).await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     assert_eq!(
-        session_keys(&listed.json()),
+        key_states(&listed.json(), "session"),
         [
             (old_kid.clone(), "verifying".into()),
             (new_kid.clone(), "active".into())
@@ -99,24 +96,9 @@ async fn old_sessions_survive_a_rotation_new_ones_carry_the_new_key_retiring_ref
     );
 
     // Retiring the new key is refused (it signs); retiring the old one refuses its cookies.
-    let path_of = |k: &str| format!("/v1/keys/{k}/retire");
-    let r = web_request(
-        tg.web,
-        "POST",
-        &path_of(&new_kid),
-        Some(&tg.operator_token()),
-        None,
-    )
-    .await;
+    let r = operator_post(tg, &format!("/v1/keys/{new_kid}/retire")).await;
     assert_eq!(r.status, 409, "{}", r.text());
-    let r = web_request(
-        tg.web,
-        "POST",
-        &path_of(&old_kid),
-        Some(&tg.operator_token()),
-        None,
-    )
-    .await;
+    let r = operator_post(tg, &format!("/v1/keys/{old_kid}/retire")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let refused = get_signed_in(web, &path, &before).await;
     assert!(
@@ -172,13 +154,7 @@ async fn a_ring_changed_on_disk_applies_and_offline_rotation_is_listed() {
     let keys = env.tg.data.join("keys");
     let mut ring = tollgate::keys::SessionRing::load(&keys).unwrap();
     let second = ring.rotate(now()).unwrap();
-    let mut after = String::new();
-    let switched = wait_until(Duration::from_secs(10), async || {
-        after = sign_in(web, &idp, &path).await.session.unwrap();
-        kid(&after) == second
-    })
-    .await;
-    assert!(switched, "new sign-ins still carry {}", kid(&after));
+    sign_in_with_key(web, &idp, &path, &second).await.unwrap();
     assert!(is_consent_page(&get_signed_in(web, &path, &before).await));
 
     // Offline, with the server stopped: rotate, list, retire.
@@ -200,7 +176,7 @@ async fn a_ring_changed_on_disk_applies_and_offline_rotation_is_listed() {
     let listed: serde_json::Value =
         serde_json::from_str(&offline_ok(&["keys", "list", "--json"], &data, &[])).unwrap();
     assert_eq!(
-        session_keys(&listed),
+        key_states(&listed, "session"),
         [
             (original, "retired".into()),
             (second.clone(), "verifying".into()),
@@ -215,11 +191,4 @@ async fn a_ring_changed_on_disk_applies_and_offline_rotation_is_listed() {
             .any(|l| l.starts_with("session") && l.contains(&third) && l.contains("active")),
         "{text}"
     );
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

@@ -23,17 +23,32 @@ const REAPPLY_EVERY: Duration = Duration::from_secs(60);
 /// Reads the ring of kind `K` under `keys_dir` until `stop`, calling `apply` with every new
 /// version (and when its newest key starts signing, and every [`REAPPLY_EVERY`]). A ring that
 /// cannot be read is logged and the last one kept.
-pub async fn watch<K: RingKey>(
+///
+/// The ring file is read when this is called, not when the task first runs, so that a change
+/// made between the server's start and the task's first turn is not taken for the start.
+pub fn watch<K: RingKey>(
     keys_dir: PathBuf,
     apply: impl Fn(&Ring<K>) + Send + 'static,
     stop: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let path = ring_path::<K>(&keys_dir);
     let clock = Clock::system();
-    let mut last = std::fs::read(&path).ok();
-    let mut switch_at = Ring::<K>::load(&keys_dir)
+    let last = std::fs::read(&path).ok();
+    let switch_at = Ring::<K>::load(&keys_dir)
         .ok()
         .and_then(|r| r.switches_at(clock.now().unwrap_or(0)));
+    follow(keys_dir, path, last, switch_at, apply, stop)
+}
+
+async fn follow<K: RingKey>(
+    keys_dir: PathBuf,
+    path: PathBuf,
+    mut last: Option<Vec<u8>>,
+    mut switch_at: Option<u64>,
+    apply: impl Fn(&Ring<K>) + Send + 'static,
+    stop: CancellationToken,
+) {
+    let clock = Clock::system();
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut applied = tokio::time::Instant::now();
