@@ -250,6 +250,31 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_signs_with_the_newest_key_after_the_delay_and_older_keys_verify_for_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("session.key"), "00aa11bb\n").unwrap();
+        let mut ring = SessionRing::load(dir.path()).unwrap();
+        let t = 1_700_000_000;
+        let before = SessionKeys::from_ring(&ring, t);
+        let old = before.seal(Purpose::Session, &session(t + 10)).unwrap();
+        let new_kid = ring.rotate(t).unwrap();
+        let ring = SessionRing::load(dir.path()).unwrap();
+        // The previous key signs during the delay; the new one after it.
+        let during = SessionKeys::from_ring(&ring, t + 1);
+        assert_eq!(during.current_id(), before.current_id());
+        assert!(during.open::<Session>(Purpose::Session, &old).is_some());
+        let delay = crate::keys::ring::SIGNING_DELAY_SECS;
+        let after = SessionKeys::from_ring(&ring, t + delay);
+        assert_eq!(after.current_id(), new_kid);
+        assert!(after.open::<Session>(Purpose::Session, &old).is_some());
+        // A session later the old key verifies nothing any more.
+        let later = SessionKeys::from_ring(&ring, t + SESSION_TTL);
+        assert!(later.open::<Session>(Purpose::Session, &old).is_none());
+        let fresh = later.seal(Purpose::Session, &session(t + 10)).unwrap();
+        assert!(later.open::<Session>(Purpose::Session, &fresh).is_some());
+    }
+
+    #[test]
     fn cookie_header_parsing() {
         let mut h = HeaderMap::new();
         h.append(
