@@ -432,18 +432,37 @@ impl Server {
                 .clone()
                 .follow(token_changes, shutdown.clone()),
         );
-        let key_admin = Arc::new(crate::keys::admin::KeyAdmin::new(
-            keys_dir.clone(),
-            self.store.clone(),
-            crate::clock::Clock::system(),
-            Some(Box::new({
-                let apply = apply_ring.clone();
-                move |ring: &crate::keys::IdentityRing| apply(ring)
+        // The session key ring: the pages sign and verify with its changes.
+        let apply_session = {
+            let login = login.clone();
+            Arc::new(move |ring: &crate::keys::SessionRing| {
+                let now = crate::clock::Clock::system().now().unwrap_or(0);
+                login.set_keys(web::login::session::SessionKeys::from_ring(ring, now));
+            })
+        };
+        let key_admin = Arc::new(
+            crate::keys::admin::KeyAdmin::new(
+                keys_dir.clone(),
+                self.store.clone(),
+                crate::clock::Clock::system(),
+                Some(Box::new({
+                    let apply = apply_ring.clone();
+                    move |ring: &crate::keys::IdentityRing| apply(ring)
+                })),
+            )
+            .with_session_apply(Box::new({
+                let apply = apply_session.clone();
+                move |ring: &crate::keys::SessionRing| apply(ring)
             })),
+        );
+        tasks.spawn(crate::keys::watch::watch(
+            keys_dir.clone(),
+            move |ring: &crate::keys::IdentityRing| apply_ring(ring),
+            shutdown.clone(),
         ));
         tasks.spawn(crate::keys::watch::watch(
             keys_dir,
-            move |ring: &crate::keys::IdentityRing| apply_ring(ring),
+            move |ring: &crate::keys::SessionRing| apply_session(ring),
             shutdown.clone(),
         ));
         if let Some(listener) = self.metrics_listener {
@@ -546,12 +565,14 @@ impl Server {
     /// like provider endpoints' TLS (platform roots plus `--upstream-ca-file`), discovery
     /// fetched in the background.
     fn login(&self, tls: &rustls::ClientConfig) -> Result<Arc<web::login::Login>, ServeError> {
-        let path = &self.data.session_key;
-        let keys =
-            web::login::session::SessionKeys::load(path).map_err(|source| DataDirError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        // The session key ring (issue 18): `keys/session.key` until rotated.
+        let keys_dir = self.data.root.join("keys");
+        let ring = crate::keys::SessionRing::load(&keys_dir).map_err(|e| DataDirError::Io {
+            path: self.data.session_key.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let now = crate::clock::Clock::system().now().unwrap_or(0);
+        let keys = web::login::session::SessionKeys::from_ring(&ring, now);
         if let crate::config::login::LoginConfig::None { explicit: true } = self.config.login {
             tracing::warn!(
                 "--login none: the pages ask nobody who they are; anyone holding a consent \

@@ -167,17 +167,7 @@ async fn rotating_under_load_fails_nothing_and_retiring_refuses_what_the_key_sig
     // Listed offline, with their states; both operations audited in the operator's org.
     let out = offline_ok(&["keys", "list", "--json"], &tg.data, &[]);
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let states: Vec<(String, String)> = listed["identity"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            (
-                k["kid"].as_str().unwrap().into(),
-                k["state"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let states = key_states(&listed, "identity");
     assert_eq!(
         states,
         [

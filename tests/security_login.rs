@@ -12,7 +12,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::idp::{Bend, Idp, CLIENT_ID, CLIENT_SECRET};
+use common::idp::{Bend, Idp, CLIENT_SECRET};
 use common::login::*;
 use common::oauth::{http, now, setup_env, split, Env};
 use common::policies::LOCAL as POLICY;
@@ -32,28 +32,6 @@ fn is_consent_page(r: &Resp) -> bool {
 fn sent_to_provider(r: &Resp, env: &Env) -> bool {
     r.header("location")
         .is_some_and(|l| l.starts_with(&env.p.issuer()))
-}
-
-/// tollgate with `--login oidc` at `idp`, given as environment variables, and `flags`.
-async fn start_oidc(idp: &Idp, flags: &[&str]) -> (Env, tempfile::TempDir) {
-    let secret_dir = tempfile::tempdir().unwrap();
-    let secret = secret_dir.path().join("client-secret");
-    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
-    let issuer = idp.issuer();
-    let env = start(
-        flags,
-        &[
-            ("TOLLGATE_LOGIN", "oidc"),
-            ("TOLLGATE_LOGIN_OIDC_ISSUER", &issuer),
-            ("TOLLGATE_LOGIN_OIDC_CLIENT_ID", CLIENT_ID),
-            (
-                "TOLLGATE_LOGIN_OIDC_CLIENT_SECRET_FILE",
-                secret.to_str().unwrap(),
-            ),
-        ],
-    )
-    .await;
-    (env, secret_dir)
 }
 
 #[tokio::test]

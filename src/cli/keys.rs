@@ -1,4 +1,4 @@
-//! `tollgate keys`: list the identity keys, rotate, retire. With a token (`--token` /
+//! `tollgate keys`: list the identity and session keys, rotate, retire. With a token (`--token` /
 //! `TOLLGATE_TOKEN`, the operator role) through the server's `/v1/keys`; without one offline
 //! against the data directory (and its store, where the operation is audited: with a running
 //! sled server, go through the server).
@@ -10,17 +10,17 @@ use crate::keys::admin::{Actor, KeyAdmin};
 /// `tollgate keys` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// List the identity keys: id, state (active, verifying, retired), times.
+    /// List the identity and session keys: id, state (active, verifying, retired), times.
     List(super::Place),
-    /// Add a new key of KIND (`identity`) that signs from a few seconds on; the previous one
-    /// keeps verifying until retired.
+    /// Add a new key of KIND (`identity` or `session`) that signs from a few seconds on; the
+    /// previous one keeps verifying until retired (or what it signed expired).
     Rotate {
-        /// The key to rotate: `identity`.
+        /// The key to rotate: `identity` or `session`.
         kind: String,
         #[command(flatten)]
         place: super::Place,
     },
-    /// Retire key ID: tokens and agent credentials it signed are refused from now on.
+    /// Retire key ID: tokens, agent credentials or sessions it signed are refused from now on.
     Retire {
         /// The key's id (`keys list`).
         id: String,
@@ -48,9 +48,12 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         return print(&cmd, place.target.json, &out);
     }
     if let KeysCommand::List(p) = &cmd {
-        let ring = crate::keys::IdentityRing::load(&p.data.join("keys"))?;
+        let keys_dir = p.data.join("keys");
         let now = crate::clock::Clock::system().now()?;
-        let out = serde_json::json!({ "identity": ring.list(now) });
+        let out = serde_json::json!(crate::keys::admin::KeyLists {
+            identity: crate::keys::IdentityRing::load(&keys_dir)?.list(now),
+            session: crate::keys::SessionRing::load(&keys_dir)?.list(now),
+        });
         return print(&cmd, p.target.json, &out);
     }
     let store = super::open_store(&place.data, place.store.as_deref()).await?;
@@ -83,12 +86,20 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::List(_) => {
             println!(
-                "{:<18} {:<10} {:<9} {:<21} {:<21} RETIRED",
-                "KID", "STATE", "ORIGINAL", "CREATED", "SUPERSEDED"
+                "{:<9} {:<18} {:<10} {:<9} {:<21} {:<21} RETIRED",
+                "KIND", "KID", "STATE", "ORIGINAL", "CREATED", "SUPERSEDED"
             );
-            for k in out["identity"].as_array().into_iter().flatten() {
+            let kinds = ["identity", "session"];
+            for (kind, k) in kinds.iter().flat_map(|kind| {
+                out[kind]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |k| (kind, k))
+            }) {
                 println!(
-                    "{:<18} {:<10} {:<9} {:<21} {:<21} {}",
+                    "{:<9} {:<18} {:<10} {:<9} {:<21} {:<21} {}",
+                    kind,
                     k["kid"].as_str().unwrap_or("-"),
                     k["state"].as_str().unwrap_or("-"),
                     if k["original"] == true { "yes" } else { "no" },
@@ -98,6 +109,11 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
                 );
             }
         }
+        KeysCommand::Rotate { kind, .. } if kind == "session" => println!(
+            "rotated: key {} signs new sessions from a few seconds on; the previous key keeps \
+             verifying until `tollgate keys retire` (or 8 hours)",
+            out["kid"].as_str().unwrap_or("?")
+        ),
         KeysCommand::Rotate { .. } => println!(
             "rotated: key {} signs new tokens and agent credentials from a few seconds on; the \
              previous key keeps verifying until `tollgate keys retire` (or 30 days)",

@@ -1,13 +1,17 @@
 //! Key operations (`tollgate keys`, `/v1/keys/...`): list, rotate, retire, each audited in
-//! the store. Offline the CLI runs them against the data directory; online the server does,
-//! and applies the changed ring at once on its own replica (others follow the file within
-//! [`super::watch::WATCH_EVERY`]).
+//! the store, for every kind of key that has a ring (identity, session). Offline the CLI runs
+//! them against the data directory; online the server does, and applies the changed ring at
+//! once on its own replica (others follow the file within [`super::watch::WATCH_EVERY`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::identity_ring::{IdentityRing, KeyInfo, RingError};
+use serde::Serialize;
+
+use super::ring::{IdentityRing, KeyInfo, Ring, RingError, RingKey};
+use super::session_key::{SessionKey, SessionRing};
 use crate::clock::Clock;
+use crate::identity::IdentityKey;
 use crate::store::{AuditEvent, Store, StoreError};
 
 /// Why a key operation failed.
@@ -43,8 +47,23 @@ impl Actor {
     }
 }
 
-/// Called with the ring after each change made here (the server's verifiers).
-type Apply = Box<dyn Fn(&IdentityRing) + Send + Sync>;
+/// Called with a ring of kind `K` after each change made here.
+type ApplyRing<K> = Box<dyn Fn(&Ring<K>) + Send + Sync>;
+
+/// Called with the identity ring after each change made here (the server's verifiers).
+type Apply = ApplyRing<IdentityKey>;
+
+/// Called with the session ring after each change made here (the pages' cookies).
+type ApplySession = ApplyRing<SessionKey>;
+
+/// Every key, by kind, as `keys list` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyLists {
+    /// Sign caller tokens and agent credentials.
+    pub identity: Vec<KeyInfo>,
+    /// Sign the pages' session cookies.
+    pub session: Vec<KeyInfo>,
+}
 
 /// The key operations of one data directory.
 pub struct KeyAdmin {
@@ -58,6 +77,8 @@ pub struct KeyAdmin {
     lock: tokio::sync::Mutex<()>,
     /// Applies a changed ring here at once.
     apply: Option<Apply>,
+    /// Applies a changed session ring here at once.
+    apply_session: Option<ApplySession>,
 }
 
 impl std::fmt::Debug for KeyAdmin {
@@ -83,51 +104,90 @@ impl KeyAdmin {
             clock,
             lock: tokio::sync::Mutex::new(()),
             apply,
+            apply_session: None,
         }
+    }
+
+    /// Also applies every session ring changed here with `apply` (the server's pages).
+    pub fn with_session_apply(mut self, apply: ApplySession) -> Self {
+        self.apply_session = Some(apply);
+        self
     }
 
     /// Every key and its state now.
-    pub fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
+    pub fn list(&self) -> Result<KeyLists, KeyError> {
         let now = self.clock.now().map_err(StoreError::from)?;
-        Ok(IdentityRing::load(&self.keys_dir)?.list(now))
+        Ok(KeyLists {
+            identity: IdentityRing::load(&self.keys_dir)?.list(now),
+            session: SessionRing::load(&self.keys_dir)?.list(now),
+        })
     }
 
-    /// Rotates the key of `kind` (`identity`; the others are not rotatable yet). Returns the
-    /// new key's id.
+    /// Rotates the key of `kind` (`identity` or `session`). Returns the new key's id.
     pub async fn rotate(&self, kind: &str, actor: &Actor) -> Result<String, KeyError> {
-        if kind != "identity" {
-            return Err(KeyError::Unsupported(format!(
-                "rotating the {kind:?} key is not supported yet (identity only)"
-            )));
+        match kind {
+            "identity" => self.rotate_ring::<IdentityKey>(actor, &self.apply).await,
+            "session" => {
+                self.rotate_ring::<SessionKey>(actor, &self.apply_session)
+                    .await
+            }
+            _ => Err(KeyError::Unsupported(format!(
+                "rotating the {kind:?} key is not supported yet (identity and session only)"
+            ))),
         }
+    }
+
+    async fn rotate_ring<K: RingKey>(
+        &self,
+        actor: &Actor,
+        apply: &Option<ApplyRing<K>>,
+    ) -> Result<String, KeyError> {
         let _one = self.lock.lock().await;
         let now = self.clock.now().map_err(StoreError::from)?;
-        let mut ring = IdentityRing::load(&self.keys_dir)?;
+        let mut ring = Ring::<K>::load(&self.keys_dir)?;
         let previous = ring.active_kid().to_owned();
         let kid = ring.rotate(now)?;
-        self.applied(&ring);
-        tracing::warn!(kid = %kid, previous = %previous, by = %actor.user, "identity key rotated");
-        let detail = serde_json::json!({"kind": kind, "previous": previous});
+        if let Some(apply) = apply {
+            apply(&ring);
+        }
+        tracing::warn!(kind = K::KIND, kid = %kid, previous = %previous, by = %actor.user, "key rotated");
+        let detail = serde_json::json!({"kind": K::KIND, "previous": previous});
         self.audit(actor, "key.rotate", &kid, detail).await?;
         Ok(kid)
     }
 
-    /// Retires key `kid`: what it signed is refused from now on.
+    /// Retires key `kid` (of whichever kind has it): what it signed is refused from now on.
     pub async fn retire(&self, kid: &str, actor: &Actor) -> Result<(), KeyError> {
-        let _one = self.lock.lock().await;
         let now = self.clock.now().map_err(StoreError::from)?;
-        let mut ring = IdentityRing::load(&self.keys_dir)?;
-        ring.retire(kid, now)?;
-        self.applied(&ring);
-        tracing::warn!(kid = %kid, by = %actor.user, "identity key retired");
-        let detail = serde_json::json!({"kind": "identity"});
-        self.audit(actor, "key.retire", kid, detail).await
+        if SessionRing::load(&self.keys_dir)?
+            .list(now)
+            .iter()
+            .any(|k| k.kid == kid)
+        {
+            return self
+                .retire_ring::<SessionKey>(kid, actor, &self.apply_session)
+                .await;
+        }
+        self.retire_ring::<IdentityKey>(kid, actor, &self.apply)
+            .await
     }
 
-    fn applied(&self, ring: &IdentityRing) {
-        if let Some(apply) = &self.apply {
-            apply(ring);
+    async fn retire_ring<K: RingKey>(
+        &self,
+        kid: &str,
+        actor: &Actor,
+        apply: &Option<ApplyRing<K>>,
+    ) -> Result<(), KeyError> {
+        let _one = self.lock.lock().await;
+        let now = self.clock.now().map_err(StoreError::from)?;
+        let mut ring = Ring::<K>::load(&self.keys_dir)?;
+        ring.retire(kid, now)?;
+        if let Some(apply) = apply {
+            apply(&ring);
         }
+        tracing::warn!(kind = K::KIND, kid = %kid, by = %actor.user, "key retired");
+        let detail = serde_json::json!({"kind": K::KIND});
+        self.audit(actor, "key.retire", kid, detail).await
     }
 
     async fn audit(

@@ -1,7 +1,12 @@
-//! Key management (issue 18): every key has an id, and the identity key rotates without an
-//! outage.
+//! Key management (issue 18): every key has an id, and the identity and session keys rotate
+//! without an outage.
 //!
-//! The identity key ring ([`identity_ring`]) lives next to the original key file: `keys/identity.key`
+//! Each rotating kind of key has a ring ([`ring::Ring`], the same code for every kind:
+//! [`IdentityRing`], [`SessionRing`]). The session ring is `keys/session.key` and
+//! `keys/session/`: a rotation signs new sessions with the new key, and older keys verify
+//! the sessions they signed until they expire ([`session_key::SESSION_TTL`]) or are retired.
+//!
+//! The identity key ring lives next to the original key file: `keys/identity.key`
 //! (created at first start, what platforms that mint their own tokens read) and, once rotated,
 //! `keys/identity/<kid>.key` with `keys/identity/ring.json` naming the active key and when
 //! each older one was superseded or retired. Caller tokens and agent credentials carry the
@@ -15,7 +20,9 @@
 //! [`MAX_TOKEN_TTL`]: crate::identity::revoked::MAX_TOKEN_TTL
 
 pub mod admin;
-pub mod identity_ring;
+pub mod ring;
+pub mod session_key;
 pub mod watch;
 
-pub use identity_ring::{IdentityRing, KeyInfo, KeyState, RingError};
+pub use ring::{IdentityRing, KeyInfo, KeyState, Ring, RingError, RingKey};
+pub use session_key::{SessionKey, SessionRing};

@@ -1,4 +1,5 @@
-//! Key operations for operators (`/v1/keys`): list the identity keys, rotate, retire. Only
+//! Key operations for operators (`/v1/keys`): list the identity and session keys, rotate,
+//! retire. Only
 //! HTTP lives here; `crate::keys::admin` does the work.
 
 use axum::extract::{Path, State};
@@ -34,7 +35,7 @@ fn api_error(e: KeyError) -> ApiError {
         KeyError::Ring(RingError::Unknown(kid)) => ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no identity key has id {kid}"),
+            format!("no key has id {kid}"),
         ),
         KeyError::Ring(e @ (RingError::Active(_) | RingError::Retired(_))) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
@@ -53,7 +54,7 @@ fn api_error(e: KeyError) -> ApiError {
 
 async fn list_keys(State(state): State<WebState>, _: Operator) -> ApiResult<Json<Value>> {
     let keys = state.keys.list().map_err(api_error)?;
-    Ok(Json(json!({ "identity": keys })))
+    Ok(Json(json!(keys)))
 }
 
 async fn rotate_key(

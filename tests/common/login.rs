@@ -10,8 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde_json::json;
 
-use super::idp::Idp;
-use super::oauth::{http, split};
+use super::idp::{Idp, CLIENT_ID, CLIENT_SECRET};
+use super::oauth::{http, setup_env, split, Env};
 use super::Resp;
 
 /// Every `Set-Cookie` of a response.
@@ -109,4 +109,29 @@ pub fn mint_session(data: &Path, user: &str, org: Option<&str>, exp: u64) -> Str
         &[b"tollgate/session\0", signed.as_bytes()].concat(),
     );
     format!("{signed}.{}", B64.encode(mac.as_ref()))
+}
+
+/// tollgate with `--login oidc` at `idp`, given as environment variables, and `flags` (with
+/// a provider and acme's app, as [`setup_env`]). Keep the directory: it holds the client
+/// secret file.
+pub async fn start_oidc(idp: &Idp, flags: &[&str]) -> (Env, tempfile::TempDir) {
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("client-secret");
+    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
+    let issuer = idp.issuer();
+    let env = setup_env(
+        flags,
+        &[
+            ("TOLLGATE_LOGIN", "oidc"),
+            ("TOLLGATE_LOGIN_OIDC_ISSUER", &issuer),
+            ("TOLLGATE_LOGIN_OIDC_CLIENT_ID", CLIENT_ID),
+            (
+                "TOLLGATE_LOGIN_OIDC_CLIENT_SECRET_FILE",
+                secret.to_str().unwrap(),
+            ),
+        ],
+        |_, _| {},
+    )
+    .await;
+    (env, secret_dir)
 }

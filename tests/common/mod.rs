@@ -426,6 +426,22 @@ pub fn offline(args: &[&str], data: &Path, extra: &[&str]) -> std::process::Outp
         .unwrap()
 }
 
+/// `(kid, state)` of every key of `kind` (`identity`, `session`) that `keys list --json` or
+/// `GET /v1/keys` shows in `listed`.
+pub fn key_states(listed: &serde_json::Value, kind: &str) -> Vec<(String, String)> {
+    listed[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().into(),
+                k["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
 /// [`offline`], which must succeed; its stdout.
 pub fn offline_ok(args: &[&str], data: &Path, extra: &[&str]) -> String {
     let out = offline(args, data, extra);

@@ -90,8 +90,9 @@ enum Mode {
 pub struct Login {
     /// `--login`.
     mode: Mode,
-    /// Signs and verifies the session and login-state cookies.
-    keys: SessionKeys,
+    /// Signs and verifies the session and login-state cookies; replaced when the session key
+    /// ring changes (`set_keys`).
+    keys: std::sync::RwLock<std::sync::Arc<SessionKeys>>,
     /// Cookies get `Secure` when the public URL is https.
     secure: bool,
     /// Session expiry.
@@ -116,7 +117,7 @@ impl Login {
         };
         Login {
             mode,
-            keys,
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
             secure: public_url.starts_with("https://"),
             clock,
         }
@@ -134,6 +135,16 @@ impl Login {
         }
     }
 
+    /// Signs and verifies with `keys` from now on (the session key ring changed).
+    pub fn set_keys(&self, keys: SessionKeys) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(keys);
+    }
+
+    /// The keys now.
+    fn keys(&self) -> std::sync::Arc<SessionKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn now(&self) -> Option<u64> {
         self.clock.now().ok()
     }
@@ -143,8 +154,9 @@ impl Login {
         let Some(now) = self.now() else {
             return Visitor::Anonymous;
         };
+        let keys = self.keys();
         session::cookies(&parts.headers, SESSION_COOKIE)
-            .filter_map(|c| self.keys.open::<Session>(Purpose::Session, c))
+            .filter_map(|c| keys.open::<Session>(Purpose::Session, c))
             .find(|s| s.exp > now)
             .map_or(Visitor::Anonymous, |s| {
                 Visitor::User(SignedIn {
@@ -253,7 +265,7 @@ async fn login(State(state): State<WebState>, parts: Parts) -> Response {
             );
         }
     };
-    let cookie = login.keys.seal(Purpose::Login, &pending).and_then(|v| {
+    let cookie = login.keys().seal(Purpose::Login, &pending).and_then(|v| {
         session::set_cookie(
             LOGIN_COOKIE,
             &v,
@@ -286,7 +298,7 @@ async fn callback(State(state): State<WebState>, parts: Parts) -> Response {
     // The cookie whose state is the callback's: the sign-in this browser started. (A plain
     // comparison: the cookie is this browser's own, so its timing reveals nothing new.)
     let pending = session::cookies(&parts.headers, LOGIN_COOKIE)
-        .filter_map(|c| login.keys.open::<LoginState>(Purpose::Login, c))
+        .filter_map(|c| login.keys().open::<LoginState>(Purpose::Login, c))
         .find(|p| p.exp > now && returned.as_deref() == Some(p.state.as_str()));
     let Some(pending) = pending else {
         return refused(
@@ -357,7 +369,7 @@ async fn finish(
         roles: who.roles,
         exp: now.saturating_add(session::SESSION_TTL),
     };
-    let cookie = login.keys.seal(Purpose::Session, &signed).and_then(|v| {
+    let cookie = login.keys().seal(Purpose::Session, &signed).and_then(|v| {
         session::set_cookie(
             SESSION_COOKIE,
             &v,

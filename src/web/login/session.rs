@@ -3,13 +3,12 @@
 //! nonce, PKCE verifier and where to return, 10 minutes).
 //!
 //! A cookie value is `v1.KID.PAYLOAD.MAC`: `PAYLOAD` is base64url JSON, `MAC` is base64url
-//! HMAC-SHA256 (ring) over the purpose and the first three parts, keyed with
-//! `data/keys/session.key`. `KID` names the key (derived from it), so that after a key
-//! rotation sessions signed with an older key still verify; the purpose keeps a login-state
+//! HMAC-SHA256 (ring) over the purpose and the first three parts, keyed with the signing key
+//! of the session ring (`data/keys/session.key` until rotated: `crate::keys::SessionRing`).
+//! `KID` names the key (derived from it), so that after a key rotation sessions signed with
+//! an older key still verify; the purpose keeps a login-state
 //! cookie from being replayed as a session. The value is signed, not encrypted: it holds
 //! nothing the browser's owner may not see, and it is `HttpOnly`.
-
-use std::path::Path;
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -19,12 +18,13 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::keys::{SessionKey, SessionRing};
+
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "tollgate_session";
 /// The sign-in-in-progress cookie's name.
 pub const LOGIN_COOKIE: &str = "tollgate_login";
-/// How long a session lasts (seconds).
-pub const SESSION_TTL: u64 = 8 * 3600;
+pub use crate::keys::session_key::SESSION_TTL;
 /// How long a sign-in may take at the IdP (seconds).
 pub const LOGIN_TTL: u64 = 600;
 /// Longest cookie value read or written: browsers keep 4 KiB per cookie.
@@ -84,64 +84,51 @@ pub struct LoginState {
     pub exp: u64,
 }
 
-/// One HMAC key and its id.
-struct Key {
-    id: String,
-    key: hmac::Key,
-}
-
-impl Key {
-    fn new(secret: &[u8]) -> Key {
-        // The id is derived, so the key file stays one line of hex like the others.
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            &[b"tollgate session key id\0", secret].concat(),
-        );
-        Key {
-            id: B64.encode(&digest.as_ref()[..6]),
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-        }
-    }
-}
-
 /// The keys that sign and verify cookies: the current one signs, every one verifies.
 pub struct SessionKeys {
     /// Signs new cookies (and verifies).
-    current: Key,
-    /// Retired keys still accepted until the sessions they signed expire (key rotation).
-    older: Vec<Key>,
+    current: SessionKey,
+    /// Superseded keys still accepted until the sessions they signed expire (key rotation).
+    older: Vec<SessionKey>,
 }
 
 impl SessionKeys {
     /// Keys from the bytes of the current key file (surrounding whitespace trimmed).
     pub fn from_bytes(secret: &[u8]) -> SessionKeys {
         SessionKeys {
-            current: Key::new(secret.trim_ascii()),
+            current: SessionKey::new(secret),
             older: Vec::new(),
         }
     }
 
-    /// Reads `data/keys/session.key`.
-    pub fn load(path: &Path) -> std::io::Result<SessionKeys> {
-        Ok(SessionKeys::from_bytes(&std::fs::read(path)?))
+    /// The keys of the session ring at `now`: the signing one, and every one that verifies.
+    pub fn from_ring(ring: &SessionRing, now: u64) -> SessionKeys {
+        let current = ring.signing(now).clone();
+        let older = ring
+            .verifying(now)
+            .0
+            .into_iter()
+            .filter(|k| k.id() != current.id())
+            .collect();
+        SessionKeys { current, older }
     }
 
-    /// Also accepts values signed with `secret` (a retired key).
+    /// Also accepts values signed with `secret` (a superseded key).
     pub fn accept_older(mut self, secret: &[u8]) -> SessionKeys {
-        self.older.push(Key::new(secret.trim_ascii()));
+        self.older.push(SessionKey::new(secret));
         self
     }
 
     /// The id of the key that signs.
     pub fn current_id(&self) -> &str {
-        &self.current.id
+        self.current.id()
     }
 
     /// Signs `value` for `purpose`. `None` when it does not fit in a cookie.
     pub fn seal<T: Serialize>(&self, purpose: Purpose, value: &T) -> Option<String> {
         let payload = B64.encode(serde_json::to_vec(value).ok()?);
-        let signed = format!("{VERSION}.{}.{payload}", self.current.id);
-        let mac = hmac::sign(&self.current.key, &mac_input(purpose, &signed));
+        let signed = format!("{VERSION}.{}.{payload}", self.current.id());
+        let mac = hmac::sign(self.current.hmac(), &mac_input(purpose, &signed));
         let out = format!("{signed}.{}", B64.encode(mac.as_ref()));
         (out.len() <= MAX_COOKIE).then_some(out)
     }
@@ -160,9 +147,9 @@ impl SessionKeys {
         }
         let key = std::iter::once(&self.current)
             .chain(&self.older)
-            .find(|k| k.id == kid)?;
+            .find(|k| k.id() == kid)?;
         let mac = B64.decode(mac).ok()?;
-        hmac::verify(&key.key, &mac_input(purpose, signed), &mac).ok()?;
+        hmac::verify(key.hmac(), &mac_input(purpose, signed), &mac).ok()?;
         serde_json::from_slice(&B64.decode(payload).ok()?).ok()
     }
 }
@@ -260,6 +247,31 @@ mod tests {
         );
         let fresh = rotated.seal(Purpose::Session, &session(10)).unwrap();
         assert!(fresh.contains(rotated.current_id()));
+    }
+
+    #[test]
+    fn the_ring_signs_with_the_newest_key_after_the_delay_and_older_keys_verify_for_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("session.key"), "00aa11bb\n").unwrap();
+        let mut ring = SessionRing::load(dir.path()).unwrap();
+        let t = 1_700_000_000;
+        let before = SessionKeys::from_ring(&ring, t);
+        let old = before.seal(Purpose::Session, &session(t + 10)).unwrap();
+        let new_kid = ring.rotate(t).unwrap();
+        let ring = SessionRing::load(dir.path()).unwrap();
+        // The previous key signs during the delay; the new one after it.
+        let during = SessionKeys::from_ring(&ring, t + 1);
+        assert_eq!(during.current_id(), before.current_id());
+        assert!(during.open::<Session>(Purpose::Session, &old).is_some());
+        let delay = crate::keys::ring::SIGNING_DELAY_SECS;
+        let after = SessionKeys::from_ring(&ring, t + delay);
+        assert_eq!(after.current_id(), new_kid);
+        assert!(after.open::<Session>(Purpose::Session, &old).is_some());
+        // A session later the old key verifies nothing any more.
+        let later = SessionKeys::from_ring(&ring, t + SESSION_TTL);
+        assert!(later.open::<Session>(Purpose::Session, &old).is_none());
+        let fresh = later.seal(Purpose::Session, &session(t + 10)).unwrap();
+        assert!(later.open::<Session>(Purpose::Session, &fresh).is_some());
     }
 
     #[test]

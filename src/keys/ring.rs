@@ -1,6 +1,7 @@
-//! The identity key ring on disk: the original `keys/identity.key`, the keys added by
-//! rotations in `keys/identity/<kid>.key`, and `keys/identity/ring.json`, which names the
-//! active (signing) key and records when each key was created, superseded and retired.
+//! A key ring on disk, one per kind of key ([`RingKey`]: the identity key, the session key):
+//! the original `keys/KIND.key`, the keys added by rotations in `keys/KIND/<kid>.key`, and
+//! `keys/KIND/ring.json`, which names the active (signing) key and records when each key was
+//! created, superseded and retired.
 //!
 //! Without `ring.json` the ring is the original key alone, active: a data directory from
 //! before rotation existed reads as it always did. Every write goes to a temporary file in
@@ -17,6 +18,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::revoked::MAX_TOKEN_TTL;
 use crate::identity::{generate_key_text, load_key_file, IdentityKey};
+
+/// A kind of key that rotates through a [`Ring`].
+pub trait RingKey: Clone + Send + Sync + 'static {
+    /// The kind's name: the key file `keys/KIND.key`, the directory `keys/KIND/`, and what
+    /// `tollgate keys rotate KIND` takes.
+    const KIND: &'static str;
+    /// Seconds a superseded key keeps verifying unless retired earlier: the longest lifetime
+    /// of what it signed.
+    const VERIFIES_FOR: u64;
+    /// Reads a key file.
+    fn load(path: &Path) -> std::io::Result<Self>;
+    /// The key of a key file's text.
+    fn from_text(text: &str) -> Self;
+    /// The key's id, derived from it.
+    fn kid(&self) -> String;
+}
+
+impl RingKey for IdentityKey {
+    const KIND: &'static str = "identity";
+    const VERIFIES_FOR: u64 = MAX_TOKEN_TTL.as_secs();
+    fn load(path: &Path) -> std::io::Result<Self> {
+        load_key_file(path)
+    }
+    fn from_text(text: &str) -> Self {
+        IdentityKey::from_bytes(text.as_bytes())
+    }
+    fn kid(&self) -> String {
+        IdentityKey::kid(self)
+    }
+}
+
+/// The identity key ring: caller tokens and agent credentials.
+pub type IdentityRing = Ring<IdentityKey>;
 
 /// Format version of `ring.json`.
 const RING_VERSION: u32 = 1;
@@ -46,10 +80,10 @@ pub enum RingError {
         reason: String,
     },
     /// No key has this id.
-    #[error("no identity key has id {0}")]
+    #[error("no key has id {0}")]
     Unknown(String),
     /// The active key cannot be retired: rotate first.
-    #[error("key {0} signs new tokens: rotate before retiring it")]
+    #[error("key {0} signs: rotate before retiring it")]
     Active(String),
     /// The key is retired already.
     #[error("key {0} is retired already")]
@@ -64,7 +98,8 @@ pub enum KeyState {
     Active,
     /// Verifies what it signed, until retired.
     Verifying,
-    /// Verifies nothing (retired by hand, or [`MAX_TOKEN_TTL`] after it was superseded).
+    /// Verifies nothing (retired by hand, or [`RingKey::VERIFIES_FOR`] after it was
+    /// superseded).
     Retired,
 }
 
@@ -75,7 +110,7 @@ pub struct KeyInfo {
     pub kid: String,
     /// Where it is in its life at the time it was read.
     pub state: KeyState,
-    /// Whether it is the original `keys/identity.key`, which tokens without `kid` name.
+    /// Whether it is the original `keys/KIND.key` (which identity tokens without `kid` name).
     pub original: bool,
     /// Unix seconds it was added (absent for the original key).
     pub created_at: Option<u64>,
@@ -108,7 +143,7 @@ struct RingFile {
 #[serde(deny_unknown_fields)]
 struct Entry {
     kid: String,
-    /// Whether this is `keys/identity.key` (else `keys/identity/<kid>.key`).
+    /// Whether this is `keys/KIND.key` (else `keys/KIND/<kid>.key`).
     #[serde(default)]
     original: bool,
     #[serde(default)]
@@ -121,7 +156,7 @@ struct Entry {
 
 /// The ring as read: every key with its record and, unless retired, its secret.
 #[derive(Debug, Clone)]
-pub struct IdentityRing {
+pub struct Ring<K> {
     /// The `keys` directory.
     dir: PathBuf,
     /// The newest key's id, which signs from `signs_from`.
@@ -135,19 +170,19 @@ pub struct IdentityRing {
     /// Every key's record, the original's included.
     entries: Vec<Entry>,
     /// The secrets of keys not retired by hand, by id.
-    secrets: Vec<(String, IdentityKey)>,
+    secrets: Vec<(String, K)>,
 }
 
-impl IdentityRing {
+impl<K: RingKey> Ring<K> {
     /// Reads the ring of the data directory whose `keys` directory is `keys_dir`.
-    pub fn load(keys_dir: &Path) -> Result<IdentityRing, RingError> {
-        let original_path = keys_dir.join("identity.key");
-        let original = load_key_file(&original_path).map_err(|source| RingError::Io {
+    pub fn load(keys_dir: &Path) -> Result<Ring<K>, RingError> {
+        let original_path = keys_dir.join(format!("{}.key", K::KIND));
+        let original = K::load(&original_path).map_err(|source| RingError::Io {
             path: original_path.clone(),
             source,
         })?;
         let original_kid = original.kid();
-        let ring_path = ring_path(keys_dir);
+        let ring_path = ring_path::<K>(keys_dir);
         let file = match fs::read(&ring_path) {
             Ok(bytes) => {
                 serde_json::from_slice::<RingFile>(&bytes).map_err(|e| RingError::Invalid {
@@ -196,8 +231,8 @@ impl IdentityRing {
             let key = if e.original {
                 original.clone()
             } else {
-                let path = key_path(keys_dir, &e.kid);
-                load_key_file(&path).map_err(|source| RingError::Io { path, source })?
+                let path = key_path::<K>(keys_dir, &e.kid);
+                K::load(&path).map_err(|source| RingError::Io { path, source })?
             };
             if key.kid() != e.kid {
                 return Err(RingError::Invalid {
@@ -213,7 +248,7 @@ impl IdentityRing {
                 reason: format!("the active key {} is not in the ring", file.active),
             });
         }
-        Ok(IdentityRing {
+        Ok(Ring {
             dir: keys_dir.to_path_buf(),
             active: file.active,
             signs_from: file.signs_from,
@@ -226,7 +261,7 @@ impl IdentityRing {
 
     /// The key that signs new tokens and credentials at `now`: the newest key once its
     /// [`SIGNING_DELAY_SECS`] passed, the previous one until then.
-    pub fn signing(&self, now: u64) -> &IdentityKey {
+    pub fn signing(&self, now: u64) -> &K {
         let kid = match &self.previous {
             Some(previous) if now < self.signs_from => previous,
             _ => &self.active,
@@ -242,16 +277,22 @@ impl IdentityRing {
             .expect("load keeps the active key's secret")
     }
 
+    /// When the newest key starts signing, if that is after `now`: a watcher applies the ring
+    /// again then.
+    pub fn switches_at(&self, now: u64) -> Option<u64> {
+        (self.previous.is_some() && now < self.signs_from).then_some(self.signs_from)
+    }
+
     /// The id of the newest key (which signs, or will within [`SIGNING_DELAY_SECS`]).
     pub fn active_kid(&self) -> &str {
         &self.active
     }
 
     /// The keys that verify at `now`: not retired by hand, and not superseded more than
-    /// [`MAX_TOKEN_TTL`] ago. The original key's id comes with it when it still verifies
-    /// (it verifies tokens without `kid`).
-    pub fn verifying(&self, now: u64) -> (Vec<IdentityKey>, Option<String>) {
-        let keys: Vec<IdentityKey> = self
+    /// [`RingKey::VERIFIES_FOR`] ago. The original key's id comes with it when it still
+    /// verifies (it verifies identity tokens without `kid`).
+    pub fn verifying(&self, now: u64) -> (Vec<K>, Option<String>) {
+        let keys: Vec<K> = self
             .secrets
             .iter()
             .filter(|(kid, _)| self.state(kid, now) != KeyState::Retired)
@@ -287,7 +328,7 @@ impl IdentityRing {
             KeyState::Active
         } else if e
             .superseded_at
-            .is_some_and(|at| at.saturating_add(MAX_TOKEN_TTL.as_secs()) <= now)
+            .is_some_and(|at| at.saturating_add(K::VERIFIES_FOR) <= now)
         {
             KeyState::Retired
         } else {
@@ -299,14 +340,14 @@ impl IdentityRing {
     /// the new key's id.
     pub fn rotate(&mut self, now: u64) -> Result<String, RingError> {
         let text = generate_key_text();
-        let key = IdentityKey::from_bytes(text.as_bytes());
+        let key = K::from_text(&text);
         let kid = key.kid();
-        let sub = self.dir.join("identity");
+        let sub = self.dir.join(K::KIND);
         fs::create_dir_all(&sub).map_err(|source| RingError::Io {
             path: sub.clone(),
             source,
         })?;
-        write_atomic(&key_path(&self.dir, &kid), text.as_bytes())?;
+        write_atomic(&key_path::<K>(&self.dir, &kid), text.as_bytes())?;
         let previous = self.active.clone();
         if let Some(e) = self.entries.iter_mut().find(|e| e.kid == previous) {
             e.superseded_at = Some(now);
@@ -327,7 +368,7 @@ impl IdentityRing {
     }
 
     /// Retires key `kid`: tokens and credentials it signed are refused from now on. Its key
-    /// file is deleted (the original `identity.key` is kept: first start would recreate it).
+    /// file is deleted (the original `KIND.key` is kept: first start would recreate it).
     pub fn retire(&mut self, kid: &str, now: u64) -> Result<(), RingError> {
         let signing_still = self.previous.as_deref() == Some(kid) && now < self.signs_from;
         let Some(e) = self.entries.iter_mut().find(|e| e.kid == kid) else {
@@ -344,7 +385,7 @@ impl IdentityRing {
         self.secrets.retain(|(k, _)| k != kid);
         self.save()?;
         if !original {
-            let path = key_path(&self.dir, kid);
+            let path = key_path::<K>(&self.dir, kid);
             fs::remove_file(&path).map_err(|source| RingError::Io { path, source })?;
         }
         Ok(())
@@ -358,7 +399,7 @@ impl IdentityRing {
             previous: self.previous.clone(),
             keys: self.entries.clone(),
         };
-        let path = ring_path(&self.dir);
+        let path = ring_path::<K>(&self.dir);
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| RingError::Invalid {
             path: path.clone(),
             reason: e.to_string(),
@@ -367,13 +408,13 @@ impl IdentityRing {
     }
 }
 
-/// `keys/identity/ring.json`: what a watcher looks at.
-pub fn ring_path(keys_dir: &Path) -> PathBuf {
-    keys_dir.join("identity").join("ring.json")
+/// `keys/KIND/ring.json`: what a watcher looks at.
+pub fn ring_path<K: RingKey>(keys_dir: &Path) -> PathBuf {
+    keys_dir.join(K::KIND).join("ring.json")
 }
 
-fn key_path(keys_dir: &Path, kid: &str) -> PathBuf {
-    keys_dir.join("identity").join(format!("{kid}.key"))
+fn key_path<K: RingKey>(keys_dir: &Path, kid: &str) -> PathBuf {
+    keys_dir.join(K::KIND).join(format!("{kid}.key"))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file (mode 0600) renamed over it.
