@@ -45,7 +45,7 @@ pub(super) async fn handle(
     mut req: Request<Incoming>,
     mut log: RequestLog,
 ) -> Response<ProxyBody> {
-    let opened = match open(state, &req, &mut log).await {
+    let opened = match open(state, &permit, &req, &mut log).await {
         Ok(o) => o,
         Err(e) => {
             log.record_error(&e);
@@ -88,6 +88,7 @@ pub(super) async fn handle(
 /// certificate: minted before the `200`, so a failure is still an answer to the `CONNECT`).
 async fn open(
     state: &ProxyState,
+    permit: &super::callers::ConnPermit,
     req: &Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Opened, ProxyError> {
@@ -95,7 +96,7 @@ async fn open(
     let (host, port) = connect_target(req)?;
     log.host = Some(host.to_string());
     log.port = port;
-    let caller = pipeline::identify(state, req.headers(), log).await?;
+    let caller = pipeline::identify(state, permit, req.headers(), log).await?;
     let target = pipeline::decide(state, caller, host, port, log)?;
     let app = pipeline::app(state, &target.caller, &target.host).await?;
     // Intercepted only where a token is needed: the host is bound to an app of the caller's

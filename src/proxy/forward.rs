@@ -28,7 +28,7 @@ pub(super) async fn handle(
     mut log: RequestLog,
 ) -> Response<ProxyBody> {
     let upgrade = Pending::take(&mut req);
-    let result = forward(state, req, &mut log).await;
+    let result = forward(state, &permit, req, &mut log).await;
     match upgrade {
         Some(u) => u.respond(state, result, log, &state.tunnels, permit),
         None => pipeline::respond(result, log),
@@ -37,6 +37,7 @@ pub(super) async fn handle(
 
 async fn forward(
     state: &ProxyState,
+    permit: &ConnPermit,
     mut req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -45,7 +46,7 @@ async fn forward(
     log.host = Some(host.to_string());
     log.port = port;
     log.path = Some(req.uri().path().to_owned());
-    let caller = pipeline::identify(state, req.headers(), log).await?;
+    let caller = pipeline::identify(state, permit, req.headers(), log).await?;
     // The app before the decision: a plain-http request to an outbound application's domains
     // is forwarded over TLS unless the app says otherwise (the default port 80 becomes 443),
     // so the policy decides on the port actually dialed.

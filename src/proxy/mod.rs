@@ -48,7 +48,6 @@ use crate::policy::watch::Policies;
 use crate::route::Router;
 use crate::tls::LeafCache;
 use callers::{CallerConnections, ConnPermit};
-use errors::ProxyError;
 use intercept::InterceptPredicate;
 use log::RequestLog;
 
@@ -271,41 +270,11 @@ async fn handle(
     permit: Arc<ConnPermit>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let mut log = RequestLog::new(state.metrics.clone(), peer, req.method().clone())
+    let log = RequestLog::new(state.metrics.clone(), peer, req.method().clone())
         .trace_to(state.otel.as_ref());
-    if !permit.counted() {
-        if let Err(e) = count_caller(&state, &permit, &req, &mut log) {
-            log.record_error(&e);
-            return Ok(e.into_response());
-        }
-    }
     Ok(if req.method() == Method::CONNECT {
         connect::handle(&state, permit, req, log).await
     } else {
         forward::handle(&state, permit, req, log).await
     })
-}
-
-/// Counts the connection for the caller its first identified request names
-/// (`--max-connections-per-caller`); over the limit, `503 overloaded`. A request without a
-/// valid caller token is left to the pipeline, which answers `407`. The verification is the
-/// pipeline's own (cached), so the pipeline's repeat of it is a cache hit.
-fn count_caller<B>(
-    state: &ProxyState,
-    permit: &ConnPermit,
-    req: &Request<B>,
-    log: &mut RequestLog,
-) -> Result<(), ProxyError> {
-    let Some(value) = req.headers().get(http::header::PROXY_AUTHORIZATION) else {
-        return Ok(());
-    };
-    let Ok(caller) = state.verifier.verify_header(value.as_bytes()) else {
-        return Ok(());
-    };
-    if permit.count_for(&state.callers, &caller) {
-        return Ok(());
-    }
-    state.metrics.overloaded.inc();
-    log.caller = Some(caller);
-    Err(ProxyError::CallerOverloaded(state.callers.limit()))
 }

@@ -27,6 +27,7 @@ use http::{HeaderMap, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::callers::ConnPermit;
 use super::errors::ProxyError;
 use super::forward::clean_response;
 use super::log::{CountingBody, RequestLog};
@@ -62,9 +63,12 @@ pub(crate) struct Target {
 
 /// Phase 1: the caller, from `Proxy-Authorization` (missing, expired or forged → `407`).
 /// A workload token whose issuer's keys are not cached waits for one JWKS fetch and is
-/// verified again (`identity::issuer`).
+/// verified again (`identity::issuer`). The connection is counted for the first caller it
+/// carries (`--max-connections-per-caller`; over the limit, `503 overloaded`): the one
+/// verification serves both.
 pub(crate) async fn identify(
     state: &ProxyState,
+    permit: &ConnPermit,
     headers: &HeaderMap,
     log: &mut RequestLog,
 ) -> Result<Arc<Caller>, ProxyError> {
@@ -77,6 +81,10 @@ pub(crate) async fn identify(
             .map_err(ProxyError::AuthRequired)?,
     };
     log.caller = Some(caller.clone());
+    if !permit.count_for(&state.callers, &caller) {
+        state.metrics.overloaded.inc();
+        return Err(ProxyError::CallerOverloaded(state.callers.limit()));
+    }
     Ok(caller)
 }
 
