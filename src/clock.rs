@@ -87,6 +87,13 @@ impl ManualClock {
     }
 }
 
+/// Unix seconds as an RFC 3339 UTC timestamp, to the second (`2026-12-06T11:30:23Z`): how
+/// times are shown in CLI output and the admin API.
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

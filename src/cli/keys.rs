@@ -129,13 +129,6 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
 
 /// Unix seconds as RFC 3339, or `-`.
 fn time(v: &Value) -> String {
-    v.as_u64().map_or_else(
-        || "-".to_owned(),
-        |s| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
-            )
-            .to_string()
-        },
-    )
+    v.as_u64()
+        .map_or_else(|| "-".to_owned(), crate::clock::rfc3339)
 }

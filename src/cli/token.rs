@@ -113,11 +113,6 @@ fn mint(
     Ok(())
 }
 
-/// An RFC 3339 UTC timestamp of a NumericDate.
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
-
 /// The JSON of one base64url part of a JWT.
 fn part(token_part: Option<&str>, what: &str) -> anyhow::Result<Value> {
     let raw = token_part.with_context(|| format!("not a JWT: no {what}"))?;
@@ -181,8 +176,8 @@ fn inspect(
         "org": claims["org"],
         "user": claims["sub"],
         "roles": claims.get("roles").cloned().unwrap_or(json!([])),
-        "issued_at": iat.map(rfc3339),
-        "expires_at": exp.map(rfc3339),
+        "issued_at": iat.map(crate::clock::rfc3339),
+        "expires_at": exp.map(crate::clock::rfc3339),
         "lifetime_seconds": lifetime,
         "lifetime_over_max": over_cap,
         "expires_in_seconds": exp.map(|e| i128::from(e) - i128::from(now)),

@@ -15,11 +15,7 @@ use serde_json::Value;
 /// Largest JSON answer rewritten (audit pages and app lists are far smaller).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// An RFC 3339 UTC timestamp, to the second.
-pub(crate) fn rfc3339(secs: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+use crate::clock::rfc3339;
 
 /// Whether a field of this name holds a timestamp.
 fn is_time(key: &str) -> bool {

@@ -59,12 +59,7 @@ async fn revoke_tokens(
         "caller tokens revoked");
     Ok(Json(json!({
         "revocation": r.target,
-        "expires_at": rfc3339(r.expires_at),
+        // Seconds: the API's time layer (`web::times`) writes every `*_at` as RFC 3339.
+        "expires_at": r.expires_at,
     })))
-}
-
-/// Unix seconds as RFC 3339 (UTC).
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
 }
