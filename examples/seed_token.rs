@@ -44,6 +44,7 @@ async fn main() -> Result<()> {
         token_type: Some("bearer".into()),
         scopes: stored.scopes.clone(),
         obtained_at: now,
+        health: Default::default(),
     };
     if !store.put_token_if_current(set, stored.incarnation).await? {
         bail!("the app changed while seeding");

@@ -116,6 +116,7 @@ impl Grant {
                 .or(app.access_token_ttl)
                 .map(|s| now.saturating_add(s)),
             obtained_at: now,
+            health: Default::default(),
         }
     }
 }

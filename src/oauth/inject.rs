@@ -568,6 +568,7 @@ mod tests {
             scopes: vec![],
             expires_at: None,
             obtained_at: 0,
+            health: Default::default(),
         })
     }
 

@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod browser;
+pub mod catalog;
 pub mod egress;
 pub mod endpoint;
 pub mod flow;

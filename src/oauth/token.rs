@@ -198,22 +198,23 @@ impl TokenClient {
 
     /// Revokes a user's tokens at the provider (RFC 7009), refresh token first (which, per
     /// §2.1, should also invalidate the access tokens of the grant), then the access token.
-    /// Best effort: failures are logged, never returned. Does nothing without a
-    /// `revocation_url`.
+    /// Failures are logged and returned as a [`Revocation`] for the pages to show, never as
+    /// an error: the grant is deleted whatever the provider says.
     ///
     /// Built by hand rather than with `oauth2`'s `revoke_token`: the crate refuses any
     /// revocation endpoint that is not `https`, while DESIGN allows `http` for loopback and
     /// private providers, as for the token endpoint. The request is a form POST with the
     /// same client authentication the token endpoint uses.
-    pub async fn revoke(&self, app: &App, tokens: &TokenSet) {
+    pub async fn revoke(&self, app: &App, tokens: &TokenSet) -> Revocation {
         let Some(url) = &app.revocation_url else {
-            return;
+            return Revocation::NotSupported;
         };
         let mut list = Vec::new();
         if let Some(rt) = &tokens.refresh_token {
             list.push(("refresh_token", rt));
         }
         list.push(("access_token", &tokens.access_token));
+        let mut outcome = Revocation::Confirmed;
         for (kind, token) in list {
             let result = match revocation_request(app, url, kind, token) {
                 Ok(req) => self.egress.send(&app.egress_policy, &app.org, req).await,
@@ -224,17 +225,60 @@ impl TokenClient {
                     org = %app.org, app = %app.id, user = %tokens.user, kind,
                     "token revoked at the provider"
                 ),
-                Ok(resp) => tracing::warn!(
-                    org = %app.org, app = %app.id, user = %tokens.user, kind,
-                    status = resp.status().as_u16(),
-                    "the provider refused to revoke a token"
-                ),
-                Err(e) => tracing::warn!(
-                    org = %app.org, app = %app.id, user = %tokens.user, kind, error = %e,
-                    "token revocation at the provider failed"
-                ),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    tracing::warn!(
+                        org = %app.org, app = %app.id, user = %tokens.user, kind, status,
+                        "the provider refused to revoke a token"
+                    );
+                    outcome = outcome.worst(Revocation::Refused { status });
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        org = %app.org, app = %app.id, user = %tokens.user, kind, error = %e,
+                        "token revocation at the provider failed"
+                    );
+                    outcome = outcome.worst(Revocation::Failed {
+                        reason: e.to_string(),
+                    });
+                }
             }
         }
+        outcome
+    }
+}
+
+/// What the provider said when asked to revoke a user's tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// The provider answered 2xx to every revocation request.
+    Confirmed,
+    /// The app has no way to revoke at its provider (no revocation endpoint).
+    NotSupported,
+    /// The provider answered with this non-2xx status.
+    Refused {
+        /// The HTTP status of the provider's answer.
+        status: u16,
+    },
+    /// The provider could not be reached or the request could not be built.
+    Failed {
+        /// Why, for people; never a token.
+        reason: String,
+    },
+}
+
+impl Revocation {
+    /// Of two outcomes of one revocation, the one to report: any failure beats a success.
+    fn worst(self, other: Revocation) -> Revocation {
+        match self {
+            Revocation::Confirmed | Revocation::NotSupported => other,
+            failed => failed,
+        }
+    }
+
+    /// Whether the provider confirmed the revocation.
+    pub fn confirmed(&self) -> bool {
+        matches!(self, Revocation::Confirmed)
     }
 }
 

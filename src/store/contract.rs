@@ -146,6 +146,7 @@ pub fn grant(a: &App, user: &str, access: &str) -> TokenSet {
         scopes: vec!["repo".into()],
         expires_at: Some(T0 + 3600),
         obtained_at: T0,
+        health: Default::default(),
     }
 }
 

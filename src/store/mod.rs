@@ -41,8 +41,8 @@ use crate::clock::ClockError;
 pub use app_config::{AppConfig, ClientAuth, Handshake};
 pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
 pub use model::{
-    random_id, App, AuditEvent, Authorization, ConsentTicket, PendingAuthorization, Secret,
-    TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
+    random_id, App, AuditEvent, Authorization, ConsentTicket, GrantHealth, GrantState,
+    PendingAuthorization, Secret, TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
 };
 pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;

@@ -155,6 +155,49 @@ pub struct TokenSet {
     /// When the tokens were obtained or last refreshed, Unix seconds; shown in listings and
     /// used to compute the lifetime for the refresh threshold.
     pub obtained_at: u64,
+    /// How the grant's refreshes are going and when it was last used: shown to people
+    /// (`/connections`, the console), counted in metrics, never a secret.
+    pub health: GrantHealth,
+}
+
+/// The state of a grant, for people and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GrantState {
+    /// Usable, and the last refresh (if any) succeeded.
+    #[default]
+    Ok,
+    /// The last refresh failed for a reason that may pass (network, 5xx,
+    /// `temporarily_unavailable`); the tokens are kept and refreshes go on.
+    RefreshFailing,
+    /// The provider refused the grant for good (`invalid_grant`): the user must consent again.
+    NeedsConsent,
+}
+
+impl GrantState {
+    /// The name used in JSON, metrics and events: `ok`, `refresh_failing`, `needs_consent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Ok => "ok",
+            GrantState::RefreshFailing => "refresh_failing",
+            GrantState::NeedsConsent => "needs_consent",
+        }
+    }
+}
+
+/// A grant's health, kept with its tokens (outside the sealed secrets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantHealth {
+    /// See [`GrantState`].
+    pub state: GrantState,
+    /// The last refresh failure, worded for people; never contains a token or secret.
+    pub last_error: Option<String>,
+    /// When refreshes started failing, Unix seconds; `None` while `state` is `Ok`.
+    pub failing_since: Option<u64>,
+    /// The last successful refresh, Unix seconds.
+    pub last_refreshed_at: Option<u64>,
+    /// The last time a request used the grant, Unix seconds, coalesced: written at most
+    /// once a minute per grant, never once per request.
+    pub last_used_at: Option<u64>,
 }
 
 /// A consent URL's ticket: bound server-side to who may consent to what, single-use, and

@@ -19,7 +19,6 @@
 //! JSON), and store nothing.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -28,22 +27,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine as _;
 
 use super::login::{self, Visitor};
+use super::page::{esc, harden, origin_of, page};
 use super::WebState;
 use crate::oauth::browser::{ConsentCookie, COOKIE_NAME};
 use crate::oauth::flow::{ActsFor, Callback, FlowError};
 use crate::store::StoreError;
-
-/// The only style on the pages; the CSP allows exactly this block (by hash).
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;\
-padding:0 1rem;color:#222;line-height:1.5}h1{font-size:1.4rem}dl{display:grid;\
-grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{font-weight:600}\
-.prompt{border-left:4px solid #36c;padding:.5rem 1rem;background:#f4f7fc}\
-button{font-size:1rem;padding:.5rem 1.5rem;background:#36c;color:#fff;border:0;\
-border-radius:4px;cursor:pointer}.error{border-left:4px solid #c33;padding:.5rem 1rem;\
-background:#fcf4f4}.warning{border-left:4px solid #c90;padding:.5rem 1rem;background:#fdf8ec}";
 
 /// At most this many `tollgate_consent` cookies of one request are considered.
 const MAX_COOKIES: usize = 4;
@@ -53,91 +43,6 @@ pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/consent/{ticket}", get(show).post(authorize))
         .route("/oauth/callback", get(callback))
-}
-
-/// Escapes text for HTML element content and double-quoted attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// `'sha256-...'` of [`STYLE`], computed once.
-fn style_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let digest = ring::digest::digest(&ring::digest::SHA256, STYLE.as_bytes());
-        format!(
-            "'sha256-{}'",
-            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
-        )
-    })
-}
-
-/// `scheme://host[:port]` of a URL, for the CSP `form-action` (browsers apply it to the
-/// redirect that follows the form POST).
-fn origin_of(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
-}
-
-/// The security headers every consent response carries.
-fn harden(resp: &mut Response, form_target: Option<&str>) {
-    let form_action = match form_target.and_then(origin_of) {
-        Some(o) => format!("'self' {o}"),
-        None => "'self'".to_string(),
-    };
-    let csp = format!(
-        "default-src 'none'; style-src {}; form-action {form_action}; frame-ancestors 'none'; \
-         base-uri 'none'",
-        style_hash()
-    );
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-}
-
-/// A complete page. `body` must already be escaped.
-pub(super) fn page(
-    status: StatusCode,
-    title: &str,
-    body: &str,
-    form_target: Option<&str>,
-) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · tollgate</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n",
-        esc(title)
-    );
-    let mut resp = (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response();
-    harden(&mut resp, form_target);
-    resp
 }
 
 /// A refused consent step: its status, error code, title and what to do next.
@@ -581,14 +486,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escaping_covers_markup_and_quotes() {
-        assert_eq!(
-            esc("<script>alert(\"x\" & 'y')</script>"),
-            "&lt;script&gt;alert(&quot;x&quot; &amp; &#39;y&#39;)&lt;/script&gt;"
-        );
-    }
-
-    #[test]
     fn the_consent_cookie_is_secure_under_https_and_read_back() {
         let c = ConsentCookie::new().unwrap();
         let plain = cookie_header(&c, false).unwrap();
@@ -608,21 +505,5 @@ mod tests {
         );
         h.insert(header::COOKIE, HeaderValue::from_str(&sent).unwrap());
         assert_eq!(browser_cookies(&h), vec![c]);
-    }
-
-    #[test]
-    fn csp_allows_the_provider_as_form_target_and_no_script() {
-        let mut r = StatusCode::OK.into_response();
-        harden(&mut r, Some("https://idp.example:8443/authorize?x=1"));
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
-            .to_str()
-            .unwrap();
-        assert!(
-            csp.contains("form-action 'self' https://idp.example:8443;"),
-            "{csp}"
-        );
-        assert!(csp.contains("default-src 'none'"), "{csp}");
-        assert!(!csp.contains("script-src"), "{csp}");
-        assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
     }
 }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod keys;
 pub mod listener;
 pub mod login;
+pub mod page;
 mod times;
 pub mod tokens;
 

@@ -128,6 +128,8 @@ impl TokenRecord {
             scopes: self.scopes,
             expires_at: self.expires_at,
             obtained_at: self.obtained_at,
+            // Not stored yet: the grant-health work keeps it outside the sealed fields.
+            health: Default::default(),
         })
     }
 

@@ -407,7 +407,7 @@ async fn logout(State(state): State<WebState>, parts: Parts) -> Response {
             "Another site asked to sign you out. Use the sign-out button on this site.",
         );
     }
-    let mut resp = super::consent::page(
+    let mut resp = super::page::page(
         StatusCode::OK,
         "Signed out",
         "<h1>You are signed out</h1>\n<p>You can close this window.</p>",
@@ -450,7 +450,7 @@ fn refused(parts: &Parts, status: StatusCode, code: &str, title: &str, detail: &
         let body = format!(
             "<h1>{title}</h1>\n<p class=\"error\">{detail}</p>\n<p>Error code: <code>{code}</code></p>"
         );
-        super::consent::page(status, title, &body, None)
+        super::page::page(status, title, &body, None)
     };
     let kind = if status.is_server_error() {
         "destination_unavailable"
