@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
 export const BIN = process.env.TOLLGATE_BIN
@@ -143,11 +144,33 @@ prompt = "consent"
 export async function launchChromium() {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: BROWSER_ARGS,
   });
   cleanups.push(() => browser.close());
   return browser;
+}
+
+const BROWSER_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+// Headless Chromium driven by puppeteer-core, for the page suites (the older suites still use
+// playwright-core through launchChromium).
+export async function launchBrowser() {
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM, headless: true, args: BROWSER_ARGS,
+  });
+  cleanups.push(() => browser.close());
+  return browser;
+}
+
+// Where the page suites keep their screenshots: target/screenshots/ (the build directory),
+// one PNG per page, for a reviewer to look at.
+export const SCREENSHOTS = path.join(
+  process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'screenshots');
+
+export async function screenshot(page, name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
 
 // Runs `main`, cleans up, prints "`label`: N passed, N failed" and exits non-zero on any
