@@ -56,6 +56,15 @@ pub enum TokenCommand {
     /// `--user` issued up to `--before` (default now). Online with `--token` (admins in their
     /// org, operators anywhere), else offline against the data directory's store.
     Revoke(Box<super::token_revoke::RevokeArgs>),
+    /// Print your own access token for an app whose admins set `expose_token` (refreshed
+    /// when needed; every read is audited). Online: `--server` and your caller `--token`.
+    Get {
+        /// The app's id.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: super::app::Target,
+    },
 }
 
 /// Runs a `token` subcommand; the token (or the report) goes to stdout.
@@ -76,6 +85,30 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             json,
         } => inspect(&token, &data, max_ttl, json),
         TokenCommand::Revoke(args) => super::block_on(super::token_revoke::run(*args)),
+        TokenCommand::Get { app, target } => super::block_on(get(&app, &target)),
+    }
+}
+
+/// `token get`: the access token alone on stdout (for `$(tollgate token get --app gh)`), or
+/// the whole answer with `--json`. A refusal (no consent yet: its URL; not exposed; disabled)
+/// is the error, on stderr.
+async fn get(app: &str, target: &super::app::Target) -> anyhow::Result<()> {
+    let api = super::app::Api::new(target)?;
+    let path = format!(
+        "/v1/me/tokens/{}",
+        url::form_urlencoded::byte_serialize(app.as_bytes()).collect::<String>()
+    );
+    let out = api.call(http::Method::GET, &path, None).await?;
+    if target.json {
+        println!("{out}");
+        return Ok(());
+    }
+    match out["access_token"].as_str() {
+        Some(t) => {
+            println!("{t}");
+            Ok(())
+        }
+        None => bail!("the server answered without an access_token"),
     }
 }
 

@@ -240,29 +240,21 @@ impl AppAdmin<'_> {
             .await?)
     }
 
-    /// Deletes one user's tokens for the app and revokes them at the provider.
+    /// Revokes one user's tokens for the app at the provider, then deletes them
+    /// ([`OAuth::disconnect`], the same as the user's own Disconnect).
     pub async fn revoke(&self, id: &str, user: &str) -> AdminResult<()> {
-        let org = &self.admin.org;
         let app = self.get(id).await?;
-        // This user's token set only: listing the app's tokens would unseal every user's.
-        let tokens: Vec<TokenSet> = self
+        let done = self
             .oauth
-            .store
-            .get_token(org, id, app.incarnation, app.generation, user)
-            .await?
-            .into_iter()
-            .collect();
-        let deleted = self.oauth.store.delete_token(org, id, user).await?;
-        if !deleted {
-            return Err(AdminError::NotAuthorized {
+            .disconnect(&app, user, &self.admin.user, "authorization.revoke")
+            .await?;
+        match done {
+            Some(_) => Ok(()),
+            None => Err(AdminError::NotAuthorized {
                 app: id.to_string(),
                 user: user.to_string(),
-            });
+            }),
         }
-        self.audit("authorization.revoke", id, json!({ "user": user }))
-            .await;
-        self.revoke_in_background(app, tokens);
-        Ok(())
     }
 
     /// The org's most recent audit events, at most `limit`.

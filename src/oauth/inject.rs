@@ -79,6 +79,13 @@ pub struct Injected {
     pub refreshed: bool,
 }
 
+impl Injected {
+    /// The token set injected (`GET /v1/me/tokens/{app}` hands it to code that asked).
+    pub fn token(&self) -> &TokenSet {
+        &self.token
+    }
+}
+
 /// Key of the single-flight map: one refresh per (org, app, user) at a time.
 type FlightKey = (String, String, String);
 
@@ -126,6 +133,12 @@ impl Injector {
             flights: Mutex::new(HashMap::new()),
             cache: TokenCache::default(),
         }
+    }
+
+    /// The consent tickets the `401`s carry: `oauth::connections` issues (or repeats) the same
+    /// one for a Connect.
+    pub(crate) fn tickets(&self) -> &Tickets {
+        &self.tickets
     }
 
     /// Evicts from the token cache what the store's change events say changed: a grant

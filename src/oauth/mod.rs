@@ -2,6 +2,8 @@
 //! - [`app`]: their configuration ([`app::AppConfig`]): parsing, PATCH, validation;
 //! - [`endpoint`]: the provider-URL parser and the policy check of a provider endpoint;
 //! - [`admin`]: the app lifecycle (create, update, enable, disable, reset, delete, revoke);
+//! - [`connections`]: a user's own view of the org's apps (connect, disconnect that revokes
+//!   at the provider, tokens for code);
 //! - [`flow`]: the consent lifecycle (ticket → pending authorization → exchange → token set);
 //! - [`browser`]: the consent cookie that binds a consent to one browser, and its `csrf` field;
 //! - [`index`]: the per-org domain index;
@@ -17,6 +19,7 @@ pub mod admin;
 pub mod app;
 pub mod browser;
 pub mod catalog;
+pub mod connections;
 pub mod egress;
 pub mod endpoint;
 pub mod flow;

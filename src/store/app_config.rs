@@ -100,6 +100,10 @@ pub struct AppConfig {
     pub handshake: Handshake,
     /// The webhook handshake's request templates (with `handshake = "webhook"` only).
     pub webhook: Option<Webhook>,
+    /// Whether a caller may read its own access token (`GET /v1/me/tokens/{app}`, `tollgate
+    /// token get`): for code that calls the provider itself rather than through the proxy.
+    /// Off by default: a token that leaves tollgate can no longer be confined by policy.
+    pub expose_token: bool,
 }
 
 impl Default for AppConfig {
@@ -126,6 +130,7 @@ impl Default for AppConfig {
             revocation_url: None,
             handshake: Handshake::default(),
             webhook: None,
+            expose_token: false,
         }
     }
 }

@@ -129,6 +129,9 @@ pub struct ProviderState {
     pub rotated_out: HashSet<String>,
     /// Reuses detected (each revoked everything).
     pub reuse_detected: usize,
+    /// The status `/revoke` answers with (200 unless a test makes the provider refuse);
+    /// a refused token is not revoked.
+    pub revoke_status: u16,
 }
 
 /// What a legacy handshake endpoint received.
@@ -165,6 +168,7 @@ impl Provider {
         let state = Arc::new(Mutex::new(ProviderState {
             client_id: "client-1".into(),
             client_secret: "sk-CLIENT-SECRET".into(),
+            revoke_status: 200,
             iss_override: None,
             access_ttl: Some(3600),
             rotate_refresh: true,
@@ -466,6 +470,9 @@ impl Provider {
             url::form_urlencoded::parse(&body).into_owned().collect();
         let token = form.get("token").cloned().unwrap_or_default();
         let mut s = self.state.lock().unwrap();
+        if s.revoke_status != 200 {
+            return text(s.revoke_status, "{\"error\":\"unsupported_token_type\"}");
+        }
         s.refresh_tokens.remove(&token);
         s.access_tokens.remove(&token);
         s.revoked.push(token);
