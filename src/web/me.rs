@@ -2,11 +2,11 @@
 //! to know what they can reach, and tokens for code:
 //!
 //! - `GET /v1/me/connections`: every app of the caller's org with the caller's state;
-//! - `POST /v1/me/connections/{app}/connect`: `{consent_url, expires_in}`, the ticket a `401`
+//! - `POST /v1/me/connections/{id}/connect`: `{consent_url, expires_in}`, the ticket a `401`
 //!   would carry;
-//! - `DELETE /v1/me/connections/{app}`: revoke at the provider, delete the grant;
+//! - `DELETE /v1/me/connections/{id}`: revoke at the provider, delete the grant;
 //!   `{revoked_at_provider: confirmed | not_supported | refused | failed}`;
-//! - `GET /v1/me/tokens/{app}`: `{access_token, expires_at, scopes}` for apps with
+//! - `GET /v1/me/tokens/{id}`: `{access_token, expires_at, scopes}` for apps with
 //!   `expose_token`, `Cache-Control: no-store`, audited.
 //!
 //! Callers authenticate with their caller token (`Authorization: Bearer`), verified as for
@@ -33,9 +33,9 @@ use crate::oauth::token::Revocation;
 pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/v1/me/connections", get(list))
-        .route("/v1/me/connections/{app}/connect", post(connect))
-        .route("/v1/me/connections/{app}", delete(disconnect))
-        .route("/v1/me/tokens/{app}", get(token))
+        .route("/v1/me/connections/{id}/connect", post(connect))
+        .route("/v1/me/connections/{id}", delete(disconnect))
+        .route("/v1/me/tokens/{id}", get(token))
 }
 
 /// A verified caller, any role.

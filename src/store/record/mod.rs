@@ -378,6 +378,8 @@ mod tests {
         };
         let mut want = keys(&old);
         want.push("secret_binding".into());
+        // Fields added to `AppConfig` since, written with their defaults.
+        want.push("expose_token".into());
         want.sort();
         assert_eq!(keys(&again), want);
         assert!(!again.to_string().contains("k-1"));
