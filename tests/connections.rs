@@ -321,3 +321,295 @@ async fn tokens_for_code_are_exposed_only_when_the_app_says_so() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("disabled"));
     env.assert_no_secrets_logged();
 }
+
+/// The login headers of a platform proxy naming `user` of `org`.
+fn signed(user: &str, org: &str) -> Vec<(String, String)> {
+    vec![
+        ("x-forwarded-user".into(), user.into()),
+        ("x-forwarded-org".into(), org.into()),
+    ]
+}
+
+/// A browser at the page: its headers (login header or session cookie) and the consent
+/// cookie the page sets.
+struct PageBrowser {
+    headers: Vec<(String, String)>,
+    session: Option<String>,
+    consent: Option<String>,
+}
+
+impl PageBrowser {
+    fn new(headers: Vec<(String, String)>) -> Self {
+        PageBrowser {
+            headers,
+            session: None,
+            consent: None,
+        }
+    }
+
+    async fn send(&mut self, env: &Env, method: &str, path: &str, form: Option<&str>) -> Resp {
+        let mut h: Vec<(String, String)> = self.headers.clone();
+        let mut cookies = Vec::new();
+        if let Some(s) = &self.session {
+            cookies.push(format!("tollgate_session={s}"));
+        }
+        if let Some(c) = &self.consent {
+            cookies.push(format!("tollgate_consent={c}"));
+        }
+        if !cookies.is_empty() {
+            h.push(("cookie".into(), cookies.join("; ")));
+        }
+        if form.is_some() {
+            h.push((
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", env.tg.web.to_string());
+        for (k, v) in &h {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let body = bytes::Bytes::from(form.unwrap_or_default().to_string());
+        let r = send_one(
+            env.tg.web,
+            req.body(http_body_util::Full::new(body)).unwrap(),
+        )
+        .await;
+        for v in r.headers.get_all("set-cookie") {
+            if let Some(rest) = v.to_str().unwrap().strip_prefix("tollgate_consent=") {
+                self.consent = Some(rest.split(';').next().unwrap().to_string());
+            }
+        }
+        r
+    }
+
+    /// `GET /connections` (200 asserted) and its csrf field.
+    async fn page(&mut self, env: &Env) -> (String, String) {
+        let r = self.send(env, "GET", "/connections", None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let html = r.text();
+        let csrf = common::consent::csrf_of(&html).unwrap_or_default();
+        (html, csrf)
+    }
+}
+
+/// The page's hardening: no script, the one CSP, no-store.
+fn assert_hardened(r: &Resp) {
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert!(!r.text().contains("<script"));
+}
+
+#[tokio::test]
+async fn the_page_connects_and_disconnects_with_forms() {
+    let flags = [
+        "--login",
+        "header",
+        "--login-user-header",
+        "X-Forwarded-User",
+        "--login-org-header",
+        "X-Forwarded-Org",
+    ];
+    let env = setup(&flags, |_, _| {}).await;
+    // Not signed in: told to sign in, with the code and Proxy-Status.
+    let mut anonymous = PageBrowser::new(Vec::new());
+    let r = anonymous.send(&env, "GET", "/connections", None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("login_required"));
+    assert!(r.header("proxy-status").unwrap().contains("login_required"));
+
+    let mut alice = PageBrowser::new(signed("alice", "acme"));
+    let (html, csrf) = alice.page(&env).await;
+    assert!(html.contains("Acme CRM"), "{html}");
+    assert!(html.contains("data-state=\"needs_consent\""), "{html}");
+    assert!(
+        html.contains("Not connected: needs your consent"),
+        "status in words: {html}"
+    );
+    assert!(html.contains("name=\"viewport\""));
+    assert!(html.contains("<h2 id=\"app-crm\">"), "{html}");
+    assert!(alice.consent.is_some(), "the page sets the consent cookie");
+    assert!(!csrf.is_empty(), "{html}");
+    let r = alice.send(&env, "GET", "/connections", None).await;
+    assert_hardened(&r);
+
+    // Forms without this browser's csrf (another site's, or bob's) change nothing.
+    let mut bob = PageBrowser::new(signed("bob", "acme"));
+    let (_, bob_csrf) = bob.page(&env).await;
+    for bad in ["", "csrf=forged", &format!("csrf={bob_csrf}")] {
+        let r = alice
+            .send(&env, "POST", "/connections/crm/connect", Some(bad))
+            .await;
+        assert_eq!(r.status, 403, "{bad}: {}", r.text());
+        assert!(r
+            .header("proxy-status")
+            .unwrap()
+            .contains("connections_csrf_invalid"));
+    }
+    // No GET changes anything.
+    let r = alice
+        .send(&env, "GET", "/connections/crm/connect", None)
+        .await;
+    assert_eq!(r.status, 405, "{}", r.text());
+
+    // Connect: to the consent page of the ticket a 401 would carry.
+    let form = format!("csrf={csrf}");
+    let r = alice
+        .send(&env, "POST", "/connections/crm/connect", Some(&form))
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let consent_url = r.header("location").unwrap();
+    assert_eq!(env.consent_url("acme", "alice").await, consent_url);
+    let login = [("x-forwarded-user", "alice"), ("x-forwarded-org", "acme")];
+    let (done, _) = env.complete(&consent_url, &login).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(env.call("acme", "alice").await.status, 200);
+
+    let (html, csrf) = alice.page(&env).await;
+    assert!(html.contains("data-state=\"connected\""), "{html}");
+    assert!(html.contains("read write"), "scopes: {html}");
+    assert!(html.contains("Disconnect Acme CRM"), "{html}");
+    assert!(!html.contains("AT-secret"));
+
+    // Disconnect: revoked at the provider, and the page says the provider confirmed.
+    let form = format!("csrf={csrf}");
+    let r = alice
+        .send(&env, "POST", "/connections/crm/disconnect", Some(&form))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    assert!(
+        html.contains("The provider confirmed the revocation"),
+        "{html}"
+    );
+    assert!(html.contains("role=\"status\""), "{html}");
+    assert!(html.contains("data-state=\"needs_consent\""), "{html}");
+    assert_eq!(env.p.with(|s| s.revoked.len()), 2);
+    let r = alice
+        .send(&env, "POST", "/connections/crm/disconnect", Some(&form))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("not_connected"));
+}
+
+#[tokio::test]
+async fn login_headers_count_only_from_trusted_proxies() {
+    let flags = [
+        "--login",
+        "header",
+        "--login-user-header",
+        "X-Forwarded-User",
+        "--login-org-header",
+        "X-Forwarded-Org",
+        "--trusted-proxies",
+        "192.0.2.0/24",
+    ];
+    let env = setup(&flags, |_, _| {}).await;
+    let mut forged = PageBrowser::new(signed("alice", "acme"));
+    let r = forged.send(&env, "GET", "/connections", None).await;
+    assert_eq!(
+        r.status,
+        401,
+        "loopback is not a trusted proxy here: {}",
+        r.text()
+    );
+    assert!(!r.text().contains("Acme CRM"));
+}
+
+#[tokio::test]
+async fn oidc_sign_in_guards_the_page() {
+    let idp = common::idp::Idp::start().await;
+    let (env, _secret) = common::login::start_oidc(&idp, &[]).await;
+    let mut anonymous = PageBrowser::new(Vec::new());
+    let r = anonymous.send(&env, "GET", "/connections", None).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/login?return=%2Fconnections")
+    );
+    let later = now() + 3600;
+    let mut alice = PageBrowser::new(Vec::new());
+    alice.session = Some(common::login::mint_session(
+        &env.tg.data,
+        "alice",
+        Some("acme"),
+        later,
+    ));
+    let (html, csrf) = alice.page(&env).await;
+    assert!(
+        html.contains("Signed in as <strong>alice</strong> of <strong>acme</strong>"),
+        "{html}"
+    );
+    // The csrf is bound to the person: another session in the same browser cannot use it.
+    let mut bob = PageBrowser::new(Vec::new());
+    bob.session = Some(common::login::mint_session(
+        &env.tg.data,
+        "bob",
+        Some("acme"),
+        later,
+    ));
+    bob.consent = alice.consent.clone();
+    let r = bob
+        .send(
+            &env,
+            "POST",
+            "/connections/crm/connect",
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = alice
+        .send(
+            &env,
+            "POST",
+            "/connections/crm/connect",
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    // A session that names no org cannot be shown an org's apps.
+    let mut no_org = PageBrowser::new(Vec::new());
+    no_org.session = Some(common::login::mint_session(
+        &env.tg.data,
+        "alice",
+        None,
+        later,
+    ));
+    let r = no_org.send(&env, "GET", "/connections", None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("login_org_missing"));
+}
+
+#[tokio::test]
+async fn without_login_the_page_asks_whose_connections() {
+    let env = setup(&[], |_, _| {}).await;
+    let mut dev = PageBrowser::new(Vec::new());
+    let (html, _) = dev.page(&env).await;
+    assert!(html.contains("<label for=\"user\">"), "{html}");
+    assert!(!html.contains("Acme CRM"));
+    let r = dev
+        .send(&env, "GET", "/connections?org=acme&user=alice", None)
+        .await;
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    assert!(html.contains("Acme CRM"), "{html}");
+    let csrf = common::consent::csrf_of(&html).unwrap();
+    let form = format!("csrf={csrf}&org=acme&user=alice");
+    let r = dev
+        .send(&env, "POST", "/connections/crm/connect", Some(&form))
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    // The csrf names the person: the same field for another user is refused.
+    let form = format!("csrf={csrf}&org=acme&user=bob");
+    let r = dev
+        .send(&env, "POST", "/connections/crm/connect", Some(&form))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+}

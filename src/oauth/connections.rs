@@ -81,6 +81,8 @@ pub struct Connection {
 /// What a Disconnect did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Disconnected {
+    /// The app's name, for people.
+    pub app_name: String,
     /// What the provider said (within [`REVOKE_DEADLINE`]).
     pub revocation: Revocation,
 }
@@ -204,7 +206,10 @@ impl OAuth {
         self.audit(&app.org, actor, action, &app.id, detail).await;
         tracing::info!(org = %app.org, app = %app.id, user, by = actor, revoked_at_provider = outcome,
             "authorization deleted");
-        Ok(Some(Disconnected { revocation }))
+        Ok(Some(Disconnected {
+            app_name: app.name.clone(),
+            revocation,
+        }))
     }
 
     /// The provider's answer to revoking `tokens`, or `Failed` after [`REVOKE_DEADLINE`].

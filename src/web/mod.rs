@@ -3,10 +3,12 @@
 //! revocation (`/v1/tokens/revoke`, `tokens`), key operations (`/v1/keys`, `keys`), the consent
 //! pages
 //! with the OAuth callback, the pages' sign-in (`login`), and a caller's own connections and
-//! tokens for code (`/v1/me`, `me`).
+//! tokens for code (`/v1/me`, `me`) and
+//! the page of the same (`/connections`, `connections`).
 
 pub mod admin;
 pub mod agents;
+pub mod connections;
 pub mod consent;
 mod errors;
 pub mod health;
@@ -64,6 +66,7 @@ pub fn router(state: WebState) -> Router {
         .merge(keys::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(me::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(consent::routes())
+        .merge(connections::routes())
         .merge(login::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(errors::json_errors))
