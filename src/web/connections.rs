@@ -221,9 +221,13 @@ fn person_fields(p: &Person) -> String {
     )
 }
 
-/// A time for people, or `never`.
+/// A time for people (`2026-12-06 15:41:19 UTC`, which wraps at the space on a phone), or
+/// `none`.
 fn when(t: Option<u64>, none: &str) -> String {
-    t.map_or_else(|| none.to_string(), rfc3339)
+    t.map_or_else(
+        || none.to_string(),
+        |t| rfc3339(t).replace('T', " ").replace('Z', " UTC"),
+    )
 }
 
 /// The status line: words first (colour only repeats them).
