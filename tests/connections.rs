@@ -9,6 +9,11 @@ use serde_json::{json, Value};
 use common::oauth::*;
 use common::*;
 
+/// Connect to `crm`, the app of the fixture.
+const CONNECT: &str = "/v1/me/connections/crm/connect";
+/// Disconnect from `crm`.
+const DISCONNECT: &str = "/v1/me/connections/crm";
+
 /// `GET path` (or another method) on the web listener with `user`'s caller token of `org`.
 async fn me(env: &Env, org: &str, user: &str, method: &str, path: &str) -> Resp {
     let token = env.tg.token(org, user);
@@ -65,26 +70,12 @@ async fn connect_use_and_disconnect_through_the_json_api() {
     assert_eq!(c["revocable"], true);
 
     // Connect gives the ticket a 401 would carry: one live ticket per (org, user, app).
-    let r = me(
-        &env,
-        "acme",
-        "alice",
-        "POST",
-        "/v1/me/connections/crm/connect",
-    )
-    .await;
+    let r = me(&env, "acme", "alice", "POST", CONNECT).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let url = r.json()["consent_url"].as_str().unwrap().to_string();
     assert!(r.json()["expires_in"].as_u64().unwrap() <= 900);
     assert_eq!(env.consent_url("acme", "alice").await, url);
-    let again = me(
-        &env,
-        "acme",
-        "alice",
-        "POST",
-        "/v1/me/connections/crm/connect",
-    )
-    .await;
+    let again = me(&env, "acme", "alice", "POST", CONNECT).await;
     assert_eq!(again.json()["consent_url"], url.as_str());
 
     let (done, _) = env.complete(&url, &[]).await;
@@ -101,24 +92,17 @@ async fn connect_use_and_disconnect_through_the_json_api() {
     // Another org sees none of acme's apps and cannot act on them.
     let r = me(&env, "globex", "alice", "GET", "/v1/me/connections").await;
     assert_eq!(r.json()["connections"], json!([]), "{}", r.text());
-    let r = me(
-        &env,
-        "globex",
-        "alice",
-        "POST",
-        "/v1/me/connections/crm/connect",
-    )
-    .await;
+    let r = me(&env, "globex", "alice", "POST", CONNECT).await;
     assert_error(&r, 404, "not_found");
-    let r = me(&env, "globex", "alice", "DELETE", "/v1/me/connections/crm").await;
+    let r = me(&env, "globex", "alice", "DELETE", DISCONNECT).await;
     assert_error(&r, 404, "not_found");
     // Bob's disconnect does not touch alice's grant.
-    let r = me(&env, "acme", "bob", "DELETE", "/v1/me/connections/crm").await;
+    let r = me(&env, "acme", "bob", "DELETE", DISCONNECT).await;
     assert_error(&r, 404, "not_connected");
 
     // Disconnect: revoked at the provider (both tokens), then deleted.
     let issued: Vec<String> = env.p.with(|s| s.access_tokens.iter().cloned().collect());
-    let r = me(&env, "acme", "alice", "DELETE", "/v1/me/connections/crm").await;
+    let r = me(&env, "acme", "alice", "DELETE", DISCONNECT).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["revoked_at_provider"], "confirmed", "{}", r.text());
     let revoked = env.p.with(|s| s.revoked.clone());
@@ -135,7 +119,7 @@ async fn connect_use_and_disconnect_through_the_json_api() {
     assert_eq!(events[0]["actor"], "alice");
     assert_eq!(events[0]["target"], "crm");
     assert_eq!(events[0]["detail"]["revoked_at_provider"], "confirmed");
-    let r = me(&env, "acme", "alice", "DELETE", "/v1/me/connections/crm").await;
+    let r = me(&env, "acme", "alice", "DELETE", DISCONNECT).await;
     assert_error(&r, 404, "not_connected");
 
     // Disabled: shown as such, and no consent can start.
@@ -145,14 +129,7 @@ async fn connect_use_and_disconnect_through_the_json_api() {
         connection(&env, "alice", "crm").await["state"],
         "app_disabled"
     );
-    let r = me(
-        &env,
-        "acme",
-        "alice",
-        "POST",
-        "/v1/me/connections/crm/connect",
-    )
-    .await;
+    let r = me(&env, "acme", "alice", "POST", CONNECT).await;
     assert_error(&r, 403, "app_disabled");
     env.assert_no_secrets_logged();
 }
@@ -162,7 +139,7 @@ async fn disconnect_says_when_the_provider_refused_and_admins_share_it() {
     let env = setup(&[], |_, _| {}).await;
     env.consent("acme", "alice").await;
     env.p.with(|s| s.revoke_status = 503);
-    let r = me(&env, "acme", "alice", "DELETE", "/v1/me/connections/crm").await;
+    let r = me(&env, "acme", "alice", "DELETE", DISCONNECT).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["revoked_at_provider"], "refused", "{}", r.text());
     assert_eq!(r.json()["provider_status"], 503);
@@ -196,7 +173,7 @@ async fn disconnect_says_when_the_provider_refused_and_admins_share_it() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     env.consent("acme", "carol").await;
-    let r = me(&env, "acme", "carol", "DELETE", "/v1/me/connections/crm").await;
+    let r = me(&env, "acme", "carol", "DELETE", DISCONNECT).await;
     assert_eq!(
         r.json()["revoked_at_provider"],
         "not_supported",
@@ -322,6 +299,16 @@ async fn tokens_for_code_are_exposed_only_when_the_app_says_so() {
     env.assert_no_secrets_logged();
 }
 
+/// `--login header` with the user and org headers [`signed`] sends.
+const HEADER_LOGIN: [&str; 6] = [
+    "--login",
+    "header",
+    "--login-user-header",
+    "X-Forwarded-User",
+    "--login-org-header",
+    "X-Forwarded-Org",
+];
+
 /// The login headers of a platform proxy naming `user` of `org`.
 fn signed(user: &str, org: &str) -> Vec<(String, String)> {
     vec![
@@ -386,6 +373,11 @@ impl PageBrowser {
         r
     }
 
+    /// POSTs the urlencoded `form` to `path`.
+    async fn post(&mut self, env: &Env, path: &str, form: &str) -> Resp {
+        self.send(env, "POST", path, Some(form)).await
+    }
+
     /// `GET /connections` (200 asserted) and its csrf field.
     async fn page(&mut self, env: &Env) -> (String, String) {
         let r = self.send(env, "GET", "/connections", None).await;
@@ -409,15 +401,7 @@ fn assert_hardened(r: &Resp) {
 
 #[tokio::test]
 async fn the_page_connects_and_disconnects_with_forms() {
-    let flags = [
-        "--login",
-        "header",
-        "--login-user-header",
-        "X-Forwarded-User",
-        "--login-org-header",
-        "X-Forwarded-Org",
-    ];
-    let env = setup(&flags, |_, _| {}).await;
+    let env = setup(&HEADER_LOGIN, |_, _| {}).await;
     // Not signed in: told to sign in, with the code and Proxy-Status.
     let mut anonymous = PageBrowser::new(Vec::new());
     let r = anonymous.send(&env, "GET", "/connections", None).await;
@@ -444,9 +428,7 @@ async fn the_page_connects_and_disconnects_with_forms() {
     let mut bob = PageBrowser::new(signed("bob", "acme"));
     let (_, bob_csrf) = bob.page(&env).await;
     for bad in ["", "csrf=forged", &format!("csrf={bob_csrf}")] {
-        let r = alice
-            .send(&env, "POST", "/connections/crm/connect", Some(bad))
-            .await;
+        let r = alice.post(&env, "/connections/crm/connect", bad).await;
         assert_eq!(r.status, 403, "{bad}: {}", r.text());
         assert!(r
             .header("proxy-status")
@@ -461,9 +443,7 @@ async fn the_page_connects_and_disconnects_with_forms() {
 
     // Connect: to the consent page of the ticket a 401 would carry.
     let form = format!("csrf={csrf}");
-    let r = alice
-        .send(&env, "POST", "/connections/crm/connect", Some(&form))
-        .await;
+    let r = alice.post(&env, "/connections/crm/connect", &form).await;
     assert_eq!(r.status, 303, "{}", r.text());
     let consent_url = r.header("location").unwrap();
     assert_eq!(env.consent_url("acme", "alice").await, consent_url);
@@ -480,9 +460,7 @@ async fn the_page_connects_and_disconnects_with_forms() {
 
     // Disconnect: revoked at the provider, and the page says the provider confirmed.
     let form = format!("csrf={csrf}");
-    let r = alice
-        .send(&env, "POST", "/connections/crm/disconnect", Some(&form))
-        .await;
+    let r = alice.post(&env, "/connections/crm/disconnect", &form).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let html = r.text();
     assert!(
@@ -492,25 +470,15 @@ async fn the_page_connects_and_disconnects_with_forms() {
     assert!(html.contains("role=\"status\""), "{html}");
     assert!(html.contains("data-state=\"needs_consent\""), "{html}");
     assert_eq!(env.p.with(|s| s.revoked.len()), 2);
-    let r = alice
-        .send(&env, "POST", "/connections/crm/disconnect", Some(&form))
-        .await;
+    let r = alice.post(&env, "/connections/crm/disconnect", &form).await;
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(r.text().contains("not_connected"));
 }
 
 #[tokio::test]
 async fn login_headers_count_only_from_trusted_proxies() {
-    let flags = [
-        "--login",
-        "header",
-        "--login-user-header",
-        "X-Forwarded-User",
-        "--login-org-header",
-        "X-Forwarded-Org",
-        "--trusted-proxies",
-        "192.0.2.0/24",
-    ];
+    let mut flags = HEADER_LOGIN.to_vec();
+    flags.extend(["--trusted-proxies", "192.0.2.0/24"]);
     let env = setup(&flags, |_, _| {}).await;
     let mut forged = PageBrowser::new(signed("alice", "acme"));
     let r = forged.send(&env, "GET", "/connections", None).await;
@@ -557,21 +525,11 @@ async fn oidc_sign_in_guards_the_page() {
     ));
     bob.consent = alice.consent.clone();
     let r = bob
-        .send(
-            &env,
-            "POST",
-            "/connections/crm/connect",
-            Some(&format!("csrf={csrf}")),
-        )
+        .post(&env, "/connections/crm/connect", &format!("csrf={csrf}"))
         .await;
     assert_eq!(r.status, 403, "{}", r.text());
     let r = alice
-        .send(
-            &env,
-            "POST",
-            "/connections/crm/connect",
-            Some(&format!("csrf={csrf}")),
-        )
+        .post(&env, "/connections/crm/connect", &format!("csrf={csrf}"))
         .await;
     assert_eq!(r.status, 303, "{}", r.text());
     // A session that names no org cannot be shown an org's apps.
@@ -602,14 +560,10 @@ async fn without_login_the_page_asks_whose_connections() {
     assert!(html.contains("Acme CRM"), "{html}");
     let csrf = common::consent::csrf_of(&html).unwrap();
     let form = format!("csrf={csrf}&org=acme&user=alice");
-    let r = dev
-        .send(&env, "POST", "/connections/crm/connect", Some(&form))
-        .await;
+    let r = dev.post(&env, "/connections/crm/connect", &form).await;
     assert_eq!(r.status, 303, "{}", r.text());
     // The csrf names the person: the same field for another user is refused.
     let form = format!("csrf={csrf}&org=acme&user=bob");
-    let r = dev
-        .send(&env, "POST", "/connections/crm/connect", Some(&form))
-        .await;
+    let r = dev.post(&env, "/connections/crm/connect", &form).await;
     assert_eq!(r.status, 403, "{}", r.text());
 }

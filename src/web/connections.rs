@@ -102,25 +102,27 @@ fn field(data: &[u8], name: &str) -> Option<String> {
 
 /// Who the request is for, or the answer for a visitor the page cannot serve. `named` is
 /// where `--login none` reads `org` and `user` (the query, or the form).
-fn person(state: &WebState, parts: &Parts, named: &[u8]) -> Result<Person, Response> {
+fn person(state: &WebState, parts: &Parts, named: &[u8]) -> Result<Person, Box<Response>> {
     let json = wants_json(&parts.headers);
-    match login::visitor(state, parts) {
+    let refusal = match login::visitor(state, parts) {
         Visitor::User(s) => match s.org {
-            Some(org) => Ok(Person {
-                org,
-                user: s.user,
-                unsigned: false,
-            }),
-            None => Err(refused(
+            Some(org) => {
+                return Ok(Person {
+                    org,
+                    user: s.user,
+                    unsigned: false,
+                })
+            }
+            None => refused(
                 json,
                 StatusCode::FORBIDDEN,
                 "login_org_missing",
                 "Your sign-in names no organization",
                 "tollgate cannot tell which organization's applications to show. Ask your \
                  administrators to set --login-oidc-org-claim or --login-org-header.",
-            )),
+            ),
         },
-        Visitor::Anonymous => Err(match login::sign_in(state, PATH).filter(|_| !json) {
+        Visitor::Anonymous => match login::sign_in(state, PATH).filter(|_| !json) {
             Some(to_sign_in) => to_sign_in,
             None => refused(
                 json,
@@ -129,16 +131,19 @@ fn person(state: &WebState, parts: &Parts, named: &[u8]) -> Result<Person, Respo
                 "Sign in first",
                 "Sign in through your organization's login, then open this page again.",
             ),
-        }),
-        Visitor::Anyone => match (field(named, "org"), field(named, "user")) {
-            (Some(org), Some(user)) => Ok(Person {
-                org,
-                user,
-                unsigned: true,
-            }),
-            _ => Err(pick_person()),
         },
-    }
+        Visitor::Anyone => match (field(named, "org"), field(named, "user")) {
+            (Some(org), Some(user)) => {
+                return Ok(Person {
+                    org,
+                    user,
+                    unsigned: true,
+                })
+            }
+            _ => pick_person(),
+        },
+    };
+    Err(Box::new(refusal))
 }
 
 /// `--login none`: nobody signs in, so the page asks whose connections to show.
@@ -396,12 +401,12 @@ async fn show(State(state): State<WebState>, parts: Parts) -> Response {
     let query = parts.uri.query().unwrap_or_default().as_bytes().to_vec();
     match person(&state, &parts, &query) {
         Ok(p) => render(&state, &parts, &p, None).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 /// The person of a form POST whose `csrf` field this browser's cookie made for them.
-fn checked(state: &WebState, parts: &Parts, body: &[u8]) -> Result<Person, Response> {
+fn checked(state: &WebState, parts: &Parts, body: &[u8]) -> Result<Person, Box<Response>> {
     let p = person(state, parts, body)?;
     let csrf = field(body, "csrf").unwrap_or_default();
     let subject = p.csrf_subject();
@@ -412,13 +417,22 @@ fn checked(state: &WebState, parts: &Parts, body: &[u8]) -> Result<Person, Respo
         return Ok(p);
     }
     tracing::warn!(org = %p.org, user = %p.user, "connections form without this browser's csrf field");
-    Err(refused(
+    Err(Box::new(refused(
         wants_json(&parts.headers),
         StatusCode::FORBIDDEN,
         "connections_csrf_invalid",
         "This request did not come from your connections page",
         "Nothing was changed. Open My connections again and use its buttons.",
-    ))
+    )))
+}
+
+/// A form's action.
+#[derive(Clone, Copy)]
+enum Action {
+    /// Connect or Reconnect.
+    Connect,
+    /// Disconnect.
+    Disconnect,
 }
 
 async fn connect(
@@ -427,22 +441,7 @@ async fn connect(
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    let p = match checked(&state, &parts, &body) {
-        Ok(p) => p,
-        Err(resp) => return resp,
-    };
-    let json = wants_json(&parts.headers);
-    let c = match state.oauth.connections(&p.org, &p.user).connect(&id).await {
-        Ok(c) => c,
-        Err(e) => return failed(e, json),
-    };
-    let Ok(location) = HeaderValue::from_str(&c.consent_url) else {
-        return failed(ConnectionError::NotFound(id), json);
-    };
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    resp.headers_mut().insert(header::LOCATION, location);
-    super::page::harden(&mut resp, None);
-    resp
+    act(state, id, parts, body, Action::Connect).await
 }
 
 async fn disconnect(
@@ -451,16 +450,37 @@ async fn disconnect(
     parts: Parts,
     body: Bytes,
 ) -> Response {
+    act(state, id, parts, body, Action::Disconnect).await
+}
+
+/// A checked form POST: Connect answers a `303` to the consent page, Disconnect the page
+/// saying what the provider did.
+async fn act(state: WebState, id: String, parts: Parts, body: Bytes, action: Action) -> Response {
     let p = match checked(&state, &parts, &body) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
+    let json = wants_json(&parts.headers);
     let connections = state.oauth.connections(&p.org, &p.user);
-    match connections.disconnect(&id).await {
-        Ok(d) => {
-            let notice = disconnected_notice(&d.app_name, &d);
-            render(&state, &parts, &p, Some(notice)).await
-        }
-        Err(e) => failed(e, wants_json(&parts.headers)),
+    match action {
+        Action::Connect => match connections.connect(&id).await {
+            Ok(c) => match HeaderValue::from_str(&c.consent_url) {
+                Ok(location) => {
+                    let mut resp = StatusCode::SEE_OTHER.into_response();
+                    resp.headers_mut().insert(header::LOCATION, location);
+                    super::page::harden(&mut resp, None);
+                    resp
+                }
+                Err(_) => failed(ConnectionError::NotFound(id), json),
+            },
+            Err(e) => failed(e, json),
+        },
+        Action::Disconnect => match connections.disconnect(&id).await {
+            Ok(d) => {
+                let notice = disconnected_notice(&d.app_name, &d);
+                render(&state, &parts, &p, Some(notice)).await
+            }
+            Err(e) => failed(e, json),
+        },
     }
 }

@@ -15,14 +15,12 @@
 
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import Provider from 'oidc-provider';
 import {
-  applyInteropApp, check, cleanups, cli, freePort, launchBrowser, listen, runSuite, screenshot,
-  startTollgate, writePolicies,
+  applyInteropApp, check, cli, freePort, launchBrowser, runSuite, screenshot, startIdp,
+  startTollgateSigningIn, startUserinfoApi,
 } from './lib/harness.mjs';
 
 const run = promisify(execFile);
@@ -59,68 +57,20 @@ async function main() {
   const web = `http://127.0.0.1:${webPort}`;
 
   // --- the IdP and OAuth server, counting the revocation requests it receives -------------
-  const idpServer = http.createServer();
-  const idpPort = await listen(idpServer);
-  const issuer = `http://127.0.0.1:${idpPort}`;
-  const provider = new Provider(issuer, {
-    clients: [
-      {
-        client_id: 'tollgate-login',
-        client_secret: 'login-client-secret',
-        redirect_uris: [`${web}/login/callback`],
-        grant_types: ['authorization_code'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'client_secret_basic',
-      },
-      {
-        client_id: 'tollgate-app',
-        client_secret: 'app-client-secret',
-        redirect_uris: [`${web}/oauth/callback`],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'client_secret_basic',
-      },
-    ],
-    pkce: { required: () => true },
-    scopes: ['openid', 'org', 'offline_access', 'api:read'],
-    claims: { openid: ['sub'], org: ['org'] },
-    conformIdTokenClaims: false,
-    issueRefreshToken: async (ctx, client) => client.clientId === 'tollgate-app',
-    features: { devInteractions: { enabled: true }, revocation: { enabled: true } },
-    findAccount: async (ctx, id) => (ACCOUNTS[id]
-      ? { accountId: id, claims: async () => ({ sub: id, org: ACCOUNTS[id].org }) }
-      : undefined),
-  });
   const revocations = [];
-  const callback = provider.callback();
-  idpServer.on('request', (req, res) => {
-    if (req.method === 'POST' && req.url.startsWith('/token/revocation')) {
-      res.on('finish', () => revocations.push(res.statusCode));
-    }
-    callback(req, res);
+  const { issuer, port: idpPort } = await startIdp(web, ACCOUNTS, {
+    refreshTokens: true,
+    revocation: true,
+    onRequest: (req, res) => {
+      if (req.method === 'POST' && req.url.startsWith('/token/revocation')) {
+        res.on('finish', () => revocations.push(res.statusCode));
+      }
+    },
   });
-  cleanups.push(() => idpServer.close());
-
-  // --- the app's API: any bearer the provider accepts --------------------------------------
-  const api = http.createServer(async (req, res) => {
-    const r = await fetch(`${issuer}/me`, { headers: { authorization: req.headers.authorization || '' } });
-    res.writeHead(r.status === 200 ? 200 : 401, { 'content-type': 'application/json' });
-    res.end(r.status === 200 ? JSON.stringify({ sub: (await r.json()).sub }) : '{"error":"invalid_token"}');
-  });
-  const apiPort = await listen(api);
-  cleanups.push(() => api.close());
+  const apiPort = await startUserinfoApi(issuer);
 
   // --- tollgate: --login oidc at the IdP, the app with its revocation endpoint ------------
-  const policies = writePolicies(dir, idpPort, [apiPort]);
-  const secretFile = path.join(dir, 'login-secret');
-  writeFileSync(secretFile, 'login-client-secret\n');
-  const tg = await startTollgate(dir, policies, webPort, [
-    '--login', 'oidc', '--login-oidc-issuer', issuer, '--login-oidc-client-id', 'tollgate-login',
-    '--login-oidc-client-secret-file', secretFile, '--login-oidc-org-claim', 'org',
-    '--login-oidc-scopes', 'org',
-  ]);
-  const data = path.join(dir, 'data');
-  const admin = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'root', '--role', 'admin']).trim();
+  const { tg, data, admin } = await startTollgateSigningIn(dir, webPort, issuer, idpPort, [apiPort]);
   applyInteropApp(dir, web, admin, {
     issuer, clientId: 'tollgate-app', clientSecret: 'app-client-secret',
     scopes: ['openid', 'offline_access', 'api:read'], revocation: true,

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import Provider from 'oidc-provider';
 import puppeteer from 'puppeteer-core';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
@@ -188,4 +189,84 @@ export async function runSuite(label, main) {
     console.log(`${label}: ${counts.passed} passed, ${counts.failed} failed`);
     process.exit(counts.failed === 0 ? 0 : 1);
   }
+}
+
+// oidc-provider on 127.0.0.1 with its development login and consent screens, as the pages'
+// sign-in IdP (client `tollgate-login`, secret `login-client-secret`, redirect
+// `${web}/login/callback`, the `org` claim in the ID token) and as the OAuth server of the
+// interop app (client `tollgate-app`, secret `app-client-secret`, redirect
+// `${web}/oauth/callback`). `accounts` maps a login to its org. With `refreshTokens` the app's
+// client gets refresh tokens, with `revocation` the RFC 7009 endpoint is on, and `onRequest`
+// sees every request before the provider does. Returns { issuer, port, provider }.
+export async function startIdp(web, accounts, { refreshTokens = false, revocation = false, onRequest } = {}) {
+  const server = http.createServer();
+  const port = await listen(server);
+  const issuer = `http://127.0.0.1:${port}`;
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: 'tollgate-login',
+        client_secret: 'login-client-secret',
+        redirect_uris: [`${web}/login/callback`],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+      {
+        client_id: 'tollgate-app',
+        client_secret: 'app-client-secret',
+        redirect_uris: [`${web}/oauth/callback`],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+    ],
+    pkce: { required: () => true },
+    scopes: ['openid', 'org', 'offline_access', 'api:read'],
+    claims: { openid: ['sub'], org: ['org'] },
+    // The org claim in the ID token itself (by default only userinfo would carry it).
+    conformIdTokenClaims: false,
+    ...(refreshTokens ? { issueRefreshToken: async (ctx, client) => client.clientId === 'tollgate-app' } : {}),
+    features: { devInteractions: { enabled: true }, revocation: { enabled: revocation } },
+    findAccount: async (ctx, id) => (accounts[id]
+      ? { accountId: id, claims: async () => ({ sub: id, org: accounts[id].org }) }
+      : undefined),
+  });
+  const callback = provider.callback();
+  server.on('request', (req, res) => {
+    if (onRequest) onRequest(req, res);
+    callback(req, res);
+  });
+  cleanups.push(() => server.close());
+  return { issuer, port, provider };
+}
+
+// The app's API on 127.0.0.1: any bearer the provider at `issuer` accepts (its userinfo);
+// answers `{sub}`, or 401 `invalid_token`. Returns its port.
+export async function startUserinfoApi(issuer) {
+  const api = http.createServer(async (req, res) => {
+    const r = await fetch(`${issuer}/me`, { headers: { authorization: req.headers.authorization || '' } });
+    res.writeHead(r.status === 200 ? 200 : 401, { 'content-type': 'application/json' });
+    res.end(r.status === 200 ? JSON.stringify({ sub: (await r.json()).sub }) : '{"error":"invalid_token"}');
+  });
+  const port = await listen(api);
+  cleanups.push(() => api.close());
+  return port;
+}
+
+// tollgate signing people in at the IdP of [startIdp] (`--login oidc`, the org from the `org`
+// claim), under [writePolicies] for the IdP and `apiPorts`, on `webPort`. Returns { tg (as
+// [startTollgate]), data (its data directory), admin (acme's admin token) }.
+export async function startTollgateSigningIn(dir, webPort, issuer, idpPort, apiPorts) {
+  const policies = writePolicies(dir, idpPort, apiPorts);
+  const secretFile = path.join(dir, 'login-secret');
+  writeFileSync(secretFile, 'login-client-secret\n');
+  const tg = await startTollgate(dir, policies, webPort, [
+    '--login', 'oidc', '--login-oidc-issuer', issuer, '--login-oidc-client-id', 'tollgate-login',
+    '--login-oidc-client-secret-file', secretFile, '--login-oidc-org-claim', 'org',
+    '--login-oidc-scopes', 'org',
+  ]);
+  const data = path.join(dir, 'data');
+  const admin = cli(['token', 'mint', '--data', data, '--org', 'acme', '--user', 'root', '--role', 'admin']).trim();
+  return { tg, data, admin };
 }
