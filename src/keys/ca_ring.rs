@@ -165,9 +165,7 @@ impl RingKey for CaKey {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let text = format!("{cert_pem}{key_pem}");
         let mut key = CaKey::parse(&text, None);
-        let ca = key
-            .ca()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let ca = key.ca().map_err(|e| std::io::Error::other(e.to_string()))?;
         key.ca = Some(ca);
         Ok((text, key))
     }
@@ -354,8 +352,14 @@ mod tests {
         );
         // Both exported during the overlap and after the switch, each named.
         let all = export_all(&ring, NOW + 200);
-        assert!(all.contains(&format!("kid={original} state=trusted")), "{all}");
-        assert!(all.contains(&format!("kid={second} state=signing")), "{all}");
+        assert!(
+            all.contains(&format!("kid={original} state=trusted")),
+            "{all}"
+        );
+        assert!(
+            all.contains(&format!("kid={second} state=signing")),
+            "{all}"
+        );
         assert_eq!(CertificateDer::pem_slice_iter(all.as_bytes()).count(), 2);
         // The new CA's file holds both halves, mode 0600, and is a working CA.
         let file = cadir.join(format!("ca/{second}.key"));
@@ -363,14 +367,12 @@ mod tests {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let signer = ring.signing(NOW + 100).ca().unwrap();
-        assert!(
-            x509_parser::parse_x509_certificate(signer.cert_der())
-                .unwrap()
-                .1
-                .subject()
-                .to_string()
-                .contains("tollgate interception CA ")
-        );
+        assert!(x509_parser::parse_x509_certificate(signer.cert_der())
+            .unwrap()
+            .1
+            .subject()
+            .to_string()
+            .contains("tollgate interception CA "));
         // The relay keeps the oldest CA not retired.
         let relay = relay_ca(&ring, NOW + 200).unwrap();
         assert_eq!(

@@ -333,4 +333,26 @@ mod tests {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
     }
+
+    #[tokio::test]
+    async fn a_new_ca_flushes_the_cache_and_handed_out_leaves_stay() {
+        let first = generated_ca();
+        let (cert, key) = crate::tls::generate_ca_named("second CA").unwrap();
+        let second = Ca::from_pem(&cert, Path::new("2.pem"), &key, Path::new("2.key"));
+        let second = Arc::new(second.unwrap());
+        let cache = LeafCache::new(first.clone(), 10).unwrap();
+        let host = Host::Name("api.example.com".into());
+        let now = Clock::system().now_time().unwrap();
+        let old = cache.leaf_at(&host, now).await.unwrap();
+        assert!(!cache.set_ca(first.clone()), "the same CA changes nothing");
+        assert_eq!(cache.len(), 1);
+        assert!(cache.set_ca(second.clone()));
+        assert!(cache.is_empty());
+        let new = cache.leaf_at(&host, now).await.unwrap();
+        assert!(!Arc::ptr_eq(&old, &new));
+        let issuer = |leaf: &Leaf| parse(&leaf.cert).issuer().to_string();
+        assert_eq!(issuer(&new), parse(second.cert_der()).subject().to_string());
+        assert_eq!(issuer(&old), parse(first.cert_der()).subject().to_string());
+        assert_eq!(cache.ca().cert_der(), second.cert_der());
+    }
 }
