@@ -265,3 +265,129 @@ async fn an_operator_supplied_ca_is_rotated_by_pointing_at_a_new_pair() {
     let keys = operator(&tg, "GET", "/v1/keys").await;
     assert_eq!(keys.json()["ca"], serde_json::json!([]), "{}", keys.text());
 }
+
+/// `tollgate ARGS` (offline commands): stdout, or a panic with stderr.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tollgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether a TLS handshake with the relay listener succeeds trusting only `root`.
+async fn relay_trusts(relay: std::net::SocketAddr, root: &str) -> bool {
+    let Ok(tcp) = tokio::net::TcpStream::connect(relay).await else {
+        return false;
+    };
+    let connector = tokio_rustls::TlsConnector::from(client_config(root, &[]));
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.is_ok()
+}
+
+#[tokio::test]
+async fn offline_rotation_and_retirement_and_the_relay_certificate_across_restarts() {
+    let (tg, relay) = common::agent::start_tollgate(&[]);
+    let relay_args = ["--relay-listen".to_string(), relay.to_string()];
+    let relay_args: Vec<&str> = relay_args.iter().map(String::as_str).collect();
+    let data_of = |dir: &tempfile::TempDir| dir.path().join("data").display().to_string();
+    let ca1 = cli(&["ca", "export", "--data", &tg.data.display().to_string()]);
+    assert!(
+        wait_until(Duration::from_secs(10), async || relay_trusts(relay, &ca1)
+            .await)
+        .await
+    );
+
+    // Offline: a rotation that switches at once.
+    let dir = tg.stop_keep_dir();
+    let data = data_of(&dir);
+    let out = cli(&[
+        "keys",
+        "rotate",
+        "ca",
+        "--switch-after",
+        "0s",
+        "--data",
+        &data,
+    ]);
+    assert!(out.contains("rotated: CA"), "{out}");
+    let list: serde_json::Value =
+        serde_json::from_str(&cli(&["keys", "list", "--json", "--data", &data])).unwrap();
+    let cas = list["ca"].as_array().unwrap();
+    assert_eq!(cas.len(), 2, "{list}");
+    let (kid1, kid2) = (
+        cas[0]["kid"].as_str().unwrap().to_owned(),
+        cas[1]["kid"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(cas[0]["state"], "trusted");
+    assert_eq!(cas[1]["state"], "signing");
+    let ca2 = cli(&["ca", "export", "--data", &data]);
+    assert_ne!(ca2, ca1);
+    let both = cli(&["ca", "export", "--all", "--data", &data]);
+    assert_eq!(certs(&both), 2);
+
+    // Restarted: the relay keeps a certificate of the oldest CA not retired, so agents that
+    // pinned it keep connecting; a client of the new CA alone does not (it needs both).
+    let tg = common::Tollgate::start_in(dir, &relay_args);
+    assert!(
+        wait_until(Duration::from_secs(10), async || relay_trusts(relay, &ca1)
+            .await)
+        .await
+    );
+    assert!(!relay_trusts(relay, &ca2).await);
+    assert!(relay_trusts(relay, &both).await);
+
+    // Retired offline, then restarted: the relay's certificate is the new CA's.
+    let dir = tg.stop_keep_dir();
+    let data = data_of(&dir);
+    cli(&["keys", "retire", &kid1, "--data", &data]);
+    let out = std::process::Command::new(common::bin())
+        .args(["keys", "retire", &kid2, "--data", &data])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the signing CA was retired");
+    assert_eq!(
+        cli(&["ca", "export", "--all", "--data", &data])
+            .matches("BEGIN")
+            .count(),
+        1
+    );
+    let _tg = common::Tollgate::start_in(dir, &relay_args);
+    assert!(
+        wait_until(Duration::from_secs(10), async || relay_trusts(relay, &ca2)
+            .await)
+        .await
+    );
+    assert!(!relay_trusts(relay, &ca1).await);
+}
+
+#[tokio::test]
+async fn a_running_server_follows_a_ca_ring_changed_on_disk_within_a_second_or_two() {
+    let up_ca = test_ca(UPSTREAM_CA_CN);
+    let up = tls_upstream(&up_ca).await;
+    let tg = start(&up_ca, always()).await;
+    let target = format!("localhost:{}", up.addr.port());
+    let ca1 = tg.exported_ca();
+    get_through(&tg, &target, "localhost", &ca1).await.unwrap();
+    // Another replica sharing the data directory rotates, switching at once.
+    let dir = tollgate::keys::ca_ring::ca_dir(&tg.data());
+    let mut ring = tollgate::keys::CaRing::load(&dir).unwrap();
+    let now = tollgate::clock::Clock::system().now().unwrap();
+    ring.rotate_after(now, 0).unwrap();
+    let ca2 = tg.exported_ca();
+    let started = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), async || {
+            get_through(&tg, &target, "localhost", &ca2).await.is_ok()
+        })
+        .await
+    );
+    let took = started.elapsed();
+    eprintln!("CA ring change on disk applied after {took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
