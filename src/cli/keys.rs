@@ -65,10 +65,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         let out = serde_json::json!(crate::keys::admin::KeyLists {
             identity: crate::keys::IdentityRing::load(&keys_dir)?.list(now),
             session: crate::keys::SessionRing::load(&keys_dir)?.list(now),
-            ca: crate::keys::ca_ring::list(
-                &crate::keys::CaRing::load(&crate::keys::ca_ring::ca_dir(&p.data))?,
-                now,
-            ),
+            ca: crate::keys::ca_ring::load_if_present(&crate::keys::ca_ring::ca_dir(&p.data))?
+                .map(|ring| crate::keys::ca_ring::list(&ring, now))
+                .unwrap_or_default(),
         });
         return print(&cmd, p.target.json, &out);
     }

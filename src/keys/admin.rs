@@ -143,7 +143,9 @@ impl KeyAdmin {
             identity: IdentityRing::load(&self.keys_dir)?.list(now),
             session: SessionRing::load(&self.keys_dir)?.list(now),
             ca: match &self.ca_dir {
-                Some(dir) => ca_ring::list(&CaRing::load(dir)?, now),
+                Some(dir) => ca_ring::load_if_present(dir)?
+                    .map(|ring| ca_ring::list(&ring, now))
+                    .unwrap_or_default(),
                 None => Vec::new(),
             },
         })
@@ -230,7 +232,8 @@ impl KeyAdmin {
     pub async fn retire(&self, kid: &str, actor: &Actor) -> Result<(), KeyError> {
         let now = self.clock.now().map_err(StoreError::from)?;
         if let Some(dir) = &self.ca_dir {
-            if CaRing::load(dir)?.list(now).iter().any(|k| k.kid == kid) {
+            let ring = ca_ring::load_if_present(dir)?;
+            if ring.is_some_and(|r| r.list(now).iter().any(|k| k.kid == kid)) {
                 return self
                     .retire_in::<CaKey>(dir, kid, actor, &self.apply_ca)
                     .await;

@@ -25,7 +25,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 
-use super::ring::{KeyState, Ring, RingKey};
+use super::ring::{KeyState, Ring, RingError, RingKey};
 use crate::tls::{generate_ca_named, Ca, LeafCache, TlsError};
 
 /// How long after a rotation the new CA starts signing, by default (seconds): a day, for the
@@ -179,6 +179,15 @@ pub fn ca_dir(data: &Path) -> PathBuf {
     data.join("ca")
 }
 
+/// The CA ring in `dir`, or none when the directory holds no CA (a data directory whose `ca/`
+/// was removed because the operator supplies the CA).
+pub fn load_if_present(dir: &Path) -> Result<Option<CaRing>, RingError> {
+    if !dir.join("ca.key").exists() {
+        return Ok(None);
+    }
+    CaRing::load(dir).map(Some)
+}
+
 /// Where a CA is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -310,7 +319,6 @@ pub fn apply(leaves: &LeafCache, ring: &CaRing) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::RingError;
 
     const NOW: u64 = 1_700_000_000;
 
