@@ -48,6 +48,41 @@ async fn get_through(
     Ok(issuer)
 }
 
+/// Whether `curl --cacert BUNDLE` gets `https://HOST_PORT/curl` through the proxy (a real
+/// OpenSSL client reading the bundle, comment lines included); `None` without curl.
+async fn curl_ok(tg: &Running, host_port: &str, bundle: &str) -> Option<bool> {
+    let which = std::process::Command::new("curl").arg("--version").output();
+    if which.is_err() {
+        eprintln!("SKIPPED: curl is not installed");
+        return None;
+    }
+    let file = tg.dir.path().join(format!("bundle-{}.pem", bundle.len()));
+    std::fs::write(&file, bundle).unwrap();
+    let token = tg
+        .auth("acme", "alice")
+        .trim_start_matches("Bearer ")
+        .to_owned();
+    let args = vec![
+        "-sS".to_string(),
+        "--proxy".into(),
+        format!("http://127.0.0.1:{}", tg.proxy.port()),
+        "--proxy-user".into(),
+        format!("alice:{token}"),
+        "--cacert".into(),
+        file.display().to_string(),
+        format!("https://{host_port}/curl"),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    Some(out.status.success())
+}
+
 async fn operator(tg: &Running, method: &str, path: &str) -> Resp {
     web_request(tg.web, method, path, Some(&tg.operator_token()), None).await
 }
@@ -179,6 +214,11 @@ async fn a_rotated_ca_signs_new_leaves_after_the_switch_with_no_failure_for_clie
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // curl agrees: the bundle of both works, the old CA alone no longer does.
+    if let Some(ok) = curl_ok(&tg, &cached, &both).await {
+        assert!(ok, "curl --cacert (both CAs) failed");
+        assert_eq!(curl_ok(&tg, &cached, &ca1).await, Some(false));
+    }
 
     // Let the client run a little after the switch, then count.
     let before = ok.load(Ordering::Relaxed);
