@@ -4,7 +4,8 @@
 //! to the new CA only, while a client trusting both sees no failure and an open tunnel keeps
 //! its leaf; retiring the first CA leaves one exported. An operator-supplied CA is refused a
 //! rotation; offline, a rotation and a retirement change what a restarted server and its
-//! relay certificate use.
+//! relay certificate use (an agent pinned to the old CA reconnects after the rotation); a ring
+//! changed on disk (another replica) applies within about a second.
 
 mod common;
 
@@ -332,8 +333,14 @@ async fn relay_trusts(relay: std::net::SocketAddr, root: &str) -> bool {
 
 #[tokio::test]
 async fn offline_rotation_and_retirement_and_the_relay_certificate_across_restarts() {
-    let (tg, relay) = common::agent::start_tollgate(&[]);
-    let relay_args = ["--relay-listen".to_string(), relay.to_string()];
+    use common::agent::{start_agent, start_tollgate, wait_connections, KEEPALIVE};
+    let (tg, relay) = start_tollgate(&[]);
+    let relay_args = [
+        "--relay-listen".to_string(),
+        relay.to_string(),
+        "--relay-keepalive".to_string(),
+        KEEPALIVE.to_string(),
+    ];
     let relay_args: Vec<&str> = relay_args.iter().map(String::as_str).collect();
     let data_of = |dir: &tempfile::TempDir| dir.path().join("data").display().to_string();
     let ca1 = cli(&["ca", "export", "--data", &tg.data.display().to_string()]);
@@ -341,6 +348,13 @@ async fn offline_rotation_and_retirement_and_the_relay_certificate_across_restar
         wait_until(Duration::from_secs(10), async || relay_trusts(relay, &ca1)
             .await)
         .await
+    );
+    // An agent that pinned the first CA (`--ca-file` with `ca/ca.pem`).
+    let agent = start_agent(&tg, relay, &["127.0.0.0/8"], &[]);
+    assert!(
+        wait_connections(&tg, "onprem-1", 2, Duration::from_secs(20)).await,
+        "agent did not connect: {}",
+        agent.logs()
     );
 
     // Offline: a rotation that switches at once.
@@ -381,6 +395,12 @@ async fn offline_rotation_and_retirement_and_the_relay_certificate_across_restar
     );
     assert!(!relay_trusts(relay, &ca2).await);
     assert!(relay_trusts(relay, &both).await);
+    // The agent pinned to the first CA connects again to the restarted server.
+    assert!(
+        wait_connections(&tg, "onprem-1", 2, Duration::from_secs(30)).await,
+        "the agent pinned to the old CA did not reconnect after the rotation: {}",
+        agent.logs()
+    );
 
     // Retired offline, then restarted: the relay's certificate is the new CA's.
     let dir = tg.stop_keep_dir();
