@@ -218,7 +218,7 @@ pub struct CaInfo {
     /// Unix seconds it was retired.
     pub retired_at: Option<u64>,
     /// Unix seconds from which it signs, while pending.
-    pub signs_from: Option<u64>,
+    pub signs_at: Option<u64>,
 }
 
 /// Every CA of `ring` with its state at `now`: the original first, then by creation.
@@ -238,7 +238,7 @@ pub fn list(ring: &CaRing, now: u64) -> Vec<CaInfo> {
                 CaState::Trusted
             };
             CaInfo {
-                signs_from: switch.filter(|_| state == CaState::Pending),
+                signs_at: switch.filter(|_| state == CaState::Pending),
                 kid: k.kid,
                 state,
                 original: k.original,
@@ -351,7 +351,7 @@ mod tests {
         let second = ring.rotate_after(NOW, 100).unwrap();
         let ring = CaRing::load(&cadir).unwrap();
         assert_eq!(states(&ring, NOW), [CaState::Signing, CaState::Pending]);
-        assert_eq!(list(&ring, NOW)[1].signs_from, Some(NOW + 100));
+        assert_eq!(list(&ring, NOW)[1].signs_at, Some(NOW + 100));
         assert_eq!(ring.signing(NOW + 99).kid(), original);
         assert_eq!(ring.signing(NOW + 100).kid(), second);
         assert_eq!(
