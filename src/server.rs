@@ -119,11 +119,16 @@ impl Server {
                 "policies directory did not exist and was created empty: every destination is denied until a policy allows it"
             );
         }
-        let ca = match &config.ca {
-            Some((cert, key)) => Ca::load(cert, key)?,
-            None => Ca::load(&data.ca_cert, &data.ca_key)?,
+        // The operator's CA, or the CA ring's signing CA (and the oldest one not retired for
+        // the relay's certificate, which agents may pin).
+        let (ca, relay_ca) = match &config.ca {
+            Some((cert, key)) => {
+                let ca = Arc::new(Ca::load(cert, key)?);
+                (ca.clone(), ca)
+            }
+            None => crate::keys::ca_ring::load_for_serve(&data.root)?,
         };
-        let leaves = Arc::new(LeafCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
+        let leaves = Arc::new(LeafCache::new(ca, LEAF_CACHE_CAPACITY)?);
         let upstream_tls = crate::tls::upstream_client_config(config.upstream_ca_file.as_deref())?;
         let policies = Policies::load(config.policies_dir.clone());
         let store_key = StoreKey::load(&data.store_key)?;
@@ -152,7 +157,7 @@ impl Server {
                     .relay_cert
                     .as_ref()
                     .map(|(c, k)| (c.as_path(), k.as_path()));
-                Some(RelayListener::bind(addr, leaves.ca(), &public_url, cert).await?)
+                Some(RelayListener::bind(addr, &relay_ca, &public_url, cert).await?)
             }
         };
         let (metrics_addr, metrics_listener) = match config.metrics_listen {
@@ -440,6 +445,13 @@ impl Server {
                 login.set_keys(web::login::session::SessionKeys::from_ring(ring, now));
             })
         };
+        // The interception CA ring (unless the operator supplies the CA): the leaf cache
+        // signs with its signing CA, flushed when that changes.
+        let ca_dir = self
+            .config
+            .ca
+            .is_none()
+            .then(|| crate::keys::ca_ring::ca_dir(&self.data.root));
         let key_admin = Arc::new(
             crate::keys::admin::KeyAdmin::new(
                 keys_dir.clone(),
@@ -453,7 +465,14 @@ impl Server {
             .with_session_apply(Box::new({
                 let apply = apply_session.clone();
                 move |ring: &crate::keys::SessionRing| apply(ring)
-            })),
+            }))
+            .with_ca(
+                ca_dir.clone(),
+                Some(Box::new({
+                    let leaves = self.leaves.clone();
+                    move |ring: &crate::keys::CaRing| crate::keys::ca_ring::apply(&leaves, ring)
+                })),
+            ),
         );
         tasks.spawn(crate::keys::watch::watch(
             keys_dir.clone(),
@@ -465,6 +484,14 @@ impl Server {
             move |ring: &crate::keys::SessionRing| apply_session(ring),
             shutdown.clone(),
         ));
+        if let Some(dir) = &ca_dir {
+            let leaves = self.leaves.clone();
+            tasks.spawn(crate::keys::watch::watch(
+                dir.clone(),
+                move |ring: &crate::keys::CaRing| crate::keys::ca_ring::apply(&leaves, ring),
+                shutdown.clone(),
+            ));
+        }
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,

@@ -1,4 +1,5 @@
-//! `tollgate keys`: list the identity and session keys, rotate, retire. With a token (`--token` /
+//! `tollgate keys`: list the identity and session keys and the interception CAs, rotate,
+//! retire. With a token (`--token` /
 //! `TOLLGATE_TOKEN`, the operator role) through the server's `/v1/keys`; without one offline
 //! against the data directory (and its store, where the operation is audited: with a running
 //! sled server, go through the server).
@@ -10,13 +11,19 @@ use crate::keys::admin::{Actor, KeyAdmin};
 /// `tollgate keys` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// List the identity and session keys: id, state (active, verifying, retired), times.
+    /// List the identity and session keys (active, verifying, retired) and the interception
+    /// CAs (signing, pending, trusted, retired): id, state, times.
     List(super::Place),
     /// Add a new key of KIND (`identity` or `session`) that signs from a few seconds on; the
-    /// previous one keeps verifying until retired (or what it signed expired).
+    /// previous one keeps verifying until retired (or what it signed expired). `ca`: a new
+    /// interception CA that signs after `--switch-after` (clients must trust it by then:
+    /// `tollgate ca export --all`).
     Rotate {
-        /// The key to rotate: `identity` or `session`.
+        /// The key to rotate: `identity`, `session` or `ca`.
         kind: String,
+        /// For `ca`: how long the new CA is pending before it signs (e.g. `24h`, `0s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        switch_after: Option<std::time::Duration>,
         #[command(flatten)]
         place: super::Place,
     },
@@ -39,8 +46,13 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         let api = super::app::Api::new(&place.target)?;
         let (method, path) = match &cmd {
             KeysCommand::List(_) => (http::Method::GET, "/v1/keys".to_owned()),
-            KeysCommand::Rotate { kind, .. } => {
-                (http::Method::POST, format!("/v1/keys/{kind}/rotate"))
+            KeysCommand::Rotate {
+                kind, switch_after, ..
+            } => {
+                let query = switch_after
+                    .map(|d| format!("?switch_after={}", d.as_secs()))
+                    .unwrap_or_default();
+                (http::Method::POST, format!("/v1/keys/{kind}/rotate{query}"))
             }
             KeysCommand::Retire { id, .. } => (http::Method::POST, format!("/v1/keys/{id}/retire")),
         };
@@ -53,6 +65,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         let out = serde_json::json!(crate::keys::admin::KeyLists {
             identity: crate::keys::IdentityRing::load(&keys_dir)?.list(now),
             session: crate::keys::SessionRing::load(&keys_dir)?.list(now),
+            ca: crate::keys::ca_ring::load_if_present(&crate::keys::ca_ring::ca_dir(&p.data))?
+                .map(|ring| crate::keys::ca_ring::list(&ring, now))
+                .unwrap_or_default(),
         });
         return print(&cmd, p.target.json, &out);
     }
@@ -62,8 +77,19 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         store.clone(),
         crate::clock::Clock::system(),
         None,
-    );
+    )
+    .with_ca(Some(crate::keys::ca_ring::ca_dir(&place.data)), None);
     let out = match &cmd {
+        KeysCommand::Rotate {
+            kind,
+            switch_after: Some(after),
+            ..
+        } if kind == "ca" => {
+            let kid = admin
+                .rotate_ca(&Actor::offline(), Some(after.as_secs()))
+                .await?;
+            serde_json::json!({ "kind": kind, "kid": kid })
+        }
         KeysCommand::Rotate { kind, .. } => {
             let kid = admin.rotate(kind, &Actor::offline()).await?;
             serde_json::json!({ "kind": kind, "kid": kid })
@@ -89,7 +115,7 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
                 "{:<9} {:<18} {:<10} {:<9} {:<21} {:<21} RETIRED",
                 "KIND", "KID", "STATE", "ORIGINAL", "CREATED", "SUPERSEDED"
             );
-            let kinds = ["identity", "session"];
+            let kinds = ["identity", "session", "ca"];
             for (kind, k) in kinds.iter().flat_map(|kind| {
                 out[kind]
                     .as_array()
@@ -109,6 +135,12 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
                 );
             }
         }
+        KeysCommand::Rotate { kind, .. } if kind == "ca" => println!(
+            "rotated: CA {} is pending and signs new leaf certificates after the switch delay; \
+             give clients every CA now (`tollgate ca export --all`), retire the old CA once \
+             no client needs it (`tollgate keys retire`)",
+            out["kid"].as_str().unwrap_or("?")
+        ),
         KeysCommand::Rotate { kind, .. } if kind == "session" => println!(
             "rotated: key {} signs new sessions from a few seconds on; the previous key keeps \
              verifying until `tollgate keys retire` (or 8 hours)",

@@ -1,14 +1,16 @@
 //! Key operations (`tollgate keys`, `/v1/keys/...`): list, rotate, retire, each audited in
-//! the store, for every kind of key that has a ring (identity, session). Offline the CLI runs
+//! the store, for every kind of key that has a ring (identity, session, the interception CA:
+//! [`KeyAdmin::rotate_ca`]). Offline the CLI runs
 //! them against the data directory; online the server does, and applies the changed ring at
 //! once on its own replica (others follow the file within [`super::watch::WATCH_EVERY`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::ring::{IdentityRing, KeyInfo, Ring, RingError, RingKey};
+use super::ca_ring::{self, CaInfo, CaKey, CaRing, CA_SWITCH_AFTER};
+use super::ring::{IdentityRing, KeyInfo, Ring, RingError, RingKey, SIGNING_DELAY_SECS};
 use super::session_key::{SessionKey, SessionRing};
 use crate::clock::Clock;
 use crate::identity::IdentityKey;
@@ -26,6 +28,9 @@ pub enum KeyError {
     /// The audit event could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A CA rotation is under way: the pending CA must sign before the next rotation.
+    #[error("{0}")]
+    InProgress(String),
 }
 
 /// Who asks: an operator's caller token (org, user), or the offline CLI.
@@ -63,6 +68,8 @@ pub struct KeyLists {
     pub identity: Vec<KeyInfo>,
     /// Sign the pages' session cookies.
     pub session: Vec<KeyInfo>,
+    /// Sign the leaves of intercepted hosts (empty with an operator-supplied CA).
+    pub ca: Vec<CaInfo>,
 }
 
 /// The key operations of one data directory.
@@ -79,6 +86,11 @@ pub struct KeyAdmin {
     apply: Option<Apply>,
     /// Applies a changed session ring here at once.
     apply_session: Option<ApplySession>,
+    /// The interception CA's ring directory (`DATA/ca`); none when the operator supplies
+    /// the CA (`--ca-cert`), which rotates by pointing at a new pair instead.
+    ca_dir: Option<PathBuf>,
+    /// Applies a changed CA ring here at once (the leaf cache).
+    apply_ca: Option<ApplyRing<CaKey>>,
 }
 
 impl std::fmt::Debug for KeyAdmin {
@@ -105,7 +117,17 @@ impl KeyAdmin {
             lock: tokio::sync::Mutex::new(()),
             apply,
             apply_session: None,
+            ca_dir: None,
+            apply_ca: None,
         }
+    }
+
+    /// Also rotates the interception CA whose ring is in `dir` (none: the operator supplies
+    /// the CA), applying every CA ring changed here with `apply` (the server's leaf cache).
+    pub fn with_ca(mut self, dir: Option<PathBuf>, apply: Option<ApplyRing<CaKey>>) -> Self {
+        self.ca_dir = dir;
+        self.apply_ca = apply;
+        self
     }
 
     /// Also applies every session ring changed here with `apply` (the server's pages).
@@ -120,6 +142,12 @@ impl KeyAdmin {
         Ok(KeyLists {
             identity: IdentityRing::load(&self.keys_dir)?.list(now),
             session: SessionRing::load(&self.keys_dir)?.list(now),
+            ca: match &self.ca_dir {
+                Some(dir) => ca_ring::load_if_present(dir)?
+                    .map(|ring| ca_ring::list(&ring, now))
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            },
         })
     }
 
@@ -131,8 +159,9 @@ impl KeyAdmin {
                 self.rotate_ring::<SessionKey>(actor, &self.apply_session)
                     .await
             }
+            "ca" => self.rotate_ca(actor, None).await,
             _ => Err(KeyError::Unsupported(format!(
-                "rotating the {kind:?} key is not supported yet (identity and session only)"
+                "rotating the {kind:?} key is not supported yet (identity, session and ca only)"
             ))),
         }
     }
@@ -144,9 +173,52 @@ impl KeyAdmin {
     ) -> Result<String, KeyError> {
         let _one = self.lock.lock().await;
         let now = self.clock.now().map_err(StoreError::from)?;
-        let mut ring = Ring::<K>::load(&self.keys_dir)?;
+        let ring = Ring::<K>::load(&self.keys_dir)?;
+        self.rotate_in(ring, now, SIGNING_DELAY_SECS, actor, apply)
+            .await
+    }
+
+    /// Adds a new interception CA that signs the leaves `switch_after` seconds from now
+    /// (default [`CA_SWITCH_AFTER`]); the signing one keeps signing until then, and both are
+    /// exported. Refused while a rotation is pending, and with an operator-supplied CA.
+    pub async fn rotate_ca(
+        &self,
+        actor: &Actor,
+        switch_after: Option<u64>,
+    ) -> Result<String, KeyError> {
+        let Some(dir) = &self.ca_dir else {
+            return Err(KeyError::Unsupported(
+                "the interception CA is the operator's (--ca-cert/--ca-key): rotate it by \
+                 pointing --ca-cert/--ca-key at a new pair (docs/keys.md)"
+                    .into(),
+            ));
+        };
+        let _one = self.lock.lock().await;
+        let now = self.clock.now().map_err(StoreError::from)?;
+        let ring = CaRing::load(dir)?;
+        if let Some(at) = ring.switches_at(now) {
+            return Err(KeyError::InProgress(format!(
+                "CA {} is pending: it signs from {}; rotate again after that",
+                ring.active_kid(),
+                crate::clock::rfc3339(at)
+            )));
+        }
+        let delay = switch_after.unwrap_or(CA_SWITCH_AFTER);
+        self.rotate_in(ring, now, delay, actor, &self.apply_ca)
+            .await
+    }
+
+    /// Rotates `ring` (loaded under the lock, which the caller holds), applies and audits.
+    async fn rotate_in<K: RingKey>(
+        &self,
+        mut ring: Ring<K>,
+        now: u64,
+        delay: u64,
+        actor: &Actor,
+        apply: &Option<ApplyRing<K>>,
+    ) -> Result<String, KeyError> {
         let previous = ring.active_kid().to_owned();
-        let kid = ring.rotate(now)?;
+        let kid = ring.rotate_after(now, delay)?;
         if let Some(apply) = apply {
             apply(&ring);
         }
@@ -159,6 +231,14 @@ impl KeyAdmin {
     /// Retires key `kid` (of whichever kind has it): what it signed is refused from now on.
     pub async fn retire(&self, kid: &str, actor: &Actor) -> Result<(), KeyError> {
         let now = self.clock.now().map_err(StoreError::from)?;
+        if let Some(dir) = &self.ca_dir {
+            let ring = ca_ring::load_if_present(dir)?;
+            if ring.is_some_and(|r| r.list(now).iter().any(|k| k.kid == kid)) {
+                return self
+                    .retire_in::<CaKey>(dir, kid, actor, &self.apply_ca)
+                    .await;
+            }
+        }
         if SessionRing::load(&self.keys_dir)?
             .list(now)
             .iter()
@@ -178,9 +258,20 @@ impl KeyAdmin {
         actor: &Actor,
         apply: &Option<ApplyRing<K>>,
     ) -> Result<(), KeyError> {
+        self.retire_in(&self.keys_dir, kid, actor, apply).await
+    }
+
+    /// Retires `kid` of the ring in `dir`, applies and audits.
+    async fn retire_in<K: RingKey>(
+        &self,
+        dir: &Path,
+        kid: &str,
+        actor: &Actor,
+        apply: &Option<ApplyRing<K>>,
+    ) -> Result<(), KeyError> {
         let _one = self.lock.lock().await;
         let now = self.clock.now().map_err(StoreError::from)?;
-        let mut ring = Ring::<K>::load(&self.keys_dir)?;
+        let mut ring = Ring::<K>::load(dir)?;
         ring.retire(kid, now)?;
         if let Some(apply) = apply {
             apply(&ring);

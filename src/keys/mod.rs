@@ -17,12 +17,18 @@
 //! made by `tollgate keys rotate identity`, by the operator API, or on another replica sharing
 //! the keys directory applies without a restart.
 //!
+//! The interception CA rotates through a ring too ([`ca_ring`], in `data/ca/`): a new CA is
+//! pending for an overlap during which clients learn to trust it, then signs the leaves.
+//!
 //! [`MAX_TOKEN_TTL`]: crate::identity::revoked::MAX_TOKEN_TTL
 
 pub mod admin;
+pub mod ca_ring;
 pub mod ring;
 pub mod session_key;
 pub mod watch;
 
 pub use ring::{IdentityRing, KeyInfo, KeyState, Ring, RingError, RingKey};
 pub use session_key::{SessionKey, SessionRing};
+
+pub use ca_ring::{CaKey, CaRing};

@@ -33,6 +33,14 @@ pub trait RingKey: Clone + Send + Sync + 'static {
     fn from_text(text: &str) -> Self;
     /// The key's id, derived from it.
     fn kid(&self) -> String;
+    /// A new key for a rotation: its key file's text and the key. By default a fresh random
+    /// secret ([`generate_key_text`]); a kind whose key is not a secret string (the CA's
+    /// certificate and key pair) makes its own.
+    fn generate() -> std::io::Result<(String, Self)> {
+        let text = generate_key_text();
+        let key = Self::from_text(&text);
+        Ok((text, key))
+    }
 }
 
 impl RingKey for IdentityKey {
@@ -339,10 +347,18 @@ impl<K: RingKey> Ring<K> {
     /// Adds a new key and makes it the signing key; the previous one keeps verifying. Returns
     /// the new key's id.
     pub fn rotate(&mut self, now: u64) -> Result<String, RingError> {
-        let text = generate_key_text();
-        let key = K::from_text(&text);
-        let kid = key.kid();
+        self.rotate_after(now, SIGNING_DELAY_SECS)
+    }
+
+    /// [`Ring::rotate`], with the new key signing `delay` seconds from `now` (the interception
+    /// CA's overlap, during which clients learn to trust it).
+    pub fn rotate_after(&mut self, now: u64, delay: u64) -> Result<String, RingError> {
         let sub = self.dir.join(K::KIND);
+        let (text, key) = K::generate().map_err(|source| RingError::Io {
+            path: sub.clone(),
+            source,
+        })?;
+        let kid = key.kid();
         fs::create_dir_all(&sub).map_err(|source| RingError::Io {
             path: sub.clone(),
             source,
@@ -353,7 +369,7 @@ impl<K: RingKey> Ring<K> {
             e.superseded_at = Some(now);
         }
         self.previous = Some(previous);
-        self.signs_from = now.saturating_add(SIGNING_DELAY_SECS);
+        self.signs_from = now.saturating_add(delay);
         self.entries.push(Entry {
             kid: kid.clone(),
             original: false,

@@ -22,10 +22,16 @@ use crate::policy::Host;
 
 /// Generates a self-signed ECDSA P-256 CA. Returns (certificate PEM, private key PEM).
 pub fn generate_ca() -> Result<(String, String), TlsError> {
+    generate_ca_named("tollgate interception CA")
+}
+
+/// [`generate_ca`] with the common name `cn`: a rotation gives each CA its own name, so that
+/// people and clients tell the CAs of an overlap apart (and no two roots share a subject).
+pub fn generate_ca_named(cn: &str) -> Result<(String, String), TlsError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "tollgate interception CA");
+    dn.push(DnType::CommonName, cn);
     dn.push(DnType::OrganizationName, "tollgate");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

@@ -1,11 +1,13 @@
 //! Leaf certificates for intercepted hosts ([`LeafCache`]): minted on demand, signed by the
 //! CA, with the CONNECT host as the only SAN, cached in a bounded LRU map, renewed before they
-//! expire, minted once per host however many connections ask at the same time.
+//! expire, minted once per host however many connections ask at the same time. The CA that
+//! signs can be replaced while the server runs ([`LeafCache::set_ca`], a CA rotation): the
+//! cache is flushed, and tunnels already open keep the leaf they were handed.
 
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use rcgen::KeyPair;
@@ -73,8 +75,8 @@ impl Slot {
 /// leaves the process, which also holds the CA key, so per-leaf keys would add no protection
 /// and would make a cold mint several times slower.
 pub struct LeafCache {
-    /// The signer.
-    ca: Arc<Ca>,
+    /// The signer; replaced by a CA rotation. Read for each mint, never held across an await.
+    ca: RwLock<Arc<Ca>>,
     /// The key every leaf certifies (rcgen form, for minting).
     leaf_key: KeyPair,
     /// The same key, rustls form, for serving.
@@ -94,7 +96,7 @@ pub struct LeafCache {
 impl fmt::Debug for LeafCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeafCache")
-            .field("ca", &self.ca)
+            .field("ca", &*self.ca())
             .field("mints", &self.mints.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -109,7 +111,7 @@ impl LeafCache {
         let signing_key = provider.key_provider.load_private_key(der)?;
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Ok(LeafCache {
-            ca,
+            ca: RwLock::new(ca),
             leaf_key,
             signing_key,
             sessions: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
@@ -121,8 +123,25 @@ impl LeafCache {
     }
 
     /// The CA leaves are signed by.
-    pub fn ca(&self) -> &Arc<Ca> {
-        &self.ca
+    pub fn ca(&self) -> Arc<Ca> {
+        self.ca.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `ca` sign the leaves from now on and flushes the cache, unless `ca` is the CA that
+    /// signs already (same certificate). Leaves already handed out (open tunnels) are kept by
+    /// their connections; a mint under way finishes with whichever CA it read, into a slot
+    /// no longer in the cache. Returns whether the CA changed.
+    pub fn set_ca(&self, ca: Arc<Ca>) -> bool {
+        {
+            let mut current = self.ca.write().unwrap_or_else(|e| e.into_inner());
+            if current.cert_der() == ca.cert_der() {
+                return false;
+            }
+            *current = ca;
+            // Flushed before the new CA is readable: no request finds an old leaf after it.
+            self.lock().clear();
+        }
+        true
     }
 
     /// Leaves minted since the cache was created.
@@ -167,7 +186,7 @@ impl LeafCache {
     }
 
     fn mint(&self, host: &Host, now: SystemTime) -> Result<Arc<Leaf>, TlsError> {
-        let cert = mint_leaf(&self.ca, &self.leaf_key, host, now)?;
+        let cert = mint_leaf(&self.ca(), &self.leaf_key, host, now)?;
         let certified = CertifiedKey::new(vec![cert.clone()], self.signing_key.clone());
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
@@ -313,5 +332,27 @@ mod tests {
             configs[0].alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_ca_flushes_the_cache_and_handed_out_leaves_stay() {
+        let first = generated_ca();
+        let (cert, key) = crate::tls::generate_ca_named("second CA").unwrap();
+        let second = Ca::from_pem(&cert, Path::new("2.pem"), &key, Path::new("2.key"));
+        let second = Arc::new(second.unwrap());
+        let cache = LeafCache::new(first.clone(), 10).unwrap();
+        let host = Host::Name("api.example.com".into());
+        let now = Clock::system().now_time().unwrap();
+        let old = cache.leaf_at(&host, now).await.unwrap();
+        assert!(!cache.set_ca(first.clone()), "the same CA changes nothing");
+        assert_eq!(cache.len(), 1);
+        assert!(cache.set_ca(second.clone()));
+        assert!(cache.is_empty());
+        let new = cache.leaf_at(&host, now).await.unwrap();
+        assert!(!Arc::ptr_eq(&old, &new));
+        let issuer = |leaf: &Leaf| parse(&leaf.cert).issuer().to_string();
+        assert_eq!(issuer(&new), parse(second.cert_der()).subject().to_string());
+        assert_eq!(issuer(&old), parse(first.cert_der()).subject().to_string());
+        assert_eq!(cache.ca().cert_der(), second.cert_der());
     }
 }

@@ -25,7 +25,7 @@ use rustls::{ClientConfig, RootCertStore};
 mod ca;
 mod leaf;
 
-pub use ca::{generate_ca, Ca};
+pub use ca::{generate_ca, generate_ca_named, Ca};
 pub use leaf::{Leaf, LeafCache};
 
 /// Leaves are valid this long. Short, so a leaked leaf is worth little; long enough that a

@@ -1,8 +1,9 @@
-//! Key operations for operators (`/v1/keys`): list the identity and session keys, rotate,
+//! Key operations for operators (`/v1/keys`): list the identity and session keys and the
+//! interception CAs, rotate (`POST /v1/keys/ca/rotate?switch_after=SECONDS` for the CA),
 //! retire. Only
 //! HTTP lives here; `crate::keys::admin` does the work.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,6 +38,7 @@ fn api_error(e: KeyError) -> ApiError {
             "not_found",
             format!("no key has id {kid}"),
         ),
+        KeyError::InProgress(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
         KeyError::Ring(e @ (RingError::Active(_) | RingError::Retired(_))) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
@@ -57,16 +59,25 @@ async fn list_keys(State(state): State<WebState>, _: Operator) -> ApiResult<Json
     Ok(Json(json!(keys)))
 }
 
+/// `POST /v1/keys/{kind}/rotate`'s query.
+#[derive(Debug, serde::Deserialize)]
+struct RotateQuery {
+    /// For the CA: seconds until the new CA signs (default `CA_SWITCH_AFTER`).
+    switch_after: Option<u64>,
+}
+
 async fn rotate_key(
     State(state): State<WebState>,
     Operator(operator): Operator,
     Path(kind): Path<String>,
+    Query(query): Query<RotateQuery>,
 ) -> ApiResult<Json<Value>> {
-    let kid = state
-        .keys
-        .rotate(&kind, &actor(&operator))
-        .await
-        .map_err(api_error)?;
+    let keys = &state.keys;
+    let kid = match kind.as_str() {
+        "ca" => keys.rotate_ca(&actor(&operator), query.switch_after).await,
+        _ => keys.rotate(&kind, &actor(&operator)).await,
+    }
+    .map_err(api_error)?;
     Ok(Json(json!({ "kind": kind, "kid": kid })))
 }
 

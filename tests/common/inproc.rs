@@ -22,6 +22,8 @@ use super::tls::TestCa;
 /// tollgate running in-process.
 pub struct Running {
     pub proxy: SocketAddr,
+    /// The web listener (the admin and operator API).
+    pub web: SocketAddr,
     pub dir: tempfile::TempDir,
     pub leaves: Arc<LeafCache>,
     pub shutdown: CancellationToken,
@@ -63,11 +65,30 @@ impl Running {
         std::fs::rename(dir.join(".10-test.toml.tmp"), dir.join("10-test.toml")).unwrap();
     }
 
+    /// A caller token (no `Bearer`) with the operator role, for the operator API.
+    pub fn operator_token(&self) -> String {
+        let key = std::fs::read_to_string(self.data().join("keys/identity.key")).unwrap();
+        tollgate::identity::mint(
+            &tollgate::identity::IdentityKey::from_bytes(key.trim().as_bytes()),
+            "ops",
+            "operator",
+            &["operator".to_string()],
+            Duration::from_secs(3600),
+        )
+        .expect("clock")
+    }
+
     /// The tollgate CA as a client gets it: `tollgate ca export`.
     pub fn exported_ca(&self) -> String {
+        self.ca_export(&[])
+    }
+
+    /// `tollgate ca export ARGS` (e.g. `--all`) on this instance's data directory.
+    pub fn ca_export(&self, args: &[&str]) -> String {
         let out = Command::new(super::bin())
             .args(["ca", "export", "--data"])
             .arg(self.data())
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -109,11 +130,13 @@ pub async fn start_with(
     let mut server = Server::bind(Config::resolve(&over).unwrap()).await.unwrap();
     server.intercept_when(predicate);
     let proxy = server.proxy_addr;
+    let web = server.web_addr;
     let leaves = server.leaf_cache();
     let shutdown = CancellationToken::new();
     tokio::spawn(server.run(shutdown.clone()));
     Running {
         proxy,
+        web,
         dir,
         leaves,
         shutdown,
