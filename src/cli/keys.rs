@@ -10,12 +10,14 @@ use crate::keys::admin::{Actor, KeyAdmin};
 /// `tollgate keys` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// List the identity and session keys: id, state (active, verifying, retired), times.
+    /// List the identity, session and store keys: id, state (active, verifying, retired),
+    /// times; online also how many records each store key seals and the re-seal's progress.
     List(super::Place),
-    /// Add a new key of KIND (`identity` or `session`) that signs from a few seconds on; the
+    /// Add a new key of KIND (`identity`, `session` or `store`) that signs (seals) from a few
+    /// seconds on; a new store key starts a re-seal of every record. The
     /// previous one keeps verifying until retired (or what it signed expired).
     Rotate {
-        /// The key to rotate: `identity` or `session`.
+        /// The key to rotate: `identity`, `session` or `store`.
         kind: String,
         #[command(flatten)]
         place: super::Place,
@@ -53,6 +55,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         let out = serde_json::json!(crate::keys::admin::KeyLists {
             identity: crate::keys::IdentityRing::load(&keys_dir)?.list(now),
             session: crate::keys::SessionRing::load(&keys_dir)?.list(now),
+            store: crate::keys::StoreRing::load(&keys_dir)?.list(now),
+            store_records: None,
+            reseal: None,
         });
         return print(&cmd, p.target.json, &out);
     }
@@ -89,7 +94,7 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
                 "{:<9} {:<18} {:<10} {:<9} {:<21} {:<21} RETIRED",
                 "KIND", "KID", "STATE", "ORIGINAL", "CREATED", "SUPERSEDED"
             );
-            let kinds = ["identity", "session"];
+            let kinds = ["identity", "session", "store"];
             for (kind, k) in kinds.iter().flat_map(|kind| {
                 out[kind]
                     .as_array()
@@ -108,7 +113,14 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
                     time(&k["retired_at"]),
                 );
             }
+            print_store_usage(out);
         }
+        KeysCommand::Rotate { kind, .. } if kind == "store" => println!(
+            "rotated: key {} seals from a few seconds on; every record is then re-sealed with it \
+             in the background (`tollgate keys list` shows the progress); retire the previous \
+             key once nothing uses it",
+            out["kid"].as_str().unwrap_or("?")
+        ),
         KeysCommand::Rotate { kind, .. } if kind == "session" => println!(
             "rotated: key {} signs new sessions from a few seconds on; the previous key keeps \
              verifying until `tollgate keys retire` (or 8 hours)",
@@ -125,6 +137,31 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Below the list: how many records each store key seals, and the re-seal's progress.
+fn print_store_usage(out: &Value) {
+    if let Some(records) = out["store_records"].as_object() {
+        for (kid, n) in records {
+            println!("store key {kid} seals {n} records");
+        }
+    }
+    let r = &out["reseal"];
+    if let (Some(target), Some(scanned), Some(total)) = (
+        r["target"].as_str(),
+        r["scanned"].as_u64(),
+        r["total"].as_u64(),
+    ) {
+        if r["finished_at"].is_null() {
+            println!("re-seal to {target} in progress: {scanned}/{total} records");
+        } else {
+            println!(
+                "re-seal to {target} complete at {} ({} records sealed again)",
+                time(&r["finished_at"]),
+                r["resealed"]
+            );
+        }
+    }
 }
 
 /// Unix seconds as RFC 3339, or `-`.

@@ -10,9 +10,13 @@ use serde::Serialize;
 
 use super::ring::{IdentityRing, KeyInfo, Ring, RingError, RingKey};
 use super::session_key::{SessionKey, SessionRing};
+use super::store_key::StoreRing;
 use crate::clock::Clock;
 use crate::identity::IdentityKey;
+use crate::store::seal::SealKey;
+use crate::store::ResealProgress;
 use crate::store::{AuditEvent, Store, StoreError};
+use std::collections::BTreeMap;
 
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,14 @@ pub enum KeyError {
     /// The audit event could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A store key still seals records: the re-seal has not moved them all yet.
+    #[error("store key {kid} still seals {records} records; wait for the re-seal to finish (`tollgate keys list`)")]
+    InUse {
+        /// The key.
+        kid: String,
+        /// How many records it seals.
+        records: u64,
+    },
 }
 
 /// Who asks: an operator's caller token (org, user), or the offline CLI.
@@ -56,6 +68,9 @@ type Apply = ApplyRing<IdentityKey>;
 /// Called with the session ring after each change made here (the pages' cookies).
 type ApplySession = ApplyRing<SessionKey>;
 
+/// Called with the store key ring after each change made here (the store's keys).
+type ApplyStore = ApplyRing<SealKey>;
+
 /// Every key, by kind, as `keys list` shows them.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyLists {
@@ -63,6 +78,12 @@ pub struct KeyLists {
     pub identity: Vec<KeyInfo>,
     /// Sign the pages' session cookies.
     pub session: Vec<KeyInfo>,
+    /// Seal the store's secrets.
+    pub store: Vec<KeyInfo>,
+    /// How many records each store key seals (absent when the store was not asked).
+    pub store_records: Option<BTreeMap<String, u64>>,
+    /// The last store key re-seal (absent when none ran, or the store was not asked).
+    pub reseal: Option<ResealProgress>,
 }
 
 /// The key operations of one data directory.
@@ -79,6 +100,10 @@ pub struct KeyAdmin {
     apply: Option<Apply>,
     /// Applies a changed session ring here at once.
     apply_session: Option<ApplySession>,
+    /// Applies a changed store key ring here at once.
+    apply_store: Option<ApplyStore>,
+    /// Wakes this process's re-seal after a store key rotation.
+    reseal_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for KeyAdmin {
@@ -105,7 +130,17 @@ impl KeyAdmin {
             lock: tokio::sync::Mutex::new(()),
             apply,
             apply_session: None,
+            apply_store: None,
+            reseal_wake: None,
         }
+    }
+
+    /// Also applies every store key ring changed here with `apply` (the server's store), and
+    /// wakes `wake` (its re-seal) after a store key rotation.
+    pub fn with_store_apply(mut self, apply: ApplyStore, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.apply_store = Some(apply);
+        self.reseal_wake = Some(wake);
+        self
     }
 
     /// Also applies every session ring changed here with `apply` (the server's pages).
@@ -120,7 +155,19 @@ impl KeyAdmin {
         Ok(KeyLists {
             identity: IdentityRing::load(&self.keys_dir)?.list(now),
             session: SessionRing::load(&self.keys_dir)?.list(now),
+            store: StoreRing::load(&self.keys_dir)?.list(now),
+            store_records: None,
+            reseal: None,
         })
+    }
+
+    /// [`KeyAdmin::list`] with how many records each store key seals and the re-seal's
+    /// progress (walks the store).
+    pub async fn list_with_store(&self) -> Result<KeyLists, KeyError> {
+        let mut lists = self.list()?;
+        lists.store_records = Some(self.store.seal_usage().await?);
+        lists.reseal = self.store.reseal_progress().await?;
+        Ok(lists)
     }
 
     /// Rotates the key of `kind` (`identity` or `session`). Returns the new key's id.
@@ -131,8 +178,21 @@ impl KeyAdmin {
                 self.rotate_ring::<SessionKey>(actor, &self.apply_session)
                     .await
             }
+            "store" => {
+                let kid = self
+                    .rotate_ring::<SealKey>(actor, &self.apply_store)
+                    .await?;
+                // Recorded in the store: whichever process re-seals (this server, the next
+                // one to start, or another replica) finds it there.
+                let progress = self.store.start_reseal(&kid).await?;
+                tracing::info!(target = %kid, records = progress.total, "store key re-seal started");
+                if let Some(wake) = &self.reseal_wake {
+                    wake.notify_one();
+                }
+                Ok(kid)
+            }
             _ => Err(KeyError::Unsupported(format!(
-                "rotating the {kind:?} key is not supported yet (identity and session only)"
+                "rotating the {kind:?} key is not supported yet (identity, session and store only)"
             ))),
         }
     }
@@ -159,6 +219,28 @@ impl KeyAdmin {
     /// Retires key `kid` (of whichever kind has it): what it signed is refused from now on.
     pub async fn retire(&self, kid: &str, actor: &Actor) -> Result<(), KeyError> {
         let now = self.clock.now().map_err(StoreError::from)?;
+        if StoreRing::load(&self.keys_dir)?
+            .list(now)
+            .iter()
+            .any(|k| k.kid == kid)
+        {
+            let records = self
+                .store
+                .seal_usage()
+                .await?
+                .get(kid)
+                .copied()
+                .unwrap_or(0);
+            if records > 0 {
+                return Err(KeyError::InUse {
+                    kid: kid.to_owned(),
+                    records,
+                });
+            }
+            return self
+                .retire_ring::<SealKey>(kid, actor, &self.apply_store)
+                .await;
+        }
         if SessionRing::load(&self.keys_dir)?
             .list(now)
             .iter()

@@ -22,7 +22,9 @@
 pub mod admin;
 pub mod ring;
 pub mod session_key;
+pub mod store_key;
 pub mod watch;
 
 pub use ring::{IdentityRing, KeyInfo, KeyState, Ring, RingError, RingKey};
 pub use session_key::{SessionKey, SessionRing};
+pub use store_key::StoreRing;
