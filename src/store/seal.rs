@@ -189,6 +189,11 @@ impl StoreKey {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The keys as they are now.
+    pub fn key_set(&self) -> KeySet {
+        self.keys().clone()
+    }
+
     /// The id of the key that seals now.
     pub fn sealing_kid(&self) -> String {
         self.keys().sealing.kid()
@@ -442,7 +447,9 @@ mod tests {
         assert_eq!(k.open(&aad, &s1).unwrap(), b"at-123");
         let moved = Aad::new(&[b"token", b"acme", b"gh", b"mallory", b"access_token"]);
         assert_eq!(k.open(&moved, &s1), Err(SealError::DoesNotOpen));
-        assert_eq!(other.open(&aad, &s1), Err(SealError::DoesNotOpen));
+        // Another store's key: the value names a key that store does not hold.
+        let kid = StoreKey::from_hex_text(HEX).unwrap().sealing_kid();
+        assert_eq!(other.open(&aad, &s1), Err(SealError::KeyMissing(kid)));
     }
 
     #[test]
