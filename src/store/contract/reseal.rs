@@ -31,7 +31,10 @@ pub(super) async fn store_key_reseal(f: Fixture) {
     let old = f.key.sealing_kid();
     // app + 5 grants + ticket + pending + key check.
     let records = 9;
-    assert_eq!(s.seal_usage().await.unwrap(), [(old.clone(), records)].into());
+    assert_eq!(
+        s.seal_usage().await.unwrap(),
+        [(old.clone(), records)].into()
+    );
     assert_eq!(s.reseal_progress().await.unwrap(), None);
     assert_eq!(s.reseal_batch(2, "a").await.unwrap(), None);
 
@@ -55,17 +58,33 @@ pub(super) async fn store_key_reseal(f: Fixture) {
     });
     let first = s.reseal_batch(2, "a").await.unwrap().unwrap();
     assert_eq!(first.owner.as_deref(), Some("a"));
-    assert!(first.scanned > 0 && first.scanned < started.total, "{first:?}");
+    assert!(
+        first.scanned > 0 && first.scanned < started.total,
+        "{first:?}"
+    );
     let held = s.reseal_batch(2, "b").await.unwrap().unwrap();
-    assert_eq!(held.scanned, first.scanned, "another owner waits for the lease");
+    assert_eq!(
+        held.scanned, first.scanned,
+        "another owner waits for the lease"
+    );
     // A grant written meanwhile is sealed with the new key already: skipped, not counted.
     let fresh = grant(&app, "u5", "at-u5-new");
-    assert!(s.put_token_if_current(fresh, app.incarnation).await.unwrap());
+    assert!(s
+        .put_token_if_current(fresh, app.incarnation)
+        .await
+        .unwrap());
     let done = finish(&f, "a").await;
-    assert!(done.resealed <= records && done.resealed >= records - 1, "{done:?}");
+    assert!(
+        done.resealed <= records && done.resealed >= records - 1,
+        "{done:?}"
+    );
     assert_eq!(done.remaining(), 0);
     assert_eq!(s.seal_usage().await.unwrap(), [(new.kid(), records)].into());
-    assert_eq!(s.reseal_batch(2, "a").await.unwrap(), None, "nothing under way");
+    assert_eq!(
+        s.reseal_batch(2, "a").await.unwrap(),
+        None,
+        "nothing under way"
+    );
 
     // Without the old key, everything opens.
     f.key.set(KeySet {
@@ -81,7 +100,11 @@ pub(super) async fn store_key_reseal(f: Fixture) {
             .await
             .unwrap()
             .unwrap();
-        let want = if u == "u5" { "at-u5-new".to_owned() } else { format!("at-{u}") };
+        let want = if u == "u5" {
+            "at-u5-new".to_owned()
+        } else {
+            format!("at-{u}")
+        };
         assert_eq!(g.access_token.expose(), want);
         assert_eq!(g.refresh_token.unwrap().expose(), format!("rt-{want}"));
     }
