@@ -1,5 +1,6 @@
 //! Key operations (`tollgate keys`, `/v1/keys/...`): list, rotate, retire, each audited in
-//! the store, for every kind of key that has a ring (identity, session). Offline the CLI runs
+//! the store, for every kind of key that has a ring (identity, session, store). Rotating the
+//! store key also records a re-seal in the store; retiring one is refused while records use it. Offline the CLI runs
 //! them against the data directory; online the server does, and applies the changed ring at
 //! once on its own replica (others follow the file within [`super::watch::WATCH_EVERY`]).
 

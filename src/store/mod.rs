@@ -7,8 +7,10 @@
 //! error type, and every method one atomic operation.
 //!
 //! Secrets (client secrets, webhook configurations, access and refresh tokens, PKCE
-//! verifiers) are sealed with ChaCha20-Poly1305 under `data/keys/store.key`, with the
-//! record's key as associated data ([`seal`]). The stored JSON never holds plaintext.
+//! verifiers) are sealed with ChaCha20-Poly1305 under the store key ring (`data/keys/store.key`
+//! and its rotations), with the record's key as associated data ([`seal`]); each value names
+//! its key, and a rotation re-seals every record in the background ([`reseal`]). The stored
+//! JSON never holds plaintext.
 //!
 //! Caches of what the store holds (the app index, the injector's token cache) follow the
 //! store's [`changes`] instead of being invalidated by whoever wrote.

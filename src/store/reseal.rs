@@ -117,6 +117,25 @@ impl ResealProgress {
         true
     }
 
+    /// Starts a batch of `owner` at `now`, the store key sealing with `sealing`: takes or
+    /// renews the lease (false when another process holds it). An error when the store key
+    /// does not seal with the target yet (the signing delay): a batch then would seal with the
+    /// old key.
+    pub(crate) fn begin_batch(
+        &mut self,
+        owner: &str,
+        now: u64,
+        sealing: &str,
+    ) -> Result<bool, super::StoreError> {
+        if sealing != self.target {
+            return Err(super::StoreError::Io(format!(
+                "the store key seals with {sealing}, not yet with the re-seal's target {}",
+                self.target
+            )));
+        }
+        Ok(self.claim(owner, now))
+    }
+
     /// Records a batch: `scanned` records looked at, `resealed` written again, `last` the key
     /// of the last one, `exhausted` when the table has no more. Moves to the next table (and
     /// marks the re-seal done after the last) when exhausted.

@@ -227,15 +227,8 @@ impl PgStore {
             return Ok(None);
         };
         let now = self.clock.now()?;
-        if !p.claim(owner, now) {
+        if !p.begin_batch(owner, now, &self.key.sealing_kid())? {
             return Ok(Some(p));
-        }
-        let sealing = self.key.sealing_kid();
-        if sealing != p.target {
-            return Err(StoreError::Io(format!(
-                "the store key seals with {sealing}, not yet with the re-seal's target {}",
-                p.target
-            )));
         }
         let w = walk(t);
         let limit = limit.max(1);

@@ -157,15 +157,8 @@ impl Resealing {
             return Ok(None);
         };
         let now = self.clock.now()?;
-        if !p.claim(owner, now) {
+        if !p.begin_batch(owner, now, &self.key.sealing_kid())? {
             return Ok(Some(p));
-        }
-        let sealing = self.key.sealing_kid();
-        if sealing != p.target {
-            return Err(StoreError::Io(format!(
-                "the store key seals with {sealing}, not yet with the re-seal's target {}",
-                p.target
-            )));
         }
         let tree = self.tree(table);
         let start = p.cursor_bytes();
@@ -208,33 +201,21 @@ impl Resealing {
         let advance = |p: &mut ResealProgress, n: u64| {
             p.advance(scanned, n, last.as_deref(), exhausted, now);
         };
-        let p = if table == Table::Meta {
-            self.meta
-                .transaction(|m| {
-                    let n = write(m)?;
-                    let mut p = p.clone();
-                    advance(&mut p, n);
-                    m.insert(
-                        PROGRESS_KEY,
-                        encode_progress(&p).map_err(ConflictableTransactionError::Abort)?,
-                    )?;
-                    Ok(p)
-                })
-                .map_err(tx_error)?
-        } else {
-            (tree, &self.meta)
-                .transaction(|(t, m)| {
-                    let n = write(t)?;
-                    let mut p = p.clone();
-                    advance(&mut p, n);
-                    m.insert(
-                        PROGRESS_KEY,
-                        encode_progress(&p).map_err(ConflictableTransactionError::Abort)?,
-                    )?;
-                    Ok(p)
-                })
-                .map_err(tx_error)?
+        // The records into `t`, the progress into `m` (the same tree when walking `meta`).
+        let body = |t: &TransactionalTree, m: &TransactionalTree| {
+            let n = write(t)?;
+            let mut p = p.clone();
+            advance(&mut p, n);
+            let bytes = encode_progress(&p).map_err(ConflictableTransactionError::Abort)?;
+            m.insert(PROGRESS_KEY, bytes)?;
+            Ok(p)
         };
+        let p = if table == Table::Meta {
+            self.meta.transaction(|m| body(m, m))
+        } else {
+            (tree, &self.meta).transaction(|(t, m)| body(t, m))
+        }
+        .map_err(tx_error)?;
         self.db.flush().map_err(io)?;
         Ok(Some(p))
     }
