@@ -179,8 +179,15 @@ async fn rotation_over_many_grants(store_flags: &[&str], url: Option<&str>, name
         "the restart re-sealed {resumed} of {records}: it did not resume where it stopped"
     );
     assert_eq!(done["store_records"], serde_json::json!({ &new: records }));
-    let logs = tg.logs();
-    assert!(logs.contains("store key re-seal complete"), "{logs}");
+    // The progress is committed before the line is logged: wait for it.
+    assert!(
+        wait_until(DEADLINE, async || tg
+            .logs()
+            .contains("store key re-seal complete"))
+        .await,
+        "{}",
+        tg.logs()
+    );
 
     // The old key retires; the proxy injects alice's re-sealed token.
     let r = retire(&tg, &old).await;
