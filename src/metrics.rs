@@ -138,6 +138,10 @@ pub struct Metrics {
     policies: OnceLock<Arc<Policies>>,
     /// Serializes the scrape-time sync of the policy series (two scrapes at once).
     sync: Mutex<()>,
+    /// Records the store key re-seal wrote again (`store::reseal`).
+    pub reseal_records: Counter,
+    /// Records the store key re-seal has still to look at (0 when none is under way).
+    pub reseal_remaining: Gauge,
 }
 
 /// Buckets of store latency: 50 µs .. ~1.6 s.
@@ -255,7 +259,21 @@ impl Metrics {
             "Requests refused by a [[limit]] of the policy files, by limit",
             rate_limited.clone(),
         );
+        let reseal_records = Counter::default();
+        registry.register(
+            "store_reseal_records",
+            "Records the store key re-seal sealed again with the new key",
+            reseal_records.clone(),
+        );
+        let reseal_remaining = Gauge::default();
+        registry.register(
+            "store_reseal_remaining",
+            "Records the store key re-seal has still to look at (0 when none is under way)",
+            reseal_remaining.clone(),
+        );
         Metrics {
+            reseal_records,
+            reseal_remaining,
             policy_reloads,
             policy_last_reload,
             policy_generation,

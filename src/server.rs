@@ -94,6 +94,8 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     /// The shutdown sequence: `/readyz` first, the drain delay, the drain, then the hooks.
     lifecycle: Arc<Lifecycle>,
+    /// The store's keys (shared with the store), replaced when the store key ring changes.
+    store_key: StoreKey,
 }
 
 impl Server {
@@ -131,10 +133,17 @@ impl Server {
         let leaves = Arc::new(LeafCache::new(ca, LEAF_CACHE_CAPACITY)?);
         let upstream_tls = crate::tls::upstream_client_config(config.upstream_ca_file.as_deref())?;
         let policies = Policies::load(config.policies_dir.clone());
-        let store_key = StoreKey::load(&data.store_key)?;
+        // The store key ring (issue 18): the store seals with its signing key and opens with
+        // every key not retired; `run` follows its changes.
+        let store_key = crate::keys::store_key::load(&data.root.join("keys")).map_err(|e| {
+            DataDirError::Io {
+                path: data.store_key.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
         let store: Arc<dyn Store> = match &config.store {
-            StoreLocation::Sled(dir) => Arc::new(SledStore::open(dir, store_key)?),
-            StoreLocation::Postgres(url) => Arc::new(PgStore::open(url, store_key).await?),
+            StoreLocation::Sled(dir) => Arc::new(SledStore::open(dir, store_key.clone())?),
+            StoreLocation::Postgres(url) => Arc::new(PgStore::open(url, store_key.clone()).await?),
         };
         tracing::info!(store = %config.store, "store opened");
         // The listener and the address it got (the port, when asked for port 0).
@@ -185,6 +194,7 @@ impl Server {
             proxy_addr,
             web_addr,
             public_url,
+            store_key,
         })
     }
 
@@ -193,6 +203,29 @@ impl Server {
     pub fn intercept_when(&mut self, predicate: InterceptPredicate) -> &mut Self {
         self.intercept_predicate = predicate;
         self
+    }
+
+    /// The background store key re-seal of this process, reporting to `metrics`.
+    fn resealer(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        metrics: Arc<Metrics>,
+    ) -> crate::store::reseal::Resealer {
+        let (batch, pause) = crate::store::reseal::Resealer::tuning_from_env();
+        crate::store::reseal::Resealer {
+            store: self.store.clone(),
+            key: self.store_key.clone(),
+            batch,
+            pause,
+            wake,
+            owner: crate::store::random_id().unwrap_or_else(|_| "tollgate".into()),
+            report: Arc::new(move |n, progress| {
+                metrics.reseal_records.inc_by(n);
+                metrics
+                    .reseal_remaining
+                    .set(i64::try_from(progress.remaining()).unwrap_or(i64::MAX));
+            }),
+        }
     }
 
     /// The shutdown sequence, where steps to run at shutdown are registered
@@ -437,6 +470,16 @@ impl Server {
                 .clone()
                 .follow(token_changes, shutdown.clone()),
         );
+        // The store key ring: the store seals and opens with its changes; a rotation made
+        // here wakes the re-seal.
+        let apply_store = {
+            let key = self.store_key.clone();
+            Arc::new(move |ring: &crate::keys::StoreRing| {
+                let now = crate::clock::Clock::system().now().unwrap_or(0);
+                key.set(crate::keys::store_key::key_set(ring, now));
+            })
+        };
+        let reseal_wake = Arc::new(tokio::sync::Notify::new());
         // The session key ring: the pages sign and verify with its changes.
         let apply_session = {
             let login = login.clone();
@@ -472,7 +515,23 @@ impl Server {
                     let leaves = self.leaves.clone();
                     move |ring: &crate::keys::CaRing| crate::keys::ca_ring::apply(&leaves, ring)
                 })),
+            )
+            .with_store_apply(
+                Box::new({
+                    let apply = apply_store.clone();
+                    move |ring: &crate::keys::StoreRing| apply(ring)
+                }),
+                reseal_wake.clone(),
             ),
+        );
+        tasks.spawn(crate::keys::watch::watch(
+            keys_dir.clone(),
+            move |ring: &crate::keys::StoreRing| apply_store(ring),
+            shutdown.clone(),
+        ));
+        tasks.spawn(
+            self.resealer(reseal_wake, metrics.clone())
+                .run(shutdown.clone()),
         );
         tasks.spawn(crate::keys::watch::watch(
             keys_dir.clone(),

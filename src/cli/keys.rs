@@ -11,15 +11,17 @@ use crate::keys::admin::{Actor, KeyAdmin};
 /// `tollgate keys` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// List the identity and session keys (active, verifying, retired) and the interception
-    /// CAs (signing, pending, trusted, retired): id, state, times.
+    /// List the identity, session and store keys (active, verifying, retired) and the
+    /// interception CAs (signing, pending, trusted, retired): id, state, times; online also how
+    /// many records each store key seals and the re-seal's progress.
     List(super::Place),
-    /// Add a new key of KIND (`identity` or `session`) that signs from a few seconds on; the
-    /// previous one keeps verifying until retired (or what it signed expired). `ca`: a new
-    /// interception CA that signs after `--switch-after` (clients must trust it by then:
+    /// Add a new key of KIND (`identity`, `session` or `store`) that signs (seals) from a few
+    /// seconds on; the previous one keeps verifying until retired (or what it signed
+    /// expired). A new store key starts a re-seal of every record. `ca`: a new interception
+    /// CA that signs after `--switch-after` (clients must trust it by then:
     /// `tollgate ca export --all`).
     Rotate {
-        /// The key to rotate: `identity`, `session` or `ca`.
+        /// The key to rotate: `identity`, `session`, `store` or `ca`.
         kind: String,
         /// For `ca`: how long the new CA is pending before it signs (e.g. `24h`, `0s`).
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -68,6 +70,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             ca: crate::keys::ca_ring::load_if_present(&crate::keys::ca_ring::ca_dir(&p.data))?
                 .map(|ring| crate::keys::ca_ring::list(&ring, now))
                 .unwrap_or_default(),
+            store: crate::keys::StoreRing::load(&keys_dir)?.list(now),
+            store_records: None,
+            reseal: None,
         });
         return print(&cmd, p.target.json, &out);
     }
@@ -115,7 +120,7 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
                 "{:<9} {:<18} {:<10} {:<9} {:<21} {:<21} RETIRED",
                 "KIND", "KID", "STATE", "ORIGINAL", "CREATED", "SUPERSEDED"
             );
-            let kinds = ["identity", "session", "ca"];
+            let kinds = ["identity", "session", "store", "ca"];
             for (kind, k) in kinds.iter().flat_map(|kind| {
                 out[kind]
                     .as_array()
@@ -134,11 +139,18 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
                     time(&k["retired_at"]),
                 );
             }
+            print_store_usage(out);
         }
         KeysCommand::Rotate { kind, .. } if kind == "ca" => println!(
             "rotated: CA {} is pending and signs new leaf certificates after the switch delay; \
              give clients every CA now (`tollgate ca export --all`), retire the old CA once \
              no client needs it (`tollgate keys retire`)",
+            out["kid"].as_str().unwrap_or("?")
+        ),
+        KeysCommand::Rotate { kind, .. } if kind == "store" => println!(
+            "rotated: key {} seals from a few seconds on; every record is then re-sealed with it \
+             in the background (`tollgate keys list` shows the progress); retire the previous \
+             key once nothing uses it",
             out["kid"].as_str().unwrap_or("?")
         ),
         KeysCommand::Rotate { kind, .. } if kind == "session" => println!(
@@ -157,6 +169,31 @@ fn print(cmd: &KeysCommand, json: bool, out: &Value) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Below the list: how many records each store key seals, and the re-seal's progress.
+fn print_store_usage(out: &Value) {
+    if let Some(records) = out["store_records"].as_object() {
+        for (kid, n) in records {
+            println!("store key {kid} seals {n} records");
+        }
+    }
+    let r = &out["reseal"];
+    if let (Some(target), Some(scanned), Some(total)) = (
+        r["target"].as_str(),
+        r["scanned"].as_u64(),
+        r["total"].as_u64(),
+    ) {
+        if r["finished_at"].is_null() {
+            println!("re-seal to {target} in progress: {scanned}/{total} records");
+        } else {
+            println!(
+                "re-seal to {target} complete at {} ({} records sealed again)",
+                time(&r["finished_at"]),
+                r["resealed"]
+            );
+        }
+    }
 }
 
 /// Unix seconds as RFC 3339, or `-`.

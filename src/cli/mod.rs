@@ -54,7 +54,7 @@ async fn open_store(
 ) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
     use crate::config::store::StoreLocation;
     let paths = crate::datadir::DataDir::at(data);
-    let key = crate::store::StoreKey::load(&paths.store_key)
+    let key = crate::keys::store_key::load(&data.join("keys"))
         .with_context(|| format!("{}: no store key", paths.store_key.display()))?;
     let location = match store {
         Some(s) => StoreLocation::parse(s).map_err(anyhow::Error::msg)?,

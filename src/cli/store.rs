@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::config::store::StoreLocation;
-use crate::store::StoreKey;
 
 /// `tollgate store` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -50,8 +49,8 @@ pub async fn run(cmd: StoreCommand) -> anyhow::Result<()> {
         StoreLocation::Postgres(url) => StoreLocation::Postgres(url).to_string(),
         StoreLocation::Sled(_) => bail!("--to: the target must be postgres://…"),
     };
-    let key =
-        StoreKey::load(&data.store_key).with_context(|| format!("{}", data.store_key.display()))?;
+    let key = crate::keys::store_key::load(&data.root.join("keys"))
+        .with_context(|| format!("{}", data.store_key.display()))?;
     let report = crate::store::copy::copy_sled_to_postgres(&from, &to, key, merge)
         .await
         .with_context(|| format!("copying sled:{} to {to_shown}", from.display()))?;

@@ -1,7 +1,7 @@
 //! Key operations (`tollgate keys`, `/v1/keys/...`): list, rotate, retire, each audited in
-//! the store, for every kind of key that has a ring (identity, session, the interception CA:
-//! [`KeyAdmin::rotate_ca`]). Offline the CLI runs
-//! them against the data directory; online the server does, and applies the changed ring at
+//! the store, for every kind of key that has a ring (identity, session, store, the
+//! interception CA: [`KeyAdmin::rotate_ca`]). Rotating the store key also records a re-seal
+//! in the store; retiring one is refused while records use it. Offline the CLI runs them against the data directory; online the server does, and applies the changed ring at
 //! once on its own replica (others follow the file within [`super::watch::WATCH_EVERY`]).
 
 use std::path::{Path, PathBuf};
@@ -12,9 +12,13 @@ use serde::Serialize;
 use super::ca_ring::{self, CaInfo, CaKey, CaRing, CA_SWITCH_AFTER};
 use super::ring::{IdentityRing, KeyInfo, Ring, RingError, RingKey, SIGNING_DELAY_SECS};
 use super::session_key::{SessionKey, SessionRing};
+use super::store_key::StoreRing;
 use crate::clock::Clock;
 use crate::identity::IdentityKey;
+use crate::store::seal::SealKey;
+use crate::store::ResealProgress;
 use crate::store::{AuditEvent, Store, StoreError};
+use std::collections::BTreeMap;
 
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,14 @@ pub enum KeyError {
     /// A CA rotation is under way: the pending CA must sign before the next rotation.
     #[error("{0}")]
     InProgress(String),
+    /// A store key still seals records: the re-seal has not moved them all yet.
+    #[error("store key {kid} still seals {records} records; wait for the re-seal to finish (`tollgate keys list`)")]
+    InUse {
+        /// The key.
+        kid: String,
+        /// How many records it seals.
+        records: u64,
+    },
 }
 
 /// Who asks: an operator's caller token (org, user), or the offline CLI.
@@ -61,6 +73,9 @@ type Apply = ApplyRing<IdentityKey>;
 /// Called with the session ring after each change made here (the pages' cookies).
 type ApplySession = ApplyRing<SessionKey>;
 
+/// Called with the store key ring after each change made here (the store's keys).
+type ApplyStore = ApplyRing<SealKey>;
+
 /// Every key, by kind, as `keys list` shows them.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyLists {
@@ -70,6 +85,12 @@ pub struct KeyLists {
     pub session: Vec<KeyInfo>,
     /// Sign the leaves of intercepted hosts (empty with an operator-supplied CA).
     pub ca: Vec<CaInfo>,
+    /// Seal the store's secrets.
+    pub store: Vec<KeyInfo>,
+    /// How many records each store key seals (absent when the store was not asked).
+    pub store_records: Option<BTreeMap<String, u64>>,
+    /// The last store key re-seal (absent when none ran, or the store was not asked).
+    pub reseal: Option<ResealProgress>,
 }
 
 /// The key operations of one data directory.
@@ -91,6 +112,10 @@ pub struct KeyAdmin {
     ca_dir: Option<PathBuf>,
     /// Applies a changed CA ring here at once (the leaf cache).
     apply_ca: Option<ApplyRing<CaKey>>,
+    /// Applies a changed store key ring here at once.
+    apply_store: Option<ApplyStore>,
+    /// Wakes this process's re-seal after a store key rotation.
+    reseal_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for KeyAdmin {
@@ -119,6 +144,8 @@ impl KeyAdmin {
             apply_session: None,
             ca_dir: None,
             apply_ca: None,
+            apply_store: None,
+            reseal_wake: None,
         }
     }
 
@@ -127,6 +154,14 @@ impl KeyAdmin {
     pub fn with_ca(mut self, dir: Option<PathBuf>, apply: Option<ApplyRing<CaKey>>) -> Self {
         self.ca_dir = dir;
         self.apply_ca = apply;
+        self
+    }
+
+    /// Also applies every store key ring changed here with `apply` (the server's store), and
+    /// wakes `wake` (its re-seal) after a store key rotation.
+    pub fn with_store_apply(mut self, apply: ApplyStore, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.apply_store = Some(apply);
+        self.reseal_wake = Some(wake);
         self
     }
 
@@ -148,7 +183,19 @@ impl KeyAdmin {
                     .unwrap_or_default(),
                 None => Vec::new(),
             },
+            store: StoreRing::load(&self.keys_dir)?.list(now),
+            store_records: None,
+            reseal: None,
         })
+    }
+
+    /// [`KeyAdmin::list`] with how many records each store key seals and the re-seal's
+    /// progress (walks the store).
+    pub async fn list_with_store(&self) -> Result<KeyLists, KeyError> {
+        let mut lists = self.list()?;
+        lists.store_records = Some(self.store.seal_usage().await?);
+        lists.reseal = self.store.reseal_progress().await?;
+        Ok(lists)
     }
 
     /// Rotates the key of `kind` (`identity` or `session`). Returns the new key's id.
@@ -160,8 +207,21 @@ impl KeyAdmin {
                     .await
             }
             "ca" => self.rotate_ca(actor, None).await,
+            "store" => {
+                let kid = self
+                    .rotate_ring::<SealKey>(actor, &self.apply_store)
+                    .await?;
+                // Recorded in the store: whichever process re-seals (this server, the next
+                // one to start, or another replica) finds it there.
+                let progress = self.store.start_reseal(&kid).await?;
+                tracing::info!(target = %kid, records = progress.total, "store key re-seal started");
+                if let Some(wake) = &self.reseal_wake {
+                    wake.notify_one();
+                }
+                Ok(kid)
+            }
             _ => Err(KeyError::Unsupported(format!(
-                "rotating the {kind:?} key is not supported yet (identity, session and ca only)"
+                "rotating the {kind:?} key is not supported (identity, session, store and ca)"
             ))),
         }
     }
@@ -238,6 +298,28 @@ impl KeyAdmin {
                     .retire_in::<CaKey>(dir, kid, actor, &self.apply_ca)
                     .await;
             }
+        }
+        if StoreRing::load(&self.keys_dir)?
+            .list(now)
+            .iter()
+            .any(|k| k.kid == kid)
+        {
+            let records = self
+                .store
+                .seal_usage()
+                .await?
+                .get(kid)
+                .copied()
+                .unwrap_or(0);
+            if records > 0 {
+                return Err(KeyError::InUse {
+                    kid: kid.to_owned(),
+                    records,
+                });
+            }
+            return self
+                .retire_ring::<SealKey>(kid, actor, &self.apply_store)
+                .await;
         }
         if SessionRing::load(&self.keys_dir)?
             .list(now)

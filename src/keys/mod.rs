@@ -1,8 +1,10 @@
-//! Key management (issue 18): every key has an id, and the identity and session keys rotate
-//! without an outage.
+//! Key management (issue 18): every key has an id, and the identity, session and store keys
+//! rotate without an outage.
 //!
 //! Each rotating kind of key has a ring ([`ring::Ring`], the same code for every kind:
-//! [`IdentityRing`], [`SessionRing`]). The session ring is `keys/session.key` and
+//! [`IdentityRing`], [`SessionRing`], [`StoreRing`]). The store key ring ([`store_key`]) seals
+//! the store's secrets; a rotation re-seals every record in the background
+//! (`crate::store::reseal`), and a store key is retired only once no record uses it. The session ring is `keys/session.key` and
 //! `keys/session/`: a rotation signs new sessions with the new key, and older keys verify
 //! the sessions they signed until they expire ([`session_key::SESSION_TTL`]) or are retired.
 //!
@@ -26,9 +28,11 @@ pub mod admin;
 pub mod ca_ring;
 pub mod ring;
 pub mod session_key;
+pub mod store_key;
 pub mod watch;
 
 pub use ring::{IdentityRing, KeyInfo, KeyState, Ring, RingError, RingKey};
 pub use session_key::{SessionKey, SessionRing};
 
 pub use ca_ring::{CaKey, CaRing};
+pub use store_key::StoreRing;

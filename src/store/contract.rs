@@ -21,6 +21,7 @@ use crate::clock::{Clock, ManualClock};
 
 mod consents;
 mod replicas;
+mod reseal;
 mod surfaces;
 mod token_revocations;
 
@@ -52,6 +53,8 @@ pub struct Fixture {
     pub tamper: Box<dyn Tamper>,
     /// Kept alive for the test (a temporary directory, a database schema).
     pub _guard: Box<dyn Any + Send>,
+    /// The store's keys, shared with it: the re-seal tests rotate them.
+    pub key: super::StoreKey,
 }
 
 /// Runs every contract test against fresh stores from `make`, which opens an empty store
@@ -92,6 +95,7 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     replicas::changes_are_pruned_and_keep_flowing(fresh().0).await;
     let (f, clock) = fresh();
     token_revocations::token_revocations(f, clock).await;
+    reseal::store_key_reseal(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

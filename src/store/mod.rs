@@ -7,8 +7,10 @@
 //! error type, and every method one atomic operation.
 //!
 //! Secrets (client secrets, webhook configurations, access and refresh tokens, PKCE
-//! verifiers) are sealed with ChaCha20-Poly1305 under `data/keys/store.key`, with the
-//! record's key as associated data ([`seal`]). The stored JSON never holds plaintext.
+//! verifiers) are sealed with ChaCha20-Poly1305 under the store key ring (`data/keys/store.key`
+//! and its rotations), with the record's key as associated data ([`seal`]); each value names
+//! its key, and a rotation re-seals every record in the background ([`reseal`]). The stored
+//! JSON never holds plaintext.
 //!
 //! Caches of what the store holds (the app index, the injector's token cache) follow the
 //! store's [`changes`] instead of being invalidated by whoever wrote.
@@ -30,6 +32,7 @@ pub mod model;
 mod postgres;
 mod record;
 pub mod replicas;
+pub mod reseal;
 pub mod seal;
 mod sled_store;
 pub mod timed;
@@ -48,6 +51,7 @@ pub use postgres::PgStore;
 pub use record::agent::AgentRevocation;
 pub use record::token_revocation::{RevokedTokens, TokenRevocation};
 pub use replicas::{Replica, ReplicaStore};
+pub use reseal::ResealProgress;
 pub use seal::StoreKey;
 pub use sled_store::SledStore;
 
@@ -307,6 +311,28 @@ pub trait Store: ReplicaStore + Send + Sync {
 
     /// Every token revocation that has not expired (the store's clock), in no set order.
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>>;
+
+    // ----- store key re-seal (issue 18, [`reseal`]) -----
+
+    /// How many records each store key sealed, by key id: a record counts once for every key
+    /// that sealed one of its fields. Walks every sealed table (off the runtime).
+    async fn seal_usage(&self) -> StoreResult<std::collections::BTreeMap<String, u64>>;
+
+    /// The last re-seal's progress, if one was ever started.
+    async fn reseal_progress(&self) -> StoreResult<Option<ResealProgress>>;
+
+    /// Starts a re-seal of every sealed record to key `target`, replacing any progress (a
+    /// rotation during a re-seal restarts it for the newer key): counts the records and
+    /// stores the progress durably. Returns it.
+    async fn start_reseal(&self, target: &str) -> StoreResult<ResealProgress>;
+
+    /// Re-seals the next at most `limit` records of the re-seal under way, for process
+    /// `owner`: claims or renews the progress's lease, re-seals the records not sealed with
+    /// the target (skipping any written since they were read), and stores them and the
+    /// advanced progress in one durable transaction. Returns the progress after it (unchanged
+    /// when another process holds the lease), or `None` when no re-seal is under way.
+    /// [`StoreError::Io`] if the store key does not seal with the target yet.
+    async fn reseal_batch(&self, limit: usize, owner: &str) -> StoreResult<Option<ResealProgress>>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

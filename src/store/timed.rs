@@ -89,6 +89,10 @@ timed! { Store {
     fn ping(&self) -> StoreResult<()>;
     fn revoke_tokens(&self, revocation: TokenRevocation) -> StoreResult<TokenRevocation>;
     fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>>;
+    fn seal_usage(&self) -> StoreResult<std::collections::BTreeMap<String, u64>>;
+    fn reseal_progress(&self) -> StoreResult<Option<super::ResealProgress>>;
+    fn start_reseal(&self, target: &str) -> StoreResult<super::ResealProgress>;
+    fn reseal_batch(&self, limit: usize, owner: &str) -> StoreResult<Option<super::ResealProgress>>;
 }
     fn subscribe(&self) -> Changes {
         self.inner.subscribe()

@@ -51,11 +51,14 @@ fn api_error(e: KeyError) -> ApiError {
             )
         }
         KeyError::Store(e) => e.into(),
+        e @ KeyError::InUse { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
     }
 }
 
 async fn list_keys(State(state): State<WebState>, _: Operator) -> ApiResult<Json<Value>> {
-    let keys = state.keys.list().map_err(api_error)?;
+    let keys = state.keys.list_with_store().await.map_err(api_error)?;
     Ok(Json(json!(keys)))
 }
 

@@ -42,6 +42,7 @@ mod import;
 mod lease;
 mod listen;
 mod replicas;
+mod reseal;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -677,5 +678,22 @@ impl Store for PgStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.ping_now().await
+    }
+
+    async fn seal_usage(&self) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        self.seal_usage_rows().await
+    }
+    async fn reseal_progress(&self) -> StoreResult<Option<super::ResealProgress>> {
+        self.reseal_progress_row().await
+    }
+    async fn start_reseal(&self, target: &str) -> StoreResult<super::ResealProgress> {
+        self.start_reseal_row(target).await
+    }
+    async fn reseal_batch(
+        &self,
+        limit: usize,
+        owner: &str,
+    ) -> StoreResult<Option<super::ResealProgress>> {
+        self.reseal_batch_rows(limit, owner).await
     }
 }

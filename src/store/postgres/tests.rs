@@ -232,7 +232,8 @@ fn key() -> StoreKey {
 /// An empty store in a fresh schema.
 pub(crate) async fn fixture(url: &str, clock: Clock) -> Fixture {
     let schema = Schema::create(url).await;
-    let store = PgStore::open_config(schema.config(), key(), clock)
+    let key = key();
+    let store = PgStore::open_config(schema.config(), key.clone(), clock)
         .await
         .unwrap();
     let tamper = PgTamper {
@@ -242,6 +243,7 @@ pub(crate) async fn fixture(url: &str, clock: Clock) -> Fixture {
         store: Arc::new(store),
         tamper: Box::new(tamper),
         _guard: Box::new(schema),
+        key,
     }
 }
 

@@ -224,6 +224,25 @@ impl AppRecord {
         )
     }
 
+    /// Every sealed field with its associated data (the store key re-seal moves them; a
+    /// client secret sealed before the endpoint binding keeps that binding).
+    pub(crate) fn sealed_fields(&mut self) -> Vec<(Aad, &mut Sealed)> {
+        let secret_aad = if self.secret_binding == SECRET_BINDING_LEGACY {
+            app_aad(&self.org, &self.id, self.incarnation, "client_secret")
+        } else {
+            self.secret_aad()
+        };
+        let webhook_aad = app_aad(&self.org, &self.id, self.incarnation, "webhook");
+        let mut out = Vec::new();
+        if let Some(s) = self.client_secret.as_mut() {
+            out.push((secret_aad, s));
+        }
+        if let Some(w) = self.webhook.as_mut() {
+            out.push((webhook_aad, w));
+        }
+        out
+    }
+
     /// A record sealed before the endpoint binding, with its client secret sealed again under
     /// the binding to its current endpoints; `None` when it already is (so a re-run changes
     /// nothing). The store migration's step; nothing else opens the old binding.

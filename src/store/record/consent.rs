@@ -209,6 +209,12 @@ impl TicketRecord {
         Ok(self.bound.into_ticket(id.expose().to_owned()))
     }
 
+    /// The sealed id with its associated data, for the record stored under `hash` (the
+    /// store key re-seal moves it).
+    pub(crate) fn sealed_fields(&mut self, hash: &[u8]) -> Vec<(Aad, &mut Sealed)> {
+        vec![(self.bound.aad(b"ticket", hash, "id"), &mut self.id)]
+    }
+
     /// Whether this stored ticket can be handed out again instead of `candidate`: the same
     /// (org, app, user) and app version, and not expired at `now`.
     pub(crate) fn reusable_for(&self, candidate: &ConsentTicket, now: u64) -> bool {
@@ -271,6 +277,18 @@ impl PendingRecord {
     /// Decodes the value stored under `hash` without opening secrets.
     pub(crate) fn decode(hash: &[u8], bytes: &[u8]) -> Result<PendingRecord, StoreError> {
         decode(&consent_name(Kind::Pending, hash), bytes)
+    }
+
+    /// Every sealed field with its associated data, for the record stored under `hash` (the
+    /// store key re-seal moves them).
+    pub(crate) fn sealed_fields(&mut self, hash: &[u8]) -> Vec<(Aad, &mut Sealed)> {
+        let browser = self.bound.aad(b"pending", hash, "browser");
+        let mut out = Vec::new();
+        if let Some(v) = self.pkce_verifier.as_mut() {
+            out.push((self.bound.aad(b"pending", hash, "pkce_verifier"), v));
+        }
+        out.push((browser, &mut self.browser));
+        out
     }
 
     /// Opens the secret and returns the model for `state` (whose hash is `hash`).

@@ -40,6 +40,7 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"tollgate store key check";
 mod app;
 mod audit;
 mod consent;
+pub(crate) mod sealed;
 mod token;
 
 #[cfg(test)]
@@ -309,6 +310,11 @@ impl KeyCheckRecord {
             v: FORMAT_VERSION,
             check: key.seal(&key_check_aad(), KEY_CHECK_PLAINTEXT)?,
         })
+    }
+
+    /// The sealed check with its associated data (the store key re-seal moves it).
+    pub(crate) fn sealed_fields(&mut self) -> Vec<(Aad, &mut Sealed)> {
+        vec![(key_check_aad(), &mut self.check)]
     }
 
     /// Verifies that a stored key-check record opens under `key`.

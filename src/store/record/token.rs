@@ -143,6 +143,22 @@ impl TokenRecord {
         self.version = version;
     }
 
+    /// Every sealed field with its associated data (the store key re-seal moves them).
+    pub(crate) fn sealed_fields(&mut self) -> Vec<(Aad, &mut Sealed)> {
+        let k = TokenKey {
+            org: self.org.clone(),
+            app: self.app.clone(),
+            incarnation: self.incarnation,
+            generation: self.generation,
+            user: self.user.clone(),
+        };
+        let mut out = vec![(token_aad(&k, "access_token"), &mut self.access_token)];
+        if let Some(r) = self.refresh_token.as_mut() {
+            out.push((token_aad(&k, "refresh_token"), r));
+        }
+        out
+    }
+
     /// The listing view: no secret is opened.
     pub(crate) fn authorization(self) -> Authorization {
         Authorization {

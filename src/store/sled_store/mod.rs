@@ -44,6 +44,7 @@ mod export;
 mod migrate;
 mod open;
 mod replicas;
+mod reseal;
 mod sweep;
 use sweep::off_runtime;
 mod agents;
@@ -609,5 +610,25 @@ impl Store for SledStore {
 
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>> {
         self.token_revocations()
+    }
+
+    async fn seal_usage(&self) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        self.seal_usage_off_runtime().await
+    }
+
+    async fn reseal_progress(&self) -> StoreResult<Option<super::ResealProgress>> {
+        self.reseal_progress_now()
+    }
+
+    async fn start_reseal(&self, target: &str) -> StoreResult<super::ResealProgress> {
+        self.start_reseal_off_runtime(target).await
+    }
+
+    async fn reseal_batch(
+        &self,
+        limit: usize,
+        owner: &str,
+    ) -> StoreResult<Option<super::ResealProgress>> {
+        self.reseal_batch_off_runtime(limit, owner).await
     }
 }

@@ -139,7 +139,9 @@ fn raw_contains(db: &sled::Db, needle: &[u8]) -> bool {
 async fn passes_the_store_contract() {
     contract::run_all(|clock| {
         let tmp = tempfile::tempdir().unwrap();
-        let store = SledStore::open_with_clock(&tmp.path().join("store"), key_a(), clock).unwrap();
+        let key = key_a();
+        let store =
+            SledStore::open_with_clock(&tmp.path().join("store"), key.clone(), clock).unwrap();
         let tamper = SledTamper {
             db: store.db.clone(),
             apps: store.apps.clone(),
@@ -151,6 +153,7 @@ async fn passes_the_store_contract() {
             store: Arc::new(store),
             tamper: Box::new(tamper),
             _guard: Box::new(tmp),
+            key,
         }
     })
     .await;
