@@ -3,8 +3,11 @@
 //! requests through its route for 90 s while the relay renews the credential on its live
 //! sessions, the credential file read concurrently the whole time, then the agent revoked.
 //!
-//! One test function: it runs 90 s by design. Its polling is one file read every 5 ms and one
-//! request every 0.5 s.
+//! Beside it, a second agent whose renewals fail (its credential's directory is gone) shows a
+//! session cut when its credential expires unrenewed.
+//!
+//! One test function: it runs 90 s by design. Its polling is one file read every 5 ms, and
+//! one request and one metrics read every 0.5 s.
 
 mod common;
 
@@ -15,10 +18,18 @@ use std::time::{Duration, Instant};
 use common::agent::*;
 use common::*;
 use tollgate::identity::IdentityKey;
-use tollgate::relay::credential::CredentialVerifier;
+use tollgate::relay::credential::{peek, CredentialVerifier};
 
 /// How long the agent serves through renewals.
 const SERVE_FOR: Duration = Duration::from_secs(90);
+
+/// Wall-clock seconds since the Unix epoch, fractional.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
 
 /// What the reader loop saw of the credential file.
 #[derive(Default)]
@@ -75,6 +86,31 @@ async fn a_twenty_second_credential_keeps_serving_through_renewals_until_revoked
         agent.logs()
     );
 
+    // A second agent whose renewals fail: its credential's directory is gone, so it cannot
+    // write a renewed one (root ignores permissions). Its session must end at expiry.
+    let short_dir = tg.dir.path().join("short");
+    std::fs::create_dir(&short_dir).unwrap();
+    let short_cred = short_dir.join("agent.jwt");
+    let short = enroll_with(&tg, "onprem-2", &["--ttl", "12s"]);
+    std::fs::write(&short_cred, &short).unwrap();
+    let short_exp = peek(&short).unwrap().expires_at.unwrap();
+    let short_agent = Agent::start_with_files(
+        relay,
+        "onprem-2",
+        &short_cred,
+        &ca,
+        &["127.0.0.0/8"],
+        &["--keepalive", KEEPALIVE, "--connections", "1"],
+    );
+    assert!(
+        wait_connections(&tg, "onprem-2", 1, Duration::from_secs(20)).await,
+        "{}",
+        short_agent.logs()
+    );
+    std::fs::remove_dir_all(&short_dir).unwrap();
+    let short_series = "tollgate_agent_connections{agent=\"onprem-2\"}";
+    let mut short_cut_at = None;
+
     let key = std::fs::read_to_string(tg.data.join("keys/identity.key")).unwrap();
     let key = IdentityKey::from_bytes(key.trim().as_bytes());
     let stop = Arc::new(AtomicBool::new(false));
@@ -99,6 +135,9 @@ async fn a_twenty_second_credential_keeps_serving_through_renewals_until_revoked
             ));
         }
         sent += 1;
+        if short_cut_at.is_none() && metric(&tg, short_series).await == 0.0 {
+            short_cut_at = Some(unix_now());
+        }
         tokio::time::sleep_until((started + Duration::from_millis(500) * sent).into()).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -127,8 +166,31 @@ async fn a_twenty_second_credential_keeps_serving_through_renewals_until_revoked
     let exps: Vec<u64> = file.seen.iter().map(|(_, exp)| *exp).collect();
     assert!(exps.windows(2).all(|w| w[0] < w[1]), "expiries {exps:?}");
     // The sessions were kept: no reconnection.
-    let connects = tg.logs().matches("agent connected").count();
+    let connects = tg
+        .logs()
+        .lines()
+        .filter(|l| l.contains("agent connected") && l.contains("onprem-1"))
+        .count();
     assert_eq!(connects, 2, "{}", tg.logs());
+
+    // The agent that could not save its renewals: retried loudly, cut at expiry (when the
+    // handshake refuses the credential too: 5 s of tolerated skew, in whole seconds), and
+    // refused since.
+    let cut_at = short_cut_at.expect("the unrenewed session was never cut");
+    let cut_after_exp = cut_at - short_exp as f64;
+    println!("renewal: unrenewed session cut {cut_after_exp:.2} s after its credential's exp");
+    assert!(
+        (5.5..8.0).contains(&cut_after_exp),
+        "cut {cut_after_exp} s after exp\n{}",
+        tg.logs()
+    );
+    assert!(tg.logs().contains("renewal failed"), "{}", tg.logs());
+    let short_logs = short_agent.logs();
+    assert!(
+        short_logs.contains("cannot write the renewed credential"),
+        "{short_logs}"
+    );
+    assert!(short_logs.contains("\"expired\""), "{short_logs}");
 
     // One renewal per lifetime, not one per session; no credential in the audit or logs.
     let events = renewals.json()["events"].as_array().cloned().unwrap();

@@ -65,9 +65,17 @@ pub const REPLACES_HEADER: &str = "tollgate-credential-replaces";
 /// The org of the relay's audit events: none, deployment-wide.
 pub const AUDIT_ORG: &str = "";
 
-/// Clock skew tolerated on `exp`, in seconds, as at the handshake: a session is cut this
-/// long after its credential's expiry.
-const LEEWAY: Duration = Duration::from_secs(5);
+/// Clock skew tolerated on `exp`, in seconds, as at the handshake.
+const LEEWAY_SECS: u64 = 5;
+
+/// When a session whose credential expires at `expires_at` (Unix seconds) is cut, in Unix
+/// milliseconds: when the handshake starts refusing that credential too (it compares whole
+/// seconds: `exp + LEEWAY_SECS < now`), so a cut session cannot come straight back with it.
+fn end_ms(expires_at: u64) -> u64 {
+    expires_at
+        .saturating_add(LEEWAY_SECS + 1)
+        .saturating_mul(1000)
+}
 
 /// How long an agent has to answer an offer (it writes a file first).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,9 +156,7 @@ impl Renewer {
     ) {
         let agent = conn.agent().to_string();
         while let Some(expires_at) = cred.expires_at {
-            let end_ms = expires_at
-                .saturating_mul(1000)
-                .saturating_add(LEEWAY.as_millis() as u64);
+            let end_ms = end_ms(expires_at);
             sleep_until_ms(due_at_ms(cred.issued_at_ns, expires_at, random_u64())).await;
             let life = cred.lifetime().unwrap_or_default();
             let mut attempt = 0u32;
@@ -191,12 +197,7 @@ impl Renewer {
         let Some(expires_at) = cred.expires_at else {
             return std::future::pending().await;
         };
-        sleep_until_ms(
-            expires_at
-                .saturating_mul(1000)
-                .saturating_add(LEEWAY.as_millis() as u64),
-        )
-        .await;
+        sleep_until_ms(end_ms(expires_at)).await;
         tracing::warn!(%agent, conn = conn.id(), open_tunnels = conn.in_flight(),
             "agent credential expired: session closed");
         conn.expire();
