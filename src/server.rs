@@ -589,12 +589,18 @@ impl Server {
                 handshake_timeout: self.config.limits.relay_handshake_timeout,
                 proxy_headers,
             };
+            let renewer = Arc::new(relay::renewal::Renewer::new(
+                self.data.root.join("keys"),
+                credentials.clone(),
+                self.store.clone(),
+            ));
             tasks.spawn(relay::run(
                 listener,
                 credentials,
                 agents,
                 settings,
                 relay_stop.clone(),
+                renewer,
             ));
         }
         let proxy = proxy::run(self.proxy_listener, state, shutdown.clone());

@@ -12,10 +12,12 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::credential_file::Offer;
 use super::replicas::{Session, REPLICAS_HEADER, REPLICAS_PATH};
 use super::tunnel::{tunnel, TunnelBody};
-use super::{AgentConfig, AgentState};
+use super::AgentState;
 use crate::relay::handshake::{self, Hello, Welcome};
+use crate::relay::renewal::{CREDENTIAL_HEADER, CREDENTIAL_PATH, REPLACES_HEADER};
 use crate::relay::{
     CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_TUNNELS_PER_CONNECTION, SOCKET_BUFFER, STREAM_WINDOW,
 };
@@ -86,7 +88,7 @@ pub(super) async fn slot_loop(
     while !shutdown.is_cancelled() {
         let connected = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = connect(&state.config, &session, &instance, slot) => r,
+            r = connect(&state, &session, &instance, slot) => r,
         };
         match connected {
             Ok(tls) => {
@@ -124,11 +126,12 @@ pub(super) async fn slot_loop(
 /// Dials the session's relay, TLS (the certificate checked against `--relay`'s name),
 /// hello, welcome.
 async fn connect(
-    config: &AgentConfig,
+    state: &AgentState,
     session: &Session,
     instance: &str,
     slot: u32,
 ) -> Result<RelayStream, ConnectError> {
+    let config = &state.config;
     let attempt = async {
         let tcp = tokio::time::timeout(
             config.connect_timeout,
@@ -142,7 +145,8 @@ async fn connect(
             .connect(config.server_name.clone(), buffered)
             .await?;
         let hello = Hello {
-            credential: config.credential.expose().to_string(),
+            // The latest renewal's, if any.
+            credential: state.credentials.current().expose().to_string(),
             instance: instance.to_string(),
             slot,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -186,6 +190,9 @@ async fn serve(
         async move {
             if req.method() == http::Method::POST && req.uri().path() == REPLICAS_PATH {
                 return Ok(replicas_told(&on, req.headers()));
+            }
+            if req.method() == http::Method::POST && req.uri().path() == CREDENTIAL_PATH {
+                return Ok(credential_offered(&state, req.headers()).await);
             }
             tunnel(state, tunnels, req).await
         }
@@ -231,7 +238,43 @@ fn replicas_told(on: &Connected, headers: &http::HeaderMap) -> http::Response<Tu
     }
 }
 
-/// An empty answer to a replica list.
+/// Takes a renewed credential from the relay (see [`crate::agent::credential_file`]): `204`
+/// taken, `200` with the credential held when another session renewed it first, `400` when
+/// it is not one for this agent, `500` when it could not be saved.
+async fn credential_offered(
+    state: &Arc<AgentState>,
+    headers: &http::HeaderMap,
+) -> http::Response<TunnelBody> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(offered), Some(replaces)) = (header(CREDENTIAL_HEADER), header(REPLACES_HEADER))
+    else {
+        return replicas_answer(http::StatusCode::BAD_REQUEST);
+    };
+    let (file, offered, replaces) = (
+        state.credentials.clone(),
+        offered.to_string(),
+        replaces.to_string(),
+    );
+    let offer = tokio::task::spawn_blocking(move || file.offer(&replaces, &offered)).await;
+    let status = match offer {
+        Ok(Offer::Taken) => http::StatusCode::NO_CONTENT,
+        Ok(Offer::Kept(held)) => {
+            let mut resp = replicas_answer(http::StatusCode::OK);
+            if let Ok(value) = http::HeaderValue::from_str(held.expose()) {
+                resp.headers_mut().insert(CREDENTIAL_HEADER, value);
+            }
+            return resp;
+        }
+        Ok(Offer::Invalid(why)) => {
+            tracing::warn!(reason = why, "the relay offered an unusable credential");
+            http::StatusCode::BAD_REQUEST
+        }
+        Ok(Offer::NotSaved(_)) | Err(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    replicas_answer(status)
+}
+
+/// An empty answer to a replica list or a credential offer.
 fn replicas_answer(status: http::StatusCode) -> http::Response<TunnelBody> {
     use http_body_util::BodyExt;
     let mut resp =

@@ -11,6 +11,8 @@
 //!   otherwise). Then bytes flow through [`crate::io`], with HTTP/2 flow control bounding
 //!   what a slow side can make either end buffer;
 //! - [`allow`]: the agent's own allowlist, checked before and after DNS;
+//! - [`credential_file`]: the credential new connections present, replaced by the relay's
+//!   renewals and written back to `--credential-file` atomically;
 //! - [`replicas`]: a session to every live tollgate replica, as the relay lists them, with
 //!   `--relay` (perhaps a load-balanced name) as the bootstrap and the fallback.
 //!
@@ -21,6 +23,7 @@
 
 pub mod allow;
 pub mod connection;
+pub mod credential_file;
 pub mod replicas;
 mod tunnel;
 
@@ -89,6 +92,8 @@ pub struct AgentConfig {
     pub idle_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// `--credential-file`, where renewed credentials are written.
+    pub credential_file: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -111,6 +116,8 @@ struct AgentState {
     config: AgentConfig,
     /// Resolves and connects (the allowlist is checked in between, see `tunnel::dial`).
     dialer: DirectDialer,
+    /// The credential new connections present, and renewals of it.
+    credentials: Arc<credential_file::CredentialFile>,
 }
 
 /// Starts connection `i` of `session` on a thread of its own, until `stop`; then its tunnels
@@ -192,7 +199,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) {
         Guard::default(),
         config.connect_timeout,
     );
-    let state = Arc::new(AgentState { config, dialer });
+    let credentials = Arc::new(credential_file::CredentialFile::new(
+        config.credential_file.clone(),
+        config.id.clone(),
+        config.credential.clone(),
+    ));
+    tokio::spawn(credential_file::watch(
+        credentials.clone(),
+        shutdown.clone(),
+    ));
+    let state = Arc::new(AgentState {
+        config,
+        dialer,
+        credentials,
+    });
     let book = Arc::new(replicas::Book::default());
     let slots = TaskTracker::new();
     let start = |session: Arc<replicas::Session>, stop: CancellationToken| {

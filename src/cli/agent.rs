@@ -20,8 +20,8 @@ pub enum AgentCommand {
         /// Agent ID, as in `route = "agent:ID"`.
         #[arg(long)]
         id: String,
-        /// Lifetime, e.g. 30d or 365d; enroll again before it ends. Revoke earlier with
-        /// `tollgate agent revoke`.
+        /// Lifetime, e.g. 30d or 365d. A connected agent renews it over the relay at two
+        /// thirds of it; revoke earlier with `tollgate agent revoke`.
         #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },

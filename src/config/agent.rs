@@ -157,7 +157,8 @@ pub fn resolve(args: &AgentArgs) -> Result<AgentConfig, AgentConfigError> {
         None => errors.push("--id is required".into()),
         Some(id) => errors.extend(agent_id_problem(id).map(|p| format!("--id: {p}"))),
     }
-    let credential = match args.credential_file.clone().or(file.credential_file) {
+    let credential_file = args.credential_file.clone().or(file.credential_file);
+    let credential = match credential_file.clone() {
         None => {
             errors.push("--credential-file is required (from `tollgate agent enroll`)".into());
             None
@@ -228,6 +229,8 @@ pub fn resolve(args: &AgentArgs) -> Result<AgentConfig, AgentConfigError> {
         drain_timeout,
         idle_timeout,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        // Present whenever the credential is (it was read from it).
+        credential_file: credential_file.unwrap_or_default(),
     })
 }
 

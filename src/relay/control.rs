@@ -16,11 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::credential::{agent_id_problem, Revocations};
 use super::registry::Registry;
-use crate::store::{AgentRevocation, Change, Changes, Seen, Store, StoreError};
+use crate::store::{AgentRevocation, AuditEvent, Change, Changes, Seen, Store, StoreError};
 
 /// The backstop of [`AgentControl::follow`], which otherwise wakes on each change event: a
 /// revoked agent's connections are closed within this at the latest (DESIGN: 5 s).
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Deployment-wide audit events read to find the agents' ones (the others are the offline
+/// key operations').
+const MAX_EVENTS_SCANNED: usize = 1000;
 
 /// One agent process connected to this instance, as `GET /v1/agents` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -116,6 +120,20 @@ impl AgentControl {
     /// The agents connected to this instance.
     pub fn connected(&self) -> Vec<ConnectedAgent> {
         self.registry.connected()
+    }
+
+    /// The newest deployment-wide audit events about agents (`agent.renew`,
+    /// `agent.renew_refused`), newest first, at most `limit` (`GET /v1/agents/audit`).
+    pub async fn events(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let events = self
+            .store
+            .list_audit(super::renewal::AUDIT_ORG, MAX_EVENTS_SCANNED)
+            .await?;
+        Ok(events
+            .into_iter()
+            .filter(|e| e.action.starts_with("agent."))
+            .take(limit)
+            .collect())
     }
 
     /// Applies every stored revocation (at start, and when change events were missed).

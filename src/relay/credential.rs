@@ -156,6 +156,55 @@ pub struct Verified {
     /// When it was issued, in nanoseconds since the Unix epoch: a revocation closes the
     /// connections made with credentials issued up to its own time.
     pub issued_at_ns: u64,
+    /// Its random id: a renewal names the credential it replaces by it.
+    pub jti: String,
+    /// When it expires, Unix seconds (`None`: never). The relay renews a session's
+    /// credential at two thirds of its lifetime and cuts the session at its expiry.
+    pub expires_at: Option<u64>,
+}
+
+impl Verified {
+    /// Its lifetime (`exp - iat`), which a renewal keeps; `None` when it never expires.
+    pub fn lifetime(&self) -> Option<Duration> {
+        let iat = self.issued_at_ns / NANOS;
+        self.expires_at
+            .map(|exp| Duration::from_secs(exp.saturating_sub(iat)))
+    }
+}
+
+/// What an agent can read of its own credential without the key: enough to tell which one
+/// it holds, and when it ends. Never a proof of anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peek {
+    /// The agent ID it claims.
+    pub agent: String,
+    /// Its random id.
+    pub jti: String,
+    /// Issue time, Unix seconds.
+    pub issued_at: u64,
+    /// Expiry, Unix seconds (`None`: never).
+    pub expires_at: Option<u64>,
+}
+
+/// Reads the claims of an agent credential *without verifying it* (the agent holds no key):
+/// `None` when it is not shaped like one.
+pub fn peek(credential: &str) -> Option<Peek> {
+    use base64::Engine as _;
+    let mut parts = credential.trim().split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 8 * 1024 {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let c: Claims = serde_json::from_slice(&json).ok()?;
+    (c.aud == CREDENTIAL_AUD).then_some(Peek {
+        agent: c.agent,
+        jti: c.jti,
+        issued_at: c.iat,
+        expires_at: c.exp,
+    })
 }
 
 /// Verifies agent credentials against the identity key and the revocations.
@@ -246,6 +295,8 @@ impl CredentialVerifier {
         Ok(Verified {
             agent: c.agent,
             issued_at_ns,
+            jti: c.jti,
+            expires_at: c.exp,
         })
     }
 }
@@ -264,6 +315,22 @@ mod tests {
         let c = enroll(&key(), "onprem-1", None).unwrap();
         let v = CredentialVerifier::new(&key(), vec![]);
         assert_eq!(v.verify(&c).unwrap(), "onprem-1");
+        // With a lifetime: exp, jti and the lifetime are known to the relay, and the agent
+        // can read them without the key.
+        let c = enroll(&key(), "onprem-1", Some(Duration::from_secs(20))).unwrap();
+        let checked = v.check(&c).unwrap();
+        assert_eq!(checked.lifetime(), Some(Duration::from_secs(20)));
+        let p = peek(&c).unwrap();
+        assert_eq!(p.agent, "onprem-1");
+        assert_eq!((p.jti, p.expires_at), (checked.jti, checked.expires_at));
+        assert_eq!(p.expires_at, Some(p.issued_at + 20));
+        assert_eq!(peek("a.b.c"), None);
+        let caller = mint(&key(), "acme", "alice", &[], Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            peek(&caller),
+            None,
+            "a caller token is not an agent credential"
+        );
         // Two enrollments differ.
         assert_ne!(c, enroll(&key(), "onprem-1", None).unwrap());
     }

@@ -28,6 +28,7 @@ use super::credential::{CredentialError, CredentialVerifier};
 use super::handshake::{self, Hello, Welcome};
 use super::metrics::AuthLabels;
 use super::registry::Registry;
+use super::renewal::Renewer;
 use super::severable::Severable;
 use crate::policy::{normalize_host, Host};
 use crate::tls::Ca;
@@ -233,6 +234,7 @@ pub async fn run(
     registry: Arc<Registry>,
     settings: RelaySettings,
     stop: CancellationToken,
+    renewer: Arc<Renewer>,
 ) {
     let acceptor = TlsAcceptor::from(relay.tls.clone());
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -256,6 +258,7 @@ pub async fn run(
             registry: registry.clone(),
             settings: settings.clone(),
             stop: stop.clone(),
+            renewer: renewer.clone(),
         };
         let sources = sources.clone();
         conns.spawn(async move {
@@ -293,6 +296,8 @@ struct RelayConnTask {
     registry: Arc<Registry>,
     settings: RelaySettings,
     stop: CancellationToken,
+    /// Renews each session's credential on it, and cuts the session at expiry otherwise.
+    renewer: Arc<Renewer>,
 }
 
 impl RelayConnTask {
@@ -372,7 +377,7 @@ impl RelayConnTask {
         let Ok(Some((tls, verified, hello))) = authenticated else {
             return;
         };
-        let (agent, issued_at_ns) = (verified.agent, verified.issued_at_ns);
+        let (agent, issued_at_ns) = (verified.agent.clone(), verified.issued_at_ns);
         drop(permit);
         // Cut when this task ends: hyper keeps the HTTP/2 connection (and its tunnels) alive
         // on a task of its own otherwise.
@@ -410,6 +415,7 @@ impl RelayConnTask {
                 () = told.cancelled() => {}
             }
         });
+        let renew_on = send.clone();
         let relay_conn = self.registry.register(
             &agent,
             hello.instance.clone(),
@@ -418,6 +424,18 @@ impl RelayConnTask {
             issued_at_ns,
             send,
         );
+        // The credential is renewed on this connection, which ends when it expires unrenewed.
+        let renew = self
+            .renewer
+            .clone()
+            .keep(renew_on, relay_conn.clone(), verified);
+        let renewed_until = cut.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = renew => {}
+                () = renewed_until.cancelled() => {}
+            }
+        });
         tracing::info!(agent, instance = %hello.instance, slot = hello.slot,
             conn = relay_conn.id(), version = %hello.version, "agent connected");
         let stopped = relay_conn.stopped();
@@ -426,7 +444,7 @@ impl RelayConnTask {
                 Ok(()) => "closed by the agent".to_string(),
                 Err(e) => e.to_string(),
             },
-            () = stopped.cancelled() => "replaced, set aside or revoked".to_string(),
+            () = stopped.cancelled() => "replaced, set aside, revoked or expired".to_string(),
             () = self.stop.cancelled() => "relay shutting down".to_string(),
         };
         self.registry.unregister(&relay_conn);

@@ -21,10 +21,12 @@
 //! - [`severable`]: a relay connection's stream that a revocation can cut, tunnels and all;
 //! - [`metrics`]: connections, tunnels, bytes and failures per agent;
 //! - [`replicas`]: this replica's heartbeat in the store, and the live replica list told to
-//!   every connected agent, so agents keep a session to every replica.
+//!   every connected agent, so agents keep a session to every replica;
+//! - [`renewal`]: each session's credential renewed on the session at two thirds of its
+//!   lifetime, and the session cut when its credential expires unrenewed.
 //!
-//! The agent process uses [`handshake`] and the HTTP/2 window constants below, and nothing
-//! here uses the agent.
+//! The agent process uses [`handshake`], [`credential::peek`], the renewal headers and the
+//! HTTP/2 window constants below, and nothing here uses the agent.
 
 pub mod control;
 pub mod credential;
@@ -32,6 +34,7 @@ pub mod handshake;
 pub mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod renewal;
 pub mod replicas;
 pub mod severable;
 pub mod stream;

@@ -188,6 +188,23 @@ impl RelayConn {
         }
     }
 
+    /// Closes now, tunnels and all: the credential it authenticated with (or last renewed
+    /// on it) expired.
+    pub(super) fn expire(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+    }
+
+    /// The agent ID it authenticated as.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// The agent process's random instance ID.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     pub(super) fn usable(&self) -> bool {
         !self.closing.load(Ordering::Relaxed) && !self.send.is_closed()
     }
@@ -523,7 +540,6 @@ pub(super) mod tests {
     /// An in-memory agent: an HTTP/2 server that refuses `denied.test` with the agent's JSON
     /// answer and echoes every other tunnel.
     pub(in crate::relay) async fn agent_conn() -> SendRequest<Empty<Bytes>> {
-        let (tollgate_end, agent_end) = tokio::io::duplex(1 << 20);
         let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
             if req.uri().host() == Some("denied.test") {
                 let mut r = Response::new(Full::new(Bytes::from_static(
@@ -541,6 +557,19 @@ pub(super) mod tests {
             });
             Ok(Response::new(Full::new(Bytes::new())))
         });
+        serve_agent(svc).await
+    }
+
+    /// An in-memory agent serving `svc`: the relay's end of its HTTP/2 connection.
+    pub(in crate::relay) async fn serve_agent<S>(svc: S) -> SendRequest<Empty<Bytes>>
+    where
+        S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (tollgate_end, agent_end) = tokio::io::duplex(1 << 20);
         tokio::spawn(
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(agent_end), svc),

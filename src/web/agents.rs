@@ -16,6 +16,25 @@ pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/v1/agents", get(list_agents))
         .route("/v1/agents/{id}/revoke", post(revoke_agent))
+        .route("/v1/agents/audit", get(agent_audit))
+}
+
+/// `GET /v1/agents/audit` query.
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    /// Most events to return (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// The relay's audit events (credential renewals and refusals), deployment-wide.
+async fn agent_audit(
+    State(state): State<WebState>,
+    _: Operator,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = state.agents.events(limit).await?;
+    Ok(Json(json!({ "events": events })))
 }
 
 async fn list_agents(State(state): State<WebState>, _: Operator) -> Json<Value> {

@@ -145,10 +145,16 @@ pub fn credential_files(tg: &Tollgate, id: &str) -> (PathBuf, PathBuf) {
 
 /// `tollgate agent enroll --id ID` with `tg`'s data dir.
 pub fn enroll(tg: &Tollgate, id: &str) -> String {
+    enroll_with(tg, id, &[])
+}
+
+/// `tollgate agent enroll --id ID EXTRA...` (e.g. `--ttl 20s`) with `tg`'s data dir.
+pub fn enroll_with(tg: &Tollgate, id: &str, extra: &[&str]) -> String {
     let out = Command::new(bin())
         .args(["agent", "enroll", "--data"])
         .arg(&tg.data)
         .args(["--id", id])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
