@@ -11,6 +11,12 @@
 //! - [`Template::request`] renders a template into a request and [`Outputs::grant`] reads the
 //!   response through its JSON pointers (RFC 6901) (in `render.rs`).
 //!
+//! The same templates describe revocation at providers without RFC 7009 (an app's
+//! `revocation`, [`Step::Revoke`], sent by `oauth::revoke`): there `{access_token}` is an
+//! input, `{client_id}` may also appear in the URL's path (GitHub's
+//! `/applications/{client_id}/grant`), `DELETE` is a method, and `ok_json` instead of
+//! `outputs` says whether the provider confirmed ([`validate_revocation`]).
+//!
 //! Templates use `{name}` placeholders in header values, form values and JSON string values
 //! at any depth; `{{` and `}}` are literal braces. Unknown placeholders, and placeholders
 //! that have no value in a template (`{refresh_token}` in the token request,
@@ -21,9 +27,10 @@
 mod render;
 mod validate;
 
-pub use crate::store::app_config::{Outputs, Step, Template, Webhook};
+pub use crate::store::app_config::{Outputs, Step, Template, TemplateAuth, Webhook};
+pub(crate) use render::basic_credentials;
 pub use render::Inputs;
-pub use validate::{validate, Context};
+pub use validate::{revocation_of, validate, validate_revocation, Context};
 
 /// Every placeholder a template may name.
 const PLACEHOLDERS: &[&str] = &[
@@ -33,6 +40,7 @@ const PLACEHOLDERS: &[&str] = &[
     "authorization_code",
     "code_verifier",
     "refresh_token",
+    "access_token",
 ];
 
 /// One piece of a template string.
