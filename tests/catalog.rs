@@ -169,3 +169,194 @@ async fn an_unreachable_revocation_endpoint_fails_without_blocking_the_delete() 
     assert!(env.p.styled_revocations().is_empty());
     env.assert_no_secrets_logged();
 }
+
+/// Allows the token and revocation hosts of the entries the tests create apps from.
+const SAAS: &str = r#"
+[[policy]]
+name = "saas"
+route = "direct"
+  [[policy.allow]]
+  hosts = ["github.com", "api.github.com", "gitlab.com", "login.microsoftonline.com"]
+  ports = [443]
+"#;
+
+#[tokio::test]
+async fn the_catalog_is_served_to_callers_and_apps_are_created_from_it() {
+    let tg = Tollgate::start(SAAS, &[]);
+    let user = tg.token("acme", "alice");
+    let admin = tg.admin_token("acme", "root");
+    let r = web_request(tg.web, "GET", "/v1/providers", Some(&user), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let all = r.json()["providers"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 10);
+    let ids: Vec<&str> = all.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert!(
+        ids.contains(&"github") && ids.contains(&"hubspot"),
+        "{ids:?}"
+    );
+    let r = web_request(tg.web, "GET", "/v1/providers", None, None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "unauthorized");
+    let r = web_request(tg.web, "GET", "/v1/providers/microsoft", Some(&user), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["params"][0]["name"], "tenant");
+    assert!(!r.json()["quirks"].as_array().unwrap().is_empty());
+    let r = web_request(tg.web, "GET", "/v1/providers/myspace", Some(&user), None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+
+    let create = async |body: Value| {
+        web_request(tg.web, "POST", "/v1/apps", Some(&admin), Some(&body)).await
+    };
+    let admin_fields =
+        json!({"client_id": "c-1", "client_secret": "sk-CATALOG", "egress_policy": "saas"});
+    let with = |extra: Value| {
+        let mut doc = admin_fields.clone();
+        doc.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        doc
+    };
+    // A missing placeholder is named.
+    let r = create(with(json!({"provider": "microsoft", "id": "graph"}))).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_request");
+    assert!(
+        r.json()["fields"]["provider_params.tenant"]
+            .as_str()
+            .unwrap()
+            .contains("tenant"),
+        "{}",
+        r.text()
+    );
+    let r = create(with(json!({"provider": "myspace", "id": "x"}))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["fields"]["provider"].is_string(), "{}", r.text());
+    let r = create(with(json!({"provider": "microsoft", "id": "graph",
+                               "provider_params": {"tenant": "contoso.example"}})))
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json()["token_url"],
+        "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token"
+    );
+    // The admin's fields override the entry's.
+    let r = create(with(
+        json!({"provider": "gitlab", "id": "gitlab", "scopes": ["api"]}),
+    ))
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["scopes"], json!(["api"]));
+    assert_eq!(
+        r.json()["revocation_url"],
+        "https://gitlab.com/oauth/revoke"
+    );
+    let r = create(with(json!({"provider": "github", "id": "gh"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let gh = r.json();
+    assert_eq!(gh["revocation"]["method"], "DELETE");
+    assert_eq!(gh["revocation"]["json"], json!({"access_token": null}));
+    assert_eq!(
+        gh["authorize_url"],
+        "https://github.com/login/oauth/authorize"
+    );
+    assert!(!r.text().contains("sk-CATALOG"));
+}
+
+fn tollgate_cli(args: &[&str], tg: &Tollgate, token: &str) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(args)
+        .env("TOLLGATE_URL", format!("http://{}", tg.web))
+        .env("TOLLGATE_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn app_providers_and_app_create_from_the_catalog() {
+    let tg = Tollgate::start(SAAS, &[]);
+    let admin = tg.admin_token("acme", "root");
+    // The list is the binary's own: no token needed.
+    let out = std::process::Command::new(bin())
+        .args(["app", "providers", "--json"])
+        .env_remove("TOLLGATE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["providers"].as_array().unwrap().len(), 10);
+    let out = tollgate_cli(&["app", "providers"], &tg, &admin);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("instance=gitlab.com"), "{table}");
+    assert!(
+        table.contains("quirk: No token revocation endpoint"),
+        "{table}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "sk-FROM-FILE\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let out = tollgate_cli(
+        &[
+            "app",
+            "create",
+            "--provider",
+            "microsoft",
+            "--id",
+            "graph",
+            "--client-id",
+            "c-2",
+            "--client-secret-file",
+            secret,
+            "--egress-policy",
+            "saas",
+        ],
+        &tg,
+        &admin,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("provider_params.tenant"), "{err}");
+    let out = tollgate_cli(
+        &[
+            "app",
+            "create",
+            "--provider",
+            "microsoft",
+            "--id",
+            "graph",
+            "--client-id",
+            "c-2",
+            "--client-secret-file",
+            secret,
+            "--egress-policy",
+            "saas",
+            "--param",
+            "tenant=contoso.example",
+            "--scopes",
+            "openid,offline_access",
+            "--json",
+        ],
+        &tg,
+        &admin,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(app["id"], "graph");
+    assert_eq!(app["scopes"], json!(["openid", "offline_access"]));
+    assert_eq!(app["client_secret_set"], true);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("sk-FROM-FILE"));
+    // The secret is the file's, without its newline: the app validates with it stored.
+    let r = web_request(tg.web, "GET", "/v1/apps/graph", Some(&admin), None).await;
+    assert_eq!(r.json()["status"], "ok", "{}", r.text());
+}

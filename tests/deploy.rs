@@ -526,6 +526,7 @@ async fn the_openapi_document_matches_the_running_server() {
     let tg = common::Tollgate::start(&providers_policy(), &[]);
     let admin = tg.admin_token("acme", "root");
     let operator = tg.operator_token();
+    let caller = tg.token("acme", "alice");
     // Creations first, deletions last, the app itself after its authorizations.
     operations.sort_by_key(|(method, path, _, _)| match method.as_str() {
         "POST" if path == "/v1/apps" => (0, 0),
@@ -537,6 +538,7 @@ async fn the_openapi_document_matches_the_running_server() {
         let token = match op["x-tollgate-role"].as_str() {
             Some("admin") => Some(&admin),
             Some("operator") => Some(&operator),
+            Some("caller") => Some(&caller),
             _ => None,
         };
         let body = &op["requestBody"]["content"]["application/json"]["example"];

@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::endpoint::FieldErrors;
+
 /// The files of `providers/`, embedded at build time.
 const FILES: &[(&str, &str)] = &[
     (
@@ -230,6 +232,91 @@ fn is_param_value(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
+/// An admin's create document with `"provider": ID` (and `"provider_params": {...}`) made
+/// into a plain app document: the entry's fields, overridden by every other field the
+/// document gives. A document without `provider` is returned as it is. Errors name the field
+/// (`provider`, `provider_params`, `provider_params.<name>`).
+pub fn expand(doc: &Map<String, Value>) -> Result<Map<String, Value>, FieldErrors> {
+    let Some(id) = doc.get("provider") else {
+        return Ok(doc.clone());
+    };
+    let field = |k: &str, msg: String| FieldErrors::from([(k.to_string(), msg)]);
+    let Some(id) = id.as_str() else {
+        return Err(field("provider", "must be a catalog id (a string)".into()));
+    };
+    let provider = provider(id).map_err(|e| field("provider", e.to_string()))?;
+    let mut params = BTreeMap::new();
+    match doc.get("provider_params") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let Some(v) = v.as_str() else {
+                    return Err(field(
+                        &format!("provider_params.{k}"),
+                        "must be a string".into(),
+                    ));
+                };
+                params.insert(k.clone(), v.to_string());
+            }
+        }
+        Some(_) => {
+            return Err(field(
+                "provider_params",
+                "must be an object of name: value".into(),
+            ))
+        }
+    }
+    let mut out = provider
+        .app_document(&params)
+        .map_err(|e| match e.param() {
+            Some(p) => field(&format!("provider_params.{p}"), e.to_string()),
+            None => field("provider", e.to_string()),
+        })?;
+    for (k, v) in doc {
+        if k != "provider" && k != "provider_params" {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The catalog as a Markdown table (docs/providers.md holds it; a test keeps them in step).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| id | name | parameters | revocation | documentation |\n|---|---|---|---|---|\n",
+    );
+    for p in providers() {
+        let params: Vec<String> = p
+            .params
+            .keys()
+            .map(|k| match p.defaults.get(k) {
+                Some(d) => format!("`{k}` (default `{d}`)"),
+                None => format!("`{k}` (required)"),
+            })
+            .collect();
+        let revocation = if p.app.contains_key("revocation") {
+            "template"
+        } else if p.app.contains_key("revocation_url") {
+            "RFC 7009"
+        } else {
+            "none"
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | <{}> |\n",
+            p.id,
+            p.name,
+            if params.is_empty() {
+                "-".to_string()
+            } else {
+                params.join(", ")
+            },
+            revocation,
+            p.docs
+        ));
+    }
+    out
+}
+
 /// A TOML value as JSON.
 fn to_json(v: &toml::Value) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
@@ -372,5 +459,40 @@ mod tests {
         let view = provider("salesforce").unwrap().view();
         assert_eq!(view["params"][0]["default"], "login.salesforce.com");
         assert!(view["quirks"].as_array().is_some_and(|q| !q.is_empty()));
+    }
+
+    #[test]
+    fn a_create_document_naming_a_provider_is_expanded() {
+        let doc = json!({"provider": "microsoft", "provider_params": {"tenant": "contoso.example"},
+                         "id": "graph", "scopes": ["User.Read"]});
+        let out = expand(doc.as_object().unwrap()).unwrap();
+        assert_eq!(out["scopes"], json!(["User.Read"]));
+        assert_eq!(
+            out["token_url"],
+            "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token"
+        );
+        assert!(!out.contains_key("provider") && !out.contains_key("provider_params"));
+        let missing = json!({"provider": "microsoft", "id": "graph"});
+        let e = expand(missing.as_object().unwrap()).unwrap_err();
+        assert!(e["provider_params.tenant"].contains("tenant"), "{e:?}");
+        let unknown = json!({"provider": "myspace"});
+        assert!(expand(unknown.as_object().unwrap()).unwrap_err()["provider"].contains("myspace"));
+        let plain = json!({"id": "x"});
+        assert_eq!(
+            expand(plain.as_object().unwrap()).unwrap(),
+            *plain.as_object().unwrap()
+        );
+    }
+
+    #[test]
+    fn docs_providers_md_lists_the_catalog() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/providers.md"))
+                .unwrap();
+        assert!(
+            doc.contains(&markdown_table()),
+            "docs/providers.md is out of step with providers/; its table should be:\n{}",
+            markdown_table()
+        );
     }
 }

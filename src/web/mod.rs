@@ -2,7 +2,8 @@
 //! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), caller-token
 //! revocation (`/v1/tokens/revoke`, `tokens`), key operations (`/v1/keys`, `keys`), the consent
 //! pages
-//! with the OAuth callback, and the pages' sign-in (`login`).
+//! with the OAuth callback, and the pages' sign-in (`login`); the provider catalog
+//! (`/v1/providers`, `providers`).
 
 pub mod admin;
 pub mod agents;
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod listener;
 pub mod login;
 pub mod page;
+pub mod providers;
 mod times;
 pub mod tokens;
 
@@ -60,6 +62,7 @@ pub fn router(state: WebState) -> Router {
         .merge(agents::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(tokens::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(keys::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
+        .merge(providers::routes())
         .merge(consent::routes())
         .merge(login::routes())
         .fallback(not_found)
