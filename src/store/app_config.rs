@@ -12,7 +12,8 @@
 //!   the webhook templates' headers, form fields and JSON body are written as `null` (names
 //!   and the body's shape visible, values never: they hold API keys as often as
 //!   placeholders). There is no way to serialize the secrets; the store seals them one by one
-//!   ([`AppConfig::client_secret`] and [`Webhook::to_sealed_json`]);
+//!   ([`AppConfig::client_secret`], [`Webhook::to_sealed_json`] and, for the revocation
+//!   template, [`Template::to_sealed_json`]);
 //! - a PATCH that sends a masked view back gets the stored values in place of its `null`s
 //!   ([`Webhook::restore_masked`]), unless the template now points somewhere else.
 
