@@ -272,6 +272,13 @@ fn tollgate_cli(args: &[&str], tg: &Tollgate, token: &str) -> std::process::Outp
         .unwrap()
 }
 
+/// stdout of a command that must succeed.
+fn succeeded(out: std::process::Output) -> Vec<u8> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    out.stdout
+}
+
 #[tokio::test]
 async fn app_providers_and_app_create_from_the_catalog() {
     let tg = Tollgate::start(SAAS, &[]);
@@ -282,80 +289,39 @@ async fn app_providers_and_app_create_from_the_catalog() {
         .env_remove("TOLLGATE_TOKEN")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Value = serde_json::from_slice(&succeeded(out)).unwrap();
     assert_eq!(listed["providers"].as_array().unwrap().len(), 10);
     let out = tollgate_cli(&["app", "providers"], &tg, &admin);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains("instance=gitlab.com"), "{table}");
-    assert!(
-        table.contains("quirk: No token revocation endpoint"),
-        "{table}"
-    );
+    let quirk = "quirk: No token revocation endpoint";
+    assert!(table.contains(quirk), "{table}");
 
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "sk-FROM-FILE\n").unwrap();
     let secret = secret.to_str().unwrap();
-    let out = tollgate_cli(
-        &[
-            "app",
-            "create",
-            "--provider",
-            "microsoft",
-            "--id",
-            "graph",
-            "--client-id",
-            "c-2",
-            "--client-secret-file",
-            secret,
-            "--egress-policy",
-            "saas",
-        ],
-        &tg,
-        &admin,
-    );
+    let create = "app create --provider microsoft --id graph --client-id c-2 --egress-policy saas";
+    let mut args: Vec<&str> = create.split(' ').collect();
+    args.extend(["--client-secret-file", secret]);
+    let out = tollgate_cli(&args, &tg, &admin);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("provider_params.tenant"), "{err}");
-    let out = tollgate_cli(
-        &[
-            "app",
-            "create",
-            "--provider",
-            "microsoft",
-            "--id",
-            "graph",
-            "--client-id",
-            "c-2",
-            "--client-secret-file",
-            secret,
-            "--egress-policy",
-            "saas",
-            "--param",
-            "tenant=contoso.example",
-            "--scopes",
-            "openid,offline_access",
-            "--json",
-        ],
-        &tg,
-        &admin,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
+    args.extend([
+        "--param",
+        "tenant=contoso.example",
+        "--scopes",
+        "openid,offline_access",
+        "--json",
+    ]);
+    let stdout = succeeded(tollgate_cli(&args, &tg, &admin));
+    let app: Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(app["id"], "graph");
     assert_eq!(app["scopes"], json!(["openid", "offline_access"]));
     assert_eq!(app["client_secret_set"], true);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("sk-FROM-FILE"));
+    assert!(!String::from_utf8_lossy(&stdout).contains("sk-FROM-FILE"));
     // The secret is the file's, without its newline: the app validates with it stored.
     let r = web_request(tg.web, "GET", "/v1/apps/graph", Some(&admin), None).await;
     assert_eq!(r.json()["status"], "ok", "{}", r.text());

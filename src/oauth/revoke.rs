@@ -114,13 +114,13 @@ impl TokenClient {
         tokens: &TokenSet,
     ) -> Revocation {
         let inputs = Inputs {
-            client_id: &app.client_id,
-            client_secret: app.client_secret.as_ref(),
-            redirect_uri: &self.redirect_uri,
-            authorization_code: None,
-            code_verifier: None,
             refresh_token: tokens.refresh_token.as_ref(),
             access_token: Some(&tokens.access_token),
+            ..Inputs::of_client(
+                &app.client_id,
+                app.client_secret.as_ref(),
+                &self.redirect_uri,
+            )
         };
         let req = match template.request(&inputs) {
             Ok(req) => req,

@@ -28,7 +28,24 @@ pub struct Inputs<'a> {
     pub access_token: Option<&'a Secret>,
 }
 
-impl Inputs<'_> {
+impl<'a> Inputs<'a> {
+    /// The inputs every request has: the client and the redirect URI; the rest empty.
+    pub fn of_client(
+        client_id: &'a str,
+        client_secret: Option<&'a Secret>,
+        redirect_uri: &'a str,
+    ) -> Self {
+        Inputs {
+            client_id,
+            client_secret,
+            redirect_uri,
+            authorization_code: None,
+            code_verifier: None,
+            refresh_token: None,
+            access_token: None,
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         match name {
             "client_id" => Some(self.client_id),
