@@ -30,7 +30,43 @@ mod validate;
 pub use crate::store::app_config::{Outputs, Step, Template, TemplateAuth, Webhook};
 pub(crate) use render::basic_credentials;
 pub use render::Inputs;
-pub use validate::{revocation_of, validate, validate_revocation, Context};
+pub use validate::{validate, validate_revocation, Context};
+
+use crate::oauth::endpoint::FieldErrors;
+use crate::policy::PolicySet;
+use crate::store::AppConfig;
+
+/// The revocation template of `config` (an app of `org` sending through `app_policy`),
+/// checked by [`validate_revocation`]; refused next to an RFC 7009 `revocation_url`, which
+/// it would silently override.
+pub fn revocation_of(
+    config: &AppConfig,
+    org: &str,
+    app_policy: &str,
+    policies: &PolicySet,
+    errs: &mut FieldErrors,
+) -> Option<Template> {
+    let template = config.revocation.as_ref()?;
+    if config
+        .revocation_url
+        .as_deref()
+        .is_some_and(|u| !u.is_empty())
+    {
+        errs.insert(
+            "revocation".into(),
+            "give revocation_url (RFC 7009) or revocation (a request template), not both".into(),
+        );
+        return None;
+    }
+    let ctx = Context {
+        org,
+        app_policy,
+        policies,
+        pkce: config.pkce,
+        has_secret: config.client_secret.is_some(),
+    };
+    validate_revocation(template, &ctx, errs)
+}
 
 /// Every placeholder a template may name.
 const PLACEHOLDERS: &[&str] = &[

@@ -8,7 +8,6 @@ use super::{pieces, Outputs, Piece, Step, Template, TemplateAuth, Webhook, PLACE
 use crate::oauth::endpoint::{check_url, token_endpoint_problem, FieldErrors};
 use crate::policy::PolicySet;
 use crate::store::app_config::MASKED_FORM_VALUE;
-use crate::store::AppConfig;
 
 /// Headers a template may not set: tollgate frames the request itself (length, encoding,
 /// connection management, `Host` from the URL), and proxy headers make no sense on a request
@@ -96,38 +95,6 @@ pub fn validate_revocation(
     errs: &mut FieldErrors,
 ) -> Option<Template> {
     validate_template(t, Step::Revoke, ctx.app_policy, ctx, errs)
-}
-
-/// The revocation template of `config` (an app of `org` sending through `app_policy`),
-/// checked by [`validate_revocation`]; refused next to an RFC 7009 `revocation_url`, which
-/// it would silently override.
-pub fn revocation_of(
-    config: &AppConfig,
-    org: &str,
-    app_policy: &str,
-    policies: &PolicySet,
-    errs: &mut FieldErrors,
-) -> Option<Template> {
-    let template = config.revocation.as_ref()?;
-    if config
-        .revocation_url
-        .as_deref()
-        .is_some_and(|u| !u.is_empty())
-    {
-        errs.insert(
-            "revocation".into(),
-            "give revocation_url (RFC 7009) or revocation (a request template), not both".into(),
-        );
-        return None;
-    }
-    let ctx = Context {
-        org,
-        app_policy,
-        policies,
-        pkce: config.pkce,
-        has_secret: config.client_secret.is_some(),
-    };
-    validate_revocation(template, &ctx, errs)
 }
 
 fn validate_template(
