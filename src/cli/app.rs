@@ -35,11 +35,19 @@ pub struct Target {
 /// `tollgate app` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AppCommand {
-    /// Create an app from a TOML or JSON file.
+    /// Create an app from a TOML or JSON file, or from a catalog entry (`--provider`).
     Create {
-        /// The app file (`.toml` or `.json`).
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        /// The app file (`.toml` or `.json`); with `--provider`, fields overriding the entry.
+        #[arg(short = 'f', long = "file", required_unless_present = "provider")]
+        file: Option<PathBuf>,
+        /// The catalog entry and the admin's fields.
+        #[command(flatten)]
+        catalog: super::providers::FromCatalog,
+    },
+    /// List the provider catalog (`app create --provider`), or show one entry.
+    Providers {
+        /// A catalog id: show that entry with its parameters.
+        id: Option<String>,
     },
     /// List the org's apps.
     List,
@@ -101,13 +109,19 @@ pub enum AppCommand {
 
 /// Runs an `app` subcommand.
 pub async fn run(target: &Target, cmd: AppCommand) -> anyhow::Result<()> {
+    // The embedded catalog: no server, no token.
+    if let AppCommand::Providers { id } = &cmd {
+        return super::providers::run(id.as_deref(), target.json);
+    }
     let api = Api::new(target)?;
     match cmd {
-        AppCommand::Create { file } => {
-            let body = load_app_file(&file)?;
+        AppCommand::Create { file, catalog } => {
+            let file = file.as_deref().map(load_app_file).transpose()?;
+            let body = catalog.document(file)?;
             let app = api.call(Method::POST, "/v1/apps", Some(body)).await?;
             print_app(target.json, &app);
         }
+        AppCommand::Providers { id } => super::providers::run(id.as_deref(), target.json)?,
         AppCommand::List => {
             let out = api.call(Method::GET, "/v1/apps", None).await?;
             if target.json {

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod keys;
 pub mod policy;
 pub mod policy_test;
+pub mod providers;
 pub mod serve;
 pub mod store;
 pub mod token;

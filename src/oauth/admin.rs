@@ -152,7 +152,7 @@ impl AppAdmin<'_> {
     /// Changes the fields `patch` sets ([`app::patched`] has the rules).
     ///
     /// An update that moves a provider endpoint (`authorize_url`, `token_url`,
-    /// `revocation_url`, a webhook request URL) to another host must send `client_secret`
+    /// `revocation_url`, a webhook request URL, the revocation template's URL) to another host must send `client_secret`
     /// too ([`AdminError::SecretRequired`]) when the app has one, and starts a new generation
     /// in the same write: the users' tokens belong to the old provider and are dropped (and
     /// revoked there), so no stored refresh token is ever sent to the new host.
@@ -284,13 +284,13 @@ impl AppAdmin<'_> {
         }
     }
 
-    /// Revokes `tokens` at the app's provider in the background (RFC 7009, best effort);
-    /// nothing to do when the app has no `revocation_url`.
+    /// Revokes `tokens` at the app's provider in the background (RFC 7009 or the app's
+    /// revocation template, best effort); nothing to do when the app has neither.
     fn revoke_in_background(&self, app: App, tokens: Vec<TokenSet>) {
-        if app.revocation_url.is_none() || tokens.is_empty() {
+        let client = self.oauth.tokens.clone();
+        if !client.can_revoke(&app) || tokens.is_empty() {
             return;
         }
-        let client = self.oauth.tokens.clone();
         tokio::spawn(async move {
             for t in &tokens {
                 client.revoke(&app, t).await;
@@ -339,6 +339,10 @@ pub fn moved_endpoints(old: &AppConfig, new: &AppConfig) -> Vec<String> {
         if moved(was, Some(&t.url)) {
             out.push(format!("webhook.{}.url", step.name()));
         }
+    }
+    let was = old.revocation.as_ref().map(|t| t.url.as_str());
+    if moved(was, new.revocation.as_ref().map(|t| t.url.as_str())) {
+        out.push("revocation.url".into());
     }
     out
 }

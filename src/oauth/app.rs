@@ -140,6 +140,9 @@ pub fn patched(
     if let (Some(w), Some(view)) = (&stored.webhook, merged.get_mut("webhook")) {
         w.restore_masked(view, same_origin);
     }
+    if let (Some(r), Some(view)) = (&stored.revocation, merged.get_mut("revocation")) {
+        r.restore_masked(view, same_origin);
+    }
     let mut config = parse(&merged)?;
     if config.client_secret.is_none() {
         config.client_secret = stored.client_secret.clone();
@@ -317,6 +320,7 @@ pub fn validate(
     if let Some(r) = &revocation_url {
         check_url("revocation_url", r, &mut errs);
     }
+    let revocation = webhook::revocation_of(&config, org, &egress_policy, policies, &mut errs);
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -332,6 +336,7 @@ pub fn validate(
         issuer,
         revocation_url,
         webhook,
+        revocation,
         ..config
     })
 }

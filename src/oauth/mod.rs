@@ -11,6 +11,8 @@
 //! - [`token`]: the `oauth2`-crate client for authorization URLs, code exchange, refresh and
 //!   revocation, sent through tollgate's own egress ([`egress`]); what they yield is a
 //!   [`grant::Grant`];
+//! - [`revoke`]: revocation at the provider (RFC 7009, or the app's request template);
+//! - [`catalog`]: the embedded provider catalog (`providers/*.toml`);
 //! - [`webhook`]: the legacy webhook handshake's request templates.
 //!
 //! `web` translates HTTP into calls on [`OAuth`]; it does not touch the store.
@@ -26,6 +28,7 @@ pub mod flow;
 pub mod grant;
 pub mod index;
 pub mod inject;
+pub mod revoke;
 pub mod token;
 pub mod webhook;
 

@@ -1,7 +1,7 @@
 //! Talking to a provider with the `oauth2` crate: the authorization URL, the code exchange
-//! and the refresh; plus RFC 7009 revocation (by hand, see [`TokenClient::revoke`]); all sent
-//! through [`Egress`] (the app's policy, the
-//! address guard, no redirects, never through injection).
+//! and the refresh; all sent through [`Egress`] (the app's policy, the address guard, no
+//! redirects, never through injection). Revocation ([`TokenClient::revoke`]) is in
+//! `oauth::revoke`.
 //!
 //! Real providers bend RFC 6749 §5.1 in ways the `oauth2` crate rejects: `expires_in` as a
 //! string, `token_type` missing, errors delivered with status 200, JSON sent as `text/plain`.
@@ -16,7 +16,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
 use oauth2::basic::BasicClient;
@@ -29,8 +28,9 @@ use serde_json::{Map, Value};
 
 use super::egress::{Egress, EgressError};
 use super::grant::{seconds, Grant, TokenError};
+pub use super::revoke::Revocation;
 use super::webhook::{Inputs, Template, Webhook};
-use crate::store::{App, ClientAuth, Handshake, Secret, TokenSet};
+use crate::store::{App, ClientAuth, Handshake, Secret};
 
 /// The `oauth2` client type for one app: authorization and token endpoints set.
 type AppClient =
@@ -44,9 +44,9 @@ type AuthorizeClient =
 /// Builds authorization URLs and talks to token and revocation endpoints.
 pub struct TokenClient {
     /// The egress path every provider call takes.
-    egress: Arc<Egress>,
+    pub(super) egress: Arc<Egress>,
     /// `{public_url}/oauth/callback`, the same for every app.
-    redirect_uri: String,
+    pub(super) redirect_uri: String,
 }
 
 impl TokenClient {
@@ -135,6 +135,7 @@ impl TokenClient {
                 authorization_code: Some(code),
                 code_verifier: pkce_verifier,
                 refresh_token: None,
+                access_token: None,
             };
             let webhook = webhook_of(app)?;
             return self
@@ -182,6 +183,7 @@ impl TokenClient {
                 authorization_code: None,
                 code_verifier: None,
                 refresh_token: Some(refresh_token),
+                access_token: None,
             };
             return self.send_webhook(app, webhook, template, &inputs).await;
         }
@@ -194,91 +196,6 @@ impl TokenClient {
             .await
             .map_err(map_error)?;
         Ok(grant_of(&resp))
-    }
-
-    /// Revokes a user's tokens at the provider (RFC 7009), refresh token first (which, per
-    /// §2.1, should also invalidate the access tokens of the grant), then the access token.
-    /// Failures are logged and returned as a [`Revocation`] for the pages to show, never as
-    /// an error: the grant is deleted whatever the provider says.
-    ///
-    /// Built by hand rather than with `oauth2`'s `revoke_token`: the crate refuses any
-    /// revocation endpoint that is not `https`, while DESIGN allows `http` for loopback and
-    /// private providers, as for the token endpoint. The request is a form POST with the
-    /// same client authentication the token endpoint uses.
-    pub async fn revoke(&self, app: &App, tokens: &TokenSet) -> Revocation {
-        let Some(url) = &app.revocation_url else {
-            return Revocation::NotSupported;
-        };
-        let mut list = Vec::new();
-        if let Some(rt) = &tokens.refresh_token {
-            list.push(("refresh_token", rt));
-        }
-        list.push(("access_token", &tokens.access_token));
-        let mut outcome = Revocation::Confirmed;
-        for (kind, token) in list {
-            let result = match revocation_request(app, url, kind, token) {
-                Ok(req) => self.egress.send(&app.egress_policy, &app.org, req).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(resp) if resp.status().is_success() => tracing::info!(
-                    org = %app.org, app = %app.id, user = %tokens.user, kind,
-                    "token revoked at the provider"
-                ),
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    tracing::warn!(
-                        org = %app.org, app = %app.id, user = %tokens.user, kind, status,
-                        "the provider refused to revoke a token"
-                    );
-                    outcome = outcome.worst(Revocation::Refused { status });
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        org = %app.org, app = %app.id, user = %tokens.user, kind, error = %e,
-                        "token revocation at the provider failed"
-                    );
-                    outcome = outcome.worst(Revocation::Failed {
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        }
-        outcome
-    }
-}
-
-/// What the provider said when asked to revoke a user's tokens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Revocation {
-    /// The provider answered 2xx to every revocation request.
-    Confirmed,
-    /// The app has no way to revoke at its provider (no revocation endpoint).
-    NotSupported,
-    /// The provider answered with this non-2xx status.
-    Refused {
-        /// The HTTP status of the provider's answer.
-        status: u16,
-    },
-    /// The provider could not be reached or the request could not be built.
-    Failed {
-        /// Why, for people; never a token.
-        reason: String,
-    },
-}
-
-impl Revocation {
-    /// Of two outcomes of one revocation, the one to report: any failure beats a success.
-    fn worst(self, other: Revocation) -> Revocation {
-        match self {
-            Revocation::Confirmed | Revocation::NotSupported => other,
-            failed => failed,
-        }
-    }
-
-    /// Whether the provider confirmed the revocation.
-    pub fn confirmed(&self) -> bool {
-        matches!(self, Revocation::Confirmed)
     }
 }
 
@@ -308,45 +225,6 @@ fn webhook_of(app: &App) -> Result<&Webhook, TokenError> {
     app.webhook
         .as_ref()
         .ok_or_else(|| TokenError::Config(format!("app {:?} has no webhook handshake", app.id)))
-}
-
-/// An RFC 7009 §2.1 request: `token` and `token_type_hint` in a form body, the client
-/// authenticated as at the token endpoint (RFC 6749 §2.3.1: Basic with form-encoded id and
-/// secret, or both in the body).
-fn revocation_request(
-    app: &App,
-    url: &str,
-    kind: &str,
-    token: &Secret,
-) -> Result<HttpRequest, EgressError> {
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("token", token.expose())
-        .append_pair("token_type_hint", kind);
-    let mut req = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(url)
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(http::header::ACCEPT, "application/json");
-    match (&app.client_auth, &app.client_secret) {
-        (ClientAuth::Basic, Some(secret)) => {
-            let enc =
-                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let pair = format!("{}:{}", enc(&app.client_id), enc(secret.expose()));
-            let value = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            );
-            req = req.header(http::header::AUTHORIZATION, value);
-        }
-        (_, secret) => {
-            form.append_pair("client_id", &app.client_id);
-            if let Some(s) = secret {
-                form.append_pair("client_secret", s.expose());
-            }
-        }
-    }
-    req.body(form.finish().into_bytes())
-        .map_err(|_| EgressError::BadUrl(url.to_string()))
 }
 
 fn grant_of(resp: &oauth2::basic::BasicTokenResponse) -> Grant {

@@ -12,7 +12,8 @@
 //!   the webhook templates' headers, form fields and JSON body are written as `null` (names
 //!   and the body's shape visible, values never: they hold API keys as often as
 //!   placeholders). There is no way to serialize the secrets; the store seals them one by one
-//!   ([`AppConfig::client_secret`] and [`Webhook::to_sealed_json`]);
+//!   ([`AppConfig::client_secret`], [`Webhook::to_sealed_json`] and, for the revocation
+//!   template, [`Template::to_sealed_json`]);
 //! - a PATCH that sends a masked view back gets the stored values in place of its `null`s
 //!   ([`Webhook::restore_masked`]), unless the template now points somewhere else.
 
@@ -104,6 +105,11 @@ pub struct AppConfig {
     /// token get`): for code that calls the provider itself rather than through the proxy.
     /// Off by default: a token that leaves tollgate can no longer be confined by policy.
     pub expose_token: bool,
+    /// Revocation at a provider without RFC 7009 (GitHub's `DELETE
+    /// /applications/{client_id}/grant`, Slack's `auth.revoke`), as a request template with
+    /// `{access_token}` and `{refresh_token}` among its inputs; used instead of
+    /// `revocation_url` when set. Sealed at rest as a whole, like `webhook`.
+    pub revocation: Option<Template>,
 }
 
 impl Default for AppConfig {
@@ -131,6 +137,7 @@ impl Default for AppConfig {
             handshake: Handshake::default(),
             webhook: None,
             expose_token: false,
+            revocation: None,
         }
     }
 }
@@ -185,10 +192,39 @@ pub struct Template {
         serialize_with = "json_shape_only"
     )]
     pub json: Option<Value>,
-    /// Where the results are in the response. Required: absent, it is empty, which
-    /// validation reports as missing.
-    #[serde(default)]
+    /// Where the results are in the response. Required in the handshake's templates:
+    /// absent, it is empty, which validation reports as missing. Not used by a revocation
+    /// template (see `ok_json`).
+    #[serde(default, skip_serializing_if = "Outputs::is_unset")]
     pub outputs: Outputs,
+    /// Client authentication added to the request: HTTP Basic with the client id and secret,
+    /// or the user's access token as a bearer token (revocation only).
+    #[serde(default, skip_serializing_if = "TemplateAuth::is_none")]
+    pub auth: TemplateAuth,
+    /// Revocation only: a JSON pointer into the response that must be `true` for the
+    /// provider to have confirmed (Slack answers failures with 200 and `{"ok": false}`).
+    /// Without it, any 2xx confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_json: Option<String>,
+}
+
+/// How a template's request authenticates, beyond what its headers say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateAuth {
+    /// Nothing added.
+    #[default]
+    None,
+    /// `Authorization: Basic` with the client id and secret (RFC 6749 §2.3.1).
+    Basic,
+    /// `Authorization: Bearer` with the user's access token (revocation only).
+    Bearer,
+}
+
+impl TemplateAuth {
+    fn is_none(&self) -> bool {
+        *self == TemplateAuth::None
+    }
 }
 
 /// JSON pointers (RFC 6901) into a handshake response.
@@ -210,13 +246,15 @@ pub struct Outputs {
     pub expires_in: Option<String>,
 }
 
-/// Which of the two requests a template is; decides the placeholders it may use.
+/// Which request a template is; decides the placeholders it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// The code exchange.
     Token,
     /// The refresh.
     Refresh,
+    /// The revocation at the provider ([`AppConfig::revocation`]).
+    Revoke,
 }
 
 impl Step {
@@ -225,7 +263,15 @@ impl Step {
         match self {
             Step::Token => "token",
             Step::Refresh => "refresh",
+            Step::Revoke => "revocation",
         }
+    }
+}
+
+impl Outputs {
+    /// Whether no pointer is set (a revocation template, or a template missing them).
+    pub fn is_unset(&self) -> bool {
+        *self == Outputs::default()
     }
 }
 
@@ -248,30 +294,9 @@ impl Webhook {
     /// `same_target` says points elsewhere now gets nothing back: its secrets must be sent
     /// again, or they would follow the URL to the new host.
     pub fn restore_masked(&self, view: &mut Value, same_target: impl Fn(&str, &str) -> bool) {
-        let plain = self.to_sealed_json();
         for (step, stored) in self.templates() {
-            let Some(Value::Object(t)) = view.get_mut(step.name()) else {
-                continue;
-            };
-            let url = t.get("url").and_then(Value::as_str).unwrap_or_default();
-            if !same_target(url, &stored.url) {
-                continue;
-            }
-            if let Some(Value::Object(headers)) = t.get_mut("headers") {
-                for (name, value) in headers.iter_mut() {
-                    let old = stored
-                        .headers
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name));
-                    if let (true, Some((_, Some(secret)))) = (value.is_null(), old) {
-                        *value = Value::from(secret.expose());
-                    }
-                }
-            }
-            for body in ["form", "json"] {
-                if let (Some(new), Some(old)) = (t.get_mut(body), plain[step.name()].get(body)) {
-                    fill_nulls(new, old);
-                }
+            if let Some(t) = view.get_mut(step.name()) {
+                stored.restore_masked(t, &same_target);
             }
         }
     }
@@ -282,26 +307,74 @@ impl Webhook {
         // Plain strings, maps and JSON values: serializing cannot fail.
         let mut json = serde_json::to_value(self).unwrap_or(Value::Null);
         for (step, template) in self.templates() {
-            let Some(Value::Object(t)) = json.get_mut(step.name()) else {
-                continue;
-            };
-            if let Some(Value::Object(headers)) = t.get_mut("headers") {
-                for (name, value) in &template.headers {
-                    let value = value.as_ref().map(|v| Value::from(v.expose()));
-                    headers.insert(name.clone(), value.unwrap_or(Value::Null));
-                }
-            }
-            if let Some(form) = &template.form {
-                let form = form
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())));
-                t.insert("form".into(), Value::Object(form.collect()));
-            }
-            if let Some(body) = &template.json {
-                t.insert("json".into(), body.clone());
+            if let Some(Value::Object(t)) = json.get_mut(step.name()) {
+                *t = template.sealed_fields();
             }
         }
         json
+    }
+}
+
+impl Template {
+    /// For a PATCH: in `view` (this template's JSON in the merged document), every `null`
+    /// where `self` (the stored template) has a value takes the stored value: header values
+    /// (names compared case-insensitively), form values and JSON body values. Nothing is
+    /// restored when `same_target` says the view's URL points elsewhere now: the secrets
+    /// must be sent again, or they would follow the URL to the new host.
+    pub fn restore_masked(&self, view: &mut Value, same_target: impl Fn(&str, &str) -> bool) {
+        let Value::Object(t) = view else {
+            return;
+        };
+        let url = t.get("url").and_then(Value::as_str).unwrap_or_default();
+        if !same_target(url, &self.url) {
+            return;
+        }
+        if let Some(Value::Object(headers)) = t.get_mut("headers") {
+            for (name, value) in headers.iter_mut() {
+                let old = self
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name));
+                if let (true, Some((_, Some(secret)))) = (value.is_null(), old) {
+                    *value = Value::from(secret.expose());
+                }
+            }
+        }
+        let plain = self.sealed_fields();
+        for body in ["form", "json"] {
+            if let (Some(new), Some(old)) = (t.get_mut(body), plain.get(body)) {
+                fill_nulls(new, old);
+            }
+        }
+    }
+
+    /// The template as JSON with its header, form and JSON body values: the plaintext the
+    /// store seals, and nothing else. [`Template`]'s own serialization masks them.
+    pub(crate) fn to_sealed_json(&self) -> Value {
+        Value::Object(self.sealed_fields())
+    }
+
+    fn sealed_fields(&self) -> serde_json::Map<String, Value> {
+        // Plain strings, maps and JSON values: serializing cannot fail.
+        let Ok(Value::Object(mut t)) = serde_json::to_value(self) else {
+            return serde_json::Map::new();
+        };
+        if let Some(Value::Object(headers)) = t.get_mut("headers") {
+            for (name, value) in &self.headers {
+                let value = value.as_ref().map(|v| Value::from(v.expose()));
+                headers.insert(name.clone(), value.unwrap_or(Value::Null));
+            }
+        }
+        if let Some(form) = &self.form {
+            let form = form
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())));
+            t.insert("form".into(), Value::Object(form.collect()));
+        }
+        if let Some(body) = &self.json {
+            t.insert("json".into(), body.clone());
+        }
+        t
     }
 }
 
@@ -314,6 +387,8 @@ impl fmt::Debug for Template {
             .field("form", &self.form.as_ref().map(|_| "..."))
             .field("json", &self.json.as_ref().map(|_| "..."))
             .field("outputs", &self.outputs)
+            .field("auth", &self.auth)
+            .field("ok_json", &self.ok_json)
             .finish()
     }
 }

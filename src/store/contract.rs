@@ -96,6 +96,7 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     let (f, clock) = fresh();
     token_revocations::token_revocations(f, clock).await;
     reseal::store_key_reseal(fresh().0).await;
+    a_revocation_template_is_sealed_and_round_trips(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.
@@ -587,4 +588,37 @@ async fn change_events(f: Fixture) {
     assert_eq!(drain(&late, &mut late_seqs), vec![app("crm")]);
     assert_eq!(drain(&changes, &mut seqs), vec![app("crm")]);
     assert_eq!(late_seqs.last(), seqs.last());
+}
+
+/// An app's revocation template (catalog issue) is stored with its header and body values,
+/// sealed: they read back as written and never appear in the backend's files.
+async fn a_revocation_template_is_sealed_and_round_trips(f: Fixture) {
+    let s = &*f.store;
+    let mut app = sample_app("acme", "revoking");
+    app.config.revocation = Some(
+        serde_json::from_value(serde_json::json!({
+            "method": "DELETE",
+            "url": "https://api.github.com/applications/{client_id}/grant",
+            "auth": "basic",
+            "headers": {"X-Revoke-Key": "revoke-PLAINTEXT-555"},
+            "json": {"access_token": "{access_token}", "k": "revoke-BODY-PLAINTEXT-556"},
+            "ok_json": "/ok"
+        }))
+        .unwrap(),
+    );
+    let created = s.create_app(app.clone()).await.unwrap();
+    assert_eq!(created.revocation, app.revocation);
+    let read = s.get_app("acme", "revoking").await.unwrap().unwrap();
+    assert_eq!(read.revocation, app.revocation);
+    let mut edit = read.clone();
+    edit.config.revocation = None;
+    let updated = s.update_app(edit).await.unwrap();
+    assert_eq!(updated.revocation, None);
+    let mut again = updated.clone();
+    again.config.revocation = app.config.revocation.clone();
+    s.update_app(again).await.unwrap();
+    let read = s.get_app("acme", "revoking").await.unwrap().unwrap();
+    assert_eq!(read.revocation, app.revocation);
+    assert!(!f.tamper.raw_contains(b"revoke-PLAINTEXT-555"));
+    assert!(!f.tamper.raw_contains(b"revoke-BODY-PLAINTEXT-556"));
 }

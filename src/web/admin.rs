@@ -22,6 +22,7 @@ use super::WebState;
 use crate::identity::Caller;
 use crate::oauth::admin::{AdminError, AppAdmin};
 use crate::oauth::app::FieldErrors;
+use crate::oauth::catalog;
 use crate::store::{App, StoreError};
 
 /// Most audit events one request returns.
@@ -69,7 +70,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(fields: FieldErrors) -> Self {
+    pub(super) fn invalid(fields: FieldErrors) -> Self {
         let names: Vec<&str> = fields.keys().map(String::as_str).collect();
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -254,6 +255,8 @@ async fn create_app(
     body: Bytes,
 ) -> ApiResult<Response> {
     let doc = parse_body(&body)?;
+    // `"provider": ID` starts from that catalog entry (docs/providers.md).
+    let doc = catalog::expand(&doc).map_err(ApiError::invalid)?;
     let admin = state.oauth.admin(&admin);
     let app = admin.create(&doc).await?;
     let location = format!("/v1/apps/{}", app.id);

@@ -4,7 +4,8 @@
 //! pages
 //! with the OAuth callback, the pages' sign-in (`login`), and a caller's own connections and
 //! tokens for code (`/v1/me`, `me`) and
-//! the page of the same (`/connections`, `connections`).
+//! the page of the same (`/connections`, `connections`); the provider catalog
+//! (`/v1/providers`, `providers`).
 
 pub mod admin;
 pub mod agents;
@@ -17,6 +18,7 @@ pub mod listener;
 pub mod login;
 pub mod me;
 pub mod page;
+pub mod providers;
 mod times;
 pub mod tokens;
 
@@ -65,6 +67,7 @@ pub fn router(state: WebState) -> Router {
         .merge(tokens::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(keys::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(me::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
+        .merge(providers::routes())
         .merge(consent::routes())
         .merge(connections::routes())
         .merge(login::routes())

@@ -11,6 +11,12 @@
 //! - [`Template::request`] renders a template into a request and [`Outputs::grant`] reads the
 //!   response through its JSON pointers (RFC 6901) (in `render.rs`).
 //!
+//! The same templates describe revocation at providers without RFC 7009 (an app's
+//! `revocation`, [`Step::Revoke`], sent by `oauth::revoke`): there `{access_token}` is an
+//! input, `{client_id}` may also appear in the URL's path (GitHub's
+//! `/applications/{client_id}/grant`), `DELETE` is a method, and `ok_json` instead of
+//! `outputs` says whether the provider confirmed ([`validate_revocation`]).
+//!
 //! Templates use `{name}` placeholders in header values, form values and JSON string values
 //! at any depth; `{{` and `}}` are literal braces. Unknown placeholders, and placeholders
 //! that have no value in a template (`{refresh_token}` in the token request,
@@ -21,9 +27,46 @@
 mod render;
 mod validate;
 
-pub use crate::store::app_config::{Outputs, Step, Template, Webhook};
+pub use crate::store::app_config::{Outputs, Step, Template, TemplateAuth, Webhook};
+pub(crate) use render::basic_credentials;
 pub use render::Inputs;
-pub use validate::{validate, Context};
+pub use validate::{validate, validate_revocation, Context};
+
+use crate::oauth::endpoint::FieldErrors;
+use crate::policy::PolicySet;
+use crate::store::AppConfig;
+
+/// The revocation template of `config` (an app of `org` sending through `app_policy`),
+/// checked by [`validate_revocation`]; refused next to an RFC 7009 `revocation_url`, which
+/// it would silently override.
+pub fn revocation_of(
+    config: &AppConfig,
+    org: &str,
+    app_policy: &str,
+    policies: &PolicySet,
+    errs: &mut FieldErrors,
+) -> Option<Template> {
+    let template = config.revocation.as_ref()?;
+    if config
+        .revocation_url
+        .as_deref()
+        .is_some_and(|u| !u.is_empty())
+    {
+        errs.insert(
+            "revocation".into(),
+            "give revocation_url (RFC 7009) or revocation (a request template), not both".into(),
+        );
+        return None;
+    }
+    let ctx = Context {
+        org,
+        app_policy,
+        policies,
+        pkce: config.pkce,
+        has_secret: config.client_secret.is_some(),
+    };
+    validate_revocation(template, &ctx, errs)
+}
 
 /// Every placeholder a template may name.
 const PLACEHOLDERS: &[&str] = &[
@@ -33,6 +76,7 @@ const PLACEHOLDERS: &[&str] = &[
     "authorization_code",
     "code_verifier",
     "refresh_token",
+    "access_token",
 ];
 
 /// One piece of a template string.

@@ -1,11 +1,12 @@
 //! Rendering a template into a request ([`Template::request`]) and reading the response
 //! through the output pointers ([`Outputs::grant`]).
 
-use http::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use base64::Engine as _;
+use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::Method;
 use serde_json::Value;
 
-use super::{pieces, Outputs, Piece, Template};
+use super::{pieces, Outputs, Piece, Template, TemplateAuth};
 use crate::oauth::grant::{seconds, Grant, TokenError};
 use crate::store::Secret;
 
@@ -21,11 +22,30 @@ pub struct Inputs<'a> {
     pub authorization_code: Option<&'a str>,
     /// `{code_verifier}` (token step, PKCE).
     pub code_verifier: Option<&'a Secret>,
-    /// `{refresh_token}` (refresh step).
+    /// `{refresh_token}` (refresh step, revocation).
     pub refresh_token: Option<&'a Secret>,
+    /// `{access_token}` (revocation), also the token of `auth = "bearer"`.
+    pub access_token: Option<&'a Secret>,
 }
 
-impl Inputs<'_> {
+impl<'a> Inputs<'a> {
+    /// The inputs every request has: the client and the redirect URI; the rest empty.
+    pub fn of_client(
+        client_id: &'a str,
+        client_secret: Option<&'a Secret>,
+        redirect_uri: &'a str,
+    ) -> Self {
+        Inputs {
+            client_id,
+            client_secret,
+            redirect_uri,
+            authorization_code: None,
+            code_verifier: None,
+            refresh_token: None,
+            access_token: None,
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         match name {
             "client_id" => Some(self.client_id),
@@ -34,6 +54,7 @@ impl Inputs<'_> {
             "authorization_code" => self.authorization_code,
             "code_verifier" => self.code_verifier.map(Secret::expose),
             "refresh_token" => self.refresh_token.map(Secret::expose),
+            "access_token" => self.access_token.map(Secret::expose),
             _ => None,
         }
     }
@@ -72,14 +93,35 @@ fn render_json(v: &Value, inputs: &Inputs<'_>) -> Result<Value, String> {
     })
 }
 
+/// `Authorization: Basic` for a client (RFC 6749 §2.3.1: id and secret form-encoded first).
+pub(crate) fn basic_credentials(client_id: &str, secret: &Secret) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", enc(client_id), enc(secret.expose()));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// The URL with `{client_id}` substituted, percent-encoded as a path segment (validation
+/// allows no other placeholder there, and that one only in revocation templates).
+fn render_url(url: &str, inputs: &Inputs<'_>) -> String {
+    if !url.contains("{client_id}") {
+        return url.to_string();
+    }
+    let id: String = url::form_urlencoded::byte_serialize(inputs.client_id.as_bytes()).collect();
+    url.replace("{client_id}", &id.replace('+', "%20"))
+}
+
 impl Template {
-    /// The request for `inputs`: rendered headers and body, `Accept: application/json`
-    /// unless the template sets its own, and the body's content type.
+    /// The request for `inputs`: rendered URL, headers and body, `Accept: application/json`
+    /// unless the template sets its own, the body's content type, and the `auth` header.
     pub fn request(&self, inputs: &Inputs<'_>) -> Result<http::Request<Vec<u8>>, TokenError> {
-        let config = |e: String| TokenError::Config(format!("webhook handshake: {e}"));
+        let config = |e: String| TokenError::Config(format!("request template: {e}"));
         let method = Method::from_bytes(self.method.as_bytes())
             .map_err(|_| config(format!("invalid method {:?}", self.method)))?;
-        let mut req = http::Request::builder().method(method).uri(&self.url);
+        let url = render_url(&self.url, inputs);
+        let mut req = http::Request::builder().method(method).uri(&url);
         let (content_type, body) = match (&self.form, &self.json) {
             (Some(form), _) => {
                 let mut ser = url::form_urlencoded::Serializer::new(String::new());
@@ -107,6 +149,27 @@ impl Template {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let auth = match self.auth {
+            TemplateAuth::None => None,
+            TemplateAuth::Basic => Some(basic_credentials(
+                inputs.client_id,
+                inputs
+                    .client_secret
+                    .ok_or_else(|| config("auth = \"basic\" needs a client_secret".into()))?,
+            )),
+            TemplateAuth::Bearer => Some(format!(
+                "Bearer {}",
+                inputs
+                    .access_token
+                    .ok_or_else(|| config("auth = \"bearer\" needs an access token".into()))?
+                    .expose()
+            )),
+        };
+        if let Some(auth) = auth {
+            let value = HeaderValue::from_str(&auth)
+                .map_err(|_| config("the credentials are not a header value".into()))?;
+            headers.insert(AUTHORIZATION, value);
+        }
         for (name, value) in &self.headers {
             let value = value
                 .as_ref()
@@ -249,6 +312,7 @@ mod tests {
             authorization_code: Some("code-1"),
             code_verifier: Some(&verifier),
             refresh_token: None,
+            access_token: None,
         };
         let req = w.token.request(&inputs).unwrap();
         assert_eq!(req.method(), Method::POST);
@@ -361,5 +425,47 @@ mod tests {
             eprintln!("case: {}", c.name);
             (c.check)(r);
         }
+    }
+
+    #[test]
+    fn revocation_templates_render_the_url_and_the_auth() {
+        let t: Template = serde_json::from_value(serde_json::json!({
+            "method": "DELETE",
+            "url": "https://api.example/applications/{client_id}/grant",
+            "auth": "basic",
+            "json": {"access_token": "{access_token}"},
+        }))
+        .unwrap();
+        let (secret, at) = (Secret::new("s:1"), Secret::new("at-1"));
+        let inputs = Inputs {
+            client_id: "id/1",
+            client_secret: Some(&secret),
+            redirect_uri: "https://tg/oauth/callback",
+            authorization_code: None,
+            code_verifier: None,
+            refresh_token: None,
+            access_token: Some(&at),
+        };
+        let req = t.request(&inputs).unwrap();
+        assert_eq!(req.method(), Method::DELETE);
+        assert_eq!(
+            req.uri().to_string(),
+            "https://api.example/applications/id%2F1/grant"
+        );
+        // base64("id%2F1:s%3A1")
+        assert_eq!(req.headers()[AUTHORIZATION], "Basic aWQlMkYxOnMlM0Ex");
+        assert_eq!(req.body(), br#"{"access_token":"at-1"}"#);
+        let bearer = Template {
+            auth: TemplateAuth::Bearer,
+            json: None,
+            ..t
+        };
+        let req = bearer.request(&inputs).unwrap();
+        assert_eq!(req.headers()[AUTHORIZATION], "Bearer at-1");
+        let none = Inputs {
+            access_token: None,
+            ..inputs
+        };
+        assert!(bearer.request(&none).is_err());
     }
 }

@@ -4,7 +4,7 @@
 use http::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{pieces, Outputs, Piece, Step, Template, Webhook, PLACEHOLDERS};
+use super::{pieces, Outputs, Piece, Step, Template, TemplateAuth, Webhook, PLACEHOLDERS};
 use crate::oauth::endpoint::{check_url, token_endpoint_problem, FieldErrors};
 use crate::policy::PolicySet;
 use crate::store::app_config::MASKED_FORM_VALUE;
@@ -27,6 +27,9 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// Methods a template may use. `GET` carries no body (its inputs go in headers).
 const METHODS: &[&str] = &["POST", "PUT", "PATCH", "GET"];
+
+/// Methods a revocation template may use: also `DELETE` (GitHub's grant revocation).
+const REVOKE_METHODS: &[&str] = &["POST", "PUT", "PATCH", "GET", "DELETE"];
 
 /// What the rest of the app's configuration decides for the webhook's validation.
 pub struct Context<'a> {
@@ -83,6 +86,17 @@ pub fn validate(spec: &Webhook, ctx: &Context<'_>, errs: &mut FieldErrors) -> Op
     })
 }
 
+/// Checks an app's revocation template, adding every problem to `errs` under
+/// `revocation.…` names; returns it normalized when it is valid. Its requests go through the
+/// app's own policy.
+pub fn validate_revocation(
+    t: &Template,
+    ctx: &Context<'_>,
+    errs: &mut FieldErrors,
+) -> Option<Template> {
+    validate_template(t, Step::Revoke, ctx.app_policy, ctx, errs)
+}
+
 fn validate_template(
     t: &Template,
     step: Step,
@@ -90,27 +104,46 @@ fn validate_template(
     ctx: &Context<'_>,
     errs: &mut FieldErrors,
 ) -> Option<Template> {
-    let field = |f: &str| format!("webhook.{}.{f}", step.name());
+    let revoke = step == Step::Revoke;
+    let field = |f: &str| match step {
+        Step::Revoke => format!("revocation.{f}"),
+        _ => format!("webhook.{}.{f}", step.name()),
+    };
     let before = errs.len();
     let method = match t.method.trim() {
         "" => "POST".to_string(),
         m => m.to_ascii_uppercase(),
     };
-    if !METHODS.contains(&method.as_str()) {
+    let methods = if revoke { REVOKE_METHODS } else { METHODS };
+    if !methods.contains(&method.as_str()) {
         errs.insert(
             field("method"),
-            format!("must be one of {}", METHODS.join(", ")),
+            format!("must be one of {}", methods.join(", ")),
         );
     }
     let url = t.url.trim();
+    // A revocation URL may name the client in its path; the host stays fixed.
+    let checked = match url.find("://").map(|i| i + 3) {
+        Some(start) if revoke => {
+            let path_at = url[start..].find('/').map_or(url.len(), |i| start + i);
+            let (origin, path) = url.split_at(path_at);
+            format!("{origin}{}", path.replace("{client_id}", "client-id"))
+        }
+        _ => url.to_string(),
+    };
     if url.is_empty() {
         errs.insert(field("url"), "required".into());
-    } else if url.contains(['{', '}']) {
+    } else if checked.contains(['{', '}']) {
+        let allowed = if revoke {
+            "; {client_id} may appear in the URL's path"
+        } else {
+            ""
+        };
         errs.insert(
             field("url"),
-            "placeholders are allowed in headers, form and json, not in the URL".into(),
+            format!("placeholders are allowed in headers, form and json, not in the URL{allowed}"),
         );
-    } else if let Some((host, port)) = check_url(&field("url"), url, errs) {
+    } else if let Some((host, port)) = check_url(&field("url"), &checked, errs) {
         // The app's own policy is checked by the app's validation; a webhook policy that
         // does not exist is already reported under `webhook.egress_policy`.
         if ctx.policies.policy_route(policy).is_some() {
@@ -189,7 +222,38 @@ fn validate_template(
             check(s, &at, errs, "json");
         }
     }
-    validate_outputs(&t.outputs, &field("outputs"), errs);
+    match (step, &t.ok_json) {
+        (Step::Revoke, ok) => {
+            if !t.outputs.is_unset() {
+                errs.insert(
+                    field("outputs"),
+                    "not used by a revocation template (ok_json reads its answer)".into(),
+                );
+            }
+            if let Some(Err(e)) = ok.as_deref().map(check_pointer) {
+                errs.insert(field("ok_json"), e);
+            }
+        }
+        (_, Some(_)) => {
+            errs.insert(field("ok_json"), "only for the revocation template".into());
+        }
+        (_, None) => validate_outputs(&t.outputs, &field("outputs"), errs),
+    }
+    match t.auth {
+        TemplateAuth::Bearer if !revoke => {
+            errs.insert(
+                field("auth"),
+                "\"bearer\" sends the user's access token: only for the revocation template".into(),
+            );
+        }
+        TemplateAuth::Basic if !ctx.has_secret => {
+            errs.insert(
+                field("auth"),
+                "\"basic\" needs a client_secret, and the app has none".into(),
+            );
+        }
+        _ => {}
+    }
     if errs.len() != before {
         return None;
     }
@@ -282,10 +346,15 @@ fn check_placeholders(text: &str, step: Step, ctx: &Context<'_>) -> Result<(), S
             ));
         }
         let unavailable = match (name, step) {
-            ("authorization_code" | "code_verifier", Step::Refresh) => {
+            ("authorization_code" | "code_verifier", Step::Refresh | Step::Revoke) => {
                 Some("is available only in the token request")
             }
-            ("refresh_token", Step::Token) => Some("is available only in the refresh request"),
+            ("access_token", Step::Token | Step::Refresh) => {
+                Some("is available only in the revocation request")
+            }
+            ("refresh_token", Step::Token) => {
+                Some("is available only in the refresh request and in revocation")
+            }
             ("code_verifier", _) if !ctx.pkce => Some("is available only when pkce is true"),
             ("client_secret", _) if !ctx.has_secret => {
                 Some("needs a client_secret, and the app has none")
@@ -530,5 +599,83 @@ route = "agent:dc1"
         stored.restore_masked(&mut moved, |a, b| a == b);
         let patch: Webhook = serde_json::from_value(moved).unwrap();
         assert_eq!(patch.token.headers["x-api-key"], None);
+    }
+
+    #[test]
+    fn revocation_templates_are_checked_with_their_own_rules() {
+        let p = policies();
+        let ctx = Context {
+            has_secret: true,
+            ..ctx(&p)
+        };
+        let good: Template = serde_json::from_value(serde_json::json!({
+            "method": "delete",
+            "url": "https://idp.example/applications/{client_id}/grant",
+            "auth": "basic",
+            "json": {"access_token": "{access_token}", "rt": "{refresh_token}"},
+        }))
+        .unwrap();
+        let mut errs = FieldErrors::new();
+        let t = validate_revocation(&good, &ctx, &mut errs).expect("valid");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(t.method, "DELETE");
+        type Edit = fn(&mut Template);
+        let cases: &[(&str, &str, &str, Edit)] = &[
+            ("code", "revocation.json", "token request", |t| {
+                t.json = Some(serde_json::json!({"c": "{authorization_code}"}))
+            }),
+            ("host placeholder", "revocation.url", "path", |t| {
+                t.url = "https://{client_id}.idp.example/grant".into()
+            }),
+            ("other url placeholder", "revocation.url", "path", |t| {
+                t.url = "https://idp.example/r/{access_token}".into()
+            }),
+            ("outputs", "revocation.outputs", "ok_json", |t| {
+                t.outputs.access_token = "/a".into()
+            }),
+            ("bad ok_json", "revocation.ok_json", "RFC 6901", |t| {
+                t.ok_json = Some("ok".into())
+            }),
+            ("outside policy", "revocation.url", "does not allow", |t| {
+                t.url = "https://other.example/revoke".into()
+            }),
+            ("bad method", "revocation.method", "one of", |t| {
+                t.method = "TRACE".into()
+            }),
+        ];
+        for (name, field, needle, edit) in cases {
+            let mut t = good.clone();
+            edit(&mut t);
+            let mut errs = FieldErrors::new();
+            assert!(validate_revocation(&t, &ctx, &mut errs).is_none(), "{name}");
+            let msg = errs
+                .get(*field)
+                .unwrap_or_else(|| panic!("{name}: {errs:?}"));
+            assert!(msg.contains(needle), "{name}: {msg}");
+        }
+        // Basic needs a secret; bearer and ok_json exist only for revocation.
+        let mut errs = FieldErrors::new();
+        let no_secret = Context {
+            has_secret: false,
+            ..ctx
+        };
+        assert!(validate_revocation(&good, &no_secret, &mut errs).is_none());
+        assert!(
+            errs["revocation.auth"].contains("client_secret"),
+            "{errs:?}"
+        );
+        let mut hook = super::tests::good();
+        hook.token.auth = TemplateAuth::Bearer;
+        hook.token.ok_json = Some("/ok".into());
+        let mut errs = FieldErrors::new();
+        assert!(validate(&hook, &ctx, &mut errs).is_none());
+        assert!(
+            errs["webhook.token.auth"].contains("revocation"),
+            "{errs:?}"
+        );
+        assert!(
+            errs["webhook.token.ok_json"].contains("revocation"),
+            "{errs:?}"
+        );
     }
 }

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::super::app_config::{AppConfig, Webhook};
+use super::super::app_config::{AppConfig, Template, Webhook};
 use super::super::model::App;
 use super::super::seal::{Aad, Sealed, StoreKey};
 use super::super::StoreError;
@@ -37,6 +37,12 @@ pub(crate) struct AppRecord {
     /// The webhook handshake with its header values ([`Webhook::to_sealed_json`]), sealed as
     /// a whole with `["app", org, id, incarnation, "webhook"]`.
     webhook: Option<Sealed>,
+    /// The revocation template with its header and body values
+    /// ([`Template::to_sealed_json`]), sealed as a whole with `["app", org, id, incarnation,
+    /// "revocation"]`: its URL receives the client secret and tokens, so it cannot be
+    /// changed in the store without the key. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revocation: Option<Sealed>,
     pub(crate) enabled: bool,
     pub(crate) generation: u64,
     pub(crate) incarnation: u64,
@@ -109,6 +115,7 @@ const APP_RECORD_OWN_FIELDS: &[&str] = &[
     "client_secret",
     "secret_binding",
     "webhook",
+    "revocation",
     "enabled",
     "generation",
     "incarnation",
@@ -137,6 +144,11 @@ impl AppRecord {
             .as_ref()
             .map(|w| key.seal(&aad("webhook"), &encode(&w.to_sealed_json())?))
             .transpose()?;
+        let revocation = app
+            .revocation
+            .as_ref()
+            .map(|t| key.seal(&aad("revocation"), &encode(&t.to_sealed_json())?))
+            .transpose()?;
         let Value::Object(mut config) = serde_json::to_value(&app.config)
             .map_err(|e| StoreError::Io(format!("encoding an app: {e}")))?
         else {
@@ -150,6 +162,7 @@ impl AppRecord {
             client_secret,
             secret_binding: SECRET_BINDING,
             webhook,
+            revocation,
             enabled: app.enabled,
             generation: app.generation,
             incarnation: app.incarnation,
@@ -200,6 +213,17 @@ impl AppRecord {
                     .map_err(|e| corrupt(format!("webhook: {e}")))?;
                 serde_json::from_slice::<Webhook>(&plain)
                     .map_err(|e| corrupt(format!("webhook: sealed value unreadable ({e})")))
+            })
+            .transpose()?;
+        config.revocation = self
+            .revocation
+            .as_ref()
+            .map(|t| {
+                let plain = key
+                    .open(&aad("revocation"), t)
+                    .map_err(|e| corrupt(format!("revocation: {e}")))?;
+                serde_json::from_slice::<Template>(&plain)
+                    .map_err(|e| corrupt(format!("revocation: sealed value unreadable ({e})")))
             })
             .transpose()?;
         Ok(App {

@@ -15,6 +15,8 @@
 #![allow(dead_code)]
 
 mod hook;
+mod revoke_styles;
+pub use revoke_styles::StyledRevocation;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -132,6 +134,8 @@ pub struct ProviderState {
     /// The status `/revoke` answers with (200 unless a test makes the provider refuse);
     /// a refused token is not revoked.
     pub revoke_status: u16,
+    /// Requests to the non-RFC 7009 revocation endpoints (`revoke_styles.rs`), in order.
+    pub styled_revocations: Vec<StyledRevocation>,
 }
 
 /// What a legacy handshake endpoint received.
@@ -199,6 +203,7 @@ impl Provider {
             revoke_on_reuse: false,
             rotated_out: HashSet::new(),
             reuse_detected: 0,
+            styled_revocations: Vec::new(),
         }));
         let hold = Arc::new(Semaphore::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -273,6 +278,10 @@ impl Provider {
             "/revoke" => self.revoke(req).await,
             "/handshake/token" => self.hook(req, HookKind::Token).await,
             "/handshake/refresh" => self.hook(req, HookKind::Refresh).await,
+            p if p.starts_with("/applications/") && p.ends_with("/grant") => {
+                self.github_style_revoke(req).await
+            }
+            "/api/auth.revoke" => self.slack_style_revoke(req).await,
             _ => text(404, "not found"),
         }
     }
