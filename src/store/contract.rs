@@ -20,6 +20,7 @@ use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, Stor
 use crate::clock::{Clock, ManualClock};
 
 mod consents;
+mod grant_health;
 mod replicas;
 mod surfaces;
 mod token_revocations;
@@ -92,6 +93,7 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     replicas::changes_are_pruned_and_keep_flowing(fresh().0).await;
     let (f, clock) = fresh();
     token_revocations::token_revocations(f, clock).await;
+    grant_health::health_is_stored_beside_the_tokens(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

@@ -26,6 +26,7 @@ pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod copy;
+pub mod grant_health;
 pub mod model;
 mod postgres;
 mod record;
@@ -40,6 +41,7 @@ use crate::clock::ClockError;
 
 pub use app_config::{AppConfig, ClientAuth, Handshake};
 pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
+pub use grant_health::{GrantRef, HealthUpdate};
 pub use model::{
     random_id, App, AuditEvent, Authorization, ConsentTicket, GrantHealth, GrantState,
     PendingAuthorization, Secret, TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
@@ -307,6 +309,19 @@ pub trait Store: ReplicaStore + Send + Sync {
 
     /// Every token revocation that has not expired (the store's clock), in no set order.
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>>;
+
+    // ----- grant health (issue 15) -----
+
+    /// Applies `update` to the health of the grant `grant` names, in one atomic step, if it
+    /// is stored (and, when `grant.version` is set, still has that version). The grant's
+    /// version, tokens and refresh lease stay as they are, and no change event is published
+    /// ([`grant_health`]). Returns the health before and after, or `None` if there is no
+    /// such grant (or it moved to another version).
+    async fn update_grant_health(
+        &self,
+        grant: &GrantRef,
+        update: &HealthUpdate,
+    ) -> StoreResult<Option<(GrantHealth, GrantHealth)>>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

@@ -47,6 +47,7 @@ mod replicas;
 mod sweep;
 use sweep::off_runtime;
 mod agents;
+mod grant_health;
 #[cfg(test)]
 mod tests;
 mod token_revocations;
@@ -153,10 +154,14 @@ impl SledStore {
                 if current != Some((incarnation, token.generation)) {
                     return Ok(None);
                 }
+                let mut rec = sealed.clone();
                 let stored = match tokens.get(tkey.as_slice())? {
                     None => None,
                     Some(bytes) => match TokenRecord::decode(&tk, &bytes) {
-                        Ok(rec) => Some(rec.version()),
+                        Ok(stored) => {
+                            rec.keep_last_used(&stored);
+                            Some(stored.version())
+                        }
                         Err(e) if replace_only => return abort(e),
                         // A consent replaces an unreadable grant.
                         Err(_) => Some(0),
@@ -167,7 +172,6 @@ impl SledStore {
                     (true, _) => return Ok(None),
                     (false, v) => v.map_or(1, |v| v + 1),
                 };
-                let mut rec = sealed.clone();
                 rec.set_version(version);
                 let bytes = match encode(&rec) {
                     Ok(b) => b,
@@ -609,5 +613,13 @@ impl Store for SledStore {
 
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>> {
         self.token_revocations()
+    }
+
+    async fn update_grant_health(
+        &self,
+        grant: &super::GrantRef,
+        update: &super::HealthUpdate,
+    ) -> StoreResult<Option<(super::GrantHealth, super::GrantHealth)>> {
+        self.update_health(grant, update).await
     }
 }
