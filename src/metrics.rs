@@ -138,6 +138,8 @@ pub struct Metrics {
     policies: OnceLock<Arc<Policies>>,
     /// Serializes the scrape-time sync of the policy series (two scrapes at once).
     sync: Mutex<()>,
+    /// Grant health: grants by state, the background refresher, "last used", events.
+    pub grants: crate::oauth::health_metrics::GrantMetrics,
 }
 
 /// Buckets of store latency: 50 µs .. ~1.6 s.
@@ -255,7 +257,9 @@ impl Metrics {
             "Requests refused by a [[limit]] of the policy files, by limit",
             rate_limited.clone(),
         );
+        let grants = crate::oauth::health_metrics::GrantMetrics::register(&mut registry);
         Metrics {
+            grants,
             policy_reloads,
             policy_last_reload,
             policy_generation,

@@ -432,6 +432,19 @@ impl Server {
                 .clone()
                 .follow(token_changes, shutdown.clone()),
         );
+        // Grant health: "last used" written coalesced, the rest written once requests drained.
+        let last_used = oauth.injector.last_used();
+        tasks.spawn(last_used.clone().run(
+            oauth.store.clone(),
+            oauth.clock.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let (store, clock) = (oauth.store.clone(), oauth.clock.clone());
+        self.lifecycle
+            .on_shutdown("grant last use", move || async move {
+                last_used.flush_all(store, clock).await
+            });
         // The session key ring: the pages sign and verify with its changes.
         let apply_session = {
             let login = login.clone();

@@ -213,7 +213,10 @@ impl TokenClient {
         if let Some(rt) = &tokens.refresh_token {
             list.push(("refresh_token", rt));
         }
-        list.push(("access_token", &tokens.access_token));
+        // A grant kept as `needs_consent` has no access token left to revoke.
+        if !tokens.access_token.expose().is_empty() {
+            list.push(("access_token", &tokens.access_token));
+        }
         let mut outcome = Revocation::Confirmed;
         for (kind, token) in list {
             let result = match revocation_request(app, url, kind, token) {

@@ -175,7 +175,8 @@ pub trait Store: ReplicaStore + Send + Sync {
     async fn list_tokens(&self, org: &str, app: &str) -> StoreResult<Vec<TokenSet>>;
 
     /// Who has authorized the app (current incarnation and generation), by user; never token
-    /// values. [`StoreError::NotFound`] if the app does not exist.
+    /// values. Grants kept as `needs_consent` (the provider refused them) are left out.
+    /// [`StoreError::NotFound`] if the app does not exist.
     async fn list_authorizations(&self, org: &str, app: &str) -> StoreResult<Vec<Authorization>>;
 
     /// How many users have authorized the app. [`StoreError::NotFound`] if it does not exist.

@@ -97,6 +97,12 @@ pub(super) async fn health_is_stored_beside_the_tokens(f: Fixture) {
     let dead = current(s, &a, "bob").await.unwrap();
     assert_eq!(dead.health.state, GrantState::NeedsConsent);
     assert_eq!(dead.refresh_token, None);
+    assert!(s
+        .list_authorizations("acme", "github")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.count_authorizations("acme", "github").await.unwrap(), 0);
 
     // A new consent makes it ok again; an unknown grant has no health to write.
     let again = put(s, &a, "bob", "at-3").await;

@@ -554,12 +554,13 @@ impl Store for PgStore {
             .current_token_records(org, app)
             .await?
             .into_iter()
+            .filter(TokenRecord::is_live)
             .map(TokenRecord::authorization)
             .collect())
     }
 
     async fn count_authorizations(&self, org: &str, app: &str) -> StoreResult<usize> {
-        Ok(self.current_token_records(org, app).await?.len())
+        Ok(self.list_authorizations(org, app).await?.len())
     }
 
     async fn issue_ticket(&self, ticket: ConsentTicket) -> StoreResult<ConsentTicket> {

@@ -232,6 +232,12 @@ impl TokenRecord {
         self.health.last_used_at = later(self.health.last_used_at, stored.health.last_used_at);
     }
 
+    /// Whether the grant still authorizes anything: not one the provider refused for good
+    /// (kept as `needs_consent` for the pages, left out of authorization listings).
+    pub(crate) fn is_live(&self) -> bool {
+        self.health.state != StateRecord::NeedsConsent
+    }
+
     /// The listing view: no secret is opened.
     pub(crate) fn authorization(self) -> Authorization {
         Authorization {

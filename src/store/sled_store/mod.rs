@@ -494,24 +494,13 @@ impl Store for SledStore {
         Ok(self
             .current_token_records(org, app)?
             .into_iter()
+            .filter(TokenRecord::is_live)
             .map(TokenRecord::authorization)
             .collect())
     }
 
     async fn count_authorizations(&self, org: &str, app: &str) -> StoreResult<usize> {
-        let (inc, generation) = self
-            .current_version(org, app)?
-            .ok_or(StoreError::NotFound)?;
-        let mut n = 0;
-        for item in self
-            .tokens
-            .scan_prefix(token_gen_prefix(org, app, inc, generation))
-            .keys()
-        {
-            item.map_err(io)?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.list_authorizations(org, app).await?.len())
     }
 
     async fn issue_ticket(&self, ticket: ConsentTicket) -> StoreResult<ConsentTicket> {
