@@ -445,6 +445,16 @@ impl Server {
             .on_shutdown("grant last use", move || async move {
                 last_used.flush_all(store, clock).await
             });
+        if let Some(window) = self.config.health.refresh_ahead {
+            let refresher = Arc::new(crate::oauth::refresher::Refresher {
+                injector: oauth.injector.clone(),
+                store: oauth.store.clone(),
+                clock: oauth.clock.clone(),
+                metrics: metrics.clone(),
+                window,
+            });
+            tasks.spawn(refresher.run(shutdown.clone()));
+        }
         // The session key ring: the pages sign and verify with its changes.
         let apply_session = {
             let login = login.clone();

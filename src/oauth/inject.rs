@@ -212,7 +212,10 @@ impl Injector {
                 return Err(self.consent_required(&app, &caller.user).await)
             }
             Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => (t, false),
-            Some(_) => (self.refresh(&app, &caller.user, rejected).await?, true),
+            Some(_) => (
+                self.refresh(&app, &caller.user, rejected, None).await?,
+                true,
+            ),
         };
         set_bearer(headers, &token.access_token)?;
         self.note_used(&app, &token, now);
@@ -294,6 +297,7 @@ impl Injector {
         app: &Arc<App>,
         user: &str,
         rejected: Option<&Secret>,
+        ahead: Option<u64>,
     ) -> Result<Arc<TokenSet>, InjectError> {
         let lock = self.flight((app.org.clone(), app.id.clone(), user.to_string()));
         let _held = lock.lock().await;
@@ -302,7 +306,13 @@ impl Injector {
             _ => return Err(self.consent_required(app, user).await),
         };
         let replaced = rejected.is_some_and(|r| *r != current.access_token);
-        if (rejected.is_none() || replaced) && self.is_fresh(app, &current, self.clock_now()?) {
+        let now = self.clock_now()?;
+        // The background refresher's own test (`refresher::due`), else the request path's.
+        let fresh = match ahead {
+            Some(window) => !super::refresher::due(&current, now, window),
+            None => self.is_fresh(app, &current, now),
+        };
+        if (rejected.is_none() || replaced) && fresh {
             return Ok(current);
         }
         let refresh_token = current

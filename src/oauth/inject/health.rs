@@ -128,6 +128,23 @@ impl Injector {
         self.usage.clone()
     }
 
+    /// The background refresher's refresh of `user`'s grant: the request path's single-flight
+    /// and store lease, with the refresher's test of whether it is still due (`window`
+    /// seconds ahead of expiry, or a day since the last refresh), re-checked under the lock.
+    pub async fn refresh_ahead(
+        &self,
+        app: &Arc<App>,
+        user: &str,
+        window: u64,
+    ) -> Result<Arc<TokenSet>, super::InjectError> {
+        self.refresh(app, user, None, Some(window)).await
+    }
+
+    /// Whether `t` can be refreshed at all (a refresh token, and a way to use it).
+    pub fn refreshable(&self, app: &App, t: &TokenSet) -> bool {
+        self.can_refresh(app, t)
+    }
+
     /// Sends grant events to `sink` from now on (set once, at startup).
     pub fn set_events(&self, sink: super::super::events::EventSink) {
         let _ = self.events.set(sink);
