@@ -138,7 +138,7 @@ pub struct Metrics {
     policies: OnceLock<Arc<Policies>>,
     /// Serializes the scrape-time sync of the policy series (two scrapes at once).
     sync: Mutex<()>,
-    /// Grant health: grants by state, the background refresher, "last used", events.
+    /// Grant health: grants by state, the background refresher, "last used".
     pub grants: crate::oauth::health_metrics::GrantMetrics,
 }
 

@@ -145,10 +145,6 @@ pub struct FileConfig {
     pub otlp_endpoint: Option<String>,
     /// `--refresh-ahead`.
     pub refresh_ahead: Option<String>,
-    /// `--events-webhook`.
-    pub events_webhook: Option<String>,
-    /// `--events-webhook-secret-file`.
-    pub events_webhook_secret_file: Option<PathBuf>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -257,7 +253,7 @@ pub struct ServeOverrides {
     /// OpenTelemetry export (`--otlp-endpoint`).
     #[command(flatten)]
     pub otlp: super::otlp::OtlpOverrides,
-    /// Grant health (`--refresh-ahead`, `--events-webhook*`).
+    /// Grant health (`--refresh-ahead`).
     #[command(flatten)]
     pub health: super::events::HealthOverrides,
 }
@@ -322,7 +318,7 @@ pub struct Config {
     pub issuers: Vec<super::identity::IssuerConfig>,
     /// The OTLP/HTTP traces URL spans are exported to (`--otlp-endpoint`); `None` = off.
     pub otlp_endpoint: Option<String>,
-    /// The background refresher and the events webhook.
+    /// The background refresher.
     pub health: super::events::GrantHealthConfig,
 }
 
@@ -551,15 +547,7 @@ impl Config {
         let issuers = super::identity::resolve(file.identity.as_ref(), &mut errors);
         let otlp_endpoint =
             super::otlp::resolve(&over.otlp, file.otlp_endpoint.as_ref(), &mut errors);
-        let health = super::events::resolve(
-            &over.health,
-            super::events::HealthFile {
-                refresh_ahead: file.refresh_ahead.as_ref(),
-                events_webhook: file.events_webhook.as_ref(),
-                events_webhook_secret_file: file.events_webhook_secret_file.as_ref(),
-            },
-            &mut errors,
-        );
+        let health = super::events::resolve(&over.health, file.refresh_ahead.as_ref(), &mut errors);
         if !errors.is_empty() {
             // One report per problem (`--trusted-proxies` is read by two flag groups).
             let mut seen = std::collections::HashSet::new();

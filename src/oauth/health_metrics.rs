@@ -1,5 +1,5 @@
 //! The grant-health series (docs/metrics.md): grants by state per app, the background
-//! refresher's outcomes, "last used" writes, and the events webhook's deliveries and drops.
+//! refresher's outcomes and "last used" writes.
 //! Labels are bounded by configuration: an org's apps and a fixed set of states and
 //! outcomes, never users.
 
@@ -40,10 +40,6 @@ pub struct GrantMetrics {
     pub last_used_writes: Counter,
     /// Uses not noted because the coalescing map was full.
     pub last_used_dropped: Counter,
-    /// Events webhook deliveries by outcome (`delivered`, `retried`, `failed`).
-    pub event_deliveries: Family<Outcome, Counter>,
-    /// Events dropped from the full delivery queue (the oldest go first).
-    pub event_drops: Counter,
 }
 
 impl GrantMetrics {
@@ -75,28 +71,11 @@ impl GrantMetrics {
             "Uses of grants not noted because the coalescing map was full",
             m.last_used_dropped.clone(),
         );
-        registry.register(
-            "event_deliveries",
-            "Events webhook delivery attempts by outcome (delivered, retried, failed)",
-            m.event_deliveries.clone(),
-        );
-        registry.register(
-            "event_drops",
-            "Grant events dropped because the webhook's delivery queue was full (oldest first)",
-            m.event_drops.clone(),
-        );
         m
     }
 
     /// Counts one refresher outcome.
     pub fn count_refresher(&self, outcome: &'static str) {
         self.refresher.get_or_create(&Outcome { outcome }).inc();
-    }
-
-    /// Counts one webhook delivery outcome.
-    pub fn count_delivery(&self, outcome: &'static str) {
-        self.event_deliveries
-            .get_or_create(&Outcome { outcome })
-            .inc();
     }
 }
