@@ -4,7 +4,7 @@
 
 use super::super::grant_health::{GrantRef, HealthUpdate};
 use super::super::model::GrantHealth;
-use super::super::record::{TokenKey, TokenRecord};
+use super::super::record::TokenRecord;
 use super::{pg, record_text, to_db, PgStore};
 use crate::store::StoreResult;
 
@@ -15,13 +15,7 @@ impl PgStore {
         grant: &GrantRef,
         update: &HealthUpdate,
     ) -> StoreResult<Option<(GrantHealth, GrantHealth)>> {
-        let tk = TokenKey {
-            org: grant.org.clone(),
-            app: grant.app.clone(),
-            incarnation: grant.incarnation,
-            generation: grant.generation,
-            user: grant.user.clone(),
-        };
+        let tk = TokenRecord::key_of_ref(grant);
         let (inc, generation) = (to_db(grant.incarnation), to_db(grant.generation));
         let keys: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&tk.org, &tk.app, &inc, &generation, &tk.user];
@@ -39,13 +33,10 @@ impl PgStore {
             return Ok(None);
         };
         let mut rec = TokenRecord::decode(&tk, row.get::<_, &str>(0).as_bytes())?;
-        if grant.version.is_some_and(|v| v != rec.version()) {
+        let Some((before, after)) = rec.apply_health(grant, update) else {
             return Ok(None);
-        }
-        let before = rec.health();
-        let after = update.apply(&before);
+        };
         if after != before {
-            rec.set_health(&after);
             let text = record_text(&rec)?;
             tx.execute(
                 "UPDATE tokens SET rec = $6 WHERE org = $1 AND app = $2 AND incarnation = $3 \

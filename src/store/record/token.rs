@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::grant_health::later;
+use super::super::grant_health::{later, GrantRef, HealthUpdate};
 use super::super::model::{Authorization, GrantHealth, GrantState, TokenSet};
 use super::super::seal::{Aad, Sealed, StoreKey};
 use super::super::StoreError;
@@ -216,14 +216,31 @@ impl TokenRecord {
         self.version = version;
     }
 
-    /// The grant's health (no secret is opened).
-    pub(crate) fn health(&self) -> GrantHealth {
-        self.health.model()
+    /// The key of the grant `g` names.
+    pub(crate) fn key_of_ref(g: &GrantRef) -> TokenKey {
+        TokenKey {
+            org: g.org.clone(),
+            app: g.app.clone(),
+            incarnation: g.incarnation,
+            generation: g.generation,
+            user: g.user.clone(),
+        }
     }
 
-    /// Replaces the grant's health (a health-only write: version and tokens stay).
-    pub(crate) fn set_health(&mut self, health: &GrantHealth) {
-        self.health = HealthRecord::new(health);
+    /// A health-only write: applies `update` unless `g` names another version. Returns the
+    /// health before and after (version and tokens stay), or `None` for another version.
+    pub(crate) fn apply_health(
+        &mut self,
+        g: &GrantRef,
+        update: &HealthUpdate,
+    ) -> Option<(GrantHealth, GrantHealth)> {
+        if g.version.is_some_and(|v| v != self.version) {
+            return None;
+        }
+        let before = self.health.model();
+        let after = update.apply(&before);
+        self.health = HealthRecord::new(&after);
+        Some((before, after))
     }
 
     /// A token write over `stored`: keeps the later "last used" of the two, so a refresh

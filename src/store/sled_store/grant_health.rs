@@ -3,7 +3,7 @@
 
 use super::super::grant_health::{GrantRef, HealthUpdate};
 use super::super::model::GrantHealth;
-use super::super::record::{encode, token_key, TokenKey, TokenRecord};
+use super::super::record::{encode, token_key, TokenRecord};
 use super::{abort, tx_error, SledStore};
 use crate::store::StoreResult;
 
@@ -14,13 +14,7 @@ impl SledStore {
         grant: &GrantRef,
         update: &HealthUpdate,
     ) -> StoreResult<Option<(GrantHealth, GrantHealth)>> {
-        let tk = TokenKey {
-            org: grant.org.clone(),
-            app: grant.app.clone(),
-            incarnation: grant.incarnation,
-            generation: grant.generation,
-            user: grant.user.clone(),
-        };
+        let tk = TokenRecord::key_of_ref(grant);
         let key = token_key(
             &grant.org,
             &grant.app,
@@ -38,13 +32,10 @@ impl SledStore {
                     Ok(rec) => rec,
                     Err(e) => return abort(e),
                 };
-                if grant.version.is_some_and(|v| v != rec.version()) {
+                let Some((before, after)) = rec.apply_health(grant, update) else {
                     return Ok(None);
-                }
-                let before = rec.health();
-                let after = update.apply(&before);
+                };
                 if after != before {
-                    rec.set_health(&after);
                     match encode(&rec) {
                         Ok(b) => tokens.insert(key.as_slice(), b)?,
                         Err(e) => return abort(e),
