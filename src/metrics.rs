@@ -142,6 +142,8 @@ pub struct Metrics {
     pub reseal_records: Counter,
     /// Records the store key re-seal has still to look at (0 when none is under way).
     pub reseal_remaining: Gauge,
+    /// Grant health: grants by state, the background refresher, "last used".
+    pub grants: crate::oauth::health_metrics::GrantMetrics,
 }
 
 /// Buckets of store latency: 50 µs .. ~1.6 s.
@@ -271,9 +273,11 @@ impl Metrics {
             "Records the store key re-seal has still to look at (0 when none is under way)",
             reseal_remaining.clone(),
         );
+        let grants = crate::oauth::health_metrics::GrantMetrics::register(&mut registry);
         Metrics {
             reseal_records,
             reseal_remaining,
+            grants,
             policy_reloads,
             policy_last_reload,
             policy_generation,

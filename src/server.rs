@@ -480,6 +480,29 @@ impl Server {
             })
         };
         let reseal_wake = Arc::new(tokio::sync::Notify::new());
+        // Grant health: "last used" written coalesced, the rest written once requests drained.
+        let last_used = oauth.injector.last_used();
+        tasks.spawn(last_used.clone().run(
+            oauth.store.clone(),
+            oauth.clock.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let (store, clock) = (oauth.store.clone(), oauth.clock.clone());
+        self.lifecycle
+            .on_shutdown("grant last use", move || async move {
+                last_used.flush_all(store, clock).await
+            });
+        if let Some(window) = self.config.health.refresh_ahead {
+            let refresher = Arc::new(crate::oauth::refresher::Refresher {
+                injector: oauth.injector.clone(),
+                store: oauth.store.clone(),
+                clock: oauth.clock.clone(),
+                metrics: metrics.clone(),
+                window,
+            });
+            tasks.spawn(refresher.run(shutdown.clone()));
+        }
         // The session key ring: the pages sign and verify with its changes.
         let apply_session = {
             let login = login.clone();

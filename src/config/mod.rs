@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub mod agent;
+pub mod events;
 pub mod identity;
 pub mod limits;
 pub mod login;

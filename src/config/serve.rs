@@ -143,6 +143,8 @@ pub struct FileConfig {
     pub identity: Option<super::identity::IdentityFile>,
     /// `--otlp-endpoint`.
     pub otlp_endpoint: Option<String>,
+    /// `--refresh-ahead`.
+    pub refresh_ahead: Option<String>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -251,6 +253,9 @@ pub struct ServeOverrides {
     /// OpenTelemetry export (`--otlp-endpoint`).
     #[command(flatten)]
     pub otlp: super::otlp::OtlpOverrides,
+    /// Grant health (`--refresh-ahead`).
+    #[command(flatten)]
+    pub health: super::events::HealthOverrides,
 }
 
 /// Validated server settings.
@@ -313,6 +318,8 @@ pub struct Config {
     pub issuers: Vec<super::identity::IssuerConfig>,
     /// The OTLP/HTTP traces URL spans are exported to (`--otlp-endpoint`); `None` = off.
     pub otlp_endpoint: Option<String>,
+    /// The background refresher.
+    pub health: super::events::GrantHealthConfig,
 }
 
 /// Every problem found while resolving the settings.
@@ -540,6 +547,7 @@ impl Config {
         let issuers = super::identity::resolve(file.identity.as_ref(), &mut errors);
         let otlp_endpoint =
             super::otlp::resolve(&over.otlp, file.otlp_endpoint.as_ref(), &mut errors);
+        let health = super::events::resolve(&over.health, file.refresh_ahead.as_ref(), &mut errors);
         if !errors.is_empty() {
             // One report per problem (`--trusted-proxies` is read by two flag groups).
             let mut seen = std::collections::HashSet::new();
@@ -580,6 +588,7 @@ impl Config {
             replicas,
             issuers,
             otlp_endpoint,
+            health,
         })
     }
 }

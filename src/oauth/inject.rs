@@ -25,7 +25,9 @@ use crate::metrics::Metrics;
 use crate::policy::Host;
 use crate::store::{App, Change, Changes, Secret, Seen, Store, StoreError, TokenSet};
 
+mod health;
 mod lease;
+pub mod usage;
 pub use lease::{REFRESH_DEADLINE, REFRESH_LEASE};
 
 /// A token is refreshed when less than this is left (or half its lifetime, if shorter).
@@ -109,6 +111,10 @@ pub struct Injector {
     cache: TokenCache,
     /// The store's change events, which evict what `cache` holds of a changed grant or app.
     changes: Changes,
+    /// "Last used", noted per injection and written coalesced (`usage`).
+    usage: Arc<usage::LastUsed>,
+    /// Where grant events go (`--events-webhook`), once set.
+    events: std::sync::OnceLock<super::events::EventSink>,
 }
 
 impl Injector {
@@ -132,6 +138,8 @@ impl Injector {
             clock,
             flights: Mutex::new(HashMap::new()),
             cache: TokenCache::default(),
+            usage: Arc::default(),
+            events: std::sync::OnceLock::new(),
         }
     }
 
@@ -213,10 +221,17 @@ impl Injector {
         let now = self.clock_now()?;
         let (token, refreshed) = match stored {
             None => return Err(self.consent_required(&app, &caller.user).await),
+            Some(t) if t.health.state == crate::store::GrantState::NeedsConsent => {
+                return Err(self.consent_required(&app, &caller.user).await)
+            }
             Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => (t, false),
-            Some(_) => (self.refresh(&app, &caller.user, rejected).await?, true),
+            Some(_) => (
+                self.refresh(&app, &caller.user, rejected, None).await?,
+                true,
+            ),
         };
         set_bearer(headers, &token.access_token)?;
+        self.note_used(&app, &token, now);
         Ok(Injected {
             app,
             token,
@@ -295,14 +310,22 @@ impl Injector {
         app: &Arc<App>,
         user: &str,
         rejected: Option<&Secret>,
+        ahead: Option<u64>,
     ) -> Result<Arc<TokenSet>, InjectError> {
         let lock = self.flight((app.org.clone(), app.id.clone(), user.to_string()));
         let _held = lock.lock().await;
-        let Some(current) = self.read(app, user).await? else {
-            return Err(self.consent_required(app, user).await);
+        let current = match self.read(app, user).await? {
+            Some(t) if t.health.state != crate::store::GrantState::NeedsConsent => t,
+            _ => return Err(self.consent_required(app, user).await),
         };
         let replaced = rejected.is_some_and(|r| *r != current.access_token);
-        if (rejected.is_none() || replaced) && self.is_fresh(app, &current, self.clock_now()?) {
+        let now = self.clock_now()?;
+        // The background refresher's own test (`refresher::due`), else the request path's.
+        let fresh = match ahead {
+            Some(window) => !super::refresher::due(&current, now, window),
+            None => self.is_fresh(app, &current, now),
+        };
+        if (rejected.is_none() || replaced) && fresh {
             return Ok(current);
         }
         let refresh_token = current
@@ -324,7 +347,8 @@ impl Injector {
         match self.refresh_leased(app, &current, &refresh_token).await {
             Ok(grant) => {
                 let now = self.clock_now()?;
-                let token = grant.into_token_set(app, user, now, Some(&current));
+                let mut token = grant.into_token_set(app, user, now, Some(&current));
+                token.health = Self::refreshed_health(&current, now);
                 // A compare-and-swap on the version of the grant read above, under the app's
                 // incarnation and generation: whatever changed either during the refresh wins
                 // (checked in the store's transaction).
@@ -334,6 +358,7 @@ impl Injector {
                     .replace_token_if_current(token, app.incarnation)
                     .await?;
                 if let Some(stored) = stored {
+                    self.refresh_stored(app, &current, &stored);
                     let token = Arc::new(stored);
                     self.cache.put(epoch, app, token.clone());
                     self.metrics.count_refresh("success");
@@ -371,10 +396,13 @@ impl Injector {
                     org = %app.org, app = %app.id, user,
                     "refresh token rejected (invalid_grant): the user must consent again"
                 );
-                self.store.delete_token(&app.org, &app.id, user).await?;
+                self.mark_needs_consent(app, &current, &e).await?;
                 Err(self.consent_required(app, user).await)
             }
-            Err(e) => Err(self.refresh_failed(app, user, e)),
+            Err(e) => {
+                self.note_refresh_failed(app, &current, &e).await;
+                Err(self.refresh_failed(app, user, e))
+            }
         }
     }
 

@@ -24,11 +24,14 @@ pub mod catalog;
 pub mod connections;
 pub mod egress;
 pub mod endpoint;
+pub mod events;
 pub mod flow;
 pub mod grant;
+pub mod health_metrics;
 pub mod index;
 pub mod inject;
 pub mod revoke;
+pub mod refresher;
 pub mod token;
 pub mod webhook;
 

@@ -72,6 +72,11 @@ impl TokenClient {
     /// loopback and private providers, as for the token endpoint. The request is a form POST
     /// with the same client authentication the token endpoint uses.
     pub async fn revoke(&self, app: &App, tokens: &TokenSet) -> Revocation {
+        // A grant kept as `needs_consent` has no token left to revoke.
+        let has_access = !tokens.access_token.expose().is_empty();
+        if !has_access && tokens.refresh_token.is_none() {
+            return Revocation::NotSupported;
+        }
         if let Some(template) = &app.revocation {
             let outcome = self.revoke_by_template(app, template, tokens).await;
             log_outcome(app, tokens, "template", &outcome);
@@ -84,7 +89,9 @@ impl TokenClient {
         if let Some(rt) = &tokens.refresh_token {
             list.push(("refresh_token", rt));
         }
-        list.push(("access_token", &tokens.access_token));
+        if has_access {
+            list.push(("access_token", &tokens.access_token));
+        }
         let mut outcome = Revocation::Confirmed;
         for (kind, token) in list {
             let result = match revocation_request(app, url, kind, token) {

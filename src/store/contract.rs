@@ -20,6 +20,7 @@ use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, Stor
 use crate::clock::{Clock, ManualClock};
 
 mod consents;
+mod grant_health;
 mod replicas;
 mod reseal;
 mod surfaces;
@@ -97,6 +98,7 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     token_revocations::token_revocations(f, clock).await;
     reseal::store_key_reseal(fresh().0).await;
     a_revocation_template_is_sealed_and_round_trips(fresh().0).await;
+    grant_health::health_is_stored_beside_the_tokens(fresh().0).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

@@ -28,6 +28,7 @@ pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod copy;
+pub mod grant_health;
 pub mod model;
 mod postgres;
 mod record;
@@ -43,6 +44,7 @@ use crate::clock::ClockError;
 
 pub use app_config::{AppConfig, ClientAuth, Handshake};
 pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
+pub use grant_health::{GrantRef, HealthUpdate};
 pub use model::{
     random_id, App, AuditEvent, Authorization, ConsentTicket, GrantHealth, GrantState,
     PendingAuthorization, Secret, TokenSet, BROWSER_TAG_LEN, PENDING_TTL_SECS, TICKET_TTL_SECS,
@@ -177,7 +179,8 @@ pub trait Store: ReplicaStore + Send + Sync {
     async fn list_tokens(&self, org: &str, app: &str) -> StoreResult<Vec<TokenSet>>;
 
     /// Who has authorized the app (current incarnation and generation), by user; never token
-    /// values. [`StoreError::NotFound`] if the app does not exist.
+    /// values. Grants kept as `needs_consent` (the provider refused them) are left out.
+    /// [`StoreError::NotFound`] if the app does not exist.
     async fn list_authorizations(&self, org: &str, app: &str) -> StoreResult<Vec<Authorization>>;
 
     /// How many users have authorized the app. [`StoreError::NotFound`] if it does not exist.
@@ -333,6 +336,18 @@ pub trait Store: ReplicaStore + Send + Sync {
     /// when another process holds the lease), or `None` when no re-seal is under way.
     /// [`StoreError::Io`] if the store key does not seal with the target yet.
     async fn reseal_batch(&self, limit: usize, owner: &str) -> StoreResult<Option<ResealProgress>>;
+    // ----- grant health (issue 15) -----
+
+    /// Applies `update` to the health of the grant `grant` names, in one atomic step, if it
+    /// is stored (and, when `grant.version` is set, still has that version). The grant's
+    /// version, tokens and refresh lease stay as they are, and no change event is published
+    /// ([`grant_health`]). Returns the health before and after, or `None` if there is no
+    /// such grant (or it moved to another version).
+    async fn update_grant_health(
+        &self,
+        grant: &GrantRef,
+        update: &HealthUpdate,
+    ) -> StoreResult<Option<(GrantHealth, GrantHealth)>>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

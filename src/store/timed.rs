@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    AgentRevocation, App, AuditEvent, Authorization, Changes, ConsentTicket, PendingAuthorization,
-    RefreshLease, Replica, ReplicaStore, Store, StoreResult, TokenRevocation, TokenSet,
+    AgentRevocation, App, AuditEvent, Authorization, Changes, ConsentTicket, GrantHealth, GrantRef,
+    HealthUpdate, PendingAuthorization, RefreshLease, Replica, ReplicaStore, Store, StoreResult,
+    TokenRevocation, TokenSet,
 };
 
 /// Receives each operation's name and duration.
@@ -93,6 +94,7 @@ timed! { Store {
     fn reseal_progress(&self) -> StoreResult<Option<super::ResealProgress>>;
     fn start_reseal(&self, target: &str) -> StoreResult<super::ResealProgress>;
     fn reseal_batch(&self, limit: usize, owner: &str) -> StoreResult<Option<super::ResealProgress>>;
+    fn update_grant_health(&self, grant: &GrantRef, update: &HealthUpdate) -> StoreResult<Option<(GrantHealth, GrantHealth)>>;
 }
     fn subscribe(&self) -> Changes {
         self.inner.subscribe()

@@ -191,6 +191,9 @@ impl Tollgate {
             // Nothing balances test instances: stop at once on SIGTERM (a test of the delay
             // passes --shutdown-delay, which wins over the variable).
             .env("TOLLGATE_SHUTDOWN_DELAY", "0s")
+            // The background refresher would refresh the suites' short-lived tokens behind
+            // their backs; tests of it pass --refresh-ahead.
+            .env("TOLLGATE_REFRESH_AHEAD", "off")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

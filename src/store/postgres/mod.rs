@@ -37,6 +37,7 @@ use rows::{app_from_row, from_db, record_text, to_db};
 
 mod apps;
 mod consent;
+mod grant_health;
 mod health;
 mod import;
 mod lease;
@@ -308,7 +309,10 @@ impl PgStore {
         let stored = match stored {
             None => None,
             Some(row) => match TokenRecord::decode(&tk, row.get::<_, &str>(0).as_bytes()) {
-                Ok(rec) => Some(rec.version()),
+                Ok(rec) => {
+                    sealed.keep_last_used(&rec);
+                    Some(rec.version())
+                }
                 Err(e) if replace_only => return Err(e),
                 // A consent replaces an unreadable grant.
                 Err(_) => Some(0),
@@ -551,12 +555,13 @@ impl Store for PgStore {
             .current_token_records(org, app)
             .await?
             .into_iter()
+            .filter(TokenRecord::is_live)
             .map(TokenRecord::authorization)
             .collect())
     }
 
     async fn count_authorizations(&self, org: &str, app: &str) -> StoreResult<usize> {
-        Ok(self.current_token_records(org, app).await?.len())
+        Ok(self.list_authorizations(org, app).await?.len())
     }
 
     async fn issue_ticket(&self, ticket: ConsentTicket) -> StoreResult<ConsentTicket> {
@@ -657,6 +662,14 @@ impl Store for PgStore {
 
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>> {
         self.token_revocations().await
+    }
+
+    async fn update_grant_health(
+        &self,
+        grant: &super::GrantRef,
+        update: &super::HealthUpdate,
+    ) -> StoreResult<Option<(super::GrantHealth, super::GrantHealth)>> {
+        self.update_health(grant, update).await
     }
 
     async fn acquire_refresh_lease(

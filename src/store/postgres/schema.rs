@@ -23,6 +23,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_replicas.sql")),
     (3, include_str!("migrations/0003_retention.sql")),
     (4, include_str!("migrations/0004_token_revocations.sql")),
+    (5, include_str!("migrations/0005_grant_health.sql")),
 ];
 
 /// Advisory lock key serializing migrations (any constant; "tollgate" in ASCII).

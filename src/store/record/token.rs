@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::model::{Authorization, TokenSet};
+use super::super::grant_health::{later, GrantRef, HealthUpdate};
+use super::super::model::{Authorization, GrantHealth, GrantState, TokenSet};
 use super::super::seal::{Aad, Sealed, StoreKey};
 use super::super::StoreError;
 use super::{decode_keyed, open_secret, TokenKey, FORMAT_VERSION};
@@ -30,6 +31,78 @@ pub(crate) struct TokenRecord {
     scopes: Vec<String>,
     expires_at: Option<u64>,
     obtained_at: u64,
+    /// The grant's health ([`GrantHealth`]), in the clear next to the sealed tokens: never
+    /// a secret. Left out while it is the default, so grants that never had any read and
+    /// write as before.
+    #[serde(default, skip_serializing_if = "HealthRecord::is_default")]
+    health: HealthRecord,
+}
+
+/// Stored form of a [`GrantHealth`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthRecord {
+    /// `ok`, `refresh_failing` or `needs_consent`.
+    #[serde(default, skip_serializing_if = "StateRecord::is_ok")]
+    state: StateRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failing_since: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_refreshed_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_used_at: Option<u64>,
+}
+
+/// Stored form of a [`GrantState`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StateRecord {
+    #[default]
+    Ok,
+    RefreshFailing,
+    NeedsConsent,
+}
+
+impl StateRecord {
+    fn is_ok(&self) -> bool {
+        *self == StateRecord::Ok
+    }
+}
+
+impl HealthRecord {
+    fn is_default(&self) -> bool {
+        *self == HealthRecord::default()
+    }
+
+    fn new(h: &GrantHealth) -> HealthRecord {
+        HealthRecord {
+            state: match h.state {
+                GrantState::Ok => StateRecord::Ok,
+                GrantState::RefreshFailing => StateRecord::RefreshFailing,
+                GrantState::NeedsConsent => StateRecord::NeedsConsent,
+            },
+            last_error: h.last_error.clone(),
+            failing_since: h.failing_since,
+            last_refreshed_at: h.last_refreshed_at,
+            last_used_at: h.last_used_at,
+        }
+    }
+
+    fn model(&self) -> GrantHealth {
+        GrantHealth {
+            state: match self.state {
+                StateRecord::Ok => GrantState::Ok,
+                StateRecord::RefreshFailing => GrantState::RefreshFailing,
+                StateRecord::NeedsConsent => GrantState::NeedsConsent,
+            },
+            last_error: self.last_error.clone(),
+            failing_since: self.failing_since,
+            last_refreshed_at: self.last_refreshed_at,
+            last_used_at: self.last_used_at,
+        }
+    }
 }
 
 fn token_aad(k: &TokenKey, field: &str) -> Aad {
@@ -81,6 +154,7 @@ impl TokenRecord {
             scopes: t.scopes.clone(),
             expires_at: t.expires_at,
             obtained_at: t.obtained_at,
+            health: HealthRecord::new(&t.health),
         })
     }
 
@@ -128,8 +202,7 @@ impl TokenRecord {
             scopes: self.scopes,
             expires_at: self.expires_at,
             obtained_at: self.obtained_at,
-            // Not stored yet: the grant-health work keeps it outside the sealed fields.
-            health: Default::default(),
+            health: self.health.model(),
         })
     }
 
@@ -157,6 +230,45 @@ impl TokenRecord {
             out.push((token_aad(&k, "refresh_token"), r));
         }
         out
+    }
+
+    /// The key of the grant `g` names.
+    pub(crate) fn key_of_ref(g: &GrantRef) -> TokenKey {
+        TokenKey {
+            org: g.org.clone(),
+            app: g.app.clone(),
+            incarnation: g.incarnation,
+            generation: g.generation,
+            user: g.user.clone(),
+        }
+    }
+
+    /// A health-only write: applies `update` unless `g` names another version. Returns the
+    /// health before and after (version and tokens stay), or `None` for another version.
+    pub(crate) fn apply_health(
+        &mut self,
+        g: &GrantRef,
+        update: &HealthUpdate,
+    ) -> Option<(GrantHealth, GrantHealth)> {
+        if g.version.is_some_and(|v| v != self.version) {
+            return None;
+        }
+        let before = self.health.model();
+        let after = update.apply(&before);
+        self.health = HealthRecord::new(&after);
+        Some((before, after))
+    }
+
+    /// A token write over `stored`: keeps the later "last used" of the two, so a refresh
+    /// that read the grant before a "last used" write does not undo it.
+    pub(crate) fn keep_last_used(&mut self, stored: &TokenRecord) {
+        self.health.last_used_at = later(self.health.last_used_at, stored.health.last_used_at);
+    }
+
+    /// Whether the grant still authorizes anything: not one the provider refused for good
+    /// (kept as `needs_consent` for the pages, left out of authorization listings).
+    pub(crate) fn is_live(&self) -> bool {
+        self.health.state != StateRecord::NeedsConsent
     }
 
     /// The listing view: no secret is opened.

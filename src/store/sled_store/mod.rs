@@ -48,6 +48,7 @@ mod reseal;
 mod sweep;
 use sweep::off_runtime;
 mod agents;
+mod grant_health;
 #[cfg(test)]
 mod tests;
 mod token_revocations;
@@ -154,10 +155,14 @@ impl SledStore {
                 if current != Some((incarnation, token.generation)) {
                     return Ok(None);
                 }
+                let mut rec = sealed.clone();
                 let stored = match tokens.get(tkey.as_slice())? {
                     None => None,
                     Some(bytes) => match TokenRecord::decode(&tk, &bytes) {
-                        Ok(rec) => Some(rec.version()),
+                        Ok(stored) => {
+                            rec.keep_last_used(&stored);
+                            Some(stored.version())
+                        }
                         Err(e) if replace_only => return abort(e),
                         // A consent replaces an unreadable grant.
                         Err(_) => Some(0),
@@ -168,7 +173,6 @@ impl SledStore {
                     (true, _) => return Ok(None),
                     (false, v) => v.map_or(1, |v| v + 1),
                 };
-                let mut rec = sealed.clone();
                 rec.set_version(version);
                 let bytes = match encode(&rec) {
                     Ok(b) => b,
@@ -491,24 +495,13 @@ impl Store for SledStore {
         Ok(self
             .current_token_records(org, app)?
             .into_iter()
+            .filter(TokenRecord::is_live)
             .map(TokenRecord::authorization)
             .collect())
     }
 
     async fn count_authorizations(&self, org: &str, app: &str) -> StoreResult<usize> {
-        let (inc, generation) = self
-            .current_version(org, app)?
-            .ok_or(StoreError::NotFound)?;
-        let mut n = 0;
-        for item in self
-            .tokens
-            .scan_prefix(token_gen_prefix(org, app, inc, generation))
-            .keys()
-        {
-            item.map_err(io)?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.list_authorizations(org, app).await?.len())
     }
 
     async fn issue_ticket(&self, ticket: ConsentTicket) -> StoreResult<ConsentTicket> {
@@ -630,5 +623,13 @@ impl Store for SledStore {
         owner: &str,
     ) -> StoreResult<Option<super::ResealProgress>> {
         self.reseal_batch_off_runtime(limit, owner).await
+    }
+
+    async fn update_grant_health(
+        &self,
+        grant: &super::GrantRef,
+        update: &super::HealthUpdate,
+    ) -> StoreResult<Option<(super::GrantHealth, super::GrantHealth)>> {
+        self.update_health(grant, update).await
     }
 }
