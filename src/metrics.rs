@@ -138,6 +138,9 @@ pub struct Metrics {
     policies: OnceLock<Arc<Policies>>,
     /// Serializes the scrape-time sync of the policy series (two scrapes at once).
     sync: Mutex<()>,
+    /// The last denied requests, for the console's deny log: the proxy's access line feeds
+    /// it and the web pages read it, and both already share these metrics.
+    pub denials: crate::denials::DenyLog,
 }
 
 /// Buckets of store latency: 50 µs .. ~1.6 s.
@@ -275,6 +278,7 @@ impl Metrics {
             token_refreshes,
             agents,
             would_deny,
+            denials: crate::denials::DenyLog::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use super::model::{App, AuditEvent, ConsentTicket, PendingAuthorization, Secret,
 use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, StoreError};
 use crate::clock::{Clock, ManualClock};
 
+mod audit_query;
 mod consents;
 mod replicas;
 mod surfaces;
@@ -92,6 +93,8 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     replicas::changes_are_pruned_and_keep_flowing(fresh().0).await;
     let (f, clock) = fresh();
     token_revocations::token_revocations(f, clock).await;
+    let (f, clock) = fresh();
+    audit_query::audit_queries_filter_and_page(f, clock).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

@@ -22,6 +22,7 @@
 //! Every backend passes the same contract suite (`contract`, generic over `dyn Store`).
 
 pub mod app_config;
+pub mod audit_query;
 pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -39,6 +40,7 @@ use async_trait::async_trait;
 use crate::clock::ClockError;
 
 pub use app_config::{AppConfig, ClientAuth, Handshake};
+pub use audit_query::AuditQuery;
 pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
 pub use model::{
     random_id, App, AuditEvent, Authorization, ConsentTicket, GrantHealth, GrantState,
@@ -307,6 +309,12 @@ pub trait Store: ReplicaStore + Send + Sync {
 
     /// Every token revocation that has not expired (the store's clock), in no set order.
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>>;
+
+    // ----- audit queries (the admin console, issue 15) -----
+
+    /// The events of `query.org` that pass every filter of `query` ([`AuditQuery::matches`]),
+    /// newest first, at most [`AuditQuery::page_size`].
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

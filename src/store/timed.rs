@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    AgentRevocation, App, AuditEvent, Authorization, Changes, ConsentTicket, PendingAuthorization,
-    RefreshLease, Replica, ReplicaStore, Store, StoreResult, TokenRevocation, TokenSet,
+    AgentRevocation, App, AuditEvent, AuditQuery, Authorization, Changes, ConsentTicket,
+    PendingAuthorization, RefreshLease, Replica, ReplicaStore, Store, StoreResult, TokenRevocation,
+    TokenSet,
 };
 
 /// Receives each operation's name and duration.
@@ -89,6 +90,7 @@ timed! { Store {
     fn ping(&self) -> StoreResult<()>;
     fn revoke_tokens(&self, revocation: TokenRevocation) -> StoreResult<TokenRevocation>;
     fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>>;
+    fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }
     fn subscribe(&self) -> Changes {
         self.inner.subscribe()

@@ -2,11 +2,14 @@
 //! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), caller-token
 //! revocation (`/v1/tokens/revoke`, `tokens`), key operations (`/v1/keys`, `keys`), the consent
 //! pages
-//! with the OAuth callback, and the pages' sign-in (`login`).
+//! with the OAuth callback, and the pages' sign-in (`login`); the admin console (`/admin`,
+//! `console`) and the CSRF tokens of the pages' forms (`csrf`).
 
 pub mod admin;
 pub mod agents;
 pub mod consent;
+pub mod console;
+pub mod csrf;
 mod errors;
 pub mod health;
 pub mod keys;
@@ -62,6 +65,7 @@ pub fn router(state: WebState) -> Router {
         .merge(keys::routes().layer(axum::middleware::from_fn(times::rfc3339_times)))
         .merge(consent::routes())
         .merge(login::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(errors::json_errors))
         .with_state(state)

@@ -36,6 +36,7 @@ pub(crate) use rows::pg;
 use rows::{app_from_row, from_db, record_text, to_db};
 
 mod apps;
+mod audit_query;
 mod consent;
 mod health;
 mod import;
@@ -656,6 +657,10 @@ impl Store for PgStore {
 
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>> {
         self.token_revocations().await
+    }
+
+    async fn query_audit(&self, query: &super::AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.query_audit_now(query).await
     }
 
     async fn acquire_refresh_lease(

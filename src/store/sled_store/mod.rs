@@ -47,6 +47,7 @@ mod replicas;
 mod sweep;
 use sweep::off_runtime;
 mod agents;
+mod audit_query;
 #[cfg(test)]
 mod tests;
 mod token_revocations;
@@ -609,5 +610,9 @@ impl Store for SledStore {
 
     async fn list_token_revocations(&self) -> StoreResult<Vec<TokenRevocation>> {
         self.token_revocations()
+    }
+
+    async fn query_audit(&self, query: &crate::store::AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.query_audit_now(query)
     }
 }
