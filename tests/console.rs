@@ -10,8 +10,12 @@ mod common;
 use common::oauth::http;
 use common::*;
 
-/// Two policies: `saas` (the token endpoints of the catalog's GitHub entry) and `local`.
+/// Two policies: `saas` (the token endpoints of the catalog's GitHub entry) and `local`, and
+/// a `[[deny]]` rule for `tracker.example`.
 const POLICY: &str = r#"
+[[deny]]
+hosts = ["tracker.example"]
+
 [[policy]]
 name = "saas"
 route = "direct"
@@ -419,6 +423,7 @@ async fn the_deny_log_shows_real_denials_by_org() {
     for (auth, host) in [
         (&acme, "acme-denied.example"),
         (&globex, "globex-denied.example"),
+        (&acme, "tracker.example"),
     ] {
         let uri = format!("http://{host}/secret/path?token=hidden");
         let r = proxy_request(tg.proxy, "GET", &uri, &[("proxy-authorization", auth)], "").await;
@@ -427,10 +432,8 @@ async fn the_deny_log_shows_real_denials_by_org() {
     let op = who("olga", "ops", "operator");
     // The line is written when the request's context ends: poll for it.
     let seen = wait_until(std::time::Duration::from_secs(5), async || {
-        get(&tg, "/admin/denials", &op)
-            .await
-            .text()
-            .contains("globex-denied.example")
+        let page = get(&tg, "/admin/denials", &op).await.text();
+        page.contains("globex-denied.example") && page.contains("tracker.example")
     })
     .await;
     assert!(seen, "the operator's deny log misses the denial");
@@ -441,6 +444,12 @@ async fn the_deny_log_shows_real_denials_by_org() {
     );
     assert!(!page.contains("token=hidden"), "the query leaked");
     assert!(page.contains("gus (globex)"));
+    // A [[deny]] rule's denial names the rule (file:line) and the reason.
+    let row = page
+        .split("<tr>")
+        .find(|r| r.contains("tracker.example"))
+        .unwrap_or_else(|| panic!("no tracker row: {page}"));
+    assert!(row.contains("10-test.toml:2"), "{row}");
     // acme's admin sees acme's callers only.
     let admin = get(&tg, "/admin/denials", &who("alice", "acme", "admin"))
         .await
