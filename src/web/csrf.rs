@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::login::session::Purpose;
+use super::login::session::{Purpose, SessionKeys};
 use super::login::SignedIn;
 use super::page::esc;
 use super::WebState;
@@ -37,12 +37,20 @@ fn bound(who: &SignedIn) -> Bound {
 /// The token for `who`'s forms (`None` only if it cannot be encoded, which a bounded name
 /// never hits).
 pub fn token(state: &WebState, who: &SignedIn) -> Option<String> {
-    state.login.keys().seal(Purpose::Csrf, &bound(who))
+    token_with(&state.login.keys(), who)
 }
 
 /// Whether `sent` (the form's [`FIELD`]) is a token for `who`.
 pub fn valid(state: &WebState, who: &SignedIn, sent: Option<&str>) -> bool {
-    sent.and_then(|t| state.login.keys().open::<Bound>(Purpose::Csrf, t))
+    valid_with(&state.login.keys(), who, sent)
+}
+
+fn token_with(keys: &SessionKeys, who: &SignedIn) -> Option<String> {
+    keys.seal(Purpose::Csrf, &bound(who))
+}
+
+fn valid_with(keys: &SessionKeys, who: &SignedIn, sent: Option<&str>) -> bool {
+    sent.and_then(|t| keys.open::<Bound>(Purpose::Csrf, t))
         .is_some_and(|b| b == bound(who))
 }
 
@@ -52,4 +60,42 @@ pub fn hidden(token: &str) -> String {
         "<input type=\"hidden\" name=\"{FIELD}\" value=\"{}\">",
         esc(token)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(user: &str, org: Option<&str>) -> SignedIn {
+        SignedIn {
+            user: user.into(),
+            org: org.map(Into::into),
+            roles: vec!["admin".into()],
+        }
+    }
+
+    #[test]
+    fn tokens_are_bound_to_the_person_and_the_keys() {
+        let keys = SessionKeys::from_bytes(b"first key");
+        let alice = person("alice", Some("acme"));
+        let t = token_with(&keys, &alice).unwrap();
+        assert!(valid_with(&keys, &alice, Some(&t)));
+        assert!(!valid_with(&keys, &person("bob", Some("acme")), Some(&t)));
+        assert!(!valid_with(
+            &keys,
+            &person("alice", Some("globex")),
+            Some(&t)
+        ));
+        assert!(!valid_with(&keys, &person("alice", None), Some(&t)));
+        assert!(!valid_with(&keys, &alice, None));
+        assert!(!valid_with(&keys, &alice, Some("")));
+        // Another key does not verify it; after a rotation the older key still does.
+        let other = SessionKeys::from_bytes(b"other key");
+        assert!(!valid_with(&other, &alice, Some(&t)));
+        let rotated = SessionKeys::from_bytes(b"second key").accept_older(b"first key");
+        assert!(valid_with(&rotated, &alice, Some(&t)));
+        // A session cookie (another purpose) is no token.
+        let session = keys.seal(Purpose::Session, &bound(&alice)).unwrap();
+        assert!(!valid_with(&keys, &alice, Some(&session)));
+    }
 }

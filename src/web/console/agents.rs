@@ -10,20 +10,15 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{console_page, param, posted, query_value, refuse, see_other, staff};
+use super::Confirm;
+use super::{console_page, param, posted, query_value, refuse, see_other, staff, Role};
 use crate::relay::control::RevokeError;
 use crate::web::page::esc;
 use crate::web::WebState;
 
 /// `GET /admin/agents`.
 pub(super) async fn list(State(state): State<WebState>, parts: Parts) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_operator(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Operator));
     let mut main = String::new();
     if let Some(a) = param(&parts, "revoked") {
         let _ = write!(
@@ -58,13 +53,7 @@ pub(super) async fn list(State(state): State<WebState>, parts: Parts) -> Respons
 
 /// `GET /admin/agents/revoke?agent=ID`: the confirmation.
 pub(super) async fn confirm(State(state): State<WebState>, parts: Parts) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_operator(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Operator));
     let Some(agent) = param(&parts, "agent") else {
         return refuse(
             &parts,
@@ -73,16 +62,21 @@ pub(super) async fn confirm(State(state): State<WebState>, parts: Parts) -> Resp
             "no agent named",
         );
     };
-    let ea = esc(&agent);
-    let main = format!(
-        "<p class=\"warning\">Every credential of agent {ea} issued until now stops working and \
-         its connections are closed, with their tunnels. It must be given a new credential.</p>\
-         <form method=\"post\" action=\"/admin/agents/revoke\">{}\
-         <input type=\"hidden\" name=\"agent\" value=\"{ea}\">\
-         <p><button type=\"submit\" class=\"danger\">Revoke {ea}</button> \
-         <a href=\"/admin/agents\">Cancel</a></p></form>",
-        staff.csrf_field()
+    let warning = format!(
+        "Every credential of agent {} issued until now stops working and its connections are \
+         closed, with their tunnels. It must be given a new credential.",
+        esc(&agent)
     );
+    let main = Confirm {
+        warning: &warning,
+        action: "/admin/agents/revoke",
+        fields: &[("agent", &agent)],
+        extra: "",
+        button: &format!("Revoke {agent}"),
+        danger: true,
+        cancel: "/admin/agents",
+    }
+    .render(&staff);
     console_page(
         &staff,
         "/admin/agents",
@@ -93,13 +87,7 @@ pub(super) async fn confirm(State(state): State<WebState>, parts: Parts) -> Resp
 
 /// `POST /admin/agents/revoke` (`agent` in the form).
 pub(super) async fn revoke(State(state): State<WebState>, parts: Parts, body: Bytes) -> Response {
-    let (staff, form) = match posted(&state, &parts, &body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_operator(&parts) {
-        return r;
-    }
+    let (staff, form) = or_refuse!(posted(&state, &parts, &body, Role::Operator));
     let agent = form.get("agent").map(String::as_str).unwrap_or_default();
     match state.agents.revoke(agent).await {
         Ok(r) => {

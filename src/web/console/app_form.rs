@@ -15,7 +15,9 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 
 use super::apps::status_line;
-use super::{admin_error, console_page, field, param, posted, refuse, see_other, staff, Form};
+use super::{
+    admin_error, console_page, field, param, posted, refuse, see_other, staff, Form, Role,
+};
 use super::{query_value, Staff};
 use crate::oauth::admin::AdminError;
 use crate::oauth::catalog::{self, CatalogError};
@@ -105,13 +107,7 @@ fn stored_text(app: &App, name: &str) -> String {
 
 /// `GET /admin/apps/new[?provider=ID|blank]`.
 pub(super) async fn new_form(State(state): State<WebState>, parts: Parts) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Admin));
     match param(&parts, "provider") {
         None => pick_provider(&staff),
         Some(p) => create_form(&staff, &parts, &p, &Form::new(), &BTreeMap::new()),
@@ -261,13 +257,7 @@ fn create_doc(form: &Form) -> Result<Map<String, Value>, BTreeMap<String, String
 
 /// `POST /admin/apps`: creates, or shows the form again with what is wrong.
 pub(super) async fn create(State(state): State<WebState>, parts: Parts, body: Bytes) -> Response {
-    let (staff, form) = match posted(&state, &parts, &body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let (staff, form) = or_refuse!(posted(&state, &parts, &body, Role::Admin));
     let provider = form
         .get("provider")
         .cloned()
@@ -296,13 +286,7 @@ pub(super) async fn show(
     Path(id): Path<String>,
     parts: Parts,
 ) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Admin));
     match state.oauth.admin(&staff.caller).get(&id).await {
         Ok(app) => app_page(&state, &staff, &parts, &app, None, &BTreeMap::new()).await,
         Err(e) => admin_error(&parts, e),
@@ -427,13 +411,7 @@ pub(super) async fn update(
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    let (staff, form) = match posted(&state, &parts, &body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let (staff, form) = or_refuse!(posted(&state, &parts, &body, Role::Admin));
     let admin = state.oauth.admin(&staff.caller);
     let app = match admin.get(&id).await {
         Ok(a) => a,

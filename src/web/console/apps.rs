@@ -10,7 +10,8 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{admin_error, console_page, param, posted, refuse, see_other, staff, Staff};
+use super::Confirm;
+use super::{admin_error, console_page, param, posted, refuse, see_other, staff, Role, Staff};
 use crate::web::page::esc;
 use crate::web::WebState;
 
@@ -65,10 +66,7 @@ pub(super) fn status_line(parts: &Parts) -> String {
 
 /// `GET /admin`: the org's apps, or the operator's way in.
 pub(super) async fn list(State(state): State<WebState>, parts: Parts) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let staff = or_refuse!(staff(&state, &parts, Role::Any));
     let mut main = status_line(&parts);
     if !staff.admin {
         main.push_str(
@@ -137,13 +135,7 @@ pub(super) async fn confirm(
     Path((id, name)): Path<(String, String)>,
     parts: Parts,
 ) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Admin));
     let Some((name, button, what)) = action(&name) else {
         return refuse(&parts, StatusCode::NOT_FOUND, "not_found", "no such action");
     };
@@ -160,18 +152,16 @@ pub(super) async fn confirm(
     } else {
         String::new()
     };
-    let danger = if matches!(*name, "reset" | "delete") {
-        " class=\"danger\""
-    } else {
-        ""
-    };
-    let main = format!(
-        "<p class=\"warning\">{what}</p>\n\
-         <form method=\"post\" action=\"/admin/apps/{eid}/{name}\">{}{typed}\
-         <p><button type=\"submit\"{danger}>{button} {eid}</button> \
-         <a href=\"/admin/apps/{eid}\">Cancel</a></p></form>",
-        staff.csrf_field()
-    );
+    let main = Confirm {
+        warning: what,
+        action: &format!("/admin/apps/{}/{name}", app.id),
+        fields: &[],
+        extra: &typed,
+        button: &format!("{button} {}", app.id),
+        danger: matches!(*name, "reset" | "delete"),
+        cancel: &format!("/admin/apps/{}", app.id),
+    }
+    .render(&staff);
     console_page(&staff, "/admin", &format!("{button} app {}", app.id), &main)
 }
 
@@ -182,13 +172,7 @@ pub(super) async fn act(
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    let (staff, form) = match posted(&state, &parts, &body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let (staff, form) = or_refuse!(posted(&state, &parts, &body, Role::Admin));
     let Some((name, _, _)) = action(&name) else {
         return refuse(&parts, StatusCode::NOT_FOUND, "not_found", "no such action");
     };

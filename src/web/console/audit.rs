@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{admin_error, console_page, field, param, query_value, staff};
+use super::{admin_error, console_page, field, param, query_value, staff, Role};
 use crate::store::AuditQuery;
 use crate::web::page::esc;
 use crate::web::WebState;
@@ -64,13 +64,7 @@ pub(super) fn parse_time(s: &str, end: bool) -> Option<u64> {
 
 /// `GET /admin/audit?user=&app=&action=&since=&until=&before=`.
 pub(super) async fn show(State(state): State<WebState>, parts: Parts) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Admin));
     let p = |k: &str| param(&parts, k);
     let mut errors = BTreeMap::new();
     let mut time = |k: &str, end: bool| {

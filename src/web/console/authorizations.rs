@@ -11,7 +11,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::apps::status_line;
-use super::{admin_error, console_page, param, posted, query_value, refuse, see_other, staff};
+use super::Confirm;
+use super::{
+    admin_error, console_page, param, posted, query_value, refuse, see_other, staff, Role,
+};
 use crate::web::page::esc;
 use crate::web::WebState;
 
@@ -21,13 +24,7 @@ pub(super) async fn list(
     Path(id): Path<String>,
     parts: Parts,
 ) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Admin));
     let list = match state.oauth.admin(&staff.caller).authorizations(&id).await {
         Ok(l) => l,
         Err(e) => return admin_error(&parts, e),
@@ -66,13 +63,7 @@ pub(super) async fn confirm(
     Path(id): Path<String>,
     parts: Parts,
 ) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let staff = or_refuse!(staff(&state, &parts, Role::Admin));
     let Some(user) = param(&parts, "user") else {
         return refuse(
             &parts,
@@ -84,16 +75,22 @@ pub(super) async fn confirm(
     if let Err(e) = state.oauth.admin(&staff.caller).get(&id).await {
         return admin_error(&parts, e);
     }
-    let (eid, euser) = (esc(&id), esc(&user));
-    let main = format!(
-        "<p class=\"warning\">{euser}'s tokens for {eid} are deleted, and revoked at the \
-         provider when the app has a revocation URL. {euser} must consent again to use it.</p>\
-         <form method=\"post\" action=\"/admin/apps/{eid}/revoke\">{}\
-         <input type=\"hidden\" name=\"user\" value=\"{euser}\">\
-         <p><button type=\"submit\" class=\"danger\">Revoke {euser}</button> \
-         <a href=\"/admin/apps/{eid}/authorizations\">Cancel</a></p></form>",
-        staff.csrf_field()
+    let warning = format!(
+        "{user}'s tokens for {id} are deleted, and revoked at the provider when the app has a \
+         revocation URL. {user} must consent again to use it.",
+        user = esc(&user),
+        id = esc(&id)
     );
+    let main = Confirm {
+        warning: &warning,
+        action: &format!("/admin/apps/{id}/revoke"),
+        fields: &[("user", &user)],
+        extra: "",
+        button: &format!("Revoke {user}"),
+        danger: true,
+        cancel: &format!("/admin/apps/{id}/authorizations"),
+    }
+    .render(&staff);
     console_page(
         &staff,
         "/admin",
@@ -109,13 +106,7 @@ pub(super) async fn revoke(
     parts: Parts,
     body: Bytes,
 ) -> Response {
-    let (staff, form) = match posted(&state, &parts, &body) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Err(r) = staff.need_admin(&parts) {
-        return r;
-    }
+    let (staff, form) = or_refuse!(posted(&state, &parts, &body, Role::Admin));
     let Some(user) = form.get("user").filter(|u| !u.is_empty()) else {
         return refuse(
             &parts,

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::response::Response;
 
-use super::{console_page, staff};
+use super::{console_page, staff, Role};
 use crate::denials::CAPACITY;
 use crate::web::page::esc;
 use crate::web::WebState;
@@ -19,10 +19,7 @@ fn or_dash(s: Option<&str>) -> String {
 
 /// `GET /admin/denials`.
 pub(super) async fn show(State(state): State<WebState>, parts: Parts) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let staff = or_refuse!(staff(&state, &parts, Role::Any));
     // Operators see every org's (and unidentified callers'); an admin its org's.
     let (org, scope) = if staff.operator {
         (None, "every caller".to_string())

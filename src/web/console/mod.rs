@@ -9,6 +9,16 @@
 //! Destructive actions are behind a confirmation page. The handlers call the same
 //! operations as the admin API (`oauth::admin::AppAdmin`, `relay::control`), never the store.
 
+/// The answer of a handler's step that refused: returns it from the handler.
+macro_rules! or_refuse {
+    ($step:expr) => {
+        match $step {
+            Ok(x) => x,
+            Err(r) => return axum::response::IntoResponse::into_response(r),
+        }
+    };
+}
+
 mod agents;
 mod app_form;
 mod apps;
@@ -87,66 +97,57 @@ impl Staff {
     fn csrf_field(&self) -> String {
         csrf::hidden(&self.csrf)
     }
+}
 
-    /// Refused unless an admin of an org.
-    fn need_admin(&self, parts: &Parts) -> Result<(), Response> {
-        if self.admin {
-            Ok(())
-        } else {
-            Err(refuse(
-                parts,
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "This page is for the admins of an organization (role admin, with an org).",
-            ))
-        }
-    }
+/// Who a page is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Admins and operators alike.
+    Any,
+    /// Admins of an org (apps, audit).
+    Admin,
+    /// Operators (agents).
+    Operator,
+}
 
-    /// Refused unless an operator.
-    fn need_operator(&self, parts: &Parts) -> Result<(), Response> {
-        if self.operator {
-            Ok(())
-        } else {
-            Err(refuse(
-                parts,
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "This page is for operators (role operator).",
-            ))
-        }
-    }
+/// Why nobody may use the console under `--login none`.
+const NO_LOGIN: &str = "The admin console needs a sign-in (--login header or oidc): with \
+                        --login none nobody can be told apart.";
+
+/// For a visitor who is not signed in: the sign-in (OIDC), else `401 not_signed_in`.
+fn not_signed_in(state: &WebState, parts: &Parts) -> Refusal {
+    let back = parts.uri.path_and_query().map_or("/admin", |p| p.as_str());
+    let resp = login::sign_in(state, back).unwrap_or_else(|| {
+        refuse(
+            parts,
+            StatusCode::UNAUTHORIZED,
+            "not_signed_in",
+            "Sign in through your organization's login to use the console.",
+        )
+    });
+    resp.into()
 }
 
 /// The console visitor of `parts`, or the answer for one who may not enter: a sign-in (OIDC),
 /// `401 not_signed_in`, or `403 forbidden`.
-pub(super) fn staff(state: &WebState, parts: &Parts) -> Result<Staff, Response> {
-    let who =
-        match login::visitor(state, parts) {
-            Visitor::User(who) => who,
-            Visitor::Anonymous => {
-                let back = parts.uri.path_and_query().map_or("/admin", |p| p.as_str());
-                return Err(login::sign_in(state, back).unwrap_or_else(|| {
-                    refuse(
-                        parts,
-                        StatusCode::UNAUTHORIZED,
-                        "not_signed_in",
-                        "Sign in through your organization's login to use the console.",
-                    )
-                }));
-            }
-            Visitor::Anyone => return Err(refuse(
+pub(super) fn staff(state: &WebState, parts: &Parts, role: Role) -> Result<Staff, Refusal> {
+    let who = match login::visitor(state, parts) {
+        Visitor::User(who) => who,
+        Visitor::Anonymous => return Err(not_signed_in(state, parts)),
+        Visitor::Anyone => {
+            return Err(refusal(
                 parts,
                 StatusCode::FORBIDDEN,
                 "login_required",
-                "The admin console needs a sign-in (--login header or oidc): with --login none \
-                 nobody can be told apart.",
-            )),
-        };
+                NO_LOGIN,
+            ))
+        }
+    };
     let has = |r: &str| who.roles.iter().any(|x| x == r);
     let admin = has("admin") && who.org.is_some();
     let operator = has("operator");
     if !admin && !operator {
-        return Err(refuse(
+        return Err(refusal(
             parts,
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -154,7 +155,7 @@ pub(super) fn staff(state: &WebState, parts: &Parts) -> Result<Staff, Response> 
         ));
     }
     let Some(csrf) = csrf::token(state, &who) else {
-        return Err(refuse(
+        return Err(refusal(
             parts,
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
@@ -169,6 +170,22 @@ pub(super) fn staff(state: &WebState, parts: &Parts) -> Result<Staff, Response> 
         jti: None,
         iat: None,
     };
+    let (allowed, whose) = match role {
+        Role::Any => (true, ""),
+        Role::Admin => (
+            admin,
+            "the admins of an organization (role admin, with an org)",
+        ),
+        Role::Operator => (operator, "operators (role operator)"),
+    };
+    if !allowed {
+        return Err(refusal(
+            parts,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!("This page is for {whose}."),
+        ));
+    }
     Ok(Staff {
         who,
         caller,
@@ -190,10 +207,11 @@ pub(super) fn posted(
     state: &WebState,
     parts: &Parts,
     body: &[u8],
-) -> Result<(Staff, Form), Response> {
-    let staff = staff(state, parts)?;
+    role: Role,
+) -> Result<(Staff, Form), Refusal> {
+    let staff = staff(state, parts, role)?;
     if body.len() > MAX_FORM {
-        return Err(refuse(
+        return Err(refusal(
             parts,
             StatusCode::PAYLOAD_TOO_LARGE,
             "form_too_large",
@@ -202,7 +220,7 @@ pub(super) fn posted(
     }
     let form: Form = url::form_urlencoded::parse(body).into_owned().collect();
     if !csrf::valid(state, &staff.who, form.get(csrf::FIELD).map(String::as_str)) {
-        return Err(refuse(
+        return Err(refusal(
             parts,
             StatusCode::FORBIDDEN,
             "csrf_invalid",
@@ -233,15 +251,35 @@ pub(super) fn refuse(parts: &Parts, status: StatusCode, code: &str, message: &st
         );
         wide_page(status, "Admin console", &body)
     };
-    let kind = if status.is_server_error() {
-        "proxy_internal_error"
-    } else {
-        "http_request_denied"
+    let kind = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "http_request_denied",
+        s if s.is_server_error() => "proxy_internal_error",
+        _ => "http_request_error",
     };
     if let Ok(v) = HeaderValue::from_str(&format!("tollgate; error={kind}; details=\"{code}\"")) {
         resp.headers_mut().insert("proxy-status", v);
     }
     resp
+}
+
+/// A refused request's answer, boxed: a `Response` is too large to travel in every `Err`.
+pub(super) struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(r: Response) -> Self {
+        Refusal(Box::new(r))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+/// [`refuse`] as a [`Refusal`].
+fn refusal(parts: &Parts, status: StatusCode, code: &str, message: &str) -> Refusal {
+    refuse(parts, status, code, message).into()
 }
 
 /// The answer to a failed lifecycle call that is not the form's fault.
@@ -316,6 +354,54 @@ pub(super) fn console_page(staff: &Staff, current: &str, title: &str, main: &str
         esc(title)
     );
     wide_page(StatusCode::OK, title, &body)
+}
+
+/// A confirmation: `warning` (escaped already), then a form POSTing to `action` with the
+/// CSRF field, the hidden `fields` and `extra` inputs (escaped already), a `button` (plain
+/// text) and a Cancel link back to `cancel`.
+pub(super) struct Confirm<'a> {
+    /// What the action does, as HTML.
+    pub warning: &'a str,
+    /// Where the form POSTs.
+    pub action: &'a str,
+    /// Hidden fields: name and value.
+    pub fields: &'a [(&'a str, &'a str)],
+    /// More inputs, as HTML (a typed confirmation).
+    pub extra: &'a str,
+    /// The button's text.
+    pub button: &'a str,
+    /// Whether the action destroys something (a red button).
+    pub danger: bool,
+    /// Where Cancel goes.
+    pub cancel: &'a str,
+}
+
+impl Confirm<'_> {
+    /// The HTML, with `staff`'s CSRF field.
+    pub(super) fn render(&self, staff: &Staff) -> String {
+        let hidden: String = self
+            .fields
+            .iter()
+            .map(|(n, v)| {
+                format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                    esc(n),
+                    esc(v)
+                )
+            })
+            .collect();
+        let class = if self.danger { " class=\"danger\"" } else { "" };
+        format!(
+            "<p class=\"warning\">{}</p>\n<form method=\"post\" action=\"{}\">{}{hidden}{}\
+             <p><button type=\"submit\"{class}>{}</button> <a href=\"{}\">Cancel</a></p></form>",
+            self.warning,
+            esc(self.action),
+            staff.csrf_field(),
+            self.extra,
+            esc(self.button),
+            esc(self.cancel),
+        )
+    }
 }
 
 /// A `303` to a console path (a constant or built from validated ids).

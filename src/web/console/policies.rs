@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::{console_page, field, param, staff, Staff};
+use super::{console_page, field, param, staff, Role, Staff};
 use crate::explain::{explain, Target};
 use crate::policy::PolicySet;
 use crate::web::page::esc;
@@ -20,10 +20,7 @@ use crate::web::WebState;
 
 /// `GET /admin/policies`.
 pub(super) async fn show(State(state): State<WebState>, parts: Parts) -> Response {
-    let staff = match staff(&state, &parts) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let staff = or_refuse!(staff(&state, &parts, Role::Any));
     let policies = &state.oauth.policies;
     let status = policies.status();
     let set = policies.current();
