@@ -8,11 +8,12 @@
 mod common;
 
 use common::oauth::http;
+use common::policies;
 use common::*;
 
-/// Two policies: `saas` (the token endpoints of the catalog's GitHub entry) and `local`, and
-/// a `[[deny]]` rule for `tracker.example`.
-const POLICY: &str = r#"
+/// A `[[deny]]` rule for `tracker.example` and the policy `saas` (the token endpoints of the
+/// catalog's GitHub entry); [`policies::LOCAL_BY_NAME`] is added to it.
+const SAAS: &str = r#"
 [[deny]]
 hosts = ["tracker.example"]
 
@@ -22,19 +23,11 @@ route = "direct"
   [[policy.allow]]
   hosts = ["github.com", "api.github.com"]
   ports = [443]
-
-[[policy]]
-name = "local"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1-65535"]
-  private = true
 "#;
 
 fn start() -> Tollgate {
     Tollgate::start(
-        POLICY,
+        &format!("{SAAS}{}", policies::LOCAL_BY_NAME),
         &[
             "--login",
             "header",

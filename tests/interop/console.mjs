@@ -13,24 +13,18 @@ import {
   check, cli, freePort, launchBrowser, runSuite, screenshot, startTollgate,
 } from './lib/harness.mjs';
 
+// The catalog's GitHub token endpoints, and a tracker every caller is denied.
 const POLICY = `
 [[deny]]
 hosts = ["tracker.example"]
 
 [[policy]]
 name = "saas"
+description = "SaaS providers the console's apps use"
 route = "direct"
   [[policy.allow]]
-  hosts = ["github.com", "api.github.com"]
+  hosts = ["github.com", "api.github.com", "uploads.github.com"]
   ports = [443]
-
-[[policy]]
-name = "local"
-route = "direct"
-  [[policy.allow]]
-  hosts = ["localhost"]
-  ports = ["1-65535"]
-  private = true
 `;
 
 // One absolute-form GET through the proxy at `proxy` (host:port) as `token`: its status.
