@@ -149,6 +149,29 @@ pub fn run(
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow!("policies are invalid:\n{}", lines.join("\n"))
     })?;
+    let (out, allowed) = explain(&set, org, user, target, resolve, apps);
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("encoding")?
+        );
+    } else {
+        print_text(&out, org, user, apps.is_some());
+    }
+    Ok(allowed)
+}
+
+/// The explanation as JSON (the fields `policy explain --json` prints) and whether the
+/// destination is allowed: the decision of `set` for a caller of `org`, with the addresses
+/// the name resolves to now when `resolve`. The admin console shows the same object.
+pub fn explain(
+    set: &PolicySet,
+    org: &str,
+    user: Option<&str>,
+    target: &Target,
+    resolve: bool,
+    apps: Option<&[Value]>,
+) -> (Value, bool) {
     let host = &target.host;
     let port = &decided_port(target, apps);
     let request = target.request();
@@ -213,15 +236,7 @@ pub fn run(
         "app": apps.map_or(Value::Null, |list| app_json(list, host)),
         "addresses": addresses,
     });
-    if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).context("encoding")?
-        );
-    } else {
-        print_text(&out, org, user, apps.is_some());
-    }
-    Ok(allowed)
+    (out, allowed)
 }
 
 /// The port the proxy decides on for `target`: a plain-http request to the domains of an

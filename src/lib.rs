@@ -41,6 +41,7 @@ pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod demo;
+pub mod denials;
 pub mod explain;
 pub mod fdlimit;
 pub mod io;

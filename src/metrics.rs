@@ -144,6 +144,9 @@ pub struct Metrics {
     pub reseal_remaining: Gauge,
     /// Grant health: grants by state, the background refresher, "last used".
     pub grants: crate::oauth::health_metrics::GrantMetrics,
+    /// The last denied requests, for the console's deny log: the proxy's access line feeds
+    /// it and the web pages read it, and both already share these metrics.
+    pub denials: crate::denials::DenyLog,
 }
 
 /// Buckets of store latency: 50 µs .. ~1.6 s.
@@ -297,6 +300,7 @@ impl Metrics {
             token_refreshes,
             agents,
             would_deny,
+            denials: crate::denials::DenyLog::default(),
         }
     }
 

@@ -262,6 +262,19 @@ impl AppAdmin<'_> {
         Ok(self.oauth.store.list_audit(&self.admin.org, limit).await?)
     }
 
+    /// The org's audit events that pass `query`'s filters (its `org` is always the
+    /// admin's), newest first.
+    pub async fn query_audit(
+        &self,
+        query: &crate::store::AuditQuery,
+    ) -> AdminResult<Vec<AuditEvent>> {
+        let query = crate::store::AuditQuery {
+            org: self.admin.org.clone(),
+            ..query.clone()
+        };
+        Ok(self.oauth.store.query_audit(&query).await?)
+    }
+
     /// Domain patterns of the org's other apps → owning app id.
     async fn taken_domains(&self, except: Option<&str>) -> AdminResult<BTreeMap<String, String>> {
         let mut taken = BTreeMap::new();

@@ -176,6 +176,27 @@ impl RequestLog {
     }
 }
 
+impl RequestLog {
+    /// This request as the deny log keeps it (the same fields as the access line).
+    fn denial(&self, org: Option<&str>, user: Option<&str>) -> crate::denials::Denial {
+        crate::denials::Denial {
+            at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            org: org.map(str::to_owned),
+            user: user.map(str::to_owned),
+            method: self.method.to_string(),
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path.clone(),
+            policy: self.policy.as_deref().map(str::to_owned),
+            rule: self.rule.as_ref().map(ToString::to_string),
+            reason: self.reason.to_string(),
+            status: self.status,
+        }
+    }
+}
+
 /// The access line's `reason` for a `407`: why the credentials were refused.
 fn auth_reason(e: &crate::identity::IdentityError) -> Cow<'static, str> {
     use crate::identity::IdentityError;
@@ -252,6 +273,9 @@ impl Drop for RequestLog {
             otel.record(self.span());
         }
         self.metrics.count_request(self.decision, self.status);
+        if self.decision == "denied" {
+            self.metrics.denials.record(self.denial(org, user));
+        }
         if self.decision == WOULD_DENY {
             // `reason` holds the would-deny reason, one of the policy's fixed codes.
             let reason = match &self.reason {

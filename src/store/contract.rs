@@ -19,6 +19,7 @@ use super::model::{App, AuditEvent, ConsentTicket, PendingAuthorization, Secret,
 use super::{AppConfig, Change, Changes, ClientAuth, Handshake, Seen, Store, StoreError};
 use crate::clock::{Clock, ManualClock};
 
+mod audit_query;
 mod consents;
 mod grant_health;
 mod replicas;
@@ -99,6 +100,8 @@ pub async fn run_all(make: impl Fn(Clock) -> Fixture) {
     reseal::store_key_reseal(fresh().0).await;
     a_revocation_template_is_sealed_and_round_trips(fresh().0).await;
     grant_health::health_is_stored_beside_the_tokens(fresh().0).await;
+    let (f, clock) = fresh();
+    audit_query::audit_queries_filter_and_page(f, clock).await;
 }
 
 /// An app as an admin would submit it; the store-set fields hold junk it must ignore.

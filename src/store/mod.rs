@@ -24,6 +24,7 @@
 //! Every backend passes the same contract suite (`contract`, generic over `dyn Store`).
 
 pub mod app_config;
+pub mod audit_query;
 pub mod changes;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -43,6 +44,7 @@ use async_trait::async_trait;
 use crate::clock::ClockError;
 
 pub use app_config::{AppConfig, ClientAuth, Handshake};
+pub use audit_query::AuditQuery;
 pub use changes::{Change, ChangeEvent, ChangeFeed, Changes, Seen};
 pub use grant_health::{GrantRef, HealthUpdate};
 pub use model::{
@@ -336,6 +338,7 @@ pub trait Store: ReplicaStore + Send + Sync {
     /// when another process holds the lease), or `None` when no re-seal is under way.
     /// [`StoreError::Io`] if the store key does not seal with the target yet.
     async fn reseal_batch(&self, limit: usize, owner: &str) -> StoreResult<Option<ResealProgress>>;
+
     // ----- grant health (issue 15) -----
 
     /// Applies `update` to the health of the grant `grant` names, in one atomic step, if it
@@ -348,6 +351,11 @@ pub trait Store: ReplicaStore + Send + Sync {
         grant: &GrantRef,
         update: &HealthUpdate,
     ) -> StoreResult<Option<(GrantHealth, GrantHealth)>>;
+    // ----- audit queries (the admin console, issue 15) -----
+
+    /// The events of `query.org` that pass every filter of `query` ([`AuditQuery::matches`]),
+    /// newest first, at most [`AuditQuery::page_size`].
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }
 
 /// The answer of [`Store::acquire_refresh_lease`].

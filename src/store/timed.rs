@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    AgentRevocation, App, AuditEvent, Authorization, Changes, ConsentTicket, GrantHealth, GrantRef,
-    HealthUpdate, PendingAuthorization, RefreshLease, Replica, ReplicaStore, Store, StoreResult,
-    TokenRevocation, TokenSet,
+    AgentRevocation, App, AuditEvent, AuditQuery, Authorization, Changes, ConsentTicket,
+    GrantHealth, GrantRef, HealthUpdate, PendingAuthorization, RefreshLease, Replica,
+    ReplicaStore, Store, StoreResult, TokenRevocation, TokenSet,
 };
 
 /// Receives each operation's name and duration.
@@ -95,6 +95,7 @@ timed! { Store {
     fn start_reseal(&self, target: &str) -> StoreResult<super::ResealProgress>;
     fn reseal_batch(&self, limit: usize, owner: &str) -> StoreResult<Option<super::ResealProgress>>;
     fn update_grant_health(&self, grant: &GrantRef, update: &HealthUpdate) -> StoreResult<Option<(GrantHealth, GrantHealth)>>;
+    fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }
     fn subscribe(&self) -> Changes {
         self.inner.subscribe()

@@ -2,15 +2,17 @@
 //! (`/v1/apps`, `admin`), operators' agent API (`/v1/agents`, `agents`), caller-token
 //! revocation (`/v1/tokens/revoke`, `tokens`), key operations (`/v1/keys`, `keys`), the consent
 //! pages
-//! with the OAuth callback, the pages' sign-in (`login`), and a caller's own connections and
-//! tokens for code (`/v1/me`, `me`) and
-//! the page of the same (`/connections`, `connections`); the provider catalog
-//! (`/v1/providers`, `providers`).
+//! with the OAuth callback, the pages' sign-in (`login`), a caller's own connections and
+//! tokens for code (`/v1/me`, `me`) and the page of the same (`/connections`,
+//! `connections`); the provider catalog (`/v1/providers`, `providers`); the admin console
+//! (`/admin`, `console`) and the CSRF tokens of the pages' forms (`csrf`).
 
 pub mod admin;
 pub mod agents;
 pub mod connections;
 pub mod consent;
+pub mod console;
+pub mod csrf;
 mod errors;
 pub mod health;
 pub mod keys;
@@ -71,6 +73,7 @@ pub fn router(state: WebState) -> Router {
         .merge(consent::routes())
         .merge(connections::routes())
         .merge(login::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(errors::json_errors))
         .with_state(state)

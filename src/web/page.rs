@@ -17,7 +17,19 @@ grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{font-weight:600}\
 .prompt{border-left:4px solid #36c;padding:.5rem 1rem;background:#f4f7fc}\
 button{font-size:1rem;padding:.5rem 1.5rem;background:#36c;color:#fff;border:0;\
 border-radius:4px;cursor:pointer}.error{border-left:4px solid #c33;padding:.5rem 1rem;\
-background:#fcf4f4}.warning{border-left:4px solid #c90;padding:.5rem 1rem;background:#fdf8ec}";
+background:#fcf4f4}.warning{border-left:4px solid #c90;padding:.5rem 1rem;background:#fdf8ec}\
+body.wide{max-width:72rem;margin-top:1rem}.wide nav ul{list-style:none;padding:0;display:flex;\
+flex-wrap:wrap;gap:.25rem 1.25rem}.wide [aria-current]{font-weight:700}.scroll{overflow-x:auto}\
+.wide table{border-collapse:collapse;width:100%}.wide caption{text-align:left;font-weight:600;\
+padding:.25rem 0}.wide th,.wide td{text-align:left;padding:.35rem .6rem;\
+border-bottom:1px solid #ddd;vertical-align:top}.wide label{display:block;font-weight:600;\
+margin-top:.75rem}.wide input:not([type=hidden]):not([type=checkbox]),.wide select{\
+font-size:1rem;padding:.35rem;width:100%;max-width:32rem;box-sizing:border-box}\
+.wide .hint{color:#555;font-size:.9rem;margin:.1rem 0}.wide .field-error{color:#a00;margin:.1rem 0}\
+.wide .danger{background:#c33}.wide .status{border-left:4px solid #393;padding:.5rem 1rem;\
+background:#f2faf2}:focus-visible{outline:3px solid #36c;outline-offset:2px}\
+.wide form.row{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}\
+.wide form.row label{margin-top:0}";
 
 /// Escapes text for HTML element content and double-quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -83,10 +95,28 @@ pub fn harden(resp: &mut Response, form_target: Option<&str>) {
 
 /// A complete page. `body` must already be escaped.
 pub fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) -> Response {
+    render(status, title, body, form_target, "")
+}
+
+/// A complete page in the wide layout (the admin console: navigation, tables that scroll
+/// sideways on a phone, labelled form fields). `body` must already be escaped.
+pub fn wide_page(status: StatusCode, title: &str, body: &str) -> Response {
+    render(status, title, body, None, " class=\"wide\"")
+}
+
+/// The page around `body`; `body_attrs` are the `<body>` tag's attributes (a constant).
+fn render(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+    body_attrs: &str,
+) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · tollgate</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n",
+         <title>{} · tollgate</title><style>{STYLE}</style></head><body{body_attrs}>\n{body}\n\
+         </body></html>\n",
         esc(title)
     );
     let mut resp = (

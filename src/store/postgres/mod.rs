@@ -36,6 +36,7 @@ pub(crate) use rows::pg;
 use rows::{app_from_row, from_db, record_text, to_db};
 
 mod apps;
+mod audit_query;
 mod consent;
 mod grant_health;
 mod health;
@@ -670,6 +671,10 @@ impl Store for PgStore {
         update: &super::HealthUpdate,
     ) -> StoreResult<Option<(super::GrantHealth, super::GrantHealth)>> {
         self.update_health(grant, update).await
+    }
+
+    async fn query_audit(&self, query: &super::AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.query_audit_now(query).await
     }
 
     async fn acquire_refresh_lease(

@@ -49,6 +49,7 @@ mod sweep;
 use sweep::off_runtime;
 mod agents;
 mod grant_health;
+mod audit_query;
 #[cfg(test)]
 mod tests;
 mod token_revocations;
@@ -631,5 +632,9 @@ impl Store for SledStore {
         update: &super::HealthUpdate,
     ) -> StoreResult<Option<(super::GrantHealth, super::GrantHealth)>> {
         self.update_health(grant, update).await
+    }
+
+    async fn query_audit(&self, query: &crate::store::AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.query_audit_now(query)
     }
 }

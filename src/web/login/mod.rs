@@ -140,8 +140,8 @@ impl Login {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(keys);
     }
 
-    /// The keys now.
-    fn keys(&self) -> std::sync::Arc<SessionKeys> {
+    /// The keys now (also `web::csrf`'s).
+    pub(crate) fn keys(&self) -> std::sync::Arc<SessionKeys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -41,6 +41,8 @@ pub enum Purpose {
     Session,
     /// `tollgate_login`.
     Login,
+    /// The `csrf` field of the pages' forms (`web::csrf`).
+    Csrf,
 }
 
 impl Purpose {
@@ -48,6 +50,7 @@ impl Purpose {
         match self {
             Purpose::Session => "tollgate/session",
             Purpose::Login => "tollgate/login",
+            Purpose::Csrf => "tollgate/csrf",
         }
     }
 }
