@@ -29,6 +29,8 @@ use crate::store::{PgStore, SledStore, Store, StoreKey};
 use crate::tls::{Ca, LeafCache, TlsError, LEAF_CACHE_CAPACITY};
 use crate::web::{self, WebState};
 
+mod background;
+
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -203,29 +205,6 @@ impl Server {
     pub fn intercept_when(&mut self, predicate: InterceptPredicate) -> &mut Self {
         self.intercept_predicate = predicate;
         self
-    }
-
-    /// The background store key re-seal of this process, reporting to `metrics`.
-    fn resealer(
-        &self,
-        wake: Arc<tokio::sync::Notify>,
-        metrics: Arc<Metrics>,
-    ) -> crate::store::reseal::Resealer {
-        let (batch, pause) = crate::store::reseal::Resealer::tuning_from_env();
-        crate::store::reseal::Resealer {
-            store: self.store.clone(),
-            key: self.store_key.clone(),
-            batch,
-            pause,
-            wake,
-            owner: crate::store::random_id().unwrap_or_else(|_| "tollgate".into()),
-            report: Arc::new(move |n, progress| {
-                metrics.reseal_records.inc_by(n);
-                metrics
-                    .reseal_remaining
-                    .set(i64::try_from(progress.remaining()).unwrap_or(i64::MAX));
-            }),
-        }
     }
 
     /// The shutdown sequence, where steps to run at shutdown are registered
@@ -470,110 +449,8 @@ impl Server {
                 .clone()
                 .follow(token_changes, shutdown.clone()),
         );
-        // The store key ring: the store seals and opens with its changes; a rotation made
-        // here wakes the re-seal.
-        let apply_store = {
-            let key = self.store_key.clone();
-            Arc::new(move |ring: &crate::keys::StoreRing| {
-                let now = crate::clock::Clock::system().now().unwrap_or(0);
-                key.set(crate::keys::store_key::key_set(ring, now));
-            })
-        };
-        let reseal_wake = Arc::new(tokio::sync::Notify::new());
-        // Grant health: "last used" written coalesced, the rest written once requests drained.
-        let last_used = oauth.injector.last_used();
-        tasks.spawn(last_used.clone().run(
-            oauth.store.clone(),
-            oauth.clock.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-        let (store, clock) = (oauth.store.clone(), oauth.clock.clone());
-        self.lifecycle
-            .on_shutdown("grant last use", move || async move {
-                last_used.flush_all(store, clock).await
-            });
-        if let Some(window) = self.config.health.refresh_ahead {
-            let refresher = Arc::new(crate::oauth::refresher::Refresher {
-                injector: oauth.injector.clone(),
-                store: oauth.store.clone(),
-                clock: oauth.clock.clone(),
-                metrics: metrics.clone(),
-                window,
-            });
-            tasks.spawn(refresher.run(shutdown.clone()));
-        }
-        // The session key ring: the pages sign and verify with its changes.
-        let apply_session = {
-            let login = login.clone();
-            Arc::new(move |ring: &crate::keys::SessionRing| {
-                let now = crate::clock::Clock::system().now().unwrap_or(0);
-                login.set_keys(web::login::session::SessionKeys::from_ring(ring, now));
-            })
-        };
-        // The interception CA ring (unless the operator supplies the CA): the leaf cache
-        // signs with its signing CA, flushed when that changes.
-        let ca_dir = self
-            .config
-            .ca
-            .is_none()
-            .then(|| crate::keys::ca_ring::ca_dir(&self.data.root));
-        let key_admin = Arc::new(
-            crate::keys::admin::KeyAdmin::new(
-                keys_dir.clone(),
-                self.store.clone(),
-                crate::clock::Clock::system(),
-                Some(Box::new({
-                    let apply = apply_ring.clone();
-                    move |ring: &crate::keys::IdentityRing| apply(ring)
-                })),
-            )
-            .with_session_apply(Box::new({
-                let apply = apply_session.clone();
-                move |ring: &crate::keys::SessionRing| apply(ring)
-            }))
-            .with_ca(
-                ca_dir.clone(),
-                Some(Box::new({
-                    let leaves = self.leaves.clone();
-                    move |ring: &crate::keys::CaRing| crate::keys::ca_ring::apply(&leaves, ring)
-                })),
-            )
-            .with_store_apply(
-                Box::new({
-                    let apply = apply_store.clone();
-                    move |ring: &crate::keys::StoreRing| apply(ring)
-                }),
-                reseal_wake.clone(),
-            ),
-        );
-        tasks.spawn(crate::keys::watch::watch(
-            keys_dir.clone(),
-            move |ring: &crate::keys::StoreRing| apply_store(ring),
-            shutdown.clone(),
-        ));
-        tasks.spawn(
-            self.resealer(reseal_wake, metrics.clone())
-                .run(shutdown.clone()),
-        );
-        tasks.spawn(crate::keys::watch::watch(
-            keys_dir.clone(),
-            move |ring: &crate::keys::IdentityRing| apply_ring(ring),
-            shutdown.clone(),
-        ));
-        tasks.spawn(crate::keys::watch::watch(
-            keys_dir,
-            move |ring: &crate::keys::SessionRing| apply_session(ring),
-            shutdown.clone(),
-        ));
-        if let Some(dir) = &ca_dir {
-            let leaves = self.leaves.clone();
-            tasks.spawn(crate::keys::watch::watch(
-                dir.clone(),
-                move |ring: &crate::keys::CaRing| crate::keys::ca_ring::apply(&leaves, ring),
-                shutdown.clone(),
-            ));
-        }
+        self.grant_health_tasks(&oauth, &metrics, &tasks, &shutdown);
+        let key_admin = self.key_rings(keys_dir, apply_ring, &login, &metrics, &tasks, &shutdown);
         if let Some(listener) = self.metrics_listener {
             tasks.spawn(web::health::run_metrics(
                 listener,
