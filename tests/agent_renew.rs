@@ -233,6 +233,14 @@ async fn a_twenty_second_credential_keeps_serving_through_renewals_until_revoked
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    let audit = tg.operator_get("/v1/agents/audit").await.json();
+    let revoked = audit["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        revoked.iter().any(|e| e["action"] == "agent.revoke"
+            && e["target"] == "agent:onprem-1"
+            && e["actor"].as_str().is_some_and(|a| !a.is_empty())),
+        "the revocation is not audited: {audit:#}"
+    );
     assert!(
         wait_connections(&tg, "onprem-1", 0, Duration::from_secs(25)).await,
         "revoked sessions still up\n{}",

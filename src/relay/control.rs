@@ -145,12 +145,26 @@ impl AgentControl {
     }
 
     /// Revokes every credential of `agent` issued up to now and closes its connections.
-    pub async fn revoke(&self, agent: &str) -> Result<AgentRevocation, RevokeError> {
+    ///
+    /// Audited as `agent.revoke` by `actor`, deployment-wide (org
+    /// [`super::renewal::AUDIT_ORG`], like the relay's renewals); a failed audit write is
+    /// logged, the revocation stands.
+    pub async fn revoke(&self, agent: &str, actor: &str) -> Result<AgentRevocation, RevokeError> {
         if let Some(problem) = agent_id_problem(agent) {
             return Err(RevokeError::InvalidId(problem));
         }
         let r = self.store.revoke_agent(agent).await?;
         self.apply(&r);
+        let event = AuditEvent::new(
+            super::renewal::AUDIT_ORG,
+            actor,
+            "agent.revoke",
+            format!("agent:{agent}"),
+            serde_json::json!({ "revoked_at_ns": r.revoked_at_ns }),
+        );
+        if let Err(e) = self.store.append_audit(event).await {
+            tracing::error!(agent, error = %e, "could not audit an agent revocation");
+        }
         Ok(r)
     }
 

@@ -46,10 +46,16 @@ async fn revoke_agent(
     Operator(operator): Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let r = state.agents.revoke(&id).await.map_err(|e| match e {
-        RevokeError::InvalidId(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
-        RevokeError::Store(e) => e.into(),
-    })?;
+    let r = state
+        .agents
+        .revoke(&id, &operator.user)
+        .await
+        .map_err(|e| match e {
+            RevokeError::InvalidId(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m)
+            }
+            RevokeError::Store(e) => e.into(),
+        })?;
     tracing::warn!(agent = %r.agent, by = %operator.user, org = %operator.org,
         "agent revoked: credentials issued so far are refused");
     Ok(Json(json!({

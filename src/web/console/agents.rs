@@ -89,7 +89,7 @@ pub(super) async fn confirm(State(state): State<WebState>, parts: Parts) -> Resp
 pub(super) async fn revoke(State(state): State<WebState>, parts: Parts, body: Bytes) -> Response {
     let (staff, form) = or_refuse!(posted(&state, &parts, &body, Role::Operator));
     let agent = form.get("agent").map(String::as_str).unwrap_or_default();
-    match state.agents.revoke(agent).await {
+    match state.agents.revoke(agent, &staff.who.user).await {
         Ok(r) => {
             tracing::warn!(agent = %r.agent, by = %staff.who.user, "agent revoked in the console");
             see_other(&format!("/admin/agents?revoked={}", query_value(&r.agent)))
