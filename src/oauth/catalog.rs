@@ -47,7 +47,7 @@ pub struct Provider {
     pub name: String,
     /// One line for listings, the default app `description`.
     pub description: String,
-    /// The provider's documentation the entry was checked against.
+    /// The provider's documentation the entry was written from (each file says what was re-checked).
     pub docs: String,
     /// Placeholders the admin must fill at create time (`tenant`, `site`), with what each is.
     #[serde(default)]
