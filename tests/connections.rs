@@ -317,8 +317,8 @@ fn signed(user: &str, org: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// A browser at the page: its headers (login header or session cookie) and the consent
-/// cookie the page sets.
+/// A browser at the page: its headers (login header or session cookie) and a consent cookie
+/// if one is set (the page sets none: its forms' token is the person's).
 struct PageBrowser {
     headers: Vec<(String, String)>,
     session: Option<String>,
@@ -419,21 +419,23 @@ async fn the_page_connects_and_disconnects_with_forms() {
     );
     assert!(html.contains("name=\"viewport\""));
     assert!(html.contains("<h2 id=\"app-crm\">"), "{html}");
-    assert!(alice.consent.is_some(), "the page sets the consent cookie");
+    assert!(
+        alice.consent.is_none(),
+        "the forms' token is the person's, not the consent cookie's"
+    );
     assert!(!csrf.is_empty(), "{html}");
     let r = alice.send(&env, "GET", "/connections", None).await;
     assert_hardened(&r);
 
-    // Forms without this browser's csrf (another site's, or bob's) change nothing.
+    // Forms without alice's token (another site's, or bob's) change nothing.
     let mut bob = PageBrowser::new(signed("bob", "acme"));
     let (_, bob_csrf) = bob.page(&env).await;
+    assert!(!bob_csrf.is_empty() && bob_csrf != csrf);
     for bad in ["", "csrf=forged", &format!("csrf={bob_csrf}")] {
         let r = alice.post(&env, "/connections/crm/connect", bad).await;
         assert_eq!(r.status, 403, "{bad}: {}", r.text());
-        assert!(r
-            .header("proxy-status")
-            .unwrap()
-            .contains("connections_csrf_invalid"));
+        assert!(r.header("proxy-status").unwrap().contains("csrf_invalid"));
+        assert!(r.text().contains("csrf_invalid"));
     }
     // No GET changes anything.
     let r = alice
@@ -523,7 +525,6 @@ async fn oidc_sign_in_guards_the_page() {
         Some("acme"),
         later,
     ));
-    bob.consent = alice.consent.clone();
     let r = bob
         .post(&env, "/connections/crm/connect", &format!("csrf={csrf}"))
         .await;
@@ -562,8 +563,17 @@ async fn without_login_the_page_asks_whose_connections() {
     let form = format!("csrf={csrf}&org=acme&user=alice");
     let r = dev.post(&env, "/connections/crm/connect", &form).await;
     assert_eq!(r.status, 303, "{}", r.text());
-    // The csrf names the person: the same field for another user is refused.
-    let form = format!("csrf={csrf}&org=acme&user=bob");
-    let r = dev.post(&env, "/connections/crm/connect", &form).await;
-    assert_eq!(r.status, 403, "{}", r.text());
+    // The token names the person: the same field for another user (or org) is refused, and
+    // so is a forged or absent one; nothing is asked of the browser but the form.
+    assert!(dev.consent.is_none(), "no consent cookie needed");
+    for bad in [
+        format!("csrf={csrf}&org=acme&user=bob"),
+        format!("csrf={csrf}&org=globex&user=alice"),
+        "csrf=forged&org=acme&user=alice".to_string(),
+        "org=acme&user=alice".to_string(),
+    ] {
+        let r = dev.post(&env, "/connections/crm/connect", &bad).await;
+        assert_eq!(r.status, 403, "{bad}: {}", r.text());
+        assert!(r.header("proxy-status").unwrap().contains("csrf_invalid"));
+    }
 }

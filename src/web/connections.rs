@@ -7,13 +7,15 @@
 //! - `POST /connections/{id}/disconnect`: revokes at the provider, deletes the grant and
 //!   shows the page again saying whether the provider confirmed.
 //!
-//! No GET changes anything. Every form carries a `csrf` field derived from the browser's
-//! `tollgate_consent` cookie and the person (`oauth::browser`'s HMAC), so another site's form
-//! cannot act for them. Who is signed in comes from `web::login`; a visitor who is not goes
-//! through the sign-in (OIDC) or is told to sign in. With `--login none` (loopback
-//! development only) the page asks whose connections to show, as the consent pages let anyone
-//! act. Server-rendered with the one layout (`web::page`), no script; `oauth::connections`
-//! does the work.
+//! No GET changes anything. Every form carries the `web::csrf` token of the person (the one
+//! CSRF mechanism of the signed-in pages, shared with the admin console), so another site's
+//! form cannot act for them: a forged, absent or another person's token is `403
+//! csrf_invalid`. Who is signed in comes from `web::login`; a visitor who is not goes through
+//! the sign-in (OIDC) or is told to sign in. With `--login none` (loopback development only)
+//! the page asks whose connections to show, as the consent pages let anyone act, and the
+//! token is bound to the person the page was asked for (another site still cannot read it).
+//! Server-rendered with the one layout (`web::page`), no script; `oauth::connections` does
+//! the work.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -23,12 +25,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::consent::{browser_cookies, set_cookie, wants_json};
-use super::login::{self, Visitor};
+use super::consent::wants_json;
+use super::csrf;
+use super::login::{self, SignedIn, Visitor};
 use super::page::{esc, page};
 use super::WebState;
 use crate::clock::rfc3339;
-use crate::oauth::browser::ConsentCookie;
 use crate::oauth::connections::{Connection, ConnectionError, ConnectionState, Disconnected};
 use crate::oauth::token::Revocation;
 use crate::store::StoreError;
@@ -55,10 +57,14 @@ struct Person {
 }
 
 impl Person {
-    /// What the `csrf` field is bound to besides the browser: this person.
-    fn csrf_subject(&self) -> String {
-        // NUL never occurs in a ticket id (base64url), so this cannot collide with one.
-        format!("connections\0{}\0{}", self.org, self.user)
+    /// Whom the forms' `web::csrf` token is bound to: this user of this org (under `--login
+    /// none`, the person named in the request).
+    fn csrf_subject(&self) -> SignedIn {
+        SignedIn {
+            user: self.user.clone(),
+            org: Some(self.org.clone()),
+            roles: Vec::new(),
+        }
     }
 }
 
@@ -289,11 +295,7 @@ fn section(c: &Connection, p: &Person, csrf: &str) -> String {
             when(c.obtained_at, "unknown"),
         ));
     }
-    let hidden = format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">{}",
-        esc(csrf),
-        person_fields(p)
-    );
+    let hidden = format!("{}{}", csrf::hidden(csrf), person_fields(p));
     let connect = match c.state {
         ConnectionState::AppDisabled | ConnectionState::Connected => None,
         _ if c.obtained_at.is_some() => Some("Reconnect"),
@@ -364,13 +366,16 @@ async fn render(
         Ok(l) => l,
         Err(e) => return failed(e, json),
     };
-    // This browser's consent cookie, or a new one: the forms' csrf derives from it.
-    let existing = browser_cookies(&parts.headers).into_iter().next();
-    let cookie = match existing.clone().map(Ok).unwrap_or_else(ConsentCookie::new) {
-        Ok(c) => c,
-        Err(e) => return failed(ConnectionError::Store(e), json),
+    let Some(csrf) = csrf::token(state, &p.csrf_subject()) else {
+        tracing::error!("the connections page cannot sign its forms");
+        return refused(
+            json,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong",
+            "tollgate cannot sign this page's forms. Try again in a moment.",
+        );
     };
-    let csrf = cookie.csrf(&p.csrf_subject());
     let mut body = format!(
         "<header><h1>My connections</h1>\n<p>Signed in as <strong>{}</strong> of <strong>{}</strong>.</p></header>\n",
         esc(&p.user),
@@ -390,11 +395,7 @@ async fn render(
         body.push_str(&section(c, p, &csrf));
     }
     body.push_str("</main>\n");
-    let mut resp = page(StatusCode::OK, "My connections", &body, None);
-    if existing.is_none() {
-        set_cookie(state, &mut resp, &cookie);
-    }
-    resp
+    page(StatusCode::OK, "My connections", &body, None)
 }
 
 async fn show(State(state): State<WebState>, parts: Parts) -> Response {
@@ -405,22 +406,19 @@ async fn show(State(state): State<WebState>, parts: Parts) -> Response {
     }
 }
 
-/// The person of a form POST whose `csrf` field this browser's cookie made for them.
+/// The person of a form POST whose `csrf` field is their `web::csrf` token: `403
+/// csrf_invalid` (nothing changed) when it is missing, forged or another person's.
 fn checked(state: &WebState, parts: &Parts, body: &[u8]) -> Result<Person, Box<Response>> {
     let p = person(state, parts, body)?;
-    let csrf = field(body, "csrf").unwrap_or_default();
-    let subject = p.csrf_subject();
-    if browser_cookies(&parts.headers)
-        .iter()
-        .any(|c| c.csrf_matches(&subject, &csrf))
-    {
+    let sent = field(body, csrf::FIELD);
+    if csrf::valid(state, &p.csrf_subject(), sent.as_deref()) {
         return Ok(p);
     }
-    tracing::warn!(org = %p.org, user = %p.user, "connections form without this browser's csrf field");
+    tracing::warn!(org = %p.org, user = %p.user, "connections form without this person's csrf token");
     Err(Box::new(refused(
         wants_json(&parts.headers),
         StatusCode::FORBIDDEN,
-        "connections_csrf_invalid",
+        "csrf_invalid",
         "This request did not come from your connections page",
         "Nothing was changed. Open My connections again and use its buttons.",
     )))

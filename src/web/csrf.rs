@@ -6,7 +6,9 @@
 //! Another site can make a signed-in browser send a form here (with the session cookie, or
 //! through the platform's login proxy that adds the identity headers), but it cannot read a
 //! page to learn the token, nor compute it without the key. Tokens are the same for one
-//! person while the key signs, so any open page's form stays usable.
+//! person while the key signs, so any open page's form stays usable. Under `--login none`
+//! (nobody signed in, development only) "my connections" binds it to the person the page was
+//! asked for; the console is not served then.
 
 use serde::{Deserialize, Serialize};
 
