@@ -163,6 +163,9 @@ async fn try_call(proxy: SocketAddr, token: &str, api: u16) -> Result<u16, Strin
         .unwrap_or(Err("no answer in 30 s".into()))
 }
 
+/// How long a client of the load waits before its one retry.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
 /// Requests kept in flight through a balancer, counted.
 struct Load {
     ok: Arc<AtomicUsize>,
@@ -201,6 +204,11 @@ impl Load {
                         let mut result = try_call(proxy, &token, api).await;
                         if result != Ok(200) && retry {
                             once.fetch_add(1, SeqCst);
+                            // After a short backoff, as clients with a retry policy do: an
+                            // immediate retry can still reach a replica that is in the middle
+                            // of dying (its listen backlog accepted by the kernel, not yet
+                            // reset), which no balancer in TCP mode can retry for it.
+                            tokio::time::sleep(RETRY_BACKOFF).await;
                             result = try_call(proxy, &token, api).await;
                         }
                         match result {
