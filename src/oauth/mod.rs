@@ -30,8 +30,8 @@ pub mod grant;
 pub mod health_metrics;
 pub mod index;
 pub mod inject;
-pub mod revoke;
 pub mod refresher;
+pub mod revoke;
 pub mod token;
 pub mod webhook;
 

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use super::{
     AgentRevocation, App, AuditEvent, AuditQuery, Authorization, Changes, ConsentTicket,
-    GrantHealth, GrantRef, HealthUpdate, PendingAuthorization, RefreshLease, Replica,
-    ReplicaStore, Store, StoreResult, TokenRevocation, TokenSet,
+    GrantHealth, GrantRef, HealthUpdate, PendingAuthorization, RefreshLease, Replica, ReplicaStore,
+    Store, StoreResult, TokenRevocation, TokenSet,
 };
 
 /// Receives each operation's name and duration.

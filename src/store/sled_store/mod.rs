@@ -48,8 +48,8 @@ mod reseal;
 mod sweep;
 use sweep::off_runtime;
 mod agents;
-mod grant_health;
 mod audit_query;
+mod grant_health;
 #[cfg(test)]
 mod tests;
 mod token_revocations;
