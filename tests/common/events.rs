@@ -115,7 +115,7 @@ pub fn verify(key: &hmac::Key, header: &str, body: &[u8]) -> bool {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    (s.len() % 2 == 0).then_some(())?;
+    s.len().is_multiple_of(2).then_some(())?;
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
