@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::agent::metric;
 use common::events::{verify, Receiver};
 use common::oauth::*;
 use common::provider::RefreshMode;
@@ -19,13 +20,6 @@ async fn wait_events(rx: &Receiver, n: usize) -> Vec<Value> {
     let ok = wait_until(DEADLINE, async || rx.delivered().len() >= n).await;
     assert!(ok, "expected {n} events, got {:#?}", rx.deliveries());
     rx.delivered()
-}
-
-/// The series' value in a Prometheus text exposition (0 when absent).
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test]
@@ -144,10 +138,11 @@ async fn grant_events_are_signed_retried_and_delivered_in_order() {
         }
     }
 
-    let m = env.metrics().await;
     let delivered = r#"tollgate_events_total{event="connected",outcome="delivered"}"#;
-    assert_eq!(metric(&m, delivered), 2, "{m}");
-    assert_eq!(metric(&m, "tollgate_events_queue"), 0, "{m}");
+    assert_eq!(metric(&env.tg, delivered).await, 2.0);
+    let failed = r#"tollgate_events_total{event="connected",outcome="failed"}"#;
+    assert_eq!(metric(&env.tg, failed).await, 0.0);
+    assert_eq!(metric(&env.tg, "tollgate_events_queue").await, 0.0);
     env.assert_no_secrets_logged();
     assert!(
         !env.tg.logs().contains(SECRET),
