@@ -185,3 +185,29 @@ fn tollgate_output(flags: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+#[tokio::test]
+async fn what_is_queued_is_delivered_at_shutdown() {
+    let rx = Receiver::start(SECRET.as_bytes()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("events.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let (url, file) = (rx.url(), secret_file.to_str().unwrap().to_string());
+    let flags = [
+        "--events-webhook",
+        &url,
+        "--events-webhook-secret-file",
+        &file,
+    ];
+    let mut env = setup(&flags, |_, _| {}).await;
+    // The receiver fails three times: the next retry waits up to 4 s, longer than the stop.
+    rx.fail_next(3);
+    env.consent("acme", "alice").await;
+    let failed = wait_until(DEADLINE, async || rx.deliveries().len() >= 3).await;
+    assert!(failed, "{:#?}", rx.deliveries());
+    let status = env.tg.stop().await;
+    assert!(status.success(), "{status:?}");
+    let events = rx.delivered();
+    assert_eq!(events.len(), 1, "{:#?}", rx.deliveries());
+    assert_eq!(events[0]["event"], "connected");
+}

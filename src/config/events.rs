@@ -27,7 +27,7 @@ pub struct HealthOverrides {
     #[arg(long, env = "TOLLGATE_EVENTS_WEBHOOK")]
     pub events_webhook: Option<String>,
     /// File holding the secret that signs each event (HMAC-SHA256, `Tollgate-Signature`);
-    /// read at start, surrounding whitespace ignored.
+    /// read at start, surrounding whitespace ignored [default: none].
     #[arg(long, env = "TOLLGATE_EVENTS_WEBHOOK_SECRET_FILE")]
     pub events_webhook_secret_file: Option<PathBuf>,
 }

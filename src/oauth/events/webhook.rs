@@ -203,31 +203,36 @@ impl Webhook {
         self.wake.notify_one();
     }
 
-    /// The delivery task: one event at a time, oldest first, until `shutdown`.
+    /// The delivery task: one event at a time, oldest first, until `shutdown` (an event being
+    /// tried then goes back to the front of the queue, for the shutdown hook).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            let next = self.pop();
-            let Some(mut p) = next else {
+        while !shutdown.is_cancelled() {
+            let Some(mut p) = self.pop() else {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = self.wake.notified() => continue,
                 }
             };
             loop {
-                if self.deliver_once(&mut p).await {
-                    break;
-                }
-                if self.give_up(&p) {
+                let tried = tokio::select! {
+                    () = shutdown.cancelled() => None,
+                    ok = self.deliver_once(&mut p) => Some(ok),
+                };
+                let Some(delivered) = tried else {
+                    self.requeue(p);
+                    return;
+                };
+                if delivered || self.give_up(&p) {
                     break;
                 }
                 let wait = self.backoff(p.attempts);
-                tokio::select! {
-                    () = shutdown.cancelled() => {
-                        // Back to the front: the shutdown hook tries it once more.
-                        self.requeue(p);
-                        return;
-                    }
-                    () = tokio::time::sleep(wait) => {}
+                let slept = tokio::select! {
+                    () = shutdown.cancelled() => false,
+                    () = tokio::time::sleep(wait) => true,
+                };
+                if !slept {
+                    self.requeue(p);
+                    return;
                 }
             }
         }
