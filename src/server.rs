@@ -459,6 +459,9 @@ impl Server {
             ));
         }
         let web_open = metrics.connections("web");
+        // `--events-webhook`: grant events queued, delivered by a task, drained at shutdown.
+        let with = (&self.lifecycle, &tasks, &shutdown, &self.upstream_tls);
+        crate::oauth::events::webhook::start(&self.config.health, &oauth.injector, &metrics, with);
         tasks.spawn(web::run(
             self.web_listener,
             WebState {

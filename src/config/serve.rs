@@ -145,6 +145,10 @@ pub struct FileConfig {
     pub otlp_endpoint: Option<String>,
     /// `--refresh-ahead`.
     pub refresh_ahead: Option<String>,
+    /// `--events-webhook`.
+    pub events_webhook: Option<String>,
+    /// `--events-webhook-secret-file`.
+    pub events_webhook_secret_file: Option<PathBuf>,
 }
 
 /// What the `serve` command line (and its environment variables) said; `None` = not given.
@@ -547,7 +551,12 @@ impl Config {
         let issuers = super::identity::resolve(file.identity.as_ref(), &mut errors);
         let otlp_endpoint =
             super::otlp::resolve(&over.otlp, file.otlp_endpoint.as_ref(), &mut errors);
-        let health = super::events::resolve(&over.health, file.refresh_ahead.as_ref(), &mut errors);
+        let health_file = super::events::HealthFile {
+            refresh_ahead: file.refresh_ahead.as_ref(),
+            events_webhook: file.events_webhook.as_ref(),
+            events_webhook_secret_file: file.events_webhook_secret_file.as_ref(),
+        };
+        let health = super::events::resolve(&over.health, health_file, &mut errors);
         if !errors.is_empty() {
             // One report per problem (`--trusted-proxies` is read by two flag groups).
             let mut seen = std::collections::HashSet::new();

@@ -7,6 +7,7 @@
 //! admin's `DELETE /v1/apps/{id}/authorizations/{user}` shares [`OAuth::disconnect`] with the
 //! user's own Disconnect, so both revoke and audit the same way.
 
+use crate::oauth::events::{EventKind, GrantEvent};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -204,6 +205,9 @@ impl OAuth {
             detail["provider_status"] = json!(status);
         }
         self.audit(&app.org, actor, action, &app.id, detail).await;
+        let now = self.clock.now().unwrap_or(0);
+        let gone = GrantEvent::of(EventKind::Disconnected, &app.org, &app.id, user, now, None);
+        self.injector.announce(gone);
         tracing::info!(org = %app.org, app = %app.id, user, by = actor, revoked_at_provider = outcome,
             "authorization deleted");
         Ok(Some(Disconnected {

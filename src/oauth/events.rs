@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::store::GrantHealth;
 
+pub mod webhook;
+
 /// What happened to a grant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -20,6 +20,7 @@
 //! ([`super::browser`]). Every failure is a [`FlowError`] that stores nothing;
 //! `web::consent` renders the pages.
 
+use crate::oauth::events::{EventKind, GrantEvent};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -349,12 +350,16 @@ impl ConsentFlow<'_> {
         // Bound to the generation the consent started under: a reset since makes the write fail.
         token.generation = pending.generation;
         let scopes = token.scopes.clone();
+        let health = token.health.clone();
         if !store
             .put_token_if_current(token, pending.incarnation)
             .await?
         {
             return Err(FlowError::AppChanged);
         }
+        let (kind, user) = (EventKind::Connected, &pending.user);
+        let connected = GrantEvent::of(kind, &app.org, &app.id, user, now, Some(&health));
+        self.oauth.injector.announce(connected);
         let event = AuditEvent::new(
             &app.org,
             &pending.user,

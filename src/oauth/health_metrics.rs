@@ -27,6 +27,16 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+/// Labels of `tollgate_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The event (`connected`, `disconnected`, `refresh_failed`, `needs_consent`,
+    /// `recovered`).
+    pub event: &'static str,
+    /// `delivered`, `dropped` (the queue was full) or `failed` (gave up retrying).
+    pub outcome: &'static str,
+}
+
 /// The grant-health metrics.
 #[derive(Debug, Default)]
 pub struct GrantMetrics {
@@ -40,6 +50,10 @@ pub struct GrantMetrics {
     pub last_used_writes: Counter,
     /// Uses not noted because the coalescing map was full.
     pub last_used_dropped: Counter,
+    /// Events webhook: events by outcome.
+    pub events: Family<EventLabels, Counter>,
+    /// Events webhook: events waiting for delivery.
+    pub events_queue: Gauge,
 }
 
 impl GrantMetrics {
@@ -71,7 +85,24 @@ impl GrantMetrics {
             "Uses of grants not noted because the coalescing map was full",
             m.last_used_dropped.clone(),
         );
+        registry.register(
+            "events",
+            "Grant events for --events-webhook by event and outcome (delivered, dropped: the queue was full, failed: retries given up)",
+            m.events.clone(),
+        );
+        registry.register(
+            "events_queue",
+            "Grant events waiting for delivery to --events-webhook",
+            m.events_queue.clone(),
+        );
         m
+    }
+
+    /// Counts one event's outcome.
+    pub fn count_event(&self, event: &'static str, outcome: &'static str) {
+        self.events
+            .get_or_create(&EventLabels { event, outcome })
+            .inc();
     }
 
     /// Counts one refresher outcome.

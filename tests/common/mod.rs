@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod consent;
+pub mod events;
 pub mod guard;
 pub mod haproxy;
 pub mod idp;

@@ -108,6 +108,14 @@ impl Injector {
         Ok(())
     }
 
+    /// Announces `event` to the events sink, if there is one (consent and disconnect, which
+    /// change grants outside the injector).
+    pub(crate) fn announce(&self, event: GrantEvent) {
+        if let Some(sink) = self.events.get() {
+            sink(event);
+        }
+    }
+
     /// Announces `kind` for grant `t` to the events sink, if there is one.
     pub(crate) fn emit(&self, kind: EventKind, app: &App, t: &TokenSet) {
         if let Some(sink) = self.events.get() {
