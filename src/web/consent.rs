@@ -294,7 +294,7 @@ impl ActsFor for Visitor {
 
 /// The valid `tollgate_consent` cookies the browser sent (a few at most: a sibling site may
 /// have added one of its own).
-pub(super) fn browser_cookies(headers: &HeaderMap) -> Vec<ConsentCookie> {
+fn browser_cookies(headers: &HeaderMap) -> Vec<ConsentCookie> {
     super::login::session::cookies(headers, COOKIE_NAME)
         .filter_map(ConsentCookie::parse)
         .take(MAX_COOKIES)
@@ -303,7 +303,7 @@ pub(super) fn browser_cookies(headers: &HeaderMap) -> Vec<ConsentCookie> {
 
 /// `Set-Cookie` for the consent cookie: HttpOnly, SameSite=Lax, `Path=/` (the callback must
 /// receive it), Secure when the public URL is https; a session cookie.
-pub(super) fn set_cookie(state: &WebState, resp: &mut Response, cookie: &ConsentCookie) {
+fn set_cookie(state: &WebState, resp: &mut Response, cookie: &ConsentCookie) {
     let https = state.oauth.tokens.redirect_uri().starts_with("https://");
     if let Some(v) = cookie_header(cookie, https) {
         resp.headers_mut().append(header::SET_COOKIE, v);
@@ -317,7 +317,7 @@ fn cookie_header(cookie: &ConsentCookie, https: bool) -> Option<HeaderValue> {
 }
 
 /// The `csrf` field of an Authorize form body.
-pub(super) fn csrf_field(body: &[u8]) -> Option<String> {
+fn csrf_field(body: &[u8]) -> Option<String> {
     url::form_urlencoded::parse(body)
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.into_owned())

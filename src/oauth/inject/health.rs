@@ -38,7 +38,7 @@ impl Injector {
 
     /// Notes that a request used `t` now (memory only; written by the flush).
     pub(super) fn note_used(&self, app: &App, t: &TokenSet, now: u64) {
-        self.usage.touch(&Self::grant_ref(app, t, false), now);
+        self.usage.touch(Self::grant_ref(app, t, false), now);
     }
 
     /// The health a refresh of `current` at `now` stores with its new tokens.

@@ -52,11 +52,13 @@ pub struct LastUsed {
 
 impl LastUsed {
     /// Notes that `grant` (its version ignored) was used at `now`. Never blocks on I/O.
-    pub fn touch(&self, grant: &GrantRef, now: u64) {
+    /// Takes the grant by value: its names become the map key without another copy (this
+    /// runs once per injected request).
+    pub fn touch(&self, grant: GrantRef, now: u64) {
         let key = (
-            grant.org.clone(),
-            grant.app.clone(),
-            grant.user.clone(),
+            grant.org,
+            grant.app,
+            grant.user,
             grant.incarnation,
             grant.generation,
         );
@@ -190,12 +192,12 @@ mod tests {
     fn one_write_per_grant_per_minute() {
         let u = LastUsed::default();
         for i in 0..500 {
-            u.touch(&grant("bob"), 1000 + i / 100);
+            u.touch(grant("bob"), 1000 + i / 100);
         }
         let first = u.due(1005, false);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].1, 1004, "the latest use is written");
-        u.touch(&grant("bob"), 1010);
+        u.touch(grant("bob"), 1010);
         assert!(u.due(1030, false).is_empty(), "not again within the minute");
         let later = u.due(1065, false);
         assert_eq!(later.len(), 1);
@@ -205,7 +207,7 @@ mod tests {
             u.entries.lock().unwrap().is_empty(),
             "old entries are forgotten"
         );
-        u.touch(&grant("carol"), 1300);
+        u.touch(grant("carol"), 1300);
         assert_eq!(
             u.due(1300, true).len(),
             1,

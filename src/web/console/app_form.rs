@@ -246,12 +246,6 @@ fn create_doc(form: &Form) -> Result<Map<String, Value>, BTreeMap<String, String
             doc.insert(name.to_string(), v);
         }
     }
-    if !doc.contains_key("approval_prompt") {
-        if let Some(Value::String(name)) = doc.get("name") {
-            let prompt = format!("Allow your tools to use {name} on your behalf?");
-            doc.insert("approval_prompt".into(), Value::String(prompt));
-        }
-    }
     Ok(doc)
 }
 
