@@ -5,6 +5,8 @@
 //! the same tokens, the old key is refused retirement while records use it and retired once
 //! none does, and a request through the proxy injects a re-sealed token. The same on
 //! PostgreSQL when `TOLLGATE_TEST_POSTGRES` is set (skipped with a notice otherwise).
+//! And a rotation made offline (`tollgate keys rotate store --data`), re-sealed by the next
+//! server to start.
 
 mod common;
 
@@ -226,4 +228,72 @@ async fn store_key_rotation_over_1000_grants_survives_a_kill_on_postgres() {
         return;
     };
     rotation_over_many_grants(&["--store", url.as_str()], Some(&url), "postgres").await;
+}
+
+/// `tollgate keys rotate store` offline (no server, no token) against the data directory:
+/// the rotation is recorded in the store, and the next server to start re-seals every record;
+/// the old key then retires and the proxy injects the same token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offline_store_key_rotation_is_resealed_by_the_next_server() {
+    let env = setup_env(&[], &[], |_, _| {}).await;
+    env.consent("acme", "alice").await;
+    let first = env.call("acme", "alice").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let alice_bearer = bearer_of(&first);
+    let Env { tg, p, admin: _ } = env;
+    let old = active_store_kid(&keys(&tg).await);
+
+    let dir = tg.stop_keep_dir();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(common::bin())
+        .args(["keys", "rotate", "store", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = open_store(&data, None).await;
+    let recorded = store
+        .reseal_progress()
+        .await
+        .unwrap()
+        .expect("no re-seal recorded");
+    assert!(recorded.finished_at.is_none(), "{recorded:?}");
+    assert_ne!(recorded.target, old);
+    drop(store);
+
+    let tg = Tollgate::start_in_env(dir, &[], &[]);
+    let mut done = Value::Null;
+    assert!(
+        wait_until(DEADLINE, async || {
+            done = keys(&tg).await;
+            !done["reseal"]["finished_at"].is_null()
+        })
+        .await,
+        "the next server did not re-seal: {done}\n{}",
+        tg.logs()
+    );
+    assert_eq!(done["reseal"]["target"], recorded.target.as_str());
+    assert!(
+        done["store_records"].get(&old).is_none(),
+        "records still under the old key: {done}"
+    );
+    // The re-seal's progress is committed just before the line is logged.
+    assert!(
+        wait_until(DEADLINE, async || tg
+            .logs()
+            .contains("store key re-seal complete"))
+        .await,
+        "{}",
+        tg.logs()
+    );
+    let r = retire(&tg, &old).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let again = common::postgres::call(&tg, p.api.port(), "alice").await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(bearer_of(&again), alice_bearer);
 }
