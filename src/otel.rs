@@ -97,7 +97,7 @@ impl Otel {
     /// An exporter posting to `traces_url` (`…/v1/traces`). Must run inside the runtime the
     /// export requests are sent on.
     pub fn start(traces_url: &str) -> anyhow::Result<Arc<Otel>> {
-        let client = Client::new(tokio::runtime::Handle::current());
+        let client = Client::new(tokio::runtime::Handle::current())?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(client)
@@ -195,25 +195,15 @@ fn clamp(n: u64) -> i64 {
 /// awaits them outside the runtime, so each one runs as a task on the server's runtime.
 struct Client {
     /// The pooled HTTP client.
-    inner: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    inner: crate::tls::Http1Client,
     /// The runtime the requests run on.
     runtime: tokio::runtime::Handle,
 }
 
 impl Client {
-    fn new(runtime: tokio::runtime::Handle) -> Client {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let inner =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
-        Client { inner, runtime }
+    fn new(runtime: tokio::runtime::Handle) -> anyhow::Result<Client> {
+        let inner = crate::tls::http1_client(crate::tls::upstream_client_config(None)?);
+        Ok(Client { inner, runtime })
     }
 }
 

@@ -9,8 +9,6 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Map, Value};
 
 /// Where and as whom to talk to the admin API.
@@ -339,10 +337,7 @@ pub(crate) struct Api {
     /// The admin caller token sent as `Authorization: Bearer`.
     token: String,
     /// HTTP/1.1 over TCP or TLS (the web listener may sit behind a TLS proxy).
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    client: crate::tls::Http1Client,
 }
 
 impl Api {
@@ -352,15 +347,11 @@ impl Api {
             .clone()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| anyhow!("no token: pass --token or set TOLLGATE_TOKEN (mint one with `tollgate token mint --role admin`, or `--role operator` for `agent revoke`)"))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let client = crate::tls::http1_client(crate::tls::upstream_client_config(None)?);
         Ok(Api {
             base: target.server.trim_end_matches('/').to_string(),
             token,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
         })
     }
 

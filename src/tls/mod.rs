@@ -86,6 +86,25 @@ fn invalid(path: &Path, reason: impl Into<String>) -> TlsError {
     }
 }
 
+/// A pooled HTTP/1.1 client over TCP or TLS, for tollgate's own calls that are not egress:
+/// the admin API from the CLI, the OTLP exporter, the events webhook.
+pub type Http1Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// An [`Http1Client`] verifying servers with `tls` (e.g. [`upstream_client_config`]; without
+/// ALPN, which the connector sets).
+pub fn http1_client(tls: ClientConfig) -> Http1Client {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
+}
+
 /// The crypto provider used everywhere (DESIGN: one crypto library, ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
@@ -45,8 +44,7 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
 pub const SIGNATURE_HEADER: &str = "tollgate-signature";
 
 /// The pooled client deliveries go through.
-type Client =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Client = crate::tls::Http1Client;
 
 /// One event waiting for delivery.
 struct Pending {
@@ -139,14 +137,7 @@ impl Webhook {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Webhook>, String> {
         let url: http::Uri = cfg.url.parse().map_err(|e| format!("{e}"))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
+        let client = crate::tls::http1_client(tls);
         Ok(Arc::new(Webhook {
             url,
             key: hmac::Key::new(hmac::HMAC_SHA256, &cfg.secret.0),
