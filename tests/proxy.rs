@@ -324,6 +324,12 @@ async fn malformed_requests_get_400() {
     )
     .await;
     assert_proxy_error(&r, 431, "request_head_too_large");
+    // More header fields than the count limit (100, Envoy's default too) get the same JSON 431.
+    let names: Vec<String> = (0..120).map(|i| format!("x-field-{i}")).collect();
+    let mut many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    many.push(("proxy-authorization", &a));
+    let r = proxy_request(tg.proxy, "GET", "http://api.example/", &many, "").await;
+    assert_proxy_error(&r, 431, "request_head_too_large");
 }
 
 #[tokio::test]

@@ -155,36 +155,60 @@ pub fn https_uri(authority: Authority, path: Option<&PathAndQuery>) -> Result<Ur
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), those named by `Connection`, and the
 /// proxy's own credentials, which are never forwarded.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    strip(headers, &[]);
+}
+
+/// Headers that never cross a hop, in lower case (as `HeaderName::as_str` gives them).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// [`strip_hop_by_hop`], and `extra` headers too. One pass over the names finds what is
+/// present (usually only `Proxy-Authorization` on a request, nothing on a response); only
+/// those are removed, each by one lookup, with no allocation unless `Connection` names
+/// headers of its own.
+fn strip(headers: &mut HeaderMap, extra: &[&str]) {
+    let mut present = 0u32;
+    for name in headers.keys() {
+        let name = name.as_str();
+        if let Some(i) = HOP_BY_HOP.iter().chain(extra).position(|h| *h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().chain(extra).enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
 }
 
 /// Cleans an upstream response: hop-by-hop headers go, and so does any `Proxy-Status` the
 /// upstream sent (clients must be able to trust that header as tollgate's own).
 pub fn clean_response<B>(resp: &mut Response<B>) {
-    strip_hop_by_hop(resp.headers_mut());
-    resp.headers_mut().remove("proxy-status");
+    strip(resp.headers_mut(), &["proxy-status"]);
 }
 
 #[cfg(test)]
