@@ -552,12 +552,23 @@ impl TokenCache {
 }
 
 fn set_bearer(headers: &mut HeaderMap, token: &Secret) -> Result<(), InjectError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-        InjectError::RefreshFailed {
-            app: String::new(),
-            reason: "the stored access token is not a valid header value".into(),
-        }
-    })?;
+    let invalid = || InjectError::RefreshFailed {
+        app: String::new(),
+        reason: "the stored access token is not a valid header value".into(),
+    };
+    let token = token.expose();
+    // Visible ASCII only, as `HeaderValue::from_str` insists (from bytes, obs-text would pass).
+    if !token
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\t')
+    {
+        return Err(invalid());
+    }
+    // One allocation per request: the value takes this buffer as it is.
+    let mut buf = bytes::BytesMut::with_capacity(7 + token.len());
+    buf.extend_from_slice(b"Bearer ");
+    buf.extend_from_slice(token.as_bytes());
+    let mut value = HeaderValue::from_maybe_shared(buf.freeze()).map_err(|_| invalid())?;
     value.set_sensitive(true);
     // `insert` replaces every value the client sent.
     headers.insert(AUTHORIZATION, value);

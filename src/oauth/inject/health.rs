@@ -38,7 +38,14 @@ impl Injector {
 
     /// Notes that a request used `t` now (memory only; written by the flush).
     pub(super) fn note_used(&self, app: &App, t: &TokenSet, now: u64) {
-        self.usage.touch(Self::grant_ref(app, t, false), now);
+        let grant = super::usage::UseOf {
+            org: &app.org,
+            app: &app.id,
+            user: &t.user,
+            incarnation: app.incarnation,
+            generation: t.generation,
+        };
+        self.usage.touch(grant, now);
     }
 
     /// The health a refresh of `current` at `now` stores with its new tokens.

@@ -39,6 +39,66 @@ struct Use {
 /// Identifies a grant: (org, app, user, incarnation, generation).
 type UseKey = (String, String, String, u64, u64);
 
+/// A grant as a request names it, borrowed: [`LastUsed::touch`] copies the names only for a
+/// grant not in the map yet (the first use since its last write), not once per request.
+#[derive(Clone, Copy, Debug)]
+pub struct UseOf<'a> {
+    /// Organization.
+    pub org: &'a str,
+    /// App id.
+    pub app: &'a str,
+    /// User.
+    pub user: &'a str,
+    /// The app's incarnation.
+    pub incarnation: u64,
+    /// The grant's generation.
+    pub generation: u64,
+}
+
+/// The map's key seen through its parts, so that a borrowed [`UseOf`] can look up an owned
+/// [`UseKey`] (the two hash alike: a tuple hashes its fields in order, a `String` as its `str`).
+trait KeyParts {
+    fn parts(&self) -> (&str, &str, &str, u64, u64);
+}
+
+impl KeyParts for UseKey {
+    fn parts(&self) -> (&str, &str, &str, u64, u64) {
+        (&self.0, &self.1, &self.2, self.3, self.4)
+    }
+}
+
+impl KeyParts for UseOf<'_> {
+    fn parts(&self) -> (&str, &str, &str, u64, u64) {
+        (
+            self.org,
+            self.app,
+            self.user,
+            self.incarnation,
+            self.generation,
+        )
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyParts + 'a> for UseKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn KeyParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
 /// The coalescing map; see the module.
 #[derive(Debug, Default)]
 pub struct LastUsed {
@@ -51,19 +111,11 @@ pub struct LastUsed {
 }
 
 impl LastUsed {
-    /// Notes that `grant` (its version ignored) was used at `now`. Never blocks on I/O.
-    /// Takes the grant by value: its names become the map key without another copy (this
-    /// runs once per injected request).
-    pub fn touch(&self, grant: GrantRef, now: u64) {
-        let key = (
-            grant.org,
-            grant.app,
-            grant.user,
-            grant.incarnation,
-            grant.generation,
-        );
+    /// Notes that `grant` was used at `now`. Never blocks on I/O, and copies the grant's
+    /// names only when the map does not hold it yet (this runs once per injected request).
+    pub fn touch(&self, grant: UseOf<'_>, now: u64) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(u) = map.get_mut(&key) {
+        if let Some(u) = map.get_mut(&grant as &dyn KeyParts) {
             if now > u.used_at || (now == u.used_at && u.written_at.is_none()) {
                 u.used_at = now;
                 u.dirty = true;
@@ -74,6 +126,13 @@ impl LastUsed {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let key = (
+            grant.org.to_owned(),
+            grant.app.to_owned(),
+            grant.user.to_owned(),
+            grant.incarnation,
+            grant.generation,
+        );
         map.insert(
             key,
             Use {
@@ -177,14 +236,13 @@ impl LastUsed {
 mod tests {
     use super::*;
 
-    fn grant(user: &str) -> GrantRef {
-        GrantRef {
-            org: "acme".into(),
-            app: "gh".into(),
-            user: user.into(),
+    fn grant(user: &str) -> UseOf<'_> {
+        UseOf {
+            org: "acme",
+            app: "gh",
+            user,
             incarnation: 1,
             generation: 1,
-            version: None,
         }
     }
 
