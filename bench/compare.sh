@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Every path of issue 19 in one run, side by side with the anchors on the same machine: direct
+# Every path of the performance targets (BENCHMARKS.md) in one run, side by side with the anchors on the same machine: direct
 # to nginx, nginx as a reverse proxy with pooled upstream connections, Squid (no cache), and
 # tollgate with its JSON access log on (stderr to a file, as in production).
 #
 #   bash bench/compare.sh                       # installs wrk, nginx, squid (Debian) if missing
-#   DURATION=8s CONNS=64 bash bench/compare.sh
+#   DURATION=8s CONNS=64 ROUNDS=3 bash bench/compare.sh   # each row: median of ROUNDS
 #   PARTS="plain close" bash bench/compare.sh   # only some of:
 #                                               #   plain close inject tunnel bulk agent idle p99
 #                                               #   (and hold: keep it all up for HOLD seconds)
-#   PROFILE=plain bash bench/compare.sh         # perf record -g tollgate during that part's run,
-#                                               # flamegraph SVG into bench/flamegraphs/
+#   PROFILE="tollgate tollgate-inject" ...      # perf record tollgate during these rows' first
+#                                               # round; flamegraph SVGs into bench/flamegraphs/
 #                                               # (PROFILE_DIR=DIR keeps the folded stacks)
 #
 # wrk runs with 1 thread (the issue's setup: wrk -t1 -c64 -d8s, 1 KiB answers). Tunnelled
@@ -21,6 +21,7 @@ set -euo pipefail
 DURATION=${DURATION:-8s}
 CONNS=${CONNS:-64}
 PARTS=${PARTS:-plain close inject tunnel bulk agent idle p99}
+ROUNDS=${ROUNDS:-3}
 BULK=${BULK:-1G}
 IDLE=${IDLE:-10000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -215,15 +216,15 @@ grep -q '"injected":true\|"app":"api"' "$WORK/tollgate.log" \
 # --- measuring ----------------------------------------------------------------------------
 declare -A R  # part/name -> figure
 PROF_PID=
-profile_start() { # part
-  [ "${PROFILE:-}" = "$1" ] || return 0
+profile_start() { # row: profiled when PROFILE names it (its first round only)
+  [[ " ${PROFILE:-} " == *" $1 "* && "${ROUND:-1}" = 1 ]] || return 0
   perf record -F 999 --call-graph "${CALLGRAPH:-dwarf,32768}" -p "$TG_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
   PROF_PID=$!
 }
-profile_stop() { # part
+profile_stop() { # row
   [ -n "$PROF_PID" ] || return 0
   kill -INT "$PROF_PID"; wait "$PROF_PID" 2>/dev/null || true; PROF_PID=
-  local out="$ROOT/bench/flamegraphs/$1-$(git -C "$ROOT" rev-parse --short HEAD).svg"
+  local out="$ROOT/bench/flamegraphs/$1.svg"
   mkdir -p "$ROOT/bench/flamegraphs"
   perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf > "${PROFILE_DIR:-$WORK}/$1.folded"
   inferno-flamegraph --title "tollgate, $1 ($(git -C "$ROOT" rev-parse --short HEAD))" \
@@ -240,21 +241,52 @@ local auth = os.getenv("PROXY_AUTH")
 if auth and auth ~= "" then wrk.headers["Proxy-Authorization"] = auth end
 if os.getenv("CLOSE") == "1" then wrk.headers["Connection"] = "close" end
 LUA
-# wrk at a fixed rate: each connection waits so that all of them together offer RATE req/s.
+# wrk at a fixed rate: each connection waits GAP_MS after each response (wrk takes whole
+# milliseconds, so the fraction is dithered: floor or ceiling, in proportion).
 cat > "$WORK/paced.lua" <<'LUA'
 dofile(os.getenv("WORK") .. "/proxy.lua")
-local gap = tonumber(os.getenv("CONNS")) * 1000 / tonumber(os.getenv("RATE"))
-function delay() return gap end
+local gap = tonumber(os.getenv("GAP_MS"))
+local low, frac = math.floor(gap), gap - math.floor(gap)
+function delay() if math.random() < frac then return low + 1 end return low end
 LUA
-# wrk_run NAME URL PROXY_AUTH TARGET [extra env] -> row; the rate goes to R[NAME]
-wrk_run() {
-  local name=$1 url=$2 auth=$3 target=$4 script=${5:-$WORK/proxy.lua} out
-  out=$(WORK=$WORK TARGET="$target" PROXY_AUTH="$auth" wrk -t1 -c"$CONNS" -d"$DURATION" --latency \
-    -s "$script" "$url")
-  wrk_report "$name" <<<"$out"
-  R[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  R[$name.p99]=$(awk '$1=="99%" {print $2}' <<<"$out")
+# Every row of a part is run once per round, ROUNDS rounds interleaved (so that a slower
+# moment of the machine hits every row alike); a row reports its median round.
+# run_wrk NAME URL PROXY_AUTH TARGET [SCRIPT]: one round of a row, output kept.
+run_wrk() {
+  local name=$1 url=$2 auth=$3 target=$4 script=${5:-$WORK/proxy.lua}
+  profile_start "$name"
+  WORK=$WORK TARGET="$target" PROXY_AUTH="$auth" wrk -t1 -c"$CONNS" -d"$DURATION" --latency \
+    -s "$script" "$url" > "$WORK/runs/$name.$ROUND"
+  profile_stop "$name"
 }
+# run_lg NAME MODE URL: one round of a row driven by examples/loadgen.rs.
+run_lg() {
+  profile_start "$1"
+  "$BIN/examples/loadgen" --proxy "127.0.0.1:$TG" --auth "$TOKEN" --mode "$2" \
+    --ca "$WORK/tollgate-ca.pem" --conns "$CONNS" --duration "$DURATION" "$3" > "$WORK/runs/$1.$ROUND"
+  profile_stop "$1"
+}
+# rows NAME...: the median round of each row as a table row (with every round's rate); the
+# median rate goes to R[NAME], its p99 to R[NAME.p99].
+rows() {
+  local name f rates
+  for name in "$@"; do
+    rates=$(for f in "$WORK/runs/$name".*; do awk '/Requests\/sec/ {print $2}' "$f"; done | sort -n)
+    local med; med=$(awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}' <<<"$rates")
+    for f in "$WORK/runs/$name".*; do
+      if [ "$(awk '/Requests\/sec/ {print $2}' "$f")" = "$med" ]; then
+        wrk_report "$name" < "$f" | sed "s/ |\$/ | $(tr '\n' ' ' <<<"$rates" | sed 's/ $//') |/"
+        R[$name]=$med
+        R[$name.p99]=$(awk '$1=="99%" {print $2}' "$f")
+        break
+      fi
+    done
+  done
+}
+rounds() { # FUNCTION: runs it ROUNDS times (ROUND = 1..ROUNDS)
+  for ROUND in $(seq 1 "$ROUNDS"); do "$1"; done
+}
+mkdir -p "$WORK/runs"
 # ms 1.30ms|650.00us|1.02s -> milliseconds
 ms() { awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /[0-9]s$/) v *= 1000; print v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -263,7 +295,11 @@ target() { # label value op limit
   local ok; ok=$(awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { print ((op == ">=" && v >= l) || (op == "<=" && v <= l)) ? "met" : "NOT met" }')
   TARGETS+=("| $1 | $2 | $3 $4 | $ok |")
 }
-header() { echo; echo "### $1"; echo; echo "| path | requests/s | p50 | p99 | errors |"; echo "|---|---|---|---|---|"; }
+header() {
+  echo; echo "### $1"; echo
+  echo "| path | requests/s (median of $ROUNDS) | p50 | p99 | errors | each round |"
+  echo "|---|---|---|---|---|---|"
+}
 ORIGIN="http://127.0.0.1:$UP/1k"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -sr)"
@@ -281,48 +317,49 @@ for part in $PARTS; do
   case $part in
   plain)
     header "Plain forward, 1 KiB, keep-alive"
-    wrk_run direct "http://127.0.0.1:$UP" "" /1k
-    wrk_run nginx-rp "http://127.0.0.1:$RP" "" /1k
-    wrk_run squid "http://127.0.0.1:$SQ" "" "$ORIGIN"
-    profile_start plain
-    wrk_run tollgate "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
-    profile_stop plain
+    plain() {
+      run_wrk direct "http://127.0.0.1:$UP" "" /1k
+      run_wrk nginx-rp "http://127.0.0.1:$RP" "" /1k
+      run_wrk squid "http://127.0.0.1:$SQ" "" "$ORIGIN"
+      run_wrk tollgate "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
+    }
+    rounds plain
+    rows direct nginx-rp squid tollgate
     target "plain keep-alive: tollgate / nginx RP" "$(ratio "${R[tollgate]}" "${R[nginx-rp]}")" ">=" 0.85
     target "plain keep-alive: tollgate / Squid" "$(ratio "${R[tollgate]}" "${R[squid]}")" ">=" 4
     ;;
   close)
     header "Plain forward, new connection per request (Connection: close)"
-    export CLOSE=1
-    wrk_run direct-close "http://127.0.0.1:$UP" "" /1k
-    wrk_run nginx-rp-close "http://127.0.0.1:$RP" "" /1k
-    profile_start close
-    wrk_run tollgate-close "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
-    profile_stop close
-    unset CLOSE
+    close() {
+      export CLOSE=1
+      run_wrk direct-close "http://127.0.0.1:$UP" "" /1k
+      run_wrk nginx-rp-close "http://127.0.0.1:$RP" "" /1k
+      run_wrk tollgate-close "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
+      unset CLOSE
+    }
+    rounds close
+    rows direct-close nginx-rp-close tollgate-close
     target "Connection: close: tollgate / nginx RP" "$(ratio "${R[tollgate-close]}" "${R[nginx-rp-close]}")" ">=" 0.8
     ;;
   inject)
     header "Token injection (cached token) against plain forward, same tollgate"
-    wrk_run tollgate-plain "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
-    profile_start inject
-    wrk_run tollgate-inject "http://127.0.0.1:$TG" "$TOKEN" "http://localhost:$UP/1k"
-    profile_stop inject
+    inject() {
+      run_wrk tollgate-plain "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
+      run_wrk tollgate-inject "http://127.0.0.1:$TG" "$TOKEN" "http://localhost:$UP/1k"
+    }
+    rounds inject
+    rows tollgate-plain tollgate-inject
     target "injection / plain" "$(ratio "${R[tollgate-inject]}" "${R[tollgate-plain]}")" ">=" 0.95
     ;;
   tunnel)
     header "Intercepted tunnel, inner requests (examples/loadgen.rs for all three rows)"
-    lg() { # name mode url
-      local out
-      out=$("$BIN/examples/loadgen" --proxy "127.0.0.1:$TG" --auth "$TOKEN" --mode "$2" \
-        --ca "$WORK/tollgate-ca.pem" --conns "$CONNS" --duration "$DURATION" "$3")
-      wrk_report "$1" <<<"$out"
-      R[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    tunnel() {
+      run_lg loadgen-plain forward "$ORIGIN"
+      run_lg intercepted-h1 h1 "https://127.0.0.1:$UPS/1k"
+      run_lg intercepted-h2 h2 "https://127.0.0.1:$UPS/1k"
     }
-    lg loadgen-plain forward "$ORIGIN"
-    profile_start tunnel
-    lg intercepted-h1 h1 "https://127.0.0.1:$UPS/1k"
-    profile_stop tunnel
-    lg intercepted-h2 h2 "https://127.0.0.1:$UPS/1k"
+    rounds tunnel
+    rows loadgen-plain intercepted-h1 intercepted-h2
     target "intercepted HTTP/1.1 / plain" "$(ratio "${R[intercepted-h1]}" "${R[loadgen-plain]}")" ">=" 0.8
     target "intercepted HTTP/2 / plain" "$(ratio "${R[intercepted-h2]}" "${R[loadgen-plain]}")" ">=" 0.8
     ;;
@@ -340,18 +377,22 @@ for part in $PARTS; do
     echo; echo "### Bulk download of $BULK (curl, best of 3)"; echo; echo "| path | throughput |"; echo "|---|---|"
     if [ "$part" = bulk ]; then
       dl direct-bulk "http://127.0.0.1:$UP/big"
-      profile_start bulk
+      profile_start blind-tunnel
       dl blind-tunnel -p -x "http://127.0.0.1:$TG" --proxy-header "Proxy-Authorization: $TOKEN" "http://127.0.0.1:$UP/big"
-      profile_stop bulk
+      profile_stop blind-tunnel
       target "blind tunnel bulk / direct" "$(ratio "${R[blind-tunnel]}" "${R[direct-bulk]}")" ">=" 0.8
     else
       dl tollgate-direct-route -x "http://127.0.0.1:$TG" --proxy-header "Proxy-Authorization: $TOKEN" "http://127.0.0.1:$UP/big"
-      profile_start agent
+      profile_start tollgate-agent-route
       dl tollgate-agent-route -x "http://127.0.0.1:$TG" --proxy-header "Proxy-Authorization: $AGENT" "http://127.0.0.1:$UP/big"
-      profile_stop agent
+      profile_stop tollgate-agent-route
       header "Agent route against direct route, 1 KiB requests"
-      wrk_run direct-route "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
-      wrk_run agent-route "http://127.0.0.1:$TG" "$AGENT" "$ORIGIN"
+      agent() {
+        run_wrk direct-route "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
+        run_wrk agent-route "http://127.0.0.1:$TG" "$AGENT" "$ORIGIN"
+      }
+      rounds agent
+      rows direct-route agent-route
       target "agent route plain http bytes/s / direct route" "$(ratio "${R[tollgate-agent-route]}" "${R[tollgate-direct-route]}")" ">=" 0.6
       target "agent route plain http requests/s / direct route" "$(ratio "${R[agent-route]}" "${R[direct-route]}")" ">=" 0.6
     fi
@@ -364,14 +405,30 @@ for part in $PARTS; do
     target "RSS with $IDLE idle client connections (MB)" "$(awk -v a="$after" 'BEGIN { printf "%.1f", a * 1024 / 1e6 }')" "<=" 100
     ;;
   p99)
-    # Peak first (as in 'plain'), then both at half of tollgate's peak.
-    header "p99 at 50% of tollgate's peak rate (same offered rate for both)"
-    [ -n "${R[tollgate]:-}" ] || wrk_run tollgate "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"
-    export RATE; RATE=$(awk -v r="${R[tollgate]}" 'BEGIN { printf "%d", r / 2 }')
-    export CONNS
-    wrk_run nginx-rp-half "http://127.0.0.1:$RP" "" /1k "$WORK/paced.lua"
-    wrk_run tollgate-half "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN" "$WORK/paced.lua"
-    echo "offered rate: $RATE requests/s"
+    # Both at the same offered rate, half of tollgate's peak (the 'plain' part's median, or
+    # measured here). wrk paces each connection with a wait after each response; a 3 s
+    # calibration run per server measures the response time to subtract from that wait.
+    [ -n "${R[tollgate]:-}" ] || { ROUND=peak run_wrk tollgate "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"; rows tollgate >/dev/null; }
+    RATE=$(awk -v r="${R[tollgate]}" 'BEGIN { printf "%d", r / 2 }')
+    header "p99 at $RATE requests/s, half of tollgate's peak (the same offered rate for both)"
+    gap() { # url auth target -> GAP_MS for RATE
+      local g0 a0
+      g0=$(awk -v c="$CONNS" -v r="$RATE" 'BEGIN { printf "%.3f", c * 1000 / r }')
+      a0=$(GAP_MS=$g0 WORK=$WORK TARGET="$3" PROXY_AUTH="$2" wrk -t1 -c"$CONNS" -d3s -s "$WORK/paced.lua" "$1" \
+        | awk '/Requests\/sec/ {print $2}')
+      awk -v c="$CONNS" -v r="$RATE" -v g="$g0" -v a="$a0" \
+        'BEGIN { l = c * 1000 / a - g; g2 = c * 1000 / r - l; printf "%.3f", (g2 > 0) ? g2 : 0 }'
+    }
+    GAP_RP=$(gap "http://127.0.0.1:$RP" "" /1k)
+    GAP_TG=$(gap "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN")
+    half() {
+      export GAP_MS=$GAP_RP
+      run_wrk nginx-rp-half "http://127.0.0.1:$RP" "" /1k "$WORK/paced.lua"
+      export GAP_MS=$GAP_TG
+      run_wrk tollgate-half "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN" "$WORK/paced.lua"
+    }
+    rounds half
+    rows nginx-rp-half tollgate-half
     target "p99 at half peak: tollgate / nginx RP" "$(ratio "$(ms "${R[tollgate-half.p99]}")" "$(ms "${R[nginx-rp-half.p99]}")")" "<=" 2
     ;;
   hold)
