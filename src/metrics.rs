@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -111,6 +112,8 @@ pub struct Metrics {
     pub client_connections: Gauge,
     /// Connections refused with `503 overloaded`.
     pub overloaded: Counter,
+    /// Log lines that waited for the log writer (`crate::logging::stalls`, set on render).
+    log_writer_stalls: Counter,
     /// Token refreshes by outcome.
     pub token_refreshes: Family<RefreshLabels, Counter>,
     /// Agent relay: connections, tunnels, bytes, failures per agent.
@@ -188,6 +191,12 @@ impl Metrics {
             "client_connections",
             "Open client connections on the proxy listener",
             client_connections.clone(),
+        );
+        let log_writer_stalls = Counter::default();
+        registry.register(
+            "log_writer_stalls",
+            "Log lines that waited because stderr fell 16 MiB behind (lines are never dropped)",
+            log_writer_stalls.clone(),
         );
         let overloaded = Counter::default();
         registry.register(
@@ -297,6 +306,7 @@ impl Metrics {
             open_tunnels,
             client_connections,
             overloaded,
+            log_writer_stalls,
             token_refreshes,
             agents,
             would_deny,
@@ -382,6 +392,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.sync_policies();
+        (self.log_writer_stalls.inner()).store(crate::logging::stalls(), Ordering::Relaxed);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
