@@ -217,16 +217,19 @@ impl Injector {
                 app_name: app.name.clone(),
             });
         }
+        // The refresh and consent paths are boxed: inline, their futures (7 KB with the token
+        // endpoint's exchange) would size every injected request's future, and the slot hyper
+        // keeps per client connection for it.
         let stored = self.cached_or_read(&app, &caller.user).await?;
         let now = self.clock_now()?;
         let (token, refreshed) = match stored {
-            None => return Err(self.consent_required(&app, &caller.user).await),
+            None => return Err(Box::pin(self.consent_required(&app, &caller.user)).await),
             Some(t) if t.health.state == crate::store::GrantState::NeedsConsent => {
-                return Err(self.consent_required(&app, &caller.user).await)
+                return Err(Box::pin(self.consent_required(&app, &caller.user)).await)
             }
             Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => (t, false),
             Some(_) => (
-                self.refresh(&app, &caller.user, rejected, None).await?,
+                Box::pin(self.refresh(&app, &caller.user, rejected, None)).await?,
                 true,
             ),
         };

@@ -134,7 +134,8 @@ tokio::task_local! {
 pub(super) struct Pools {
     /// Direct routes: one pooled client per [`Reach`], created on first use, so a
     /// connection dialed under one rule's reach never serves a request under another's.
-    direct: RwLock<HashMap<Reach, DirectClient>>,
+    /// Held in an `Arc`: a request takes one reference, not a copy of the client's parts.
+    direct: RwLock<HashMap<Reach, Arc<DirectClient>>>,
     /// Dials the direct clients' connections.
     dialer: Arc<DirectDialer>,
     /// Per agent: the pooled client, and an unpooled one for replays.
@@ -230,7 +231,7 @@ impl Pools {
     /// The pooled client of `reach`. The distinct reaches are few (one per combination of
     /// rule settings, and one per `cidrs`-allowed rule set); past [`MAX_DIRECT_POOLS`], as
     /// after many reloads, the clients are dropped and made again.
-    fn direct_client(&self, reach: &Reach) -> DirectClient {
+    fn direct_client(&self, reach: &Reach) -> Arc<DirectClient> {
         if let Some(c) = self
             .direct
             .read()
@@ -249,7 +250,7 @@ impl Pools {
         };
         clients
             .entry(reach.clone())
-            .or_insert_with(|| client(&self.tls, connector, POOL_MAX_IDLE_PER_HOST))
+            .or_insert_with(|| Arc::new(client(&self.tls, connector, POOL_MAX_IDLE_PER_HOST)))
             .clone()
     }
 
