@@ -67,6 +67,12 @@ pub fn normalize_host(input: &str) -> Result<Host, HostError> {
     if input.len() > MAX_INPUT_LEN {
         return Err(err("host too long"));
     }
+    // The canonical dotted-decimal form (what most clients send for an address) needs no
+    // IDNA pass: the standard parser accepts exactly four decimal octets without leading
+    // zeros, which every other reading also takes as this address.
+    if let Ok(v4) = input.parse::<Ipv4Addr>() {
+        return Ok(Host::Ip(IpAddr::V4(v4)));
+    }
     if let Some(inner) = input.strip_prefix('[') {
         let inner = inner
             .strip_suffix(']')
