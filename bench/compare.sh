@@ -227,7 +227,7 @@ profile_stop() { # row
   local out="$ROOT/bench/flamegraphs/$1.svg"
   mkdir -p "$ROOT/bench/flamegraphs"
   perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf > "${PROFILE_DIR:-$WORK}/$1.folded"
-  inferno-flamegraph --title "tollgate, $1 ($(git -C "$ROOT" rev-parse --short HEAD))" \
+  inferno-flamegraph --minwidth 1 --title "tollgate, $1 ($(git -C "$ROOT" rev-parse --short HEAD))" \
     < "${PROFILE_DIR:-$WORK}/$1.folded" > "$out"
   echo "flamegraph: $out" >&2
 }
