@@ -33,17 +33,9 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
-need=()
-for b in wrk nginx curl python3; do command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || need+=("$b"); done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get update -qq >&2
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-  rm -f /usr/sbin/policy-rc.d
-fi
-
 . "$(dirname "$0")/lib.sh"
+need_packages wrk nginx curl python3
+
 UP=$(free_port); TG=$(free_port); TW=$(free_port); RL=$(free_port)
 
 # --- upstream: nginx with a 1 KiB and a large body ---

@@ -37,29 +37,18 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"  # the idle part holds 10 000 connections on each side
 
-need=()
-for b in wrk nginx squid curl openssl python3; do
-  command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || need+=("$b")
-done
+. "$(dirname "$0")/lib.sh"
+need_packages wrk nginx squid curl openssl python3
 if [ -n "${PROFILE:-}" ]; then
-  command -v perf >/dev/null || need+=(linux-perf)
+  command -v perf >/dev/null || { apt-get update -qq >&2; apt-get install -y -qq linux-perf >&2; }
   command -v inferno-flamegraph >/dev/null || cargo install --quiet inferno >&2
 fi
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get update -qq >&2
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-  rm -f /usr/sbin/policy-rc.d
-fi
-
-. "$(dirname "$0")/lib.sh"
 UP=$(free_port); UPS=$(free_port); RP=$(free_port); SQ=$(free_port)
 TG=$(free_port); TW=$(free_port); RL=$(free_port)
 
 # --- nginx: the upstream (1 KiB over http and https with h2, a large body) and the reverse
 # proxy anchor (a second process, keep-alive pool of 64 to the upstream) -------------------
-mkdir -p "$WORK/www" "$WORK/nginx" "$WORK/rp"
+mkdir -p "$WORK/www"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/www/1k"
 truncate -s "$BULK" "$WORK/www/big"
 # A CA (tollgate's --upstream-ca-file) and the upstream's certificate for 127.0.0.1.
@@ -74,39 +63,34 @@ NGINX_COMMON="access_log off; keepalive_requests 1000000; keepalive_timeout 600s
   client_header_timeout 600s; sendfile on;
   client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
   uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;"
-cat > "$WORK/nginx.conf" <<CONF
+# nginx_conf NAME HTTP-BLOCK-BODY: a one-worker nginx writing its pid and errors under $WORK.
+nginx_conf() {
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1.conf" <<CONF
 worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log;
+pid $WORK/$1.pid;
+error_log $WORK/$1/error.log;
 worker_rlimit_nofile 65536;
 events { worker_connections 16384; }
 http {
   $NGINX_COMMON
-  server { listen 127.0.0.1:$UP; root $WORK/www; }
+  $2
+}
+CONF
+}
+nginx_conf nginx "server { listen 127.0.0.1:$UP; root $WORK/www; }
   server {
     listen 127.0.0.1:$UPS ssl http2; root $WORK/www;
     ssl_certificate $WORK/up.pem; ssl_certificate_key $WORK/up.key;
-  }
-}
-CONF
-cat > "$WORK/rp.conf" <<CONF
-worker_processes 1;
-pid $WORK/rp.pid;
-error_log $WORK/rp/error.log;
-worker_rlimit_nofile 65536;
-events { worker_connections 16384; }
-http {
-  $NGINX_COMMON
-  upstream origin { server 127.0.0.1:$UP; keepalive 64; }
+  }"
+nginx_conf rp "upstream origin { server 127.0.0.1:$UP; keepalive 64; }
   server {
     listen 127.0.0.1:$RP;
     location / {
-      proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";
       proxy_buffering on;
     }
-  }
-}
-CONF
+  }"
 nginx -c "$WORK/nginx.conf"
 nginx -c "$WORK/rp.conf"
 
@@ -167,14 +151,7 @@ start_tollgate() {
   wait_port "$TG"; wait_port "$TW"
 }
 start_tollgate
-ADMIN=$("$BIN/tollgate" token mint --data "$WORK/data" --org bench --user admin --role admin --ttl 2h)
-curl -sf -o /dev/null -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-  "http://127.0.0.1:$TW/v1/apps" -d @- <<JSON
-{"id": "api", "name": "API", "approval_prompt": "ok",
- "authorize_url": "http://127.0.0.1:$UP/authorize", "token_url": "http://127.0.0.1:$UP/token",
- "client_id": "c", "client_secret": "s", "scopes": [], "egress_policy": "bench",
- "domains": ["localhost"], "upstream_tls": false}
-JSON
+create_app "$TW" "$BIN/tollgate" "$WORK/data" bench bench "$UP"
 kill "$TG_PID"; wait "$TG_PID" 2>/dev/null || true
 "$BIN/examples/seed_token" "$WORK/data" bench api wrk "bench-access-token" >&2
 start_tollgate
@@ -411,13 +388,16 @@ for part in $PARTS; do
     [ -n "${R[tollgate]:-}" ] || { ROUND=peak run_wrk tollgate "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN"; rows tollgate >/dev/null; }
     RATE=$(awk -v r="${R[tollgate]}" 'BEGIN { printf "%d", r / 2 }')
     header "p99 at $RATE requests/s, half of tollgate's peak (the same offered rate for both)"
-    gap() { # url auth target -> GAP_MS for RATE
-      local g0 a0
-      g0=$(awk -v c="$CONNS" -v r="$RATE" 'BEGIN { printf "%.3f", c * 1000 / r }')
-      a0=$(GAP_MS=$g0 WORK=$WORK TARGET="$3" PROXY_AUTH="$2" wrk -t1 -c"$CONNS" -d3s -s "$WORK/paced.lua" "$1" \
-        | awk '/Requests\/sec/ {print $2}')
-      awk -v c="$CONNS" -v r="$RATE" -v g="$g0" -v a="$a0" \
-        'BEGIN { l = c * 1000 / a - g; g2 = c * 1000 / r - l; printf "%.3f", (g2 > 0) ? g2 : 0 }'
+    gap() { # url auth target -> GAP_MS for RATE (two 3 s calibration passes)
+      local g a pass
+      g=$(awk -v c="$CONNS" -v r="$RATE" 'BEGIN { printf "%.3f", c * 1000 / r }')
+      for pass in 1 2; do
+        a=$(GAP_MS=$g WORK=$WORK TARGET="$3" PROXY_AUTH="$2" wrk -t1 -c"$CONNS" -d3s \
+          -s "$WORK/paced.lua" "$1" | awk '/Requests\/sec/ {print $2}')
+        g=$(awk -v c="$CONNS" -v r="$RATE" -v g="$g" -v a="$a" \
+          'BEGIN { l = c * 1000 / a - g; g2 = c * 1000 / r - l; printf "%.3f", (g2 > 0) ? g2 : 0 }')
+      done
+      echo "$g"
     }
     GAP_RP=$(gap "http://127.0.0.1:$RP" "" /1k)
     GAP_TG=$(gap "http://127.0.0.1:$TG" "$TOKEN" "$ORIGIN")

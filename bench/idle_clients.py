@@ -11,13 +11,7 @@ import socket
 import sys
 import time
 
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from agent_idle import rss_kib  # bench/, beside this file
 
 
 def read_response(s):

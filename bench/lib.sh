@@ -38,3 +38,31 @@ wrk_report() {
   printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${errs:-none}"
   echo "$1 $rps" >> "$WORK/rps"
 }
+
+# need_packages CMD...: installs the Debian packages of the commands missing (same names),
+# without letting their own services start (we run our own instances).
+need_packages() {
+  local need=() b
+  for b in "$@"; do command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || need+=("$b"); done
+  [ ${#need[@]} -gt 0 ] || return 0
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >&2
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+  rm -f /usr/sbin/policy-rc.d
+}
+
+# create_app WEB_PORT TOLLGATE DATA ORG POLICY UPSTREAM_PORT: an admin of ORG creates app
+# "api" bound to "localhost" (plain http, no TLS origination) with its endpoints on the
+# upstream's port, through the admin API of the tollgate serving DATA on WEB_PORT.
+create_app() {
+  local admin
+  admin=$("$2" token mint --data "$3" --org "$4" --user admin --role admin --ttl 1h)
+  curl -sf -o /dev/null -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+    "http://127.0.0.1:$1/v1/apps" -d @- <<JSON
+{"id": "api", "name": "API", "approval_prompt": "ok",
+ "authorize_url": "http://127.0.0.1:$6/authorize", "token_url": "http://127.0.0.1:$6/token",
+ "client_id": "c", "client_secret": "s", "scopes": [], "egress_policy": "$5",
+ "domains": ["localhost"], "upstream_tls": false}
+JSON
+}

@@ -36,15 +36,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need=()
-for b in wrk nginx curl python3; do command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || need+=("$b"); done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get update -qq >&2
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-  rm -f /usr/sbin/policy-rc.d
-fi
+. "$(dirname "$0")/lib.sh"
+need_packages wrk nginx curl python3
 
 if [ -z "${TOLLGATE_TEST_POSTGRES:-}" ]; then
   # shellcheck source=/dev/null
@@ -56,7 +49,6 @@ DB="tg_bench_$$"
 psql -q "$TOLLGATE_TEST_POSTGRES" -c "CREATE DATABASE $DB" >&2
 PG_URL=$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$TOLLGATE_TEST_POSTGRES" "$DB")
 
-. "$(dirname "$0")/lib.sh"
 UP=$(free_port); TP=$(free_port)
 S_PROXY=$(free_port); S_WEB=$(free_port); P_PROXY=$(free_port); P_WEB=$(free_port)
 
@@ -113,14 +105,7 @@ serve() { # name data proxy web [flags...]
   wait_port "$proxy"; wait_port "$web"
 }
 serve sled "$WORK/data" "$S_PROXY" "$S_WEB"
-ADMIN=$("$BIN/tollgate" token mint --data "$WORK/data" --org load --user admin --role admin --ttl 1h)
-curl -sf -o /dev/null -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-  "http://127.0.0.1:$S_WEB/v1/apps" -d @- <<JSON
-{"id": "api", "name": "API", "approval_prompt": "ok",
- "authorize_url": "http://127.0.0.1:$TP/authorize", "token_url": "http://127.0.0.1:$TP/token",
- "client_id": "c", "client_secret": "s", "scopes": [], "egress_policy": "load",
- "domains": ["localhost"], "upstream_tls": false}
-JSON
+create_app "$S_WEB" "$BIN/tollgate" "$WORK/data" load load "$TP"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
 "$BIN/examples/seed_token" "$WORK/data" load api wrk "bench-access-token" >&2
 "$BIN/examples/seed_token" "$WORK/data" load api fresh "due-access-token" "rt-0" >&2
