@@ -240,7 +240,8 @@ run_wrk() {
 run_lg() {
   profile_start "$1"
   "$BIN/examples/loadgen" --proxy "127.0.0.1:$TG" --auth "$TOKEN" --mode "$2" \
-    --ca "$WORK/tollgate-ca.pem" --conns "$CONNS" --duration "$DURATION" "$3" > "$WORK/runs/$1.$ROUND"
+    --ca "$WORK/tollgate-ca.pem" --conns "$CONNS" --duration "$DURATION" "$3" > "$WORK/runs/$1.$ROUND" \
+    2> >(sort | uniq -c | sed "s/^/$1 round $ROUND: /" >&2)
   profile_stop "$1"
 }
 # rows NAME...: the median round of each row as a table row (with every round's rate); the

@@ -207,7 +207,13 @@ fn main() -> Result<()> {
                             Ok(()) => latencies.push(
                                 u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX),
                             ),
-                            Err(_) => errors += 1,
+                            Err(e) => {
+                                // The first few of each connection, to tell what failed.
+                                if errors < 3 {
+                                    eprintln!("loadgen: request failed: {e:#}");
+                                }
+                                errors += 1;
+                            }
                         }
                     }
                     anyhow::Ok((latencies, errors))
