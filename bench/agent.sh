@@ -89,17 +89,7 @@ CONF
 TG_PID=$!
 PIDS+=($TG_PID)
 for p in $UP $TG $RL; do wait_port "$p"; done
-"$TOLLGATE" agent enroll --data "$WORK/data" --id bench > "$WORK/agent.jwt"
-"$TOLLGATE" agent run --relay "https://127.0.0.1:$RL" --id bench --credential-file "$WORK/agent.jwt" \
-  --ca-file "$WORK/data/ca/ca.pem" --allow 127.0.0.1/32 --log-format json \
-  2>"$WORK/agent.log" &
-AGENT_PID=$!
-PIDS+=($AGENT_PID)
-OPERATOR=$("$TOLLGATE" token mint --data "$WORK/data" --org ops --user bench --role operator --ttl 1h)
-for _ in $(seq 1 100); do
-  curl -s -H "Authorization: Bearer $OPERATOR" "http://127.0.0.1:$TW/metrics" | grep -q 'tollgate_agent_connections{agent="bench"} 2' && break
-  sleep 0.1
-done
+start_agent "$TOLLGATE" "$WORK/data" "$RL" "$TW"
 DIRECT=$("$TOLLGATE" token mint --data "$WORK/data" --org direct --user bench --ttl 1h)
 AGENT=$("$TOLLGATE" token mint --data "$WORK/data" --org agent --user bench --ttl 1h)
 for t in "$DIRECT" "$AGENT"; do

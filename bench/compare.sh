@@ -156,17 +156,7 @@ kill "$TG_PID"; wait "$TG_PID" 2>/dev/null || true
 "$BIN/examples/seed_token" "$WORK/data" bench api wrk "bench-access-token" >&2
 start_tollgate
 PIDS+=($TG_PID)
-"$BIN/tollgate" agent enroll --data "$WORK/data" --id bench > "$WORK/agent.jwt"
-"$BIN/tollgate" agent run --relay "https://127.0.0.1:$RL" --id bench --credential-file "$WORK/agent.jwt" \
-  --ca-file "$WORK/data/ca/ca.pem" --allow 127.0.0.1/32 --log-format json 2>"$WORK/agent.log" &
-AGENT_PID=$!
-PIDS+=($AGENT_PID)
-OPERATOR=$("$BIN/tollgate" token mint --data "$WORK/data" --org ops --user bench --role operator --ttl 2h)
-for _ in $(seq 1 100); do
-  curl -s -H "Authorization: Bearer $OPERATOR" "http://127.0.0.1:$TW/metrics" \
-    | grep -q 'tollgate_agent_connections{agent="bench"} 2' && break
-  sleep 0.1
-done
+start_agent "$BIN/tollgate" "$WORK/data" "$RL" "$TW"
 TOKEN="Bearer $("$BIN/tollgate" token mint --data "$WORK/data" --org bench --user wrk --ttl 2h)"
 AGENT="Bearer $("$BIN/tollgate" token mint --data "$WORK/data" --org agent --user wrk --ttl 2h)"
 "$BIN/tollgate" ca export --data "$WORK/data" > "$WORK/tollgate-ca.pem"

@@ -66,3 +66,23 @@ create_app() {
  "domains": ["localhost"], "upstream_tls": false}
 JSON
 }
+
+# start_agent TOLLGATE DATA RELAY_PORT WEB_PORT: enrolls agent "bench" and runs it (allowing
+# 127.0.0.1/32, log in $WORK/agent.log), its pid in AGENT_PID and PIDS, then waits until both
+# of its relay connections are up (read from tollgate's metrics).
+start_agent() {
+  "$1" agent enroll --data "$2" --id bench > "$WORK/agent.jwt"
+  "$1" agent run --relay "https://127.0.0.1:$3" --id bench --credential-file "$WORK/agent.jwt" \
+    --ca-file "$2/ca/ca.pem" --allow 127.0.0.1/32 --log-format json 2>"$WORK/agent.log" &
+  AGENT_PID=$!
+  PIDS+=($AGENT_PID)
+  local operator
+  operator=$("$1" token mint --data "$2" --org ops --user bench --role operator --ttl 2h)
+  for _ in $(seq 1 100); do
+    curl -s -H "Authorization: Bearer $operator" "http://127.0.0.1:$4/metrics" \
+      | grep -q 'tollgate_agent_connections{agent="bench"} 2' && return 0
+    sleep 0.1
+  done
+  echo "the agent did not connect (see $WORK/agent.log)" >&2
+  return 1
+}
