@@ -217,19 +217,16 @@ impl Injector {
                 app_name: app.name.clone(),
             });
         }
-        // The refresh and consent paths are boxed: inline, their futures (7 KB with the token
-        // endpoint's exchange) would size every injected request's future, and the slot hyper
-        // keeps per client connection for it.
         let stored = self.cached_or_read(&app, &caller.user).await?;
         let now = self.clock_now()?;
         let (token, refreshed) = match stored {
-            None => return Err(Box::pin(self.consent_required(&app, &caller.user)).await),
+            None => return Err(self.consent_required(&app, &caller.user).await),
             Some(t) if t.health.state == crate::store::GrantState::NeedsConsent => {
-                return Err(Box::pin(self.consent_required(&app, &caller.user)).await)
+                return Err(self.consent_required(&app, &caller.user).await)
             }
             Some(t) if rejected.is_none() && self.is_fresh(&app, &t, now) => (t, false),
             Some(_) => (
-                Box::pin(self.refresh(&app, &caller.user, rejected, None)).await?,
+                self.refresh(&app, &caller.user, rejected, None).await?,
                 true,
             ),
         };
@@ -306,9 +303,22 @@ impl Injector {
         lock
     }
 
-    /// The refresh, single-flight. Waiters re-read the store once they hold the lock and use
-    /// what the refresh that went before them stored.
+    /// The refresh, single-flight ([`Self::refresh_in_flight`]). Boxed: inline, its 7 KB
+    /// future (the token endpoint's exchange) would size every injected request's future,
+    /// and the slot hyper keeps per client connection for that future.
     async fn refresh(
+        &self,
+        app: &Arc<App>,
+        user: &str,
+        rejected: Option<&Secret>,
+        ahead: Option<u64>,
+    ) -> Result<Arc<TokenSet>, InjectError> {
+        Box::pin(self.refresh_in_flight(app, user, rejected, ahead)).await
+    }
+
+    /// Waiters re-read the store once they hold the lock and use what the refresh that went
+    /// before them stored.
+    async fn refresh_in_flight(
         &self,
         app: &Arc<App>,
         user: &str,
@@ -434,7 +444,8 @@ impl Injector {
     /// Issues a consent ticket for the app as it is stored now (a reset may have moved its
     /// generation since the index snapshot).
     async fn consent_required(&self, app: &App, user: &str) -> InjectError {
-        match self.issue_ticket(app, user).await {
+        // Boxed, like the refresh: a rare path that would otherwise size the request's future.
+        match Box::pin(self.issue_ticket(app, user)).await {
             Ok(c) => InjectError::AuthorizationRequired(Box::new(c)),
             Err(e) => e,
         }

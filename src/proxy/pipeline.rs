@@ -308,9 +308,7 @@ pub(crate) async fn exchange(
     let send = |req| async move {
         let (route, reach) = (&target.route, &target.reach);
         let sent = if upgrade {
-            // Boxed: the rare WebSocket path would otherwise size every request's future
-            // (and the per-connection slot hyper keeps for it) at its 5 KB.
-            Box::pin(state.router.upgrade(route, reach, req)).await
+            state.router.upgrade(route, reach, req).await
         } else {
             state.router.send(route, reach, req, predialed).await
         };

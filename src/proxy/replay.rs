@@ -93,7 +93,7 @@ where
             let resp = send(Request::from_parts(parts, body)).await?;
             if rejects_token(resp.status(), resp.headers()) {
                 let mut scratch = HeaderMap::new();
-                if let Err(e) = Box::pin(reauth.reauthorize(&mut scratch)).await {
+                if let Err(e) = reauth.reauthorize(&mut scratch).await {
                     tracing::debug!(error = %e, "refresh after an upstream rejection failed");
                 }
             }
@@ -113,9 +113,7 @@ where
             }
             drop(resp);
             let (mut parts, ()) = again.into_parts();
-            // Boxed, as every refresh: its 7 KB future would otherwise be part of every
-            // injected request's.
-            Box::pin(reauth.reauthorize(&mut parts.headers)).await?;
+            reauth.reauthorize(&mut parts.headers).await?;
             tracing::debug!("replaying a request after refreshing a rejected token");
             send(Request::from_parts(parts, full(bytes))).await
         }

@@ -52,7 +52,10 @@ impl Router {
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let timeout = self.upgrades.response_timeout;
-        match tokio::time::timeout(timeout, self.upgrade_inner(route, reach, req)).await {
+        // Boxed: inline, this rare path's 5 KB would size the future of every request that
+        // could take it (and the slot hyper keeps per client connection for that future).
+        let upgrade = Box::pin(self.upgrade_inner(route, reach, req));
+        match tokio::time::timeout(timeout, upgrade).await {
             Err(_) => Err(SendError::Timeout(timeout)),
             Ok(r) => r,
         }
