@@ -103,6 +103,24 @@ async fn retire(tg: &Tollgate, kid: &str) -> Resp {
     web_request(tg.web, "POST", &path, Some(&tg.operator_token()), None).await
 }
 
+/// Once the server logs the re-seal complete (its progress is committed just before the
+/// line), the old key retires, and the proxy injects alice's re-sealed token, unchanged.
+async fn retire_after_reseal(tg: &Tollgate, old: &str, api_port: u16, alice_bearer: &str) {
+    assert!(
+        wait_until(DEADLINE, async || tg
+            .logs()
+            .contains("store key re-seal complete"))
+        .await,
+        "{}",
+        tg.logs()
+    );
+    let r = retire(tg, old).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let again = common::postgres::call(tg, api_port, "alice").await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(bearer_of(&again), alice_bearer);
+}
+
 async fn rotation_over_many_grants(store_flags: &[&str], url: Option<&str>, name: &str) {
     let env = setup_env(store_flags, ENV, |_, _| {}).await;
     env.consent("acme", "alice").await;
@@ -181,22 +199,7 @@ async fn rotation_over_many_grants(store_flags: &[&str], url: Option<&str>, name
         "the restart re-sealed {resumed} of {records}: it did not resume where it stopped"
     );
     assert_eq!(done["store_records"], serde_json::json!({ &new: records }));
-    // The progress is committed before the line is logged: wait for it.
-    assert!(
-        wait_until(DEADLINE, async || tg
-            .logs()
-            .contains("store key re-seal complete"))
-        .await,
-        "{}",
-        tg.logs()
-    );
-
-    // The old key retires; the proxy injects alice's re-sealed token.
-    let r = retire(&tg, &old).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let again = common::postgres::call(&tg, p.api.port(), "alice").await;
-    assert_eq!(again.status, 200, "{}", again.text());
-    assert_eq!(bearer_of(&again), alice_bearer);
+    retire_after_reseal(&tg, &old, p.api.port(), &alice_bearer).await;
 
     // Every grant opens, with the ring that no longer holds the old key.
     let dir = tg.stop_keep_dir();
@@ -282,18 +285,5 @@ async fn an_offline_store_key_rotation_is_resealed_by_the_next_server() {
         done["store_records"].get(&old).is_none(),
         "records still under the old key: {done}"
     );
-    // The re-seal's progress is committed just before the line is logged.
-    assert!(
-        wait_until(DEADLINE, async || tg
-            .logs()
-            .contains("store key re-seal complete"))
-        .await,
-        "{}",
-        tg.logs()
-    );
-    let r = retire(&tg, &old).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let again = common::postgres::call(&tg, p.api.port(), "alice").await;
-    assert_eq!(again.status, 200, "{}", again.text());
-    assert_eq!(bearer_of(&again), alice_bearer);
+    retire_after_reseal(&tg, &old, p.api.port(), &alice_bearer).await;
 }
